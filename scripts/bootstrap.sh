@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the local stack and the tests need, once: a Python venv with moto, cfn-lint,
+# SAM CLI and cargo-lambda. Re-runs only when requirements-dev.txt changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+stamp="$VENV/.requirements.sha256"
+want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "bootstrap: cargo is required (https://rustup.rs)" >&2
+  exit 1
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating $VENV" >&2
+  python3 -m venv "$VENV"
+fi
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  echo "bootstrap: installing requirements-dev.txt into $VENV" >&2
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements-dev.txt
+  echo "$want" > "$stamp"
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true

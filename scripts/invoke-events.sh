@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs every events/<function>/*.json through `cargo lambda watch` + `cargo lambda invoke`,
+# against moto (MOTO_ENDPOINT must be set), and checks each statusCode against events/expected.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${MOTO_ENDPOINT:?start moto first (scripts/moto.sh)}"
+VENV=${VENV:-.venv}
+export PATH="$PWD/$VENV/bin:$PATH"
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+
+declare -A FUNCTION_IDS=(
+  [numbers-api]=NumbersApiFunction
+)
+failures=0
+workdir=$(mktemp -d)
+cleanup() {
+  [ -n "${WATCH_PID:-}" ] && kill -- -"$WATCH_PID" 2>/dev/null || true
+  rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+cargo build --quiet -p muchaw-local --bin muchaw-local
+for dir in events/*/; do
+  fn=$(basename "$dir")
+  logical=${FUNCTION_IDS[$fn]:-}
+  if [ -z "$logical" ]; then echo "events/$fn: no function mapping in $0" >&2; exit 1; fi
+  cargo run --quiet -p muchaw-local --bin muchaw-local -- env --function "$logical" > "$workdir/$fn.env"
+  port=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  setsid cargo lambda watch --ignore-changes --quiet --invoke-address 127.0.0.1 --invoke-port "$port" \
+    --env-file "$workdir/$fn.env" >"$workdir/$fn.watch.log" 2>&1 &
+  WATCH_PID=$!
+  for f in "$dir"*.json; do
+    name=$(basename "$f")
+    want=$("$VENV/bin/python" -c 'import json,sys; print(json.load(open("events/expected.json"))[sys.argv[1]][sys.argv[2]])' "$fn" "$name")
+    out="$workdir/$fn-$name.out"
+    ok=false
+    for _ in $(seq 1 120); do
+      if cargo lambda invoke "$fn" --data-file "$f" --invoke-address 127.0.0.1 --invoke-port "$port" >"$out" 2>"$out.err"; then ok=true; break; fi
+      sleep 1
+    done
+    got=$("$VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("statusCode"))' "$out" 2>/dev/null || echo none)
+    if $ok && [ "$got" = "$want" ]; then
+      echo "ok   events/$fn/$name -> $got"
+    else
+      echo "FAIL events/$fn/$name: want $want, got $got" >&2
+      cat "$out" "$out.err" >&2 || true
+      tail -20 "$workdir/$fn.watch.log" >&2 || true
+      failures=$((failures + 1))
+    fi
+  done
+  kill -- -"$WATCH_PID" 2>/dev/null || true
+  wait "$WATCH_PID" 2>/dev/null || true
+  WATCH_PID=
+done
+[ "$failures" -eq 0 ]

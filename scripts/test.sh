@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Every check the project has: formatting, lints, unit and integration tests (against moto and
+# the fake Meta), the SAM template, and each events/ file through cargo lambda invoke.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+export VENV=${VENV:-.venv}
+export PATH="$PWD/$VENV/bin:$PATH"
+export SAM_CLI_TELEMETRY=0
+
+echo "== cargo fmt" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy" >&2
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== template" >&2
+scripts/validate-template.sh
+
+source scripts/moto.sh
+echo "== cargo test" >&2
+cargo test --workspace --no-fail-fast
+echo "== events/ through cargo lambda invoke" >&2
+scripts/invoke-events.sh

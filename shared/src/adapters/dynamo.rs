@@ -1,0 +1,817 @@
+//! The single DynamoDB table. Key design (see README "Data model"):
+//!
+//! | item              | PK                           | SK                  | GSI1 (status, keys only)            | GSI2 (all, keys only)   | GSI3 (WABA, all) |
+//! |-------------------|------------------------------|---------------------|--------------------------------------|-------------------------|------------------|
+//! | number            | `ACCOUNT#{a}`                | `NUMBER#{id}`       | `ACCOUNT#{a}#STATUS#{s}` / `{created}#{id}` | `ACCOUNT#{a}` / `{created}#{id}` | `WABA#{w}` / `NUMBER#{id}` |
+//! | status counters   | `ACCOUNT#{a}`                | `COUNTERS`          |                                      |                         |                  |
+//! | phone guard       | `PHONE#{phoneNumberId}`      | `PHONE`             |                                      |                         |                  |
+//! | account           | `ACCOUNT#{a}`                | `ACCOUNT`           |                                      |                         |                  |
+//! | API key (lookup)  | `APIKEY#{sha256}`            | `APIKEY`            |                                      |                         |                  |
+//! | API key (owner)   | `ACCOUNT#{a}`                | `APIKEY#{keyId}`    |                                      |                         |                  |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, PutRequest,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
+};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::api_key::{KeyHash, PlainApiKey};
+use crate::domain::time::{self, Timestamp};
+use crate::domain::{
+    AccountId, ApiKeyId, FailureReason, Number, NumberId, QualityRating, Status, Step,
+};
+use crate::ports::{
+    ApiKeyVerifier, ChangeOutcome, NumberPage, NumberReader, Page, StatusChange, StatusWriter,
+    StoreError, StoreResult,
+};
+
+pub mod keys {
+    use super::*;
+
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const PHONE: &str = "PHONE";
+    pub const ACCOUNT: &str = "ACCOUNT";
+    pub const API_KEY: &str = "APIKEY";
+
+    pub fn account(account: &AccountId) -> String {
+        format!("ACCOUNT#{account}")
+    }
+    pub fn number(id: &NumberId) -> String {
+        format!("NUMBER#{id}")
+    }
+    pub fn account_status(account: &AccountId, status: Status) -> String {
+        format!("ACCOUNT#{account}#STATUS#{status}")
+    }
+    pub fn newest_first(created_at: &Timestamp, id: &NumberId) -> String {
+        format!("{}#{id}", time::format(created_at))
+    }
+    pub fn waba(waba_id: &str) -> String {
+        format!("WABA#{waba_id}")
+    }
+    pub fn phone(phone_number_id: &str) -> String {
+        format!("PHONE#{phone_number_id}")
+    }
+    pub fn api_key(hash: &KeyHash) -> String {
+        format!("APIKEY#{}", hash.as_str())
+    }
+    pub fn owned_api_key(id: &ApiKeyId) -> String {
+        format!("APIKEY#{id}")
+    }
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn key(pk: String, sk: impl Into<String>) -> HashMap<String, AttributeValue> {
+    HashMap::from([("PK".to_string(), s(pk)), ("SK".to_string(), s(sk))])
+}
+
+fn unavailable(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}
+
+fn sdk_unavailable<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    StoreError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(err).to_string())
+}
+
+/// How a number is laid out in the table.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NumberItem {
+    #[serde(rename = "PK")]
+    pk: String,
+    #[serde(rename = "SK")]
+    sk: String,
+    #[serde(rename = "GSI1PK")]
+    gsi1pk: String,
+    #[serde(rename = "GSI1SK")]
+    gsi1sk: String,
+    #[serde(rename = "GSI2PK")]
+    gsi2pk: String,
+    #[serde(rename = "GSI2SK")]
+    gsi2sk: String,
+    #[serde(rename = "GSI3PK")]
+    gsi3pk: String,
+    #[serde(rename = "GSI3SK")]
+    gsi3sk: String,
+    entity: String,
+    id: NumberId,
+    account_id: AccountId,
+    waba_id: String,
+    phone_number_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    display_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quality_rating: Option<QualityRating>,
+    status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_expires_at: Option<String>,
+    created_at: String,
+    updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provisioning_step: Option<Step>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failure_reason: Option<FailureReason>,
+    version: u64,
+}
+
+impl NumberItem {
+    fn from_number(number: &Number) -> NumberItem {
+        NumberItem {
+            pk: keys::account(&number.account_id),
+            sk: keys::number(&number.id),
+            gsi1pk: keys::account_status(&number.account_id, number.status),
+            gsi1sk: keys::newest_first(&number.created_at, &number.id),
+            gsi2pk: keys::account(&number.account_id),
+            gsi2sk: keys::newest_first(&number.created_at, &number.id),
+            gsi3pk: keys::waba(&number.waba_id),
+            gsi3sk: keys::number(&number.id),
+            entity: "NUMBER".into(),
+            id: number.id.clone(),
+            account_id: number.account_id.clone(),
+            waba_id: number.waba_id.clone(),
+            phone_number_id: number.phone_number_id.clone(),
+            display_number: number.display_number.clone(),
+            display_name: number.display_name.clone(),
+            quality_rating: number.quality_rating,
+            status: number.status,
+            token_expires_at: number.token_expires_at.as_ref().map(time::format),
+            created_at: time::format(&number.created_at),
+            updated_at: time::format(&number.updated_at),
+            provisioning_step: number.provisioning_step,
+            failure_reason: number.failure_reason.clone(),
+            version: 1,
+        }
+    }
+
+    fn into_number(self) -> StoreResult<Number> {
+        let parse = |text: &str| time::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()));
+        Ok(Number {
+            token_expires_at: self.token_expires_at.as_deref().map(parse).transpose()?,
+            created_at: parse(&self.created_at)?,
+            updated_at: parse(&self.updated_at)?,
+            id: self.id,
+            account_id: self.account_id,
+            waba_id: self.waba_id,
+            phone_number_id: self.phone_number_id,
+            display_number: self.display_number,
+            display_name: self.display_name,
+            quality_rating: self.quality_rating,
+            status: self.status,
+            provisioning_step: self.provisioning_step,
+            failure_reason: self.failure_reason,
+        })
+    }
+}
+
+fn number_from_item(item: HashMap<String, AttributeValue>) -> StoreResult<Number> {
+    serde_dynamo::from_item::<_, NumberItem>(item)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        .into_number()
+}
+
+/// What the store has read, so tests and benchmarks can show a list costs O(page), not O(account).
+#[derive(Default, Debug)]
+pub struct ReadStats {
+    requests: AtomicU64,
+    items_read: AtomicU64,
+    scans: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadStatsSnapshot {
+    pub requests: u64,
+    pub items_read: u64,
+    pub scans: u64,
+}
+
+impl ReadStats {
+    fn record(&self, items: u64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.items_read.fetch_add(items, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> ReadStatsSnapshot {
+        ReadStatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            items_read: self.items_read.load(Ordering::Relaxed),
+            scans: self.scans.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn reset(&self) {
+        self.requests.store(0, Ordering::Relaxed);
+        self.items_read.store(0, Ordering::Relaxed);
+        self.scans.store(0, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    stats: Arc<ReadStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    #[serde(with = "time")]
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug)]
+pub struct CreatedApiKey {
+    pub id: ApiKeyId,
+    pub account_id: AccountId,
+    pub key: PlainApiKey,
+}
+
+const MAX_TRANSACTION_ATTEMPTS: u32 = 8;
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn stats(&self) -> &ReadStats {
+        &self.stats
+    }
+
+    async fn get_item(
+        &self,
+        pk: String,
+        sk: impl Into<String>,
+    ) -> StoreResult<Option<HashMap<String, AttributeValue>>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_unavailable)?;
+        self.stats.record(u64::from(output.item.is_some()));
+        Ok(output.item)
+    }
+
+    /// Runs a transaction, retrying only DynamoDB's own contention (`TransactionConflict`),
+    /// which hot items such as an account's counters see under bursts of signups.
+    /// `Ok(Err(reasons))` is a cancellation for a failed condition, with its reasons.
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> StoreResult<Result<(), Vec<Option<String>>>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(Ok(())),
+                Err(err) => err,
+            };
+            let service = match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => cancel,
+                Some(TransactWriteItemsError::TransactionInProgressException(_)) => {
+                    if attempt < MAX_TRANSACTION_ATTEMPTS {
+                        backoff(attempt).await;
+                        continue;
+                    }
+                    return Err(sdk_unavailable(err));
+                }
+                _ => return Err(sdk_unavailable(err)),
+            };
+            let codes: Vec<Option<String>> = service
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().map(str::to_string))
+                .collect();
+            let conflicted = codes
+                .iter()
+                .any(|c| c.as_deref() == Some("TransactionConflict"));
+            let condition_failed = codes
+                .iter()
+                .any(|c| c.as_deref() == Some("ConditionalCheckFailed"));
+            if condition_failed {
+                return Ok(Err(codes));
+            }
+            if conflicted && attempt < MAX_TRANSACTION_ATTEMPTS {
+                backoff(attempt).await;
+                continue;
+            }
+            return Err(sdk_unavailable(err));
+        }
+    }
+
+    fn counters_update(
+        &self,
+        account: &AccountId,
+        deltas: &[(Status, i64)],
+    ) -> StoreResult<TransactWriteItem> {
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        let mut clauses = Vec::new();
+        for (i, (status, delta)) in deltas.iter().enumerate() {
+            names.insert(format!("#s{i}"), status.as_str().to_string());
+            values.insert(format!(":d{i}"), n(*delta));
+            clauses.push(format!("#s{i} :d{i}"));
+        }
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::account(account), keys::COUNTERS)))
+            .update_expression(format!("ADD {}", clauses.join(", ")))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(unavailable)?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    async fn count(&self, account: &AccountId, status: Option<Status>) -> StoreResult<u64> {
+        let Some(item) = self.get_item(keys::account(account), keys::COUNTERS).await? else {
+            return Ok(0);
+        };
+        let read = |status: Status| -> u64 {
+            item.get(status.as_str())
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+                .map_or(0, |v| v.max(0) as u64)
+        };
+        Ok(match status {
+            Some(status) => read(status),
+            None => Status::ALL.into_iter().map(read).sum(),
+        })
+    }
+
+    /// Keys of one page, read from a keys-only index: the skipped offset costs index reads of a
+    /// few bytes each, the page itself `limit` of them.
+    async fn page_keys(
+        &self,
+        account: &AccountId,
+        status: Option<Status>,
+        page: Page,
+    ) -> StoreResult<Vec<HashMap<String, AttributeValue>>> {
+        let (index, partition_attr, partition) = match status {
+            Some(status) => ("GSI1", "GSI1PK", keys::account_status(account, status)),
+            None => ("GSI2", "GSI2PK", keys::account(account)),
+        };
+        let limit = page.limit as usize;
+        let mut to_skip = page.offset as usize;
+        let mut keys = Vec::with_capacity(limit);
+        let mut start = None;
+        loop {
+            let wanted = to_skip + (limit - keys.len());
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", partition_attr)
+                .expression_attribute_values(":pk", s(partition.clone()))
+                .scan_index_forward(false)
+                .limit(wanted.clamp(1, 1000) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_unavailable)?;
+            self.stats.record(output.scanned_count().max(0) as u64);
+            for item in output.items.unwrap_or_default() {
+                if to_skip > 0 {
+                    to_skip -= 1;
+                    continue;
+                }
+                if keys.len() < limit {
+                    let (Some(pk), Some(sk)) = (item.get("PK"), item.get("SK")) else {
+                        return Err(StoreError::Corrupt("index entry without keys".into()));
+                    };
+                    keys.push(HashMap::from([
+                        ("PK".to_string(), pk.clone()),
+                        ("SK".to_string(), sk.clone()),
+                    ]));
+                }
+            }
+            match output.last_evaluated_key {
+                Some(next) if keys.len() < limit => start = Some(next),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
+    async fn batch_get_numbers(
+        &self,
+        keys: Vec<HashMap<String, AttributeValue>>,
+    ) -> StoreResult<Vec<Number>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let order: Vec<String> = keys
+            .iter()
+            .filter_map(|k| k.get("SK").and_then(|v| v.as_s().ok()).cloned())
+            .collect();
+        let mut found: HashMap<String, Number> = HashMap::with_capacity(keys.len());
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(unavailable)?,
+        );
+        let mut attempt = 0;
+        while let Some(request) = pending.take() {
+            attempt += 1;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(sdk_unavailable)?;
+            let items = output
+                .responses
+                .and_then(|mut r| r.remove(&self.table))
+                .unwrap_or_default();
+            self.stats.record(items.len() as u64);
+            for item in items {
+                let number = number_from_item(item)?;
+                found.insert(keys::number(&number.id), number);
+            }
+            pending = output
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .filter(|k| !k.keys().is_empty());
+            if pending.is_some() {
+                if attempt >= MAX_TRANSACTION_ATTEMPTS {
+                    return Err(StoreError::Unavailable(
+                        "batch read left keys unprocessed".into(),
+                    ));
+                }
+                backoff(attempt).await;
+            }
+        }
+        Ok(order.iter().filter_map(|sk| found.remove(sk)).collect())
+    }
+
+    /// Writes numbers in bulk, with their counters and phone guards, without per-number
+    /// transactions: for importing an account from elsewhere and for seeding large tests.
+    pub async fn import_numbers(&self, numbers: &[Number]) -> StoreResult<()> {
+        let mut requests = Vec::new();
+        let mut counts: HashMap<(AccountId, Status), i64> = HashMap::new();
+        for number in numbers {
+            let item = serde_dynamo::to_item(NumberItem::from_number(number)).map_err(unavailable)?;
+            requests.push(put_request(item)?);
+            if number.status.is_live() {
+                requests.push(put_request(guard_item(number))?);
+            }
+            *counts
+                .entry((number.account_id.clone(), number.status))
+                .or_default() += 1;
+        }
+        for chunk in requests.chunks(25) {
+            self.batch_write(chunk.to_vec()).await?;
+        }
+        let mut by_account: HashMap<AccountId, Vec<(Status, i64)>> = HashMap::new();
+        for ((account, status), count) in counts {
+            by_account.entry(account).or_default().push((status, count));
+        }
+        for (account, deltas) in by_account {
+            let update = self.counters_update(&account, &deltas)?;
+            if let Some(update) = update.update {
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(update.key))
+                    .update_expression(update.update_expression)
+                    .set_expression_attribute_names(update.expression_attribute_names)
+                    .set_expression_attribute_values(update.expression_attribute_values)
+                    .send()
+                    .await
+                    .map_err(sdk_unavailable)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> StoreResult<()> {
+        let mut pending = requests;
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            attempt += 1;
+            let output = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, pending)
+                .send()
+                .await
+                .map_err(sdk_unavailable)?;
+            pending = output
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&self.table))
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                if attempt >= MAX_TRANSACTION_ATTEMPTS {
+                    return Err(StoreError::Unavailable("batch write left items".into()));
+                }
+                backoff(attempt).await;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create_account(&self, name: &str) -> StoreResult<Account> {
+        let account = Account {
+            id: AccountId::generate(),
+            name: name.to_string(),
+            created_at: time::now(),
+        };
+        let mut item = key(keys::account(&account.id), keys::ACCOUNT);
+        item.insert("entity".into(), s("ACCOUNT"));
+        item.insert("name".into(), s(name));
+        item.insert("createdAt".into(), s(time::format(&account.created_at)));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await
+            .map_err(sdk_unavailable)?;
+        Ok(account)
+    }
+
+    /// A new key for an existing account; the plain key leaves this function once, in the result.
+    pub async fn create_api_key(
+        &self,
+        account: &AccountId,
+        label: Option<&str>,
+    ) -> StoreResult<CreatedApiKey> {
+        self.store_api_key(account, label, PlainApiKey::generate())
+            .await
+    }
+
+    /// Stores a key issued elsewhere; like [`Self::create_api_key`] only its hash is kept.
+    pub async fn store_api_key(
+        &self,
+        account: &AccountId,
+        label: Option<&str>,
+        key_value: PlainApiKey,
+    ) -> StoreResult<CreatedApiKey> {
+        let id = ApiKeyId::generate();
+        let hash = key_value.hash();
+        let now = time::format(&time::now());
+        let label = label.unwrap_or("default");
+
+        let mut lookup = key(keys::api_key(&hash), keys::API_KEY);
+        lookup.insert("entity".into(), s("APIKEY"));
+        lookup.insert("accountId".into(), s(account.as_str()));
+        lookup.insert("keyId".into(), s(id.as_str()));
+        lookup.insert("createdAt".into(), s(now.clone()));
+        let mut owned = key(keys::account(account), keys::owned_api_key(&id));
+        owned.insert("entity".into(), s("APIKEY"));
+        owned.insert("keyHash".into(), s(hash.as_str()));
+        owned.insert("name".into(), s(label));
+        owned.insert("createdAt".into(), s(now));
+
+        let items = vec![
+            TransactWriteItem::builder()
+                .condition_check(
+                    ConditionCheck::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(keys::account(account), keys::ACCOUNT)))
+                        .condition_expression("attribute_exists(PK)")
+                        .build()
+                        .map_err(unavailable)?,
+                )
+                .build(),
+            put_new(&self.table, lookup)?,
+            put_new(&self.table, owned)?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(CreatedApiKey {
+                id,
+                account_id: account.clone(),
+                key: key_value,
+            }),
+            Err(_) => Err(StoreError::NotFound),
+        }
+    }
+
+    /// Revokes a key of this account; revoking twice is harmless. `NotFound` when the account
+    /// has no such key.
+    pub async fn revoke_api_key(&self, account: &AccountId, id: &ApiKeyId) -> StoreResult<()> {
+        let owned = self
+            .get_item(keys::account(account), keys::owned_api_key(id))
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let hash = owned
+            .get("keyHash")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .map(KeyHash::from_stored)
+            .ok_or_else(|| StoreError::Corrupt("API key without hash".into()))?;
+        let now = s(time::format(&time::now()));
+        let revoke = |pk: String, sk: String| -> StoreResult<TransactWriteItem> {
+            Ok(TransactWriteItem::builder()
+                .update(
+                    Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(pk, sk)))
+                        .update_expression("SET revokedAt = if_not_exists(revokedAt, :now)")
+                        .condition_expression("attribute_exists(PK)")
+                        .expression_attribute_values(":now", now.clone())
+                        .build()
+                        .map_err(unavailable)?,
+                )
+                .build())
+        };
+        let items = vec![
+            revoke(keys::api_key(&hash), keys::API_KEY.to_string())?,
+            revoke(keys::account(account), keys::owned_api_key(id))?,
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(_) => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn read_number(&self, account: &AccountId, id: &NumberId) -> StoreResult<Option<Number>> {
+        self.get_item(keys::account(account), keys::number(id))
+            .await?
+            .map(number_from_item)
+            .transpose()
+    }
+}
+
+fn put_request(item: HashMap<String, AttributeValue>) -> StoreResult<WriteRequest> {
+    Ok(WriteRequest::builder()
+        .put_request(PutRequest::builder().set_item(Some(item)).build().map_err(unavailable)?)
+        .build())
+}
+
+fn put_new(table: &str, item: HashMap<String, AttributeValue>) -> StoreResult<TransactWriteItem> {
+    Ok(TransactWriteItem::builder()
+        .put(
+            Put::builder()
+                .table_name(table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(PK)")
+                .build()
+                .map_err(unavailable)?,
+        )
+        .build())
+}
+
+fn guard_item(number: &Number) -> HashMap<String, AttributeValue> {
+    let mut item = key(keys::phone(&number.phone_number_id), keys::PHONE);
+    item.insert("entity".into(), s("PHONE"));
+    item.insert("accountId".into(), s(number.account_id.as_str()));
+    item.insert("numberId".into(), s(number.id.as_str()));
+    item
+}
+
+async fn backoff(attempt: u32) {
+    let base = 10u64 << attempt.min(6);
+    let jitter = rand::rng().random_range(0..=base);
+    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+}
+
+impl NumberReader for DynamoStore {
+    async fn get(&self, account: &AccountId, id: &NumberId) -> StoreResult<Option<Number>> {
+        self.read_number(account, id).await
+    }
+
+    async fn list(
+        &self,
+        account: &AccountId,
+        status: Option<Status>,
+        page: Page,
+    ) -> StoreResult<NumberPage> {
+        let keys = self.page_keys(account, status, page).await?;
+        let numbers = self.batch_get_numbers(keys).await?;
+        let total = self.count(account, status).await?;
+        Ok(NumberPage { numbers, total })
+    }
+}
+
+impl StatusWriter for DynamoStore {
+    async fn change_status(&self, number: &Number, change: StatusChange) -> StoreResult<ChangeOutcome> {
+        let from = change.transition.from();
+        let to = change.transition.to();
+        let mut set = vec![
+            "#status = :to",
+            "updatedAt = :at",
+            "GSI1PK = :gsi1pk",
+            "version = version + :one",
+        ];
+        let mut values = HashMap::from([
+            (":to".to_string(), s(to.as_str())),
+            (":from".to_string(), s(from.as_str())),
+            (":at".to_string(), s(time::format(&change.at))),
+            (
+                ":gsi1pk".to_string(),
+                s(keys::account_status(&number.account_id, to)),
+            ),
+            (":one".to_string(), n(1)),
+        ]);
+        if let Some(reason) = &change.failure_reason {
+            set.push("failureReason = :reason");
+            values.insert(
+                ":reason".into(),
+                serde_dynamo::to_attribute_value(reason).map_err(unavailable)?,
+            );
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if to != Status::Pending {
+            expression.push_str(" REMOVE provisioningStep");
+        }
+        let update_number = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::account(&number.account_id), keys::number(&number.id))))
+            .update_expression(expression)
+            .condition_expression("#status = :from")
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(unavailable)?;
+        let mut items = vec![
+            TransactWriteItem::builder().update(update_number).build(),
+            self.counters_update(&number.account_id, &[(from, -1), (to, 1)])?,
+        ];
+        if to.is_final() {
+            let release_phone = Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(keys::phone(&number.phone_number_id), keys::PHONE)))
+                .condition_expression("attribute_not_exists(PK) OR numberId = :id")
+                .expression_attribute_values(":id", s(number.id.as_str()))
+                .build()
+                .map_err(unavailable)?;
+            items.push(TransactWriteItem::builder().delete(release_phone).build());
+        }
+        match self.transact(items).await? {
+            Ok(()) => Ok(ChangeOutcome::Applied(change.applied_to(number))),
+            Err(_) => {
+                let current = self
+                    .read_number(&number.account_id, &number.id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                Ok(ChangeOutcome::NotApplied(current))
+            }
+        }
+    }
+}
+
+impl ApiKeyVerifier for DynamoStore {
+    async fn account_for_key(&self, hash: &KeyHash) -> StoreResult<Option<AccountId>> {
+        let Some(item) = self.get_item(keys::api_key(hash), keys::API_KEY).await? else {
+            return Ok(None);
+        };
+        if item.contains_key("revokedAt") {
+            return Ok(None);
+        }
+        Ok(item
+            .get("accountId")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .map(AccountId::from))
+    }
+}

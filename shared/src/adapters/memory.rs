@@ -1,0 +1,137 @@
+//! In-memory adapters behind the same ports, for unit tests and for measuring the handlers'
+//! own overhead. They keep the same promises as DynamoDB: conditional status changes, scoping.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::domain::api_key::KeyHash;
+use crate::domain::{AccountId, Number, NumberId, Status};
+use crate::ports::{
+    ApiKeyVerifier, ChangeOutcome, MessageQueue, NumberPage, NumberReader, Page, Queue,
+    QueueError, StatusChange, StatusWriter, StoreError, StoreResult,
+};
+
+#[derive(Default)]
+struct State {
+    numbers: HashMap<(AccountId, NumberId), Number>,
+    keys: HashMap<KeyHash, (AccountId, bool)>,
+}
+
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemoryStore {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn insert_number(&self, number: Number) {
+        self.state()
+            .numbers
+            .insert((number.account_id.clone(), number.id.clone()), number);
+    }
+
+    pub fn add_key(&self, key: &str, account: &AccountId) {
+        self.state()
+            .keys
+            .insert(KeyHash::of(key), (account.clone(), false));
+    }
+
+    pub fn revoke_key(&self, key: &str) {
+        if let Some(entry) = self.state().keys.get_mut(&KeyHash::of(key)) {
+            entry.1 = true;
+        }
+    }
+
+    pub fn all_numbers(&self) -> Vec<Number> {
+        let mut numbers: Vec<Number> = self.state().numbers.values().cloned().collect();
+        numbers.sort_by(|a, b| a.id.cmp(&b.id));
+        numbers
+    }
+}
+
+impl NumberReader for MemoryStore {
+    async fn get(&self, account: &AccountId, id: &NumberId) -> StoreResult<Option<Number>> {
+        Ok(self
+            .state()
+            .numbers
+            .get(&(account.clone(), id.clone()))
+            .cloned())
+    }
+
+    async fn list(
+        &self,
+        account: &AccountId,
+        status: Option<Status>,
+        page: Page,
+    ) -> StoreResult<NumberPage> {
+        let state = self.state();
+        let mut matching: Vec<&Number> = state
+            .numbers
+            .values()
+            .filter(|n| &n.account_id == account && status.is_none_or(|s| n.status == s))
+            .collect();
+        matching.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        Ok(NumberPage {
+            total: matching.len() as u64,
+            numbers: matching
+                .into_iter()
+                .skip(page.offset as usize)
+                .take(page.limit as usize)
+                .cloned()
+                .collect(),
+        })
+    }
+}
+
+impl StatusWriter for MemoryStore {
+    async fn change_status(&self, number: &Number, change: StatusChange) -> StoreResult<ChangeOutcome> {
+        let mut state = self.state();
+        let stored = state
+            .numbers
+            .get_mut(&(number.account_id.clone(), number.id.clone()))
+            .ok_or(StoreError::NotFound)?;
+        if stored.status != change.transition.from() {
+            return Ok(ChangeOutcome::NotApplied(stored.clone()));
+        }
+        *stored = change.applied_to(stored);
+        Ok(ChangeOutcome::Applied(stored.clone()))
+    }
+}
+
+impl ApiKeyVerifier for MemoryStore {
+    async fn account_for_key(&self, hash: &KeyHash) -> StoreResult<Option<AccountId>> {
+        Ok(self
+            .state()
+            .keys
+            .get(hash)
+            .filter(|(_, revoked)| !revoked)
+            .map(|(account, _)| account.clone()))
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct MemoryQueue {
+    sent: Arc<Mutex<Vec<(Queue, String)>>>,
+}
+
+impl MemoryQueue {
+    pub fn sent(&self) -> Vec<(Queue, String)> {
+        self.sent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+impl MessageQueue for MemoryQueue {
+    async fn send(&self, queue: Queue, body: String) -> Result<(), QueueError> {
+        self.sent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((queue, body));
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! The HTTP API as one axum router: run under `lambda_http` in Lambda and on a local port by
+//! the local stack, with the same code.
+
+pub mod error;
+pub mod numbers;
+pub mod view;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::header;
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::Response;
+use axum::routing::get;
+use serde::de::DeserializeOwned;
+
+pub use error::ApiError;
+pub use view::NumberView;
+
+use crate::domain::AccountId;
+use crate::domain::api_key::{KeyHash, bearer_key};
+use crate::ports::{ApiKeyVerifier, MessageQueue, NumberReader, StatusWriter};
+
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub struct ApiState<S, Q> {
+    pub store: S,
+    pub queue: Q,
+}
+
+/// The account whose key authenticated this request. Every lookup a handler makes is scoped to it.
+#[derive(Clone, Debug)]
+pub struct Caller(pub AccountId);
+
+pub fn router<S, Q>(store: S, queue: Q) -> Router
+where
+    S: NumberReader + StatusWriter + ApiKeyVerifier + 'static,
+    Q: MessageQueue + 'static,
+{
+    let state = Arc::new(ApiState { store, queue });
+    Router::new()
+        .route("/api/numbers", get(numbers::list::<S, Q>))
+        .route(
+            "/api/numbers/{id}",
+            get(numbers::get::<S, Q>).delete(numbers::disconnect::<S, Q>),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(state.clone(), authenticate::<S, Q>))
+        .layer(from_fn(limit_body_size))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// Paths that authenticate by other means than an API key.
+fn is_public(path: &str) -> bool {
+    path == "/api/signup/callback" || !path.starts_with("/api/")
+}
+
+async fn authenticate<S: ApiKeyVerifier, Q>(
+    State(state): State<Arc<ApiState<S, Q>>>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if is_public(request.uri().path()) {
+        return Ok(next.run(request).await);
+    }
+    let key = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_key)
+        .ok_or_else(ApiError::unauthorized)?;
+    let account = state
+        .store
+        .account_for_key(&KeyHash::of(key))
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    request.extensions_mut().insert(Caller(account));
+    Ok(next.run(request).await)
+}
+
+/// Oversized bodies are refused before anything reads them, on every route.
+async fn limit_body_size(request: Request, next: Next) -> Result<Response, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(ApiError::payload_too_large());
+    }
+    Ok(next.run(request).await)
+}
+
+/// A JSON body in the contract's terms: too large is 413, anything unreadable is 400 with
+/// serde's description of what is wrong.
+pub struct JsonBody<T>(pub T);
+
+impl<T, St> FromRequest<St> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    St: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &St) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|_| ApiError::payload_too_large())?;
+        if bytes.len() > MAX_BODY_BYTES {
+            return Err(ApiError::payload_too_large());
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))
+    }
+}

@@ -1,0 +1,13 @@
+pub mod api_key;
+pub mod ids;
+pub mod messages;
+pub mod number;
+pub mod status;
+pub mod step;
+pub mod time;
+
+pub use ids::{AccountId, ApiKeyId, NumberId};
+pub use number::{FailureReason, Number, QualityRating};
+pub use status::{RefusedTransition, Status, Transition, UnknownStatus, transition};
+pub use step::Step;
+pub use time::Timestamp;

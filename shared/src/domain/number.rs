@@ -1,0 +1,91 @@
+use serde::{Deserialize, Serialize};
+
+use super::ids::{AccountId, NumberId};
+use super::status::Status;
+use super::step::Step;
+use super::time::Timestamp;
+
+/// Meta's quality rating. Meta's `UNKNOWN`/`NA` mean "not rated yet" and map to `None`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum QualityRating {
+    Green,
+    Yellow,
+    Red,
+}
+
+impl QualityRating {
+    pub fn from_meta(value: &str) -> Option<QualityRating> {
+        match value.to_ascii_uppercase().as_str() {
+            "GREEN" => Some(QualityRating::Green),
+            "YELLOW" => Some(QualityRating::Yellow),
+            "RED" => Some(QualityRating::Red),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureReason {
+    pub step: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// One WhatsApp phone number of a customer account. Nothing secret is ever a field of it; what
+/// clients see of it is `api::NumberView`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Number {
+    pub id: NumberId,
+    pub account_id: AccountId,
+    pub waba_id: String,
+    pub phone_number_id: String,
+    pub display_number: Option<String>,
+    pub display_name: Option<String>,
+    pub quality_rating: Option<QualityRating>,
+    pub status: Status,
+    pub token_expires_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// The next step to run while `PENDING`.
+    pub provisioning_step: Option<Step>,
+    pub failure_reason: Option<FailureReason>,
+}
+
+impl Number {
+    /// A number just signed up: `PENDING`, provisioning about to start with the first step.
+    pub fn new_pending(
+        account_id: AccountId,
+        waba_id: String,
+        phone_number_id: String,
+        at: Timestamp,
+    ) -> Number {
+        Number {
+            id: NumberId::generate(),
+            account_id,
+            waba_id,
+            phone_number_id,
+            display_number: None,
+            display_name: None,
+            quality_rating: None,
+            status: Status::Pending,
+            token_expires_at: None,
+            created_at: at,
+            updated_at: at,
+            provisioning_step: Some(Step::FIRST),
+            failure_reason: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unrated_meta_values_become_null() {
+        assert_eq!(QualityRating::from_meta("UNKNOWN"), None);
+        assert_eq!(QualityRating::from_meta("NA"), None);
+        assert_eq!(QualityRating::from_meta("GREEN"), Some(QualityRating::Green));
+    }
+}

@@ -1,0 +1,205 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a Number is in its life. The only way to move between statuses is [`transition`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Pending,
+    Active,
+    Failed,
+    Disconnected,
+    Banned,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Pending,
+        Status::Active,
+        Status::Failed,
+        Status::Disconnected,
+        Status::Banned,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "PENDING",
+            Status::Active => "ACTIVE",
+            Status::Failed => "FAILED",
+            Status::Disconnected => "DISCONNECTED",
+            Status::Banned => "BANNED",
+        }
+    }
+
+    /// A final record never changes status again; a new signup creates a new Number.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Failed | Status::Disconnected)
+    }
+
+    /// Live numbers hold their phone: no other account may sign the same phone up.
+    pub fn is_live(self) -> bool {
+        !self.is_final()
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("status must be one of PENDING, ACTIVE, FAILED, DISCONNECTED, BANNED")]
+pub struct UnknownStatus;
+
+impl FromStr for Status {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or(UnknownStatus)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a number cannot go from {from} to {to}")]
+pub struct RefusedTransition {
+    pub from: Status,
+    pub to: Status,
+}
+
+/// The lifecycle, in one table. Every status change in the system is checked here first and
+/// then written with a condition on `from`.
+const ALLOWED: &[(Status, Status)] = &[
+    (Status::Pending, Status::Active),
+    (Status::Pending, Status::Failed),
+    (Status::Pending, Status::Disconnected),
+    (Status::Active, Status::Disconnected),
+    (Status::Active, Status::Banned),
+    (Status::Banned, Status::Active),
+    (Status::Banned, Status::Disconnected),
+];
+
+pub fn transition(from: Status, to: Status) -> Result<(), RefusedTransition> {
+    if ALLOWED.contains(&(from, to)) {
+        Ok(())
+    } else {
+        Err(RefusedTransition { from, to })
+    }
+}
+
+/// A status change the lifecycle allows. Its only constructor consults the table, so a store is
+/// never asked to write a change the lifecycle refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    from: Status,
+    to: Status,
+}
+
+impl Transition {
+    pub fn new(from: Status, to: Status) -> Result<Transition, RefusedTransition> {
+        transition(from, to)?;
+        Ok(Transition { from, to })
+    }
+
+    pub fn from(&self) -> Status {
+        self.from
+    }
+
+    pub fn to(&self) -> Status {
+        self.to
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(from: Status, to: Status) -> bool {
+        transition(from, to).is_ok()
+    }
+
+    #[test]
+    fn pending_becomes_active_when_provisioning_finishes() {
+        assert!(allowed(Status::Pending, Status::Active));
+    }
+
+    #[test]
+    fn pending_becomes_failed_when_provisioning_gives_up() {
+        assert!(allowed(Status::Pending, Status::Failed));
+    }
+
+    #[test]
+    fn pending_can_be_disconnected_before_provisioning_finishes() {
+        assert!(allowed(Status::Pending, Status::Disconnected));
+    }
+
+    #[test]
+    fn active_can_be_disconnected() {
+        assert!(allowed(Status::Active, Status::Disconnected));
+    }
+
+    #[test]
+    fn active_can_be_banned() {
+        assert!(allowed(Status::Active, Status::Banned));
+    }
+
+    #[test]
+    fn banned_is_reinstated_to_active() {
+        assert!(allowed(Status::Banned, Status::Active));
+    }
+
+    #[test]
+    fn banned_can_be_disconnected() {
+        assert!(allowed(Status::Banned, Status::Disconnected));
+    }
+
+    #[test]
+    fn every_other_transition_is_refused() {
+        let allowed_pairs = [
+            (Status::Pending, Status::Active),
+            (Status::Pending, Status::Failed),
+            (Status::Pending, Status::Disconnected),
+            (Status::Active, Status::Disconnected),
+            (Status::Active, Status::Banned),
+            (Status::Banned, Status::Active),
+            (Status::Banned, Status::Disconnected),
+        ];
+        let mut refused = 0;
+        for from in Status::ALL {
+            for to in Status::ALL {
+                if allowed_pairs.contains(&(from, to)) {
+                    continue;
+                }
+                assert_eq!(
+                    transition(from, to),
+                    Err(RefusedTransition { from, to }),
+                    "{from} -> {to} must be refused"
+                );
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 25 - allowed_pairs.len());
+    }
+
+    #[test]
+    fn final_statuses_never_move_again() {
+        for from in [Status::Failed, Status::Disconnected] {
+            for to in Status::ALL {
+                assert!(!allowed(from, to), "{from} is final but may go to {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn status_parses_only_exact_upper_case_names() {
+        assert_eq!("ACTIVE".parse::<Status>(), Ok(Status::Active));
+        assert_eq!("active".parse::<Status>(), Err(UnknownStatus));
+        assert_eq!(" ACTIVE".parse::<Status>(), Err(UnknownStatus));
+        assert_eq!("".parse::<Status>(), Err(UnknownStatus));
+    }
+}

@@ -1,0 +1,72 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The provisioning chain, in order. Each step knows its successor; the last one hands over to
+/// the events queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Step {
+    ExchangeToken,
+    SubscribeWaba,
+    RegisterNumber,
+    ConfigurePin,
+    FetchProfile,
+    ActivateNumber,
+}
+
+impl Step {
+    pub const FIRST: Step = Step::ExchangeToken;
+    pub const ALL: [Step; 6] = [
+        Step::ExchangeToken,
+        Step::SubscribeWaba,
+        Step::RegisterNumber,
+        Step::ConfigurePin,
+        Step::FetchProfile,
+        Step::ActivateNumber,
+    ];
+
+    pub fn next(self) -> Option<Step> {
+        let position = Step::ALL.iter().position(|s| *s == self)?;
+        Step::ALL.get(position + 1).copied()
+    }
+
+    /// Position in the chain, so "is this step already done?" is a comparison.
+    pub fn ordinal(self) -> usize {
+        Step::ALL.iter().position(|s| *s == self).unwrap_or(0)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::ExchangeToken => "EXCHANGE_TOKEN",
+            Step::SubscribeWaba => "SUBSCRIBE_WABA",
+            Step::RegisterNumber => "REGISTER_NUMBER",
+            Step::ConfigurePin => "CONFIGURE_PIN",
+            Step::FetchProfile => "FETCH_PROFILE",
+            Step::ActivateNumber => "ACTIVATE_NUMBER",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_follow_the_documented_order() {
+        let mut step = Step::FIRST;
+        let mut seen = vec![step];
+        while let Some(next) = step.next() {
+            seen.push(next);
+            step = next;
+        }
+        assert_eq!(seen, Step::ALL);
+        assert_eq!(Step::ActivateNumber.next(), None);
+    }
+}

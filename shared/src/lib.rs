@@ -1,0 +1,10 @@
+//! Muchaw Numbers: the domain, the ports handlers are written against, their adapters, and
+//! the handlers themselves. Function binaries are thin wrappers around this crate.
+
+pub mod adapters;
+pub mod api;
+pub mod aws;
+pub mod config;
+pub mod domain;
+pub mod ports;
+pub mod telemetry;

@@ -1,0 +1,340 @@
+//! The harness every integration test uses: a private stack (table, queues, secrets as
+//! template.yaml declares them) on the shared moto server, and the API invoked the way Lambda
+//! invokes it, through `lambda_http`'s own request and response types.
+
+use std::collections::HashMap;
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::AttributeValue;
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Adapter, Context, LambdaEvent, Service};
+use muchaw_local::provision::{Overrides, random_prefix};
+use muchaw_local::{Moto, Stack, Template, provision};
+use muchaw_shared::adapters::dynamo::DynamoStore;
+use muchaw_shared::adapters::sqs::SqsQueue;
+use muchaw_shared::api;
+use muchaw_shared::config::{QueueUrls, queue_env_name};
+use muchaw_shared::domain::AccountId;
+use muchaw_shared::ports::Queue;
+use serde_json::{Value, json};
+
+pub struct TestEnv {
+    pub template: Template,
+    pub stack: Stack,
+    pub sdk: SdkConfig,
+    pub store: DynamoStore,
+}
+
+/// What API Gateway would send back to the client.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Value,
+}
+
+/// Logical queue ids in template.yaml, by the queue the code knows.
+pub fn queue_logical_id(queue: Queue) -> &'static str {
+    use muchaw_shared::domain::Step;
+    match queue {
+        Queue::Step(Step::ExchangeToken) => "ExchangeTokenQueue",
+        Queue::Step(Step::SubscribeWaba) => "SubscribeWabaQueue",
+        Queue::Step(Step::RegisterNumber) => "RegisterNumberQueue",
+        Queue::Step(Step::ConfigurePin) => "ConfigurePinQueue",
+        Queue::Step(Step::FetchProfile) => "FetchProfileQueue",
+        Queue::Step(Step::ActivateNumber) => "ActivateNumberQueue",
+        Queue::Events => "EventsQueue",
+        Queue::Teardown => "TeardownQueue",
+    }
+}
+
+impl TestEnv {
+    pub async fn new() -> TestEnv {
+        let moto = Moto::shared();
+        let sdk = moto.sdk_config().await;
+        let template = Template::workspace().expect("template.yaml");
+        let stack = provision(&template, &sdk, &random_prefix(), &Overrides::default())
+            .await
+            .expect("provisioning the template on moto");
+        let store = DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            stack.table("NumbersTable").expect("NumbersTable"),
+        );
+        TestEnv {
+            template,
+            stack,
+            sdk,
+            store,
+        }
+    }
+
+    pub fn queue_urls(&self) -> QueueUrls {
+        muchaw_shared::config::all_queues().fold(QueueUrls::default(), |urls, queue| {
+            match self.stack.queue_url(queue_logical_id(queue)) {
+                Ok(url) => urls.with(queue, url),
+                Err(_) => urls,
+            }
+        })
+    }
+
+    pub fn queue(&self) -> SqsQueue {
+        SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), self.queue_urls())
+    }
+
+    pub async fn account(&self, name: &str) -> AccountId {
+        self.store.create_account(name).await.expect("account").id
+    }
+
+    /// A new account and a live key for it.
+    pub async fn account_with_key(&self, name: &str) -> (AccountId, String) {
+        let account = self.account(name).await;
+        let key = self
+            .store
+            .create_api_key(&account, Some("test"))
+            .await
+            .expect("api key");
+        (account, key.key.expose().to_string())
+    }
+
+    /// Invokes the numbers API with an API Gateway HTTP API (v2) event, as Lambda would.
+    pub async fn invoke(&self, event: Value) -> ApiResponse {
+        let request: LambdaRequest = serde_json::from_value(event).expect("a valid v2 event");
+        let router = api::router(self.store.clone(), self.queue());
+        let mut adapter = Adapter::from(router);
+        let response = adapter
+            .call(LambdaEvent::new(request, Context::default()))
+            .await
+            .expect("the router is infallible");
+        let response = serde_json::to_value(response).expect("response serialises");
+        parse_response(response)
+    }
+
+    pub async fn get(&self, key: Option<&str>, path: &str, query: &str) -> ApiResponse {
+        self.invoke(http_event("GET", path, query, key, None)).await
+    }
+
+    pub async fn delete(&self, key: Option<&str>, path: &str) -> ApiResponse {
+        self.invoke(http_event("DELETE", path, "", key, None)).await
+    }
+
+    /// Every item of this test's table, sorted by key: to show that a request changed nothing.
+    pub async fn table_snapshot(&self) -> Vec<String> {
+        let client = aws_sdk_dynamodb::Client::new(&self.sdk);
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let page = client
+                .scan()
+                .table_name(self.store.table())
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan");
+            for item in page.items.unwrap_or_default() {
+                let sorted: std::collections::BTreeMap<_, _> = item
+                    .into_iter()
+                    .map(|(k, v)| (k, format!("{v:?}")))
+                    .collect();
+                items.push(format!("{sorted:?}"));
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        items.sort();
+        items
+    }
+
+    /// Receives (and deletes) everything currently in a queue.
+    pub async fn drain(&self, queue: Queue) -> Vec<Value> {
+        let client = aws_sdk_sqs::Client::new(&self.sdk);
+        let url = self
+            .stack
+            .queue_url(queue_logical_id(queue))
+            .expect("queue in template")
+            .to_string();
+        let mut bodies = Vec::new();
+        loop {
+            let messages = client
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(0)
+                .send()
+                .await
+                .expect("receive")
+                .messages
+                .unwrap_or_default();
+            if messages.is_empty() {
+                return bodies;
+            }
+            for message in messages {
+                let body = message.body.unwrap_or_default();
+                bodies.push(serde_json::from_str(&body).unwrap_or(Value::String(body)));
+                if let Some(receipt) = message.receipt_handle {
+                    client
+                        .delete_message()
+                        .queue_url(&url)
+                        .receipt_handle(receipt)
+                        .send()
+                        .await
+                        .expect("delete");
+                }
+            }
+        }
+    }
+
+    /// The environment the template gives a function, resolved against this stack, plus what
+    /// any process needs to reach moto.
+    pub fn function_env(&self, function_id: &str) -> HashMap<String, String> {
+        let mut env: HashMap<String, String> = self
+            .stack
+            .function_environment(&self.template, function_id)
+            .expect("function environment")
+            .into_iter()
+            .collect();
+        env.extend(moto_env());
+        env
+    }
+
+    pub fn queue_env(&self, queue: Queue) -> (&'static str, String) {
+        (
+            queue_env_name(queue),
+            self.stack
+                .queue_url(queue_logical_id(queue))
+                .expect("queue")
+                .to_string(),
+        )
+    }
+}
+
+/// Variables a separate process needs to reach the shared moto with dummy credentials.
+pub fn moto_env() -> Vec<(String, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL".into(), Moto::shared().endpoint().into()),
+        ("AWS_REGION".into(), muchaw_local::moto::REGION.into()),
+        ("AWS_DEFAULT_REGION".into(), muchaw_local::moto::REGION.into()),
+        ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+    ]
+}
+
+fn parse_response(response: Value) -> ApiResponse {
+    let status = response["statusCode"].as_u64().unwrap_or(0) as u16;
+    let headers = response["headers"]
+        .as_object()
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = match response["body"].as_str() {
+        Some(text) if !text.is_empty() => {
+            serde_json::from_str(text).unwrap_or(Value::String(text.to_string()))
+        }
+        _ => Value::Null,
+    };
+    ApiResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// An API Gateway HTTP API payload v2.0 event, as in `events/`.
+pub fn http_event(
+    method: &str,
+    path: &str,
+    query: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> Value {
+    let mut headers = serde_json::Map::new();
+    headers.insert("host".into(), json!("api.example.com"));
+    headers.insert("user-agent".into(), json!("muchaw-tests"));
+    if let Some(key) = key {
+        headers.insert("authorization".into(), json!(format!("Bearer {key}")));
+    }
+    if let Some(body) = body {
+        headers.insert("content-type".into(), json!("application/json"));
+        headers.insert("content-length".into(), json!(body.len().to_string()));
+    }
+    authorization_event(method, path, query, Value::Object(headers), body)
+}
+
+/// Like [`http_event`] with the headers given as they are (for malformed `Authorization`).
+pub fn authorization_event(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: Value,
+    body: Option<&str>,
+) -> Value {
+    let query_params: serde_json::Map<String, Value> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_string(), json!(v))
+        })
+        .collect();
+    let route_key = format!("{method} {path}");
+    json!({
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": headers,
+        "queryStringParameters": if query_params.is_empty() { Value::Null } else { Value::Object(query_params) },
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "api",
+            "domainName": "api.example.com",
+            "domainPrefix": "api",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "192.0.2.1",
+                "userAgent": "muchaw-tests"
+            },
+            "requestId": "test-request",
+            "routeKey": route_key,
+            "stage": "$default",
+            "time": "25/Nov/2026:10:00:00 +0000",
+            "timeEpoch": 1795600000000i64
+        },
+        "body": body,
+        "isBase64Encoded": false
+    })
+}
+
+pub fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_string())
+}
+
+/// A number as provisioning would have left it, created `minutes_ago`.
+pub fn sample_number(
+    account: &AccountId,
+    status: muchaw_shared::domain::Status,
+    minutes_ago: i64,
+) -> muchaw_shared::domain::Number {
+    use muchaw_shared::domain::{Number, QualityRating, Status, time};
+    let created = time::now() - chrono::Duration::minutes(minutes_ago);
+    let unique = muchaw_shared::domain::NumberId::generate();
+    let mut number = Number::new_pending(
+        account.clone(),
+        "123456789012345".into(),
+        format!("98765{}", &unique.as_str()[..10]),
+        created,
+    );
+    number.status = status;
+    if status != Status::Pending {
+        number.provisioning_step = None;
+        number.display_number = Some("+55 11 99999-0000".into());
+        number.quality_rating = Some(QualityRating::Green);
+    }
+    number
+}

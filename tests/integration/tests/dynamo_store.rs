@@ -1,0 +1,208 @@
+//! The DynamoDB adapter against moto: keys, indexes, conditions, counters and the phone guard.
+
+use muchaw_shared::domain::api_key::KeyHash;
+use muchaw_shared::domain::{Status, Transition, time};
+use muchaw_shared::ports::{
+    ApiKeyVerifier, ChangeOutcome, NumberReader, Page, StatusChange, StatusWriter,
+};
+use muchaw_tests::{TestEnv, sample_number};
+
+fn page(limit: u32, offset: u32) -> Page {
+    Page { limit, offset }
+}
+
+fn change(from: Status, to: Status) -> StatusChange {
+    StatusChange::new(Transition::new(from, to).unwrap(), time::now())
+}
+
+#[tokio::test]
+async fn a_number_is_read_back_exactly_as_written() {
+    let env = TestEnv::new().await;
+    let account = env.account("acme").await;
+    let number = sample_number(&account, Status::Active, 5);
+    env.store.import_numbers(std::slice::from_ref(&number)).await.unwrap();
+    let read = env.store.get(&account, &number.id).await.unwrap();
+    assert_eq!(read, Some(number));
+}
+
+#[tokio::test]
+async fn a_number_is_invisible_to_another_account() {
+    let env = TestEnv::new().await;
+    let owner = env.account("owner").await;
+    let other = env.account("other").await;
+    let number = sample_number(&owner, Status::Active, 5);
+    env.store.import_numbers(std::slice::from_ref(&number)).await.unwrap();
+    assert_eq!(env.store.get(&other, &number.id).await.unwrap(), None);
+    let listed = env.store.list(&other, None, page(20, 0)).await.unwrap();
+    assert!(listed.numbers.is_empty());
+    assert_eq!(listed.total, 0);
+}
+
+#[tokio::test]
+async fn lists_are_newest_first_with_offset_and_limit() {
+    let env = TestEnv::new().await;
+    let account = env.account("acme").await;
+    let numbers: Vec<_> = (0..7)
+        .map(|i| sample_number(&account, Status::Active, 100 - i * 10))
+        .collect();
+    env.store.import_numbers(&numbers).await.unwrap();
+    let newest_first: Vec<_> = numbers.iter().rev().map(|n| n.id.clone()).collect();
+
+    let first = env.store.list(&account, None, page(3, 0)).await.unwrap();
+    let ids: Vec<_> = first.numbers.iter().map(|n| n.id.clone()).collect();
+    assert_eq!(ids, newest_first[..3]);
+    assert_eq!(first.total, 7);
+
+    let last = env.store.list(&account, None, page(3, 6)).await.unwrap();
+    let ids: Vec<_> = last.numbers.iter().map(|n| n.id.clone()).collect();
+    assert_eq!(ids, newest_first[6..]);
+
+    let beyond = env.store.list(&account, None, page(3, 7)).await.unwrap();
+    assert!(beyond.numbers.is_empty());
+    assert_eq!(beyond.total, 7);
+}
+
+#[tokio::test]
+async fn the_status_filter_lists_and_counts_only_that_status() {
+    let env = TestEnv::new().await;
+    let account = env.account("acme").await;
+    let mut numbers = Vec::new();
+    for (i, status) in [Status::Active, Status::Pending, Status::Active, Status::Banned]
+        .into_iter()
+        .enumerate()
+    {
+        numbers.push(sample_number(&account, status, 50 - i as i64));
+    }
+    env.store.import_numbers(&numbers).await.unwrap();
+    let active = env
+        .store
+        .list(&account, Some(Status::Active), page(20, 0))
+        .await
+        .unwrap();
+    assert_eq!(active.total, 2);
+    assert_eq!(active.numbers.len(), 2);
+    assert!(active.numbers.iter().all(|n| n.status == Status::Active));
+    let failed = env
+        .store
+        .list(&account, Some(Status::Failed), page(20, 0))
+        .await
+        .unwrap();
+    assert_eq!(failed.total, 0);
+    assert!(failed.numbers.is_empty());
+}
+
+#[tokio::test]
+async fn a_status_change_moves_the_number_between_filters_and_counters() {
+    let env = TestEnv::new().await;
+    let account = env.account("acme").await;
+    let number = sample_number(&account, Status::Active, 5);
+    env.store.import_numbers(std::slice::from_ref(&number)).await.unwrap();
+
+    let outcome = env
+        .store
+        .change_status(&number, change(Status::Active, Status::Banned))
+        .await
+        .unwrap();
+    let ChangeOutcome::Applied(banned) = outcome else {
+        panic!("expected the change to apply, got {outcome:?}");
+    };
+    assert_eq!(banned.status, Status::Banned);
+    assert_eq!(env.store.get(&account, &number.id).await.unwrap(), Some(banned));
+
+    let active = env.store.list(&account, Some(Status::Active), page(20, 0)).await.unwrap();
+    let banned = env.store.list(&account, Some(Status::Banned), page(20, 0)).await.unwrap();
+    assert_eq!((active.total, active.numbers.len()), (0, 0));
+    assert_eq!((banned.total, banned.numbers.len()), (1, 1));
+    assert_eq!(env.store.list(&account, None, page(20, 0)).await.unwrap().total, 1);
+}
+
+#[tokio::test]
+async fn a_change_from_a_stale_status_is_not_applied_and_returns_the_current_number() {
+    let env = TestEnv::new().await;
+    let account = env.account("acme").await;
+    let number = sample_number(&account, Status::Active, 5);
+    env.store.import_numbers(std::slice::from_ref(&number)).await.unwrap();
+    env.store
+        .change_status(&number, change(Status::Active, Status::Disconnected))
+        .await
+        .unwrap();
+
+    let outcome = env
+        .store
+        .change_status(&number, change(Status::Active, Status::Banned))
+        .await
+        .unwrap();
+    match outcome {
+        ChangeOutcome::NotApplied(current) => assert_eq!(current.status, Status::Disconnected),
+        other => panic!("expected NotApplied, got {other:?}"),
+    }
+    let counts = env.store.list(&account, Some(Status::Banned), page(1, 0)).await.unwrap();
+    assert_eq!(counts.total, 0);
+}
+
+#[tokio::test]
+async fn a_final_status_releases_the_phone_guard() {
+    let env = TestEnv::new().await;
+    let account = env.account("acme").await;
+    let number = sample_number(&account, Status::Active, 5);
+    env.store.import_numbers(std::slice::from_ref(&number)).await.unwrap();
+    let guard_key = format!("PHONE#{}", number.phone_number_id);
+    let guarded = env.table_snapshot().await;
+    assert!(guarded.iter().any(|item| item.contains(&guard_key)));
+
+    env.store
+        .change_status(&number, change(Status::Active, Status::Disconnected))
+        .await
+        .unwrap();
+    let released = env.table_snapshot().await;
+    assert!(!released.iter().any(|item| item.contains(&guard_key)));
+}
+
+#[tokio::test]
+async fn an_api_key_resolves_to_its_account_until_revoked() {
+    let env = TestEnv::new().await;
+    let (account, key) = env.account_with_key("acme").await;
+    let hash = KeyHash::of(&key);
+    assert_eq!(env.store.account_for_key(&hash).await.unwrap(), Some(account.clone()));
+
+    let key_id = {
+        let snapshot = env.table_snapshot().await;
+        let line = snapshot
+            .iter()
+            .find(|item| item.contains("keyHash"))
+            .expect("owned key item")
+            .clone();
+        let start = line.find("APIKEY#key_").unwrap() + "APIKEY#".len();
+        let end = line[start..].find('"').unwrap() + start;
+        line[start..end].to_string()
+    };
+    env.store
+        .revoke_api_key(&account, &key_id.clone().into())
+        .await
+        .unwrap();
+    assert_eq!(env.store.account_for_key(&hash).await.unwrap(), None);
+    // Revoking again is harmless.
+    env.store.revoke_api_key(&account, &key_id.into()).await.unwrap();
+}
+
+#[tokio::test]
+async fn only_the_hash_of_an_api_key_is_stored() {
+    let env = TestEnv::new().await;
+    let (_, key) = env.account_with_key("acme").await;
+    let snapshot = env.table_snapshot().await.join("\n");
+    assert!(!snapshot.contains(&key));
+    assert!(snapshot.contains(KeyHash::of(&key).as_str()));
+}
+
+#[tokio::test]
+async fn a_key_for_an_unknown_account_is_refused() {
+    let env = TestEnv::new().await;
+    let result = env
+        .store
+        .create_api_key(&"acc_missing".to_string().into(), None)
+        .await;
+    assert!(matches!(
+        result,
+        Err(muchaw_shared::ports::StoreError::NotFound)
+    ));
+}

@@ -1,0 +1,10 @@
+//! One wiring for the local stack and the tests: moto as AWS, and the tables, queues and secrets
+//! created as `template.yaml` declares them, so what runs here is what deploys.
+
+pub mod moto;
+pub mod provision;
+pub mod template;
+
+pub use moto::Moto;
+pub use provision::{Stack, provision};
+pub use template::Template;
