@@ -107,7 +107,7 @@ impl ApiConfig {
     pub fn from_env() -> Result<ApiConfig, ConfigError> {
         Ok(ApiConfig {
             table_name: required(TABLE_NAME)?,
-            queues: QueueUrls::from_env().require(&[Queue::Teardown])?,
+            queues: QueueUrls::from_env().require(&[Queue::Teardown, Queue::Events])?,
         })
     }
 }

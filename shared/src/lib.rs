@@ -6,5 +6,6 @@ pub mod api;
 pub mod aws;
 pub mod config;
 pub mod domain;
+pub mod lifecycle;
 pub mod ports;
 pub mod telemetry;

@@ -4,7 +4,9 @@
 use std::future::Future;
 
 use crate::domain::api_key::KeyHash;
-use crate::domain::{AccountId, FailureReason, Number, NumberId, Status, Step, Timestamp, Transition};
+use crate::domain::{
+    AccountId, EventEnvelope, FailureReason, Number, NumberId, Status, Step, Timestamp, Transition,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -65,6 +67,11 @@ impl StatusChange {
         }
     }
 
+    pub fn with_failure(mut self, reason: FailureReason) -> Self {
+        self.failure_reason = Some(reason);
+        self
+    }
+
     /// The number as it is once this change is written.
     pub fn applied_to(&self, number: &Number) -> Number {
         let to = self.transition.to();
@@ -92,12 +99,24 @@ pub enum ChangeOutcome {
 
 pub trait StatusWriter: Send + Sync {
     /// Writes the change only if the number is still at `change.transition.from()`, keeping the
-    /// per-status counters and the phone guard in the same transaction.
+    /// per-status counters, the phone guard and the change's event in the same transaction.
+    /// Called by `lifecycle::change_status`, which builds the event.
     fn change_status(
         &self,
         number: &Number,
         change: StatusChange,
+        event: &EventEnvelope,
     ) -> impl Future<Output = StoreResult<ChangeOutcome>> + Send;
+}
+
+/// The outbox side of events: what was written with a status change and not yet published.
+pub trait EventLog: Send + Sync {
+    fn unpublished_event(
+        &self,
+        event_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<EventEnvelope>>> + Send;
+
+    fn mark_published(&self, event_id: &str) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
 pub trait ApiKeyVerifier: Send + Sync {

@@ -27,11 +27,12 @@ use serde::{Deserialize, Serialize};
 use crate::domain::api_key::{KeyHash, PlainApiKey};
 use crate::domain::time::{self, Timestamp};
 use crate::domain::{
-    AccountId, ApiKeyId, FailureReason, Number, NumberId, QualityRating, Status, Step,
+    AccountId, ApiKeyId, EventEnvelope, FailureReason, Number, NumberId, QualityRating, Status,
+    Step,
 };
 use crate::ports::{
-    ApiKeyVerifier, ChangeOutcome, NumberPage, NumberReader, Page, StatusChange, StatusWriter,
-    StoreError, StoreResult,
+    ApiKeyVerifier, ChangeOutcome, EventLog, NumberPage, NumberReader, Page, StatusChange,
+    StatusWriter, StoreError, StoreResult,
 };
 
 pub mod keys {
@@ -60,6 +61,10 @@ pub mod keys {
     pub fn phone(phone_number_id: &str) -> String {
         format!("PHONE#{phone_number_id}")
     }
+    pub fn event(id: &str) -> String {
+        format!("EVENT#{id}")
+    }
+    pub const EVENT: &str = "EVENT";
     pub fn api_key(hash: &KeyHash) -> String {
         format!("APIKEY#{}", hash.as_str())
     }
@@ -132,6 +137,8 @@ struct NumberItem {
     provisioning_step: Option<Step>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     failure_reason: Option<FailureReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_event_id: Option<String>,
     version: u64,
 }
 
@@ -160,6 +167,7 @@ impl NumberItem {
             updated_at: time::format(&number.updated_at),
             provisioning_step: number.provisioning_step,
             failure_reason: number.failure_reason.clone(),
+            last_event_id: number.last_event_id.clone(),
             version: 1,
         }
     }
@@ -180,6 +188,7 @@ impl NumberItem {
             status: self.status,
             provisioning_step: self.provisioning_step,
             failure_reason: self.failure_reason,
+            last_event_id: self.last_event_id,
         })
     }
 }
@@ -700,6 +709,18 @@ fn put_new(table: &str, item: HashMap<String, AttributeValue>) -> StoreResult<Tr
         .build())
 }
 
+fn event_item(event: &EventEnvelope) -> StoreResult<HashMap<String, AttributeValue>> {
+    let mut item = key(keys::event(&event.id), keys::EVENT);
+    item.insert("entity".into(), s("EVENT"));
+    item.insert("type".into(), s(event.event_type.as_str()));
+    item.insert("accountId".into(), s(event.account_id.as_str()));
+    item.insert("numberId".into(), s(event.number_id.clone()));
+    item.insert("body".into(), s(serde_json::to_string(event).map_err(unavailable)?));
+    let expires = event.created_at + chrono::Duration::days(EVENT_RETENTION_DAYS);
+    item.insert("expiresAt".into(), n(expires.timestamp()));
+    Ok(item)
+}
+
 fn guard_item(number: &Number) -> HashMap<String, AttributeValue> {
     let mut item = key(keys::phone(&number.phone_number_id), keys::PHONE);
     item.insert("entity".into(), s("PHONE"));
@@ -732,8 +753,16 @@ impl NumberReader for DynamoStore {
     }
 }
 
+/// Outbox entries are kept a while after publishing, for investigation; TTL removes them.
+const EVENT_RETENTION_DAYS: i64 = 30;
+
 impl StatusWriter for DynamoStore {
-    async fn change_status(&self, number: &Number, change: StatusChange) -> StoreResult<ChangeOutcome> {
+    async fn change_status(
+        &self,
+        number: &Number,
+        change: StatusChange,
+        event: &EventEnvelope,
+    ) -> StoreResult<ChangeOutcome> {
         let from = change.transition.from();
         let to = change.transition.to();
         let mut set = vec![
@@ -741,6 +770,7 @@ impl StatusWriter for DynamoStore {
             "updatedAt = :at",
             "GSI1PK = :gsi1pk",
             "version = version + :one",
+            "lastEventId = :event",
         ];
         let mut values = HashMap::from([
             (":to".to_string(), s(to.as_str())),
@@ -751,6 +781,7 @@ impl StatusWriter for DynamoStore {
                 s(keys::account_status(&number.account_id, to)),
             ),
             (":one".to_string(), n(1)),
+            (":event".to_string(), s(event.id.clone())),
         ]);
         if let Some(reason) = &change.failure_reason {
             set.push("failureReason = :reason");
@@ -776,6 +807,7 @@ impl StatusWriter for DynamoStore {
         let mut items = vec![
             TransactWriteItem::builder().update(update_number).build(),
             self.counters_update(&number.account_id, &[(from, -1), (to, 1)])?,
+            put_new(&self.table, event_item(event)?)?,
         ];
         if to.is_final() {
             let release_phone = Delete::builder()
@@ -788,7 +820,11 @@ impl StatusWriter for DynamoStore {
             items.push(TransactWriteItem::builder().delete(release_phone).build());
         }
         match self.transact(items).await? {
-            Ok(()) => Ok(ChangeOutcome::Applied(change.applied_to(number))),
+            Ok(()) => {
+                let mut applied = change.applied_to(number);
+                applied.last_event_id = Some(event.id.clone());
+                Ok(ChangeOutcome::Applied(applied))
+            }
             Err(_) => {
                 let current = self
                     .read_number(&number.account_id, &number.id)
@@ -797,6 +833,38 @@ impl StatusWriter for DynamoStore {
                 Ok(ChangeOutcome::NotApplied(current))
             }
         }
+    }
+}
+
+impl EventLog for DynamoStore {
+    async fn unpublished_event(&self, event_id: &str) -> StoreResult<Option<EventEnvelope>> {
+        let Some(item) = self.get_item(keys::event(event_id), keys::EVENT).await? else {
+            return Ok(None);
+        };
+        if item.contains_key("publishedAt") {
+            return Ok(None);
+        }
+        let body = item
+            .get("body")
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| StoreError::Corrupt("event without body".into()))?;
+        serde_json::from_str(body)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    async fn mark_published(&self, event_id: &str) -> StoreResult<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::event(event_id), keys::EVENT)))
+            .update_expression("SET publishedAt = :at")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":at", s(time::format(&time::now())))
+            .send()
+            .await
+            .map_err(sdk_unavailable)?;
+        Ok(())
     }
 }
 

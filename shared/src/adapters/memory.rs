@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::domain::api_key::KeyHash;
-use crate::domain::{AccountId, Number, NumberId, Status};
+use crate::domain::{AccountId, EventEnvelope, Number, NumberId, Status};
 use crate::ports::{
-    ApiKeyVerifier, ChangeOutcome, MessageQueue, NumberPage, NumberReader, Page, Queue,
+    ApiKeyVerifier, ChangeOutcome, EventLog, MessageQueue, NumberPage, NumberReader, Page, Queue,
     QueueError, StatusChange, StatusWriter, StoreError, StoreResult,
 };
 
@@ -15,6 +15,7 @@ use crate::ports::{
 struct State {
     numbers: HashMap<(AccountId, NumberId), Number>,
     keys: HashMap<KeyHash, (AccountId, bool)>,
+    events: HashMap<String, (EventEnvelope, bool)>,
 }
 
 #[derive(Clone, Default)]
@@ -87,7 +88,12 @@ impl NumberReader for MemoryStore {
 }
 
 impl StatusWriter for MemoryStore {
-    async fn change_status(&self, number: &Number, change: StatusChange) -> StoreResult<ChangeOutcome> {
+    async fn change_status(
+        &self,
+        number: &Number,
+        change: StatusChange,
+        event: &EventEnvelope,
+    ) -> StoreResult<ChangeOutcome> {
         let mut state = self.state();
         let stored = state
             .numbers
@@ -97,7 +103,30 @@ impl StatusWriter for MemoryStore {
             return Ok(ChangeOutcome::NotApplied(stored.clone()));
         }
         *stored = change.applied_to(stored);
-        Ok(ChangeOutcome::Applied(stored.clone()))
+        stored.last_event_id = Some(event.id.clone());
+        let applied = stored.clone();
+        state
+            .events
+            .insert(event.id.clone(), (event.clone(), false));
+        Ok(ChangeOutcome::Applied(applied))
+    }
+}
+
+impl EventLog for MemoryStore {
+    async fn unpublished_event(&self, event_id: &str) -> StoreResult<Option<EventEnvelope>> {
+        Ok(self
+            .state()
+            .events
+            .get(event_id)
+            .filter(|(_, published)| !published)
+            .map(|(event, _)| event.clone()))
+    }
+
+    async fn mark_published(&self, event_id: &str) -> StoreResult<()> {
+        if let Some(entry) = self.state().events.get_mut(event_id) {
+            entry.1 = true;
+        }
+        Ok(())
     }
 }
 

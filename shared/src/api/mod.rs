@@ -21,7 +21,7 @@ pub use view::NumberView;
 
 use crate::domain::AccountId;
 use crate::domain::api_key::{KeyHash, bearer_key};
-use crate::ports::{ApiKeyVerifier, MessageQueue, NumberReader, StatusWriter};
+use crate::ports::{ApiKeyVerifier, EventLog, MessageQueue, NumberReader, StatusWriter};
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -36,7 +36,7 @@ pub struct Caller(pub AccountId);
 
 pub fn router<S, Q>(store: S, queue: Q) -> Router
 where
-    S: NumberReader + StatusWriter + ApiKeyVerifier + 'static,
+    S: NumberReader + StatusWriter + EventLog + ApiKeyVerifier + 'static,
     Q: MessageQueue + 'static,
 {
     let state = Arc::new(ApiState { store, queue });

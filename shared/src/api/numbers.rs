@@ -6,10 +6,9 @@ use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, Caller, NumberView};
 use crate::domain::messages::TeardownMessage;
-use crate::domain::{NumberId, Status, Transition, time};
-use crate::ports::{
-    ChangeOutcome, MessageQueue, NumberReader, Page, Queue, StatusChange, StatusWriter,
-};
+use crate::domain::{NumberId, Status};
+use crate::lifecycle::{self, Changed};
+use crate::ports::{EventLog, MessageQueue, NumberReader, Page, Queue, StatusWriter};
 
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
@@ -105,44 +104,37 @@ pub async fn get<S: NumberReader, Q>(
     Ok(Json(json!({ "data": NumberView::from(&number) })))
 }
 
-/// A status change can race with provisioning or Meta's webhooks; re-reading and trying again a
-/// few times settles it.
-const DISCONNECT_ATTEMPTS: usize = 3;
-
-pub async fn disconnect<S: NumberReader + StatusWriter, Q: MessageQueue>(
+pub async fn disconnect<S, Q>(
     State(state): State<Arc<ApiState<S, Q>>>,
     Extension(Caller(account)): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, ApiError>
+where
+    S: NumberReader + StatusWriter + EventLog,
+    Q: MessageQueue,
+{
     let id = NumberId::parse(&id).ok_or_else(|| ApiError::not_found("number"))?;
-    let mut number = state
+    let number = state
         .store
         .get(&account, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("number"))?;
-    for _ in 0..DISCONNECT_ATTEMPTS {
-        if number.status == Status::Disconnected {
-            break;
-        }
-        let transition = Transition::new(number.status, Status::Disconnected).map_err(|_| {
-            ApiError::conflict(format!(
+    let changed =
+        lifecycle::change_status(&state.store, &state.queue, &number, Status::Disconnected, None)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, number_id = %number.id, "disconnect failed");
+                ApiError::internal()
+            })?;
+    let number = match changed {
+        Changed::Now(number) | Changed::Already(number) => number,
+        Changed::Refused(number) => {
+            return Err(ApiError::conflict(format!(
                 "a {} number cannot be disconnected",
                 number.status
-            ))
-        })?;
-        number = match state
-            .store
-            .change_status(&number, StatusChange::new(transition, time::now()))
-            .await?
-        {
-            ChangeOutcome::Applied(number) | ChangeOutcome::NotApplied(number) => number,
-        };
-    }
-    if number.status != Status::Disconnected {
-        return Err(ApiError::conflict(
-            "the number changed while it was being disconnected; try again",
-        ));
-    }
+            )));
+        }
+    };
     // Sent on every DELETE, repeats included: teardown is idempotent, and a repeated DELETE
     // after a crash between the write and the send is how a lost teardown is recovered.
     let message = TeardownMessage::new(number.id.clone(), number.account_id.clone());
@@ -150,4 +142,50 @@ pub async fn disconnect<S: NumberReader + StatusWriter, Q: MessageQueue>(
     state.queue.send(Queue::Teardown, body).await?;
     tracing::info!(number_id = %number.id, "number disconnected");
     Ok(Json(json!({ "data": NumberView::from(&number) })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(raw: &str) -> Result<ListQuery, ApiError> {
+        parse_list_query(Some(raw))
+    }
+
+    #[test]
+    fn defaults_are_limit_20_offset_0_and_no_filter() {
+        let query = parse_list_query(None).unwrap();
+        assert_eq!(query.status, None);
+        assert_eq!(query.page, Page { limit: 20, offset: 0 });
+    }
+
+    #[test]
+    fn unknown_parameters_are_ignored() {
+        assert_eq!(parsed("foo=bar&status=BANNED").unwrap().status, Some(Status::Banned));
+    }
+
+    #[test]
+    fn limit_is_bounded_from_1_to_100() {
+        assert!(parsed("limit=1").is_ok());
+        assert!(parsed("limit=100").is_ok());
+        for bad in ["limit=0", "limit=101", "limit=-1", "limit=abc", "limit="] {
+            let err = parsed(bad).unwrap_err();
+            assert_eq!(err.code, "invalid_request", "{bad}");
+            assert!(err.message.contains("limit"), "{bad}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn a_bad_status_names_the_allowed_values() {
+        let err = parsed("status=active").unwrap_err();
+        assert_eq!(
+            err.message,
+            "status must be one of PENDING, ACTIVE, FAILED, DISCONNECTED, BANNED"
+        );
+    }
+
+    #[test]
+    fn percent_encoded_values_are_decoded() {
+        assert_eq!(parsed("status=%41CTIVE").unwrap().status, Some(Status::Active));
+    }
 }

@@ -1,4 +1,5 @@
 pub mod api_key;
+pub mod event;
 pub mod ids;
 pub mod messages;
 pub mod number;
@@ -6,6 +7,7 @@ pub mod status;
 pub mod step;
 pub mod time;
 
+pub use event::{EventEnvelope, EventType};
 pub use ids::{AccountId, ApiKeyId, NumberId};
 pub use number::{FailureReason, Number, QualityRating};
 pub use status::{RefusedTransition, Status, Transition, UnknownStatus, transition};

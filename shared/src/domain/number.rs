@@ -50,6 +50,8 @@ pub struct Number {
     /// The next step to run while `PENDING`.
     pub provisioning_step: Option<Step>,
     pub failure_reason: Option<FailureReason>,
+    /// The event of the latest status change, so a redelivered message can finish publishing it.
+    pub last_event_id: Option<String>,
 }
 
 impl Number {
@@ -74,6 +76,7 @@ impl Number {
             updated_at: at,
             provisioning_step: Some(Step::FIRST),
             failure_reason: None,
+            last_event_id: None,
         }
     }
 }

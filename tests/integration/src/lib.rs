@@ -81,6 +81,17 @@ impl TestEnv {
         SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), self.queue_urls())
     }
 
+    /// A status change through the lifecycle, as every handler makes it.
+    pub async fn change_status(
+        &self,
+        number: &muchaw_shared::domain::Number,
+        to: muchaw_shared::domain::Status,
+    ) -> muchaw_shared::lifecycle::Changed {
+        muchaw_shared::lifecycle::change_status(&self.store, &self.queue(), number, to, None)
+            .await
+            .expect("status change")
+    }
+
     pub async fn account(&self, name: &str) -> AccountId {
         self.store.create_account(name).await.expect("account").id
     }

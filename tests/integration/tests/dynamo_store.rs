@@ -1,19 +1,15 @@
 //! The DynamoDB adapter against moto: keys, indexes, conditions, counters and the phone guard.
 
 use muchaw_shared::domain::api_key::KeyHash;
-use muchaw_shared::domain::{Status, Transition, time};
-use muchaw_shared::ports::{
-    ApiKeyVerifier, ChangeOutcome, NumberReader, Page, StatusChange, StatusWriter,
-};
+use muchaw_shared::domain::Status;
+use muchaw_shared::lifecycle::Changed;
+use muchaw_shared::ports::{ApiKeyVerifier, NumberReader, Page, Queue};
 use muchaw_tests::{TestEnv, sample_number};
 
 fn page(limit: u32, offset: u32) -> Page {
     Page { limit, offset }
 }
 
-fn change(from: Status, to: Status) -> StatusChange {
-    StatusChange::new(Transition::new(from, to).unwrap(), time::now())
-}
 
 #[tokio::test]
 async fn a_number_is_read_back_exactly_as_written() {
@@ -98,12 +94,8 @@ async fn a_status_change_moves_the_number_between_filters_and_counters() {
     let number = sample_number(&account, Status::Active, 5);
     env.store.import_numbers(std::slice::from_ref(&number)).await.unwrap();
 
-    let outcome = env
-        .store
-        .change_status(&number, change(Status::Active, Status::Banned))
-        .await
-        .unwrap();
-    let ChangeOutcome::Applied(banned) = outcome else {
+    let outcome = env.change_status(&number, Status::Banned).await;
+    let Changed::Now(banned) = outcome else {
         panic!("expected the change to apply, got {outcome:?}");
     };
     assert_eq!(banned.status, Status::Banned);
@@ -122,19 +114,13 @@ async fn a_change_from_a_stale_status_is_not_applied_and_returns_the_current_num
     let account = env.account("acme").await;
     let number = sample_number(&account, Status::Active, 5);
     env.store.import_numbers(std::slice::from_ref(&number)).await.unwrap();
-    env.store
-        .change_status(&number, change(Status::Active, Status::Disconnected))
-        .await
-        .unwrap();
+    env.change_status(&number, Status::Disconnected).await;
 
-    let outcome = env
-        .store
-        .change_status(&number, change(Status::Active, Status::Banned))
-        .await
-        .unwrap();
+    // `number` still says ACTIVE: the conditional write finds DISCONNECTED and refuses.
+    let outcome = env.change_status(&number, Status::Banned).await;
     match outcome {
-        ChangeOutcome::NotApplied(current) => assert_eq!(current.status, Status::Disconnected),
-        other => panic!("expected NotApplied, got {other:?}"),
+        Changed::Refused(current) => assert_eq!(current.status, Status::Disconnected),
+        other => panic!("expected Refused, got {other:?}"),
     }
     let counts = env.store.list(&account, Some(Status::Banned), page(1, 0)).await.unwrap();
     assert_eq!(counts.total, 0);
@@ -150,10 +136,7 @@ async fn a_final_status_releases_the_phone_guard() {
     let guarded = env.table_snapshot().await;
     assert!(guarded.iter().any(|item| item.contains(&guard_key)));
 
-    env.store
-        .change_status(&number, change(Status::Active, Status::Disconnected))
-        .await
-        .unwrap();
+    env.change_status(&number, Status::Disconnected).await;
     let released = env.table_snapshot().await;
     assert!(!released.iter().any(|item| item.contains(&guard_key)));
 }
@@ -161,21 +144,12 @@ async fn a_final_status_releases_the_phone_guard() {
 #[tokio::test]
 async fn an_api_key_resolves_to_its_account_until_revoked() {
     let env = TestEnv::new().await;
-    let (account, key) = env.account_with_key("acme").await;
-    let hash = KeyHash::of(&key);
+    let account = env.account("acme").await;
+    let created = env.store.create_api_key(&account, Some("ci")).await.unwrap();
+    let hash = created.key.hash();
+    let key_id = created.id.to_string();
     assert_eq!(env.store.account_for_key(&hash).await.unwrap(), Some(account.clone()));
 
-    let key_id = {
-        let snapshot = env.table_snapshot().await;
-        let line = snapshot
-            .iter()
-            .find(|item| item.contains("keyHash"))
-            .expect("owned key item")
-            .clone();
-        let start = line.find("APIKEY#key_").unwrap() + "APIKEY#".len();
-        let end = line[start..].find('"').unwrap() + start;
-        line[start..end].to_string()
-    };
     env.store
         .revoke_api_key(&account, &key_id.clone().into())
         .await
@@ -205,4 +179,26 @@ async fn a_key_for_an_unknown_account_is_refused() {
         result,
         Err(muchaw_shared::ports::StoreError::NotFound)
     ));
+}
+
+#[tokio::test]
+async fn a_status_change_writes_and_publishes_its_event_once() {
+    let env = TestEnv::new().await;
+    let account = env.account("acme").await;
+    let number = sample_number(&account, Status::Active, 5);
+    env.store.import_numbers(std::slice::from_ref(&number)).await.unwrap();
+    let Changed::Now(banned) = env.change_status(&number, Status::Banned).await else {
+        panic!("expected the change to apply");
+    };
+    // A duplicate (the same change again from the stale copy) changes nothing more.
+    let again = env.change_status(&number, Status::Banned).await;
+    assert!(matches!(again, Changed::Already(_)), "{again:?}");
+
+    let events = env.drain(Queue::Events).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "number.banned");
+    assert_eq!(events[0]["data"]["status"], "BANNED");
+    assert_eq!(Some(events[0]["id"].as_str().unwrap().to_string()), banned.last_event_id);
+    let banned_total = env.store.list(&account, Some(Status::Banned), page(1, 0)).await.unwrap();
+    assert_eq!(banned_total.total, 1);
 }

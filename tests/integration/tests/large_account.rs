@@ -1,7 +1,7 @@
 //! 5,000 numbers in one account: a page and its total cost O(limit) reads, never a Scan.
 
-use muchaw_shared::domain::{Status, Transition, time};
-use muchaw_shared::ports::{NumberReader, Page, StatusChange, StatusWriter};
+use muchaw_shared::domain::Status;
+use muchaw_shared::ports::{NumberReader, Page};
 use muchaw_tests::{TestEnv, sample_number};
 
 const ACCOUNT_SIZE: usize = 5_000;
@@ -63,11 +63,7 @@ async fn the_first_page_and_total_of_a_large_account_read_only_the_page() {
 
     // Totals follow status changes exactly.
     for number in numbers.iter().filter(|n| n.status == Status::Active).take(10) {
-        let change = StatusChange::new(
-            Transition::new(Status::Active, Status::Banned).unwrap(),
-            time::now(),
-        );
-        env.store.change_status(number, change).await.unwrap();
+        env.change_status(number, Status::Banned).await;
     }
     let total = |status| {
         let env = &env;

@@ -1,0 +1,167 @@
+//! Events customers receive (CONTRACT §2). One is written with every status change, in the same
+//! DynamoDB transaction, then published to the events queue: an outbox, so a crash between the
+//! two cannot lose it.
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::AccountId;
+use super::number::{Number, QualityRating};
+use super::status::{Status, Transition};
+use super::time::{self, Timestamp};
+use crate::api::NumberView;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "number.activated")]
+    NumberActivated,
+    #[serde(rename = "number.failed")]
+    NumberFailed,
+    #[serde(rename = "number.disconnected")]
+    NumberDisconnected,
+    #[serde(rename = "number.banned")]
+    NumberBanned,
+    #[serde(rename = "number.reinstated")]
+    NumberReinstated,
+    #[serde(rename = "number.quality_updated")]
+    NumberQualityUpdated,
+    #[serde(rename = "number.token_expiring")]
+    NumberTokenExpiring,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::NumberActivated => "number.activated",
+            EventType::NumberFailed => "number.failed",
+            EventType::NumberDisconnected => "number.disconnected",
+            EventType::NumberBanned => "number.banned",
+            EventType::NumberReinstated => "number.reinstated",
+            EventType::NumberQualityUpdated => "number.quality_updated",
+            EventType::NumberTokenExpiring => "number.token_expiring",
+        }
+    }
+
+    /// The event each allowed status change emits.
+    pub fn for_transition(transition: Transition) -> EventType {
+        match (transition.from(), transition.to()) {
+            (Status::Banned, Status::Active) => EventType::NumberReinstated,
+            (_, Status::Active) => EventType::NumberActivated,
+            (_, Status::Failed) => EventType::NumberFailed,
+            (_, Status::Banned) => EventType::NumberBanned,
+            (_, _) => EventType::NumberDisconnected,
+        }
+    }
+}
+
+/// `data` of an event: the Number object, plus `previousQualityRating` where it applies.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventData {
+    #[serde(flatten)]
+    pub number: NumberView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_quality_rating: Option<Option<QualityRating>>,
+}
+
+/// What travels on the events queue: the customer-facing body plus the account to deliver to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventEnvelope {
+    pub v: u32,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub account_id: AccountId,
+    pub number_id: String,
+    #[serde(with = "time")]
+    pub created_at: Timestamp,
+    pub data: serde_json::Value,
+}
+
+impl EventEnvelope {
+    pub fn new(event_type: EventType, number: &Number, at: Timestamp) -> EventEnvelope {
+        EventEnvelope::with_data(
+            event_type,
+            number,
+            at,
+            EventData {
+                number: NumberView::from(number),
+                previous_quality_rating: None,
+            },
+        )
+    }
+
+    pub fn quality_updated(
+        number: &Number,
+        previous: Option<QualityRating>,
+        at: Timestamp,
+    ) -> EventEnvelope {
+        EventEnvelope::with_data(
+            EventType::NumberQualityUpdated,
+            number,
+            at,
+            EventData {
+                number: NumberView::from(number),
+                previous_quality_rating: Some(previous),
+            },
+        )
+    }
+
+    fn with_data(
+        event_type: EventType,
+        number: &Number,
+        at: Timestamp,
+        data: EventData,
+    ) -> EventEnvelope {
+        EventEnvelope {
+            v: 1,
+            id: format!("evt_{}", cuid2::create_id()),
+            event_type,
+            account_id: number.account_id.clone(),
+            number_id: number.id.to_string(),
+            created_at: at,
+            data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    /// The body customers receive, exactly as CONTRACT §2 writes it.
+    pub fn customer_body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "type": self.event_type,
+            "createdAt": time::format(&self.created_at),
+            "data": self.data,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_for(from: Status, to: Status) -> EventType {
+        EventType::for_transition(Transition::new(from, to).unwrap())
+    }
+
+    #[test]
+    fn each_status_change_emits_its_event() {
+        assert_eq!(event_for(Status::Pending, Status::Active), EventType::NumberActivated);
+        assert_eq!(event_for(Status::Banned, Status::Active), EventType::NumberReinstated);
+        assert_eq!(event_for(Status::Pending, Status::Failed), EventType::NumberFailed);
+        assert_eq!(event_for(Status::Active, Status::Banned), EventType::NumberBanned);
+        for from in [Status::Pending, Status::Active, Status::Banned] {
+            assert_eq!(event_for(from, Status::Disconnected), EventType::NumberDisconnected);
+        }
+    }
+
+    #[test]
+    fn the_customer_body_has_id_type_created_at_and_data() {
+        let number = Number::new_pending(AccountId::from("acc".to_string()), "1".into(), "2".into(), time::now());
+        let event = EventEnvelope::new(EventType::NumberActivated, &number, time::now());
+        let body = event.customer_body();
+        assert_eq!(body["type"], "number.activated");
+        assert!(body["id"].as_str().unwrap().starts_with("evt_"));
+        assert_eq!(body["data"]["id"], number.id.as_str());
+        assert!(body["data"].get("accountId").is_none());
+    }
+}
