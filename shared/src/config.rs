@@ -111,3 +111,57 @@ impl ApiConfig {
         })
     }
 }
+
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com";
+pub const DEFAULT_GRAPH_VERSION: &str = "v25.0";
+
+/// Meta's side, for functions that call the Graph API. The app secret itself is read from
+/// Secrets Manager (`META_APP_SECRET_ARN`) by the functions that need it.
+#[derive(Clone, Debug)]
+pub struct MetaEnv {
+    pub graph_url: String,
+    pub graph_version: String,
+    pub app_id: String,
+    pub app_secret_arn: Option<String>,
+    pub timeout: std::time::Duration,
+}
+
+impl MetaEnv {
+    pub fn from_env() -> Result<MetaEnv, ConfigError> {
+        let timeout_ms = match optional("META_TIMEOUT_MS") {
+            None => 5_000,
+            Some(text) => text.parse::<u64>().map_err(|_| ConfigError::Invalid {
+                name: "META_TIMEOUT_MS",
+                reason: "expected milliseconds".into(),
+            })?,
+        };
+        Ok(MetaEnv {
+            graph_url: optional("META_GRAPH_URL").unwrap_or_else(|| DEFAULT_GRAPH_URL.into()),
+            graph_version: optional("META_GRAPH_VERSION")
+                .unwrap_or_else(|| DEFAULT_GRAPH_VERSION.into()),
+            app_id: optional("META_APP_ID").unwrap_or_default(),
+            app_secret_arn: optional("META_APP_SECRET_ARN"),
+            timeout: std::time::Duration::from_millis(timeout_ms),
+        })
+    }
+}
+
+fn seconds(name: &'static str, default: u32) -> Result<u32, ConfigError> {
+    match optional(name) {
+        None => Ok(default),
+        Some(text) => text.parse().map_err(|_| ConfigError::Invalid {
+            name,
+            reason: "expected whole seconds".into(),
+        }),
+    }
+}
+
+/// `RETRY_BASE_SECONDS` / `RETRY_SLOW_SECONDS` shorten retries for local runs and tests.
+pub fn retry_policy() -> Result<crate::provisioning::RetryPolicy, ConfigError> {
+    let default = crate::provisioning::RetryPolicy::default();
+    Ok(crate::provisioning::RetryPolicy {
+        base_seconds: seconds("RETRY_BASE_SECONDS", default.base_seconds)?,
+        slow_seconds: seconds("RETRY_SLOW_SECONDS", default.slow_seconds)?,
+        max_seconds: default.max_seconds,
+    })
+}

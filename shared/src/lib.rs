@@ -8,4 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod lifecycle;
 pub mod ports;
+pub mod provisioning;
+pub mod runtime;
+pub mod sqs_batch;
 pub mod telemetry;

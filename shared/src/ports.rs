@@ -146,3 +146,99 @@ pub trait MessageQueue: Send + Sync {
         body: String,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
+
+// ---- Provisioning -------------------------------------------------------------------------
+
+use crate::domain::QualityRating;
+use crate::domain::meta::MetaError;
+use crate::domain::secrets::{NumberSecrets, Secret};
+
+#[derive(Clone, Debug)]
+pub struct ExchangedToken {
+    pub token: Secret,
+    pub expires_in_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PhoneProfile {
+    pub display_phone_number: Option<String>,
+    pub verified_name: Option<String>,
+    /// As Meta writes it: GREEN/YELLOW/RED, or UNKNOWN/NA when unrated.
+    pub quality_rating: Option<String>,
+}
+
+pub type MetaResult<T> = Result<T, MetaError>;
+
+/// The Graph API calls the system makes (META.md), each with the customer's business token.
+pub trait MetaGraph: Send + Sync {
+    fn exchange_code(&self, code: &str) -> impl Future<Output = MetaResult<ExchangedToken>> + Send;
+    fn subscribe_app(&self, token: &Secret, waba_id: &str) -> impl Future<Output = MetaResult<()>> + Send;
+    fn unsubscribe_app(&self, token: &Secret, waba_id: &str) -> impl Future<Output = MetaResult<()>> + Send;
+    fn register(&self, token: &Secret, phone_number_id: &str, pin: &Secret) -> impl Future<Output = MetaResult<()>> + Send;
+    fn deregister(&self, token: &Secret, phone_number_id: &str) -> impl Future<Output = MetaResult<()>> + Send;
+    fn set_pin(&self, token: &Secret, phone_number_id: &str, pin: &Secret) -> impl Future<Output = MetaResult<()>> + Send;
+    fn phone_profile(&self, token: &Secret, phone_number_id: &str) -> impl Future<Output = MetaResult<PhoneProfile>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("secret store error: {0}")]
+pub struct VaultError(pub String);
+
+/// One secret per number, holding its token and PIN; never in DynamoDB.
+pub trait TokenVault: Send + Sync {
+    fn load(&self, number: &NumberId) -> impl Future<Output = Result<Option<NumberSecrets>, VaultError>> + Send;
+    /// Stores the secrets unless the number already has some; returns what is stored now.
+    fn create(&self, number: &NumberId, secrets: &NumberSecrets) -> impl Future<Output = Result<NumberSecrets, VaultError>> + Send;
+    /// Deletion with a recovery window; a missing secret is already deleted.
+    fn schedule_deletion(&self, number: &NumberId) -> impl Future<Output = Result<(), VaultError>> + Send;
+}
+
+/// What a finished step records on the number besides moving `provisioningStep` on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepRecord {
+    pub token_expires_at: Option<Timestamp>,
+    pub display_number: Option<String>,
+    pub display_name: Option<String>,
+    pub quality_rating: Option<QualityRating>,
+    pub subscribed: bool,
+    pub registered: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CreateOutcome {
+    Created,
+    /// The phone is held by a live number (of this account or another).
+    PhoneTaken,
+    /// The signup link was used already, or has expired.
+    LinkUnusable,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhoneOwner {
+    pub account_id: AccountId,
+    pub number_id: NumberId,
+}
+
+pub trait ProvisioningStore: Send + Sync {
+    /// Creates a `PENDING` number holding its phone (and consuming the signup link, if any) in
+    /// one transaction.
+    fn create_pending(&self, number: &Number, signup_link: Option<&str>) -> impl Future<Output = StoreResult<CreateOutcome>> + Send;
+    fn phone_owner(&self, phone_number_id: &str) -> impl Future<Output = StoreResult<Option<PhoneOwner>>> + Send;
+    /// Moves `provisioningStep` from `done` to `next` if the number is still `PENDING` at `done`.
+    /// `false` when it was not (a duplicate delivery, a disconnect).
+    fn record_step(&self, number: &Number, done: Step, next: Step, record: &StepRecord) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// The last transient error of a step, kept for the DLQ consumer's failure reason.
+    fn record_retry(&self, number: &Number, reason: &FailureReason) -> impl Future<Output = StoreResult<()>> + Send;
+    fn numbers_of_waba(&self, waba_id: &str) -> impl Future<Output = StoreResult<Vec<Number>>> + Send;
+    fn mark_torn_down(&self, number: &Number) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Stretches a message's invisibility, which is how a retry is delayed.
+pub trait Redelivery: Send + Sync {
+    fn delay_redelivery(&self, queue: Queue, receipt_handle: &str, seconds: u32) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// Single-use signup-link states.
+pub trait SignupLinks: Send + Sync {
+    fn save_link(&self, account: &AccountId, link_id: &str, expires_at: Timestamp) -> impl Future<Output = StoreResult<()>> + Send;
+}

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, PutRequest,
@@ -31,8 +31,9 @@ use crate::domain::{
     Step,
 };
 use crate::ports::{
-    ApiKeyVerifier, ChangeOutcome, EventLog, NumberPage, NumberReader, Page, StatusChange,
-    StatusWriter, StoreError, StoreResult,
+    ApiKeyVerifier, ChangeOutcome, CreateOutcome, EventLog, NumberPage, NumberReader, Page,
+    PhoneOwner, ProvisioningStore, SignupLinks, StatusChange, StatusWriter, StepRecord,
+    StoreError, StoreResult,
 };
 
 pub mod keys {
@@ -65,6 +66,10 @@ pub mod keys {
         format!("EVENT#{id}")
     }
     pub const EVENT: &str = "EVENT";
+    pub const SIGNUP_LINK: &str = "SIGNUPLINK";
+    pub fn signup_link(id: &str) -> String {
+        format!("SIGNUPLINK#{id}")
+    }
     pub fn api_key(hash: &KeyHash) -> String {
         format!("APIKEY#{}", hash.as_str())
     }
@@ -139,6 +144,14 @@ struct NumberItem {
     failure_reason: Option<FailureReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provisioning_error: Option<FailureReason>,
+    #[serde(default)]
+    subscribed: bool,
+    #[serde(default)]
+    registered: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    torn_down_at: Option<String>,
     version: u64,
 }
 
@@ -168,6 +181,10 @@ impl NumberItem {
             provisioning_step: number.provisioning_step,
             failure_reason: number.failure_reason.clone(),
             last_event_id: number.last_event_id.clone(),
+            provisioning_error: number.provisioning_error.clone(),
+            subscribed: number.subscribed,
+            registered: number.registered,
+            torn_down_at: number.torn_down_at.as_ref().map(time::format),
             version: 1,
         }
     }
@@ -189,6 +206,10 @@ impl NumberItem {
             provisioning_step: self.provisioning_step,
             failure_reason: self.failure_reason,
             last_event_id: self.last_event_id,
+            provisioning_error: self.provisioning_error,
+            subscribed: self.subscribed,
+            registered: self.registered,
+            torn_down_at: self.torn_down_at.as_deref().map(parse).transpose()?,
         })
     }
 }
@@ -881,5 +902,221 @@ impl ApiKeyVerifier for DynamoStore {
             .and_then(|v| v.as_s().ok())
             .cloned()
             .map(AccountId::from))
+    }
+}
+
+fn is_conditional_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "ConditionalCheckFailedException")
+}
+
+impl ProvisioningStore for DynamoStore {
+    async fn create_pending(
+        &self,
+        number: &Number,
+        signup_link: Option<&str>,
+    ) -> StoreResult<CreateOutcome> {
+        let number_item =
+            serde_dynamo::to_item(NumberItem::from_number(number)).map_err(unavailable)?;
+        let mut items = vec![
+            put_new(&self.table, number_item)?,
+            put_new(&self.table, guard_item(number))?,
+            self.counters_update(&number.account_id, &[(number.status, 1)])?,
+        ];
+        if let Some(link) = signup_link {
+            let now = time::now();
+            let consume = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(keys::signup_link(link), keys::SIGNUP_LINK)))
+                .update_expression("SET usedAt = :now, usedBy = :number")
+                .condition_expression(
+                    "attribute_exists(PK) AND attribute_not_exists(usedAt) AND accountId = :account AND expiresAt > :epoch",
+                )
+                .expression_attribute_values(":now", s(time::format(&now)))
+                .expression_attribute_values(":number", s(number.id.as_str()))
+                .expression_attribute_values(":account", s(number.account_id.as_str()))
+                .expression_attribute_values(":epoch", n(now.timestamp()))
+                .build()
+                .map_err(unavailable)?;
+            items.push(TransactWriteItem::builder().update(consume).build());
+        }
+        match self.transact(items).await? {
+            Ok(()) => Ok(CreateOutcome::Created),
+            Err(codes) => {
+                let failed = |i: usize| {
+                    codes.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed")
+                };
+                if failed(3) {
+                    Ok(CreateOutcome::LinkUnusable)
+                } else if failed(1) {
+                    Ok(CreateOutcome::PhoneTaken)
+                } else {
+                    Err(StoreError::Unavailable(format!(
+                        "number creation cancelled: {codes:?}"
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn phone_owner(&self, phone_number_id: &str) -> StoreResult<Option<PhoneOwner>> {
+        let Some(item) = self.get_item(keys::phone(phone_number_id), keys::PHONE).await? else {
+            return Ok(None);
+        };
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        match (text("accountId"), text("numberId")) {
+            (Some(account), Some(number)) => Ok(Some(PhoneOwner {
+                account_id: account.into(),
+                number_id: number.into(),
+            })),
+            _ => Err(StoreError::Corrupt("phone guard without owner".into())),
+        }
+    }
+
+    async fn record_step(
+        &self,
+        number: &Number,
+        done: Step,
+        next: Step,
+        record: &StepRecord,
+    ) -> StoreResult<bool> {
+        let mut set = vec!["provisioningStep = :next", "updatedAt = :at"];
+        let mut values = HashMap::from([
+            (":next".to_string(), s(next.as_str())),
+            (":done".to_string(), s(done.as_str())),
+            (":pending".to_string(), s(Status::Pending.as_str())),
+            (":at".to_string(), s(time::format(&time::now()))),
+        ]);
+        if let Some(at) = &record.token_expires_at {
+            set.push("tokenExpiresAt = :expires");
+            values.insert(":expires".into(), s(time::format(at)));
+        }
+        if let Some(display) = &record.display_number {
+            set.push("displayNumber = :display");
+            values.insert(":display".into(), s(display.clone()));
+        }
+        if let Some(name) = &record.display_name {
+            set.push("displayName = :name");
+            values.insert(":name".into(), s(name.clone()));
+        }
+        if let Some(rating) = &record.quality_rating {
+            set.push("qualityRating = :rating");
+            values.insert(
+                ":rating".into(),
+                serde_dynamo::to_attribute_value(rating).map_err(unavailable)?,
+            );
+        }
+        if record.subscribed {
+            set.push("subscribed = :true");
+            values.insert(":true".into(), AttributeValue::Bool(true));
+        }
+        if record.registered {
+            set.push("registered = :true");
+            values.insert(":true".into(), AttributeValue::Bool(true));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::account(&number.account_id), keys::number(&number.id))))
+            .update_expression(format!("SET {} REMOVE provisioningError", set.join(", ")))
+            .condition_expression("#status = :pending AND provisioningStep = :done")
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if is_conditional_failure(&err) => Ok(false),
+            Err(err) => Err(sdk_unavailable(err)),
+        }
+    }
+
+    async fn record_retry(&self, number: &Number, reason: &FailureReason) -> StoreResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::account(&number.account_id), keys::number(&number.id))))
+            .update_expression("SET provisioningError = :reason")
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(
+                ":reason",
+                serde_dynamo::to_attribute_value(reason).map_err(unavailable)?,
+            )
+            .expression_attribute_values(":pending", s(Status::Pending.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if is_conditional_failure(&err) => Ok(()),
+            Err(err) => Err(sdk_unavailable(err)),
+        }
+    }
+
+    async fn numbers_of_waba(&self, waba_id: &str) -> StoreResult<Vec<Number>> {
+        let mut numbers = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("GSI3")
+                .key_condition_expression("GSI3PK = :pk")
+                .expression_attribute_values(":pk", s(keys::waba(waba_id)))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_unavailable)?;
+            self.stats.record(output.scanned_count().max(0) as u64);
+            for item in output.items.unwrap_or_default() {
+                numbers.push(number_from_item(item)?);
+            }
+            match output.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => return Ok(numbers),
+            }
+        }
+    }
+
+    async fn mark_torn_down(&self, number: &Number) -> StoreResult<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::account(&number.account_id), keys::number(&number.id))))
+            .update_expression("SET tornDownAt = :at")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":at", s(time::format(&time::now())))
+            .send()
+            .await
+            .map_err(sdk_unavailable)?;
+        Ok(())
+    }
+}
+
+impl SignupLinks for DynamoStore {
+    async fn save_link(
+        &self,
+        account: &AccountId,
+        link_id: &str,
+        expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        let mut item = key(keys::signup_link(link_id), keys::SIGNUP_LINK);
+        item.insert("entity".into(), s("SIGNUPLINK"));
+        item.insert("accountId".into(), s(account.as_str()));
+        item.insert("createdAt".into(), s(time::format(&time::now())));
+        item.insert("expiresAt".into(), n(expires_at.timestamp()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await
+            .map_err(sdk_unavailable)?;
+        Ok(())
     }
 }

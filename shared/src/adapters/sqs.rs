@@ -108,3 +108,26 @@ pub async fn redrive(client: &Client, queue: &str) -> Result<u64, RedriveError> 
         }
     }
 }
+
+impl crate::ports::Redelivery for SqsQueue {
+    async fn delay_redelivery(
+        &self,
+        queue: Queue,
+        receipt_handle: &str,
+        seconds: u32,
+    ) -> Result<(), QueueError> {
+        let url = self.urls.url(queue).map_err(|e| QueueError(e.to_string()))?;
+        self.client
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds.min(MAX_VISIBILITY_SECONDS) as i32)
+            .send()
+            .await
+            .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+        Ok(())
+    }
+}
+
+/// SQS's ceiling for a message's invisibility: 12 hours.
+pub const MAX_VISIBILITY_SECONDS: u32 = 12 * 60 * 60;

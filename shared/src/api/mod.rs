@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod numbers;
+pub mod signup;
 pub mod view;
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::header;
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
 pub use error::ApiError;
@@ -21,7 +22,11 @@ pub use view::NumberView;
 
 use crate::domain::AccountId;
 use crate::domain::api_key::{KeyHash, bearer_key};
-use crate::ports::{ApiKeyVerifier, EventLog, MessageQueue, NumberReader, StatusWriter};
+use crate::domain::signup_link::LinkSigner;
+use crate::ports::{
+    ApiKeyVerifier, EventLog, MessageQueue, NumberReader, ProvisioningStore, SignupLinks,
+    StatusWriter,
+};
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -34,23 +39,68 @@ pub struct ApiState<S, Q> {
 #[derive(Clone, Debug)]
 pub struct Caller(pub AccountId);
 
+/// The numbers API alone, finished (authentication, limits, error envelope for everything).
 pub fn router<S, Q>(store: S, queue: Q) -> Router
 where
-    S: NumberReader + StatusWriter + EventLog + ApiKeyVerifier + 'static,
+    S: NumberReader + StatusWriter + EventLog + ApiKeyVerifier + Clone + 'static,
     Q: MessageQueue + 'static,
 {
-    let state = Arc::new(ApiState { store, queue });
+    finish(numbers_routes(store.clone(), queue), store)
+}
+
+pub fn numbers_routes<S, Q>(store: S, queue: Q) -> Router
+where
+    S: NumberReader + StatusWriter + EventLog + 'static,
+    Q: MessageQueue + 'static,
+{
     Router::new()
         .route("/api/numbers", get(numbers::list::<S, Q>))
         .route(
             "/api/numbers/{id}",
             get(numbers::get::<S, Q>).delete(numbers::disconnect::<S, Q>),
         )
+        .with_state(Arc::new(ApiState { store, queue }))
+}
+
+pub fn signup_link_routes<S>(store: S, signer: LinkSigner, base_url: String) -> Router
+where
+    S: SignupLinks + 'static,
+{
+    Router::new()
+        .route("/api/signup-links", post(signup::create_link::<S>))
+        .with_state(Arc::new(signup::SignupLinkState {
+            store,
+            signer,
+            base_url,
+        }))
+}
+
+pub fn signup_callback_routes<S, Q>(store: S, queue: Q, signer: LinkSigner) -> Router
+where
+    S: ApiKeyVerifier + NumberReader + ProvisioningStore + 'static,
+    Q: MessageQueue + 'static,
+{
+    Router::new()
+        .route("/api/signup/callback", post(signup::callback::<S, Q>))
+        .with_state(Arc::new(signup::CallbackState {
+            store,
+            queue,
+            signer,
+        }))
+}
+
+/// What every API function serves around its routes: API-key authentication for `/api/*`
+/// (the signup callback authenticates itself), the body limit, and the error envelope for
+/// unknown routes and methods.
+pub fn finish<K>(routes: Router, keys: K) -> Router
+where
+    K: ApiKeyVerifier + 'static,
+{
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(state.clone(), authenticate::<S, Q>))
+        .layer(from_fn_with_state(Arc::new(keys), authenticate::<K>))
         .layer(from_fn(limit_body_size))
-        .with_state(state)
 }
 
 async fn not_found() -> ApiError {
@@ -66,8 +116,8 @@ fn is_public(path: &str) -> bool {
     path == "/api/signup/callback" || !path.starts_with("/api/")
 }
 
-async fn authenticate<S: ApiKeyVerifier, Q>(
-    State(state): State<Arc<ApiState<S, Q>>>,
+async fn authenticate<K: ApiKeyVerifier>(
+    State(keys): State<Arc<K>>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -80,8 +130,7 @@ async fn authenticate<S: ApiKeyVerifier, Q>(
         .and_then(|value| value.to_str().ok())
         .and_then(bearer_key)
         .ok_or_else(ApiError::unauthorized)?;
-    let account = state
-        .store
+    let account = keys
         .account_for_key(&KeyHash::of(key))
         .await?
         .ok_or_else(ApiError::unauthorized)?;

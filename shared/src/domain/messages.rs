@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::{AccountId, NumberId};
+use super::secrets::Secret;
 use super::step::Step;
 
 pub const MESSAGE_VERSION: u32 = 1;
@@ -26,12 +27,77 @@ impl TeardownMessage {
     }
 }
 
+/// One provisioning step to run. Only the first carries something secret: Meta's signup
+/// `code`, which lives about 30 seconds and is single use.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StepMessage {
     pub v: u32,
     pub number_id: NumberId,
     pub account_id: AccountId,
     pub step: Step,
     pub trace_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<Secret>,
+}
+
+impl StepMessage {
+    pub fn new(number_id: NumberId, account_id: AccountId, step: Step, trace_id: String) -> Self {
+        StepMessage {
+            v: MESSAGE_VERSION,
+            number_id,
+            account_id,
+            step,
+            trace_id,
+            code: None,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("message body is not a recognised message: {0}")]
+    Malformed(String),
+    #[error("message version {0} is not supported (this deployment reads version 1)")]
+    UnknownVersion(u64),
+}
+
+/// Reads a versioned body: an unknown version is named as such, not half-understood.
+pub fn parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, MessageError> {
+    let value: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| MessageError::Malformed(e.to_string()))?;
+    match value.get("v").and_then(serde_json::Value::as_u64) {
+        Some(1) => {}
+        Some(other) => return Err(MessageError::UnknownVersion(other)),
+        None => return Err(MessageError::Malformed("no version field `v`".into())),
+    }
+    serde_json::from_value(value).map_err(|e| MessageError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_message_round_trips_without_its_code_when_absent() {
+        let message = StepMessage::new(
+            NumberId::from("n1".to_string()),
+            AccountId::from("a1".to_string()),
+            Step::RegisterNumber,
+            "t".into(),
+        );
+        let body = serde_json::to_string(&message).unwrap();
+        assert!(!body.contains("code"));
+        assert_eq!(parse::<StepMessage>(&body).unwrap(), message);
+    }
+
+    #[test]
+    fn unknown_versions_and_garbage_are_told_apart() {
+        assert_eq!(
+            parse::<StepMessage>(r#"{"v":2,"numberId":"n"}"#),
+            Err(MessageError::UnknownVersion(2))
+        );
+        assert!(matches!(parse::<StepMessage>("not json"), Err(MessageError::Malformed(_))));
+        assert!(matches!(parse::<StepMessage>(r#"{"v":1}"#), Err(MessageError::Malformed(_))));
+    }
 }

@@ -52,6 +52,12 @@ pub struct Number {
     pub failure_reason: Option<FailureReason>,
     /// The event of the latest status change, so a redelivered message can finish publishing it.
     pub last_event_id: Option<String>,
+    /// The last transient error while `PENDING`; becomes `failureReason` if retries run out.
+    pub provisioning_error: Option<FailureReason>,
+    /// What teardown has to undo at Meta.
+    pub subscribed: bool,
+    pub registered: bool,
+    pub torn_down_at: Option<Timestamp>,
 }
 
 impl Number {
@@ -77,6 +83,10 @@ impl Number {
             provisioning_step: Some(Step::FIRST),
             failure_reason: None,
             last_event_id: None,
+            provisioning_error: None,
+            subscribed: false,
+            registered: false,
+            torn_down_at: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! created as `template.yaml` declares them, so what runs here is what deploys.
 
 pub mod moto;
+pub mod pipeline;
 pub mod provision;
 pub mod template;
 

@@ -1,0 +1,6 @@
+use muchaw_shared::domain::Step;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    muchaw_shared::runtime::run_step(Step::ActivateNumber).await
+}

@@ -1,0 +1,187 @@
+//! Meta's Graph API over HTTPS (reqwest + rustls), base URL and version from configuration.
+
+use std::time::Duration;
+
+use reqwest::{Client, Method, RequestBuilder, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::domain::meta::{MetaError, classify};
+use crate::domain::secrets::Secret;
+use crate::ports::{ExchangedToken, MetaGraph, MetaResult, PhoneProfile};
+
+pub const PROFILE_FIELDS: &str = "display_phone_number,verified_name,quality_rating,name_status,code_verification_status,platform_type,throughput,status";
+
+#[derive(Clone, Debug)]
+pub struct MetaConfig {
+    pub graph_url: String,
+    pub graph_version: String,
+    pub app_id: String,
+    pub app_secret: Secret,
+    pub timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct GraphClient {
+    http: Client,
+    config: MetaConfig,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    error: EnvelopeError,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeError {
+    #[serde(default)]
+    message: String,
+    code: i64,
+    #[serde(default)]
+    error_subcode: Option<i64>,
+    #[serde(default)]
+    is_transient: bool,
+}
+
+impl GraphClient {
+    pub fn new(config: MetaConfig) -> Result<GraphClient, reqwest::Error> {
+        let http = Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(GraphClient { http, config })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!(
+            "{}/{}/{}",
+            self.config.graph_url.trim_end_matches('/'),
+            self.config.graph_version,
+            path.trim_start_matches('/')
+        )
+    }
+
+    fn request(&self, method: Method, path: &str, token: &Secret) -> RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(token.expose())
+    }
+
+    async fn send(&self, request: RequestBuilder) -> MetaResult<Value> {
+        let response = request.send().await.map_err(transport_error)?;
+        read(response).await
+    }
+
+    async fn expect_success(&self, request: RequestBuilder) -> MetaResult<()> {
+        let body = self.send(request).await?;
+        if body.get("success").and_then(Value::as_bool) == Some(false) {
+            return Err(MetaError::transport(
+                "unsuccessful",
+                "Meta answered success: false",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// reqwest's errors name the URL, which for the token exchange carries the app secret and the
+/// code: it is stripped before anything can log it.
+fn transport_error(err: reqwest::Error) -> MetaError {
+    let code = if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "network"
+    } else {
+        "transport"
+    };
+    MetaError::transport(code, err.without_url().to_string())
+}
+
+async fn read(response: Response) -> MetaResult<Value> {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.map_err(transport_error)?;
+    if (200..300).contains(&status) {
+        return serde_json::from_slice(&bytes)
+            .map_err(|_| MetaError::transport("invalid_response", "Meta's answer was not JSON"));
+    }
+    match serde_json::from_slice::<Envelope>(&bytes) {
+        Ok(Envelope { error }) => Err(MetaError::from_envelope(
+            status,
+            error.code,
+            error.error_subcode,
+            error.is_transient,
+            error.message,
+        )),
+        Err(_) => Err(MetaError {
+            http_status: status,
+            code: format!("http_{status}"),
+            subcode: None,
+            message: format!("HTTP {status} without Meta's error envelope"),
+            retry: classify(status, 0, None, false),
+        }),
+    }
+}
+
+impl MetaGraph for GraphClient {
+    async fn exchange_code(&self, code: &str) -> MetaResult<ExchangedToken> {
+        let request = self.http.get(self.url("oauth/access_token")).query(&[
+            ("client_id", self.config.app_id.as_str()),
+            ("client_secret", self.config.app_secret.expose()),
+            ("code", code),
+        ]);
+        let body = self.send(request).await?;
+        let token = body
+            .get("access_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| MetaError::transport("invalid_response", "no access_token in answer"))?;
+        Ok(ExchangedToken {
+            token: Secret::new(token),
+            expires_in_seconds: body.get("expires_in").and_then(Value::as_u64),
+        })
+    }
+
+    async fn subscribe_app(&self, token: &Secret, waba_id: &str) -> MetaResult<()> {
+        let path = format!("{waba_id}/subscribed_apps");
+        self.expect_success(self.request(Method::POST, &path, token))
+            .await
+    }
+
+    async fn unsubscribe_app(&self, token: &Secret, waba_id: &str) -> MetaResult<()> {
+        let path = format!("{waba_id}/subscribed_apps");
+        self.expect_success(self.request(Method::DELETE, &path, token))
+            .await
+    }
+
+    async fn register(&self, token: &Secret, phone_number_id: &str, pin: &Secret) -> MetaResult<()> {
+        let path = format!("{phone_number_id}/register");
+        let body = json!({"messaging_product": "whatsapp", "pin": pin.expose()});
+        self.expect_success(self.request(Method::POST, &path, token).json(&body))
+            .await
+    }
+
+    async fn deregister(&self, token: &Secret, phone_number_id: &str) -> MetaResult<()> {
+        let path = format!("{phone_number_id}/deregister");
+        self.expect_success(self.request(Method::POST, &path, token))
+            .await
+    }
+
+    async fn set_pin(&self, token: &Secret, phone_number_id: &str, pin: &Secret) -> MetaResult<()> {
+        let body = json!({"pin": pin.expose()});
+        self.expect_success(self.request(Method::POST, phone_number_id, token).json(&body))
+            .await
+    }
+
+    async fn phone_profile(&self, token: &Secret, phone_number_id: &str) -> MetaResult<PhoneProfile> {
+        let request = self
+            .request(Method::GET, phone_number_id, token)
+            .query(&[("fields", PROFILE_FIELDS)]);
+        let body = self.send(request).await?;
+        let text = |field: &str| body.get(field).and_then(Value::as_str).map(str::to_string);
+        Ok(PhoneProfile {
+            display_phone_number: text("display_phone_number"),
+            verified_name: text("verified_name"),
+            quality_rating: text("quality_rating"),
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! Secrets Manager: one secret per number (`{prefix}{numberId}`) and the app's own secrets.
+
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
+use aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretError;
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use serde::Deserialize;
+
+use crate::domain::NumberId;
+use crate::domain::secrets::{NumberSecrets, Secret};
+use crate::ports::{TokenVault, VaultError};
+
+/// Days a deleted number's secret can still be restored.
+const RECOVERY_WINDOW_DAYS: i64 = 7;
+
+#[derive(Clone)]
+pub struct SecretsVault {
+    client: Client,
+    prefix: String,
+}
+
+fn vault_error<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug + Send + Sync + 'static>(
+    err: aws_sdk_secretsmanager::error::SdkError<E, R>,
+) -> VaultError {
+    VaultError(aws_sdk_secretsmanager::error::DisplayErrorContext(err).to_string())
+}
+
+impl SecretsVault {
+    pub fn new(client: Client, prefix: impl Into<String>) -> SecretsVault {
+        SecretsVault {
+            client,
+            prefix: prefix.into(),
+        }
+    }
+
+    fn name(&self, number: &NumberId) -> String {
+        format!("{}{number}", self.prefix)
+    }
+}
+
+impl TokenVault for SecretsVault {
+    async fn load(&self, number: &NumberId) -> Result<Option<NumberSecrets>, VaultError> {
+        let result = self
+            .client
+            .get_secret_value()
+            .secret_id(self.name(number))
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let text = output.secret_string.unwrap_or_default();
+                serde_json::from_str(&text)
+                    .map(Some)
+                    .map_err(|_| VaultError("a number's secret is not readable".into()))
+            }
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(GetSecretValueError::ResourceNotFoundException(_))
+                ) =>
+            {
+                Ok(None)
+            }
+            // A secret scheduled for deletion answers InvalidRequest: it is gone for us.
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(GetSecretValueError::InvalidRequestException(_))
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(vault_error(err)),
+        }
+    }
+
+    async fn create(
+        &self,
+        number: &NumberId,
+        secrets: &NumberSecrets,
+    ) -> Result<NumberSecrets, VaultError> {
+        let text = serde_json::to_string(secrets).map_err(|e| VaultError(e.to_string()))?;
+        let result = self
+            .client
+            .create_secret()
+            .name(self.name(number))
+            .description("Muchaw Numbers: Meta business token and 2FA PIN of one number")
+            .secret_string(text)
+            .tags(
+                aws_sdk_secretsmanager::types::Tag::builder()
+                    .key("muchaw:number")
+                    .value(number.as_str())
+                    .build(),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(secrets.clone()),
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(CreateSecretError::ResourceExistsException(_))
+                ) =>
+            {
+                self.load(number)
+                    .await?
+                    .ok_or_else(|| VaultError("secret exists but cannot be read".into()))
+            }
+            Err(err) => Err(vault_error(err)),
+        }
+    }
+
+    async fn schedule_deletion(&self, number: &NumberId) -> Result<(), VaultError> {
+        let result = self
+            .client
+            .delete_secret()
+            .secret_id(self.name(number))
+            .recovery_window_in_days(RECOVERY_WINDOW_DAYS)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(DeleteSecretError::ResourceNotFoundException(_))
+                        | Some(DeleteSecretError::InvalidRequestException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(vault_error(err)),
+        }
+    }
+}
+
+/// `META_APP_SECRET_ARN`'s JSON.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppSecrets {
+    pub app_secret: Secret,
+    #[serde(default = "no_token")]
+    pub webhook_verify_token: Secret,
+}
+
+fn no_token() -> Secret {
+    Secret::new("")
+}
+
+/// Reads a secret's string once, at start-up.
+pub async fn read_secret_string(client: &Client, arn: &str) -> Result<Secret, VaultError> {
+    let output = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(vault_error)?;
+    output
+        .secret_string
+        .map(Secret::new)
+        .ok_or_else(|| VaultError(format!("secret {arn} has no SecretString")))
+}
+
+pub async fn read_app_secrets(client: &Client, arn: &str) -> Result<AppSecrets, VaultError> {
+    let text = read_secret_string(client, arn).await?;
+    serde_json::from_str(text.expose())
+        .map_err(|_| VaultError(format!("secret {arn} is not {{\"appSecret\", \"webhookVerifyToken\"}} JSON")))
+}

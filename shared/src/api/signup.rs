@@ -1,0 +1,234 @@
+//! `POST /api/signup/callback` (its own function, so its latency and scaling are its own) and
+//! `POST /api/signup-links`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, Caller, JsonBody, NumberView};
+use crate::domain::api_key::{KeyHash, bearer_key};
+use crate::domain::messages::StepMessage;
+use crate::domain::secrets::Secret;
+use crate::domain::signup_link::{LinkError, LinkSigner};
+use crate::domain::{AccountId, Number, Status, Step, time};
+use crate::ports::{
+    ApiKeyVerifier, CreateOutcome, MessageQueue, NumberReader, PhoneOwner, ProvisioningStore,
+    Queue, SignupLinks,
+};
+
+pub struct CallbackState<S, Q> {
+    pub store: S,
+    pub queue: Q,
+    pub signer: LinkSigner,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CallbackBody {
+    code: String,
+    waba_id: String,
+    phone_number_id: String,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+fn meta_id(name: &str, value: &str) -> Result<(), ApiError> {
+    let valid = !value.is_empty() && value.len() <= 32 && value.bytes().all(|b| b.is_ascii_digit());
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_request(format!(
+            "{name} must be Meta's numeric id (digits only)"
+        )))
+    }
+}
+
+fn validate(body: &CallbackBody) -> Result<(), ApiError> {
+    let code = body.code.trim();
+    if code.is_empty() || code.len() > 2048 || code.chars().any(char::is_whitespace) {
+        return Err(ApiError::invalid_request(
+            "code must be the code FB.login returned",
+        ));
+    }
+    meta_id("wabaId", &body.waba_id)?;
+    meta_id("phoneNumberId", &body.phone_number_id)
+}
+
+/// The account calling: an API key when one is sent, else a signup link's `state`.
+async fn caller<S: ApiKeyVerifier>(
+    store: &S,
+    signer: &LinkSigner,
+    headers: &HeaderMap,
+    state: Option<&str>,
+) -> Result<(AccountId, Option<String>), ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let key = value
+            .to_str()
+            .ok()
+            .and_then(bearer_key)
+            .ok_or_else(ApiError::unauthorized)?;
+        let account = store
+            .account_for_key(&KeyHash::of(key))
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        return Ok((account, None));
+    }
+    let state = state.ok_or_else(ApiError::unauthorized)?;
+    match signer.verify(state, time::now()) {
+        Ok(link) => Ok((link.account_id, Some(link.link_id))),
+        Err(LinkError::Expired) => Err(ApiError {
+            message: "the signup link has expired".into(),
+            ..ApiError::unauthorized()
+        }),
+        Err(LinkError::Invalid) => Err(ApiError {
+            message: "the signup link is not valid".into(),
+            ..ApiError::unauthorized()
+        }),
+    }
+}
+
+async fn existing<S: NumberReader>(
+    store: &S,
+    owner: &PhoneOwner,
+    account: &AccountId,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let conflict =
+        || ApiError::conflict("this phone number is already connected to an account");
+    if &owner.account_id != account {
+        return Err(conflict());
+    }
+    let number = store
+        .get(account, &owner.number_id)
+        .await?
+        .ok_or_else(conflict)?;
+    match number.status {
+        Status::Pending | Status::Active => Ok((
+            StatusCode::OK,
+            Json(json!({ "data": NumberView::from(&number) })),
+        )),
+        _ => Err(ApiError::conflict(format!(
+            "this phone number is {} in this account",
+            number.status
+        ))),
+    }
+}
+
+pub async fn callback<S, Q>(
+    State(state): State<Arc<CallbackState<S, Q>>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CallbackBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError>
+where
+    S: ApiKeyVerifier + NumberReader + ProvisioningStore,
+    Q: MessageQueue,
+{
+    let (account, link) =
+        caller(&state.store, &state.signer, &headers, body.state.as_deref()).await?;
+    validate(&body)?;
+    if let Some(owner) = state.store.phone_owner(&body.phone_number_id).await? {
+        return existing(&state.store, &owner, &account).await;
+    }
+    let number = Number::new_pending(
+        account.clone(),
+        body.waba_id.clone(),
+        body.phone_number_id.clone(),
+        time::now(),
+    );
+    // The exchange must start within a second or two of the callback (Meta's code lives ~30 s),
+    // so the first message goes out before the write: a crash in between leaves a message about
+    // a number that never existed, which the step drops, rather than a number nobody provisions.
+    let mut message = StepMessage::new(
+        number.id.clone(),
+        account.clone(),
+        Step::FIRST,
+        format!("trc_{}", cuid2::create_id()),
+    );
+    message.code = Some(Secret::new(body.code.trim()));
+    let body_text = serde_json::to_string(&message).map_err(|_| ApiError::internal())?;
+    state.queue.send(Queue::Step(Step::FIRST), body_text).await?;
+    match state.store.create_pending(&number, link.as_deref()).await? {
+        CreateOutcome::Created => {
+            tracing::info!(number_id = %number.id, "signup received; provisioning started");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "data": NumberView::from(&number) })),
+            ))
+        }
+        CreateOutcome::PhoneTaken => {
+            let owner = state
+                .store
+                .phone_owner(&body.phone_number_id)
+                .await?
+                .ok_or_else(|| ApiError::conflict("this phone number changed hands; try again"))?;
+            existing(&state.store, &owner, &account).await
+        }
+        CreateOutcome::LinkUnusable => Err(ApiError {
+            message: "the signup link was already used or has expired".into(),
+            ..ApiError::unauthorized()
+        }),
+    }
+}
+
+pub struct SignupLinkState<S> {
+    pub store: S,
+    pub signer: LinkSigner,
+    pub base_url: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LinkRequest {
+    #[serde(default)]
+    redirect_url: Option<String>,
+}
+
+fn valid_redirect(url: &str) -> bool {
+    url.len() <= 2048
+        && url
+            .parse::<http::Uri>()
+            .is_ok_and(|uri| uri.scheme_str() == Some("https") && uri.host().is_some_and(|h| !h.is_empty()))
+}
+
+pub async fn create_link<S: SignupLinks>(
+    State(state): State<Arc<SignupLinkState<S>>>,
+    Extension(Caller(account)): Extension<Caller>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: LinkRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LinkRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))?
+    };
+    if let Some(url) = &request.redirect_url
+        && !valid_redirect(url)
+    {
+        return Err(ApiError::invalid_request(
+            "redirectUrl must be an https URL",
+        ));
+    }
+    let issued = state.signer.issue(&account, time::now());
+    state
+        .store
+        .save_link(&account, &issued.link_id, issued.expires_at)
+        .await?;
+    let mut query = vec![("state", issued.state.as_str())];
+    if let Some(url) = &request.redirect_url {
+        query.push(("redirect_uri", url.as_str()));
+    }
+    let query = serde_urlencoded::to_string(&query).map_err(|_| ApiError::internal())?;
+    let separator = if state.base_url.contains('?') { '&' } else { '?' };
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "data": {
+            "url": format!("{}{separator}{query}", state.base_url),
+            "state": issued.state,
+            "expiresAt": time::format(&issued.expires_at),
+        }})),
+    ))
+}

@@ -1,0 +1,379 @@
+//! The provisioning chain: one handler per step, each idempotent and safe to crash anywhere.
+//!
+//! A step loads the number; stops if it is no longer `PENDING`; acknowledges a step already
+//! done (re-sending the next message, which a crash may have lost); calls Meta; records the
+//! step done with a condition on the step it expects; sends the next message.
+
+mod teardown;
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use rand::Rng;
+use tracing::Instrument;
+
+use crate::domain::messages::{self, StepMessage};
+use crate::domain::meta::{MetaError, Retry};
+use crate::domain::secrets::{NumberSecrets, generate_pin};
+use crate::domain::{FailureReason, Number, QualityRating, Status, Step, time};
+use crate::lifecycle::{self, LifecycleError};
+use crate::ports::{
+    EventLog, MessageQueue, MetaGraph, NumberReader, ProvisioningStore, Queue, QueueError,
+    Redelivery, StatusWriter, StepRecord, StoreError, TokenVault, VaultError,
+};
+use crate::sqs_batch::{Delivery, Outcome, process_batch};
+
+/// How long retries wait. Production values by default; tests shorten them.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub base_seconds: u32,
+    pub slow_seconds: u32,
+    pub max_seconds: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base_seconds: 2,
+            slow_seconds: 600,
+            max_seconds: crate::adapters::sqs::MAX_VISIBILITY_SECONDS,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential for `Soon` (2 s, 4 s, 8 s ... up to 15 min), linear in tens of minutes for
+    /// `Slowly` (2388001 clears in hours), each with ±50 % jitter so a burst spreads out.
+    pub fn delay(&self, attempt: u32, retry: Retry) -> u32 {
+        let nominal = match retry {
+            Retry::Slowly => self.slow_seconds.saturating_mul(attempt.max(1)),
+            _ => self
+                .base_seconds
+                .saturating_mul(1u32 << attempt.clamp(1, 9).saturating_sub(1)),
+        };
+        let nominal = nominal.min(self.max_seconds).min(match retry {
+            Retry::Slowly => self.max_seconds,
+            _ => 900,
+        });
+        if nominal == 0 {
+            return 0;
+        }
+        let jitter = rand::rng().random_range(nominal / 2..=nominal + nominal / 2);
+        jitter.min(self.max_seconds)
+    }
+}
+
+/// A message about a number not written yet: the callback sends the first step before its
+/// write lands, so for a short while this is expected.
+const CREATION_GRACE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+}
+
+enum StepFailure {
+    Meta(MetaError),
+    Permanent(FailureReason),
+    Infra(StepError),
+}
+
+impl<E: Into<StepError>> From<E> for StepFailure {
+    fn from(err: E) -> Self {
+        StepFailure::Infra(err.into())
+    }
+}
+
+pub struct Provisioner<S, Q, M, V> {
+    pub store: S,
+    pub queue: Q,
+    pub meta: M,
+    pub vault: V,
+    pub retry: RetryPolicy,
+}
+
+impl<S, Q, M, V> Provisioner<S, Q, M, V>
+where
+    S: NumberReader + StatusWriter + EventLog + ProvisioningStore,
+    Q: MessageQueue + Redelivery,
+    M: MetaGraph,
+    V: TokenVault,
+{
+    pub async fn handle_batch(&self, step: Step, event: SqsEvent) -> SqsBatchResponse {
+        process_batch(event, Some(Queue::Step(step)), &self.queue, |d| {
+            self.handle_step(step, d)
+        })
+        .await
+    }
+
+    pub async fn handle_step(&self, step: Step, delivery: Delivery) -> Outcome {
+        let message: StepMessage = match messages::parse(&delivery.body) {
+            Ok(message) => message,
+            Err(err) => {
+                tracing::error!(error = %err, message_id = %delivery.message_id, %step, "unreadable step message");
+                return Outcome::Unreadable;
+            }
+        };
+        if message.step != step {
+            tracing::error!(message_id = %delivery.message_id, %step, got = %message.step, "message for another step");
+            return Outcome::Unreadable;
+        }
+        let span = tracing::info_span!(
+            "step",
+            number_id = %message.number_id,
+            step = %step,
+            attempt = delivery.receive_count,
+            trace_id = %message.trace_id,
+        );
+        async {
+            match self.run(step, &message, &delivery).await {
+                Ok(outcome) => outcome,
+                Err(err) => {
+                    tracing::error!(error = %err, "step failed; will retry");
+                    Outcome::RetryAfter(self.retry.delay(delivery.receive_count, Retry::Soon))
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run(
+        &self,
+        step: Step,
+        message: &StepMessage,
+        delivery: &Delivery,
+    ) -> Result<Outcome, StepError> {
+        let Some(number) = self.store.get(&message.account_id, &message.number_id).await? else {
+            let young = delivery.sent_at.is_none_or(|sent| {
+                (time::now() - sent).to_std().unwrap_or_default() < CREATION_GRACE
+            });
+            if young {
+                return Ok(Outcome::RetryAfter(self.retry.base_seconds.max(1)));
+            }
+            tracing::warn!("no such number; dropping the message");
+            return Ok(Outcome::Done);
+        };
+        if number.status != Status::Pending {
+            tracing::info!(status = %number.status, "number is no longer pending; provisioning stops");
+            return Ok(Outcome::Done);
+        }
+        let at = number.provisioning_step.unwrap_or(Step::FIRST);
+        if at.ordinal() > step.ordinal() {
+            if step.next() == Some(at) {
+                // Done before; the next message may have been lost in a crash.
+                self.send_step(&number, at, &message.trace_id).await?;
+            }
+            tracing::info!("step already done");
+            return Ok(Outcome::Done);
+        }
+        if at != step {
+            tracing::warn!(at = %at, "step arrived before its turn; dropping");
+            return Ok(Outcome::Done);
+        }
+        match self.perform(step, &number, message).await {
+            Ok(record) => {
+                if let Some(next) = step.next() {
+                    self.store.record_step(&number, step, next, &record).await?;
+                    self.send_step(&number, next, &message.trace_id).await?;
+                }
+                tracing::info!("step done");
+                Ok(Outcome::Done)
+            }
+            Err(StepFailure::Meta(err)) if err.retry == Retry::Never => {
+                tracing::warn!(code = %err.code, subcode = ?err.subcode, "Meta refused; the number fails");
+                self.fail(&number, err.failure_reason(step)).await?;
+                Ok(Outcome::Done)
+            }
+            Err(StepFailure::Meta(err)) => {
+                tracing::warn!(code = %err.code, subcode = ?err.subcode, http_status = err.http_status, "Meta failed transiently; retrying");
+                self.store
+                    .record_retry(&number, &err.failure_reason(step))
+                    .await?;
+                Ok(Outcome::RetryAfter(
+                    self.retry.delay(delivery.receive_count, err.retry),
+                ))
+            }
+            Err(StepFailure::Permanent(reason)) => {
+                tracing::warn!(code = %reason.code, "step cannot succeed; the number fails");
+                self.fail(&number, reason).await?;
+                Ok(Outcome::Done)
+            }
+            Err(StepFailure::Infra(err)) => Err(err),
+        }
+    }
+
+    async fn perform(
+        &self,
+        step: Step,
+        number: &Number,
+        message: &StepMessage,
+    ) -> Result<StepRecord, StepFailure> {
+        match step {
+            Step::ExchangeToken => {
+                let secrets = match self.vault.load(&number.id).await? {
+                    // A retry after the exchange: the code is spent, the token is kept.
+                    Some(secrets) => secrets,
+                    None => {
+                        let code = message.code.as_ref().ok_or_else(|| {
+                            StepFailure::Permanent(FailureReason {
+                                step: step.as_str().into(),
+                                code: "missing_code".into(),
+                                message: "the signup code never reached the exchange".into(),
+                            })
+                        })?;
+                        let exchanged = self
+                            .meta
+                            .exchange_code(code.expose())
+                            .await
+                            .map_err(StepFailure::Meta)?;
+                        let secrets = NumberSecrets {
+                            token: exchanged.token,
+                            pin: generate_pin(),
+                            token_expires_at: exchanged.expires_in_seconds.map(|s| {
+                                time::now() + chrono::Duration::seconds(s.min(i64::MAX as u64) as i64)
+                            }),
+                        };
+                        self.vault.create(&number.id, &secrets).await?
+                    }
+                };
+                Ok(StepRecord {
+                    token_expires_at: secrets.token_expires_at,
+                    ..StepRecord::default()
+                })
+            }
+            Step::SubscribeWaba => {
+                let secrets = self.secrets(step, number).await?;
+                self.meta
+                    .subscribe_app(&secrets.token, &number.waba_id)
+                    .await
+                    .map_err(StepFailure::Meta)?;
+                Ok(StepRecord {
+                    subscribed: true,
+                    ..StepRecord::default()
+                })
+            }
+            Step::RegisterNumber => {
+                let secrets = self.secrets(step, number).await?;
+                self.meta
+                    .register(&secrets.token, &number.phone_number_id, &secrets.pin)
+                    .await
+                    .map_err(StepFailure::Meta)?;
+                Ok(StepRecord {
+                    registered: true,
+                    ..StepRecord::default()
+                })
+            }
+            Step::ConfigurePin => {
+                let secrets = self.secrets(step, number).await?;
+                self.meta
+                    .set_pin(&secrets.token, &number.phone_number_id, &secrets.pin)
+                    .await
+                    .map_err(StepFailure::Meta)?;
+                Ok(StepRecord::default())
+            }
+            Step::FetchProfile => {
+                let secrets = self.secrets(step, number).await?;
+                let profile = self
+                    .meta
+                    .phone_profile(&secrets.token, &number.phone_number_id)
+                    .await
+                    .map_err(StepFailure::Meta)?;
+                Ok(StepRecord {
+                    display_number: profile.display_phone_number,
+                    display_name: profile.verified_name,
+                    quality_rating: profile
+                        .quality_rating
+                        .as_deref()
+                        .and_then(QualityRating::from_meta),
+                    ..StepRecord::default()
+                })
+            }
+            Step::ActivateNumber => {
+                lifecycle::change_status(&self.store, &self.queue, number, Status::Active, None)
+                    .await?;
+                Ok(StepRecord::default())
+            }
+        }
+    }
+
+    async fn secrets(&self, step: Step, number: &Number) -> Result<NumberSecrets, StepFailure> {
+        self.vault.load(&number.id).await?.ok_or_else(|| {
+            StepFailure::Permanent(FailureReason {
+                step: step.as_str().into(),
+                code: "token_missing".into(),
+                message: "the number's token is not in the secret store".into(),
+            })
+        })
+    }
+
+    async fn send_step(&self, number: &Number, step: Step, trace_id: &str) -> Result<(), StepError> {
+        let message = StepMessage::new(
+            number.id.clone(),
+            number.account_id.clone(),
+            step,
+            trace_id.to_string(),
+        );
+        let body = serde_json::to_string(&message).map_err(|e| QueueError(e.to_string()))?;
+        self.queue.send(Queue::Step(step), body).await?;
+        Ok(())
+    }
+
+    async fn fail(&self, number: &Number, reason: FailureReason) -> Result<(), StepError> {
+        lifecycle::change_status(&self.store, &self.queue, number, Status::Failed, Some(reason))
+            .await?;
+        Ok(())
+    }
+
+    /// A step's dead letter: its retries ran out, so the number fails with the last error seen.
+    /// Unreadable dead letters stay where they are, for an operator (the DLQ alarm fires).
+    pub async fn handle_dead_letters(&self, event: SqsEvent) -> SqsBatchResponse {
+        process_batch(event, None, &self.queue, |d| self.handle_dead_letter(d)).await
+    }
+
+    async fn handle_dead_letter(&self, delivery: Delivery) -> Outcome {
+        let message: StepMessage = match messages::parse(&delivery.body) {
+            Ok(message) => message,
+            Err(err) => {
+                tracing::error!(error = %err, message_id = %delivery.message_id, "unreadable dead letter kept in its queue");
+                return Outcome::Unreadable;
+            }
+        };
+        let span = tracing::info_span!("dead_letter", number_id = %message.number_id, step = %message.step);
+        async {
+            let result: Result<(), StepError> = async {
+                let Some(number) = self.store.get(&message.account_id, &message.number_id).await?
+                else {
+                    return Ok(());
+                };
+                if number.status != Status::Pending {
+                    return Ok(());
+                }
+                let reason = number.provisioning_error.clone().unwrap_or(FailureReason {
+                    step: message.step.as_str().into(),
+                    code: "retries_exhausted".into(),
+                    message: "the step kept failing and was given up".into(),
+                });
+                tracing::warn!(code = %reason.code, "retries exhausted; the number fails");
+                self.fail(&number, reason).await
+            }
+            .await;
+            match result {
+                Ok(()) => Outcome::Done,
+                Err(err) => {
+                    tracing::error!(error = %err, "dead letter not handled; will retry");
+                    Outcome::RetryAfter(self.retry.base_seconds)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}

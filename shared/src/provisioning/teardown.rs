@@ -1,0 +1,128 @@
+//! Meta-side teardown of a disconnected number: deregister it, unsubscribe our app from its WABA
+//! only when no other live number of ours uses that WABA, schedule its secret's deletion.
+//! Every part is safe to repeat; a transient failure retries the whole message.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use tracing::Instrument;
+
+use super::{Provisioner, StepError};
+use crate::domain::messages::{self, TeardownMessage};
+use crate::domain::meta::{MetaError, Retry};
+use crate::domain::{Number, Status};
+use crate::ports::{
+    EventLog, MessageQueue, MetaGraph, NumberReader, ProvisioningStore, Queue, Redelivery,
+    StatusWriter, TokenVault,
+};
+use crate::sqs_batch::{Delivery, Outcome, process_batch};
+
+enum TeardownError {
+    Meta(MetaError),
+    Infra(StepError),
+}
+
+impl<E: Into<StepError>> From<E> for TeardownError {
+    fn from(err: E) -> Self {
+        TeardownError::Infra(err.into())
+    }
+}
+
+impl<S, Q, M, V> Provisioner<S, Q, M, V>
+where
+    S: NumberReader + StatusWriter + EventLog + ProvisioningStore,
+    Q: MessageQueue + Redelivery,
+    M: MetaGraph,
+    V: TokenVault,
+{
+    pub async fn handle_teardowns(&self, event: SqsEvent) -> SqsBatchResponse {
+        process_batch(event, Some(Queue::Teardown), &self.queue, |d| {
+            self.handle_teardown(d)
+        })
+        .await
+    }
+
+    async fn handle_teardown(&self, delivery: Delivery) -> Outcome {
+        let message: TeardownMessage = match messages::parse(&delivery.body) {
+            Ok(message) => message,
+            Err(err) => {
+                tracing::error!(error = %err, message_id = %delivery.message_id, "unreadable teardown message");
+                return Outcome::Unreadable;
+            }
+        };
+        let span = tracing::info_span!("teardown", number_id = %message.number_id, attempt = delivery.receive_count);
+        async {
+            match self.tear_down(&message).await {
+                Ok(()) => Outcome::Done,
+                Err(TeardownError::Meta(err)) => {
+                    tracing::warn!(code = %err.code, http_status = err.http_status, "Meta failed during teardown; retrying");
+                    Outcome::RetryAfter(self.retry.delay(delivery.receive_count, err.retry))
+                }
+                Err(TeardownError::Infra(err)) => {
+                    tracing::error!(error = %err, "teardown failed; retrying");
+                    Outcome::RetryAfter(self.retry.delay(delivery.receive_count, Retry::Soon))
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn tear_down(&self, message: &TeardownMessage) -> Result<(), TeardownError> {
+        let Some(number) = self
+            .store
+            .get(&message.account_id, &message.number_id)
+            .await?
+        else {
+            return Ok(());
+        };
+        if number.status != Status::Disconnected {
+            tracing::warn!(status = %number.status, "teardown of a number that is not disconnected; ignored");
+            return Ok(());
+        }
+        if number.torn_down_at.is_some() {
+            return Ok(());
+        }
+        if let Some(secrets) = self.vault.load(&number.id).await? {
+            if number.registered {
+                tolerate_refusal(
+                    "deregister",
+                    self.meta
+                        .deregister(&secrets.token, &number.phone_number_id)
+                        .await,
+                )?;
+            }
+            if number.subscribed && !self.waba_shared(&number).await? {
+                tolerate_refusal(
+                    "unsubscribe",
+                    self.meta
+                        .unsubscribe_app(&secrets.token, &number.waba_id)
+                        .await,
+                )?;
+            }
+            self.vault.schedule_deletion(&number.id).await?;
+        }
+        self.store.mark_torn_down(&number).await?;
+        tracing::info!("teardown done");
+        Ok(())
+    }
+
+    /// Unsubscribing stops webhooks for every number of the WABA, so it waits for the last one.
+    async fn waba_shared(&self, number: &Number) -> Result<bool, TeardownError> {
+        let siblings = self.store.numbers_of_waba(&number.waba_id).await?;
+        Ok(siblings
+            .iter()
+            .any(|other| other.id != number.id && other.status.is_live()))
+    }
+}
+
+/// Meta refusing a teardown call (already deregistered, token revoked by the owner) means
+/// there is nothing left for us to undo; only transient failures are retried.
+fn tolerate_refusal(what: &str, result: Result<(), MetaError>) -> Result<(), TeardownError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(err) if err.retry == Retry::Never => {
+            tracing::warn!(code = %err.code, call = what, "Meta refused a teardown call; nothing to undo");
+            Ok(())
+        }
+        Err(err) => Err(TeardownError::Meta(err)),
+    }
+}

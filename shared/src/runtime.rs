@@ -1,0 +1,137 @@
+//! What each function's `main` does: read configuration, build clients once, and hand events
+//! to a handler of this crate. Binaries stay a line or two.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+use crate::adapters::dynamo::DynamoStore;
+use crate::adapters::meta::{GraphClient, MetaConfig};
+use crate::adapters::secrets::{SecretsVault, read_app_secrets, read_secret_string};
+use crate::adapters::sqs::SqsQueue;
+use crate::aws::Clients;
+use crate::config::{self, MetaEnv, QueueUrls};
+use crate::domain::Step;
+use crate::domain::secrets::Secret;
+use crate::domain::signup_link::LinkSigner;
+use crate::ports::Queue;
+use crate::provisioning::Provisioner;
+use crate::{api, telemetry};
+
+pub type LiveProvisioner = Provisioner<DynamoStore, SqsQueue, GraphClient, SecretsVault>;
+
+/// Builds the provisioner from the environment; `queues` are the ones this function sends to
+/// (checked now, so a missing variable fails the cold start, naming it).
+pub async fn provisioner(clients: &Clients, queues: &[Queue], with_app_secret: bool) -> Result<LiveProvisioner, Error> {
+    let table = config::required(config::TABLE_NAME)?;
+    let meta = MetaEnv::from_env()?;
+    let app_secret = if with_app_secret {
+        let arn = meta
+            .app_secret_arn
+            .clone()
+            .ok_or(config::ConfigError::Missing("META_APP_SECRET_ARN"))?;
+        read_app_secrets(&clients.secrets, &arn).await?.app_secret
+    } else {
+        Secret::new("")
+    };
+    let graph = GraphClient::new(MetaConfig {
+        graph_url: meta.graph_url,
+        graph_version: meta.graph_version,
+        app_id: meta.app_id,
+        app_secret,
+        timeout: meta.timeout,
+    })?;
+    Ok(Provisioner {
+        store: DynamoStore::new(clients.dynamodb.clone(), table),
+        queue: SqsQueue::new(clients.sqs.clone(), QueueUrls::from_env().require(queues)?),
+        meta: graph,
+        vault: SecretsVault::new(
+            clients.secrets.clone(),
+            config::required("TOKEN_SECRET_PREFIX")?,
+        ),
+        retry: config::retry_policy()?,
+    })
+}
+
+async fn run_sqs<F, Fut>(handler: F) -> Result<(), Error>
+where
+    F: Fn(SqsEvent) -> Fut,
+    Fut: Future<Output = SqsBatchResponse>,
+{
+    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        let response = handler(event.payload);
+        async move { Ok::<_, Error>(response.await) }
+    }))
+    .await
+}
+
+/// A provisioning step's function.
+pub async fn run_step(step: Step) -> Result<(), Error> {
+    telemetry::init();
+    let clients = Clients::load().await;
+    let mut sends = vec![Queue::Step(step), Queue::Events];
+    sends.extend(step.next().map(Queue::Step));
+    let provisioner = Arc::new(provisioner(&clients, &sends, step == Step::ExchangeToken).await?);
+    run_sqs(|event| {
+        let provisioner = provisioner.clone();
+        async move { provisioner.handle_batch(step, event).await }
+    })
+    .await
+}
+
+/// The consumer of the steps' dead-letter queues.
+pub async fn run_provisioning_failed() -> Result<(), Error> {
+    telemetry::init();
+    let clients = Clients::load().await;
+    let provisioner = Arc::new(provisioner(&clients, &[Queue::Events], false).await?);
+    run_sqs(|event| {
+        let provisioner = provisioner.clone();
+        async move { provisioner.handle_dead_letters(event).await }
+    })
+    .await
+}
+
+pub async fn run_teardown() -> Result<(), Error> {
+    telemetry::init();
+    let clients = Clients::load().await;
+    let provisioner = Arc::new(provisioner(&clients, &[Queue::Teardown], false).await?);
+    run_sqs(|event| {
+        let provisioner = provisioner.clone();
+        async move { provisioner.handle_teardowns(event).await }
+    })
+    .await
+}
+
+async fn link_signer(clients: &Clients) -> Result<LinkSigner, Error> {
+    let arn = config::required("SIGNUP_LINK_SECRET_ARN")?;
+    Ok(LinkSigner::new(read_secret_string(&clients.secrets, &arn).await?))
+}
+
+/// The numbers API function: numbers and signup links.
+pub async fn run_numbers_api() -> Result<(), Error> {
+    telemetry::init();
+    let clients = Clients::load().await;
+    let table = config::required(config::TABLE_NAME)?;
+    let store = DynamoStore::new(clients.dynamodb.clone(), table);
+    let queues = QueueUrls::from_env().require(&[Queue::Teardown, Queue::Events])?;
+    let queue = SqsQueue::new(clients.sqs.clone(), queues);
+    let signer = link_signer(&clients).await?;
+    let base_url = config::required("SIGNUP_LINK_BASE_URL")?;
+    let routes = api::numbers_routes(store.clone(), queue)
+        .merge(api::signup_link_routes(store.clone(), signer, base_url));
+    lambda_http::run(api::finish(routes, store)).await
+}
+
+/// The signup callback function.
+pub async fn run_signup_callback() -> Result<(), Error> {
+    telemetry::init();
+    let clients = Clients::load().await;
+    let table = config::required(config::TABLE_NAME)?;
+    let store = DynamoStore::new(clients.dynamodb.clone(), table);
+    let queues = QueueUrls::from_env().require(&[Queue::Step(Step::FIRST)])?;
+    let queue = SqsQueue::new(clients.sqs.clone(), queues);
+    let signer = link_signer(&clients).await?;
+    let routes = api::signup_callback_routes(store.clone(), queue, signer);
+    lambda_http::run(api::finish(routes, store)).await
+}

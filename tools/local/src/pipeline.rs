@@ -1,0 +1,250 @@
+//! What Lambda's SQS event source mappings do, on moto: poll each function's queue with the
+//! template's `BatchSize`, hand the batch to the function, delete what succeeded and leave
+//! `batchItemFailures` to come back. Which queue feeds which function, and the batch size, come
+//! from template.yaml.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use crate::moto::REGION;
+use crate::provision::Stack;
+use crate::template::{Intrinsic, Template, intrinsic, scalar};
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub type SqsHandler = Arc<dyn Fn(SqsEvent) -> BoxFuture<SqsBatchResponse> + Send + Sync>;
+
+/// One SQS event source of one function, as the template declares it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SqsSource {
+    pub function_id: String,
+    pub queue_id: String,
+    pub batch_size: i32,
+    pub report_batch_item_failures: bool,
+}
+
+/// Every SQS event source in the template.
+pub fn sqs_sources(template: &Template) -> Result<Vec<SqsSource>> {
+    let mut sources = Vec::new();
+    for (function_id, props) in template.resources_of_type("AWS::Serverless::Function") {
+        let Some(events) = props.get("Events").and_then(|e| e.as_mapping()) else {
+            continue;
+        };
+        for (_, event) in events {
+            if event.get("Type").and_then(scalar).as_deref() != Some("SQS") {
+                continue;
+            }
+            let properties = event
+                .get("Properties")
+                .ok_or_else(|| anyhow!("{function_id}: SQS event without Properties"))?;
+            let queue = properties
+                .get("Queue")
+                .ok_or_else(|| anyhow!("{function_id}: SQS event without Queue"))?;
+            let queue_id = match intrinsic(queue)? {
+                Intrinsic::GetAtt(id, attr) if attr == "Arn" => id,
+                other => bail!("{function_id}: SQS Queue {other:?} is not !GetAtt <Queue>.Arn"),
+            };
+            let batch_size = properties
+                .get("BatchSize")
+                .and_then(scalar)
+                .map(|b| b.parse::<i32>())
+                .transpose()
+                .context("BatchSize")?
+                .unwrap_or(10);
+            let report_batch_item_failures = properties
+                .get("FunctionResponseTypes")
+                .and_then(|t| t.as_sequence())
+                .is_some_and(|types| {
+                    types
+                        .iter()
+                        .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
+                });
+            sources.push(SqsSource {
+                function_id: function_id.clone(),
+                queue_id,
+                batch_size,
+                report_batch_item_failures,
+            });
+        }
+    }
+    Ok(sources)
+}
+
+pub struct Pipeline {
+    sqs: aws_sdk_sqs::Client,
+    bindings: Vec<(SqsSource, String, String, SqsHandler)>,
+    handled: Arc<AtomicU64>,
+}
+
+impl Pipeline {
+    /// Binds every SQS source of the template whose function has a handler; a function with
+    /// SQS sources and no handler is an error naming it, unless `skip` lists it.
+    pub fn new(
+        template: &Template,
+        stack: &Stack,
+        sqs: aws_sdk_sqs::Client,
+        handlers: &HashMap<String, SqsHandler>,
+        skip: &[&str],
+    ) -> Result<Pipeline> {
+        let mut bindings = Vec::new();
+        for source in sqs_sources(template)? {
+            let Some(handler) = handlers.get(&source.function_id) else {
+                if skip.contains(&source.function_id.as_str()) {
+                    continue;
+                }
+                bail!("no local handler for {}", source.function_id);
+            };
+            let url = stack.queue_url(&source.queue_id)?.to_string();
+            let arn = stack
+                .queue_arns
+                .get(&source.queue_id)
+                .cloned()
+                .unwrap_or_default();
+            bindings.push((source, url, arn, handler.clone()));
+        }
+        Ok(Pipeline {
+            sqs,
+            bindings,
+            handled: Arc::default(),
+        })
+    }
+
+    pub fn sources(&self) -> Vec<SqsSource> {
+        self.bindings.iter().map(|(s, ..)| s.clone()).collect()
+    }
+
+    /// Messages handed to functions so far.
+    pub fn handled(&self) -> u64 {
+        self.handled.load(Ordering::Relaxed)
+    }
+
+    /// One poller per source, each long-polling its queue, until the handle is dropped.
+    pub fn start(&self) -> PipelineHandle {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = self
+            .bindings
+            .iter()
+            .cloned()
+            .map(|(source, url, arn, handler)| {
+                let sqs = self.sqs.clone();
+                let stop = stop.clone();
+                let handled = self.handled.clone();
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        match poll(&sqs, &source, &url, &arn, &handler, 1).await {
+                            Ok(n) => {
+                                handled.fetch_add(n as u64, Ordering::Relaxed);
+                            }
+                            Err(err) => {
+                                tracing::warn!(error = %err, function = %source.function_id, "poll failed");
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        PipelineHandle { stop, tasks }
+    }
+}
+
+pub struct PipelineHandle {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for PipelineHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Receives one batch and runs it through the function as its event source mapping would.
+async fn poll(
+    sqs: &aws_sdk_sqs::Client,
+    source: &SqsSource,
+    url: &str,
+    arn: &str,
+    handler: &SqsHandler,
+    wait_seconds: i32,
+) -> Result<usize> {
+    let messages = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(source.batch_size.clamp(1, 10))
+        .wait_time_seconds(wait_seconds)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await?
+        .messages
+        .unwrap_or_default();
+    if messages.is_empty() {
+        return Ok(0);
+    }
+    let records: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: HashMap<String, String> = m
+                .attributes
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.as_str().to_string(), v))
+                .collect();
+            json!({
+                "messageId": m.message_id,
+                "receiptHandle": m.receipt_handle,
+                "body": m.body,
+                "md5OfBody": m.md5_of_body,
+                "attributes": attributes,
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": REGION,
+            })
+        })
+        .collect();
+    let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
+    let response = handler(event).await;
+    let failed: Vec<&str> = if source.report_batch_item_failures {
+        response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let entries: Vec<DeleteMessageBatchRequestEntry> = messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| !failed.contains(&m.message_id.as_deref().unwrap_or_default()))
+        .filter_map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle.clone()?)
+                .build()
+                .ok()
+        })
+        .collect();
+    if !entries.is_empty() {
+        sqs.delete_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await?;
+    }
+    Ok(messages.len())
+}
