@@ -588,8 +588,13 @@ impl DynamoStore {
     }
 
     pub async fn create_account(&self, name: &str) -> StoreResult<Account> {
+        self.create_account_with_id(AccountId::generate(), name).await
+    }
+
+    /// An account with a chosen id (imports from another system, fixed examples).
+    pub async fn create_account_with_id(&self, id: AccountId, name: &str) -> StoreResult<Account> {
         let account = Account {
-            id: AccountId::generate(),
+            id,
             name: name.to_string(),
             created_at: time::now(),
         };

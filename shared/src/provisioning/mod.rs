@@ -162,6 +162,9 @@ where
             return Ok(Outcome::Done);
         };
         if number.status != Status::Pending {
+            // Activation or failure may have been written by a run that crashed before
+            // publishing its event.
+            lifecycle::finish_publishing(&self.store, &self.queue, &number).await?;
             tracing::info!(status = %number.status, "number is no longer pending; provisioning stops");
             return Ok(Outcome::Done);
         }

@@ -8,7 +8,10 @@ use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, Context, LambdaEvent, Service};
-use muchaw_local::provision::{Overrides, random_prefix};
+pub use muchaw_local::provision::Overrides;
+use muchaw_local::provision::random_prefix;
+
+pub mod provisioning;
 use muchaw_local::{Moto, Stack, Template, provision};
 use muchaw_shared::adapters::dynamo::DynamoStore;
 use muchaw_shared::adapters::sqs::SqsQueue;
@@ -50,10 +53,14 @@ pub fn queue_logical_id(queue: Queue) -> &'static str {
 
 impl TestEnv {
     pub async fn new() -> TestEnv {
+        TestEnv::with_overrides(Overrides::default()).await
+    }
+
+    pub async fn with_overrides(overrides: Overrides) -> TestEnv {
         let moto = Moto::shared();
         let sdk = moto.sdk_config().await;
         let template = Template::workspace().expect("template.yaml");
-        let stack = provision(&template, &sdk, &random_prefix(), &Overrides::default())
+        let stack = provision(&template, &sdk, &random_prefix(), &overrides)
             .await
             .expect("provisioning the template on moto");
         let store = DynamoStore::new(
@@ -231,7 +238,7 @@ pub fn moto_env() -> Vec<(String, String)> {
     ]
 }
 
-fn parse_response(response: Value) -> ApiResponse {
+pub fn parse_response(response: Value) -> ApiResponse {
     let status = response["statusCode"].as_u64().unwrap_or(0) as u16;
     let headers = response["headers"]
         .as_object()

@@ -69,6 +69,7 @@ async fn main() -> Result<()> {
 /// The key and number that the `events/` files use.
 pub const EXAMPLE_API_KEY: &str = "mk_example_local_key_0000000000000000000000000000";
 pub const EXAMPLE_NUMBER_ID: &str = "clexamplenumber00000000001";
+pub const EXAMPLE_ACCOUNT_ID: &str = "acc_examples";
 
 async fn print_env(function: &str, endpoint: &str, template: &str) -> Result<()> {
     let moto = Moto::external(endpoint);
@@ -80,7 +81,9 @@ async fn print_env(function: &str, endpoint: &str, template: &str) -> Result<()>
         aws_sdk_dynamodb::Client::new(&sdk),
         stack.table("NumbersTable")?,
     );
-    let account = store.create_account("Examples").await?;
+    let account = store
+        .create_account_with_id(EXAMPLE_ACCOUNT_ID.to_string().into(), "Examples")
+        .await?;
     let key = muchaw_shared::domain::api_key::PlainApiKey::from_existing(EXAMPLE_API_KEY.into())
         .context("example key")?;
     store.store_api_key(&account.id, Some("examples"), key).await?;

@@ -134,8 +134,11 @@ impl Moto {
     }
 }
 
+/// moto answers an occasional 500 when many transactions hit it at once (real DynamoDB does
+/// not); more retry attempts than the SDK's default three absorb that.
 pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(10))
         .endpoint_url(endpoint)
         .region(Region::new(REGION))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(

@@ -1,0 +1,262 @@
+//! A stack with the whole provisioning chain running: the real handlers, fed from moto's queues
+//! by the same pipeline the local stack uses (wired from template.yaml), calling the fake Meta.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use fake_meta::{FakeMeta, FakeMetaConfig};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Adapter, Context, LambdaEvent, Service};
+use muchaw_local::pipeline::{Pipeline, PipelineHandle, SqsHandler};
+use muchaw_shared::adapters::dynamo::DynamoStore;
+use muchaw_shared::adapters::meta::{GraphClient, MetaConfig};
+use muchaw_shared::adapters::secrets::SecretsVault;
+use muchaw_shared::adapters::sqs::SqsQueue;
+use muchaw_shared::api;
+use muchaw_shared::domain::secrets::Secret;
+use muchaw_shared::domain::signup_link::LinkSigner;
+use muchaw_shared::domain::{AccountId, Number, NumberId, Status, Step};
+use muchaw_shared::ports::{MessageQueue, NumberReader, Queue, QueueError, Redelivery};
+use muchaw_shared::provisioning::{Provisioner, RetryPolicy};
+use serde_json::{Value, json};
+
+use crate::{ApiResponse, Overrides, TestEnv, http_event, parse_response};
+
+/// The queue the handlers use, able to lose sends (a crash between a Meta call and the next
+/// message) and recording every body sent (to look for secrets).
+#[derive(Clone)]
+pub struct TestQueue {
+    inner: SqsQueue,
+    drop_next: Arc<Mutex<HashMap<Queue, usize>>>,
+    pub sent: Arc<Mutex<Vec<(Queue, String)>>>,
+}
+
+impl TestQueue {
+    /// The next `times` sends to `queue` fail as if the function crashed before sending.
+    pub fn fail_sends(&self, queue: Queue, times: usize) {
+        self.drop_next.lock().unwrap().insert(queue, times);
+    }
+}
+
+impl MessageQueue for TestQueue {
+    async fn send(&self, queue: Queue, body: String) -> Result<(), QueueError> {
+        {
+            let mut drops = self.drop_next.lock().unwrap();
+            if let Some(left) = drops.get_mut(&queue)
+                && *left > 0
+            {
+                *left -= 1;
+                return Err(QueueError("simulated crash before sending".into()));
+            }
+        }
+        self.sent.lock().unwrap().push((queue, body.clone()));
+        self.inner.send(queue, body).await
+    }
+}
+
+impl Redelivery for TestQueue {
+    async fn delay_redelivery(&self, queue: Queue, receipt: &str, seconds: u32) -> Result<(), QueueError> {
+        self.inner.delay_redelivery(queue, receipt, seconds).await
+    }
+}
+
+pub type TestProvisioner = Provisioner<DynamoStore, TestQueue, GraphClient, SecretsVault>;
+
+pub struct ProvisioningEnv {
+    pub env: TestEnv,
+    pub meta: FakeMeta,
+    pub queue: TestQueue,
+    pub provisioner: Arc<TestProvisioner>,
+    pub signer: LinkSigner,
+    pub pipeline: Pipeline,
+    duplicate_deliveries: Arc<Mutex<bool>>,
+    running: Mutex<Option<PipelineHandle>>,
+}
+
+pub const META_TIMEOUT: Duration = Duration::from_millis(1500);
+
+const STEP_FUNCTIONS: [(&str, Step); 6] = [
+    ("ExchangeTokenFunction", Step::ExchangeToken),
+    ("SubscribeWabaFunction", Step::SubscribeWaba),
+    ("RegisterNumberFunction", Step::RegisterNumber),
+    ("ConfigurePinFunction", Step::ConfigurePin),
+    ("FetchProfileFunction", Step::FetchProfile),
+    ("ActivateNumberFunction", Step::ActivateNumber),
+];
+
+impl ProvisioningEnv {
+    pub async fn new() -> ProvisioningEnv {
+        let meta = FakeMeta::start(FakeMetaConfig::default()).await.expect("fake Meta");
+        let overrides = Overrides {
+            secrets: HashMap::from([(
+                "MetaAppSecret".to_string(),
+                json!({"appSecret": meta.app_secret(), "webhookVerifyToken": "verify-me"}).to_string(),
+            )]),
+            ..Overrides::default()
+        };
+        let env = TestEnv::with_overrides(overrides).await;
+        let queue = TestQueue {
+            inner: env.queue(),
+            drop_next: Arc::default(),
+            sent: Arc::default(),
+        };
+        let graph = GraphClient::new(MetaConfig {
+            graph_url: meta.base_url(),
+            graph_version: "v25.0".into(),
+            app_id: meta.app_id().to_string(),
+            app_secret: Secret::new(meta.app_secret()),
+            timeout: META_TIMEOUT,
+        })
+        .expect("graph client");
+        let vault = SecretsVault::new(
+            aws_sdk_secretsmanager::Client::new(&env.sdk),
+            format!("{}/numbers/", env.stack.prefix),
+        );
+        let provisioner = Arc::new(Provisioner {
+            store: env.store.clone(),
+            queue: queue.clone(),
+            meta: graph,
+            vault,
+            retry: RetryPolicy {
+                base_seconds: 1,
+                slow_seconds: 1,
+                max_seconds: 2,
+            },
+        });
+        let duplicate_deliveries = Arc::new(Mutex::new(false));
+        let mut handlers: HashMap<String, SqsHandler> = HashMap::new();
+        for (function, step) in STEP_FUNCTIONS {
+            let provisioner = provisioner.clone();
+            let duplicate = duplicate_deliveries.clone();
+            handlers.insert(
+                function.to_string(),
+                Arc::new(move |event: SqsEvent| {
+                    let provisioner = provisioner.clone();
+                    let twice = *duplicate.lock().unwrap();
+                    Box::pin(async move {
+                        if twice {
+                            // SQS delivers at least once: the same batch, handled twice.
+                            provisioner.handle_batch(step, event.clone()).await;
+                        }
+                        provisioner.handle_batch(step, event).await
+                    })
+                }),
+            );
+        }
+        let failed = provisioner.clone();
+        handlers.insert(
+            "ProvisioningFailedFunction".into(),
+            Arc::new(move |event| {
+                let p = failed.clone();
+                Box::pin(async move { p.handle_dead_letters(event).await })
+            }),
+        );
+        let teardown = provisioner.clone();
+        handlers.insert(
+            "TeardownNumberFunction".into(),
+            Arc::new(move |event| {
+                let p = teardown.clone();
+                Box::pin(async move { p.handle_teardowns(event).await })
+            }),
+        );
+        let pipeline = Pipeline::new(
+            &env.template,
+            &env.stack,
+            aws_sdk_sqs::Client::new(&env.sdk),
+            &handlers,
+            &["DeliverWebhooksFunction", "MetaEventsFunction"],
+        )
+        .expect("pipeline from template.yaml");
+        let signer = LinkSigner::new(Secret::new("test-signing-key"));
+        ProvisioningEnv {
+            env,
+            meta,
+            queue,
+            provisioner,
+            signer,
+            pipeline,
+            duplicate_deliveries,
+            running: Mutex::new(None),
+        }
+    }
+
+    /// Starts feeding queues to the handlers (idempotent).
+    pub fn start(&self) {
+        let mut running = self.running.lock().unwrap();
+        if running.is_none() {
+            *running = Some(self.pipeline.start());
+        }
+    }
+
+    pub fn deliver_everything_twice(&self) {
+        *self.duplicate_deliveries.lock().unwrap() = true;
+    }
+
+    /// Invokes an API route (numbers, signup links, signup callback) as Lambda would.
+    pub async fn invoke(&self, event: Value) -> ApiResponse {
+        let store = self.env.store.clone();
+        let routes = api::numbers_routes(store.clone(), self.queue.clone())
+            .merge(api::signup_link_routes(
+                store.clone(),
+                self.signer.clone(),
+                "https://signup.example.com/start".into(),
+            ))
+            .merge(api::signup_callback_routes(
+                store.clone(),
+                self.queue.clone(),
+                self.signer.clone(),
+            ));
+        let router = api::finish(routes, store);
+        let request: LambdaRequest = serde_json::from_value(event).expect("v2 event");
+        let mut adapter = Adapter::from(router);
+        let response = adapter
+            .call(LambdaEvent::new(request, Context::default()))
+            .await
+            .expect("infallible");
+        parse_response(serde_json::to_value(response).expect("serialises"))
+    }
+
+    /// A phone at the fake Meta, and a fresh Embedded Signup code for its WABA.
+    pub fn meta_phone(&self, waba_id: &str, phone_number_id: &str) -> String {
+        self.meta.add_phone(
+            waba_id,
+            fake_meta::PhoneProfile {
+                phone_number_id: phone_number_id.to_string(),
+                display_phone_number: format!("+55 11 9{}", &phone_number_id[phone_number_id.len() - 8..]),
+                verified_name: "Acme".into(),
+                quality_rating: "GREEN".into(),
+            },
+        );
+        self.meta.issue_code(&[waba_id])
+    }
+
+    pub async fn callback(&self, key: &str, code: &str, waba_id: &str, phone_number_id: &str) -> ApiResponse {
+        let body = json!({"code": code, "wabaId": waba_id, "phoneNumberId": phone_number_id}).to_string();
+        self.invoke(http_event("POST", "/api/signup/callback", "", Some(key), Some(&body)))
+            .await
+    }
+
+    pub async fn number(&self, account: &AccountId, id: &str) -> Number {
+        self.env
+            .store
+            .get(account, &NumberId::from(id.to_string()))
+            .await
+            .expect("read")
+            .expect("number exists")
+    }
+
+    /// Waits (bounded) until the number is no longer `PENDING` and returns it.
+    pub async fn settled(&self, account: &AccountId, id: &str, limit: Duration) -> Number {
+        self.start();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let number = self.number(account, id).await;
+            if number.status != Status::Pending || tokio::time::Instant::now() > deadline {
+                return number;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

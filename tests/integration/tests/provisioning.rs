@@ -1,0 +1,251 @@
+//! From the signup callback to ACTIVE, through the real step handlers, moto's queues and the
+//! fake Meta: the happy path, Meta's faults at every step, duplicates and crashes.
+
+use std::time::Duration;
+
+use fake_meta::{Fault, Route};
+use muchaw_shared::domain::{AccountId, Status, Step};
+use muchaw_shared::ports::{NumberReader, Queue};
+use muchaw_tests::provisioning::{META_TIMEOUT, ProvisioningEnv};
+use serde_json::Value;
+
+const WABA: &str = "100000000000001";
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// The documented sequence (META.md), once each, in order.
+const DOCUMENTED: [Route; 5] = [
+    Route::ExchangeCode,
+    Route::SubscribeApp,
+    Route::Register,
+    Route::SetPin,
+    Route::GetPhone,
+];
+
+fn route_of(step: Step) -> Route {
+    match step {
+        Step::ExchangeToken => Route::ExchangeCode,
+        Step::SubscribeWaba => Route::SubscribeApp,
+        Step::RegisterNumber => Route::Register,
+        Step::ConfigurePin => Route::SetPin,
+        Step::FetchProfile => Route::GetPhone,
+        Step::ActivateNumber => unreachable!("activation does not call Meta"),
+    }
+}
+
+async fn signup(p: &ProvisioningEnv, phone: &str) -> (AccountId, String, String) {
+    let (account, key) = p.env.account_with_key("acme").await;
+    let code = p.meta_phone(WABA, phone);
+    let response = p.callback(&key, &code, WABA, phone).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    assert_eq!(response.body["data"]["status"], "PENDING");
+    let id = response.body["data"]["id"].as_str().unwrap().to_string();
+    (account, key, id)
+}
+
+fn meta_routes(p: &ProvisioningEnv) -> Vec<Route> {
+    p.meta.calls().into_iter().filter_map(|c| c.route).collect()
+}
+
+fn events_of(p: &ProvisioningEnv, number_id: &str) -> Vec<Value> {
+    p.queue
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(q, _)| *q == Queue::Events)
+        .map(|(_, body)| serde_json::from_str::<Value>(body).unwrap())
+        .filter(|e| e["numberId"] == number_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_signup_becomes_active_with_the_documented_meta_calls_once_each() {
+    let p = ProvisioningEnv::new().await;
+    let (account, key, id) = signup(&p, "200000000000001").await;
+    let number = p.settled(&account, &id, SETTLE).await;
+
+    assert_eq!(number.status, Status::Active, "{number:?}");
+    assert_eq!(meta_routes(&p), DOCUMENTED);
+    let view = p
+        .env
+        .get(Some(&key), &format!("/api/numbers/{id}"), "")
+        .await
+        .body["data"]
+        .clone();
+    assert_eq!(view["status"], "ACTIVE");
+    assert_eq!(view["displayNumber"], "+55 11 900000001");
+    assert_eq!(view["qualityRating"], "GREEN");
+    assert_eq!(view["displayName"], "Acme");
+    assert!(view.get("provisioningStep").is_none());
+    let events = events_of(&p, &id);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "number.activated");
+    assert_eq!(events[0]["data"]["status"], "ACTIVE");
+}
+
+#[tokio::test]
+async fn an_expiring_token_sets_token_expires_at() {
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("acme").await;
+    p.meta_phone(WABA, "200000000000002");
+    let code = p.meta.issue_code_expiring(&[WABA], 5_183_944);
+    let response = p.callback(&key, &code, WABA, "200000000000002").await;
+    let id = response.body["data"]["id"].as_str().unwrap().to_string();
+    let number = p.settled(&account, &id, SETTLE).await;
+    assert_eq!(number.status, Status::Active);
+    let expires = number.token_expires_at.expect("tokenExpiresAt");
+    let days = (expires - chrono::Utc::now()).num_days();
+    assert!((59..=60).contains(&days), "{days}");
+}
+
+#[tokio::test]
+async fn two_transient_failures_at_every_step_still_end_active_without_repeated_side_effects() {
+    let p = ProvisioningEnv::new().await;
+    for step in [Step::ExchangeToken, Step::SubscribeWaba, Step::RegisterNumber, Step::ConfigurePin, Step::FetchProfile] {
+        p.meta.fail_next(route_of(step), 2, Fault::transient_5xx());
+    }
+    let (account, _, id) = signup(&p, "200000000000003").await;
+    let number = p.settled(&account, &id, Duration::from_secs(120)).await;
+    assert_eq!(number.status, Status::Active, "{number:?}");
+    let routes = meta_routes(&p);
+    for route in DOCUMENTED {
+        let count = routes.iter().filter(|r| **r == route).count();
+        assert_eq!(count, 3, "{route:?}: two failures and one success");
+    }
+    let successful_exchanges = p
+        .meta
+        .calls_to(Route::ExchangeCode)
+        .iter()
+        .filter(|c| c.status == 200)
+        .count();
+    assert_eq!(successful_exchanges, 1, "the code is exchanged once");
+    let successful_registers = p
+        .meta
+        .calls_to(Route::Register)
+        .iter()
+        .filter(|c| c.status == 200)
+        .count();
+    assert_eq!(successful_registers, 1);
+    assert_eq!(events_of(&p, &id).len(), 1);
+}
+
+#[tokio::test]
+async fn rate_limits_are_retried() {
+    let p = ProvisioningEnv::new().await;
+    p.meta.fail_next(Route::Register, 1, Fault::rate_limited());
+    let (account, _, id) = signup(&p, "200000000000004").await;
+    let number = p.settled(&account, &id, SETTLE).await;
+    assert_eq!(number.status, Status::Active);
+}
+
+#[tokio::test]
+async fn a_permanent_error_at_any_step_fails_the_number_with_that_step_and_code() {
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("acme").await;
+    let steps = [Step::ExchangeToken, Step::SubscribeWaba, Step::RegisterNumber, Step::ConfigurePin, Step::FetchProfile];
+    for (i, step) in steps.into_iter().enumerate() {
+        let phone = format!("20000000000010{i}");
+        let code = p.meta_phone(WABA, &phone);
+        let fault = match step {
+            Step::RegisterNumber => Fault::pin_mismatch(),
+            Step::ExchangeToken => Fault::Error { http_status: 400, code: 100, subcode: None, is_transient: false, message: "Invalid parameter".into() },
+            _ => Fault::token_expired(),
+        };
+        p.meta.clear_calls();
+        p.meta.fail_next(route_of(step), 1, fault.clone());
+        let response = p.callback(&key, &code, WABA, &phone).await;
+        let id = response.body["data"]["id"].as_str().unwrap().to_string();
+        let number = p.settled(&account, &id, SETTLE).await;
+
+        assert_eq!(number.status, Status::Failed, "{step}: {number:?}");
+        let reason = number.failure_reason.clone().expect("failureReason");
+        assert_eq!(reason.step, step.as_str());
+        let Fault::Error { code, subcode, .. } = fault else { unreachable!() };
+        let expected = match subcode { Some(s) => format!("{code}/{s}"), None => code.to_string() };
+        assert_eq!(reason.code, expected, "{step}");
+        let routes = meta_routes(&p);
+        assert_eq!(routes.last(), Some(&route_of(step)), "{step}: no Meta call after the failure");
+        let events = events_of(&p, &id);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["type"], "number.failed");
+        assert_eq!(events[0]["data"]["failureReason"]["code"], expected.as_str());
+    }
+}
+
+#[tokio::test]
+async fn every_message_delivered_twice_still_makes_one_transition_and_one_event() {
+    let p = ProvisioningEnv::new().await;
+    p.deliver_everything_twice();
+    let (account, _, id) = signup(&p, "200000000000005").await;
+    let number = p.settled(&account, &id, SETTLE).await;
+    assert_eq!(number.status, Status::Active);
+    // Let any duplicate still in flight finish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = events_of(&p, &id);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let successful_exchanges = p
+        .meta
+        .calls_to(Route::ExchangeCode)
+        .iter()
+        .filter(|c| c.status == 200)
+        .count();
+    assert_eq!(successful_exchanges, 1);
+    let active = p.env.store.list(&account, Some(Status::Active), muchaw_shared::ports::Page { limit: 5, offset: 0 }).await.unwrap();
+    assert_eq!(active.total, 1);
+}
+
+#[tokio::test]
+async fn a_crash_between_a_meta_call_and_the_next_message_finishes_on_redelivery() {
+    let p = ProvisioningEnv::new().await;
+    for step in [Step::SubscribeWaba, Step::RegisterNumber, Step::ConfigurePin, Step::FetchProfile, Step::ActivateNumber] {
+        p.queue.fail_sends(Queue::Step(step), 1);
+    }
+    let (account, _, id) = signup(&p, "200000000000006").await;
+    let number = p.settled(&account, &id, Duration::from_secs(90)).await;
+    assert_eq!(number.status, Status::Active, "{number:?}");
+    let routes = meta_routes(&p);
+    for route in DOCUMENTED {
+        assert_eq!(routes.iter().filter(|r| **r == route).count(), 1, "{route:?} repeated");
+    }
+}
+
+#[tokio::test]
+async fn a_crash_before_publishing_the_activation_event_publishes_it_on_redelivery() {
+    let p = ProvisioningEnv::new().await;
+    p.queue.fail_sends(Queue::Events, 1);
+    let (account, _, id) = signup(&p, "200000000000007").await;
+    let number = p.settled(&account, &id, SETTLE).await;
+    assert_eq!(number.status, Status::Active);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events_of(&p, &id).is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = events_of(&p, &id);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "number.activated");
+}
+
+#[tokio::test]
+async fn a_meta_call_hanging_past_the_client_timeout_is_retried_not_lost() {
+    let p = ProvisioningEnv::new().await;
+    p.meta.fail_next(Route::Register, 1, Fault::Delay(META_TIMEOUT + Duration::from_secs(2)));
+    let (account, _, id) = signup(&p, "200000000000008").await;
+    let number = p.settled(&account, &id, SETTLE).await;
+    assert_eq!(number.status, Status::Active, "{number:?}");
+    assert!(p.meta.calls_to(Route::Register).len() >= 2);
+}
+
+#[tokio::test]
+async fn display_name_not_ready_keeps_the_number_pending_and_retrying() {
+    let p = ProvisioningEnv::new().await;
+    p.meta.fail_next(Route::Register, 2, Fault::display_name_not_ready());
+    let (account, key, id) = signup(&p, "200000000000009").await;
+    p.start();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let view = p.env.get(Some(&key), &format!("/api/numbers/{id}"), "").await;
+    if view.body["data"]["status"] == "PENDING" {
+        assert!(view.body["data"]["provisioningStep"].is_string());
+    }
+    let number = p.settled(&account, &id, SETTLE).await;
+    assert_eq!(number.status, Status::Active);
+}

@@ -1,0 +1,43 @@
+//! `fake-meta --port 8081 [--seed-demo]`: the fake Graph API as a process, scripted over
+//! `/_fake/*` by the local stack and demos.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use fake_meta::{FakeMeta, FakeMetaConfig, seed_demo};
+
+#[derive(Parser)]
+#[command(name = "fake-meta", about = "A fake of Meta's WhatsApp Graph API")]
+struct Args {
+    #[arg(long, default_value_t = 8081)]
+    port: u16,
+    #[arg(long, default_value = "1234567890")]
+    app_id: String,
+    #[arg(long, default_value = "fake-app-secret")]
+    app_secret: String,
+    /// Adds a demo WABA and phone and prints a signup code for them.
+    #[arg(long)]
+    seed_demo: bool,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let fake = FakeMeta::start_on(
+        FakeMetaConfig {
+            app_id: args.app_id,
+            app_secret: args.app_secret,
+        },
+        SocketAddr::from(([127, 0, 0, 1], args.port)),
+    )
+    .await?;
+    eprintln!("fake Meta Graph API on {}", fake.base_url());
+    if args.seed_demo {
+        let seed = seed_demo(&fake);
+        let code = fake.issue_code(&[&seed.waba_id]);
+        eprintln!("demo WABA {} phone {} code {code}", seed.waba_id, seed.phone_number_id);
+    }
+    tokio::signal::ctrl_c().await?;
+    fake.shutdown().await;
+    Ok(())
+}
