@@ -2,7 +2,7 @@
 # Sourced: starts moto server on a free loopback port, exports MOTO_ENDPOINT, stops it on exit.
 VENV=${VENV:-.venv}
 MOTO_PORT=${MOTO_PORT:-$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"${MOTO_LOG:-/dev/null}" 2>&1 &
+"$VENV/bin/python" "$(dirname "${BASH_SOURCE[0]}")/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT" >"${MOTO_LOG:-/dev/null}" 2>&1 &
 MOTO_PID=$!
 export MOTO_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 stop_moto() { kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; }

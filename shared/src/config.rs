@@ -64,7 +64,7 @@ pub struct QueueUrls(HashMap<Queue, String>);
 
 impl QueueUrls {
     pub fn from_env() -> QueueUrls {
-        QueueUrls::from_lookup(|name| optional(name))
+        QueueUrls::from_lookup(optional)
     }
 
     /// From any source of variables (a function's environment in the template, for one).

@@ -172,12 +172,38 @@ pub type MetaResult<T> = Result<T, MetaError>;
 /// The Graph API calls the system makes (META.md), each with the customer's business token.
 pub trait MetaGraph: Send + Sync {
     fn exchange_code(&self, code: &str) -> impl Future<Output = MetaResult<ExchangedToken>> + Send;
-    fn subscribe_app(&self, token: &Secret, waba_id: &str) -> impl Future<Output = MetaResult<()>> + Send;
-    fn unsubscribe_app(&self, token: &Secret, waba_id: &str) -> impl Future<Output = MetaResult<()>> + Send;
-    fn register(&self, token: &Secret, phone_number_id: &str, pin: &Secret) -> impl Future<Output = MetaResult<()>> + Send;
-    fn deregister(&self, token: &Secret, phone_number_id: &str) -> impl Future<Output = MetaResult<()>> + Send;
-    fn set_pin(&self, token: &Secret, phone_number_id: &str, pin: &Secret) -> impl Future<Output = MetaResult<()>> + Send;
-    fn phone_profile(&self, token: &Secret, phone_number_id: &str) -> impl Future<Output = MetaResult<PhoneProfile>> + Send;
+    fn subscribe_app(
+        &self,
+        token: &Secret,
+        waba_id: &str,
+    ) -> impl Future<Output = MetaResult<()>> + Send;
+    fn unsubscribe_app(
+        &self,
+        token: &Secret,
+        waba_id: &str,
+    ) -> impl Future<Output = MetaResult<()>> + Send;
+    fn register(
+        &self,
+        token: &Secret,
+        phone_number_id: &str,
+        pin: &Secret,
+    ) -> impl Future<Output = MetaResult<()>> + Send;
+    fn deregister(
+        &self,
+        token: &Secret,
+        phone_number_id: &str,
+    ) -> impl Future<Output = MetaResult<()>> + Send;
+    fn set_pin(
+        &self,
+        token: &Secret,
+        phone_number_id: &str,
+        pin: &Secret,
+    ) -> impl Future<Output = MetaResult<()>> + Send;
+    fn phone_profile(
+        &self,
+        token: &Secret,
+        phone_number_id: &str,
+    ) -> impl Future<Output = MetaResult<PhoneProfile>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,11 +212,21 @@ pub struct VaultError(pub String);
 
 /// One secret per number, holding its token and PIN; never in DynamoDB.
 pub trait TokenVault: Send + Sync {
-    fn load(&self, number: &NumberId) -> impl Future<Output = Result<Option<NumberSecrets>, VaultError>> + Send;
+    fn load(
+        &self,
+        number: &NumberId,
+    ) -> impl Future<Output = Result<Option<NumberSecrets>, VaultError>> + Send;
     /// Stores the secrets unless the number already has some; returns what is stored now.
-    fn create(&self, number: &NumberId, secrets: &NumberSecrets) -> impl Future<Output = Result<NumberSecrets, VaultError>> + Send;
+    fn create(
+        &self,
+        number: &NumberId,
+        secrets: &NumberSecrets,
+    ) -> impl Future<Output = Result<NumberSecrets, VaultError>> + Send;
     /// Deletion with a recovery window; a missing secret is already deleted.
-    fn schedule_deletion(&self, number: &NumberId) -> impl Future<Output = Result<(), VaultError>> + Send;
+    fn schedule_deletion(
+        &self,
+        number: &NumberId,
+    ) -> impl Future<Output = Result<(), VaultError>> + Send;
 }
 
 /// What a finished step records on the number besides moving `provisioningStep` on.
@@ -222,23 +258,53 @@ pub struct PhoneOwner {
 pub trait ProvisioningStore: Send + Sync {
     /// Creates a `PENDING` number holding its phone (and consuming the signup link, if any) in
     /// one transaction.
-    fn create_pending(&self, number: &Number, signup_link: Option<&str>) -> impl Future<Output = StoreResult<CreateOutcome>> + Send;
-    fn phone_owner(&self, phone_number_id: &str) -> impl Future<Output = StoreResult<Option<PhoneOwner>>> + Send;
+    fn create_pending(
+        &self,
+        number: &Number,
+        signup_link: Option<&str>,
+    ) -> impl Future<Output = StoreResult<CreateOutcome>> + Send;
+    fn phone_owner(
+        &self,
+        phone_number_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<PhoneOwner>>> + Send;
     /// Moves `provisioningStep` from `done` to `next` if the number is still `PENDING` at `done`.
     /// `false` when it was not (a duplicate delivery, a disconnect).
-    fn record_step(&self, number: &Number, done: Step, next: Step, record: &StepRecord) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn record_step(
+        &self,
+        number: &Number,
+        done: Step,
+        next: Step,
+        record: &StepRecord,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// The last transient error of a step, kept for the DLQ consumer's failure reason.
-    fn record_retry(&self, number: &Number, reason: &FailureReason) -> impl Future<Output = StoreResult<()>> + Send;
-    fn numbers_of_waba(&self, waba_id: &str) -> impl Future<Output = StoreResult<Vec<Number>>> + Send;
+    fn record_retry(
+        &self,
+        number: &Number,
+        reason: &FailureReason,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn numbers_of_waba(
+        &self,
+        waba_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<Number>>> + Send;
     fn mark_torn_down(&self, number: &Number) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
 /// Stretches a message's invisibility, which is how a retry is delayed.
 pub trait Redelivery: Send + Sync {
-    fn delay_redelivery(&self, queue: Queue, receipt_handle: &str, seconds: u32) -> impl Future<Output = Result<(), QueueError>> + Send;
+    fn delay_redelivery(
+        &self,
+        queue: Queue,
+        receipt_handle: &str,
+        seconds: u32,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// Single-use signup-link states.
 pub trait SignupLinks: Send + Sync {
-    fn save_link(&self, account: &AccountId, link_id: &str, expires_at: Timestamp) -> impl Future<Output = StoreResult<()>> + Send;
+    fn save_link(
+        &self,
+        account: &AccountId,
+        link_id: &str,
+        expires_at: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 }

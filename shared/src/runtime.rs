@@ -23,7 +23,11 @@ pub type LiveProvisioner = Provisioner<DynamoStore, SqsQueue, GraphClient, Secre
 
 /// Builds the provisioner from the environment; `queues` are the ones this function sends to
 /// (checked now, so a missing variable fails the cold start, naming it).
-pub async fn provisioner(clients: &Clients, queues: &[Queue], with_app_secret: bool) -> Result<LiveProvisioner, Error> {
+pub async fn provisioner(
+    clients: &Clients,
+    queues: &[Queue],
+    with_app_secret: bool,
+) -> Result<LiveProvisioner, Error> {
     let table = config::required(config::TABLE_NAME)?;
     let meta = MetaEnv::from_env()?;
     let app_secret = if with_app_secret {
@@ -105,7 +109,9 @@ pub async fn run_teardown() -> Result<(), Error> {
 
 async fn link_signer(clients: &Clients) -> Result<LinkSigner, Error> {
     let arn = config::required("SIGNUP_LINK_SECRET_ARN")?;
-    Ok(LinkSigner::new(read_secret_string(&clients.secrets, &arn).await?))
+    Ok(LinkSigner::new(
+        read_secret_string(&clients.secrets, &arn).await?,
+    ))
 }
 
 /// The numbers API function: numbers and signup links.
@@ -118,8 +124,11 @@ pub async fn run_numbers_api() -> Result<(), Error> {
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
     let signer = link_signer(&clients).await?;
     let base_url = config::required("SIGNUP_LINK_BASE_URL")?;
-    let routes = api::numbers_routes(store.clone(), queue)
-        .merge(api::signup_link_routes(store.clone(), signer, base_url));
+    let routes = api::numbers_routes(store.clone(), queue).merge(api::signup_link_routes(
+        store.clone(),
+        signer,
+        base_url,
+    ));
     lambda_http::run(api::finish(routes, store)).await
 }
 

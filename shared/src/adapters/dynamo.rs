@@ -32,8 +32,8 @@ use crate::domain::{
 };
 use crate::ports::{
     ApiKeyVerifier, ChangeOutcome, CreateOutcome, EventLog, NumberPage, NumberReader, Page,
-    PhoneOwner, ProvisioningStore, SignupLinks, StatusChange, StatusWriter, StepRecord,
-    StoreError, StoreResult,
+    PhoneOwner, ProvisioningStore, SignupLinks, StatusChange, StatusWriter, StepRecord, StoreError,
+    StoreResult,
 };
 
 pub mod keys {
@@ -397,7 +397,10 @@ impl DynamoStore {
     }
 
     async fn count(&self, account: &AccountId, status: Option<Status>) -> StoreResult<u64> {
-        let Some(item) = self.get_item(keys::account(account), keys::COUNTERS).await? else {
+        let Some(item) = self
+            .get_item(keys::account(account), keys::COUNTERS)
+            .await?
+        else {
             return Ok(0);
         };
         let read = |status: Status| -> u64 {
@@ -527,7 +530,8 @@ impl DynamoStore {
         let mut requests = Vec::new();
         let mut counts: HashMap<(AccountId, Status), i64> = HashMap::new();
         for number in numbers {
-            let item = serde_dynamo::to_item(NumberItem::from_number(number)).map_err(unavailable)?;
+            let item =
+                serde_dynamo::to_item(NumberItem::from_number(number)).map_err(unavailable)?;
             requests.push(put_request(item)?);
             if number.status.is_live() {
                 requests.push(put_request(guard_item(number))?);
@@ -588,7 +592,8 @@ impl DynamoStore {
     }
 
     pub async fn create_account(&self, name: &str) -> StoreResult<Account> {
-        self.create_account_with_id(AccountId::generate(), name).await
+        self.create_account_with_id(AccountId::generate(), name)
+            .await
     }
 
     /// An account with a chosen id (imports from another system, fixed examples).
@@ -718,7 +723,12 @@ impl DynamoStore {
 
 fn put_request(item: HashMap<String, AttributeValue>) -> StoreResult<WriteRequest> {
     Ok(WriteRequest::builder()
-        .put_request(PutRequest::builder().set_item(Some(item)).build().map_err(unavailable)?)
+        .put_request(
+            PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(unavailable)?,
+        )
         .build())
 }
 
@@ -741,7 +751,10 @@ fn event_item(event: &EventEnvelope) -> StoreResult<HashMap<String, AttributeVal
     item.insert("type".into(), s(event.event_type.as_str()));
     item.insert("accountId".into(), s(event.account_id.as_str()));
     item.insert("numberId".into(), s(event.number_id.clone()));
-    item.insert("body".into(), s(serde_json::to_string(event).map_err(unavailable)?));
+    item.insert(
+        "body".into(),
+        s(serde_json::to_string(event).map_err(unavailable)?),
+    );
     let expires = event.created_at + chrono::Duration::days(EVENT_RETENTION_DAYS);
     item.insert("expiresAt".into(), n(expires.timestamp()));
     Ok(item)
@@ -822,7 +835,10 @@ impl StatusWriter for DynamoStore {
         }
         let update_number = Update::builder()
             .table_name(&self.table)
-            .set_key(Some(key(keys::account(&number.account_id), keys::number(&number.id))))
+            .set_key(Some(key(
+                keys::account(&number.account_id),
+                keys::number(&number.id),
+            )))
             .update_expression(expression)
             .condition_expression("#status = :from")
             .expression_attribute_names("#status", "status")
@@ -966,7 +982,10 @@ impl ProvisioningStore for DynamoStore {
     }
 
     async fn phone_owner(&self, phone_number_id: &str) -> StoreResult<Option<PhoneOwner>> {
-        let Some(item) = self.get_item(keys::phone(phone_number_id), keys::PHONE).await? else {
+        let Some(item) = self
+            .get_item(keys::phone(phone_number_id), keys::PHONE)
+            .await?
+        else {
             return Ok(None);
         };
         let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
@@ -1024,7 +1043,10 @@ impl ProvisioningStore for DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(keys::account(&number.account_id), keys::number(&number.id))))
+            .set_key(Some(key(
+                keys::account(&number.account_id),
+                keys::number(&number.id),
+            )))
             .update_expression(format!("SET {} REMOVE provisioningError", set.join(", ")))
             .condition_expression("#status = :pending AND provisioningStep = :done")
             .expression_attribute_names("#status", "status")
@@ -1043,7 +1065,10 @@ impl ProvisioningStore for DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(keys::account(&number.account_id), keys::number(&number.id))))
+            .set_key(Some(key(
+                keys::account(&number.account_id),
+                keys::number(&number.id),
+            )))
             .update_expression("SET provisioningError = :reason")
             .condition_expression("#status = :pending")
             .expression_attribute_names("#status", "status")
@@ -1091,7 +1116,10 @@ impl ProvisioningStore for DynamoStore {
         self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(keys::account(&number.account_id), keys::number(&number.id))))
+            .set_key(Some(key(
+                keys::account(&number.account_id),
+                keys::number(&number.id),
+            )))
             .update_expression("SET tornDownAt = :at")
             .condition_expression("attribute_exists(PK)")
             .expression_attribute_values(":at", s(time::format(&time::now())))

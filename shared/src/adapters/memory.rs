@@ -25,7 +25,9 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn insert_number(&self, number: Number) {

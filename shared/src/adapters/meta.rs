@@ -153,7 +153,12 @@ impl MetaGraph for GraphClient {
             .await
     }
 
-    async fn register(&self, token: &Secret, phone_number_id: &str, pin: &Secret) -> MetaResult<()> {
+    async fn register(
+        &self,
+        token: &Secret,
+        phone_number_id: &str,
+        pin: &Secret,
+    ) -> MetaResult<()> {
         let path = format!("{phone_number_id}/register");
         let body = json!({"messaging_product": "whatsapp", "pin": pin.expose()});
         self.expect_success(self.request(Method::POST, &path, token).json(&body))
@@ -168,11 +173,18 @@ impl MetaGraph for GraphClient {
 
     async fn set_pin(&self, token: &Secret, phone_number_id: &str, pin: &Secret) -> MetaResult<()> {
         let body = json!({"pin": pin.expose()});
-        self.expect_success(self.request(Method::POST, phone_number_id, token).json(&body))
-            .await
+        self.expect_success(
+            self.request(Method::POST, phone_number_id, token)
+                .json(&body),
+        )
+        .await
     }
 
-    async fn phone_profile(&self, token: &Secret, phone_number_id: &str) -> MetaResult<PhoneProfile> {
+    async fn phone_profile(
+        &self,
+        token: &Secret,
+        phone_number_id: &str,
+    ) -> MetaResult<PhoneProfile> {
         let request = self
             .request(Method::GET, phone_number_id, token)
             .query(&[("fields", PROFILE_FIELDS)]);

@@ -19,7 +19,10 @@ pub struct SecretsVault {
     prefix: String,
 }
 
-fn vault_error<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug + Send + Sync + 'static>(
+fn vault_error<
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+>(
     err: aws_sdk_secretsmanager::error::SdkError<E, R>,
 ) -> VaultError {
     VaultError(aws_sdk_secretsmanager::error::DisplayErrorContext(err).to_string())
@@ -163,6 +166,9 @@ pub async fn read_secret_string(client: &Client, arn: &str) -> Result<Secret, Va
 
 pub async fn read_app_secrets(client: &Client, arn: &str) -> Result<AppSecrets, VaultError> {
     let text = read_secret_string(client, arn).await?;
-    serde_json::from_str(text.expose())
-        .map_err(|_| VaultError(format!("secret {arn} is not {{\"appSecret\", \"webhookVerifyToken\"}} JSON")))
+    serde_json::from_str(text.expose()).map_err(|_| {
+        VaultError(format!(
+            "secret {arn} is not {{\"appSecret\", \"webhookVerifyToken\"}} JSON"
+        ))
+    })
 }

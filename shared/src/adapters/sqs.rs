@@ -17,7 +17,10 @@ impl SqsQueue {
 
 impl MessageQueue for SqsQueue {
     async fn send(&self, queue: Queue, body: String) -> Result<(), QueueError> {
-        let url = self.urls.url(queue).map_err(|e| QueueError(e.to_string()))?;
+        let url = self
+            .urls
+            .url(queue)
+            .map_err(|e| QueueError(e.to_string()))?;
         self.client
             .send_message()
             .queue_url(url)
@@ -37,7 +40,10 @@ pub enum RedriveError {
     NotOneSource { queue: String, sources: usize },
 }
 
-fn sqs_error<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug + Send + Sync + 'static>(
+fn sqs_error<
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+>(
     err: aws_sdk_sqs::error::SdkError<E, R>,
 ) -> RedriveError {
     RedriveError::Sqs(aws_sdk_sqs::error::DisplayErrorContext(err).to_string())
@@ -116,7 +122,10 @@ impl crate::ports::Redelivery for SqsQueue {
         receipt_handle: &str,
         seconds: u32,
     ) -> Result<(), QueueError> {
-        let url = self.urls.url(queue).map_err(|e| QueueError(e.to_string()))?;
+        let url = self
+            .urls
+            .url(queue)
+            .map_err(|e| QueueError(e.to_string()))?;
         self.client
             .change_message_visibility()
             .queue_url(url)

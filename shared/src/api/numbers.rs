@@ -42,13 +42,9 @@ pub fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
         }
         match name.as_str() {
             "status" => {
-                query.status = Some(
-                    value
-                        .parse()
-                        .map_err(|e: crate::domain::UnknownStatus| {
-                            ApiError::invalid_request(e.to_string())
-                        })?,
-                )
+                query.status = Some(value.parse().map_err(|e: crate::domain::UnknownStatus| {
+                    ApiError::invalid_request(e.to_string())
+                })?)
             }
             "limit" => {
                 query.page.limit = value
@@ -119,13 +115,18 @@ where
         .get(&account, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("number"))?;
-    let changed =
-        lifecycle::change_status(&state.store, &state.queue, &number, Status::Disconnected, None)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, number_id = %number.id, "disconnect failed");
-                ApiError::internal()
-            })?;
+    let changed = lifecycle::change_status(
+        &state.store,
+        &state.queue,
+        &number,
+        Status::Disconnected,
+        None,
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, number_id = %number.id, "disconnect failed");
+        ApiError::internal()
+    })?;
     let number = match changed {
         Changed::Now(number) | Changed::Already(number) => number,
         Changed::Refused(number) => {
@@ -156,12 +157,21 @@ mod tests {
     fn defaults_are_limit_20_offset_0_and_no_filter() {
         let query = parse_list_query(None).unwrap();
         assert_eq!(query.status, None);
-        assert_eq!(query.page, Page { limit: 20, offset: 0 });
+        assert_eq!(
+            query.page,
+            Page {
+                limit: 20,
+                offset: 0
+            }
+        );
     }
 
     #[test]
     fn unknown_parameters_are_ignored() {
-        assert_eq!(parsed("foo=bar&status=BANNED").unwrap().status, Some(Status::Banned));
+        assert_eq!(
+            parsed("foo=bar&status=BANNED").unwrap().status,
+            Some(Status::Banned)
+        );
     }
 
     #[test]
@@ -186,6 +196,9 @@ mod tests {
 
     #[test]
     fn percent_encoded_values_are_decoded() {
-        assert_eq!(parsed("status=%41CTIVE").unwrap().status, Some(Status::Active));
+        assert_eq!(
+            parsed("status=%41CTIVE").unwrap().status,
+            Some(Status::Active)
+        );
     }
 }

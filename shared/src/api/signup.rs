@@ -97,8 +97,7 @@ async fn existing<S: NumberReader>(
     owner: &PhoneOwner,
     account: &AccountId,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let conflict =
-        || ApiError::conflict("this phone number is already connected to an account");
+    let conflict = || ApiError::conflict("this phone number is already connected to an account");
     if &owner.account_id != account {
         return Err(conflict());
     }
@@ -150,7 +149,10 @@ where
     );
     message.code = Some(Secret::new(body.code.trim()));
     let body_text = serde_json::to_string(&message).map_err(|_| ApiError::internal())?;
-    state.queue.send(Queue::Step(Step::FIRST), body_text).await?;
+    state
+        .queue
+        .send(Queue::Step(Step::FIRST), body_text)
+        .await?;
     match state.store.create_pending(&number, link.as_deref()).await? {
         CreateOutcome::Created => {
             tracing::info!(number_id = %number.id, "signup received; provisioning started");
@@ -189,9 +191,9 @@ struct LinkRequest {
 
 fn valid_redirect(url: &str) -> bool {
     url.len() <= 2048
-        && url
-            .parse::<http::Uri>()
-            .is_ok_and(|uri| uri.scheme_str() == Some("https") && uri.host().is_some_and(|h| !h.is_empty()))
+        && url.parse::<http::Uri>().is_ok_and(|uri| {
+            uri.scheme_str() == Some("https") && uri.host().is_some_and(|h| !h.is_empty())
+        })
 }
 
 pub async fn create_link<S: SignupLinks>(
@@ -222,7 +224,11 @@ pub async fn create_link<S: SignupLinks>(
         query.push(("redirect_uri", url.as_str()));
     }
     let query = serde_urlencoded::to_string(&query).map_err(|_| ApiError::internal())?;
-    let separator = if state.base_url.contains('?') { '&' } else { '?' };
+    let separator = if state.base_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
     Ok((
         StatusCode::CREATED,
         Json(json!({ "data": {

@@ -68,7 +68,12 @@ mod tests {
         number.display_number = Some("+55 11 99999-0000".into());
         number.quality_rating = Some(QualityRating::Green);
         let json = serde_json::to_value(NumberView::from(&number)).unwrap();
-        let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         keys.sort();
         assert_eq!(
             keys,

@@ -145,18 +145,38 @@ mod tests {
 
     #[test]
     fn each_status_change_emits_its_event() {
-        assert_eq!(event_for(Status::Pending, Status::Active), EventType::NumberActivated);
-        assert_eq!(event_for(Status::Banned, Status::Active), EventType::NumberReinstated);
-        assert_eq!(event_for(Status::Pending, Status::Failed), EventType::NumberFailed);
-        assert_eq!(event_for(Status::Active, Status::Banned), EventType::NumberBanned);
+        assert_eq!(
+            event_for(Status::Pending, Status::Active),
+            EventType::NumberActivated
+        );
+        assert_eq!(
+            event_for(Status::Banned, Status::Active),
+            EventType::NumberReinstated
+        );
+        assert_eq!(
+            event_for(Status::Pending, Status::Failed),
+            EventType::NumberFailed
+        );
+        assert_eq!(
+            event_for(Status::Active, Status::Banned),
+            EventType::NumberBanned
+        );
         for from in [Status::Pending, Status::Active, Status::Banned] {
-            assert_eq!(event_for(from, Status::Disconnected), EventType::NumberDisconnected);
+            assert_eq!(
+                event_for(from, Status::Disconnected),
+                EventType::NumberDisconnected
+            );
         }
     }
 
     #[test]
     fn the_customer_body_has_id_type_created_at_and_data() {
-        let number = Number::new_pending(AccountId::from("acc".to_string()), "1".into(), "2".into(), time::now());
+        let number = Number::new_pending(
+            AccountId::from("acc".to_string()),
+            "1".into(),
+            "2".into(),
+            time::now(),
+        );
         let event = EventEnvelope::new(EventType::NumberActivated, &number, time::now());
         let body = event.customer_body();
         assert_eq!(body["type"], "number.activated");

@@ -97,7 +97,13 @@ mod tests {
             parse::<StepMessage>(r#"{"v":2,"numberId":"n"}"#),
             Err(MessageError::UnknownVersion(2))
         );
-        assert!(matches!(parse::<StepMessage>("not json"), Err(MessageError::Malformed(_))));
-        assert!(matches!(parse::<StepMessage>(r#"{"v":1}"#), Err(MessageError::Malformed(_))));
+        assert!(matches!(
+            parse::<StepMessage>("not json"),
+            Err(MessageError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse::<StepMessage>(r#"{"v":1}"#),
+            Err(MessageError::Malformed(_))
+        ));
     }
 }

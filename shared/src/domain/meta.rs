@@ -115,7 +115,9 @@ mod tests {
 
     #[test]
     fn permissions_pin_and_token_errors_are_permanent() {
-        for code in [100, 10, 200, 299, 190, 133005, 133006, 133008, 133009, 131031, 133016] {
+        for code in [
+            100, 10, 200, 299, 190, 133005, 133006, 133008, 133009, 131031, 133016,
+        ] {
             assert_eq!(classify(400, code, None, false), Retry::Never, "{code}");
         }
     }

@@ -99,6 +99,9 @@ mod tests {
     fn unrated_meta_values_become_null() {
         assert_eq!(QualityRating::from_meta("UNKNOWN"), None);
         assert_eq!(QualityRating::from_meta("NA"), None);
-        assert_eq!(QualityRating::from_meta("GREEN"), Some(QualityRating::Green));
+        assert_eq!(
+            QualityRating::from_meta("GREEN"),
+            Some(QualityRating::Green)
+        );
     }
 }

@@ -90,7 +90,8 @@ impl LinkSigner {
             .map_err(|_| LinkError::Invalid)?;
         let mut mac = self.mac();
         mac.update(format!("{VERSION}.{payload}").as_bytes());
-        mac.verify_slice(&signature).map_err(|_| LinkError::Invalid)?;
+        mac.verify_slice(&signature)
+            .map_err(|_| LinkError::Invalid)?;
         let claims: Claims = URL_SAFE_NO_PAD
             .decode(payload)
             .ok()
@@ -130,16 +131,28 @@ mod tests {
         let forged_claims = URL_SAFE_NO_PAD.encode(br#"{"a":"acc_2","l":"x","e":99999999999}"#);
         let parts: Vec<&str> = issued.state.split('.').collect();
         let forged = format!("{}.{}.{}", parts[0], forged_claims, parts[2]);
-        assert_eq!(signer().verify(&forged, time::now()), Err(LinkError::Invalid));
+        assert_eq!(
+            signer().verify(&forged, time::now()),
+            Err(LinkError::Invalid)
+        );
         let other_key = LinkSigner::new(Secret::new("other"));
-        assert_eq!(other_key.verify(&issued.state, time::now()), Err(LinkError::Invalid));
-        assert_eq!(signer().verify("garbage", time::now()), Err(LinkError::Invalid));
+        assert_eq!(
+            other_key.verify(&issued.state, time::now()),
+            Err(LinkError::Invalid)
+        );
+        assert_eq!(
+            signer().verify("garbage", time::now()),
+            Err(LinkError::Invalid)
+        );
     }
 
     #[test]
     fn an_old_state_has_expired() {
         let issued = signer().issue(&AccountId::from("acc_1".to_string()), time::now());
         let later = time::now() + LINK_LIFETIME + Duration::seconds(1);
-        assert_eq!(signer().verify(&issued.state, later), Err(LinkError::Expired));
+        assert_eq!(
+            signer().verify(&issued.state, later),
+            Err(LinkError::Expired)
+        );
     }
 }

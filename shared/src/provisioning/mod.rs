@@ -151,7 +151,11 @@ where
         message: &StepMessage,
         delivery: &Delivery,
     ) -> Result<Outcome, StepError> {
-        let Some(number) = self.store.get(&message.account_id, &message.number_id).await? else {
+        let Some(number) = self
+            .store
+            .get(&message.account_id, &message.number_id)
+            .await?
+        else {
             let young = delivery.sent_at.is_none_or(|sent| {
                 (time::now() - sent).to_std().unwrap_or_default() < CREATION_GRACE
             });
@@ -241,7 +245,8 @@ where
                             token: exchanged.token,
                             pin: generate_pin(),
                             token_expires_at: exchanged.expires_in_seconds.map(|s| {
-                                time::now() + chrono::Duration::seconds(s.min(i64::MAX as u64) as i64)
+                                time::now()
+                                    + chrono::Duration::seconds(s.min(i64::MAX as u64) as i64)
                             }),
                         };
                         self.vault.create(&number.id, &secrets).await?
@@ -317,7 +322,12 @@ where
         })
     }
 
-    async fn send_step(&self, number: &Number, step: Step, trace_id: &str) -> Result<(), StepError> {
+    async fn send_step(
+        &self,
+        number: &Number,
+        step: Step,
+        trace_id: &str,
+    ) -> Result<(), StepError> {
         let message = StepMessage::new(
             number.id.clone(),
             number.account_id.clone(),
@@ -330,8 +340,14 @@ where
     }
 
     async fn fail(&self, number: &Number, reason: FailureReason) -> Result<(), StepError> {
-        lifecycle::change_status(&self.store, &self.queue, number, Status::Failed, Some(reason))
-            .await?;
+        lifecycle::change_status(
+            &self.store,
+            &self.queue,
+            number,
+            Status::Failed,
+            Some(reason),
+        )
+        .await?;
         Ok(())
     }
 
@@ -352,7 +368,10 @@ where
         let span = tracing::info_span!("dead_letter", number_id = %message.number_id, step = %message.step);
         async {
             let result: Result<(), StepError> = async {
-                let Some(number) = self.store.get(&message.account_id, &message.number_id).await?
+                let Some(number) = self
+                    .store
+                    .get(&message.account_id, &message.number_id)
+                    .await?
                 else {
                     return Ok(());
                 };

@@ -232,7 +232,10 @@ pub fn moto_env() -> Vec<(String, String)> {
     vec![
         ("AWS_ENDPOINT_URL".into(), Moto::shared().endpoint().into()),
         ("AWS_REGION".into(), muchaw_local::moto::REGION.into()),
-        ("AWS_DEFAULT_REGION".into(), muchaw_local::moto::REGION.into()),
+        (
+            "AWS_DEFAULT_REGION".into(),
+            muchaw_local::moto::REGION.into(),
+        ),
         ("AWS_ACCESS_KEY_ID".into(), "test".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
     ]

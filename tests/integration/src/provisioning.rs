@@ -57,7 +57,12 @@ impl MessageQueue for TestQueue {
 }
 
 impl Redelivery for TestQueue {
-    async fn delay_redelivery(&self, queue: Queue, receipt: &str, seconds: u32) -> Result<(), QueueError> {
+    async fn delay_redelivery(
+        &self,
+        queue: Queue,
+        receipt: &str,
+        seconds: u32,
+    ) -> Result<(), QueueError> {
         self.inner.delay_redelivery(queue, receipt, seconds).await
     }
 }
@@ -88,11 +93,14 @@ const STEP_FUNCTIONS: [(&str, Step); 6] = [
 
 impl ProvisioningEnv {
     pub async fn new() -> ProvisioningEnv {
-        let meta = FakeMeta::start(FakeMetaConfig::default()).await.expect("fake Meta");
+        let meta = FakeMeta::start(FakeMetaConfig::default())
+            .await
+            .expect("fake Meta");
         let overrides = Overrides {
             secrets: HashMap::from([(
                 "MetaAppSecret".to_string(),
-                json!({"appSecret": meta.app_secret(), "webhookVerifyToken": "verify-me"}).to_string(),
+                json!({"appSecret": meta.app_secret(), "webhookVerifyToken": "verify-me"})
+                    .to_string(),
             )]),
             ..Overrides::default()
         };
@@ -224,7 +232,10 @@ impl ProvisioningEnv {
             waba_id,
             fake_meta::PhoneProfile {
                 phone_number_id: phone_number_id.to_string(),
-                display_phone_number: format!("+55 11 9{}", &phone_number_id[phone_number_id.len() - 8..]),
+                display_phone_number: format!(
+                    "+55 11 9{}",
+                    &phone_number_id[phone_number_id.len() - 8..]
+                ),
                 verified_name: "Acme".into(),
                 quality_rating: "GREEN".into(),
             },
@@ -232,10 +243,23 @@ impl ProvisioningEnv {
         self.meta.issue_code(&[waba_id])
     }
 
-    pub async fn callback(&self, key: &str, code: &str, waba_id: &str, phone_number_id: &str) -> ApiResponse {
-        let body = json!({"code": code, "wabaId": waba_id, "phoneNumberId": phone_number_id}).to_string();
-        self.invoke(http_event("POST", "/api/signup/callback", "", Some(key), Some(&body)))
-            .await
+    pub async fn callback(
+        &self,
+        key: &str,
+        code: &str,
+        waba_id: &str,
+        phone_number_id: &str,
+    ) -> ApiResponse {
+        let body =
+            json!({"code": code, "wabaId": waba_id, "phoneNumberId": phone_number_id}).to_string();
+        self.invoke(http_event(
+            "POST",
+            "/api/signup/callback",
+            "",
+            Some(key),
+            Some(&body),
+        ))
+        .await
     }
 
     pub async fn number(&self, account: &AccountId, id: &str) -> Number {

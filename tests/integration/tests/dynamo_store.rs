@@ -1,7 +1,7 @@
 //! The DynamoDB adapter against moto: keys, indexes, conditions, counters and the phone guard.
 
-use muchaw_shared::domain::api_key::KeyHash;
 use muchaw_shared::domain::Status;
+use muchaw_shared::domain::api_key::KeyHash;
 use muchaw_shared::lifecycle::Changed;
 use muchaw_shared::ports::{ApiKeyVerifier, NumberReader, Page, Queue};
 use muchaw_tests::{TestEnv, sample_number};
@@ -10,13 +10,15 @@ fn page(limit: u32, offset: u32) -> Page {
     Page { limit, offset }
 }
 
-
 #[tokio::test]
 async fn a_number_is_read_back_exactly_as_written() {
     let env = TestEnv::new().await;
     let account = env.account("acme").await;
     let number = sample_number(&account, Status::Active, 5);
-    env.store.import_numbers(std::slice::from_ref(&number)).await.unwrap();
+    env.store
+        .import_numbers(std::slice::from_ref(&number))
+        .await
+        .unwrap();
     let read = env.store.get(&account, &number.id).await.unwrap();
     assert_eq!(read, Some(number));
 }
@@ -27,7 +29,10 @@ async fn a_number_is_invisible_to_another_account() {
     let owner = env.account("owner").await;
     let other = env.account("other").await;
     let number = sample_number(&owner, Status::Active, 5);
-    env.store.import_numbers(std::slice::from_ref(&number)).await.unwrap();
+    env.store
+        .import_numbers(std::slice::from_ref(&number))
+        .await
+        .unwrap();
     assert_eq!(env.store.get(&other, &number.id).await.unwrap(), None);
     let listed = env.store.list(&other, None, page(20, 0)).await.unwrap();
     assert!(listed.numbers.is_empty());
@@ -63,9 +68,14 @@ async fn the_status_filter_lists_and_counts_only_that_status() {
     let env = TestEnv::new().await;
     let account = env.account("acme").await;
     let mut numbers = Vec::new();
-    for (i, status) in [Status::Active, Status::Pending, Status::Active, Status::Banned]
-        .into_iter()
-        .enumerate()
+    for (i, status) in [
+        Status::Active,
+        Status::Pending,
+        Status::Active,
+        Status::Banned,
+    ]
+    .into_iter()
+    .enumerate()
     {
         numbers.push(sample_number(&account, status, 50 - i as i64));
     }
@@ -92,20 +102,41 @@ async fn a_status_change_moves_the_number_between_filters_and_counters() {
     let env = TestEnv::new().await;
     let account = env.account("acme").await;
     let number = sample_number(&account, Status::Active, 5);
-    env.store.import_numbers(std::slice::from_ref(&number)).await.unwrap();
+    env.store
+        .import_numbers(std::slice::from_ref(&number))
+        .await
+        .unwrap();
 
     let outcome = env.change_status(&number, Status::Banned).await;
     let Changed::Now(banned) = outcome else {
         panic!("expected the change to apply, got {outcome:?}");
     };
     assert_eq!(banned.status, Status::Banned);
-    assert_eq!(env.store.get(&account, &number.id).await.unwrap(), Some(banned));
+    assert_eq!(
+        env.store.get(&account, &number.id).await.unwrap(),
+        Some(banned)
+    );
 
-    let active = env.store.list(&account, Some(Status::Active), page(20, 0)).await.unwrap();
-    let banned = env.store.list(&account, Some(Status::Banned), page(20, 0)).await.unwrap();
+    let active = env
+        .store
+        .list(&account, Some(Status::Active), page(20, 0))
+        .await
+        .unwrap();
+    let banned = env
+        .store
+        .list(&account, Some(Status::Banned), page(20, 0))
+        .await
+        .unwrap();
     assert_eq!((active.total, active.numbers.len()), (0, 0));
     assert_eq!((banned.total, banned.numbers.len()), (1, 1));
-    assert_eq!(env.store.list(&account, None, page(20, 0)).await.unwrap().total, 1);
+    assert_eq!(
+        env.store
+            .list(&account, None, page(20, 0))
+            .await
+            .unwrap()
+            .total,
+        1
+    );
 }
 
 #[tokio::test]
@@ -113,7 +144,10 @@ async fn a_change_from_a_stale_status_is_not_applied_and_returns_the_current_num
     let env = TestEnv::new().await;
     let account = env.account("acme").await;
     let number = sample_number(&account, Status::Active, 5);
-    env.store.import_numbers(std::slice::from_ref(&number)).await.unwrap();
+    env.store
+        .import_numbers(std::slice::from_ref(&number))
+        .await
+        .unwrap();
     env.change_status(&number, Status::Disconnected).await;
 
     // `number` still says ACTIVE: the conditional write finds DISCONNECTED and refuses.
@@ -122,7 +156,11 @@ async fn a_change_from_a_stale_status_is_not_applied_and_returns_the_current_num
         Changed::Refused(current) => assert_eq!(current.status, Status::Disconnected),
         other => panic!("expected Refused, got {other:?}"),
     }
-    let counts = env.store.list(&account, Some(Status::Banned), page(1, 0)).await.unwrap();
+    let counts = env
+        .store
+        .list(&account, Some(Status::Banned), page(1, 0))
+        .await
+        .unwrap();
     assert_eq!(counts.total, 0);
 }
 
@@ -131,7 +169,10 @@ async fn a_final_status_releases_the_phone_guard() {
     let env = TestEnv::new().await;
     let account = env.account("acme").await;
     let number = sample_number(&account, Status::Active, 5);
-    env.store.import_numbers(std::slice::from_ref(&number)).await.unwrap();
+    env.store
+        .import_numbers(std::slice::from_ref(&number))
+        .await
+        .unwrap();
     let guard_key = format!("PHONE#{}", number.phone_number_id);
     let guarded = env.table_snapshot().await;
     assert!(guarded.iter().any(|item| item.contains(&guard_key)));
@@ -145,10 +186,17 @@ async fn a_final_status_releases_the_phone_guard() {
 async fn an_api_key_resolves_to_its_account_until_revoked() {
     let env = TestEnv::new().await;
     let account = env.account("acme").await;
-    let created = env.store.create_api_key(&account, Some("ci")).await.unwrap();
+    let created = env
+        .store
+        .create_api_key(&account, Some("ci"))
+        .await
+        .unwrap();
     let hash = created.key.hash();
     let key_id = created.id.to_string();
-    assert_eq!(env.store.account_for_key(&hash).await.unwrap(), Some(account.clone()));
+    assert_eq!(
+        env.store.account_for_key(&hash).await.unwrap(),
+        Some(account.clone())
+    );
 
     env.store
         .revoke_api_key(&account, &key_id.clone().into())
@@ -156,7 +204,10 @@ async fn an_api_key_resolves_to_its_account_until_revoked() {
         .unwrap();
     assert_eq!(env.store.account_for_key(&hash).await.unwrap(), None);
     // Revoking again is harmless.
-    env.store.revoke_api_key(&account, &key_id.into()).await.unwrap();
+    env.store
+        .revoke_api_key(&account, &key_id.into())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -186,7 +237,10 @@ async fn a_status_change_writes_and_publishes_its_event_once() {
     let env = TestEnv::new().await;
     let account = env.account("acme").await;
     let number = sample_number(&account, Status::Active, 5);
-    env.store.import_numbers(std::slice::from_ref(&number)).await.unwrap();
+    env.store
+        .import_numbers(std::slice::from_ref(&number))
+        .await
+        .unwrap();
     let Changed::Now(banned) = env.change_status(&number, Status::Banned).await else {
         panic!("expected the change to apply");
     };
@@ -198,7 +252,14 @@ async fn a_status_change_writes_and_publishes_its_event_once() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["type"], "number.banned");
     assert_eq!(events[0]["data"]["status"], "BANNED");
-    assert_eq!(Some(events[0]["id"].as_str().unwrap().to_string()), banned.last_event_id);
-    let banned_total = env.store.list(&account, Some(Status::Banned), page(1, 0)).await.unwrap();
+    assert_eq!(
+        Some(events[0]["id"].as_str().unwrap().to_string()),
+        banned.last_event_id
+    );
+    let banned_total = env
+        .store
+        .list(&account, Some(Status::Banned), page(1, 0))
+        .await
+        .unwrap();
     assert_eq!(banned_total.total, 1);
 }

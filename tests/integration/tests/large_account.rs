@@ -13,7 +13,11 @@ async fn the_first_page_and_total_of_a_large_account_read_only_the_page() {
     let neighbour = env.account("neighbour").await;
     let mut numbers: Vec<_> = (0..ACCOUNT_SIZE)
         .map(|i| {
-            let status = if i % 5 == 0 { Status::Pending } else { Status::Active };
+            let status = if i % 5 == 0 {
+                Status::Pending
+            } else {
+                Status::Active
+            };
             sample_number(&account, status, i as i64)
         })
         .collect();
@@ -25,7 +29,14 @@ async fn the_first_page_and_total_of_a_large_account_read_only_the_page() {
     env.store.stats().reset();
     let first = env
         .store
-        .list(&account, None, Page { limit: 20, offset: 0 })
+        .list(
+            &account,
+            None,
+            Page {
+                limit: 20,
+                offset: 0,
+            },
+        )
         .await
         .unwrap();
     let cost = env.store.stats().snapshot();
@@ -33,13 +44,26 @@ async fn the_first_page_and_total_of_a_large_account_read_only_the_page() {
     assert_eq!(first.numbers.len(), 20);
     assert_eq!(first.numbers[0].id, numbers[0].id, "newest first");
     assert_eq!(cost.scans, 0);
-    assert!(cost.requests <= 3, "one index query, one batch read, one counter read: {cost:?}");
-    assert!(cost.items_read <= 41, "20 index keys + 20 numbers + 1 counter item: {cost:?}");
+    assert!(
+        cost.requests <= 3,
+        "one index query, one batch read, one counter read: {cost:?}"
+    );
+    assert!(
+        cost.items_read <= 41,
+        "20 index keys + 20 numbers + 1 counter item: {cost:?}"
+    );
 
     env.store.stats().reset();
     let filtered = env
         .store
-        .list(&account, Some(Status::Active), Page { limit: 20, offset: 0 })
+        .list(
+            &account,
+            Some(Status::Active),
+            Page {
+                limit: 20,
+                offset: 0,
+            },
+        )
         .await
         .unwrap();
     let cost = env.store.stats().snapshot();
@@ -50,19 +74,33 @@ async fn the_first_page_and_total_of_a_large_account_read_only_the_page() {
     env.store.stats().reset();
     let deep = env
         .store
-        .list(&account, None, Page { limit: 20, offset: 4_990 })
+        .list(
+            &account,
+            None,
+            Page {
+                limit: 20,
+                offset: 4_990,
+            },
+        )
         .await
         .unwrap();
     let cost = env.store.stats().snapshot();
     assert_eq!(deep.numbers.len(), 10);
-    assert_eq!(deep.numbers.last().map(|n| &n.id), Some(&numbers[ACCOUNT_SIZE - 1].id));
+    assert_eq!(
+        deep.numbers.last().map(|n| &n.id),
+        Some(&numbers[ACCOUNT_SIZE - 1].id)
+    );
     assert!(
         cost.items_read <= 5_000 + 10 + 1,
         "the offset is skipped on the keys-only index only: {cost:?}"
     );
 
     // Totals follow status changes exactly.
-    for number in numbers.iter().filter(|n| n.status == Status::Active).take(10) {
+    for number in numbers
+        .iter()
+        .filter(|n| n.status == Status::Active)
+        .take(10)
+    {
         env.change_status(number, Status::Banned).await;
     }
     let total = |status| {
@@ -70,7 +108,14 @@ async fn the_first_page_and_total_of_a_large_account_read_only_the_page() {
         let account = &account;
         async move {
             env.store
-                .list(account, status, Page { limit: 1, offset: 0 })
+                .list(
+                    account,
+                    status,
+                    Page {
+                        limit: 1,
+                        offset: 0,
+                    },
+                )
                 .await
                 .unwrap()
                 .total

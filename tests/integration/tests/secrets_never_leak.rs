@@ -50,17 +50,27 @@ async fn tokens_pins_and_codes_never_reach_logs_tables_queues_or_responses() {
     let phone = "220000000000001";
     let code = p.meta_phone(waba, phone);
     // One transient failure per step, so the retry paths log too.
-    p.meta.fail_next(Route::Register, 1, fake_meta::Fault::transient_5xx());
-    p.meta.fail_next(Route::ExchangeCode, 1, fake_meta::Fault::transient_5xx());
+    p.meta
+        .fail_next(Route::Register, 1, fake_meta::Fault::transient_5xx());
+    p.meta
+        .fail_next(Route::ExchangeCode, 1, fake_meta::Fault::transient_5xx());
     let created = p.callback(&key, &code, waba, phone).await;
     let id = created.body["data"]["id"].as_str().unwrap().to_string();
     let number = p.settled(&account, &id, Duration::from_secs(60)).await;
     assert_eq!(number.status, Status::Active);
-    let view = p.env.get(Some(&key), &format!("/api/numbers/{id}"), "").await;
+    let view = p
+        .env
+        .get(Some(&key), &format!("/api/numbers/{id}"), "")
+        .await;
     let list = p.env.get(Some(&key), "/api/numbers", "").await;
-    let deleted = p.env.delete(Some(&key), &format!("/api/numbers/{id}")).await;
+    let deleted = p
+        .env
+        .delete(Some(&key), &format!("/api/numbers/{id}"))
+        .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while p.number(&account, &id).await.torn_down_at.is_none() && tokio::time::Instant::now() < deadline {
+    while p.number(&account, &id).await.torn_down_at.is_none()
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -76,7 +86,12 @@ async fn tokens_pins_and_codes_never_reach_logs_tables_queues_or_responses() {
         .meta
         .calls_to(Route::Register)
         .iter()
-        .find_map(|c| c.body.get("pin").and_then(|p| p.as_str()).map(str::to_string))
+        .find_map(|c| {
+            c.body
+                .get("pin")
+                .and_then(|p| p.as_str())
+                .map(str::to_string)
+        })
         .expect("the PIN reached Meta");
     assert!(token.len() > 10 && pin.len() == 6);
 
@@ -92,21 +107,37 @@ async fn tokens_pins_and_codes_never_reach_logs_tables_queues_or_responses() {
         .filter(|(q, _)| *q != Queue::Step(muchaw_shared::domain::Step::ExchangeToken))
         .map(|(_, body)| body.clone())
         .collect();
-    let responses = format!("{} {} {} {}", created.body, view.body, list.body, deleted.body);
+    let responses = format!(
+        "{} {} {} {}",
+        created.body, view.body, list.body, deleted.body
+    );
     let app_secret = p.meta.app_secret().to_string();
 
     for (place, text) in [
         ("logs", &log_text),
         ("DynamoDB", &table),
-        ("SQS bodies after the first step", &later_messages.join("\n")),
+        (
+            "SQS bodies after the first step",
+            &later_messages.join("\n"),
+        ),
         ("API responses", &responses),
     ] {
         assert!(!text.contains(&token), "the token appears in {place}");
-        assert!(!text.contains(&format!("\"{pin}\"")), "the PIN appears in {place}");
-        assert!(!text.contains(&app_secret), "the app secret appears in {place}");
+        assert!(
+            !text.contains(&format!("\"{pin}\"")),
+            "the PIN appears in {place}"
+        );
+        assert!(
+            !text.contains(&app_secret),
+            "the app secret appears in {place}"
+        );
         assert!(!text.contains(&key), "the API key appears in {place}");
     }
-    for (place, text) in [("logs", &log_text), ("DynamoDB", &table), ("API responses", &responses)] {
+    for (place, text) in [
+        ("logs", &log_text),
+        ("DynamoDB", &table),
+        ("API responses", &responses),
+    ] {
         assert!(!text.contains(&code), "the signup code appears in {place}");
     }
 }

@@ -20,7 +20,9 @@ async fn the_same_phone_again_returns_the_existing_number_and_restarts_nothing()
     let code = p.meta_phone(WABA, "210000000000001");
     let first = p.callback(&key, &code, WABA, "210000000000001").await;
     assert_eq!(first.status, 202);
-    let again = p.callback(&key, "AQBanother", WABA, "210000000000001").await;
+    let again = p
+        .callback(&key, "AQBanother", WABA, "210000000000001")
+        .await;
     assert_eq!(again.status, 200);
     assert_eq!(again.body["data"]["id"], first.body["data"]["id"]);
     let exchanges = p
@@ -40,11 +42,30 @@ async fn a_phone_live_in_another_account_is_a_conflict() {
     let (_, key_a) = p.env.account_with_key("a").await;
     let (account_b, key_b) = p.env.account_with_key("b").await;
     let code = p.meta_phone(WABA, "210000000000002");
-    assert_eq!(p.callback(&key_a, &code, WABA, "210000000000002").await.status, 202);
-    let response = p.callback(&key_b, "AQBother", WABA, "210000000000002").await;
+    assert_eq!(
+        p.callback(&key_a, &code, WABA, "210000000000002")
+            .await
+            .status,
+        202
+    );
+    let response = p
+        .callback(&key_b, "AQBother", WABA, "210000000000002")
+        .await;
     assert_eq!(response.status, 409);
     assert_eq!(response.body["error"]["code"], "conflict");
-    let listed = p.env.store.list(&account_b, None, Page { limit: 10, offset: 0 }).await.unwrap();
+    let listed = p
+        .env
+        .store
+        .list(
+            &account_b,
+            None,
+            Page {
+                limit: 10,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(listed.total, 0);
 }
 
@@ -56,26 +77,63 @@ async fn bad_callbacks_get_400_and_create_nothing() {
     let bodies = [
         ("not JSON", "{".to_string()),
         ("empty object", "{}".to_string()),
-        ("missing code", json!({"wabaId": WABA, "phoneNumberId": "1"}).to_string()),
-        ("missing wabaId", json!({"code": "AQB", "phoneNumberId": "1"}).to_string()),
-        ("missing phoneNumberId", json!({"code": "AQB", "wabaId": WABA}).to_string()),
-        ("numeric code", json!({"code": 5, "wabaId": WABA, "phoneNumberId": "1"}).to_string()),
-        ("empty code", json!({"code": "", "wabaId": WABA, "phoneNumberId": "1"}).to_string()),
-        ("non-numeric wabaId", json!({"code": "AQB", "wabaId": "abc", "phoneNumberId": "1"}).to_string()),
-        ("non-numeric phone", json!({"code": "AQB", "wabaId": WABA, "phoneNumberId": "+55"}).to_string()),
-        ("unknown field", json!({"code": "AQB", "wabaId": WABA, "phoneNumberId": "1", "x": 1}).to_string()),
+        (
+            "missing code",
+            json!({"wabaId": WABA, "phoneNumberId": "1"}).to_string(),
+        ),
+        (
+            "missing wabaId",
+            json!({"code": "AQB", "phoneNumberId": "1"}).to_string(),
+        ),
+        (
+            "missing phoneNumberId",
+            json!({"code": "AQB", "wabaId": WABA}).to_string(),
+        ),
+        (
+            "numeric code",
+            json!({"code": 5, "wabaId": WABA, "phoneNumberId": "1"}).to_string(),
+        ),
+        (
+            "empty code",
+            json!({"code": "", "wabaId": WABA, "phoneNumberId": "1"}).to_string(),
+        ),
+        (
+            "non-numeric wabaId",
+            json!({"code": "AQB", "wabaId": "abc", "phoneNumberId": "1"}).to_string(),
+        ),
+        (
+            "non-numeric phone",
+            json!({"code": "AQB", "wabaId": WABA, "phoneNumberId": "+55"}).to_string(),
+        ),
+        (
+            "unknown field",
+            json!({"code": "AQB", "wabaId": WABA, "phoneNumberId": "1", "x": 1}).to_string(),
+        ),
         ("array", "[]".to_string()),
     ];
     for (name, body) in bodies {
         let response = p
-            .invoke(http_event("POST", "/api/signup/callback", "", Some(&key), Some(&body)))
+            .invoke(http_event(
+                "POST",
+                "/api/signup/callback",
+                "",
+                Some(&key),
+                Some(&body),
+            ))
             .await;
         assert_eq!(response.status, 400, "{name}: {:?}", response.body);
         assert_eq!(response.body["error"]["code"], "invalid_request", "{name}");
     }
-    let huge = json!({"code": "A".repeat(70 * 1024), "wabaId": WABA, "phoneNumberId": "1"}).to_string();
+    let huge =
+        json!({"code": "A".repeat(70 * 1024), "wabaId": WABA, "phoneNumberId": "1"}).to_string();
     let response = p
-        .invoke(http_event("POST", "/api/signup/callback", "", Some(&key), Some(&huge)))
+        .invoke(http_event(
+            "POST",
+            "/api/signup/callback",
+            "",
+            Some(&key),
+            Some(&huge),
+        ))
         .await;
     assert_eq!(response.status, 413);
     let unauthenticated = p
@@ -88,8 +146,15 @@ async fn bad_callbacks_get_400_and_create_nothing() {
         ))
         .await;
     assert_eq!(unauthenticated.status, 401);
-    assert_eq!(p.env.table_snapshot().await, before, "bad callbacks changed stored data");
-    assert!(p.queue.sent.lock().unwrap().is_empty(), "bad callbacks queued work");
+    assert_eq!(
+        p.env.table_snapshot().await,
+        before,
+        "bad callbacks changed stored data"
+    );
+    assert!(
+        p.queue.sent.lock().unwrap().is_empty(),
+        "bad callbacks queued work"
+    );
 }
 
 #[tokio::test]
@@ -107,22 +172,64 @@ async fn a_signup_link_state_authenticates_the_callback_once() {
         .await;
     assert_eq!(link.status, 201, "{:?}", link.body);
     let state = link.body["data"]["state"].as_str().unwrap().to_string();
-    assert!(link.body["data"]["url"].as_str().unwrap().starts_with("https://signup.example.com/start?state="));
-    assert!(link.body["data"]["expiresAt"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        link.body["data"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://signup.example.com/start?state=")
+    );
+    assert!(
+        link.body["data"]["expiresAt"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
 
     let code = p.meta_phone(WABA, "210000000000003");
-    let body = json!({"code": code, "wabaId": WABA, "phoneNumberId": "210000000000003", "state": state}).to_string();
-    let first = p.invoke(http_event("POST", "/api/signup/callback", "", None, Some(&body))).await;
+    let body =
+        json!({"code": code, "wabaId": WABA, "phoneNumberId": "210000000000003", "state": state})
+            .to_string();
+    let first = p
+        .invoke(http_event(
+            "POST",
+            "/api/signup/callback",
+            "",
+            None,
+            Some(&body),
+        ))
+        .await;
     assert_eq!(first.status, 202, "{:?}", first.body);
     let id = first.body["data"]["id"].as_str().unwrap().to_string();
     assert_eq!(p.number(&account, &id).await.status, Status::Pending);
 
-    let body = json!({"code": "AQBx", "wabaId": WABA, "phoneNumberId": "210000000000004", "state": state}).to_string();
-    let reused = p.invoke(http_event("POST", "/api/signup/callback", "", None, Some(&body))).await;
-    assert_eq!(reused.status, 401, "a link is single use: {:?}", reused.body);
+    let body =
+        json!({"code": "AQBx", "wabaId": WABA, "phoneNumberId": "210000000000004", "state": state})
+            .to_string();
+    let reused = p
+        .invoke(http_event(
+            "POST",
+            "/api/signup/callback",
+            "",
+            None,
+            Some(&body),
+        ))
+        .await;
+    assert_eq!(
+        reused.status, 401,
+        "a link is single use: {:?}",
+        reused.body
+    );
 
     let body = json!({"code": "AQBx", "wabaId": WABA, "phoneNumberId": "210000000000004", "state": "v1.forged.sig"}).to_string();
-    let forged = p.invoke(http_event("POST", "/api/signup/callback", "", None, Some(&body))).await;
+    let forged = p
+        .invoke(http_event(
+            "POST",
+            "/api/signup/callback",
+            "",
+            None,
+            Some(&body),
+        ))
+        .await;
     assert_eq!(forged.status, 401);
 }
 
@@ -130,9 +237,19 @@ async fn a_signup_link_state_authenticates_the_callback_once() {
 async fn a_signup_link_refuses_a_plain_http_redirect() {
     let p = ProvisioningEnv::new().await;
     let (_, key) = p.env.account_with_key("acme").await;
-    for body in [r#"{"redirectUrl":"http://x.example.com"}"#, r#"{"redirectUrl":5}"#, "{"] {
+    for body in [
+        r#"{"redirectUrl":"http://x.example.com"}"#,
+        r#"{"redirectUrl":5}"#,
+        "{",
+    ] {
         let response = p
-            .invoke(http_event("POST", "/api/signup-links", "", Some(&key), Some(body)))
+            .invoke(http_event(
+                "POST",
+                "/api/signup-links",
+                "",
+                Some(&key),
+                Some(body),
+            ))
             .await;
         assert_eq!(response.status, 400, "{body}");
     }
@@ -145,7 +262,10 @@ async fn disconnecting_while_pending_stops_provisioning_and_tears_down() {
     let code = p.meta_phone(WABA, "210000000000005");
     let created = p.callback(&key, &code, WABA, "210000000000005").await;
     let id = created.body["data"]["id"].as_str().unwrap().to_string();
-    let deleted = p.env.delete(Some(&key), &format!("/api/numbers/{id}")).await;
+    let deleted = p
+        .env
+        .delete(Some(&key), &format!("/api/numbers/{id}"))
+        .await;
     assert_eq!(deleted.status, 200);
     assert_eq!(deleted.body["data"]["status"], "DISCONNECTED");
 
@@ -161,7 +281,11 @@ async fn disconnecting_while_pending_stops_provisioning_and_tears_down() {
     let number = p.number(&account, &id).await;
     assert_eq!(number.status, Status::Disconnected);
     assert!(number.torn_down_at.is_some(), "teardown ran");
-    assert!(p.meta.calls().is_empty(), "no step called Meta: {:?}", p.meta.calls());
+    assert!(
+        p.meta.calls().is_empty(),
+        "no step called Meta: {:?}",
+        p.meta.calls()
+    );
 }
 
 #[tokio::test]
@@ -182,19 +306,28 @@ async fn teardown_deregisters_and_unsubscribes_only_the_last_number_of_a_waba() 
         let account = account.clone();
         async move {
             let deadline = tokio::time::Instant::now() + SETTLE;
-            while p.number(&account, &id).await.torn_down_at.is_none() && tokio::time::Instant::now() < deadline {
+            while p.number(&account, &id).await.torn_down_at.is_none()
+                && tokio::time::Instant::now() < deadline
+            {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     };
     p.meta.clear_calls();
-    p.env.delete(Some(&key), &format!("/api/numbers/{}", ids[0])).await;
+    p.env
+        .delete(Some(&key), &format!("/api/numbers/{}", ids[0]))
+        .await;
     wait_torn_down(ids[0].clone()).await;
     assert_eq!(p.meta.calls_to(Route::Deregister).len(), 1);
-    assert!(p.meta.calls_to(Route::UnsubscribeApp).is_empty(), "a sibling still uses the WABA");
+    assert!(
+        p.meta.calls_to(Route::UnsubscribeApp).is_empty(),
+        "a sibling still uses the WABA"
+    );
     assert!(p.meta.is_subscribed(WABA));
 
-    p.env.delete(Some(&key), &format!("/api/numbers/{}", ids[1])).await;
+    p.env
+        .delete(Some(&key), &format!("/api/numbers/{}", ids[1]))
+        .await;
     wait_torn_down(ids[1].clone()).await;
     assert_eq!(p.meta.calls_to(Route::Deregister).len(), 2);
     assert_eq!(p.meta.calls_to(Route::UnsubscribeApp).len(), 1);
@@ -213,17 +346,34 @@ async fn unreadable_messages_fail_alone_without_crashing_the_batch() {
         .provisioner
         .handle_batch(muchaw_shared::domain::Step::SubscribeWaba, event)
         .await;
-    let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
-    assert_eq!(failed, ["m1", "m2"], "the old message about an unknown number is dropped");
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        ["m1", "m2"],
+        "the old message about an unknown number is dropped"
+    );
 }
 
 #[tokio::test]
 async fn two_hundred_signups_at_once_all_become_active_with_exact_totals() {
-    let _ = tracing_subscriber::fmt().with_env_filter("error").try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()))
+        .try_init();
     let p = ProvisioningEnv::new().await;
     let (account, key) = p.env.account_with_key("burst").await;
     let phones: Vec<String> = (0..200).map(|i| format!("2300000{i:08}")).collect();
-    let codes: Vec<String> = phones.iter().map(|phone| p.meta_phone(WABA, phone)).collect();
+    let codes: Vec<String> = phones
+        .iter()
+        .map(|phone| p.meta_phone(WABA, phone))
+        .collect();
+    // moto answers ~100 requests/s, a few hundred times slower than DynamoDB, SQS and Secrets
+    // Manager: 200 exchanges at once cannot all start within Meta's 30 s here. What this test
+    // checks is that none is lost or counted twice; the first-step latency is tested elsewhere.
+    p.meta.set_code_lifetime(Duration::from_secs(600));
     p.start();
     let responses = futures::future::join_all(
         phones
@@ -232,11 +382,43 @@ async fn two_hundred_signups_at_once_all_become_active_with_exact_totals() {
             .map(|(phone, code)| p.callback(&key, code, WABA, phone)),
     )
     .await;
-    assert!(responses.iter().all(|r| r.status == 202), "{:?}", responses.iter().find(|r| r.status != 202));
+    assert!(
+        responses.iter().all(|r| r.status == 202),
+        "{:?}",
+        responses.iter().find(|r| r.status != 202)
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     loop {
-        let active = p.env.store.list(&account, Some(Status::Active), Page { limit: 1, offset: 0 }).await.unwrap();
-        if active.total == 200 || tokio::time::Instant::now() > deadline {
+        let active = p
+            .env
+            .store
+            .list(
+                &account,
+                Some(Status::Active),
+                Page {
+                    limit: 1,
+                    offset: 0,
+                },
+            )
+            .await
+            .unwrap();
+        let pending = p
+            .env
+            .store
+            .list(
+                &account,
+                Some(Status::Pending),
+                Page {
+                    limit: 1,
+                    offset: 0,
+                },
+            )
+            .await
+            .unwrap();
+        if active.total == 200
+            || (pending.total == 0 && active.total > 0)
+            || tokio::time::Instant::now() > deadline
+        {
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -244,12 +426,38 @@ async fn two_hundred_signups_at_once_all_become_active_with_exact_totals() {
     let total = |status| {
         let p = &p;
         let account = account.clone();
-        async move { p.env.store.list(&account, status, Page { limit: 1, offset: 0 }).await.unwrap().total }
+        async move {
+            p.env
+                .store
+                .list(
+                    &account,
+                    status,
+                    Page {
+                        limit: 1,
+                        offset: 0,
+                    },
+                )
+                .await
+                .unwrap()
+                .total
+        }
     };
     assert_eq!(total(Some(Status::Active)).await, 200);
     assert_eq!(total(Some(Status::Pending)).await, 0);
     assert_eq!(total(Some(Status::Failed)).await, 0);
     assert_eq!(total(None).await, 200);
-    let listed = p.env.store.list(&account, None, Page { limit: 100, offset: 100 }).await.unwrap();
+    let listed = p
+        .env
+        .store
+        .list(
+            &account,
+            None,
+            Page {
+                limit: 100,
+                offset: 100,
+            },
+        )
+        .await
+        .unwrap();
     assert!(listed.numbers.iter().all(|n| n.status == Status::Active));
 }

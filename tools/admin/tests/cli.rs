@@ -28,7 +28,17 @@ async fn an_operator_creates_an_account_and_a_key_that_authenticates_until_revok
     assert_eq!(account["name"], "Acme");
     let account_id = account["id"].as_str().unwrap().to_string();
 
-    let (ok, key, _) = admin(&env, &["api-key", "create", "--account", &account_id, "--name", "prod"]);
+    let (ok, key, _) = admin(
+        &env,
+        &[
+            "api-key",
+            "create",
+            "--account",
+            &account_id,
+            "--name",
+            "prod",
+        ],
+    );
     assert!(ok);
     assert_eq!(key["accountId"], account_id.as_str());
     let plain = key["key"].as_str().unwrap().to_string();
@@ -37,10 +47,26 @@ async fn an_operator_creates_an_account_and_a_key_that_authenticates_until_revok
     let response = env.get(Some(&plain), "/api/numbers", "").await;
     assert_eq!(response.status, 200);
 
-    let (ok, revoked, _) = admin(&env, &["api-key", "revoke", "--account", &account_id, "--key-id", &key_id]);
+    let (ok, revoked, _) = admin(
+        &env,
+        &[
+            "api-key",
+            "revoke",
+            "--account",
+            &account_id,
+            "--key-id",
+            &key_id,
+        ],
+    );
     assert!(ok);
     assert_eq!(revoked["revoked"], true);
-    assert_eq!(env.store.account_for_key(&KeyHash::of(&plain)).await.unwrap(), None);
+    assert_eq!(
+        env.store
+            .account_for_key(&KeyHash::of(&plain))
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(env.get(Some(&plain), "/api/numbers", "").await.status, 401);
 }
 
@@ -60,9 +86,18 @@ async fn errors_go_to_stderr_with_a_non_zero_exit() {
 async fn dlq_redrive_moves_dead_letters_back_to_their_queue() {
     let env = TestEnv::new().await;
     let sqs = aws_sdk_sqs::Client::new(&env.sdk);
-    let dlq = env.stack.queue_url("TeardownDeadLetterQueue").unwrap().to_string();
+    let dlq = env
+        .stack
+        .queue_url("TeardownDeadLetterQueue")
+        .unwrap()
+        .to_string();
     for i in 0..3 {
-        sqs.send_message().queue_url(&dlq).message_body(format!("{{\"n\":{i}}}")).send().await.unwrap();
+        sqs.send_message()
+            .queue_url(&dlq)
+            .message_body(format!("{{\"n\":{i}}}"))
+            .send()
+            .await
+            .unwrap();
     }
     let (ok, result, stderr) = admin(&env, &["dlq", "redrive", "--queue", &dlq]);
     assert!(ok, "{stderr}");

@@ -3,28 +3,46 @@
 //! enforces the PIN rules and the register limit, selects fields, and answers with Meta's error
 //! envelope and HTTP statuses. Tests script it (fail the next N calls of a route, add latency,
 //! hang past a client's timeout) and read its log of calls.
+//!
+//! Graph paths live under `/{version}` (any `vN.M`). A control API under `/_fake/` scripts the
+//! same state from another process:
+//! - `POST /_fake/codes {"wabaIds":[..],"expiresIn"?}` → `{"code"}`
+//! - `POST /_fake/phones {"wabaId","phoneNumberId","displayPhoneNumber","verifiedName","qualityRating"}`
+//! - `POST /_fake/faults {"route":"Register","times":2,"fault":F}` where `F` is a preset name
+//!   (`"transient5xx"`, `"rateLimited"`, `"pinMismatch"`, `"tokenExpired"`,
+//!   `"displayNameNotReady"`, `"registerLimit"`), `{"error":{"httpStatus","code","subcode"?,
+//!   "isTransient"?,"message"?}}` or `{"delayMs":N}`
+//! - `POST /_fake/quality {"phoneNumberId","rating"}`
+//! - `GET /_fake/calls` (the call log as JSON) and `DELETE /_fake/calls`
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
+/// How long an Embedded-Signup code can be exchanged.
 pub const CODE_LIFETIME: Duration = Duration::from_secs(30);
+/// Register + deregister calls allowed per number per [`REGISTER_WINDOW`].
 pub const REGISTER_LIMIT: usize = 10;
 pub const REGISTER_WINDOW: Duration = Duration::from_secs(72 * 3600);
+/// `expires_in` of a token from `grant_type=fb_exchange_token`.
 pub const USER_TOKEN_EXPIRES_IN: u64 = 5_183_944;
+/// Fields a `GET /{phone_number_id}` without `fields` answers (besides `id`).
+pub const DEFAULT_PHONE_FIELDS: [&str; 3] =
+    ["display_phone_number", "verified_name", "quality_rating"];
 
 #[derive(Clone, Debug)]
 pub struct FakeMetaConfig {
@@ -50,24 +68,32 @@ pub struct PhoneProfile {
     pub quality_rating: String,
 }
 
+/// The Graph calls the product makes; faults and latency are scripted per route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Route {
+    /// `GET /oauth/access_token?client_id&client_secret&code`
     ExchangeCode,
+    /// `GET /oauth/access_token?grant_type=fb_exchange_token&...`
     ExchangeUserToken,
+    /// `GET /debug_token?input_token=`
     DebugToken,
+    /// `POST /{waba_id}/subscribed_apps`
     SubscribeApp,
+    /// `DELETE /{waba_id}/subscribed_apps`
     UnsubscribeApp,
+    /// `POST /{phone_number_id}/register`
     Register,
+    /// `POST /{phone_number_id}/deregister`
     Deregister,
+    /// `POST /{phone_number_id}` with `{"pin"}`
     SetPin,
+    /// `GET /{phone_number_id}?fields=`
     GetPhone,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug)]
 pub enum Fault {
     /// Meta's error envelope with this HTTP status.
-    #[serde(rename_all = "camelCase")]
     Error {
         http_status: u16,
         code: i64,
@@ -75,65 +101,111 @@ pub enum Fault {
         is_transient: bool,
         message: String,
     },
-    /// Waits this long, then answers normally (past a client's timeout: a hang).
+    /// Sleeps this long before answering normally (use to hang past a client's timeout).
     Delay(Duration),
 }
 
 impl Fault {
-    fn error(http_status: u16, code: i64, subcode: Option<i64>, transient: bool, message: &str) -> Fault {
+    fn error(
+        http_status: u16,
+        code: i64,
+        subcode: Option<i64>,
+        is_transient: bool,
+        message: &str,
+    ) -> Fault {
         Fault::Error {
             http_status,
             code,
             subcode,
-            is_transient: transient,
+            is_transient,
             message: message.into(),
         }
     }
+    /// HTTP 500, code 2, transient.
     pub fn transient_5xx() -> Fault {
-        Fault::error(500, 2, None, true, "An unexpected error has occurred. Please retry your request later.")
+        Fault::error(
+            500,
+            2,
+            None,
+            true,
+            "An unexpected error has occurred. Please retry your request later.",
+        )
     }
+    /// HTTP 400, code 4 (application request limit), transient.
     pub fn rate_limited() -> Fault {
         Fault::error(400, 4, None, true, "(#4) Application request limit reached")
     }
+    /// HTTP 400, code 133005.
     pub fn pin_mismatch() -> Fault {
-        Fault::error(400, 133005, None, false, "Two step verification PIN Mismatch")
+        Fault::error(
+            400,
+            133005,
+            None,
+            false,
+            "Two step verification PIN Mismatch",
+        )
     }
+    /// HTTP 401, code 190, subcode 463.
     pub fn token_expired() -> Fault {
-        Fault::error(401, 190, Some(463), false, "Error validating access token: Session has expired.")
+        Fault::error(
+            401,
+            190,
+            Some(463),
+            false,
+            "Error validating access token: Session has expired.",
+        )
     }
+    /// HTTP 400, code 100, subcode 2388001 (display name not provisioned yet).
     pub fn display_name_not_ready() -> Fault {
         Fault::error(400, 100, Some(2388001), false, "Cannot create certificate")
     }
+    /// HTTP 400, code 133016.
     pub fn register_limit() -> Fault {
-        Fault::error(400, 133016, None, false, "Account register deregister rate limit exceeded")
+        Fault::error(
+            400,
+            133016,
+            None,
+            false,
+            "Account register deregister rate limit exceeded",
+        )
     }
 }
 
+/// One call the fake received.
 #[derive(Clone, Debug, Serialize)]
 pub struct Call {
     /// Arrival order, unique for the server's lifetime.
     pub seq: u64,
+    /// `None` for paths that are not one of the product's routes (and for `/_fake/`).
     pub route: Option<Route>,
     pub method: String,
+    /// The path as received, version included (`/v25.0/123/register`).
     pub path: String,
     pub query: BTreeMap<String, String>,
+    /// The JSON (or form, as an object of strings) body; `Null` when empty.
     pub body: Value,
+    /// The HTTP status answered; `0` while the call is still being answered (a hang).
     pub status: u16,
     pub authorization: Option<String>,
 }
 
+/// What the fake knows about a phone number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PhoneState {
     pub waba_id: String,
     pub registered: bool,
+    /// The two-step verification PIN, once set.
     pub pin: Option<String>,
-    pub register_calls: usize,
+    /// Whether the phone's WABA has our app subscribed.
+    pub subscribed: bool,
+    /// Register + deregister calls in the last 72 h (what the 133016 limit counts).
+    pub register_count: usize,
     pub quality_rating: String,
     pub verified_name: String,
     pub display_phone_number: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DemoSeed {
     pub waba_id: String,
     pub phone_number_id: String,
@@ -148,8 +220,15 @@ struct Code {
 
 struct Token {
     wabas: Vec<String>,
+    /// Unix seconds; `None` never expires.
+    expires_at: Option<u64>,
     expired: bool,
-    expires_in: Option<u64>,
+}
+
+impl Token {
+    fn is_expired(&self) -> bool {
+        self.expired || self.expires_at.is_some_and(|at| unix_now() >= at)
+    }
 }
 
 struct Phone {
@@ -164,6 +243,7 @@ struct Phone {
 struct FakeState {
     codes: HashMap<String, Code>,
     tokens: HashMap<String, Token>,
+    /// Every known WABA, with whether our app is subscribed to it.
     subscribed: HashMap<String, bool>,
     phones: HashMap<String, Phone>,
     faults: HashMap<Route, VecDeque<Fault>>,
@@ -171,6 +251,8 @@ struct FakeState {
     calls: Vec<Call>,
     next_seq: u64,
     code_age: Duration,
+    /// `None`: Meta's 30 s.
+    code_lifetime: Option<Duration>,
 }
 
 struct Inner {
@@ -178,10 +260,9 @@ struct Inner {
     state: Mutex<FakeState>,
 }
 
-impl Inner {
-    fn state(&self) -> MutexGuard<'_, FakeState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
+struct Server {
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
 }
 
 /// A running fake; clones share it.
@@ -189,7 +270,13 @@ impl Inner {
 pub struct FakeMeta {
     inner: Arc<Inner>,
     addr: SocketAddr,
-    shutdown: Arc<Mutex<Option<oneshot::Sender<()>>>>,
+    server: Arc<Mutex<Server>>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn random(prefix: &str, len: usize) -> String {
@@ -201,7 +288,64 @@ fn random(prefix: &str, len: usize) -> String {
     format!("{prefix}{tail}")
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, FakeState> {
+        lock(&self.state)
+    }
+
+    fn add_phone(&self, waba_id: &str, phone: PhoneProfile) {
+        let mut state = self.state();
+        state.subscribed.entry(waba_id.to_string()).or_insert(false);
+        let previous = state.phones.remove(&phone.phone_number_id);
+        state.phones.insert(
+            phone.phone_number_id.clone(),
+            Phone {
+                waba_id: waba_id.to_string(),
+                profile: phone,
+                registered: previous.as_ref().is_some_and(|p| p.registered),
+                pin: previous.as_ref().and_then(|p| p.pin.clone()),
+                register_events: previous.map(|p| p.register_events).unwrap_or_default(),
+            },
+        );
+    }
+
+    fn issue_code(&self, waba_ids: &[&str], expires_in: Option<u64>) -> String {
+        let code = random("AQB", 48);
+        let mut state = self.state();
+        for waba in waba_ids {
+            state.subscribed.entry(waba.to_string()).or_insert(false);
+        }
+        state.codes.insert(
+            code.clone(),
+            Code {
+                wabas: waba_ids.iter().map(|w| w.to_string()).collect(),
+                issued: Instant::now(),
+                used: false,
+                expires_in,
+            },
+        );
+        code
+    }
+
+    fn set_quality(&self, phone_number_id: &str, rating: &str) {
+        if let Some(phone) = self.state().phones.get_mut(phone_number_id) {
+            phone.profile.quality_rating = rating.to_string();
+        }
+    }
+
+    fn fail_next(&self, route: Route, times: usize, fault: Fault) {
+        let mut state = self.state();
+        let queue = state.faults.entry(route).or_default();
+        queue.extend(std::iter::repeat_n(fault, times));
+    }
+}
+
 impl FakeMeta {
+    /// Starts the fake on `127.0.0.1` with a free port.
     pub async fn start(config: FakeMetaConfig) -> std::io::Result<FakeMeta> {
         FakeMeta::start_on(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
@@ -215,7 +359,7 @@ impl FakeMeta {
         });
         let (tx, rx) = oneshot::channel();
         let app = router(inner.clone());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = rx.await;
@@ -225,12 +369,19 @@ impl FakeMeta {
         Ok(FakeMeta {
             inner,
             addr,
-            shutdown: Arc::new(Mutex::new(Some(tx))),
+            server: Arc::new(Mutex::new(Server {
+                shutdown: Some(tx),
+                task: Some(task),
+            })),
         })
     }
 
+    /// `http://127.0.0.1:PORT`: no version, no trailing slash.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
     pub fn app_id(&self) -> &str {
         &self.inner.config.app_id
@@ -239,89 +390,75 @@ impl FakeMeta {
         &self.inner.config.app_secret
     }
 
+    /// Adds (or replaces) a phone number under a WABA, with its profile. Replacing keeps the
+    /// number's registration, PIN and register count.
     pub fn add_phone(&self, waba_id: &str, phone: PhoneProfile) {
-        let mut state = self.inner.state();
-        state.subscribed.entry(waba_id.to_string()).or_insert(false);
-        let id = phone.phone_number_id.clone();
-        let previous = state.phones.remove(&id);
-        state.phones.insert(
-            id,
-            Phone {
-                waba_id: waba_id.to_string(),
-                profile: phone,
-                registered: previous.as_ref().is_some_and(|p| p.registered),
-                pin: previous.as_ref().and_then(|p| p.pin.clone()),
-                register_events: previous.map(|p| p.register_events).unwrap_or_default(),
-            },
-        );
+        self.inner.add_phone(waba_id, phone);
     }
 
+    /// A fresh single-use Embedded-Signup code, valid 30 s, whose exchange yields a business
+    /// token (that never expires) bound to these WABAs.
     pub fn issue_code(&self, waba_ids: &[&str]) -> String {
-        self.issue(waba_ids, None)
+        self.inner.issue_code(waba_ids, None)
     }
 
+    /// Same, but the exchanged token carries `expires_in` (seconds) and expires then.
     pub fn issue_code_expiring(&self, waba_ids: &[&str], expires_in_secs: u64) -> String {
-        self.issue(waba_ids, Some(expires_in_secs))
+        self.inner.issue_code(waba_ids, Some(expires_in_secs))
     }
 
-    fn issue(&self, waba_ids: &[&str], expires_in: Option<u64>) -> String {
-        let code = random("AQB", 48);
-        let mut state = self.inner.state();
-        for waba in waba_ids {
-            state.subscribed.entry(waba.to_string()).or_insert(false);
-        }
-        let issued = Instant::now();
-        state.codes.insert(
-            code.clone(),
-            Code {
-                wabas: waba_ids.iter().map(|w| w.to_string()).collect(),
-                issued,
-                used: false,
-                expires_in,
-            },
-        );
-        code
-    }
-
-    /// Makes every code older, as if this much time had passed.
+    /// Makes every code (issued so far and later) older by this much, as if time had passed.
     pub fn age_codes(&self, by: Duration) {
         self.inner.state().code_age += by;
     }
 
-    pub fn set_quality(&self, phone_number_id: &str, rating: &str) {
-        if let Some(phone) = self.inner.state().phones.get_mut(phone_number_id) {
-            phone.profile.quality_rating = rating.to_string();
-        }
+    /// Codes live this long instead of Meta's 30 s: for load tests whose emulated AWS (moto,
+    /// ~100 requests/s) is far slower than the real one, never to hide a slow first step.
+    pub fn set_code_lifetime(&self, lifetime: Duration) {
+        self.inner.state().code_lifetime = Some(lifetime);
     }
 
+    pub fn set_quality(&self, phone_number_id: &str, rating: &str) {
+        self.inner.set_quality(phone_number_id, rating);
+    }
+
+    /// Sets two-step verification as if another provider had.
     pub fn set_two_step_pin(&self, phone_number_id: &str, pin: &str) {
         if let Some(phone) = self.inner.state().phones.get_mut(phone_number_id) {
             phone.pin = Some(pin.to_string());
         }
     }
 
+    /// Later calls with this token get HTTP 401, code 190, subcode 463.
     pub fn expire_token(&self, token: &str) {
+        let token = token.strip_prefix("Bearer ").unwrap_or(token);
         if let Some(t) = self.inner.state().tokens.get_mut(token) {
             t.expired = true;
         }
     }
 
+    /// Forgets every token: later calls get HTTP 401, code 190.
     pub fn revoke_all_tokens(&self) {
         self.inner.state().tokens.clear();
     }
 
+    /// The next `times` calls of `route` get `fault` (queued after any already scripted).
     pub fn fail_next(&self, route: Route, times: usize, fault: Fault) {
+        self.inner.fail_next(route, times, fault);
+    }
+
+    /// Every later call of `route` (`None`: of any route without its own latency) waits this
+    /// long first. `Duration::ZERO` removes it.
+    pub fn set_latency(&self, route: Option<Route>, latency: Duration) {
         let mut state = self.inner.state();
-        let queue = state.faults.entry(route).or_default();
-        for _ in 0..times {
-            queue.push_back(fault.clone());
+        if latency.is_zero() {
+            state.latency.remove(&route);
+        } else {
+            state.latency.insert(route, latency);
         }
     }
 
-    pub fn set_latency(&self, route: Option<Route>, latency: Duration) {
-        self.inner.state().latency.insert(route, latency);
-    }
-
+    /// Every Graph call received, in arrival order, faulted ones included.
     pub fn calls(&self) -> Vec<Call> {
         self.inner.state().calls.clone()
     }
@@ -341,11 +478,18 @@ impl FakeMeta {
     }
 
     pub fn phone(&self, phone_number_id: &str) -> Option<PhoneState> {
-        self.inner.state().phones.get(phone_number_id).map(|p| PhoneState {
+        let state = self.inner.state();
+        let now = Instant::now();
+        state.phones.get(phone_number_id).map(|p| PhoneState {
             waba_id: p.waba_id.clone(),
             registered: p.registered,
             pin: p.pin.clone(),
-            register_calls: p.register_events.len(),
+            subscribed: state.subscribed.get(&p.waba_id).copied().unwrap_or(false),
+            register_count: p
+                .register_events
+                .iter()
+                .filter(|at| now.duration_since(**at) < REGISTER_WINDOW)
+                .count(),
             quality_rating: p.profile.quality_rating.clone(),
             verified_name: p.profile.verified_name.clone(),
             display_phone_number: p.profile.display_phone_number.clone(),
@@ -361,13 +505,28 @@ impl FakeMeta {
             .unwrap_or(false)
     }
 
+    /// Stops the server (every clone's): waits up to a second for calls in flight, then drops
+    /// them.
     pub async fn shutdown(self) {
-        if let Some(tx) = self.shutdown.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let (tx, task) = {
+            let mut server = lock(&self.server);
+            (server.shutdown.take(), server.task.take())
+        };
+        if let Some(tx) = tx {
             let _ = tx.send(());
+        }
+        if let Some(mut task) = task
+            && tokio::time::timeout(Duration::from_secs(1), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
         }
     }
 }
 
+/// Adds WABA `100000000000001` with phone `200000000000001` ("+55 11 99999-0000",
+/// "Muchaw Demo", GREEN).
 pub fn seed_demo(fake: &FakeMeta) -> DemoSeed {
     let seed = DemoSeed {
         waba_id: "100000000000001".into(),
@@ -393,7 +552,10 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/_fake/phones", post(control_phone))
         .route("/_fake/faults", post(control_fault))
         .route("/_fake/quality", post(control_quality))
-        .route("/_fake/calls", get(control_calls).delete(control_clear_calls))
+        .route(
+            "/_fake/calls",
+            get(control_calls).delete(control_clear_calls),
+        )
         .fallback(graph)
         .with_state(inner)
 }
@@ -410,20 +572,31 @@ fn ok(body: Value) -> Answer {
     }
 }
 
-fn meta_error(status: u16, code: i64, subcode: Option<i64>, transient: bool, message: &str) -> Answer {
+fn success() -> Answer {
+    ok(json!({"success": true}))
+}
+
+fn meta_error(
+    status: u16,
+    code: i64,
+    subcode: Option<i64>,
+    transient: bool,
+    message: &str,
+) -> Answer {
     let mut error = json!({
         "message": message,
         "type": "OAuthException",
         "code": code,
-        "fbtrace_id": random("A", 23),
-        "is_transient": transient,
     });
     if let Some(sub) = subcode {
         error["error_subcode"] = json!(sub);
     }
-    if code >= 130000 || code == 100 {
+    // WhatsApp-specific codes (and parameter errors on WhatsApp nodes) carry error_data.
+    if code == 100 || code == 80007 || code >= 130000 {
         error["error_data"] = json!({"messaging_product": "whatsapp", "details": message});
     }
+    error["fbtrace_id"] = json!(random("A", 23));
+    error["is_transient"] = json!(transient);
     Answer {
         status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
         body: json!({ "error": error }),
@@ -431,37 +604,63 @@ fn meta_error(status: u16, code: i64, subcode: Option<i64>, transient: bool, mes
 }
 
 fn invalid_parameter(details: &str) -> Answer {
-    meta_error(400, 100, None, false, &format!("(#100) Invalid parameter: {details}"))
+    meta_error(
+        400,
+        100,
+        None,
+        false,
+        &format!("(#100) Invalid parameter: {details}"),
+    )
 }
 
-fn unknown_object(id: &str) -> Answer {
+fn permissions_error() -> Answer {
+    meta_error(403, 200, None, false, "(#200) Permissions error")
+}
+
+fn unknown_object(method: &Method, id: &str) -> Answer {
     meta_error(
         400,
         100,
         Some(33),
         false,
-        &format!("Unsupported request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."),
+        &format!(
+            "Unsupported {} request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation. Please read the Graph API documentation at https://developers.facebook.com/docs/graph-api",
+            method.as_str().to_ascii_lowercase()
+        ),
     )
 }
 
-fn classify(method: &Method, segments: &[&str], query: &BTreeMap<String, String>) -> Option<Route> {
-    match (method.as_str(), segments) {
-        ("GET", ["oauth", "access_token"]) => Some(
+/// What a Graph path is; `ListSubscribedApps` is not a scriptable route.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Route(Route),
+    ListSubscribedApps,
+}
+
+fn classify(
+    method: &Method,
+    segments: &[&str],
+    query: &BTreeMap<String, String>,
+) -> Option<Endpoint> {
+    let route = match (method.as_str(), segments) {
+        ("GET", ["oauth", "access_token"]) => {
             if query.get("grant_type").map(String::as_str) == Some("fb_exchange_token") {
                 Route::ExchangeUserToken
             } else {
                 Route::ExchangeCode
-            },
-        ),
-        ("GET", ["debug_token"]) => Some(Route::DebugToken),
-        ("POST", [_, "subscribed_apps"]) => Some(Route::SubscribeApp),
-        ("DELETE", [_, "subscribed_apps"]) => Some(Route::UnsubscribeApp),
-        ("POST", [_, "register"]) => Some(Route::Register),
-        ("POST", [_, "deregister"]) => Some(Route::Deregister),
-        ("POST", [_]) => Some(Route::SetPin),
-        ("GET", [_]) => Some(Route::GetPhone),
-        _ => None,
-    }
+            }
+        }
+        ("GET", ["debug_token"]) => Route::DebugToken,
+        ("GET", [_, "subscribed_apps"]) => return Some(Endpoint::ListSubscribedApps),
+        ("POST", [_, "subscribed_apps"]) => Route::SubscribeApp,
+        ("DELETE", [_, "subscribed_apps"]) => Route::UnsubscribeApp,
+        ("POST", [_, "register"]) => Route::Register,
+        ("POST", [_, "deregister"]) => Route::Deregister,
+        ("POST", [id]) if !id.is_empty() => Route::SetPin,
+        ("GET", [id]) if !id.is_empty() => Route::GetPhone,
+        _ => return None,
+    };
+    Some(Endpoint::Route(route))
 }
 
 fn is_version(segment: &str) -> bool {
@@ -473,7 +672,45 @@ fn is_version(segment: &str) -> bool {
         })
 }
 
+/// A Graph request, parsed.
+struct GraphRequest<'a> {
+    method: &'a Method,
+    /// Path segments after the version.
+    segments: &'a [&'a str],
+    query: &'a BTreeMap<String, String>,
+    body: &'a Value,
+    authorization: Option<&'a str>,
+}
+
+impl GraphRequest<'_> {
+    /// A parameter from the body, else from the query string (Graph accepts both).
+    fn param(&self, name: &str) -> Option<&str> {
+        match self.body.get(name) {
+            Some(value) => value.as_str(),
+            None => self.query.get(name).map(String::as_str),
+        }
+    }
+
+    /// The access token: `Authorization: Bearer` (or `OAuth`), else `access_token`.
+    fn token(&self) -> Option<&str> {
+        self.authorization
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("OAuth "))
+            })
+            .or_else(|| self.query.get("access_token").map(String::as_str))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    }
+
+    /// The object id (first segment after the version).
+    fn object(&self) -> &str {
+        self.segments.first().copied().unwrap_or("")
+    }
+}
+
 async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
+    let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query: BTreeMap<String, String> =
@@ -483,9 +720,13 @@ async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
         .await
         .unwrap_or_default();
     let body = parse_body(&headers, &bytes);
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let route = match segments.split_first() {
-        Some((version, rest)) if is_version(version) => classify(&method, rest, &query),
+    let all_segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (endpoint, segments) = match all_segments.split_first() {
+        Some((version, rest)) if is_version(version) => (classify(&method, rest, &query), rest),
+        _ => (None, &all_segments[..]),
+    };
+    let route = match endpoint {
+        Some(Endpoint::Route(route)) => Some(route),
         _ => None,
     };
     let authorization = headers
@@ -494,7 +735,7 @@ async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
         .map(str::to_string);
 
     // Logged on arrival, so a hanging call shows while it hangs; its status is filled in after.
-    let seq = {
+    let (seq, latency, fault) = {
         let mut state = inner.state();
         state.next_seq += 1;
         let seq = state.next_seq;
@@ -508,19 +749,23 @@ async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
             status: 0,
             authorization: authorization.clone(),
         });
-        seq
-    };
-    let (latency, fault) = {
-        let mut state = inner.state();
         let latency = route
             .and_then(|r| state.latency.get(&Some(r)).copied())
             .or_else(|| state.latency.get(&None).copied());
         let fault = route.and_then(|r| state.faults.get_mut(&r).and_then(VecDeque::pop_front));
-        (latency, fault)
+        (seq, latency, fault)
     };
     if let Some(latency) = latency {
         tokio::time::sleep(latency).await;
     }
+    let request = GraphRequest {
+        method: &method,
+        segments,
+        query: &query,
+        body: &body,
+        authorization: authorization.as_deref(),
+    };
+    let faulted = matches!(fault, Some(Fault::Error { .. }));
     let answer = match fault {
         Some(Fault::Error {
             http_status,
@@ -531,13 +776,21 @@ async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
         }) => meta_error(http_status, code, subcode, is_transient, &message),
         Some(Fault::Delay(delay)) => {
             tokio::time::sleep(delay).await;
-            answer(&inner, route, &segments, &query, &body, authorization.as_deref())
+            respond(&inner, endpoint, &request)
         }
-        None => answer(&inner, route, &segments, &query, &body, authorization.as_deref()),
+        None => respond(&inner, endpoint, &request),
     };
-    if let Some(call) = inner.state().calls.iter_mut().find(|c| c.seq == seq) {
+    if let Some(call) = inner.state().calls.iter_mut().rev().find(|c| c.seq == seq) {
         call.status = answer.status.as_u16();
     }
+    tracing::info!(
+        target: "fake_meta",
+        "{method} {path} {route} -> {status}{faulted} ({ms} ms)",
+        route = route.map_or_else(|| "-".to_string(), |r| format!("{r:?}")),
+        status = answer.status.as_u16(),
+        faulted = if faulted { " (scripted fault)" } else { "" },
+        ms = started.elapsed().as_millis(),
+    );
     (answer.status, Json(answer.body)).into_response()
 }
 
@@ -550,217 +803,348 @@ fn parse_body(headers: &HeaderMap, bytes: &Bytes) -> Value {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
     if form {
-        let pairs: BTreeMap<String, String> = serde_urlencoded::from_bytes(bytes).unwrap_or_default();
+        let pairs: BTreeMap<String, String> =
+            serde_urlencoded::from_bytes(bytes).unwrap_or_default();
         return json!(pairs);
     }
-    serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into()))
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into()))
 }
 
-fn bearer<'a>(authorization: Option<&'a str>, query: &'a BTreeMap<String, String>) -> Option<&'a str> {
-    authorization
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("OAuth ")))
-        .or_else(|| query.get("access_token").map(String::as_str))
-}
-
-fn answer(
-    inner: &Inner,
-    route: Option<Route>,
-    segments: &[&str],
-    query: &BTreeMap<String, String>,
-    body: &Value,
-    authorization: Option<&str>,
-) -> Answer {
-    let Some(route) = route else {
-        return meta_error(400, 100, None, false, "Unknown path components");
+fn respond(inner: &Inner, endpoint: Option<Endpoint>, request: &GraphRequest<'_>) -> Answer {
+    let Some(endpoint) = endpoint else {
+        return meta_error(
+            400,
+            100,
+            None,
+            false,
+            &format!("Unknown path components: /{}", request.segments.join("/")),
+        );
     };
+    match endpoint {
+        Endpoint::Route(Route::ExchangeCode | Route::ExchangeUserToken) => exchange(
+            inner,
+            endpoint == Endpoint::Route(Route::ExchangeCode),
+            request,
+        ),
+        Endpoint::Route(Route::DebugToken) => debug_token(inner, request),
+        _ => authorized(inner, endpoint, request),
+    }
+}
+
+fn exchange(inner: &Inner, is_code: bool, request: &GraphRequest<'_>) -> Answer {
     let config = &inner.config;
+    let param = |name: &str| request.query.get(name).map(String::as_str).unwrap_or("");
+    if param("client_id") != config.app_id {
+        return meta_error(
+            400,
+            101,
+            None,
+            false,
+            "Error validating application. Invalid application ID.",
+        );
+    }
+    if param("client_secret") != config.app_secret {
+        return meta_error(400, 101, None, false, "Error validating client secret.");
+    }
     let mut state = inner.state();
-    match route {
-        Route::ExchangeCode | Route::ExchangeUserToken => {
-            let param = |name: &str| query.get(name).map(String::as_str).unwrap_or("");
-            if param("client_id") != config.app_id {
-                return meta_error(400, 101, None, false, "Error validating application. Invalid application ID.");
-            }
-            if param("client_secret") != config.app_secret {
-                return meta_error(400, 101, None, false, "Error validating client secret.");
-            }
-            let (wabas, expires_in) = if route == Route::ExchangeCode {
-                let age = state.code_age;
-                let Some(code) = state.codes.get_mut(param("code")) else {
-                    return meta_error(400, 100, Some(36007), false, "Invalid verification code format.");
-                };
-                if code.used {
-                    return meta_error(400, 100, Some(36009), false, "This authorization code has been used.");
-                }
-                if code.issued.elapsed() + age > CODE_LIFETIME {
-                    return meta_error(400, 100, Some(36007), false, "This authorization code has expired.");
-                }
-                code.used = true;
-                (code.wabas.clone(), code.expires_in)
-            } else {
-                let Some(token) = state.tokens.get(param("fb_exchange_token")) else {
-                    return meta_error(400, 190, None, false, "Invalid OAuth access token - Cannot parse access token");
-                };
-                (token.wabas.clone(), Some(USER_TOKEN_EXPIRES_IN))
-            };
-            let token = random("EAAG", 64);
-            state.tokens.insert(
-                token.clone(),
-                Token {
-                    wabas,
-                    expired: false,
-                    expires_in,
-                },
+    let (wabas, expires_in) = if is_code {
+        let age = state.code_age;
+        let lifetime = state.code_lifetime.unwrap_or(CODE_LIFETIME);
+        let Some(code) = state.codes.get_mut(param("code")) else {
+            return meta_error(
+                400,
+                100,
+                Some(36007),
+                false,
+                "Invalid verification code format.",
             );
-            let mut answer = json!({"access_token": token, "token_type": "bearer"});
-            if let Some(seconds) = expires_in {
-                answer["expires_in"] = json!(seconds);
-            }
-            ok(answer)
+        };
+        if code.used {
+            return meta_error(
+                400,
+                100,
+                Some(36009),
+                false,
+                "This authorization code has been used.",
+            );
         }
-        Route::DebugToken => {
-            let app_token = format!("{}|{}", config.app_id, config.app_secret);
-            if bearer(authorization, query) != Some(app_token.as_str()) {
-                return meta_error(400, 190, None, false, "Invalid OAuth access token signature.");
-            }
-            let input = query.get("input_token").map(String::as_str).unwrap_or("");
-            let data = match state.tokens.get(input) {
-                Some(token) => json!({
-                    "app_id": config.app_id,
-                    "type": "SYSTEM_USER",
-                    "is_valid": !token.expired,
-                    "expires_at": token.expires_in.map_or(0, |s| s),
-                    "scopes": ["whatsapp_business_management", "whatsapp_business_messaging"],
-                    "granular_scopes": [
-                        {"scope": "whatsapp_business_management", "target_ids": token.wabas},
-                        {"scope": "whatsapp_business_messaging", "target_ids": token.wabas},
-                    ],
-                }),
-                None => json!({"is_valid": false, "error": {"code": 190, "message": "Invalid OAuth access token."}}),
-            };
-            ok(json!({ "data": data }))
+        if code.issued.elapsed() + age > lifetime {
+            return meta_error(
+                400,
+                100,
+                Some(36007),
+                false,
+                "This authorization code has expired.",
+            );
         }
-        _ => {
-            let Some(token_text) = bearer(authorization, query) else {
-                return meta_error(400, 190, None, false, "An active access token must be used to query information about the current user.");
-            };
-            let Some(token) = state.tokens.get(token_text) else {
-                return meta_error(401, 190, None, false, "Invalid OAuth access token - Cannot parse access token");
-            };
-            if token.expired {
-                return meta_error(401, 190, Some(463), false, "Error validating access token: Session has expired.");
+        code.used = true;
+        (code.wabas.clone(), code.expires_in)
+    } else {
+        match state.tokens.get(param("fb_exchange_token")) {
+            None => {
+                return meta_error(
+                    400,
+                    190,
+                    None,
+                    false,
+                    "Invalid OAuth access token - Cannot parse access token",
+                );
             }
-            let wabas = token.wabas.clone();
-            let object = segments.get(1).copied().unwrap_or("");
-            match route {
-                Route::SubscribeApp | Route::UnsubscribeApp => {
-                    if !state.subscribed.contains_key(object) {
-                        return unknown_object(object);
-                    }
-                    if !wabas.iter().any(|w| w == object) {
-                        return meta_error(403, 200, None, false, "(#200) Permissions error");
-                    }
-                    let subscribe = route == Route::SubscribeApp;
-                    state.subscribed.insert(object.to_string(), subscribe);
-                    ok(json!({"success": true}))
-                }
-                _ => {
-                    let Some(phone) = state.phones.get_mut(object) else {
-                        return unknown_object(object);
+            Some(token) if token.is_expired() => {
+                return meta_error(
+                    400,
+                    190,
+                    Some(463),
+                    false,
+                    "Error validating access token: Session has expired.",
+                );
+            }
+            Some(token) => (token.wabas.clone(), Some(USER_TOKEN_EXPIRES_IN)),
+        }
+    };
+    let token = random("EAAG", 64);
+    state.tokens.insert(
+        token.clone(),
+        Token {
+            wabas,
+            expires_at: expires_in.map(|s| unix_now() + s),
+            expired: false,
+        },
+    );
+    let mut answer = json!({"access_token": token, "token_type": "bearer"});
+    if let Some(seconds) = expires_in {
+        answer["expires_in"] = json!(seconds);
+    }
+    ok(answer)
+}
+
+fn debug_token(inner: &Inner, request: &GraphRequest<'_>) -> Answer {
+    let config = &inner.config;
+    let app_token = format!("{}|{}", config.app_id, config.app_secret);
+    if request.token() != Some(app_token.as_str()) {
+        return meta_error(
+            400,
+            190,
+            None,
+            false,
+            "Invalid OAuth access token signature.",
+        );
+    }
+    let input = request
+        .query
+        .get("input_token")
+        .map(String::as_str)
+        .unwrap_or("");
+    let state = inner.state();
+    let data = match state.tokens.get(input) {
+        Some(token) => json!({
+            "app_id": config.app_id,
+            "type": "SYSTEM_USER",
+            "application": "Muchaw Numbers (fake)",
+            "is_valid": !token.is_expired(),
+            "expires_at": token.expires_at.unwrap_or(0),
+            "data_access_expires_at": 0,
+            "scopes": ["whatsapp_business_management", "whatsapp_business_messaging"],
+            "granular_scopes": [
+                {"scope": "whatsapp_business_management", "target_ids": token.wabas},
+                {"scope": "whatsapp_business_messaging", "target_ids": token.wabas},
+            ],
+        }),
+        None => json!({
+            "is_valid": false,
+            "error": {"code": 190, "message": "Invalid OAuth access token."},
+            "scopes": [],
+        }),
+    };
+    ok(json!({ "data": data }))
+}
+
+/// Routes that need the customer's business token.
+fn authorized(inner: &Inner, endpoint: Endpoint, request: &GraphRequest<'_>) -> Answer {
+    let Some(token_text) = request.token() else {
+        return meta_error(
+            400,
+            190,
+            None,
+            false,
+            "An access token is required to request this resource.",
+        );
+    };
+    let mut state = inner.state();
+    let Some(token) = state.tokens.get(token_text) else {
+        return meta_error(
+            401,
+            190,
+            None,
+            false,
+            "Invalid OAuth access token - Cannot parse access token",
+        );
+    };
+    if token.is_expired() {
+        return meta_error(
+            401,
+            190,
+            Some(463),
+            false,
+            "Error validating access token: Session has expired.",
+        );
+    }
+    let wabas = token.wabas.clone();
+    let object = request.object();
+    match endpoint {
+        Endpoint::ListSubscribedApps
+        | Endpoint::Route(Route::SubscribeApp | Route::UnsubscribeApp) => {
+            let Some(&subscribed) = state.subscribed.get(object) else {
+                return unknown_object(request.method, object);
+            };
+            if !wabas.iter().any(|w| w == object) {
+                return permissions_error();
+            }
+            match endpoint {
+                Endpoint::ListSubscribedApps => {
+                    let data = if subscribed {
+                        json!([{"whatsapp_business_api_data": {
+                            "id": inner.config.app_id,
+                            "name": "Muchaw Numbers (fake)",
+                            "link": format!("https://www.facebook.com/games/?app_id={}", inner.config.app_id),
+                        }}])
+                    } else {
+                        json!([])
                     };
-                    if !wabas.iter().any(|w| *w == phone.waba_id) {
-                        return meta_error(403, 200, None, false, "(#200) Permissions error");
-                    }
-                    phone_call(route, phone, query, body)
+                    ok(json!({ "data": data }))
+                }
+                Endpoint::Route(route) => {
+                    state
+                        .subscribed
+                        .insert(object.to_string(), route == Route::SubscribeApp);
+                    success()
                 }
             }
+        }
+        Endpoint::Route(route) => {
+            let Some(phone) = state.phones.get_mut(object) else {
+                return unknown_object(request.method, object);
+            };
+            if !wabas.contains(&phone.waba_id) {
+                return permissions_error();
+            }
+            phone_call(route, phone, request)
         }
     }
 }
 
-fn six_digits(value: Option<&Value>) -> Option<String> {
-    value
-        .and_then(Value::as_str)
-        .filter(|p| p.len() == 6 && p.bytes().all(|b| b.is_ascii_digit()))
+fn six_digits(pin: Option<&str>) -> Option<String> {
+    pin.filter(|p| p.len() == 6 && p.bytes().all(|b| b.is_ascii_digit()))
         .map(str::to_string)
 }
 
-fn phone_call(route: Route, phone: &mut Phone, query: &BTreeMap<String, String>, body: &Value) -> Answer {
+fn register_limited() -> Answer {
+    meta_error(
+        400,
+        133016,
+        None,
+        false,
+        "Account register deregister rate limit exceeded",
+    )
+}
+
+fn phone_call(route: Route, phone: &mut Phone, request: &GraphRequest<'_>) -> Answer {
     let now = Instant::now();
     phone
         .register_events
         .retain(|at| now.duration_since(*at) < REGISTER_WINDOW);
     match route {
         Route::Register => {
-            if body.get("messaging_product").and_then(Value::as_str) != Some("whatsapp") {
-                return invalid_parameter("messaging_product must be whatsapp");
+            if request.param("messaging_product") != Some("whatsapp") {
+                return invalid_parameter("messaging_product must be \"whatsapp\"");
             }
-            let Some(pin) = six_digits(body.get("pin")) else {
-                return invalid_parameter("pin must be 6 digits");
+            let Some(pin) = six_digits(request.param("pin")) else {
+                return invalid_parameter("pin must be a string of 6 digits");
             };
             if phone.register_events.len() >= REGISTER_LIMIT {
-                return meta_error(400, 133016, None, false, "Account register deregister rate limit exceeded");
+                return register_limited();
             }
             phone.register_events.push(now);
             if phone.pin.as_ref().is_some_and(|existing| *existing != pin) {
-                return meta_error(400, 133005, None, false, "Two step verification PIN Mismatch");
+                return meta_error(
+                    400,
+                    133005,
+                    None,
+                    false,
+                    "Two step verification PIN Mismatch",
+                );
             }
             phone.pin = Some(pin);
             phone.registered = true;
-            ok(json!({"success": true}))
+            success()
         }
         Route::Deregister => {
             if phone.register_events.len() >= REGISTER_LIMIT {
-                return meta_error(400, 133016, None, false, "Account register deregister rate limit exceeded");
+                return register_limited();
             }
             phone.register_events.push(now);
             phone.registered = false;
-            ok(json!({"success": true}))
+            success()
         }
         Route::SetPin => {
-            let Some(pin) = six_digits(body.get("pin")) else {
-                return invalid_parameter("pin must be 6 digits");
+            let Some(pin) = six_digits(request.param("pin")) else {
+                return invalid_parameter("pin must be a string of 6 digits");
             };
             phone.pin = Some(pin);
-            ok(json!({"success": true}))
+            success()
         }
-        _ => {
-            let requested: Vec<&str> = match query.get("fields") {
-                Some(fields) => fields.split(',').map(str::trim).filter(|f| !f.is_empty()).collect(),
-                None => vec!["display_phone_number", "verified_name", "quality_rating"],
-            };
-            let mut answer = json!({"id": phone.profile.phone_number_id});
-            for field in requested {
-                let value = match field {
-                    "display_phone_number" => json!(phone.profile.display_phone_number),
-                    "verified_name" => json!(phone.profile.verified_name),
-                    "quality_rating" => json!(phone.profile.quality_rating),
-                    "name_status" => json!("APPROVED"),
-                    "code_verification_status" => json!("VERIFIED"),
-                    "platform_type" => json!(if phone.registered { "CLOUD_API" } else { "NOT_APPLICABLE" }),
-                    "throughput" => json!({"level": "STANDARD"}),
-                    "status" => json!(if phone.registered { "CONNECTED" } else { "PENDING" }),
-                    "id" => continue,
-                    other => {
-                        return meta_error(400, 100, None, false, &format!("(#100) Tried accessing nonexisting field ({other}) on node type (WhatsAppBusinessPhoneNumber)"));
-                    }
-                };
-                answer[field] = value;
-            }
-            ok(answer)
-        }
+        _ => get_phone(phone, request),
     }
+}
+
+fn get_phone(phone: &Phone, request: &GraphRequest<'_>) -> Answer {
+    let requested: Vec<&str> = match request.query.get("fields") {
+        Some(fields) => fields
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .collect(),
+        None => DEFAULT_PHONE_FIELDS.to_vec(),
+    };
+    let mut answer = json!({"id": phone.profile.phone_number_id});
+    for field in requested {
+        let value = match field {
+            "id" => continue,
+            "display_phone_number" => json!(phone.profile.display_phone_number),
+            "verified_name" => json!(phone.profile.verified_name),
+            "quality_rating" => json!(phone.profile.quality_rating),
+            "name_status" => json!("APPROVED"),
+            "code_verification_status" => json!("VERIFIED"),
+            "platform_type" => json!(if phone.registered {
+                "CLOUD_API"
+            } else {
+                "NOT_APPLICABLE"
+            }),
+            "throughput" => json!({"level": "STANDARD"}),
+            "status" => json!(if phone.registered {
+                "CONNECTED"
+            } else {
+                "PENDING"
+            }),
+            other => {
+                return meta_error(
+                    400,
+                    100,
+                    None,
+                    false,
+                    &format!(
+                        "(#100) Tried accessing nonexisting field ({other}) on node type (WhatsAppBusinessPhoneNumber)"
+                    ),
+                );
+            }
+        };
+        answer[field] = value;
+    }
+    ok(answer)
 }
 
 // ---- control API --------------------------------------------------------------------------
-
-fn fake(inner: &Arc<Inner>) -> FakeMeta {
-    FakeMeta {
-        inner: inner.clone(),
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        shutdown: Arc::default(),
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -769,13 +1153,12 @@ struct CodeRequest {
     expires_in: Option<u64>,
 }
 
-async fn control_code(State(inner): State<Arc<Inner>>, Json(request): Json<CodeRequest>) -> Json<Value> {
+async fn control_code(
+    State(inner): State<Arc<Inner>>,
+    Json(request): Json<CodeRequest>,
+) -> Json<Value> {
     let wabas: Vec<&str> = request.waba_ids.iter().map(String::as_str).collect();
-    let fake = fake(&inner);
-    let code = match request.expires_in {
-        Some(seconds) => fake.issue_code_expiring(&wabas, seconds),
-        None => fake.issue_code(&wabas),
-    };
+    let code = inner.issue_code(&wabas, request.expires_in);
     Json(json!({ "code": code }))
 }
 
@@ -787,21 +1170,94 @@ struct PhoneRequest {
     profile: PhoneProfile,
 }
 
-async fn control_phone(State(inner): State<Arc<Inner>>, Json(request): Json<PhoneRequest>) -> StatusCode {
-    fake(&inner).add_phone(&request.waba_id, request.profile);
-    StatusCode::NO_CONTENT
+async fn control_phone(
+    State(inner): State<Arc<Inner>>,
+    Json(request): Json<PhoneRequest>,
+) -> Json<Value> {
+    inner.add_phone(&request.waba_id, request.profile);
+    Json(json!({"success": true}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum FaultPreset {
+    #[serde(rename = "transient5xx")]
+    Transient5xx,
+    RateLimited,
+    PinMismatch,
+    TokenExpired,
+    DisplayNameNotReady,
+    RegisterLimit,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FaultError {
+    http_status: u16,
+    code: i64,
+    #[serde(default)]
+    subcode: Option<i64>,
+    #[serde(default)]
+    is_transient: bool,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FaultSpec {
+    Preset(FaultPreset),
+    Error {
+        #[serde(alias = "Error")]
+        error: FaultError,
+    },
+    Delay {
+        #[serde(rename = "delayMs")]
+        delay_ms: u64,
+    },
+}
+
+impl From<FaultSpec> for Fault {
+    fn from(spec: FaultSpec) -> Fault {
+        match spec {
+            FaultSpec::Preset(FaultPreset::Transient5xx) => Fault::transient_5xx(),
+            FaultSpec::Preset(FaultPreset::RateLimited) => Fault::rate_limited(),
+            FaultSpec::Preset(FaultPreset::PinMismatch) => Fault::pin_mismatch(),
+            FaultSpec::Preset(FaultPreset::TokenExpired) => Fault::token_expired(),
+            FaultSpec::Preset(FaultPreset::DisplayNameNotReady) => Fault::display_name_not_ready(),
+            FaultSpec::Preset(FaultPreset::RegisterLimit) => Fault::register_limit(),
+            FaultSpec::Error { error } => Fault::Error {
+                http_status: error.http_status,
+                code: error.code,
+                subcode: error.subcode,
+                is_transient: error.is_transient,
+                message: error
+                    .message
+                    .unwrap_or_else(|| format!("(#{}) Scripted fault", error.code)),
+            },
+            FaultSpec::Delay { delay_ms } => Fault::Delay(Duration::from_millis(delay_ms)),
+        }
+    }
 }
 
 #[derive(Deserialize)]
 struct FaultRequest {
     route: Route,
+    #[serde(default = "one")]
     times: usize,
-    fault: Fault,
+    fault: FaultSpec,
 }
 
-async fn control_fault(State(inner): State<Arc<Inner>>, Json(request): Json<FaultRequest>) -> StatusCode {
-    fake(&inner).fail_next(request.route, request.times, request.fault);
-    StatusCode::NO_CONTENT
+fn one() -> usize {
+    1
+}
+
+async fn control_fault(
+    State(inner): State<Arc<Inner>>,
+    Json(request): Json<FaultRequest>,
+) -> Json<Value> {
+    inner.fail_next(request.route, request.times, request.fault.into());
+    Json(json!({"success": true}))
 }
 
 #[derive(Deserialize)]
@@ -811,16 +1267,19 @@ struct QualityRequest {
     rating: String,
 }
 
-async fn control_quality(State(inner): State<Arc<Inner>>, Json(request): Json<QualityRequest>) -> StatusCode {
-    fake(&inner).set_quality(&request.phone_number_id, &request.rating);
-    StatusCode::NO_CONTENT
+async fn control_quality(
+    State(inner): State<Arc<Inner>>,
+    Json(request): Json<QualityRequest>,
+) -> Json<Value> {
+    inner.set_quality(&request.phone_number_id, &request.rating);
+    Json(json!({"success": true}))
 }
 
 async fn control_calls(State(inner): State<Arc<Inner>>) -> Json<Vec<Call>> {
     Json(inner.state().calls.clone())
 }
 
-async fn control_clear_calls(State(inner): State<Arc<Inner>>) -> StatusCode {
+async fn control_clear_calls(State(inner): State<Arc<Inner>>) -> Json<Value> {
     inner.state().calls.clear();
-    StatusCode::NO_CONTENT
+    Json(json!({"success": true}))
 }

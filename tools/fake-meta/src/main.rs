@@ -1,5 +1,6 @@
-//! `fake-meta --port 8081 [--seed-demo]`: the fake Graph API as a process, scripted over
-//! `/_fake/*` by the local stack and demos.
+//! `fake-meta --port 8081 --app-id ID --app-secret SECRET [--seed-demo]`: the fake Graph API as
+//! a process on 127.0.0.1, scripted over `/_fake/*` by the local stack and demos. Every call is
+//! logged as one line to stderr.
 
 use std::net::SocketAddr;
 
@@ -15,7 +16,8 @@ struct Args {
     app_id: String,
     #[arg(long, default_value = "fake-app-secret")]
     app_secret: String,
-    /// Adds a demo WABA and phone and prints a signup code for them.
+    /// Adds a demo WABA and phone and prints a signup code for them (valid 30 s; more from
+    /// `POST /_fake/codes`).
     #[arg(long)]
     seed_demo: bool,
 }
@@ -23,6 +25,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     let fake = FakeMeta::start_on(
         FakeMetaConfig {
             app_id: args.app_id,
@@ -31,11 +42,18 @@ async fn main() -> std::io::Result<()> {
         SocketAddr::from(([127, 0, 0, 1], args.port)),
     )
     .await?;
-    eprintln!("fake Meta Graph API on {}", fake.base_url());
+    eprintln!(
+        "fake Meta Graph API on {} (app id {})",
+        fake.base_url(),
+        fake.app_id()
+    );
     if args.seed_demo {
         let seed = seed_demo(&fake);
         let code = fake.issue_code(&[&seed.waba_id]);
-        eprintln!("demo WABA {} phone {} code {code}", seed.waba_id, seed.phone_number_id);
+        eprintln!(
+            "demo WABA {} phone {} code {code} (valid 30 s)",
+            seed.waba_id, seed.phone_number_id
+        );
     }
     tokio::signal::ctrl_c().await?;
     fake.shutdown().await;

@@ -14,7 +14,10 @@ use muchaw_shared::adapters::sqs::SqsQueue;
 use muchaw_shared::config::QueueUrls;
 
 #[derive(Parser)]
-#[command(name = "muchaw-local", about = "Run Muchaw Numbers locally against moto")]
+#[command(
+    name = "muchaw-local",
+    about = "Run Muchaw Numbers locally against moto"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -86,7 +89,9 @@ async fn print_env(function: &str, endpoint: &str, template: &str) -> Result<()>
         .await?;
     let key = muchaw_shared::domain::api_key::PlainApiKey::from_existing(EXAMPLE_API_KEY.into())
         .context("example key")?;
-    store.store_api_key(&account.id, Some("examples"), key).await?;
+    store
+        .store_api_key(&account.id, Some("examples"), key)
+        .await?;
     let now = muchaw_shared::domain::time::now();
     let mut number = muchaw_shared::domain::Number::new_pending(
         account.id.clone(),
@@ -145,7 +150,9 @@ async fn up(args: Args) -> Result<()> {
     println!();
     println!("Try:");
     println!("  export MUCHAW_API_KEY={}", key.key.expose());
-    println!("  curl -s -H \"Authorization: Bearer $MUCHAW_API_KEY\" '{base}/api/numbers?status=ACTIVE'");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $MUCHAW_API_KEY\" '{base}/api/numbers?status=ACTIVE'"
+    );
     println!();
     println!("Ctrl-C stops everything.");
 

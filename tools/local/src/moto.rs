@@ -25,16 +25,20 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from("."))
 }
 
-/// `MOTO_SERVER`, else the repo's `.venv`, else whatever `moto_server` is on the PATH.
-fn moto_binary() -> PathBuf {
+/// How moto is started: `MOTO_SERVER` (a `moto_server` executable) when set, else the repo's
+/// `scripts/moto_server.py` (stock moto with atomic DynamoDB writes) under the `.venv` Python,
+/// else whatever `moto_server` is on the PATH.
+fn moto_command() -> (PathBuf, Vec<String>) {
     if let Ok(path) = std::env::var("MOTO_SERVER") {
-        return PathBuf::from(path);
+        return (PathBuf::from(path), Vec::new());
     }
-    let venv = workspace_root().join(".venv/bin/moto_server");
-    if venv.exists() {
-        return venv;
+    let root = workspace_root();
+    let python = root.join(".venv/bin/python");
+    let launcher = root.join("scripts/moto_server.py");
+    if python.exists() && launcher.exists() {
+        return (python, vec![launcher.display().to_string()]);
     }
-    PathBuf::from("moto_server")
+    (PathBuf::from("moto_server"), Vec::new())
 }
 
 fn free_port() -> Result<u16> {
@@ -47,9 +51,10 @@ impl Moto {
     }
 
     pub fn start_on(port: u16) -> Result<Moto> {
-        let binary = moto_binary();
+        let (binary, launcher) = moto_command();
         let mut command = Command::new(&binary);
         command
+            .args(launcher)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -62,9 +67,9 @@ impl Moto {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {} (pip install 'moto[server]')", binary.display()))?;
+        let child = command.spawn().with_context(|| {
+            format!("starting {} (pip install 'moto[server]')", binary.display())
+        })?;
         let moto = Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
             child: Some(child),
@@ -94,7 +99,10 @@ impl Moto {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("moto server did not listen on {} within {limit:?}", self.endpoint)
+        bail!(
+            "moto server did not listen on {} within {limit:?}",
+            self.endpoint
+        )
     }
 
     pub fn endpoint(&self) -> &str {

@@ -30,7 +30,12 @@ pub struct SqsSource {
     pub queue_id: String,
     pub batch_size: i32,
     pub report_batch_item_failures: bool,
+    /// Concurrent batches: `ScalingConfig.MaximumConcurrency`, else Lambda's initial five.
+    pub concurrency: usize,
 }
+
+/// Lambda starts five concurrent pollers per SQS event source.
+pub const DEFAULT_CONCURRENCY: usize = 5;
 
 /// Every SQS event source in the template.
 pub fn sqs_sources(template: &Template) -> Result<Vec<SqsSource>> {
@@ -68,11 +73,20 @@ pub fn sqs_sources(template: &Template) -> Result<Vec<SqsSource>> {
                         .iter()
                         .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
                 });
+            let concurrency = properties
+                .get("ScalingConfig")
+                .and_then(|c| c.get("MaximumConcurrency"))
+                .and_then(scalar)
+                .map(|c| c.parse::<usize>())
+                .transpose()
+                .context("MaximumConcurrency")?
+                .unwrap_or(DEFAULT_CONCURRENCY);
             sources.push(SqsSource {
                 function_id: function_id.clone(),
                 queue_id,
                 batch_size,
                 report_batch_item_failures,
+                concurrency,
             });
         }
     }
@@ -127,13 +141,14 @@ impl Pipeline {
         self.handled.load(Ordering::Relaxed)
     }
 
-    /// One poller per source, each long-polling its queue, until the handle is dropped.
+    /// `concurrency` pollers per source, each long-polling its queue, until the handle is
+    /// dropped.
     pub fn start(&self) -> PipelineHandle {
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = self
             .bindings
             .iter()
-            .cloned()
+            .flat_map(|binding| std::iter::repeat_n(binding.clone(), binding.0.concurrency))
             .map(|(source, url, arn, handler)| {
                 let sqs = self.sqs.clone();
                 let stop = stop.clone();

@@ -132,7 +132,9 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &Val
         .map(|a| {
             Ok(AttributeDefinition::builder()
                 .attribute_name(field(a, "AttributeName")?)
-                .attribute_type(ScalarAttributeType::from(field(a, "AttributeType")?.as_str()))
+                .attribute_type(ScalarAttributeType::from(
+                    field(a, "AttributeType")?.as_str(),
+                ))
                 .build()?)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -195,9 +197,15 @@ async fn create_queue(
     let mut attributes = HashMap::new();
     let copied = [
         ("VisibilityTimeout", QueueAttributeName::VisibilityTimeout),
-        ("MessageRetentionPeriod", QueueAttributeName::MessageRetentionPeriod),
+        (
+            "MessageRetentionPeriod",
+            QueueAttributeName::MessageRetentionPeriod,
+        ),
         ("DelaySeconds", QueueAttributeName::DelaySeconds),
-        ("ReceiveMessageWaitTimeSeconds", QueueAttributeName::ReceiveMessageWaitTimeSeconds),
+        (
+            "ReceiveMessageWaitTimeSeconds",
+            QueueAttributeName::ReceiveMessageWaitTimeSeconds,
+        ),
     ];
     for (property, attribute) in copied {
         if let Some(value) = props.get(property) {
@@ -313,9 +321,9 @@ impl Stack {
                 .get(id)
                 .cloned()
                 .or_else(|| {
-                    self.tables.get(id).map(|name| {
-                        format!("arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}")
-                    })
+                    self.tables
+                        .get(id)
+                        .map(|name| format!("arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"))
                 })
                 .or_else(|| self.secret_arns.get(id).cloned()),
             "QueueUrl" => self.queue_urls.get(id).cloned(),

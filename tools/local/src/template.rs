@@ -25,7 +25,8 @@ impl Template {
         let path = path.as_ref().to_path_buf();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let doc = serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let doc =
+            serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         Ok(Template { doc, path })
     }
 
@@ -81,7 +82,11 @@ impl Template {
         self.doc
             .get("Parameters")
             .and_then(Value::as_mapping)
-            .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_string)).collect())
+            .map(|m| {
+                m.keys()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -180,7 +185,10 @@ mod tests {
             intrinsic(&parse("!Sub 'muchaw/${Stage}/x'")).unwrap(),
             Intrinsic::Sub("muchaw/${Stage}/x".into())
         );
-        assert_eq!(intrinsic(&parse("10")).unwrap(), Intrinsic::Literal("10".into()));
+        assert_eq!(
+            intrinsic(&parse("10")).unwrap(),
+            Intrinsic::Literal("10".into())
+        );
     }
 
     #[test]
