@@ -1,8 +1,12 @@
-.PHONY: run test bootstrap fmt lint
+.PHONY: run demo test bootstrap fmt lint
 
 ## Run the whole system locally (API on http://127.0.0.1:3000, moto as AWS).
 run:
 	@scripts/run.sh
+
+## The same, driving a demo signup to ACTIVE and its signed webhook.
+demo:
+	@scripts/run.sh --demo
 
 ## Run every test and check.
 test:

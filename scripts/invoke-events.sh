@@ -20,6 +20,10 @@ declare -A FUNCTION_IDS=(
   [activate-number]=ActivateNumberFunction
   [provisioning-failed]=ProvisioningFailedFunction
   [teardown-number]=TeardownNumberFunction
+  [dispatch-events]=DispatchEventsFunction
+  [deliver-webhooks]=DeliverWebhooksFunction
+  [meta-webhook]=MetaWebhookFunction
+  [health-sync]=HealthSyncFunction
 )
 failures=0
 workdir=$(mktemp -d)
@@ -50,12 +54,14 @@ for dir in events/*/; do
       if cargo lambda invoke "$fn" --data-file "$f" --invoke-address 127.0.0.1 --invoke-port "$port" >"$out" 2>"$out.err"; then ok=true; break; fi
       sleep 1
     done
-    # What the expectation names: an HTTP function's statusCode, an SQS function's failure count.
+    # What the expectation names: an HTTP function's statusCode, an SQS function's failure count,
+    # the health sync's stoppedEarly.
     got=$("$VENV/bin/python" - "$out" "$want" <<'PY' 2>/dev/null || echo none
 import json, sys
 out = json.load(open(sys.argv[1])); want = json.loads(sys.argv[2]); got = {}
 if "statusCode" in want: got["statusCode"] = out.get("statusCode")
 if "batchItemFailures" in want: got["batchItemFailures"] = len(out.get("batchItemFailures", []))
+if "stoppedEarly" in want: got["stoppedEarly"] = out.get("stoppedEarly")
 print(json.dumps(got, sort_keys=True))
 PY
 )

@@ -47,14 +47,16 @@ pub fn queue_env_name(queue: Queue) -> &'static str {
         Queue::Step(Step::ActivateNumber) => "ACTIVATE_NUMBER_QUEUE_URL",
         Queue::Events => "EVENTS_QUEUE_URL",
         Queue::Teardown => "TEARDOWN_QUEUE_URL",
+        Queue::WebhookDeliveries => "WEBHOOK_DELIVERIES_QUEUE_URL",
     }
 }
 
 pub fn all_queues() -> impl Iterator<Item = Queue> {
-    Step::ALL
-        .into_iter()
-        .map(Queue::Step)
-        .chain([Queue::Events, Queue::Teardown])
+    Step::ALL.into_iter().map(Queue::Step).chain([
+        Queue::Events,
+        Queue::Teardown,
+        Queue::WebhookDeliveries,
+    ])
 }
 
 /// The queue URLs a function was given. Each function only gets the queues it sends to, so a
@@ -164,4 +166,71 @@ pub fn retry_policy() -> Result<crate::provisioning::RetryPolicy, ConfigError> {
         slow_seconds: seconds("RETRY_SLOW_SECONDS", default.slow_seconds)?,
         max_seconds: default.max_seconds,
     })
+}
+
+/// `ALLOW_PRIVATE_WEBHOOK_URLS=true` lets webhooks go to loopback and private addresses (the
+/// local stack, tests); off everywhere else.
+pub fn webhook_url_policy() -> Result<crate::webhooks::url_policy::UrlPolicy, ConfigError> {
+    Ok(crate::webhooks::url_policy::UrlPolicy {
+        allow_private: flag("ALLOW_PRIVATE_WEBHOOK_URLS")?,
+    })
+}
+
+#[derive(Clone, Debug)]
+pub struct WebhookDeliveryConfig {
+    pub timeout: std::time::Duration,
+    pub retry_schedule: Vec<u32>,
+}
+
+impl WebhookDeliveryConfig {
+    /// `WEBHOOK_TIMEOUT_SECONDS` (default 10) and `WEBHOOK_RETRY_SCHEDULE` (seconds before each
+    /// retry, comma-separated; default the contract's 5 s ... 10 h): tests and the local stack
+    /// shorten them.
+    pub fn from_env() -> Result<WebhookDeliveryConfig, ConfigError> {
+        use crate::webhooks::delivery::{DELIVERY_TIMEOUT, RETRY_SCHEDULE_SECONDS};
+        let timeout = match optional("WEBHOOK_TIMEOUT_SECONDS") {
+            None => DELIVERY_TIMEOUT,
+            Some(text) => std::time::Duration::from_secs(
+                text.parse::<u64>()
+                    .ok()
+                    .filter(|s| (1..=30).contains(s))
+                    .ok_or(ConfigError::Invalid {
+                        name: "WEBHOOK_TIMEOUT_SECONDS",
+                        reason: "expected whole seconds from 1 to 30".into(),
+                    })?,
+            ),
+        };
+        let retry_schedule = match optional("WEBHOOK_RETRY_SCHEDULE") {
+            None => RETRY_SCHEDULE_SECONDS.to_vec(),
+            Some(text) => parse_schedule(&text).ok_or(ConfigError::Invalid {
+                name: "WEBHOOK_RETRY_SCHEDULE",
+                reason: "expected comma-separated seconds, each at most 43200".into(),
+            })?,
+        };
+        Ok(WebhookDeliveryConfig {
+            timeout,
+            retry_schedule,
+        })
+    }
+}
+
+fn parse_schedule(text: &str) -> Option<Vec<u32>> {
+    let schedule: Vec<u32> = text
+        .split(',')
+        .map(|part| part.trim().parse::<u32>().ok().filter(|s| *s <= 43_200))
+        .collect::<Option<_>>()?;
+    (!schedule.is_empty()).then_some(schedule)
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::parse_schedule;
+
+    #[test]
+    fn a_retry_schedule_is_comma_separated_seconds_up_to_twelve_hours() {
+        assert_eq!(parse_schedule("1, 2,3"), Some(vec![1, 2, 3]));
+        assert_eq!(parse_schedule("43201"), None);
+        assert_eq!(parse_schedule("5,soon"), None);
+        assert_eq!(parse_schedule(""), None);
+    }
 }

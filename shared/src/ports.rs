@@ -133,6 +133,8 @@ pub enum Queue {
     Step(Step),
     Events,
     Teardown,
+    /// One message per (event, endpoint): each endpoint retries on its own schedule.
+    WebhookDeliveries,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -306,5 +308,82 @@ pub trait SignupLinks: Send + Sync {
         account: &AccountId,
         link_id: &str,
         expires_at: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+// ---- Meta's webhooks and the health sync --------------------------------------------------
+
+/// Profile fields Meta tells us about after provisioning (name approvals, polled quality), and
+/// the health sync's own bookkeeping. None of these change the status.
+pub trait ProfileWriter: Send + Sync {
+    /// Sets `displayName` on an existing number.
+    fn set_display_name(
+        &self,
+        number: &Number,
+        display_name: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Writes `now` only if the stored rating is still `previous` (`None`: no rating stored), so
+    /// concurrent runs agree on who made the change. `true` when this call wrote it.
+    fn set_quality_rating(
+        &self,
+        number: &Number,
+        previous: Option<QualityRating>,
+        now: Option<QualityRating>,
+        at: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Records that the token-expiry warning of `day` (`YYYY-MM-DD`, UTC) was sent; `true` only
+    /// for the first call of that day.
+    fn mark_token_expiry_warned(
+        &self,
+        number: &Number,
+        day: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+}
+
+/// Every account, for jobs that cover all of them (the health sync), read without a Scan.
+pub trait AccountDirectory: Send + Sync {
+    fn account_ids(&self) -> impl Future<Output = StoreResult<Vec<AccountId>>> + Send;
+}
+
+// ---- Customer webhooks ---------------------------------------------------------------------
+
+use crate::webhooks::WebhookEndpoint;
+
+pub trait WebhookEndpoints: Send + Sync {
+    fn save_endpoint(
+        &self,
+        endpoint: &WebhookEndpoint,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Oldest first.
+    fn endpoints(
+        &self,
+        account: &AccountId,
+    ) -> impl Future<Output = StoreResult<Vec<WebhookEndpoint>>> + Send;
+    fn endpoint(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Option<WebhookEndpoint>>> + Send;
+    /// `false` when the account has no such endpoint.
+    fn delete_endpoint(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+}
+
+/// Which (event, endpoint) deliveries succeeded, so a duplicated message is not sent again.
+pub trait DeliveryLog: Send + Sync {
+    fn was_delivered(
+        &self,
+        event_id: &str,
+        endpoint_id: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn mark_delivered(
+        &self,
+        event_id: &str,
+        endpoint_id: &str,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 }

@@ -124,11 +124,10 @@ pub async fn run_numbers_api() -> Result<(), Error> {
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
     let signer = link_signer(&clients).await?;
     let base_url = config::required("SIGNUP_LINK_BASE_URL")?;
-    let routes = api::numbers_routes(store.clone(), queue).merge(api::signup_link_routes(
-        store.clone(),
-        signer,
-        base_url,
-    ));
+    let policy = config::webhook_url_policy()?;
+    let routes = api::numbers_routes(store.clone(), queue)
+        .merge(api::signup_link_routes(store.clone(), signer, base_url))
+        .merge(api::webhook_routes(store.clone(), policy));
     lambda_http::run(api::finish(routes, store)).await
 }
 
@@ -143,4 +142,91 @@ pub async fn run_signup_callback() -> Result<(), Error> {
     let signer = link_signer(&clients).await?;
     let routes = api::signup_callback_routes(store.clone(), queue, signer);
     lambda_http::run(api::finish(routes, store)).await
+}
+
+/// Fans the events queue out to one delivery per subscribed endpoint.
+pub async fn run_dispatch_events() -> Result<(), Error> {
+    telemetry::init();
+    let clients = Clients::load().await;
+    let table = config::required(config::TABLE_NAME)?;
+    let queues = QueueUrls::from_env().require(&[Queue::Events, Queue::WebhookDeliveries])?;
+    let dispatcher = Arc::new(crate::webhooks::delivery::Dispatcher {
+        store: DynamoStore::new(clients.dynamodb.clone(), table),
+        queue: SqsQueue::new(clients.sqs.clone(), queues),
+    });
+    run_sqs(|event| {
+        let dispatcher = dispatcher.clone();
+        async move { dispatcher.handle_events(event).await }
+    })
+    .await
+}
+
+/// Signs and posts each delivery to its endpoint.
+pub async fn run_deliver_webhooks() -> Result<(), Error> {
+    telemetry::init();
+    let clients = Clients::load().await;
+    let table = config::required(config::TABLE_NAME)?;
+    let queues = QueueUrls::from_env().require(&[Queue::WebhookDeliveries])?;
+    let settings = config::WebhookDeliveryConfig::from_env()?;
+    let deliverer = Arc::new(crate::webhooks::delivery::Deliverer {
+        store: DynamoStore::new(clients.dynamodb.clone(), table),
+        queue: SqsQueue::new(clients.sqs.clone(), queues),
+        http: crate::webhooks::delivery::http_client(settings.timeout)?,
+        policy: config::webhook_url_policy()?,
+        retry_schedule: settings.retry_schedule,
+    });
+    run_sqs(|event| {
+        let deliverer = deliverer.clone();
+        async move { deliverer.handle_deliveries(event).await }
+    })
+    .await
+}
+
+/// Meta's webhooks (`GET`/`POST /webhooks/meta`): no API key, Meta signs its deliveries.
+pub async fn run_meta_webhook() -> Result<(), Error> {
+    telemetry::init();
+    let clients = Clients::load().await;
+    let table = config::required(config::TABLE_NAME)?;
+    let store = DynamoStore::new(clients.dynamodb.clone(), table);
+    let queues = QueueUrls::from_env().require(&[Queue::Events, Queue::Teardown])?;
+    let queue = SqsQueue::new(clients.sqs.clone(), queues);
+    let arn = config::required("META_APP_SECRET_ARN")?;
+    let secrets = read_app_secrets(&clients.secrets, &arn).await?;
+    if secrets.webhook_verify_token.expose().is_empty() {
+        tracing::warn!(
+            "webhookVerifyToken is empty: Meta's subscription handshake will be refused"
+        );
+    }
+    let handler = crate::meta_webhook::MetaWebhook {
+        store,
+        queue,
+        app_secret: secrets.app_secret,
+        verify_token: secrets.webhook_verify_token,
+    };
+    lambda_http::run(crate::meta_webhook::routes(handler)).await
+}
+
+/// The scheduled health sync (quality ratings, expiring tokens); any event payload starts a run.
+pub async fn run_health_sync() -> Result<(), Error> {
+    telemetry::init();
+    let clients = Clients::load().await;
+    let provisioner = provisioner(&clients, &[Queue::Events], false).await?;
+    let sync = Arc::new(crate::health::HealthSync {
+        store: provisioner.store,
+        queue: provisioner.queue,
+        meta: provisioner.meta,
+        vault: provisioner.vault,
+        concurrency: 8,
+    });
+    lambda_runtime::run(service_fn(|_event: LambdaEvent<serde_json::Value>| {
+        let sync = sync.clone();
+        async move {
+            let summary = sync.run().await.map_err(|e| {
+                tracing::error!(error = %e, "health sync failed");
+                Error::from(e.to_string())
+            })?;
+            Ok::<_, Error>(summary)
+        }
+    }))
+    .await
 }

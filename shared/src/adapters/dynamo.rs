@@ -615,6 +615,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(sdk_unavailable)?;
+        self.register_account(&account.id).await?;
         Ok(account)
     }
 

@@ -5,6 +5,7 @@ pub mod error;
 pub mod numbers;
 pub mod signup;
 pub mod view;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::header;
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::de::DeserializeOwned;
 
 pub use error::ApiError;
@@ -25,8 +26,9 @@ use crate::domain::api_key::{KeyHash, bearer_key};
 use crate::domain::signup_link::LinkSigner;
 use crate::ports::{
     ApiKeyVerifier, EventLog, MessageQueue, NumberReader, ProvisioningStore, SignupLinks,
-    StatusWriter,
+    StatusWriter, WebhookEndpoints,
 };
+use crate::webhooks::url_policy::UrlPolicy;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -87,6 +89,19 @@ where
             queue,
             signer,
         }))
+}
+
+pub fn webhook_routes<S>(store: S, policy: UrlPolicy) -> Router
+where
+    S: WebhookEndpoints + 'static,
+{
+    Router::new()
+        .route(
+            "/api/webhooks",
+            get(webhooks::list::<S>).post(webhooks::create::<S>),
+        )
+        .route("/api/webhooks/{id}", delete(webhooks::delete::<S>))
+        .with_state(Arc::new(webhooks::WebhookState { store, policy }))
 }
 
 /// What every API function serves around its routes: API-key authentication for `/api/*`

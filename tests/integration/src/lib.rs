@@ -48,6 +48,7 @@ pub fn queue_logical_id(queue: Queue) -> &'static str {
         Queue::Step(Step::ActivateNumber) => "ActivateNumberQueue",
         Queue::Events => "EventsQueue",
         Queue::Teardown => "TeardownQueue",
+        Queue::WebhookDeliveries => "WebhookDeliveriesQueue",
     }
 }
 

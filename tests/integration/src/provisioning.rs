@@ -5,11 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::SqsEvent;
 use fake_meta::{FakeMeta, FakeMetaConfig};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, Context, LambdaEvent, Service};
-use muchaw_local::pipeline::{Pipeline, PipelineHandle, SqsHandler};
+use muchaw_local::pipeline::{Pipeline, PipelineHandle};
 use muchaw_shared::adapters::dynamo::DynamoStore;
 use muchaw_shared::adapters::meta::{GraphClient, MetaConfig};
 use muchaw_shared::adapters::secrets::SecretsVault;
@@ -17,7 +16,7 @@ use muchaw_shared::adapters::sqs::SqsQueue;
 use muchaw_shared::api;
 use muchaw_shared::domain::secrets::Secret;
 use muchaw_shared::domain::signup_link::LinkSigner;
-use muchaw_shared::domain::{AccountId, Number, NumberId, Status, Step};
+use muchaw_shared::domain::{AccountId, Number, NumberId, Status};
 use muchaw_shared::ports::{MessageQueue, NumberReader, Queue, QueueError, Redelivery};
 use muchaw_shared::provisioning::{Provisioner, RetryPolicy};
 use serde_json::{Value, json};
@@ -76,20 +75,16 @@ pub struct ProvisioningEnv {
     pub provisioner: Arc<TestProvisioner>,
     pub signer: LinkSigner,
     pub pipeline: Pipeline,
-    duplicate_deliveries: Arc<Mutex<bool>>,
     running: Mutex<Option<PipelineHandle>>,
+    strict_webhook_urls: std::sync::atomic::AtomicBool,
 }
 
-pub const META_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Webhook retries in tests: the contract's schedule, in seconds instead of hours.
+pub const TEST_WEBHOOK_RETRIES: [u32; 7] = [1, 1, 1, 1, 1, 1, 1];
+/// Webhook delivery timeout in tests (10 s in production).
+pub const TEST_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(2);
 
-const STEP_FUNCTIONS: [(&str, Step); 6] = [
-    ("ExchangeTokenFunction", Step::ExchangeToken),
-    ("SubscribeWabaFunction", Step::SubscribeWaba),
-    ("RegisterNumberFunction", Step::RegisterNumber),
-    ("ConfigurePinFunction", Step::ConfigurePin),
-    ("FetchProfileFunction", Step::FetchProfile),
-    ("ActivateNumberFunction", Step::ActivateNumber),
-];
+pub const META_TIMEOUT: Duration = Duration::from_millis(1500);
 
 impl ProvisioningEnv {
     pub async fn new() -> ProvisioningEnv {
@@ -133,48 +128,27 @@ impl ProvisioningEnv {
                 max_seconds: 2,
             },
         });
-        let duplicate_deliveries = Arc::new(Mutex::new(false));
-        let mut handlers: HashMap<String, SqsHandler> = HashMap::new();
-        for (function, step) in STEP_FUNCTIONS {
-            let provisioner = provisioner.clone();
-            let duplicate = duplicate_deliveries.clone();
-            handlers.insert(
-                function.to_string(),
-                Arc::new(move |event: SqsEvent| {
-                    let provisioner = provisioner.clone();
-                    let twice = *duplicate.lock().unwrap();
-                    Box::pin(async move {
-                        if twice {
-                            // SQS delivers at least once: the same batch, handled twice.
-                            provisioner.handle_batch(step, event.clone()).await;
-                        }
-                        provisioner.handle_batch(step, event).await
-                    })
-                }),
-            );
-        }
-        let failed = provisioner.clone();
-        handlers.insert(
-            "ProvisioningFailedFunction".into(),
-            Arc::new(move |event| {
-                let p = failed.clone();
-                Box::pin(async move { p.handle_dead_letters(event).await })
-            }),
-        );
-        let teardown = provisioner.clone();
-        handlers.insert(
-            "TeardownNumberFunction".into(),
-            Arc::new(move |event| {
-                let p = teardown.clone();
-                Box::pin(async move { p.handle_teardowns(event).await })
-            }),
-        );
+        let dispatcher = Arc::new(muchaw_shared::webhooks::delivery::Dispatcher {
+            store: env.store.clone(),
+            queue: queue.clone(),
+        });
+        let deliverer = Arc::new(muchaw_shared::webhooks::delivery::Deliverer {
+            store: env.store.clone(),
+            queue: queue.clone(),
+            http: muchaw_shared::webhooks::delivery::http_client(TEST_WEBHOOK_TIMEOUT)
+                .expect("http client"),
+            policy: muchaw_shared::webhooks::url_policy::UrlPolicy {
+                allow_private: true,
+            },
+            retry_schedule: TEST_WEBHOOK_RETRIES.to_vec(),
+        });
+        let handlers = muchaw_local::stack::handlers(provisioner.clone(), dispatcher, deliverer);
         let pipeline = Pipeline::new(
             &env.template,
             &env.stack,
             aws_sdk_sqs::Client::new(&env.sdk),
             &handlers,
-            &["DeliverWebhooksFunction", "MetaEventsFunction"],
+            &[],
         )
         .expect("pipeline from template.yaml");
         let signer = LinkSigner::new(Secret::new("test-signing-key"));
@@ -185,8 +159,8 @@ impl ProvisioningEnv {
             provisioner,
             signer,
             pipeline,
-            duplicate_deliveries,
             running: Mutex::new(None),
+            strict_webhook_urls: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -198,8 +172,14 @@ impl ProvisioningEnv {
         }
     }
 
+    /// Webhook URLs checked as in production (no loopback or private targets).
+    pub fn strict_webhook_urls(&self) {
+        self.strict_webhook_urls
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn deliver_everything_twice(&self) {
-        *self.duplicate_deliveries.lock().unwrap() = true;
+        self.pipeline.deliver_everything_twice();
     }
 
     /// Invokes an API route (numbers, signup links, signup callback) as Lambda would.
@@ -215,6 +195,14 @@ impl ProvisioningEnv {
                 store.clone(),
                 self.queue.clone(),
                 self.signer.clone(),
+            ))
+            .merge(api::webhook_routes(
+                store.clone(),
+                muchaw_shared::webhooks::url_policy::UrlPolicy {
+                    allow_private: !self
+                        .strict_webhook_urls
+                        .load(std::sync::atomic::Ordering::SeqCst),
+                },
             ));
         let router = api::finish(routes, store);
         let request: LambdaRequest = serde_json::from_value(event).expect("v2 event");

@@ -9,3 +9,4 @@ pub mod template;
 pub use moto::Moto;
 pub use provision::{Stack, provision};
 pub use template::Template;
+pub mod stack;

@@ -10,8 +10,6 @@ use clap::Parser;
 use muchaw_local::provision::Overrides;
 use muchaw_local::{Moto, Template, provision};
 use muchaw_shared::adapters::dynamo::DynamoStore;
-use muchaw_shared::adapters::sqs::SqsQueue;
-use muchaw_shared::config::QueueUrls;
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +51,9 @@ struct Args {
     moto_endpoint: Option<String>,
     #[arg(long, default_value = "template.yaml")]
     template: String,
+    /// Drive a signup through the fake Meta to ACTIVE and show its signed webhook arriving.
+    #[arg(long)]
+    demo: bool,
 }
 
 #[tokio::main]
@@ -111,6 +112,11 @@ async fn print_env(function: &str, endpoint: &str, template: &str) -> Result<()>
     Ok(())
 }
 
+/// What Meta's subscription handshake must send to `GET /webhooks/meta` locally.
+const VERIFY_TOKEN: &str = "local-verify-token";
+/// How often the scheduled health sync runs locally (hourly when deployed).
+const HEALTH_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
 async fn up(args: Args) -> Result<()> {
     let moto = match &args.moto_endpoint {
         Some(endpoint) => Moto::external(endpoint.clone()),
@@ -119,49 +125,198 @@ async fn up(args: Args) -> Result<()> {
     };
     let sdk = moto.sdk_config().await;
     let template = Template::load(&args.template)?;
-    let stack = provision(&template, &sdk, "local", &Overrides::default())
+    let meta = fake_meta::FakeMeta::start(fake_meta::FakeMetaConfig::default()).await?;
+    let demo = fake_meta::seed_demo(&meta);
+    // Codes a person copies from this terminal need longer than Meta's 30 s.
+    meta.set_code_lifetime(std::time::Duration::from_secs(600));
+    let signing_key = "local-signup-link-signing-key";
+    let overrides = Overrides {
+        parameters: HashMap::from([
+            ("MetaGraphUrl".to_string(), meta.base_url()),
+            ("MetaAppId".to_string(), meta.app_id().to_string()),
+            ("AllowPrivateWebhookUrls".to_string(), "true".to_string()),
+            ("Stage".to_string(), "local".to_string()),
+        ]),
+        secrets: HashMap::from([
+            (
+                "MetaAppSecret".to_string(),
+                serde_json::json!({"appSecret": meta.app_secret(), "webhookVerifyToken": VERIFY_TOKEN})
+                    .to_string(),
+            ),
+            ("SignupLinkSigningKey".to_string(), signing_key.to_string()),
+        ]),
+    };
+    let stack = provision(&template, &sdk, "local", &overrides)
         .await
         .context("creating the template's resources on moto")?;
+    let local = muchaw_local::stack::build(
+        &template,
+        &stack,
+        &sdk,
+        meta.app_secret(),
+        VERIFY_TOKEN,
+        signing_key,
+    )?;
+    let _pipeline = local.pipeline.start();
+    let health_sync = local.health_sync.clone();
+    // Driven beside the server rather than spawned: the sync's future is not `Send`-provable.
+    let health_loop = async move {
+        let mut every = tokio::time::interval(HEALTH_SYNC_EVERY);
+        loop {
+            every.tick().await;
+            match health_sync.run().await {
+                Ok(summary) => tracing::info!(?summary, "health sync"),
+                Err(err) => tracing::warn!(error = %err, "health sync failed"),
+            }
+        }
+    };
 
-    let env: HashMap<String, String> = stack
-        .function_environment(&template, "NumbersApiFunction")?
-        .into_iter()
-        .collect();
-    let table = env
-        .get("TABLE_NAME")
-        .context("NumbersApiFunction has no TABLE_NAME")?;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
-    let queues = QueueUrls::from_lookup(|name| env.get(name).cloned());
-    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), queues);
-
-    let account = store.create_account("Local demo").await?;
-    let key = store.create_api_key(&account.id, Some("local")).await?;
+    let account = local.store.create_account("Local demo").await?;
+    let key = local
+        .store
+        .create_api_key(&account.id, Some("local"))
+        .await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let base = format!("http://{}", args.listen);
+    let code = meta.issue_code(&[&demo.waba_id]);
     println!();
     println!("Muchaw Numbers is running locally.");
-    println!("  API:       {base}");
-    println!("  moto:      {}", moto.endpoint());
-    println!("  table:     {table}");
-    println!("  account:   {}", account.id);
-    println!("  API key:   {}", key.key.expose());
+    println!("  API:        {base}");
+    println!("  moto (AWS): {}", moto.endpoint());
+    println!("  fake Meta:  {}", meta.base_url());
+    println!("  account:    {}", account.id);
+    println!("  API key:    {}", key.key.expose());
     println!();
     println!("Try:");
     println!("  export MUCHAW_API_KEY={}", key.key.expose());
+    if args.demo {
+        println!("  (--demo uses the demo phone's signup code; watch the [demo] lines below)");
+    } else {
+        println!(
+            "  curl -s -X POST -H \"Authorization: Bearer $MUCHAW_API_KEY\" {base}/api/signup/callback -d '{{\"code\":\"{code}\",\"wabaId\":\"{}\",\"phoneNumberId\":\"{}\"}}'",
+            demo.waba_id, demo.phone_number_id
+        );
+    }
     println!(
         "  curl -s -H \"Authorization: Bearer $MUCHAW_API_KEY\" '{base}/api/numbers?status=ACTIVE'"
     );
     println!();
     println!("Ctrl-C stops everything.");
 
-    let app = muchaw_shared::api::router(store, queue);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let server = axum::serve(listener, local.router).with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    if args.demo {
+        let store = local.store.clone();
+        let account_id = account.id.clone();
+        let api_key = key.key.expose().to_string();
+        let other_code = code.clone();
+        let base = base.clone();
+        tokio::spawn(async move {
+            if let Err(err) =
+                demo::run(&base, &store, &account_id, &api_key, &other_code, &demo).await
+            {
+                eprintln!("demo failed: {err:#}");
+            }
+        });
+    }
+    tokio::select! {
+        served = server => served?,
+        () = health_loop => {}
+    }
+    drop(meta);
     drop(moto);
     Ok(())
+}
+
+mod demo {
+    //! `--demo`: a signup through the fake Meta to ACTIVE, and the signed `number.activated`
+    //! arriving at a local receiver that verifies it.
+
+    use std::time::Duration;
+
+    use anyhow::{Context, Result, bail};
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    use muchaw_shared::adapters::dynamo::DynamoStore;
+    use muchaw_shared::domain::AccountId;
+    use muchaw_shared::ports::WebhookEndpoints;
+    use muchaw_shared::webhooks::WebhookEndpoint;
+    use tokio::sync::mpsc;
+
+    pub async fn run(
+        base: &str,
+        store: &DynamoStore,
+        account: &AccountId,
+        api_key: &str,
+        code: &str,
+        seed: &fake_meta::DemoSeed,
+    ) -> Result<()> {
+        let (tx, mut rx) = mpsc::channel::<(HeaderMap, Bytes)>(8);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let receiver_url = format!("http://{}/hooks", listener.local_addr()?);
+        let app = axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send((headers, body)).await;
+                    StatusCode::OK
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let endpoint = WebhookEndpoint::new(
+            account.clone(),
+            receiver_url.clone(),
+            None,
+            muchaw_shared::domain::time::now(),
+        );
+        store.save_endpoint(&endpoint).await?;
+        println!("[demo] webhook receiver at {receiver_url}");
+        let client = reqwest::Client::new();
+        let response = client
+            .post(format!("{base}/api/signup/callback"))
+            .bearer_auth(api_key)
+            .json(&serde_json::json!({"code": code, "wabaId": seed.waba_id, "phoneNumberId": seed.phone_number_id}))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await?;
+        println!("[demo] POST /api/signup/callback -> {status} {body}");
+        let id = body["data"]["id"]
+            .as_str()
+            .context("no number id")?
+            .to_string();
+        let (headers, payload) = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+            .await
+            .context("no webhook within 120 s")?
+            .context("receiver stopped")?;
+        let webhook = standardwebhooks::Webhook::new(endpoint.secret.expose())?;
+        let verified = webhook.verify(&payload, &headers).is_ok();
+        println!(
+            "[demo] webhook received: webhook-id={} signature {}",
+            headers
+                .get("webhook-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?"),
+            if verified { "verified" } else { "INVALID" }
+        );
+        println!("[demo] {}", String::from_utf8_lossy(&payload));
+        let number: serde_json::Value = client
+            .get(format!("{base}/api/numbers/{id}"))
+            .bearer_auth(api_key)
+            .send()
+            .await?
+            .json()
+            .await?;
+        println!("[demo] GET /api/numbers/{id} -> {}", number["data"]);
+        if !verified || number["data"]["status"] != "ACTIVE" {
+            bail!("the demo did not end ACTIVE with a verified webhook");
+        }
+        println!("[demo] done: the number is ACTIVE and its signed webhook verified.");
+        Ok(())
+    }
 }

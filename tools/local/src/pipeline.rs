@@ -97,6 +97,7 @@ pub struct Pipeline {
     sqs: aws_sdk_sqs::Client,
     bindings: Vec<(SqsSource, String, String, SqsHandler)>,
     handled: Arc<AtomicU64>,
+    twice: Arc<AtomicBool>,
 }
 
 impl Pipeline {
@@ -129,11 +130,18 @@ impl Pipeline {
             sqs,
             bindings,
             handled: Arc::default(),
+            twice: Arc::default(),
         })
     }
 
     pub fn sources(&self) -> Vec<SqsSource> {
         self.bindings.iter().map(|(s, ..)| s.clone()).collect()
+    }
+
+    /// From now on every batch is handed to its function twice, as SQS's at-least-once
+    /// delivery may do: for proving handlers idempotent.
+    pub fn deliver_everything_twice(&self) {
+        self.twice.store(true, Ordering::Relaxed);
     }
 
     /// Messages handed to functions so far.
@@ -153,9 +161,11 @@ impl Pipeline {
                 let sqs = self.sqs.clone();
                 let stop = stop.clone();
                 let handled = self.handled.clone();
+                let twice = self.twice.clone();
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
-                        match poll(&sqs, &source, &url, &arn, &handler, 1).await {
+                        let twice = twice.load(Ordering::Relaxed);
+                        match poll(&sqs, &source, &url, &arn, &handler, 1, twice).await {
                             Ok(n) => {
                                 handled.fetch_add(n as u64, Ordering::Relaxed);
                             }
@@ -194,6 +204,7 @@ async fn poll(
     arn: &str,
     handler: &SqsHandler,
     wait_seconds: i32,
+    twice: bool,
 ) -> Result<usize> {
     let messages = sqs
         .receive_message()
@@ -232,6 +243,9 @@ async fn poll(
         })
         .collect();
     let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
+    if twice {
+        handler(event.clone()).await;
+    }
     let response = handler(event).await;
     let failed: Vec<&str> = if source.report_batch_item_failures {
         response

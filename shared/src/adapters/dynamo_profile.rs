@@ -1,0 +1,202 @@
+//! What Meta's webhooks and the health sync write on numbers, and the account directory the
+//! health sync pages through.
+//!
+//! | item                | PK         | SK                |
+//! |---------------------|------------|-------------------|
+//! | account directory   | `ACCOUNTS` | `ACCOUNT#{a}`     |
+//! | WABA ban clock      | `WABA#{w}` | `BANSTATE`        |
+//!
+//! The directory entry is written with the account (`DynamoStore::create_account_with_id`), so
+//! jobs covering every account read one partition instead of scanning the table. Accounts
+//! created before the directory existed need one `register_account` each (a backfill).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::dynamo::{DynamoStore, keys};
+use crate::domain::time::{self, Timestamp};
+use crate::domain::{AccountId, Number, QualityRating};
+use crate::ports::{AccountDirectory, ProfileWriter, StoreError, StoreResult};
+
+const ACCOUNTS: &str = "ACCOUNTS";
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn number_key(number: &Number) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("PK".to_string(), s(keys::account(&number.account_id))),
+        ("SK".to_string(), s(keys::number(&number.id))),
+    ])
+}
+
+fn sdk_unavailable<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    StoreError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(err).to_string())
+}
+
+fn is_conditional_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "ConditionalCheckFailedException")
+}
+
+fn rating_value(rating: QualityRating) -> StoreResult<AttributeValue> {
+    serde_dynamo::to_attribute_value(rating).map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+impl DynamoStore {
+    /// Lists the account in the directory; repeating it is harmless.
+    pub async fn register_account(&self, account: &AccountId) -> StoreResult<()> {
+        self.client()
+            .put_item()
+            .table_name(self.table())
+            .item("PK", s(ACCOUNTS))
+            .item("SK", s(keys::account(account)))
+            .item("entity", s("ACCOUNTREF"))
+            .item("accountId", s(account.as_str()))
+            .send()
+            .await
+            .map_err(sdk_unavailable)?;
+        Ok(())
+    }
+}
+
+impl AccountDirectory for DynamoStore {
+    async fn account_ids(&self) -> StoreResult<Vec<AccountId>> {
+        let mut ids = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client()
+                .query()
+                .table_name(self.table())
+                .key_condition_expression("PK = :pk")
+                .expression_attribute_values(":pk", s(ACCOUNTS))
+                .projection_expression("accountId")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_unavailable)?;
+            for item in output.items.unwrap_or_default() {
+                match item.get("accountId").and_then(|v| v.as_s().ok()) {
+                    Some(id) => ids.push(AccountId::from(id.clone())),
+                    None => return Err(StoreError::Corrupt("account entry without id".into())),
+                }
+            }
+            match output.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => return Ok(ids),
+            }
+        }
+    }
+}
+
+impl ProfileWriter for DynamoStore {
+    async fn set_display_name(&self, number: &Number, display_name: &str) -> StoreResult<()> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(number_key(number)))
+            .update_expression("SET displayName = :name, updatedAt = :at")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":name", s(display_name))
+            .expression_attribute_values(":at", s(time::format(&time::now())))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if is_conditional_failure(&err) => Err(StoreError::NotFound),
+            Err(err) => Err(sdk_unavailable(err)),
+        }
+    }
+
+    async fn set_quality_rating(
+        &self,
+        number: &Number,
+        previous: Option<QualityRating>,
+        now: Option<QualityRating>,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut values = HashMap::from([(":at".to_string(), s(time::format(&at)))]);
+        let update = match now {
+            Some(rating) => {
+                values.insert(":now".into(), rating_value(rating)?);
+                "SET qualityRating = :now, updatedAt = :at"
+            }
+            None => "SET updatedAt = :at REMOVE qualityRating",
+        };
+        let condition = match previous {
+            Some(rating) => {
+                values.insert(":prev".into(), rating_value(rating)?);
+                "attribute_exists(PK) AND qualityRating = :prev"
+            }
+            None => "attribute_exists(PK) AND attribute_not_exists(qualityRating)",
+        };
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(number_key(number)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if is_conditional_failure(&err) => Ok(false),
+            Err(err) => Err(sdk_unavailable(err)),
+        }
+    }
+
+    async fn mark_token_expiry_warned(&self, number: &Number, day: &str) -> StoreResult<bool> {
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(number_key(number)))
+            .update_expression("SET tokenExpiryWarnedOn = :day")
+            .condition_expression(
+                "attribute_exists(PK) AND (attribute_not_exists(tokenExpiryWarnedOn) OR tokenExpiryWarnedOn <> :day)",
+            )
+            .expression_attribute_values(":day", s(day))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if is_conditional_failure(&err) => Ok(false),
+            Err(err) => Err(sdk_unavailable(err)),
+        }
+    }
+}
+
+/// `WABA#{w}` / `BANSTATE`: Meta's time of the latest ban-state change applied to the WABA.
+impl crate::meta_webhook::BanClock for DynamoStore {
+    async fn advance_ban_clock(&self, waba_id: &str, time: i64) -> StoreResult<bool> {
+        let result = self
+            .client()
+            .put_item()
+            .table_name(self.table())
+            .item("PK", s(keys::waba(waba_id)))
+            .item("SK", s("BANSTATE"))
+            .item("entity", s("BANSTATE"))
+            .item("eventTime", AttributeValue::N(time.to_string()))
+            .condition_expression("attribute_not_exists(PK) OR eventTime <= :time")
+            .expression_attribute_values(":time", AttributeValue::N(time.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if is_conditional_failure(&err) => Ok(false),
+            Err(err) => Err(sdk_unavailable(err)),
+        }
+    }
+}

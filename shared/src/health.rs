@@ -1,0 +1,262 @@
+//! The scheduled health sync: Meta no longer pushes quality changes (META.md), so every `ACTIVE`
+//! number's profile is polled, a changed `quality_rating` is written (conditioned on the old
+//! value, so overlapping runs emit once) and announced as `number.quality_updated`; a token
+//! expiring within a week is announced as `number.token_expiring`, at most once a day per
+//! number (the day is kept on the number as `tokenExpiryWarnedOn`).
+//!
+//! Meta's rate limits end the run early: the next schedule starts over, and numbers already
+//! synced are unchanged then, so nothing is emitted twice.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::domain::meta::MetaError;
+use crate::domain::time::{self, Timestamp};
+use crate::domain::{AccountId, EventEnvelope, EventType, Number, QualityRating, Status};
+use crate::ports::{
+    AccountDirectory, MessageQueue, MetaGraph, NumberReader, Page, ProfileWriter, Queue,
+    QueueError, StoreError, TokenVault, VaultError,
+};
+
+/// Meta's rate-limit codes (app, user, WABA, Cloud API).
+const RATE_LIMIT_CODES: [&str; 4] = ["4", "17", "80007", "130429"];
+pub const TOKEN_WARNING_DAYS: i64 = 7;
+const PAGE_SIZE: u32 = 100;
+
+pub fn is_rate_limited(err: &MetaError) -> bool {
+    RATE_LIMIT_CODES.contains(&err.code.as_str())
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthSummary {
+    pub checked: usize,
+    pub updated: usize,
+    pub warned: usize,
+    /// Numbers skipped for an error (no token, Meta refusing, storage); logged each.
+    pub errors: usize,
+    pub stopped_early: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+}
+
+pub struct HealthSync<S, Q, M, V> {
+    pub store: S,
+    pub queue: Q,
+    pub meta: M,
+    pub vault: V,
+    /// Numbers checked at once.
+    pub concurrency: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    checked: AtomicUsize,
+    updated: AtomicUsize,
+    warned: AtomicUsize,
+    errors: AtomicUsize,
+    stop: AtomicBool,
+}
+
+enum Checked {
+    Done,
+    RateLimited,
+}
+
+impl<S, Q, M, V> HealthSync<S, Q, M, V>
+where
+    S: NumberReader + ProfileWriter + AccountDirectory,
+    Q: MessageQueue,
+    M: MetaGraph,
+    V: TokenVault,
+{
+    pub async fn run(&self) -> Result<HealthSummary, HealthError> {
+        let counters = Counters::default();
+        let accounts = self.store.account_ids().await?;
+        'accounts: for account in &accounts {
+            let mut offset = 0;
+            loop {
+                if counters.stop.load(Ordering::Relaxed) {
+                    break 'accounts;
+                }
+                let page = self.active_page(account, offset).await?;
+                let fetched = page.len() as u32;
+                futures::stream::iter(page.iter())
+                    .map(|number| self.check_counted(number, &counters))
+                    .buffer_unordered(self.concurrency.max(1))
+                    .collect::<Vec<()>>()
+                    .await;
+                if fetched < PAGE_SIZE {
+                    break;
+                }
+                offset += fetched;
+            }
+        }
+        let summary = HealthSummary {
+            checked: counters.checked.load(Ordering::Relaxed),
+            updated: counters.updated.load(Ordering::Relaxed),
+            warned: counters.warned.load(Ordering::Relaxed),
+            errors: counters.errors.load(Ordering::Relaxed),
+            stopped_early: counters.stop.load(Ordering::Relaxed),
+        };
+        tracing::info!(
+            accounts = accounts.len(),
+            checked = summary.checked,
+            updated = summary.updated,
+            warned = summary.warned,
+            errors = summary.errors,
+            stopped_early = summary.stopped_early,
+            "health sync finished"
+        );
+        Ok(summary)
+    }
+
+    async fn active_page(
+        &self,
+        account: &AccountId,
+        offset: u32,
+    ) -> Result<Vec<Number>, HealthError> {
+        let page = self
+            .store
+            .list(
+                account,
+                Some(Status::Active),
+                Page {
+                    limit: PAGE_SIZE,
+                    offset,
+                },
+            )
+            .await?;
+        Ok(page.numbers)
+    }
+
+    async fn check_counted(&self, number: &Number, counters: &Counters) {
+        if counters.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        counters.checked.fetch_add(1, Ordering::Relaxed);
+        match self.check(number, counters).await {
+            Ok(Checked::Done) => {}
+            Ok(Checked::RateLimited) => {
+                if !counters.stop.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(number_id = %number.id, "Meta rate limit reached; the health sync stops here and the next run continues");
+                }
+            }
+            Err(err) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(number_id = %number.id, error = %err, "health check of a number failed");
+            }
+        }
+    }
+
+    async fn check(&self, number: &Number, counters: &Counters) -> Result<Checked, HealthError> {
+        let now = time::now();
+        if self.warn_token_expiry(number, now).await? {
+            counters.warned.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(secrets) = self.vault.load(&number.id).await? else {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(number_id = %number.id, "active number without a stored token; quality not checked");
+            return Ok(Checked::Done);
+        };
+        let profile = match self
+            .meta
+            .phone_profile(&secrets.token, &number.phone_number_id)
+            .await
+        {
+            Ok(profile) => profile,
+            Err(err) if is_rate_limited(&err) => return Ok(Checked::RateLimited),
+            Err(err) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(number_id = %number.id, code = %err.code, http_status = err.http_status, "Meta refused the profile; quality not checked");
+                return Ok(Checked::Done);
+            }
+        };
+        let rating = profile
+            .quality_rating
+            .as_deref()
+            .and_then(QualityRating::from_meta);
+        if rating == number.quality_rating {
+            return Ok(Checked::Done);
+        }
+        let previous = number.quality_rating;
+        if !self
+            .store
+            .set_quality_rating(number, previous, rating, now)
+            .await?
+        {
+            // Another run (or writer) changed it first; that one announces it.
+            return Ok(Checked::Done);
+        }
+        let mut updated = number.clone();
+        updated.quality_rating = rating;
+        updated.updated_at = now;
+        let event = EventEnvelope::quality_updated(&updated, previous, now);
+        if let Err(err) = self.publish(&event).await {
+            // No outbox here: put the old rating back so the next run sees the change again
+            // and announces it then.
+            if let Err(undo) = self
+                .store
+                .set_quality_rating(number, rating, previous, now)
+                .await
+            {
+                tracing::error!(number_id = %number.id, error = %undo, "could not undo an unannounced quality change");
+            }
+            return Err(err);
+        }
+        counters.updated.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(number_id = %number.id, previous = ?previous, now = ?rating, event_id = %event.id, "quality rating changed");
+        Ok(Checked::Done)
+    }
+
+    /// `true` when this call announced the token's expiry.
+    async fn warn_token_expiry(
+        &self,
+        number: &Number,
+        now: Timestamp,
+    ) -> Result<bool, HealthError> {
+        let Some(expires) = number.token_expires_at else {
+            return Ok(false);
+        };
+        if expires - now > chrono::Duration::days(TOKEN_WARNING_DAYS) {
+            return Ok(false);
+        }
+        let day = now.format("%Y-%m-%d").to_string();
+        if !self.store.mark_token_expiry_warned(number, &day).await? {
+            return Ok(false);
+        }
+        tracing::warn!(number_id = %number.id, expires_at = %time::format(&expires), "the number's Meta token expires within a week");
+        let event = EventEnvelope::new(EventType::NumberTokenExpiring, number, now);
+        self.publish(&event).await?;
+        Ok(true)
+    }
+
+    async fn publish(&self, event: &EventEnvelope) -> Result<(), HealthError> {
+        let body = serde_json::to_string(event).map_err(|e| QueueError(e.to_string()))?;
+        self.queue.send(Queue::Events, body).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_codes_are_recognised() {
+        for code in ["4", "17", "80007", "130429"] {
+            assert!(is_rate_limited(&MetaError::transport(code, "limited")));
+        }
+        assert!(!is_rate_limited(&MetaError::transport("190", "expired")));
+    }
+}

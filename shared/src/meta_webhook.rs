@@ -1,0 +1,618 @@
+//! Meta's webhooks (`GET`/`POST /webhooks/meta`): the subscription handshake, the signature
+//! check over the raw body, and what `account_update` and `phone_number_name_update` changes do
+//! to our numbers.
+//!
+//! Changes are handled inline, before answering: each is one GSI3 query for the WABA and a few
+//! conditional writes (every status change through [`lifecycle::change_status`]), which stays
+//! well within Meta's timeout for the payloads it sends; a store failure answers `500` so Meta
+//! redelivers, and every write is idempotent, so a redelivery is harmless. A queue in between
+//! would only be needed for very large deliveries (Meta batches up to 1000 changes).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::domain::messages::TeardownMessage;
+use crate::domain::secrets::Secret;
+use crate::domain::{Number, Status};
+use crate::lifecycle::{self, Changed, LifecycleError};
+use crate::ports::{
+    EventLog, MessageQueue, ProfileWriter, ProvisioningStore, Queue, QueueError, StatusWriter,
+    StoreError, StoreResult,
+};
+
+/// Meta redelivers and reorders: a ban and its reinstatement may arrive the wrong way round.
+/// The latest ban-state change applied to a WABA is remembered (by Meta's `entry.time`) and an
+/// older one arriving later is ignored.
+pub trait BanClock: Send + Sync {
+    /// Advances the WABA's clock to `time` unless it is already later; `false` when the change is
+    /// older than one applied before (equal times pass, so a redelivery re-applies harmlessly).
+    fn advance_ban_clock(
+        &self,
+        waba_id: &str,
+        time: i64,
+    ) -> impl std::future::Future<Output = StoreResult<bool>> + Send;
+}
+
+pub const PATH: &str = "/webhooks/meta";
+pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+
+// ---- Signature -------------------------------------------------------------------------------
+
+/// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` keyed with `app_secret`,
+/// compared in constant time. An empty app secret verifies nothing.
+pub fn signature_valid(app_secret: &Secret, header: Option<&str>, body: &[u8]) -> bool {
+    let secret = app_secret.expose();
+    if secret.is_empty() {
+        return false;
+    }
+    let Some(hex_sig) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// The header Meta would send for `body` (tests, sample events).
+pub fn sign(app_secret: &str, body: &[u8]) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+// ---- Payloads --------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub struct Envelope {
+    #[serde(default)]
+    pub object: Option<String>,
+    #[serde(default)]
+    pub entry: Vec<Entry>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Entry {
+    #[serde(deserialize_with = "string_or_number")]
+    pub id: String,
+    /// Unix seconds of the change at Meta; orders ban-state changes of a WABA.
+    #[serde(default, deserialize_with = "opt_seconds")]
+    pub time: Option<i64>,
+    #[serde(default)]
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Change {
+    pub field: String,
+    #[serde(default)]
+    pub value: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AccountUpdate {
+    #[serde(default)]
+    pub event: String,
+    #[serde(default)]
+    pub ban_info: Option<BanInfo>,
+    #[serde(default)]
+    pub waba_info: Option<WabaInfo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct BanInfo {
+    #[serde(default)]
+    pub waba_ban_state: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct WabaInfo {
+    #[serde(default, deserialize_with = "opt_string_or_number")]
+    pub waba_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct NameUpdate {
+    #[serde(default)]
+    pub display_phone_number: Option<String>,
+    #[serde(default)]
+    pub decision: Option<String>,
+    #[serde(default)]
+    pub requested_verified_name: Option<String>,
+}
+
+fn id_text(value: Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    id_text(Value::deserialize(d)?).ok_or_else(|| serde::de::Error::custom("an id"))
+}
+
+fn opt_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    })
+}
+
+fn opt_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(id_text(Value::deserialize(d)?))
+}
+
+/// What one change asks of our numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Ban {
+        waba_id: String,
+    },
+    Reinstate {
+        waba_id: String,
+    },
+    Disconnect {
+        waba_id: String,
+    },
+    SetDisplayName {
+        waba_id: String,
+        display_phone_number: String,
+        name: String,
+    },
+    /// Logged, nothing changes.
+    Ignore {
+        reason: String,
+    },
+}
+
+/// Decodes one change of an entry (never fails: what we do not act on is `Ignore`).
+pub fn action_of(entry_id: &str, change: &Change) -> Action {
+    match change.field.as_str() {
+        "account_update" => {
+            let update: AccountUpdate = match serde_json::from_value(change.value.clone()) {
+                Ok(update) => update,
+                Err(_) => {
+                    return Action::Ignore {
+                        reason: "unreadable account_update".into(),
+                    };
+                }
+            };
+            let waba_id = update
+                .waba_info
+                .as_ref()
+                .and_then(|w| w.waba_id.clone())
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| entry_id.to_string());
+            match update.event.as_str() {
+                "DISABLED_UPDATE" => {
+                    match update.ban_info.and_then(|b| b.waba_ban_state).as_deref() {
+                        Some("DISABLE") => Action::Ban { waba_id },
+                        Some("REINSTATE") => Action::Reinstate { waba_id },
+                        Some(other) => Action::Ignore {
+                            reason: format!("DISABLED_UPDATE {other}"),
+                        },
+                        None => Action::Ignore {
+                            reason: "DISABLED_UPDATE without ban state".into(),
+                        },
+                    }
+                }
+                "PARTNER_REMOVED" | "PARTNER_APP_UNINSTALLED" | "ACCOUNT_DELETED" => {
+                    Action::Disconnect { waba_id }
+                }
+                other => Action::Ignore {
+                    reason: format!("account_update {other}"),
+                },
+            }
+        }
+        "phone_number_name_update" => {
+            let update: NameUpdate =
+                serde_json::from_value(change.value.clone()).unwrap_or_default();
+            match (
+                update.decision.as_deref(),
+                update.display_phone_number,
+                update.requested_verified_name,
+            ) {
+                (Some("APPROVED"), Some(display), Some(name)) if !name.is_empty() => {
+                    Action::SetDisplayName {
+                        waba_id: entry_id.to_string(),
+                        display_phone_number: display,
+                        name,
+                    }
+                }
+                (decision, _, _) => Action::Ignore {
+                    reason: format!("name update {}", decision.unwrap_or("without decision")),
+                },
+            }
+        }
+        other => Action::Ignore {
+            reason: format!("field {other}"),
+        },
+    }
+}
+
+fn digits(text: &str) -> String {
+    text.chars().filter(char::is_ascii_digit).collect()
+}
+
+// ---- Handling --------------------------------------------------------------------------------
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+}
+
+/// What a delivery changed, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Handled {
+    pub status_changes: usize,
+    pub names_set: usize,
+    pub teardowns: usize,
+    pub ignored: usize,
+}
+
+pub struct MetaWebhook<S, Q> {
+    pub store: S,
+    pub queue: Q,
+    pub app_secret: Secret,
+    pub verify_token: Secret,
+}
+
+impl<S, Q> MetaWebhook<S, Q>
+where
+    S: ProvisioningStore + StatusWriter + EventLog + ProfileWriter + BanClock,
+    Q: MessageQueue,
+{
+    pub async fn handle(&self, envelope: &Envelope) -> Result<Handled, HandleError> {
+        let mut handled = Handled::default();
+        if envelope
+            .object
+            .as_deref()
+            .is_some_and(|o| o != "whatsapp_business_account")
+        {
+            tracing::info!(object = ?envelope.object, "Meta webhook for another object; ignored");
+            return Ok(handled);
+        }
+        for entry in &envelope.entry {
+            for change in &entry.changes {
+                let action = action_of(&entry.id, change);
+                self.apply(action, entry.time, &mut handled).await?;
+            }
+        }
+        Ok(handled)
+    }
+
+    async fn apply(
+        &self,
+        action: Action,
+        time: Option<i64>,
+        handled: &mut Handled,
+    ) -> Result<(), HandleError> {
+        match action {
+            Action::Ignore { reason } => {
+                tracing::info!(%reason, "Meta webhook change ignored");
+                handled.ignored += 1;
+            }
+            Action::Ban { waba_id } => {
+                self.move_waba(&waba_id, &[Status::Active], Status::Banned, time, handled)
+                    .await?;
+            }
+            Action::Reinstate { waba_id } => {
+                self.move_waba(&waba_id, &[Status::Banned], Status::Active, time, handled)
+                    .await?;
+            }
+            Action::Disconnect { waba_id } => {
+                let from = [Status::Pending, Status::Active, Status::Banned];
+                // Final: nothing comes after it, so no clock.
+                for number in self
+                    .move_waba(&waba_id, &from, Status::Disconnected, None, handled)
+                    .await?
+                {
+                    // As the API's DELETE: teardown is idempotent and tolerates Meta refusing
+                    // (a removed partner can no longer deregister); it still schedules the
+                    // token secret's deletion.
+                    let message =
+                        TeardownMessage::new(number.id.clone(), number.account_id.clone());
+                    let body =
+                        serde_json::to_string(&message).map_err(|e| QueueError(e.to_string()))?;
+                    self.queue.send(Queue::Teardown, body).await?;
+                    handled.teardowns += 1;
+                }
+            }
+            Action::SetDisplayName {
+                waba_id,
+                display_phone_number,
+                name,
+            } => {
+                let wanted = digits(&display_phone_number);
+                let numbers = self.store.numbers_of_waba(&waba_id).await?;
+                if numbers.is_empty() {
+                    tracing::info!(waba_id = %waba_id, "name update for an unknown WABA; ignored");
+                }
+                for number in numbers {
+                    let matches = !wanted.is_empty()
+                        && number.display_number.as_deref().map(digits) == Some(wanted.clone());
+                    if !matches || number.status.is_final() {
+                        continue;
+                    }
+                    if number.display_name.as_deref() == Some(name.as_str()) {
+                        continue;
+                    }
+                    match self.store.set_display_name(&number, &name).await {
+                        Ok(()) | Err(StoreError::NotFound) => {}
+                        Err(err) => return Err(err.into()),
+                    }
+                    tracing::info!(number_id = %number.id, "display name approved by Meta");
+                    handled.names_set += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves every number of the WABA that is at one of `from` to `to`, through the lifecycle.
+    /// Returns the numbers that are at `to` now because of this or an earlier delivery.
+    async fn move_waba(
+        &self,
+        waba_id: &str,
+        from: &[Status],
+        to: Status,
+        ban_clock: Option<i64>,
+        handled: &mut Handled,
+    ) -> Result<Vec<Number>, HandleError> {
+        let numbers = self.store.numbers_of_waba(waba_id).await?;
+        if numbers.is_empty() {
+            tracing::info!(waba_id = %waba_id, "Meta webhook for an unknown WABA; ignored");
+            return Ok(Vec::new());
+        }
+        if let Some(time) = ban_clock
+            && !self.store.advance_ban_clock(waba_id, time).await?
+        {
+            tracing::info!(waba_id = %waba_id, to = %to, "ban-state change older than one applied already; ignored");
+            handled.ignored += 1;
+            return Ok(Vec::new());
+        }
+        let mut moved = Vec::new();
+        for number in numbers.iter().filter(|n| from.contains(&n.status)) {
+            match lifecycle::change_status(&self.store, &self.queue, number, to, None).await? {
+                Changed::Now(number) => {
+                    handled.status_changes += 1;
+                    moved.push(number);
+                }
+                Changed::Already(number) => moved.push(number),
+                Changed::Refused(number) => {
+                    tracing::info!(number_id = %number.id, status = %number.status, to = %to, "Meta webhook change refused by the lifecycle");
+                }
+            }
+        }
+        Ok(moved)
+    }
+}
+
+// ---- HTTP ------------------------------------------------------------------------------------
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+/// `GET`/`POST /webhooks/meta`. No API key: Meta signs its deliveries instead.
+pub fn routes<S, Q>(handler: MetaWebhook<S, Q>) -> Router
+where
+    S: ProvisioningStore + StatusWriter + EventLog + ProfileWriter + BanClock + 'static,
+    Q: MessageQueue + 'static,
+{
+    Router::new()
+        .route(PATH, get(verify::<S, Q>).post(deliver::<S, Q>))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "route not found") })
+        .with_state(Arc::new(handler))
+}
+
+async fn verify<S, Q>(
+    State(handler): State<Arc<MetaWebhook<S, Q>>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let expected = handler.verify_token.expose().as_bytes();
+    let given = params.get("hub.verify_token").map(String::as_bytes);
+    let token_ok =
+        !expected.is_empty() && given.is_some_and(|given| bool::from(given.ct_eq(expected)));
+    let mode_ok = params.get("hub.mode").map(String::as_str) == Some("subscribe");
+    match params.get("hub.challenge") {
+        Some(challenge) if token_ok && mode_ok => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            challenge.clone(),
+        )
+            .into_response(),
+        _ => {
+            tracing::warn!("Meta webhook verification refused");
+            error(StatusCode::FORBIDDEN, "forbidden", "verification failed")
+        }
+    }
+}
+
+async fn deliver<S, Q>(
+    State(handler): State<Arc<MetaWebhook<S, Q>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response
+where
+    S: ProvisioningStore + StatusWriter + EventLog + ProfileWriter + BanClock,
+    Q: MessageQueue,
+{
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    if !signature_valid(&handler.app_secret, signature, &body) {
+        tracing::warn!(
+            signed = signature.is_some(),
+            "Meta webhook with a bad signature refused"
+        );
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid signature",
+        );
+    }
+    let envelope: Envelope = match serde_json::from_slice(&body) {
+        Ok(envelope) => envelope,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "body is not a Meta webhook envelope",
+            );
+        }
+    };
+    match handler.handle(&envelope).await {
+        Ok(handled) => {
+            tracing::info!(
+                status_changes = handled.status_changes,
+                names_set = handled.names_set,
+                teardowns = handled.teardowns,
+                ignored = handled.ignored,
+                "Meta webhook handled"
+            );
+            (StatusCode::OK, axum::Json(json!({"received": true}))).into_response()
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "Meta webhook handling failed; Meta will redeliver");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_of_the_raw_body_verifies_and_others_do_not() {
+        let secret = Secret::new("app-secret");
+        let body = br#"{"object":"whatsapp_business_account","entry":[]}"#;
+        let header = sign("app-secret", body);
+        assert!(signature_valid(&secret, Some(&header), body));
+        assert!(!signature_valid(&secret, None, body));
+        assert!(!signature_valid(&secret, Some("sha256=00"), body));
+        assert!(!signature_valid(&secret, Some("sha256=zz"), body));
+        assert!(!signature_valid(&secret, Some(&header[7..]), body));
+        assert!(!signature_valid(&secret, Some(&header), b"{}"));
+        assert!(!signature_valid(
+            &Secret::new(""),
+            Some(&sign("", body)),
+            body
+        ));
+    }
+
+    fn change(field: &str, value: Value) -> Change {
+        Change {
+            field: field.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn account_updates_map_to_actions_preferring_waba_info() {
+        let ban = change(
+            "account_update",
+            json!({"event":"DISABLED_UPDATE","ban_info":{"waba_ban_state":"DISABLE"}}),
+        );
+        assert_eq!(
+            action_of("1", &ban),
+            Action::Ban {
+                waba_id: "1".into()
+            }
+        );
+        let reinstate = change(
+            "account_update",
+            json!({"event":"DISABLED_UPDATE","ban_info":{"waba_ban_state":"REINSTATE"}}),
+        );
+        assert_eq!(
+            action_of("1", &reinstate),
+            Action::Reinstate {
+                waba_id: "1".into()
+            }
+        );
+        let uninstalled = change(
+            "account_update",
+            json!({"event":"PARTNER_APP_UNINSTALLED","waba_info":{"waba_id":"2"}}),
+        );
+        assert_eq!(
+            action_of("1", &uninstalled),
+            Action::Disconnect {
+                waba_id: "2".into()
+            }
+        );
+        let scheduled = change(
+            "account_update",
+            json!({"event":"DISABLED_UPDATE","ban_info":{"waba_ban_state":"SCHEDULE_FOR_DISABLE"}}),
+        );
+        assert!(matches!(action_of("1", &scheduled), Action::Ignore { .. }));
+        assert!(matches!(
+            action_of("1", &change("account_update", json!("nonsense"))),
+            Action::Ignore { .. }
+        ));
+    }
+
+    #[test]
+    fn only_approved_name_updates_set_the_name() {
+        let approved = change(
+            "phone_number_name_update",
+            json!({"display_phone_number":"+55 11 9000","decision":"APPROVED","requested_verified_name":"Acme Ltd"}),
+        );
+        assert_eq!(
+            action_of("1", &approved),
+            Action::SetDisplayName {
+                waba_id: "1".into(),
+                display_phone_number: "+55 11 9000".into(),
+                name: "Acme Ltd".into()
+            }
+        );
+        let rejected = change(
+            "phone_number_name_update",
+            json!({"display_phone_number":"+55 11 9000","decision":"REJECTED","requested_verified_name":"Acme Ltd"}),
+        );
+        assert!(matches!(action_of("1", &rejected), Action::Ignore { .. }));
+        assert_eq!(digits("+55 (11) 9000-1"), "551190001");
+    }
+
+    #[test]
+    fn entry_ids_may_be_numbers() {
+        let envelope: Envelope = serde_json::from_str(
+            r#"{"object":"whatsapp_business_account","entry":[{"id":123,"changes":[]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(envelope.entry[0].id, "123");
+    }
+}

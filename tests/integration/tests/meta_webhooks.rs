@@ -1,0 +1,513 @@
+//! Meta's webhooks (`/webhooks/meta`) and the scheduled health sync, driving the real handlers
+//! against moto and the fake Meta.
+
+use std::time::Duration;
+
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Adapter, Context, LambdaEvent, Service};
+use muchaw_shared::adapters::secrets::read_app_secrets;
+use muchaw_shared::domain::{AccountId, Number, NumberId, QualityRating, Status};
+use muchaw_shared::health::{HealthSummary, HealthSync};
+use muchaw_shared::meta_webhook::{self, MetaWebhook};
+use muchaw_shared::ports::{NumberReader, Queue};
+use muchaw_tests::provisioning::ProvisioningEnv;
+use muchaw_tests::{ApiResponse, authorization_event, parse_response, sample_number};
+use serde_json::{Value, json};
+
+const WABA: &str = "300000000000001";
+const OTHER_WABA: &str = "300000000000002";
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// The handler as the function builds it: its secrets read from the stack's `MetaAppSecret`
+/// through the function's own environment in template.yaml.
+async fn webhook(
+    p: &ProvisioningEnv,
+) -> MetaWebhook<muchaw_shared::adapters::dynamo::DynamoStore, muchaw_tests::provisioning::TestQueue>
+{
+    let env = p
+        .env
+        .stack
+        .function_environment(&p.env.template, "MetaWebhookFunction")
+        .expect("MetaWebhookFunction environment");
+    let arn = env.get("META_APP_SECRET_ARN").expect("META_APP_SECRET_ARN");
+    let secrets = read_app_secrets(&aws_sdk_secretsmanager::Client::new(&p.env.sdk), arn)
+        .await
+        .expect("app secrets");
+    MetaWebhook {
+        store: p.env.store.clone(),
+        queue: p.queue.clone(),
+        app_secret: secrets.app_secret,
+        verify_token: secrets.webhook_verify_token,
+    }
+}
+
+async fn invoke(p: &ProvisioningEnv, event: Value) -> ApiResponse {
+    let router = meta_webhook::routes(webhook(p).await);
+    let request: LambdaRequest = serde_json::from_value(event).expect("v2 event");
+    let mut adapter = Adapter::from(router);
+    let response = adapter
+        .call(LambdaEvent::new(request, Context::default()))
+        .await
+        .expect("infallible");
+    let response = serde_json::to_value(response).expect("serialises");
+    // The challenge is plain text: keep it as a string.
+    if response["headers"]["content-type"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("text/plain"))
+    {
+        return ApiResponse {
+            status: response["statusCode"].as_u64().unwrap_or(0) as u16,
+            headers: Default::default(),
+            body: response["body"].clone(),
+        };
+    }
+    parse_response(response)
+}
+
+async fn post(p: &ProvisioningEnv, body: &str, signature: Option<String>) -> ApiResponse {
+    let mut headers = serde_json::Map::new();
+    headers.insert("host".into(), json!("api.example.com"));
+    headers.insert("content-type".into(), json!("application/json"));
+    if let Some(signature) = signature {
+        headers.insert("x-hub-signature-256".into(), json!(signature));
+    }
+    invoke(
+        p,
+        authorization_event(
+            "POST",
+            "/webhooks/meta",
+            "",
+            Value::Object(headers),
+            Some(body),
+        ),
+    )
+    .await
+}
+
+async fn signed_post(p: &ProvisioningEnv, body: &str) -> ApiResponse {
+    let signature = meta_webhook::sign(p.meta.app_secret(), body.as_bytes());
+    post(p, body, Some(signature)).await
+}
+
+async fn verify(p: &ProvisioningEnv, token: &str) -> ApiResponse {
+    let query = format!("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={token}");
+    let headers = json!({"host": "api.example.com"});
+    invoke(
+        p,
+        authorization_event("GET", "/webhooks/meta", &query, headers, None),
+    )
+    .await
+}
+
+fn account_update(waba: &str, value: Value) -> String {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": waba, "time": 1795600000,
+        "changes": [{"field": "account_update", "value": value}]}]})
+    .to_string()
+}
+
+fn ban(waba: &str, state: &str) -> String {
+    account_update(
+        waba,
+        json!({"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": state, "waba_ban_date": "2026-11-25"}}),
+    )
+}
+
+/// Numbers as provisioning leaves them, written straight to the table.
+async fn numbers(p: &ProvisioningEnv, waba: &str, statuses: &[Status]) -> (AccountId, Vec<Number>) {
+    let account = p.env.account("acme").await;
+    let numbers: Vec<Number> = statuses
+        .iter()
+        .enumerate()
+        .map(|(i, status)| {
+            let mut n = sample_number(&account, *status, 10 + i as i64);
+            n.waba_id = waba.to_string();
+            n.display_number = Some(format!("+55 11 99999-000{i}"));
+            n
+        })
+        .collect();
+    p.env.store.import_numbers(&numbers).await.expect("import");
+    (account, numbers)
+}
+
+async fn reread(p: &ProvisioningEnv, number: &Number) -> Number {
+    p.env
+        .store
+        .get(&number.account_id, &number.id)
+        .await
+        .expect("read")
+        .expect("exists")
+}
+
+fn sent(p: &ProvisioningEnv, queue: Queue) -> Vec<Value> {
+    p.queue
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(q, _)| *q == queue)
+        .map(|(_, body)| serde_json::from_str::<Value>(body).unwrap())
+        .collect()
+}
+
+fn events_of(p: &ProvisioningEnv, number_id: &NumberId) -> Vec<Value> {
+    sent(p, Queue::Events)
+        .into_iter()
+        .filter(|e| e["numberId"] == number_id.as_str())
+        .collect()
+}
+
+// ---- Signature and verification -------------------------------------------------------------
+
+#[tokio::test]
+async fn a_delivery_without_signature_is_401_and_changes_nothing() {
+    let p = ProvisioningEnv::new().await;
+    numbers(&p, WABA, &[Status::Active]).await;
+    let before = p.env.table_snapshot().await;
+    let response = post(&p, &ban(WABA, "DISABLE"), None).await;
+    assert_eq!(response.status, 401);
+    assert_eq!(p.env.table_snapshot().await, before);
+    assert!(sent(&p, Queue::Events).is_empty());
+}
+
+#[tokio::test]
+async fn a_delivery_with_a_wrong_signature_is_401_and_changes_nothing() {
+    let p = ProvisioningEnv::new().await;
+    numbers(&p, WABA, &[Status::Active]).await;
+    let before = p.env.table_snapshot().await;
+    let body = ban(WABA, "DISABLE");
+    let wrong = meta_webhook::sign("not-the-app-secret", body.as_bytes());
+    assert_eq!(post(&p, &body, Some(wrong)).await.status, 401);
+    // A signature of other bytes (the same JSON re-serialised) does not verify either.
+    let other = meta_webhook::sign(p.meta.app_secret(), format!("{body} ").as_bytes());
+    assert_eq!(post(&p, &body, Some(other)).await.status, 401);
+    assert_eq!(p.env.table_snapshot().await, before);
+    assert!(sent(&p, Queue::Events).is_empty());
+}
+
+#[tokio::test]
+async fn verification_with_the_right_token_answers_the_challenge() {
+    let p = ProvisioningEnv::new().await;
+    let response = verify(&p, "verify-me").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, json!("1158201444"));
+}
+
+#[tokio::test]
+async fn verification_with_a_wrong_token_is_403() {
+    let p = ProvisioningEnv::new().await;
+    assert_eq!(verify(&p, "guess").await.status, 403);
+    assert_eq!(verify(&p, "").await.status, 403);
+}
+
+// ---- account_update -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_ban_bans_every_active_number_of_the_waba_with_one_event_each() {
+    let p = ProvisioningEnv::new().await;
+    let (_, ours) = numbers(&p, WABA, &[Status::Active, Status::Active, Status::Pending]).await;
+    let (_, others) = numbers(&p, OTHER_WABA, &[Status::Active]).await;
+    assert_eq!(signed_post(&p, &ban(WABA, "DISABLE")).await.status, 200);
+    for number in &ours[..2] {
+        assert_eq!(reread(&p, number).await.status, Status::Banned);
+        let events = events_of(&p, &number.id);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0]["type"], "number.banned");
+    }
+    assert_eq!(reread(&p, &ours[2]).await.status, Status::Pending);
+    assert_eq!(reread(&p, &others[0]).await.status, Status::Active);
+    assert_eq!(sent(&p, Queue::Events).len(), 2);
+}
+
+#[tokio::test]
+async fn the_same_ban_delivered_twice_gives_one_transition_and_one_event_per_number() {
+    let p = ProvisioningEnv::new().await;
+    let (account, ours) = numbers(&p, WABA, &[Status::Active, Status::Active]).await;
+    let body = ban(WABA, "DISABLE");
+    assert_eq!(signed_post(&p, &body).await.status, 200);
+    assert_eq!(signed_post(&p, &body).await.status, 200);
+    for number in &ours {
+        assert_eq!(reread(&p, number).await.status, Status::Banned);
+        assert_eq!(events_of(&p, &number.id).len(), 1);
+    }
+    // The counters moved once per number.
+    let page = p
+        .env
+        .store
+        .list(
+            &account,
+            Some(Status::Banned),
+            muchaw_shared::ports::Page {
+                limit: 10,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.total, 2);
+}
+
+#[tokio::test]
+async fn a_reinstate_brings_banned_numbers_back_to_active() {
+    let p = ProvisioningEnv::new().await;
+    let (_, ours) = numbers(&p, WABA, &[Status::Active]).await;
+    assert_eq!(signed_post(&p, &ban(WABA, "DISABLE")).await.status, 200);
+    assert_eq!(signed_post(&p, &ban(WABA, "REINSTATE")).await.status, 200);
+    assert_eq!(reread(&p, &ours[0]).await.status, Status::Active);
+    let types: Vec<Value> = events_of(&p, &ours[0].id)
+        .into_iter()
+        .map(|e| e["type"].clone())
+        .collect();
+    assert_eq!(types, [json!("number.banned"), json!("number.reinstated")]);
+}
+
+fn ban_at(waba: &str, state: &str, time: i64) -> String {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": waba, "time": time,
+        "changes": [{"field": "account_update", "value":
+            {"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": state}}}]}]})
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_ban_older_than_an_applied_reinstate_is_ignored() {
+    let p = ProvisioningEnv::new().await;
+    let (_, ours) = numbers(&p, WABA, &[Status::Active]).await;
+    // Meta banned at t=100 and reinstated at t=200; the reinstatement arrives first.
+    assert_eq!(
+        signed_post(&p, &ban_at(WABA, "REINSTATE", 200))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        signed_post(&p, &ban_at(WABA, "DISABLE", 100)).await.status,
+        200
+    );
+    assert_eq!(reread(&p, &ours[0]).await.status, Status::Active);
+    assert!(events_of(&p, &ours[0].id).is_empty());
+    // A later ban still applies, and its redelivery is harmless.
+    assert_eq!(
+        signed_post(&p, &ban_at(WABA, "DISABLE", 300)).await.status,
+        200
+    );
+    assert_eq!(
+        signed_post(&p, &ban_at(WABA, "DISABLE", 300)).await.status,
+        200
+    );
+    assert_eq!(reread(&p, &ours[0]).await.status, Status::Banned);
+    assert_eq!(events_of(&p, &ours[0].id).len(), 1);
+}
+
+#[tokio::test]
+async fn a_scheduled_disable_changes_nothing() {
+    let p = ProvisioningEnv::new().await;
+    let (_, ours) = numbers(&p, WABA, &[Status::Active]).await;
+    assert_eq!(
+        signed_post(&p, &ban(WABA, "SCHEDULE_FOR_DISABLE"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(reread(&p, &ours[0]).await.status, Status::Active);
+    assert!(sent(&p, Queue::Events).is_empty());
+}
+
+#[tokio::test]
+async fn partner_app_uninstalled_disconnects_the_numbers_and_queues_their_teardown() {
+    let p = ProvisioningEnv::new().await;
+    let (_, ours) = numbers(
+        &p,
+        WABA,
+        &[
+            Status::Active,
+            Status::Pending,
+            Status::Banned,
+            Status::Failed,
+        ],
+    )
+    .await;
+    // waba_info names the WABA; entry.id is someone else's.
+    let body = account_update(
+        "999999999999999",
+        json!({"event": "PARTNER_APP_UNINSTALLED", "waba_info": {"waba_id": WABA, "owner_business_id": "1"}}),
+    );
+    assert_eq!(signed_post(&p, &body).await.status, 200);
+    for number in &ours[..3] {
+        assert_eq!(reread(&p, number).await.status, Status::Disconnected);
+        let events = events_of(&p, &number.id);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["type"], "number.disconnected");
+    }
+    assert_eq!(reread(&p, &ours[3]).await.status, Status::Failed);
+    let teardowns = sent(&p, Queue::Teardown);
+    assert_eq!(teardowns.len(), 3, "{teardowns:?}");
+    for number in &ours[..3] {
+        assert!(
+            teardowns
+                .iter()
+                .any(|t| t["numberId"] == number.id.as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_waba_is_200_and_changes_nothing() {
+    let p = ProvisioningEnv::new().await;
+    numbers(&p, WABA, &[Status::Active]).await;
+    let before = p.env.table_snapshot().await;
+    assert_eq!(
+        signed_post(&p, &ban(OTHER_WABA, "DISABLE")).await.status,
+        200
+    );
+    assert_eq!(
+        signed_post(
+            &p,
+            &account_update(OTHER_WABA, json!({"event": "PARTNER_REMOVED"}))
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(p.env.table_snapshot().await, before);
+    assert!(p.queue.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_json_with_a_valid_signature_is_400() {
+    let p = ProvisioningEnv::new().await;
+    numbers(&p, WABA, &[Status::Active]).await;
+    let before = p.env.table_snapshot().await;
+    assert_eq!(signed_post(&p, "{\"object\": ").await.status, 400);
+    assert_eq!(p.env.table_snapshot().await, before);
+}
+
+// ---- phone_number_name_update ---------------------------------------------------------------
+
+#[tokio::test]
+async fn an_approved_name_update_sets_the_display_name() {
+    let p = ProvisioningEnv::new().await;
+    let (_, ours) = numbers(&p, WABA, &[Status::Active, Status::Active]).await;
+    let body =
+        json!({"object": "whatsapp_business_account", "entry": [{"id": WABA, "time": 1795600000,
+        "changes": [{"field": "phone_number_name_update", "value": {
+            "display_phone_number": "5511999990001", "decision": "APPROVED",
+            "requested_verified_name": "Acme Brasil", "rejection_reason": null}}]}]})
+        .to_string();
+    assert_eq!(signed_post(&p, &body).await.status, 200);
+    assert_eq!(
+        reread(&p, &ours[1]).await.display_name.as_deref(),
+        Some("Acme Brasil")
+    );
+    assert_eq!(reread(&p, &ours[0]).await.display_name, None);
+    assert!(sent(&p, Queue::Events).is_empty());
+}
+
+// ---- Health sync ----------------------------------------------------------------------------
+
+async fn active(p: &ProvisioningEnv, phone: &str, token_expires_in: Option<u64>) -> Number {
+    let (account, key) = p.env.account_with_key("acme").await;
+    p.meta_phone(WABA, phone);
+    let code = match token_expires_in {
+        Some(secs) => p.meta.issue_code_expiring(&[WABA], secs),
+        None => p.meta.issue_code(&[WABA]),
+    };
+    let response = p.callback(&key, &code, WABA, phone).await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    let id = response.body["data"]["id"].as_str().unwrap().to_string();
+    let number = p.settled(&account, &id, SETTLE).await;
+    assert_eq!(number.status, Status::Active, "{number:?}");
+    number
+}
+
+async fn health_sync(p: &ProvisioningEnv) -> HealthSummary {
+    let sync = HealthSync {
+        store: p.env.store.clone(),
+        queue: p.queue.clone(),
+        meta: p.provisioner.meta.clone(),
+        vault: p.provisioner.vault.clone(),
+        concurrency: 8,
+    };
+    sync.run().await.expect("health sync")
+}
+
+fn of_type(p: &ProvisioningEnv, number: &Number, event_type: &str) -> Vec<Value> {
+    events_of(p, &number.id)
+        .into_iter()
+        .filter(|e| e["type"] == event_type)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_quality_change_at_meta_is_stored_and_announced_once() {
+    let p = ProvisioningEnv::new().await;
+    let number = active(&p, "400000000000001", None).await;
+    assert_eq!(number.quality_rating, Some(QualityRating::Green));
+    p.meta.set_quality("400000000000001", "YELLOW");
+
+    let summary = health_sync(&p).await;
+    assert_eq!(summary.checked, 1);
+    assert_eq!(summary.updated, 1);
+    assert!(!summary.stopped_early);
+    assert_eq!(
+        reread(&p, &number).await.quality_rating,
+        Some(QualityRating::Yellow)
+    );
+    let events = of_type(&p, &number, "number.quality_updated");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["data"]["qualityRating"], "YELLOW");
+    assert_eq!(events[0]["data"]["previousQualityRating"], "GREEN");
+}
+
+#[tokio::test]
+async fn a_second_run_without_change_emits_nothing() {
+    let p = ProvisioningEnv::new().await;
+    let number = active(&p, "400000000000002", None).await;
+    p.meta.set_quality("400000000000002", "RED");
+    health_sync(&p).await;
+    let before = sent(&p, Queue::Events).len();
+    let summary = health_sync(&p).await;
+    assert_eq!(summary.checked, 1);
+    assert_eq!(summary.updated, 0);
+    assert_eq!(sent(&p, Queue::Events).len(), before);
+    assert_eq!(of_type(&p, &number, "number.quality_updated").len(), 1);
+}
+
+#[tokio::test]
+async fn an_unrated_number_at_meta_becomes_null() {
+    let p = ProvisioningEnv::new().await;
+    let number = active(&p, "400000000000003", None).await;
+    p.meta.set_quality("400000000000003", "UNKNOWN");
+    assert_eq!(health_sync(&p).await.updated, 1);
+    assert_eq!(reread(&p, &number).await.quality_rating, None);
+    let events = of_type(&p, &number, "number.quality_updated");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["data"]["qualityRating"], Value::Null);
+    assert_eq!(events[0]["data"]["previousQualityRating"], "GREEN");
+}
+
+#[tokio::test]
+async fn a_token_expiring_within_a_week_is_warned_once_a_day() {
+    let p = ProvisioningEnv::new().await;
+    let number = active(&p, "400000000000004", Some(3 * 24 * 3600)).await;
+    let far = active(&p, "400000000000005", None).await;
+    let summary = health_sync(&p).await;
+    assert_eq!(summary.warned, 1);
+    assert_eq!(of_type(&p, &number, "number.token_expiring").len(), 1);
+    assert!(of_type(&p, &far, "number.token_expiring").is_empty());
+    // Same day: no second warning.
+    assert_eq!(health_sync(&p).await.warned, 0);
+    assert_eq!(of_type(&p, &number, "number.token_expiring").len(), 1);
+}
+
+#[tokio::test]
+async fn a_meta_rate_limit_stops_the_run_early() {
+    let p = ProvisioningEnv::new().await;
+    active(&p, "400000000000006", None).await;
+    p.meta.fail_next(
+        fake_meta::Route::GetPhone,
+        5,
+        fake_meta::Fault::rate_limited(),
+    );
+    let summary = health_sync(&p).await;
+    assert!(summary.stopped_early, "{summary:?}");
+    assert_eq!(summary.updated, 0);
+}

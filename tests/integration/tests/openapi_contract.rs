@@ -1,0 +1,907 @@
+//! `docs/openapi.yaml` against the implementation: the real API routes (and Meta's webhook
+//! route) driven through the Lambda adapter against moto and the fake Meta, and every answer
+//! checked against the document: its status is documented for that operation, its headers and
+//! its body match that response's schema.
+
+use std::sync::OnceLock;
+
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Adapter, Context, LambdaEvent, Service};
+use muchaw_shared::domain::event::EventEnvelope;
+use muchaw_shared::domain::secrets::Secret;
+use muchaw_shared::domain::{
+    AccountId, EventType, FailureReason, Number, QualityRating, Status, time,
+};
+use muchaw_shared::meta_webhook::{self, MetaWebhook};
+use muchaw_tests::provisioning::ProvisioningEnv;
+use muchaw_tests::{ApiResponse, authorization_event, http_event, parse_response, sample_number};
+use serde_json::{Value, json};
+
+const WABA: &str = "230000000000001";
+
+/// Every route the functions serve, as written in `shared/src/api/mod.rs` (numbers, signup
+/// links, signup callback, webhooks) and `shared/src/meta_webhook.rs`.
+const SERVED_ROUTES: [(&str, &str); 10] = [
+    ("GET", "/api/numbers"),
+    ("GET", "/api/numbers/{id}"),
+    ("DELETE", "/api/numbers/{id}"),
+    ("POST", "/api/signup/callback"),
+    ("POST", "/api/signup-links"),
+    ("GET", "/api/webhooks"),
+    ("POST", "/api/webhooks"),
+    ("DELETE", "/api/webhooks/{id}"),
+    ("GET", "/webhooks/meta"),
+    ("POST", "/webhooks/meta"),
+];
+
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+struct Contract {
+    doc: Value,
+}
+
+fn contract() -> &'static Contract {
+    static CONTRACT: OnceLock<Contract> = OnceLock::new();
+    CONTRACT.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.yaml");
+        let text = std::fs::read_to_string(path).expect("docs/openapi.yaml is readable");
+        let doc: Value = serde_yaml::from_str(&text).expect("docs/openapi.yaml is valid YAML");
+        Contract { doc }
+    })
+}
+
+impl Contract {
+    /// The target of a local `$ref` (`#/components/...`).
+    fn target(&self, reference: &str) -> &Value {
+        let pointer = reference
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("only local references are used: {reference}"));
+        self.doc
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("{reference} resolves to nothing"))
+    }
+
+    /// A response or parameter object, following a `$ref` to `components` if it is one.
+    fn resolve<'a>(&'a self, value: &'a Value) -> &'a Value {
+        match value.get("$ref").and_then(Value::as_str) {
+            Some(reference) => self.resolve(self.target(reference)),
+            None => value,
+        }
+    }
+
+    /// Every documented (METHOD, path) under `paths`.
+    fn operations(&self) -> Vec<(String, String)> {
+        let mut operations = Vec::new();
+        for (path, item) in self.doc["paths"].as_object().expect("paths") {
+            for method in METHODS {
+                if item.get(method.to_ascii_lowercase()).is_some() {
+                    operations.push((method.to_string(), path.clone()));
+                }
+            }
+        }
+        operations.sort();
+        operations
+    }
+
+    fn operation(&self, method: &str, path: &str) -> &Value {
+        self.doc["paths"]
+            .get(path)
+            .and_then(|item| item.get(method.to_ascii_lowercase()))
+            .unwrap_or_else(|| panic!("{method} {path} is not in docs/openapi.yaml"))
+    }
+
+    /// Errors of `instance` against `schema`, whose `$ref`s point into the document.
+    fn errors(&self, schema: &Value, instance: &Value) -> Vec<String> {
+        let root = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "components": self.doc["components"],
+            "allOf": [schema],
+        });
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&root)
+            .unwrap_or_else(|e| panic!("schema {schema} does not compile: {e}"));
+        validator
+            .iter_errors(instance)
+            .map(|e| format!("{e} (at {})", e.instance_path()))
+            .collect()
+    }
+
+    fn assert_valid(&self, schema: &Value, instance: &Value, context: &str) {
+        let errors = self.errors(schema, instance);
+        assert!(
+            errors.is_empty(),
+            "{context}: {instance} does not match {schema}:\n{}",
+            errors.join("\n")
+        );
+    }
+
+    /// The documented JSON request body schema of an operation.
+    fn request_schema(&self, method: &str, path: &str) -> &Value {
+        &self.operation(method, path)["requestBody"]["content"]["application/json"]["schema"]
+    }
+
+    /// A request the API accepts is one the document accepts.
+    fn assert_request_documented(&self, method: &str, path: &str, body: &Value) {
+        self.assert_valid(
+            self.request_schema(method, path),
+            body,
+            &format!("request body of {method} {path}"),
+        );
+    }
+
+    /// A request the API refuses with 400 for its shape is one the document refuses too.
+    fn assert_request_refused(&self, method: &str, path: &str, body: &Value) {
+        assert!(
+            !self
+                .errors(self.request_schema(method, path), body)
+                .is_empty(),
+            "docs/openapi.yaml accepts {body} for {method} {path}, which the API refuses"
+        );
+    }
+
+    /// The response is documented for the operation, and matches it.
+    fn check(&self, method: &str, path: &str, response: &ApiResponse) {
+        let responses = &self.operation(method, path)["responses"];
+        let status = response.status.to_string();
+        let documented = responses
+            .get(&status)
+            .or_else(|| responses.get(format!("{}XX", status.chars().next().unwrap_or('0'))))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{method} {path} answered {status}, which docs/openapi.yaml does not \
+                     document for it; body: {}",
+                    response.body
+                )
+            });
+        self.check_against(
+            self.resolve(documented),
+            response,
+            &format!("{method} {path} {status}"),
+        );
+    }
+
+    /// The response matches a response object (`components/responses/...` or inline).
+    fn check_against(&self, definition: &Value, response: &ApiResponse, context: &str) {
+        if let Some(headers) = definition.get("headers").and_then(Value::as_object) {
+            for (name, header) in headers {
+                let header = self.resolve(header);
+                match response.headers.get(&name.to_ascii_lowercase()) {
+                    Some(value) => self.assert_valid(
+                        &header["schema"],
+                        &json!(value),
+                        &format!("{context}, header {name}"),
+                    ),
+                    None => assert!(
+                        header["required"] != json!(true),
+                        "{context}: required header {name} is missing"
+                    ),
+                }
+            }
+        }
+        match definition.get("content").and_then(Value::as_object) {
+            None => assert_eq!(
+                response.body,
+                Value::Null,
+                "{context}: documented without a body"
+            ),
+            Some(content) => {
+                let media_type = response
+                    .headers
+                    .get("content-type")
+                    .map(|t| t.split(';').next().unwrap_or("").trim().to_string())
+                    .unwrap_or_default();
+                let entry = content.get(&media_type).unwrap_or_else(|| {
+                    panic!(
+                        "{context}: content type {media_type:?} is not documented; body: {}",
+                        response.body
+                    )
+                });
+                self.assert_valid(&entry["schema"], &response.body, context);
+            }
+        }
+    }
+
+    fn component_response(&self, name: &str) -> &Value {
+        self.target(&format!("#/components/responses/{name}"))
+    }
+}
+
+/// Invokes the API and checks the answer against the document; `path` is the documented
+/// template the concrete `uri` is an instance of.
+async fn call(
+    p: &ProvisioningEnv,
+    method: &str,
+    path: &str,
+    uri: &str,
+    query: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> ApiResponse {
+    let response = p.invoke(http_event(method, uri, query, key, body)).await;
+    contract().check(method, path, &response);
+    response
+}
+
+/// `call` expecting one status.
+#[allow(clippy::too_many_arguments)]
+async fn expect(
+    p: &ProvisioningEnv,
+    status: u16,
+    method: &str,
+    path: &str,
+    uri: &str,
+    query: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> ApiResponse {
+    let response = call(p, method, path, uri, query, key, body).await;
+    assert_eq!(
+        response.status, status,
+        "{method} {uri}?{query} {body:?}: {}",
+        response.body
+    );
+    response
+}
+
+fn oversized() -> String {
+    format!("{{\"x\": \"{}\"}}", "a".repeat(65 * 1024))
+}
+
+/// Meta's webhook function, as the stack configures it (ProvisioningEnv's app secret and
+/// verify token).
+async fn invoke_meta(p: &ProvisioningEnv, event: Value) -> ApiResponse {
+    let router = meta_webhook::routes(MetaWebhook {
+        store: p.env.store.clone(),
+        queue: p.queue.clone(),
+        app_secret: Secret::new(p.meta.app_secret()),
+        verify_token: Secret::new("verify-me"),
+    });
+    let request: LambdaRequest = serde_json::from_value(event).expect("v2 event");
+    let mut adapter = Adapter::from(router);
+    let response = adapter
+        .call(LambdaEvent::new(request, Context::default()))
+        .await
+        .expect("infallible");
+    let raw = serde_json::to_value(response).expect("serialises");
+    let mut response = parse_response(raw.clone());
+    // Plain text stays text (a numeric challenge would otherwise read as JSON).
+    if response
+        .headers
+        .get("content-type")
+        .is_some_and(|t| t.starts_with("text/plain"))
+    {
+        response.body = raw["body"].clone();
+    }
+    response
+}
+
+async fn meta_post(p: &ProvisioningEnv, body: &str, signature: Option<String>) -> ApiResponse {
+    let mut headers = json!({"host": "api.example.com", "content-type": "application/json"});
+    if let Some(signature) = signature {
+        headers["x-hub-signature-256"] = json!(signature);
+    }
+    let response = invoke_meta(
+        p,
+        authorization_event("POST", "/webhooks/meta", "", headers, Some(body)),
+    )
+    .await;
+    contract().check("POST", "/webhooks/meta", &response);
+    response
+}
+
+async fn meta_verify(p: &ProvisioningEnv, token: &str) -> ApiResponse {
+    let query = format!("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={token}");
+    let response = invoke_meta(
+        p,
+        authorization_event(
+            "GET",
+            "/webhooks/meta",
+            &query,
+            json!({"host": "api.example.com"}),
+            None,
+        ),
+    )
+    .await;
+    contract().check("GET", "/webhooks/meta", &response);
+    response
+}
+
+/// One number in each status, the optional extras filled in where they apply.
+async fn seed_numbers(p: &ProvisioningEnv, account: &AccountId) -> Vec<Number> {
+    let numbers: Vec<Number> = Status::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, status)| {
+            let mut n = sample_number(account, *status, 10 + i as i64);
+            match status {
+                Status::Active => {
+                    n.display_name = Some("Acme".into());
+                    n.token_expires_at = Some(time::now() + chrono::Duration::days(60));
+                }
+                Status::Failed => {
+                    n.failure_reason = Some(FailureReason {
+                        step: "REGISTER_NUMBER".into(),
+                        code: "meta_error".into(),
+                        message: "Meta refused the registration".into(),
+                    });
+                    n.quality_rating = None;
+                }
+                _ => {}
+            }
+            n
+        })
+        .collect();
+    p.env.store.import_numbers(&numbers).await.expect("import");
+    numbers
+}
+
+fn with_status(numbers: &[Number], status: Status) -> String {
+    numbers
+        .iter()
+        .find(|n| n.status == status)
+        .map(|n| n.id.to_string())
+        .expect("seeded")
+}
+
+#[test]
+fn the_document_resolves_every_reference_and_compiles_every_schema() {
+    let contract = contract();
+    assert_eq!(contract.doc["openapi"], "3.1.0");
+    fn visit(contract: &Contract, value: &Value, at: &str) {
+        match value {
+            Value::Object(map) => {
+                if let Some(reference) = map.get("$ref").and_then(Value::as_str) {
+                    contract.target(reference);
+                }
+                if let Some(schema) = map.get("schema") {
+                    contract.errors(schema, &Value::Null);
+                }
+                for (key, child) in map {
+                    visit(contract, child, &format!("{at}/{key}"));
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    visit(contract, child, &format!("{at}/{i}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    visit(contract, &contract.doc, "");
+    for (name, schema) in contract.doc["components"]["schemas"]
+        .as_object()
+        .expect("schemas")
+    {
+        assert!(
+            !contract
+                .errors(schema, &json!({"surely": "not"}))
+                .is_empty()
+                || name == "Error",
+            "components/schemas/{name} accepts anything"
+        );
+    }
+}
+
+#[test]
+fn the_document_lists_exactly_the_routes_the_functions_serve() {
+    let mut served: Vec<(String, String)> = SERVED_ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    served.sort();
+    assert_eq!(contract().operations(), served);
+}
+
+#[test]
+fn every_api_operation_requires_the_key_except_the_signup_callback() {
+    let contract = contract();
+    let global = &contract.doc["security"];
+    assert_eq!(global, &json!([{"apiKey": []}]));
+    for (method, path) in contract.operations() {
+        let operation = contract.operation(&method, &path);
+        let security = operation.get("security").unwrap_or(global);
+        let expected = match path.as_str() {
+            "/api/signup/callback" => json!([{"apiKey": []}, {}]),
+            p if p.starts_with("/api/") => json!([{"apiKey": []}]),
+            _ => json!([]),
+        };
+        assert_eq!(security, &expected, "{method} {path}");
+        if path.starts_with("/api/") {
+            for status in ["401", "413", "500"] {
+                assert!(
+                    operation["responses"].get(status).is_some(),
+                    "{method} {path} does not document {status}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served_and_other_methods_are_405() {
+    let p = ProvisioningEnv::new().await;
+    let (_, key) = p.env.account_with_key("acme").await;
+    let contract = contract();
+    let paths: Vec<String> = contract.doc["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .cloned()
+        .collect();
+    for path in paths {
+        let uri = path.replace("{id}", "doesnotexist").replace(
+            "/api/webhooks/doesnotexist",
+            "/api/webhooks/whk_doesnotexist",
+        );
+        for method in METHODS {
+            let body = matches!(method, "POST" | "PUT" | "PATCH").then_some("{}");
+            let response = if path.starts_with("/api/") {
+                p.invoke(http_event(method, &uri, "", Some(&key), body))
+                    .await
+            } else {
+                invoke_meta(
+                    &p,
+                    authorization_event(method, &uri, "", json!({"host": "api.example.com"}), body),
+                )
+                .await
+            };
+            let documented = contract.doc["paths"][&path]
+                .get(method.to_ascii_lowercase())
+                .is_some();
+            if documented {
+                assert!(
+                    response.status != 405
+                        && response.body["error"]["message"] != json!("route not found"),
+                    "documented {method} {path} is not served: {} {}",
+                    response.status,
+                    response.body
+                );
+                contract.check(method, &path, &response);
+            } else {
+                assert_eq!(
+                    response.status, 405,
+                    "undocumented {method} {path} is served: {}",
+                    response.body
+                );
+                if path.starts_with("/api/") {
+                    contract.check_against(
+                        contract.component_response("MethodNotAllowed"),
+                        &response,
+                        &format!("{method} {path}"),
+                    );
+                }
+            }
+        }
+    }
+    let unknown = p
+        .invoke(http_event("GET", "/api/nothing-here", "", Some(&key), None))
+        .await;
+    assert_eq!(unknown.status, 404);
+    contract.check_against(
+        contract.component_response("RouteNotFound"),
+        &unknown,
+        "GET /api/nothing-here",
+    );
+    assert_eq!(unknown.body["error"]["message"], "route not found");
+    let anonymous = p
+        .invoke(http_event("PUT", "/api/numbers", "", None, None))
+        .await;
+    assert_eq!(anonymous.status, 401, "authentication comes before 405");
+    contract.check_against(
+        contract.component_response("Unauthorized"),
+        &anonymous,
+        "PUT /api/numbers without a key",
+    );
+}
+
+#[tokio::test]
+async fn listing_numbers_answers_as_documented() {
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("acme").await;
+    let (other, _) = p.env.account_with_key("other").await;
+    seed_numbers(&p, &account).await;
+    seed_numbers(&p, &other).await;
+    let key = Some(key.as_str());
+    let list = |query: &'static str, status: u16| {
+        let p = &p;
+        async move {
+            expect(
+                p,
+                status,
+                "GET",
+                "/api/numbers",
+                "/api/numbers",
+                query,
+                key,
+                None,
+            )
+            .await
+        }
+    };
+
+    let all = list("", 200).await;
+    assert_eq!(
+        all.body["pagination"],
+        json!({"total": 5, "limit": 20, "offset": 0})
+    );
+    let page = list("status=ACTIVE&limit=1&offset=0", 200).await;
+    assert_eq!(page.body["data"][0]["displayName"], "Acme");
+    list("limit=100&offset=7&unknown=ignored", 200).await;
+    for bad in [
+        "status=active",
+        "status=",
+        "limit=0",
+        "limit=101",
+        "limit=abc",
+        "offset=-1",
+        "limit=1&limit=2",
+    ] {
+        list(bad, 400).await;
+    }
+}
+
+#[tokio::test]
+async fn getting_and_disconnecting_numbers_answer_as_documented() {
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("acme").await;
+    let (other, _) = p.env.account_with_key("other").await;
+    let numbers = seed_numbers(&p, &account).await;
+    let others = seed_numbers(&p, &other).await;
+    let key = Some(key.as_str());
+    let path = "/api/numbers/{id}";
+    let uri = |id: &str| format!("/api/numbers/{id}");
+
+    for status in Status::ALL {
+        let id = with_status(&numbers, status);
+        let got = expect(&p, 200, "GET", path, &uri(&id), "", key, None).await;
+        assert_eq!(got.body["data"]["status"], status.as_str());
+    }
+    let pending = with_status(&numbers, Status::Pending);
+    let got = expect(&p, 200, "GET", path, &uri(&pending), "", key, None).await;
+    assert!(got.body["data"]["provisioningStep"].is_string());
+    let failed = with_status(&numbers, Status::Failed);
+    let got = expect(&p, 200, "GET", path, &uri(&failed), "", key, None).await;
+    assert!(got.body["data"]["failureReason"].is_object());
+
+    let foreign = with_status(&others, Status::Active);
+    for id in ["doesnotexist", "NotAnId", foreign.as_str()] {
+        expect(&p, 404, "GET", path, &uri(id), "", key, None).await;
+        expect(&p, 404, "DELETE", path, &uri(id), "", key, None).await;
+    }
+
+    let active = with_status(&numbers, Status::Active);
+    let gone = expect(&p, 200, "DELETE", path, &uri(&active), "", key, None).await;
+    assert_eq!(gone.body["data"]["status"], "DISCONNECTED");
+    expect(&p, 200, "DELETE", path, &uri(&active), "", key, None).await;
+    expect(&p, 200, "DELETE", path, &uri(&pending), "", key, None).await;
+}
+
+#[tokio::test]
+async fn disconnecting_a_failed_number_is_a_documented_conflict() {
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("acme").await;
+    let numbers = seed_numbers(&p, &account).await;
+    let failed = with_status(&numbers, Status::Failed);
+    expect(
+        &p,
+        409,
+        "DELETE",
+        "/api/numbers/{id}",
+        &format!("/api/numbers/{failed}"),
+        "",
+        Some(&key),
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn missing_and_bad_keys_get_the_documented_401_everywhere() {
+    let p = ProvisioningEnv::new().await;
+    let (_, key) = p.env.account_with_key("acme").await;
+    let contract = contract();
+    for (method, path) in contract.operations() {
+        if !path.starts_with("/api/") {
+            continue;
+        }
+        let uri = path.replace("{id}", "whk_doesnotexist");
+        // The callback reads its body before it authenticates: give it a well-formed one.
+        let callback =
+            json!({"code": "AQBx", "wabaId": WABA, "phoneNumberId": "230000000000021"}).to_string();
+        let body = match method.as_str() {
+            "POST" if path == "/api/signup/callback" => Some(callback.as_str()),
+            "POST" => Some("{}"),
+            _ => None,
+        };
+        for bad in [None, Some("not-a-key"), Some(&format!("{key}x")[..])] {
+            let response = expect(&p, 401, &method, &path, &uri, "", bad, body).await;
+            assert_eq!(response.headers.get("www-authenticate").unwrap(), "Bearer");
+        }
+        let headers = json!({"host": "api.example.com", "authorization": format!("Basic {key}")});
+        let response = p
+            .invoke(authorization_event(&method, &uri, "", headers, body))
+            .await;
+        assert_eq!(response.status, 401, "{method} {path} with a Basic header");
+        contract.check(&method, &path, &response);
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_the_documented_413_everywhere() {
+    let p = ProvisioningEnv::new().await;
+    let (_, key) = p.env.account_with_key("acme").await;
+    let big = oversized();
+    for (method, path) in contract().operations() {
+        if !path.starts_with("/api/") {
+            continue;
+        }
+        let uri = path.replace("{id}", "whk_doesnotexist");
+        expect(&p, 413, &method, &path, &uri, "", Some(&key), Some(&big)).await;
+        expect(&p, 413, &method, &path, &uri, "", None, Some(&big)).await;
+    }
+}
+
+#[tokio::test]
+async fn signup_links_answer_as_documented() {
+    let p = ProvisioningEnv::new().await;
+    let (_, key) = p.env.account_with_key("acme").await;
+    let contract = contract();
+    let path = "/api/signup-links";
+    let key = Some(key.as_str());
+
+    expect(&p, 201, "POST", path, path, "", key, None).await;
+    let body = json!({"redirectUrl": "https://app.example.com/done"});
+    contract.assert_request_documented("POST", path, &body);
+    let link = expect(
+        &p,
+        201,
+        "POST",
+        path,
+        path,
+        "",
+        key,
+        Some(&body.to_string()),
+    )
+    .await;
+    assert!(
+        link.body["data"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("redirect_uri=")
+    );
+    for bad in [
+        json!({"redirectUrl": "http://app.example.com/done"}),
+        json!({"redirectUrl": 7}),
+        json!({"other": true}),
+    ] {
+        contract.assert_request_refused("POST", path, &bad);
+        expect(&p, 400, "POST", path, path, "", key, Some(&bad.to_string())).await;
+    }
+    expect(&p, 400, "POST", path, path, "", key, Some("{not json")).await;
+}
+
+#[tokio::test]
+async fn the_signup_callback_answers_as_documented() {
+    let p = ProvisioningEnv::new().await;
+    let (_, key) = p.env.account_with_key("acme").await;
+    let (_, other_key) = p.env.account_with_key("other").await;
+    let contract = contract();
+    let path = "/api/signup/callback";
+    let post = |key: Option<&str>, body: &Value, status: u16| {
+        let p = &p;
+        let key = key.map(str::to_string);
+        let body = body.to_string();
+        async move {
+            expect(
+                p,
+                status,
+                "POST",
+                path,
+                path,
+                "",
+                key.as_deref(),
+                Some(&body),
+            )
+            .await
+        }
+    };
+
+    let phone = "230000000000011";
+    let code = p.meta_phone(WABA, phone);
+    let body = json!({"code": code, "wabaId": WABA, "phoneNumberId": phone});
+    contract.assert_request_documented("POST", path, &body);
+    let created = post(Some(&key), &body, 202).await;
+    assert_eq!(created.body["data"]["status"], "PENDING");
+    let again = post(Some(&key), &body, 200).await;
+    assert_eq!(again.body["data"]["id"], created.body["data"]["id"]);
+    post(Some(&other_key), &body, 409).await;
+
+    for bad in [
+        json!({"code": "AQB", "wabaId": "not-digits", "phoneNumberId": phone}),
+        json!({"code": "AQB", "wabaId": WABA}),
+        json!({"code": "AQB", "wabaId": WABA, "phoneNumberId": phone, "extra": 1}),
+        json!({"code": 5, "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": "", "wabaId": WABA, "phoneNumberId": phone}),
+    ] {
+        contract.assert_request_refused("POST", path, &bad);
+        post(Some(&key), &bad, 400).await;
+    }
+    expect(
+        &p,
+        400,
+        "POST",
+        path,
+        path,
+        "",
+        Some(&key),
+        Some("{not json"),
+    )
+    .await;
+
+    // Without a key: a signup link's state, once.
+    let link = expect(
+        &p,
+        201,
+        "POST",
+        "/api/signup-links",
+        "/api/signup-links",
+        "",
+        Some(&key),
+        None,
+    )
+    .await;
+    let state = link.body["data"]["state"].as_str().unwrap().to_string();
+    let phone = "230000000000012";
+    let code = p.meta_phone(WABA, phone);
+    let body = json!({"code": code, "wabaId": WABA, "phoneNumberId": phone, "state": state});
+    contract.assert_request_documented("POST", path, &body);
+    post(None, &body, 202).await;
+    let reused =
+        json!({"code": "AQBx", "wabaId": WABA, "phoneNumberId": "230000000000013", "state": state});
+    post(None, &reused, 401).await;
+    let forged = json!({"code": "AQBx", "wabaId": WABA, "phoneNumberId": "230000000000013", "state": "v1.forged.sig"});
+    post(None, &forged, 401).await;
+    let anonymous = json!({"code": "AQBx", "wabaId": WABA, "phoneNumberId": "230000000000013"});
+    post(None, &anonymous, 401).await;
+}
+
+#[tokio::test]
+async fn webhook_endpoints_answer_as_documented() {
+    let p = ProvisioningEnv::new().await;
+    let (_, key) = p.env.account_with_key("acme").await;
+    let contract = contract();
+    let path = "/api/webhooks";
+    let key = Some(key.as_str());
+    let create = |body: &Value, status: u16| {
+        let p = &p;
+        let body = body.to_string();
+        async move { expect(p, status, "POST", path, path, "", key, Some(&body)).await }
+    };
+
+    let every = json!({"url": "http://127.0.0.1:9/hooks"});
+    contract.assert_request_documented("POST", path, &every);
+    let created = create(&every, 201).await;
+    let filtered = json!({"url": "http://127.0.0.1:9/other", "events": ["number.banned", "number.activated", "number.banned"]});
+    contract.assert_request_documented("POST", path, &filtered);
+    create(&filtered, 201).await;
+    let listed = expect(&p, 200, "GET", path, path, "", key, None).await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 2);
+
+    for bad in [
+        json!({"url": "http://127.0.0.1:9/hooks", "events": []}),
+        json!({"url": "http://127.0.0.1:9/hooks", "events": ["number.exploded"]}),
+        json!({"events": ["number.banned"]}),
+        json!({"url": "http://127.0.0.1:9/hooks", "secret": "mine"}),
+    ] {
+        contract.assert_request_refused("POST", path, &bad);
+        create(&bad, 400).await;
+    }
+    expect(&p, 400, "POST", path, path, "", key, Some("{not json")).await;
+
+    let id = created.body["data"]["id"].as_str().unwrap();
+    let one = "/api/webhooks/{id}";
+    let uri = format!("/api/webhooks/{id}");
+    expect(&p, 204, "DELETE", one, &uri, "", key, None).await;
+    expect(&p, 404, "DELETE", one, &uri, "", key, None).await;
+    expect(&p, 404, "DELETE", one, "/api/webhooks/nope", "", key, None).await;
+
+    p.strict_webhook_urls();
+    create(&every, 400).await;
+}
+
+#[tokio::test]
+async fn one_webhook_endpoint_too_many_is_a_documented_conflict() {
+    let p = ProvisioningEnv::new().await;
+    let (_, key) = p.env.account_with_key("acme").await;
+    let path = "/api/webhooks";
+    for i in 0..muchaw_shared::webhooks::MAX_ENDPOINTS_PER_ACCOUNT {
+        let body = json!({"url": format!("http://127.0.0.1:9/hooks/{i}")}).to_string();
+        expect(&p, 201, "POST", path, path, "", Some(&key), Some(&body)).await;
+    }
+    let body = json!({"url": "http://127.0.0.1:9/hooks/last"}).to_string();
+    expect(&p, 409, "POST", path, path, "", Some(&key), Some(&body)).await;
+}
+
+#[tokio::test]
+async fn meta_webhooks_answer_as_documented() {
+    let p = ProvisioningEnv::new().await;
+
+    let verified = meta_verify(&p, "verify-me").await;
+    assert_eq!(verified.status, 200);
+    assert_eq!(verified.body, "1158201444");
+    assert_eq!(meta_verify(&p, "wrong").await.status, 403);
+
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "239999999999999",
+        "time": 1795600000, "changes": [{"field": "account_update",
+        "value": {"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": "DISABLE",
+        "waba_ban_date": "2026-11-25"}}}]}]})
+    .to_string();
+    let signed = |body: &str| meta_webhook::sign(p.meta.app_secret(), body.as_bytes());
+    assert_eq!(meta_post(&p, &body, Some(signed(&body))).await.status, 200);
+    assert_eq!(meta_post(&p, &body, None).await.status, 401);
+    let wrong = meta_webhook::sign("not-the-app-secret", body.as_bytes());
+    assert_eq!(meta_post(&p, &body, Some(wrong)).await.status, 401);
+    let malformed = "{not json";
+    assert_eq!(
+        meta_post(&p, malformed, Some(signed(malformed)))
+            .await
+            .status,
+        400
+    );
+}
+
+#[test]
+fn customer_events_match_the_documented_webhook_payload() {
+    let contract = contract();
+    let hook = &contract.doc["webhooks"]["numberEvent"]["post"];
+    let headers: Vec<&str> = hook["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        headers,
+        ["webhook-id", "webhook-timestamp", "webhook-signature"]
+    );
+    let schema = &hook["requestBody"]["content"]["application/json"]["schema"];
+    let account = AccountId::from("acc_test".to_string());
+    let mut events = Vec::new();
+    for status in Status::ALL {
+        let mut number = sample_number(&account, status, 5);
+        number.display_name = Some("Acme".into());
+        let event_type = match status {
+            Status::Pending | Status::Active => EventType::NumberActivated,
+            Status::Failed => EventType::NumberFailed,
+            Status::Disconnected => EventType::NumberDisconnected,
+            Status::Banned => EventType::NumberBanned,
+        };
+        events.push(EventEnvelope::new(event_type, &number, time::now()));
+    }
+    let number = sample_number(&account, Status::Active, 5);
+    events.push(EventEnvelope::quality_updated(
+        &number,
+        Some(QualityRating::Yellow),
+        time::now(),
+    ));
+    events.push(EventEnvelope::quality_updated(&number, None, time::now()));
+    events.push(EventEnvelope::new(
+        EventType::NumberTokenExpiring,
+        &number,
+        time::now(),
+    ));
+    for event in events {
+        let body = event.customer_body();
+        contract.assert_valid(schema, &body, "customer event");
+    }
+    let mut extra =
+        EventEnvelope::new(EventType::NumberBanned, &number, time::now()).customer_body();
+    extra["accountId"] = json!("acc_test");
+    assert!(
+        !contract.errors(schema, &extra).is_empty(),
+        "the event schema is strict"
+    );
+}
