@@ -434,6 +434,13 @@ where
     Router::new()
         .route(PATH, get(verify::<S, Q>).post(deliver::<S, Q>))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "route not found") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this method is not allowed on this path",
+            )
+        })
         .with_state(Arc::new(handler))
 }
 
