@@ -9,4 +9,5 @@ pub mod template;
 pub use moto::Moto;
 pub use provision::{Stack, provision};
 pub use template::Template;
+pub mod runtime_api;
 pub mod stack;

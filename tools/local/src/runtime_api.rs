@@ -1,0 +1,284 @@
+//! A local implementation of the Lambda Runtime API, so a function runs *as its real binary*:
+//! the process polls `GET /2018-06-01/runtime/invocation/next`, and posts to
+//! `/invocation/{id}/response` or `/invocation/{id}/error`, exactly as on Lambda.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// What an invocation ended with.
+#[derive(Debug)]
+pub enum Invocation {
+    Response(Value),
+    /// The function reported an error (`/error`): Lambda's `{errorType, errorMessage}`.
+    Error(Value),
+}
+
+struct Pending {
+    id: String,
+    event: Value,
+    deadline_ms: u128,
+    done: oneshot::Sender<Invocation>,
+}
+
+struct Inner {
+    function_arn: String,
+    incoming: Mutex<mpsc::Receiver<Pending>>,
+    in_flight: Mutex<HashMap<String, oneshot::Sender<Invocation>>>,
+    init_error: Mutex<Option<Value>>,
+    /// When the process first asked for work: the end of its init.
+    first_next: std::sync::Mutex<Option<Instant>>,
+}
+
+/// One function's Runtime API endpoint and the process that polls it.
+pub struct LocalFunction {
+    pub name: String,
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    outgoing: mpsc::Sender<Pending>,
+    next_id: AtomicU64,
+    child: Child,
+    started: Instant,
+    timeout: Duration,
+    /// The process's last output lines, to say why it stopped.
+    last_lines: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+}
+
+const KEPT_LINES: usize = 20;
+
+async fn next(State(inner): State<Arc<Inner>>) -> Response {
+    {
+        let mut first = inner.first_next.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert_with(Instant::now);
+    }
+    let pending = inner.incoming.lock().await.recv().await;
+    let Some(pending) = pending else {
+        return StatusCode::GONE.into_response();
+    };
+    let mut headers = HeaderMap::new();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    set("lambda-runtime-aws-request-id", &pending.id);
+    set(
+        "lambda-runtime-deadline-ms",
+        &pending.deadline_ms.to_string(),
+    );
+    set("lambda-runtime-invoked-function-arn", &inner.function_arn);
+    set(
+        "lambda-runtime-trace-id",
+        &format!("Root=1-local-{}", pending.id),
+    );
+    set("content-type", "application/json");
+    inner
+        .in_flight
+        .lock()
+        .await
+        .insert(pending.id.clone(), pending.done);
+    (headers, pending.event.to_string()).into_response()
+}
+
+async fn finish(inner: &Inner, id: &str, outcome: Invocation) -> StatusCode {
+    match inner.in_flight.lock().await.remove(id) {
+        Some(done) => {
+            let _ = done.send(outcome);
+            StatusCode::ACCEPTED
+        }
+        None => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn json_or_text(body: &Bytes) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
+async fn respond(
+    State(inner): State<Arc<Inner>>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> StatusCode {
+    finish(&inner, &id, Invocation::Response(json_or_text(&body))).await
+}
+
+async fn error(
+    State(inner): State<Arc<Inner>>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> StatusCode {
+    finish(&inner, &id, Invocation::Error(json_or_text(&body))).await
+}
+
+async fn init_error(State(inner): State<Arc<Inner>>, body: Bytes) -> StatusCode {
+    *inner.init_error.lock().await = Some(json_or_text(&body));
+    StatusCode::ACCEPTED
+}
+
+impl LocalFunction {
+    /// Serves a Runtime API on a loopback port and starts `binary` against it with `environment`
+    /// (the function's, from the template) plus what Lambda itself sets. Its output goes to this
+    /// process's stderr, each line prefixed with `name`.
+    pub async fn start(
+        name: &str,
+        binary: &Path,
+        environment: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<LocalFunction> {
+        let (outgoing, incoming) = mpsc::channel(64);
+        let inner = Arc::new(Inner {
+            function_arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),
+            incoming: Mutex::new(incoming),
+            in_flight: Mutex::default(),
+            init_error: Mutex::default(),
+            first_next: std::sync::Mutex::default(),
+        });
+        let app = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(respond),
+            )
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let started = Instant::now();
+        let mut command = Command::new(binary);
+        command
+            .envs(environment.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let last_lines: Arc<std::sync::Mutex<std::collections::VecDeque<String>>> = Arc::default();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let prefix = name.to_string();
+            let kept = last_lines.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    eprintln!("[{prefix}] {line}");
+                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    if kept.len() == KEPT_LINES {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line);
+                }
+            });
+        }
+        Ok(LocalFunction {
+            name: name.to_string(),
+            addr,
+            inner,
+            outgoing,
+            next_id: AtomicU64::new(1),
+            child,
+            started,
+            timeout,
+            last_lines,
+        })
+    }
+
+    pub fn runtime_api(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Process start to its first `GET /invocation/next`: the function's init, once it is done.
+    pub fn init_duration(&self) -> Option<Duration> {
+        let first = *self
+            .inner
+            .first_next
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        first.map(|at| at.duration_since(self.started))
+    }
+
+    /// Hands `event` to the function and waits for its answer, as Lambda's `Invoke` does.
+    pub async fn invoke(&mut self, event: Value) -> Result<Invocation> {
+        let id = format!(
+            "local-{}-{}",
+            self.name,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let deadline = std::time::SystemTime::now() + self.timeout;
+        let deadline_ms = deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let (done, answer) = oneshot::channel();
+        self.outgoing
+            .send(Pending {
+                id,
+                event,
+                deadline_ms,
+                done,
+            })
+            .await
+            .context("the function's runtime API is gone")?;
+        tokio::select! {
+            answer = answer => answer.context("the invocation was dropped"),
+            status = self.child.wait() => {
+                let init = self.inner.init_error.lock().await.clone();
+                // Let the output readers catch up with what the process wrote last.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let output: Vec<String> = self
+                    .last_lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect();
+                bail!(
+                    "{} exited ({:?}) before answering; init error: {:?}; last output:\n{}",
+                    self.name,
+                    status.ok(),
+                    init,
+                    output.join("\n")
+                )
+            }
+            () = tokio::time::sleep(self.timeout) => bail!("{} timed out after {:?}", self.name, self.timeout),
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! A function runs as its real binary under the local Lambda Runtime API, with the environment
+//! template.yaml gives it, against moto.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use muchaw_local::provision::{Overrides, random_prefix};
+use muchaw_local::runtime_api::{Invocation, LocalFunction};
+use muchaw_local::{Moto, Template, provision};
+use serde_json::Value;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds a function's binary (debug) and returns its path.
+fn built(package: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "-p", package])
+        .current_dir(workspace())
+        .status()
+        .expect("cargo");
+    assert!(status.success(), "building {package}");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace().join("target"));
+    target.join("debug").join(package)
+}
+
+fn event(path: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(workspace().join(path)).unwrap()).unwrap()
+}
+
+fn failures(invocation: Invocation) -> usize {
+    match invocation {
+        Invocation::Response(body) => body["batchItemFailures"].as_array().unwrap().len(),
+        Invocation::Error(error) => panic!("the function failed: {error}"),
+    }
+}
+
+#[tokio::test]
+async fn a_function_binary_answers_invocations_through_the_runtime_api() {
+    let binary = built("dispatch-events");
+    let moto = Moto::shared();
+    let sdk = moto.sdk_config().await;
+    let template = Template::workspace().unwrap();
+    let stack = provision(&template, &sdk, &random_prefix(), &Overrides::default())
+        .await
+        .unwrap();
+    let mut environment: Vec<(String, String)> = stack
+        .function_environment(&template, "DispatchEventsFunction")
+        .unwrap()
+        .into_iter()
+        .collect();
+    environment.extend([
+        ("AWS_ENDPOINT_URL".to_string(), moto.endpoint().to_string()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+    ]);
+    let mut function = LocalFunction::start(
+        "DispatchEventsFunction",
+        &binary,
+        &environment,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let unreadable = function
+        .invoke(event("events/dispatch-events/unreadable.json"))
+        .await
+        .unwrap();
+    assert_eq!(failures(unreadable), 1);
+    let readable = function
+        .invoke(event("events/dispatch-events/event.json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        failures(readable),
+        0,
+        "an account without endpoints: nothing to send"
+    );
+    assert!(function.init_duration().is_some());
+}
+
+#[tokio::test]
+async fn a_function_missing_its_configuration_fails_its_init_and_says_why() {
+    let binary = built("dispatch-events");
+    let mut function = LocalFunction::start(
+        "DispatchEventsFunction",
+        &binary,
+        &[("AWS_REGION".to_string(), "us-east-1".to_string())],
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let error = function
+        .invoke(serde_json::json!({"Records": []}))
+        .await
+        .err()
+        .expect("no TABLE_NAME: the init fails");
+    assert!(error.to_string().contains("TABLE_NAME"), "{error:#}");
+}
