@@ -98,7 +98,6 @@ async fn a_function_missing_its_configuration_fails_its_init_and_says_why() {
     let error = function
         .invoke(serde_json::json!({"Records": []}))
         .await
-        .err()
-        .expect("no TABLE_NAME: the init fails");
+        .expect_err("no TABLE_NAME: the init fails");
     assert!(error.to_string().contains("TABLE_NAME"), "{error:#}");
 }
