@@ -9,5 +9,6 @@ pub mod template;
 pub use moto::Moto;
 pub use provision::{Stack, provision};
 pub use template::Template;
+pub mod binaries;
 pub mod runtime_api;
 pub mod stack;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -54,6 +55,10 @@ struct Args {
     /// Drive a signup through the fake Meta to ACTIVE and show its signed webhook arriving.
     #[arg(long)]
     demo: bool,
+    /// Call each function's handler in this process instead of running its binary under the
+    /// local Lambda Runtime API.
+    #[arg(long)]
+    in_process: bool,
 }
 
 #[tokio::main]
@@ -157,16 +162,61 @@ async fn up(args: Args) -> Result<()> {
         VERIFY_TOKEN,
         signing_key,
     )?;
-    let _pipeline = local.pipeline.start();
+    // Each function as its real binary under the local Runtime API, or (--in-process) its
+    // handler called directly.
+    let binaries = if args.in_process {
+        None
+    } else {
+        let dir = std::env::current_exe()?
+            .parent()
+            .context("where muchaw-local runs from")?
+            .to_path_buf();
+        let extra = [
+            ("AWS_ENDPOINT_URL", moto.endpoint().to_string()),
+            ("AWS_REGION", muchaw_local::moto::REGION.to_string()),
+            ("AWS_ACCESS_KEY_ID", "test".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+            // Local retries in seconds, not hours.
+            ("RETRY_BASE_SECONDS", "1".to_string()),
+            ("RETRY_SLOW_SECONDS", "5".to_string()),
+            ("WEBHOOK_RETRY_SCHEDULE", "2,5,10,20,30,60,60".to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v));
+        Some(Arc::new(
+            muchaw_local::binaries::BinaryStack::start(&template, &stack, &dir, &extra).await?,
+        ))
+    };
+    let (router, _pipeline) = match &binaries {
+        Some(binaries) => {
+            let pipeline = muchaw_local::pipeline::Pipeline::new(
+                &template,
+                &stack,
+                aws_sdk_sqs::Client::new(&sdk),
+                &binaries.sqs_handlers(),
+                &[],
+            )?;
+            (binaries.router(), pipeline.start())
+        }
+        None => (local.router.clone(), local.pipeline.start()),
+    };
     let health_sync = local.health_sync.clone();
+    let scheduled = binaries.clone();
     // Driven beside the server rather than spawned: the sync's future is not `Send`-provable.
     let health_loop = async move {
         let mut every = tokio::time::interval(HEALTH_SYNC_EVERY);
         loop {
             every.tick().await;
-            match health_sync.run().await {
-                Ok(summary) => tracing::info!(?summary, "health sync"),
-                Err(err) => tracing::warn!(error = %err, "health sync failed"),
+            match &scheduled {
+                Some(binaries) => {
+                    let event = serde_json::json!({"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}});
+                    if let Err(err) = binaries.invoke("HealthSyncFunction", event).await {
+                        tracing::warn!(error = %err, "health sync failed");
+                    }
+                }
+                None => match health_sync.run().await {
+                    Ok(summary) => tracing::info!(?summary, "health sync"),
+                    Err(err) => tracing::warn!(error = %err, "health sync failed"),
+                },
             }
         }
     };
@@ -205,7 +255,7 @@ async fn up(args: Args) -> Result<()> {
     println!();
     println!("Ctrl-C stops everything.");
 
-    let server = axum::serve(listener, local.router).with_graceful_shutdown(async {
+    let server = axum::serve(listener, router).with_graceful_shutdown(async {
         let _ = tokio::signal::ctrl_c().await;
     });
     if args.demo {

@@ -6,8 +6,18 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-#[test]
-fn the_local_stack_runs_a_demo_signup_to_active_with_a_verified_webhook() {
+fn build_function_binaries() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--workspace", "--bins"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .status()
+        .expect("cargo");
+    assert!(status.success());
+}
+
+fn run_demo(extra: &[&str]) {
+    build_function_binaries();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -15,6 +25,7 @@ fn the_local_stack_runs_a_demo_signup_to_active_with_a_verified_webhook() {
         .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_muchaw-local"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--demo"])
+        .args(extra)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -42,4 +53,14 @@ fn the_local_stack_runs_a_demo_signup_to_active_with_a_verified_webhook() {
     assert!(outcome.is_ok(), "{outcome:?}\n{}", seen.join("\n"));
     assert!(seen.iter().any(|l| l.contains("signature verified")));
     assert!(seen.iter().any(|l| l.contains("\"status\":\"ACTIVE\"")));
+}
+
+#[test]
+fn the_local_stack_runs_a_demo_signup_to_active_with_a_verified_webhook() {
+    run_demo(&[]);
+}
+
+#[test]
+fn the_in_process_local_stack_runs_the_same_demo() {
+    run_demo(&["--in-process"]);
 }
