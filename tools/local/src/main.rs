@@ -151,7 +151,13 @@ async fn up(args: Args) -> Result<()> {
             ("SignupLinkSigningKey".to_string(), signing_key.to_string()),
         ]),
     };
-    let stack = provision(&template, &sdk, "local", &overrides)
+    // A moto someone else started may already hold a stack: never collide with it.
+    let prefix = if args.moto_endpoint.is_some() {
+        muchaw_local::provision::random_prefix()
+    } else {
+        "local".to_string()
+    };
+    let stack = provision(&template, &sdk, &prefix, &overrides)
         .await
         .context("creating the template's resources on moto")?;
     let local = muchaw_local::stack::build(
