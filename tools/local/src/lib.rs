@@ -11,4 +11,5 @@ pub use provision::{Stack, provision};
 pub use template::Template;
 pub mod binaries;
 pub mod runtime_api;
+pub mod schedule;
 pub mod stack;

@@ -119,17 +119,17 @@ async fn print_env(function: &str, endpoint: &str, template: &str) -> Result<()>
 
 /// What Meta's subscription handshake must send to `GET /webhooks/meta` locally.
 const VERIFY_TOKEN: &str = "local-verify-token";
-/// How often the scheduled health sync runs locally (hourly when deployed).
-const HEALTH_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 async fn up(args: Args) -> Result<()> {
+    // Refuse what cannot run locally before starting anything.
+    let template = Template::load(&args.template)?;
+    muchaw_local::schedule::check_runnable(&template)?;
     let moto = match &args.moto_endpoint {
         Some(endpoint) => Moto::external(endpoint.clone()),
         None if args.moto_port == 0 => Moto::start()?,
         None => Moto::start_on(args.moto_port)?,
     };
     let sdk = moto.sdk_config().await;
-    let template = Template::load(&args.template)?;
     let meta = fake_meta::FakeMeta::start(fake_meta::FakeMetaConfig::default()).await?;
     let demo = fake_meta::seed_demo(&meta);
     // Codes a person copies from this terminal need longer than Meta's 30 s.
@@ -205,27 +205,15 @@ async fn up(args: Args) -> Result<()> {
         }
         None => (local.router.clone(), local.pipeline.start()),
     };
-    let health_sync = local.health_sync.clone();
-    let scheduled = binaries.clone();
-    // Driven beside the server rather than spawned: the sync's future is not `Send`-provable.
-    let health_loop = async move {
-        let mut every = tokio::time::interval(HEALTH_SYNC_EVERY);
-        loop {
-            every.tick().await;
-            match &scheduled {
-                Some(binaries) => {
-                    let event = serde_json::json!({"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}});
-                    if let Err(err) = binaries.invoke("HealthSyncFunction", event).await {
-                        tracing::warn!(error = %err, "health sync failed");
-                    }
-                }
-                None => match health_sync.run().await {
-                    Ok(summary) => tracing::info!(?summary, "health sync"),
-                    Err(err) => tracing::warn!(error = %err, "health sync failed"),
-                },
-            }
-        }
+    let runner = match &binaries {
+        Some(binaries) => muchaw_local::schedule::ScheduledRunner::Binaries(binaries.clone()),
+        None => muchaw_local::schedule::ScheduledRunner::InProcess(local.health_sync.clone()),
     };
+    let schedules = muchaw_local::schedule::schedules(&template)?;
+    let (run_now, on_demand) = tokio::sync::mpsc::channel(8);
+    let router = muchaw_local::schedule::on_demand_router(run_now).merge(router);
+    let scheduled_ids: Vec<String> = schedules.iter().map(|s| s.function_id.clone()).collect();
+    let scheduler = muchaw_local::schedule::run_schedules(schedules, runner, on_demand);
 
     let account = local.store.create_account("Local demo").await?;
     let key = local
@@ -258,6 +246,9 @@ async fn up(args: Args) -> Result<()> {
     println!(
         "  curl -s -H \"Authorization: Bearer $MUCHAW_API_KEY\" '{base}/api/numbers?status=ACTIVE'"
     );
+    for id in &scheduled_ids {
+        println!("  curl -s -X POST {base}/_local/schedules/{id}   # run the scheduled {id} now");
+    }
     println!();
     println!("Ctrl-C stops everything.");
 
@@ -280,7 +271,7 @@ async fn up(args: Args) -> Result<()> {
     }
     tokio::select! {
         served = server => served?,
-        () = health_loop => {}
+        () = scheduler => {}
     }
     drop(meta);
     drop(moto);

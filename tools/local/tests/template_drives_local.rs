@@ -80,3 +80,31 @@ async fn a_function_with_a_queue_and_no_local_handler_is_an_error_naming_it() {
     .expect("refused");
     assert!(error.to_string().contains("Function"), "{error}");
 }
+
+#[test]
+fn an_event_source_the_local_stack_cannot_run_is_refused_naming_it() {
+    let edited = edited_template(|text| {
+        let start = text.find("  HealthSyncFunction:").unwrap();
+        let at = start + text[start..].find("        Hourly:\n").unwrap();
+        format!(
+            "{}        Uploads:\n          Type: S3\n          Properties:\n            Bucket: !Ref Bucket\n            Events: s3:ObjectCreated:*\n{}",
+            &text[..at],
+            &text[at..]
+        )
+    });
+    let error = muchaw_local::schedule::check_runnable(&edited).expect_err("refused");
+    let message = error.to_string();
+    assert!(message.contains("HealthSyncFunction"), "{message}");
+    assert!(message.contains("Uploads"), "{message}");
+    assert!(message.contains("S3"), "{message}");
+}
+
+#[test]
+fn a_schedule_rate_changed_in_the_template_is_the_local_rate() {
+    let edited = edited_template(|text| text.replace("rate(1 hour)", "rate(10 minutes)"));
+    let schedules = muchaw_local::schedule::schedules(&edited).unwrap();
+    assert_eq!(
+        schedules[0].every,
+        Some(std::time::Duration::from_secs(600))
+    );
+}
