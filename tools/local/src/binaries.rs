@@ -56,29 +56,22 @@ impl HttpRoute {
 /// Every `HttpApi` event in the template.
 pub fn http_routes(template: &Template) -> Result<Vec<HttpRoute>> {
     let mut routes = Vec::new();
-    for (function_id, props) in template.resources_of_type("AWS::Serverless::Function") {
-        let Some(events) = props.get("Events").and_then(|e| e.as_mapping()) else {
+    for event in template.function_events() {
+        if event.kind != "HttpApi" {
             continue;
-        };
-        for (_, event) in events {
-            if event.get("Type").and_then(scalar).as_deref() != Some("HttpApi") {
-                continue;
-            }
-            let properties = event
-                .get("Properties")
-                .ok_or_else(|| anyhow!("{function_id}: HttpApi event without Properties"))?;
-            let get = |name: &str| {
-                properties
-                    .get(name)
-                    .and_then(scalar)
-                    .ok_or_else(|| anyhow!("{function_id}: HttpApi event without {name}"))
-            };
-            routes.push(HttpRoute {
-                method: get("Method")?.to_ascii_uppercase(),
-                path: get("Path")?,
-                function_id: function_id.clone(),
-            });
         }
+        let properties = event.require_properties()?;
+        let get = |name: &str| {
+            properties
+                .get(name)
+                .and_then(scalar)
+                .ok_or_else(|| anyhow!("{}: HttpApi event without {name}", event.function_id))
+        };
+        routes.push(HttpRoute {
+            method: get("Method")?.to_ascii_uppercase(),
+            path: get("Path")?,
+            function_id: event.function_id.clone(),
+        });
     }
     Ok(routes)
 }

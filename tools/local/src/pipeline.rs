@@ -40,55 +40,49 @@ pub const DEFAULT_CONCURRENCY: usize = 5;
 /// Every SQS event source in the template.
 pub fn sqs_sources(template: &Template) -> Result<Vec<SqsSource>> {
     let mut sources = Vec::new();
-    for (function_id, props) in template.resources_of_type("AWS::Serverless::Function") {
-        let Some(events) = props.get("Events").and_then(|e| e.as_mapping()) else {
+    for event in template.function_events() {
+        if event.kind != "SQS" {
             continue;
-        };
-        for (_, event) in events {
-            if event.get("Type").and_then(scalar).as_deref() != Some("SQS") {
-                continue;
-            }
-            let properties = event
-                .get("Properties")
-                .ok_or_else(|| anyhow!("{function_id}: SQS event without Properties"))?;
-            let queue = properties
-                .get("Queue")
-                .ok_or_else(|| anyhow!("{function_id}: SQS event without Queue"))?;
-            let queue_id = match intrinsic(queue)? {
-                Intrinsic::GetAtt(id, attr) if attr == "Arn" => id,
-                other => bail!("{function_id}: SQS Queue {other:?} is not !GetAtt <Queue>.Arn"),
-            };
-            let batch_size = properties
-                .get("BatchSize")
-                .and_then(scalar)
-                .map(|b| b.parse::<i32>())
-                .transpose()
-                .context("BatchSize")?
-                .unwrap_or(10);
-            let report_batch_item_failures = properties
-                .get("FunctionResponseTypes")
-                .and_then(|t| t.as_sequence())
-                .is_some_and(|types| {
-                    types
-                        .iter()
-                        .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
-                });
-            let concurrency = properties
-                .get("ScalingConfig")
-                .and_then(|c| c.get("MaximumConcurrency"))
-                .and_then(scalar)
-                .map(|c| c.parse::<usize>())
-                .transpose()
-                .context("MaximumConcurrency")?
-                .unwrap_or(DEFAULT_CONCURRENCY);
-            sources.push(SqsSource {
-                function_id: function_id.clone(),
-                queue_id,
-                batch_size,
-                report_batch_item_failures,
-                concurrency,
-            });
         }
+        let function_id = &event.function_id;
+        let properties = event.require_properties()?;
+        let queue = properties
+            .get("Queue")
+            .ok_or_else(|| anyhow!("{function_id}: SQS event without Queue"))?;
+        let queue_id = match intrinsic(queue)? {
+            Intrinsic::GetAtt(id, attr) if attr == "Arn" => id,
+            other => bail!("{function_id}: SQS Queue {other:?} is not !GetAtt <Queue>.Arn"),
+        };
+        let batch_size = properties
+            .get("BatchSize")
+            .and_then(scalar)
+            .map(|b| b.parse::<i32>())
+            .transpose()
+            .context("BatchSize")?
+            .unwrap_or(10);
+        let report_batch_item_failures = properties
+            .get("FunctionResponseTypes")
+            .and_then(|t| t.as_sequence())
+            .is_some_and(|types| {
+                types
+                    .iter()
+                    .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
+            });
+        let concurrency = properties
+            .get("ScalingConfig")
+            .and_then(|c| c.get("MaximumConcurrency"))
+            .and_then(scalar)
+            .map(|c| c.parse::<usize>())
+            .transpose()
+            .context("MaximumConcurrency")?
+            .unwrap_or(DEFAULT_CONCURRENCY);
+        sources.push(SqsSource {
+            function_id: function_id.clone(),
+            queue_id,
+            batch_size,
+            report_batch_item_failures,
+            concurrency,
+        });
     }
     Ok(sources)
 }

@@ -44,22 +44,20 @@ impl Schedule {
 /// Every function event the local stack cannot emulate is an error naming the function, the
 /// event and its type, before anything starts.
 pub fn check_runnable(template: &Template) -> Result<()> {
-    let mut refused = Vec::new();
-    for (function_id, props) in template.resources_of_type("AWS::Serverless::Function") {
-        let Some(events) = props.get("Events").and_then(|e| e.as_mapping()) else {
-            continue;
-        };
-        for (name, event) in events {
-            let name = name.as_str().unwrap_or("?");
-            let kind = event.get("Type").and_then(scalar).unwrap_or_default();
-            if !RUNNABLE_EVENT_TYPES.contains(&kind.as_str()) {
-                refused.push(format!(
-                    "{function_id}: event {name} of type {kind} cannot run locally (the local stack runs {})",
-                    RUNNABLE_EVENT_TYPES.join(", ")
-                ));
-            }
-        }
-    }
+    let mut refused: Vec<String> = template
+        .function_events()
+        .into_iter()
+        .filter(|event| !RUNNABLE_EVENT_TYPES.contains(&event.kind.as_str()))
+        .map(|event| {
+            format!(
+                "{}: event {} of type {} cannot run locally (the local stack runs {})",
+                event.function_id,
+                event.name,
+                event.kind,
+                RUNNABLE_EVENT_TYPES.join(", ")
+            )
+        })
+        .collect();
     if let Err(err) = schedules(template) {
         refused.push(err.to_string());
     }
@@ -73,32 +71,26 @@ pub fn check_runnable(template: &Template) -> Result<()> {
 /// Every `Schedule`/`ScheduleV2` event in the template.
 pub fn schedules(template: &Template) -> Result<Vec<Schedule>> {
     let mut found = Vec::new();
-    for (function_id, props) in template.resources_of_type("AWS::Serverless::Function") {
-        let Some(events) = props.get("Events").and_then(|e| e.as_mapping()) else {
+    for event in template.function_events() {
+        if event.kind != "Schedule" && event.kind != "ScheduleV2" {
             continue;
-        };
-        for (name, event) in events {
-            let kind = event.get("Type").and_then(scalar).unwrap_or_default();
-            if kind != "Schedule" && kind != "ScheduleV2" {
-                continue;
-            }
-            let event_name = name.as_str().unwrap_or("?").to_string();
-            let expression = event
-                .get("Properties")
-                .and_then(|p| p.get("ScheduleExpression"))
-                .and_then(scalar)
-                .ok_or_else(|| {
-                    anyhow!("{function_id}: {kind} event {event_name} without ScheduleExpression")
-                })?;
-            let every = rate(&expression)
-                .map_err(|err| anyhow!("{function_id}: {kind} event {event_name}: {err}"))?;
-            found.push(Schedule {
-                function_id: function_id.clone(),
-                event_name,
-                expression,
-                every,
-            });
         }
+        let (function_id, kind, event_name) = (&event.function_id, &event.kind, &event.name);
+        let expression = event
+            .require_properties()?
+            .get("ScheduleExpression")
+            .and_then(scalar)
+            .ok_or_else(|| {
+                anyhow!("{function_id}: {kind} event {event_name} without ScheduleExpression")
+            })?;
+        let every = rate(&expression)
+            .map_err(|err| anyhow!("{function_id}: {kind} event {event_name}: {err}"))?;
+        found.push(Schedule {
+            function_id: function_id.clone(),
+            event_name: event_name.clone(),
+            expression,
+            every,
+        });
     }
     Ok(found)
 }

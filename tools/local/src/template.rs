@@ -97,9 +97,50 @@ impl Template {
             .is_some()
     }
 
+    /// Every event of every `AWS::Serverless::Function`, in template order.
+    pub fn function_events(&self) -> Vec<FunctionEvent<'_>> {
+        let mut found = Vec::new();
+        for (function_id, props) in self.resources_of_type("AWS::Serverless::Function") {
+            let Some(events) = props.get("Events").and_then(Value::as_mapping) else {
+                continue;
+            };
+            for (name, event) in events {
+                found.push(FunctionEvent {
+                    function_id: function_id.clone(),
+                    name: name.as_str().unwrap_or("?").to_string(),
+                    kind: event.get("Type").and_then(scalar).unwrap_or_default(),
+                    properties: event.get("Properties"),
+                });
+            }
+        }
+        found
+    }
+
     /// The function-level defaults under `Globals.Function`.
     pub fn function_globals(&self) -> Option<&Value> {
         self.doc.get("Globals")?.get("Function")
+    }
+}
+
+/// One entry of a function's `Events`.
+pub struct FunctionEvent<'a> {
+    pub function_id: String,
+    pub name: String,
+    pub kind: String,
+    pub properties: Option<&'a Value>,
+}
+
+impl FunctionEvent<'_> {
+    /// The event's `Properties`, an error naming the function when absent.
+    pub fn require_properties(&self) -> Result<&Value> {
+        self.properties.ok_or_else(|| {
+            anyhow!(
+                "{}: {} event {} without Properties",
+                self.function_id,
+                self.kind,
+                self.name
+            )
+        })
     }
 }
 
