@@ -117,15 +117,7 @@ impl TestEnv {
 
     /// Invokes the numbers API with an API Gateway HTTP API (v2) event, as Lambda would.
     pub async fn invoke(&self, event: Value) -> ApiResponse {
-        let request: LambdaRequest = serde_json::from_value(event).expect("a valid v2 event");
-        let router = api::router(self.store.clone(), self.queue());
-        let mut adapter = Adapter::from(router);
-        let response = adapter
-            .call(LambdaEvent::new(request, Context::default()))
-            .await
-            .expect("the router is infallible");
-        let response = serde_json::to_value(response).expect("response serialises");
-        parse_response(response)
+        parse_response(invoke_router(api::router(self.store.clone(), self.queue()), event).await)
     }
 
     pub async fn get(&self, key: Option<&str>, path: &str, query: &str) -> ApiResponse {
@@ -240,6 +232,18 @@ pub fn moto_env() -> Vec<(String, String)> {
         ("AWS_ACCESS_KEY_ID".into(), "test".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
     ]
+}
+
+/// Runs `router` as `lambda_http` runs it in a function: the v2 event in, the Lambda response
+/// (`statusCode`, `headers`, `body`) out.
+pub async fn invoke_router(router: axum::Router, event: Value) -> Value {
+    let request: LambdaRequest = serde_json::from_value(event).expect("a valid v2 event");
+    let mut adapter = Adapter::from(router);
+    let response = adapter
+        .call(LambdaEvent::new(request, Context::default()))
+        .await
+        .expect("the router is infallible");
+    serde_json::to_value(response).expect("response serialises")
 }
 
 pub fn parse_response(response: Value) -> ApiResponse {

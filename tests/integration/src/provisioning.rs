@@ -6,8 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fake_meta::{FakeMeta, FakeMetaConfig};
-use lambda_http::request::LambdaRequest;
-use lambda_http::{Adapter, Context, LambdaEvent, Service};
 use muchaw_local::pipeline::{Pipeline, PipelineHandle};
 use muchaw_shared::adapters::dynamo::DynamoStore;
 use muchaw_shared::adapters::meta::{GraphClient, MetaConfig};
@@ -205,13 +203,7 @@ impl ProvisioningEnv {
                 },
             ));
         let router = api::finish(routes, store);
-        let request: LambdaRequest = serde_json::from_value(event).expect("v2 event");
-        let mut adapter = Adapter::from(router);
-        let response = adapter
-            .call(LambdaEvent::new(request, Context::default()))
-            .await
-            .expect("infallible");
-        parse_response(serde_json::to_value(response).expect("serialises"))
+        parse_response(crate::invoke_router(router, event).await)
     }
 
     /// A phone at the fake Meta, and a fresh Embedded Signup code for its WABA.

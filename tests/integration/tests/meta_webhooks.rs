@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
-use lambda_http::request::LambdaRequest;
-use lambda_http::{Adapter, Context, LambdaEvent, Service};
 use muchaw_shared::adapters::secrets::read_app_secrets;
 use muchaw_shared::domain::{AccountId, Number, NumberId, QualityRating, Status};
 use muchaw_shared::health::{HealthSummary, HealthSync};
 use muchaw_shared::meta_webhook::{self, MetaWebhook};
 use muchaw_shared::ports::{NumberReader, Queue};
 use muchaw_tests::provisioning::ProvisioningEnv;
-use muchaw_tests::{ApiResponse, authorization_event, parse_response, sample_number};
+use muchaw_tests::{
+    ApiResponse, authorization_event, invoke_router, parse_response, sample_number,
+};
 use serde_json::{Value, json};
 
 const WABA: &str = "300000000000001";
@@ -43,13 +43,7 @@ async fn webhook(
 
 async fn invoke(p: &ProvisioningEnv, event: Value) -> ApiResponse {
     let router = meta_webhook::routes(webhook(p).await);
-    let request: LambdaRequest = serde_json::from_value(event).expect("v2 event");
-    let mut adapter = Adapter::from(router);
-    let response = adapter
-        .call(LambdaEvent::new(request, Context::default()))
-        .await
-        .expect("infallible");
-    let response = serde_json::to_value(response).expect("serialises");
+    let response = invoke_router(router, event).await;
     // The challenge is plain text: keep it as a string.
     if response["headers"]["content-type"]
         .as_str()

@@ -5,8 +5,6 @@
 
 use std::sync::OnceLock;
 
-use lambda_http::request::LambdaRequest;
-use lambda_http::{Adapter, Context, LambdaEvent, Service};
 use muchaw_shared::domain::event::EventEnvelope;
 use muchaw_shared::domain::secrets::Secret;
 use muchaw_shared::domain::{
@@ -14,7 +12,9 @@ use muchaw_shared::domain::{
 };
 use muchaw_shared::meta_webhook::{self, MetaWebhook};
 use muchaw_tests::provisioning::ProvisioningEnv;
-use muchaw_tests::{ApiResponse, authorization_event, http_event, parse_response, sample_number};
+use muchaw_tests::{
+    ApiResponse, authorization_event, http_event, invoke_router, parse_response, sample_number,
+};
 use serde_json::{Value, json};
 
 const WABA: &str = "230000000000001";
@@ -258,13 +258,7 @@ async fn invoke_meta(p: &ProvisioningEnv, event: Value) -> ApiResponse {
         app_secret: Secret::new(p.meta.app_secret()),
         verify_token: Secret::new("verify-me"),
     });
-    let request: LambdaRequest = serde_json::from_value(event).expect("v2 event");
-    let mut adapter = Adapter::from(router);
-    let response = adapter
-        .call(LambdaEvent::new(request, Context::default()))
-        .await
-        .expect("infallible");
-    let raw = serde_json::to_value(response).expect("serialises");
+    let raw = invoke_router(router, event).await;
     let mut response = parse_response(raw.clone());
     // Plain text stays text (a numeric challenge would otherwise read as JSON).
     if response
