@@ -15,8 +15,9 @@ use serde::Serialize;
 use crate::domain::meta::MetaError;
 use crate::domain::time::{self, Timestamp};
 use crate::domain::{AccountId, EventEnvelope, EventType, Number, QualityRating, Status};
+use crate::lifecycle::{self, LifecycleError};
 use crate::ports::{
-    AccountDirectory, MessageQueue, MetaGraph, NumberReader, Page, ProfileWriter, Queue,
+    AccountDirectory, EventLog, MessageQueue, MetaGraph, NumberReader, Page, ProfileWriter,
     QueueError, StoreError, TokenVault, VaultError,
 };
 
@@ -50,6 +51,15 @@ pub enum HealthError {
     Vault(#[from] VaultError),
 }
 
+impl From<LifecycleError> for HealthError {
+    fn from(err: LifecycleError) -> Self {
+        match err {
+            LifecycleError::Store(err) => HealthError::Store(err),
+            LifecycleError::Queue(err) => HealthError::Queue(err),
+        }
+    }
+}
+
 pub struct HealthSync<S, Q, M, V> {
     pub store: S,
     pub queue: Q,
@@ -75,7 +85,7 @@ enum Checked {
 
 impl<S, Q, M, V> HealthSync<S, Q, M, V>
 where
-    S: NumberReader + ProfileWriter + AccountDirectory,
+    S: NumberReader + ProfileWriter + AccountDirectory + EventLog,
     Q: MessageQueue,
     M: MetaGraph,
     V: TokenVault,
@@ -161,9 +171,14 @@ where
 
     async fn check(&self, number: &Number, counters: &Counters) -> Result<Checked, HealthError> {
         let now = time::now();
-        if self.warn_token_expiry(number, now).await? {
+        // An event a crash left in the outbox (this job's or any other writer's) goes out first.
+        lifecycle::finish_publishing(&self.store, &self.queue, number).await?;
+        let mut number = number.clone();
+        if let Some(event_id) = self.warn_token_expiry(&number, now).await? {
             counters.warned.fetch_add(1, Ordering::Relaxed);
+            number.last_event_id = Some(event_id);
         }
+        let number = &number;
         let Some(secrets) = self.vault.load(&number.id).await? else {
             counters.errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(number_id = %number.id, "active number without a stored token; quality not checked");
@@ -190,61 +205,49 @@ where
             return Ok(Checked::Done);
         }
         let previous = number.quality_rating;
+        let mut updated = number.clone();
+        updated.quality_rating = rating;
+        updated.updated_at = now;
+        let event = EventEnvelope::quality_updated(&updated, previous, now);
         if !self
             .store
-            .set_quality_rating(number, previous, rating, now)
+            .set_quality_rating(number, previous, rating, &event)
             .await?
         {
             // Another run (or writer) changed it first; that one announces it.
             return Ok(Checked::Done);
         }
-        let mut updated = number.clone();
-        updated.quality_rating = rating;
-        updated.updated_at = now;
-        let event = EventEnvelope::quality_updated(&updated, previous, now);
-        if let Err(err) = self.publish(&event).await {
-            // No outbox here: put the old rating back so the next run sees the change again
-            // and announces it then.
-            if let Err(undo) = self
-                .store
-                .set_quality_rating(number, rating, previous, now)
-                .await
-            {
-                tracing::error!(number_id = %number.id, error = %undo, "could not undo an unannounced quality change");
-            }
-            return Err(err);
-        }
+        // Written with the change: if this send fails, the next run's `finish_publishing` sends it.
+        lifecycle::publish(&self.store, &self.queue, &event).await?;
         counters.updated.fetch_add(1, Ordering::Relaxed);
         tracing::info!(number_id = %number.id, previous = ?previous, now = ?rating, event_id = %event.id, "quality rating changed");
         Ok(Checked::Done)
     }
 
-    /// `true` when this call announced the token's expiry.
+    /// The id of the `number.token_expiring` event when this call announced the expiry.
     async fn warn_token_expiry(
         &self,
         number: &Number,
         now: Timestamp,
-    ) -> Result<bool, HealthError> {
+    ) -> Result<Option<String>, HealthError> {
         let Some(expires) = number.token_expires_at else {
-            return Ok(false);
+            return Ok(None);
         };
         if expires - now > chrono::Duration::days(TOKEN_WARNING_DAYS) {
-            return Ok(false);
+            return Ok(None);
         }
         let day = now.format("%Y-%m-%d").to_string();
-        if !self.store.mark_token_expiry_warned(number, &day).await? {
-            return Ok(false);
+        let event = EventEnvelope::new(EventType::NumberTokenExpiring, number, now);
+        if !self
+            .store
+            .mark_token_expiry_warned(number, &day, &event)
+            .await?
+        {
+            return Ok(None);
         }
         tracing::warn!(number_id = %number.id, expires_at = %time::format(&expires), "the number's Meta token expires within a week");
-        let event = EventEnvelope::new(EventType::NumberTokenExpiring, number, now);
-        self.publish(&event).await?;
-        Ok(true)
-    }
-
-    async fn publish(&self, event: &EventEnvelope) -> Result<(), HealthError> {
-        let body = serde_json::to_string(event).map_err(|e| QueueError(e.to_string()))?;
-        self.queue.send(Queue::Events, body).await?;
-        Ok(())
+        lifecycle::publish(&self.store, &self.queue, &event).await?;
+        Ok(Some(event.id))
     }
 }
 

@@ -80,7 +80,8 @@ where
     Ok(Changed::Refused(current))
 }
 
-async fn publish<S: EventLog, Q: MessageQueue>(
+/// Sends an event written to the outbox and marks it published.
+pub async fn publish<S: EventLog, Q: MessageQueue>(
     store: &S,
     queue: &Q,
     event: &EventEnvelope,

@@ -323,22 +323,26 @@ pub trait ProfileWriter: Send + Sync {
         display_name: &str,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// Writes `now` only if the stored rating is still `previous` (`None`: no rating stored), so
-    /// concurrent runs agree on who made the change. `true` when this call wrote it.
+    /// Writes `now` only if the stored rating is still `previous` (`None`: no rating stored)
+    /// and no other event was written since `number` was read, so concurrent runs agree on who
+    /// made the change; `event` (its `number.quality_updated`) goes in the same transaction, as
+    /// the number's latest event (the outbox). `true` when this call wrote it.
     fn set_quality_rating(
         &self,
         number: &Number,
         previous: Option<QualityRating>,
         now: Option<QualityRating>,
-        at: Timestamp,
+        event: &EventEnvelope,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// Records that the token-expiry warning of `day` (`YYYY-MM-DD`, UTC) was sent; `true` only
-    /// for the first call of that day.
+    /// Records that the token-expiry warning of `day` (`YYYY-MM-DD`, UTC) was sent, with its
+    /// `event` in the same transaction as for `set_quality_rating`; `true` only for the first
+    /// call of that day.
     fn mark_token_expiry_warned(
         &self,
         number: &Number,
         day: &str,
+        event: &EventEnvelope,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 

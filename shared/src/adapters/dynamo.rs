@@ -322,7 +322,7 @@ impl DynamoStore {
     /// Runs a transaction, retrying only DynamoDB's own contention (`TransactionConflict`),
     /// which hot items such as an account's counters see under bursts of signups.
     /// `Ok(Err(reasons))` is a cancellation for a failed condition, with its reasons.
-    async fn transact(
+    pub(crate) async fn transact(
         &self,
         items: Vec<TransactWriteItem>,
     ) -> StoreResult<Result<(), Vec<Option<String>>>> {
@@ -733,7 +733,10 @@ fn put_request(item: HashMap<String, AttributeValue>) -> StoreResult<WriteReques
         .build())
 }
 
-fn put_new(table: &str, item: HashMap<String, AttributeValue>) -> StoreResult<TransactWriteItem> {
+pub(crate) fn put_new(
+    table: &str,
+    item: HashMap<String, AttributeValue>,
+) -> StoreResult<TransactWriteItem> {
     Ok(TransactWriteItem::builder()
         .put(
             Put::builder()
@@ -746,7 +749,7 @@ fn put_new(table: &str, item: HashMap<String, AttributeValue>) -> StoreResult<Tr
         .build())
 }
 
-fn event_item(event: &EventEnvelope) -> StoreResult<HashMap<String, AttributeValue>> {
+pub(crate) fn event_item(event: &EventEnvelope) -> StoreResult<HashMap<String, AttributeValue>> {
     let mut item = key(keys::event(&event.id), keys::EVENT);
     item.insert("entity".into(), s("EVENT"));
     item.insert("type".into(), s(event.event_type.as_str()));

@@ -15,9 +15,11 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::dynamo::{DynamoStore, keys};
-use crate::domain::time::{self, Timestamp};
-use crate::domain::{AccountId, Number, QualityRating};
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+
+use super::dynamo::{DynamoStore, event_item, keys, put_new};
+use crate::domain::time;
+use crate::domain::{AccountId, EventEnvelope, Number, QualityRating};
 use crate::ports::{AccountDirectory, ProfileWriter, StoreError, StoreResult};
 
 const ACCOUNTS: &str = "ACCOUNTS";
@@ -123,58 +125,88 @@ impl ProfileWriter for DynamoStore {
         number: &Number,
         previous: Option<QualityRating>,
         now: Option<QualityRating>,
-        at: Timestamp,
+        event: &EventEnvelope,
     ) -> StoreResult<bool> {
-        let mut values = HashMap::from([(":at".to_string(), s(time::format(&at)))]);
-        let update = match now {
+        let mut values = HashMap::new();
+        let (set, remove) = match now {
             Some(rating) => {
-                values.insert(":now".into(), rating_value(rating)?);
-                "SET qualityRating = :now, updatedAt = :at"
+                values.insert(":now".to_string(), rating_value(rating)?);
+                (vec!["qualityRating = :now", "updatedAt = :at"], None)
             }
-            None => "SET updatedAt = :at REMOVE qualityRating",
+            None => (vec!["updatedAt = :at"], Some("qualityRating")),
         };
         let condition = match previous {
             Some(rating) => {
                 values.insert(":prev".into(), rating_value(rating)?);
-                "attribute_exists(PK) AND qualityRating = :prev"
+                "qualityRating = :prev"
             }
-            None => "attribute_exists(PK) AND attribute_not_exists(qualityRating)",
+            None => "attribute_not_exists(qualityRating)",
         };
-        let result = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .set_key(Some(number_key(number)))
-            .update_expression(update)
-            .condition_expression(condition)
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if is_conditional_failure(&err) => Ok(false),
-            Err(err) => Err(sdk_unavailable(err)),
-        }
+        values.insert(":at".into(), s(time::format(&event.created_at)));
+        self.update_number_with_event(number, &set, remove, condition, values, event)
+            .await
     }
 
-    async fn mark_token_expiry_warned(&self, number: &Number, day: &str) -> StoreResult<bool> {
-        let result = self
-            .client()
-            .update_item()
+    async fn mark_token_expiry_warned(
+        &self,
+        number: &Number,
+        day: &str,
+        event: &EventEnvelope,
+    ) -> StoreResult<bool> {
+        self.update_number_with_event(
+            number,
+            &["tokenExpiryWarnedOn = :day"],
+            None,
+            "(attribute_not_exists(tokenExpiryWarnedOn) OR tokenExpiryWarnedOn <> :day)",
+            HashMap::from([(":day".to_string(), s(day))]),
+            event,
+        )
+        .await
+    }
+}
+
+impl DynamoStore {
+    /// Updates the number and writes `event` as its latest event in one transaction: the
+    /// outbox, so a crash before the event is published leaves it for `finish_publishing`.
+    /// Conditioned on `condition` and on no other event having been written since `number` was
+    /// read (which also keeps an unpublished earlier event from being overwritten). `false` when
+    /// a condition failed.
+    async fn update_number_with_event(
+        &self,
+        number: &Number,
+        set: &[&str],
+        remove: Option<&str>,
+        condition: &str,
+        mut values: HashMap<String, AttributeValue>,
+        event: &EventEnvelope,
+    ) -> StoreResult<bool> {
+        values.insert(":event".into(), s(event.id.clone()));
+        let latest_event = match &number.last_event_id {
+            Some(seen) => {
+                values.insert(":seen".into(), s(seen.clone()));
+                "lastEventId = :seen"
+            }
+            None => "attribute_not_exists(lastEventId)",
+        };
+        let mut expression = format!("SET {}, lastEventId = :event", set.join(", "));
+        if let Some(remove) = remove {
+            expression.push_str(&format!(" REMOVE {remove}"));
+        }
+        let update = Update::builder()
             .table_name(self.table())
             .set_key(Some(number_key(number)))
-            .update_expression("SET tokenExpiryWarnedOn = :day")
-            .condition_expression(
-                "attribute_exists(PK) AND (attribute_not_exists(tokenExpiryWarnedOn) OR tokenExpiryWarnedOn <> :day)",
-            )
-            .expression_attribute_values(":day", s(day))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if is_conditional_failure(&err) => Ok(false),
-            Err(err) => Err(sdk_unavailable(err)),
-        }
+            .update_expression(expression)
+            .condition_expression(format!(
+                "attribute_exists(PK) AND {condition} AND {latest_event}"
+            ))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let items = vec![
+            TransactWriteItem::builder().update(update).build(),
+            put_new(self.table(), event_item(event)?)?,
+        ];
+        Ok(self.transact(items).await?.is_ok())
     }
 }
 

@@ -452,6 +452,32 @@ async fn a_quality_change_at_meta_is_stored_and_announced_once() {
 }
 
 #[tokio::test]
+async fn a_quality_change_whose_announcement_crashed_is_announced_by_the_next_run() {
+    let p = ProvisioningEnv::new().await;
+    let number = active(&p, "400000000000009", None).await;
+    p.meta.set_quality("400000000000009", "RED");
+    p.queue.fail_sends(Queue::Events, 1);
+
+    let first = health_sync(&p).await;
+    assert_eq!(first.errors, 1, "{first:?}");
+    assert_eq!(
+        reread(&p, &number).await.quality_rating,
+        Some(QualityRating::Red),
+        "the change is stored with its event"
+    );
+    assert!(of_type(&p, &number, "number.quality_updated").is_empty());
+
+    let second = health_sync(&p).await;
+    assert_eq!(second.updated, 0, "{second:?}");
+    let events = of_type(&p, &number, "number.quality_updated");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["data"]["previousQualityRating"], "GREEN");
+
+    health_sync(&p).await;
+    assert_eq!(of_type(&p, &number, "number.quality_updated").len(), 1);
+}
+
+#[tokio::test]
 async fn a_second_run_without_change_emits_nothing() {
     let p = ProvisioningEnv::new().await;
     let number = active(&p, "400000000000002", None).await;
