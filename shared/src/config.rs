@@ -176,6 +176,28 @@ pub fn webhook_url_policy() -> Result<crate::webhooks::url_policy::UrlPolicy, Co
     })
 }
 
+/// The API's requests per account per minute: `API_REQUESTS_PER_MINUTE` (default
+/// `DEFAULT_API_REQUESTS_PER_MINUTE`; `0` turns the limit off).
+pub fn api_limits() -> Result<crate::api::ApiLimits, ConfigError> {
+    api_limits_from(optional(API_REQUESTS_PER_MINUTE).as_deref())
+}
+
+pub const API_REQUESTS_PER_MINUTE: &str = "API_REQUESTS_PER_MINUTE";
+pub const DEFAULT_API_REQUESTS_PER_MINUTE: u32 = 600;
+
+pub fn api_limits_from(value: Option<&str>) -> Result<crate::api::ApiLimits, ConfigError> {
+    let per_minute = match value.map(str::trim) {
+        None | Some("") => DEFAULT_API_REQUESTS_PER_MINUTE,
+        Some(text) => text.parse::<u32>().map_err(|_| ConfigError::Invalid {
+            name: API_REQUESTS_PER_MINUTE,
+            reason: format!("expected a whole number of requests, got {text:?}"),
+        })?,
+    };
+    Ok(crate::api::ApiLimits {
+        requests_per_minute: (per_minute > 0).then_some(per_minute),
+    })
+}
+
 #[derive(Clone, Debug)]
 pub struct WebhookDeliveryConfig {
     pub timeout: std::time::Duration,
@@ -232,5 +254,32 @@ mod schedule_tests {
         assert_eq!(parse_schedule("43201"), None);
         assert_eq!(parse_schedule("5,soon"), None);
         assert_eq!(parse_schedule(""), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_limit_defaults_to_600_a_minute() {
+        assert_eq!(
+            api_limits_from(None).unwrap().requests_per_minute,
+            Some(DEFAULT_API_REQUESTS_PER_MINUTE)
+        );
+    }
+
+    #[test]
+    fn an_api_limit_of_zero_turns_it_off() {
+        assert_eq!(
+            api_limits_from(Some("0")).unwrap().requests_per_minute,
+            None
+        );
+    }
+
+    #[test]
+    fn an_unreadable_api_limit_fails_naming_the_variable() {
+        let error = api_limits_from(Some("lots")).unwrap_err().to_string();
+        assert!(error.contains(API_REQUESTS_PER_MINUTE), "{error}");
     }
 }

@@ -119,6 +119,19 @@ pub trait EventLog: Send + Sync {
     fn mark_published(&self, event_id: &str) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
+/// Per-account request counting for the API's rate limit: fixed one-minute windows, so every
+/// function instance shares one count.
+pub trait RequestQuota: Send + Sync {
+    /// Counts one request of `account` in the window starting at `window_start` (unix seconds)
+    /// if fewer than `limit` were counted there; `false` when the window is full.
+    fn count_request(
+        &self,
+        account: &AccountId,
+        window_start: i64,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+}
+
 pub trait ApiKeyVerifier: Send + Sync {
     /// The account of a live (not revoked) key with this hash.
     fn account_for_key(

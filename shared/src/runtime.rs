@@ -128,7 +128,8 @@ pub async fn run_numbers_api() -> Result<(), Error> {
     let routes = api::numbers_routes(store.clone(), queue)
         .merge(api::signup_link_routes(store.clone(), signer, base_url))
         .merge(api::webhook_routes(store.clone(), policy));
-    lambda_http::run(api::finish(routes, store)).await
+    let limits = config::api_limits()?;
+    lambda_http::run(api::finish(routes, store, limits)).await
 }
 
 /// The signup callback function.
@@ -141,7 +142,8 @@ pub async fn run_signup_callback() -> Result<(), Error> {
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
     let signer = link_signer(&clients).await?;
     let routes = api::signup_callback_routes(store.clone(), queue, signer);
-    lambda_http::run(api::finish(routes, store)).await
+    // Its one route authenticates itself (a key or a signup link), outside the API key gate.
+    lambda_http::run(api::finish(routes, store, api::ApiLimits::UNLIMITED)).await
 }
 
 /// Fans the events queue out to one delivery per subscribed endpoint.

@@ -32,8 +32,8 @@ use crate::domain::{
 };
 use crate::ports::{
     ApiKeyVerifier, ChangeOutcome, CreateOutcome, EventLog, NumberPage, NumberReader, Page,
-    PhoneOwner, ProvisioningStore, SignupLinks, StatusChange, StatusWriter, StepRecord, StoreError,
-    StoreResult,
+    PhoneOwner, ProvisioningStore, RequestQuota, SignupLinks, StatusChange, StatusWriter,
+    StepRecord, StoreError, StoreResult,
 };
 
 pub mod keys {
@@ -69,6 +69,14 @@ pub mod keys {
     pub const SIGNUP_LINK: &str = "SIGNUPLINK";
     pub fn signup_link(id: &str) -> String {
         format!("SIGNUPLINK#{id}")
+    }
+    /// An account's API request count per window: its own partition, apart from the
+    /// account's numbers, so counting never heats theirs.
+    pub fn quota(account: &AccountId) -> String {
+        format!("QUOTA#{account}")
+    }
+    pub fn quota_window(window_start: i64) -> String {
+        format!("WINDOW#{window_start}")
     }
     pub fn api_key(hash: &KeyHash) -> String {
         format!("APIKEY#{}", hash.as_str())
@@ -911,6 +919,39 @@ impl EventLog for DynamoStore {
             .await
             .map_err(sdk_unavailable)?;
         Ok(())
+    }
+}
+
+/// Window counts outlive their minute briefly; TTL removes them.
+const QUOTA_RETENTION_SECONDS: i64 = 3_600;
+
+impl RequestQuota for DynamoStore {
+    async fn count_request(
+        &self,
+        account: &AccountId,
+        window_start: i64,
+        limit: u32,
+    ) -> StoreResult<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                keys::quota(account),
+                keys::quota_window(window_start),
+            )))
+            .update_expression("ADD requests :one SET expiresAt = :expires")
+            .condition_expression("attribute_not_exists(requests) OR requests < :limit")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(i64::from(limit)))
+            .expression_attribute_values(":expires", n(window_start + QUOTA_RETENTION_SECONDS))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if is_conditional_failure(&err) => Ok(false),
+            Err(err) => Err(sdk_unavailable(err)),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use crate::domain::api_key::KeyHash;
 use crate::domain::{AccountId, EventEnvelope, Number, NumberId, Status};
 use crate::ports::{
     ApiKeyVerifier, ChangeOutcome, EventLog, MessageQueue, NumberPage, NumberReader, Page, Queue,
-    QueueError, StatusChange, StatusWriter, StoreError, StoreResult,
+    QueueError, RequestQuota, StatusChange, StatusWriter, StoreError, StoreResult,
 };
 
 #[derive(Default)]
@@ -16,6 +16,7 @@ struct State {
     numbers: HashMap<(AccountId, NumberId), Number>,
     keys: HashMap<KeyHash, (AccountId, bool)>,
     events: HashMap<String, (EventEnvelope, bool)>,
+    requests: HashMap<(AccountId, i64), u32>,
 }
 
 #[derive(Clone, Default)]
@@ -140,6 +141,26 @@ impl ApiKeyVerifier for MemoryStore {
             .get(hash)
             .filter(|(_, revoked)| !revoked)
             .map(|(account, _)| account.clone()))
+    }
+}
+
+impl RequestQuota for MemoryStore {
+    async fn count_request(
+        &self,
+        account: &AccountId,
+        window_start: i64,
+        limit: u32,
+    ) -> StoreResult<bool> {
+        let mut state = self.state();
+        let count = state
+            .requests
+            .entry((account.clone(), window_start))
+            .or_default();
+        if *count >= limit {
+            return Ok(false);
+        }
+        *count += 1;
+        Ok(true)
     }
 }
 

@@ -11,6 +11,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds to wait, sent as `Retry-After` (rate limits).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -19,6 +21,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -62,6 +65,19 @@ impl ApiError {
         )
     }
 
+    pub fn rate_limited(limit: u32, retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "this account's limit of {limit} requests per minute is reached; retry after {retry_after} s"
+                ),
+            )
+        }
+    }
+
     /// Internal failures are logged where they happen; the client learns nothing of them.
     pub fn internal() -> ApiError {
         ApiError::new(
@@ -94,6 +110,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -25,8 +25,8 @@ use crate::domain::AccountId;
 use crate::domain::api_key::{KeyHash, bearer_key};
 use crate::domain::signup_link::LinkSigner;
 use crate::ports::{
-    ApiKeyVerifier, EventLog, MessageQueue, NumberReader, ProvisioningStore, SignupLinks,
-    StatusWriter, WebhookEndpoints,
+    ApiKeyVerifier, EventLog, MessageQueue, NumberReader, ProvisioningStore, RequestQuota,
+    SignupLinks, StatusWriter, WebhookEndpoints,
 };
 use crate::webhooks::url_policy::UrlPolicy;
 
@@ -41,13 +41,31 @@ pub struct ApiState<S, Q> {
 #[derive(Clone, Debug)]
 pub struct Caller(pub AccountId);
 
-/// The numbers API alone, finished (authentication, limits, error envelope for everything).
+/// Per-account limits on the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Requests per account per minute (`None`: no limit).
+    pub requests_per_minute: Option<u32>,
+}
+
+impl ApiLimits {
+    pub const UNLIMITED: ApiLimits = ApiLimits {
+        requests_per_minute: None,
+    };
+}
+
+/// The numbers API alone, finished (authentication, body limit, error envelope for
+/// everything), without a request rate limit.
 pub fn router<S, Q>(store: S, queue: Q) -> Router
 where
-    S: NumberReader + StatusWriter + EventLog + ApiKeyVerifier + Clone + 'static,
+    S: NumberReader + StatusWriter + EventLog + ApiKeyVerifier + RequestQuota + Clone + 'static,
     Q: MessageQueue + 'static,
 {
-    finish(numbers_routes(store.clone(), queue), store)
+    finish(
+        numbers_routes(store.clone(), queue),
+        store,
+        ApiLimits::UNLIMITED,
+    )
 }
 
 pub fn numbers_routes<S, Q>(store: S, queue: Q) -> Router
@@ -105,17 +123,25 @@ where
 }
 
 /// What every API function serves around its routes: API-key authentication for `/api/*`
-/// (the signup callback authenticates itself), the body limit, and the error envelope for
-/// unknown routes and methods.
-pub fn finish<K>(routes: Router, keys: K) -> Router
+/// (the signup callback authenticates itself) with the account's rate limit, the body limit,
+/// and the error envelope for unknown routes and methods.
+pub fn finish<K>(routes: Router, keys: K, limits: ApiLimits) -> Router
 where
-    K: ApiKeyVerifier + 'static,
+    K: ApiKeyVerifier + RequestQuota + 'static,
 {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(Arc::new(keys), authenticate::<K>))
+        .layer(from_fn_with_state(
+            Arc::new(Gate { keys, limits }),
+            authenticate::<K>,
+        ))
         .layer(from_fn(limit_body_size))
+}
+
+struct Gate<K> {
+    keys: K,
+    limits: ApiLimits,
 }
 
 async fn not_found() -> ApiError {
@@ -131,8 +157,8 @@ fn is_public(path: &str) -> bool {
     path == "/api/signup/callback" || !path.starts_with("/api/")
 }
 
-async fn authenticate<K: ApiKeyVerifier>(
-    State(keys): State<Arc<K>>,
+async fn authenticate<K: ApiKeyVerifier + RequestQuota>(
+    State(gate): State<Arc<Gate<K>>>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -145,12 +171,36 @@ async fn authenticate<K: ApiKeyVerifier>(
         .and_then(|value| value.to_str().ok())
         .and_then(bearer_key)
         .ok_or_else(ApiError::unauthorized)?;
-    let account = keys
+    let account = gate
+        .keys
         .account_for_key(&KeyHash::of(key))
         .await?
         .ok_or_else(ApiError::unauthorized)?;
+    if let Some(limit) = gate.limits.requests_per_minute {
+        admit(&gate.keys, &account, limit).await?;
+    }
     request.extensions_mut().insert(Caller(account));
     Ok(next.run(request).await)
+}
+
+/// Counts the request in the account's current minute; a full minute is `429` with the seconds
+/// to its end. A counting failure lets the request through: the limit protects the service,
+/// and an outage of the counter should not become an outage of the API.
+async fn admit<K: RequestQuota>(keys: &K, account: &AccountId, limit: u32) -> Result<(), ApiError> {
+    let now = crate::domain::time::now().timestamp();
+    let window_start = now - now.rem_euclid(60);
+    match keys.count_request(account, window_start, limit).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let retry_after = u64::try_from(window_start + 60 - now).unwrap_or(1).max(1);
+            tracing::info!(account_id = %account, limit, "request rate limit reached");
+            Err(ApiError::rate_limited(limit, retry_after))
+        }
+        Err(err) => {
+            tracing::warn!(account_id = %account, error = %err, "request not counted; let through");
+            Ok(())
+        }
+    }
 }
 
 /// Oversized bodies are refused before anything reads them, on every route.

@@ -202,7 +202,7 @@ impl ProvisioningEnv {
                         .load(std::sync::atomic::Ordering::SeqCst),
                 },
             ));
-        let router = api::finish(routes, store);
+        let router = api::finish(routes, store, api::ApiLimits::UNLIMITED);
         parse_response(crate::invoke_router(router, event).await)
     }
 

@@ -639,6 +639,53 @@ async fn oversized_bodies_get_the_documented_413_everywhere() {
 }
 
 #[tokio::test]
+async fn an_account_over_its_rate_limit_gets_the_documented_429_everywhere_it_applies() {
+    let p = ProvisioningEnv::new().await;
+    let (_, key) = p.env.account_with_key("acme").await;
+    // One request a minute: the first uses it up.
+    let limits = muchaw_shared::api::ApiLimits {
+        requests_per_minute: Some(1),
+    };
+    let router = || {
+        muchaw_shared::api::finish(
+            muchaw_shared::api::numbers_routes(p.env.store.clone(), p.env.queue()).merge(
+                muchaw_shared::api::webhook_routes(
+                    p.env.store.clone(),
+                    muchaw_shared::webhooks::url_policy::UrlPolicy {
+                        allow_private: true,
+                    },
+                ),
+            ),
+            p.env.store.clone(),
+            limits,
+        )
+    };
+    muchaw_tests::early_in_a_minute().await;
+    let first = invoke_router(
+        router(),
+        http_event("GET", "/api/numbers", "", Some(&key), None),
+    )
+    .await;
+    assert_eq!(parse_response(first).status, 200);
+    for (method, path) in contract().operations() {
+        let documented = contract().operation(&method, &path)["responses"]
+            .get("429")
+            .is_some();
+        let served = path.starts_with("/api/numbers") || path.starts_with("/api/webhooks");
+        if !documented || !served {
+            continue;
+        }
+        let uri = path.replace("{id}", "whk_doesnotexist");
+        let body = (method == "POST").then_some(r#"{"url": "https://hooks.example.com/x"}"#);
+        let response = parse_response(
+            invoke_router(router(), http_event(&method, &uri, "", Some(&key), body)).await,
+        );
+        assert_eq!(response.status, 429, "{method} {uri}: {:?}", response.body);
+        contract().check(&method, &path, &response);
+    }
+}
+
+#[tokio::test]
 async fn signup_links_answer_as_documented() {
     let p = ProvisioningEnv::new().await;
     let (_, key) = p.env.account_with_key("acme").await;

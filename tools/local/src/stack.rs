@@ -174,7 +174,12 @@ pub fn build(
         verify_token: Secret::new(verify_token),
     };
     // Meta signs its calls instead of sending an API key: outside the API's authentication.
-    let router = api::finish(routes, store.clone()).route_service(
+    let limits = muchaw_shared::config::api_limits_from(
+        api_env
+            .get(muchaw_shared::config::API_REQUESTS_PER_MINUTE)
+            .map(String::as_str),
+    )?;
+    let router = api::finish(routes, store.clone(), limits).route_service(
         muchaw_shared::meta_webhook::PATH,
         muchaw_shared::meta_webhook::routes(meta_webhook).into_service::<axum::body::Body>(),
     );
