@@ -442,7 +442,30 @@ async fn two_hundred_signups_at_once_all_become_active_with_exact_totals() {
                 .total
         }
     };
-    assert_eq!(total(Some(Status::Active)).await, 200);
+    let failed = p
+        .env
+        .store
+        .list(
+            &account,
+            Some(Status::Failed),
+            Page {
+                limit: 100,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let reasons: Vec<_> = failed
+        .numbers
+        .iter()
+        .map(|n| format!("{:?}", n.failure_reason))
+        .collect();
+    assert_eq!(
+        total(Some(Status::Active)).await,
+        200,
+        "failed: {} {reasons:?}",
+        failed.total
+    );
     assert_eq!(total(Some(Status::Pending)).await, 0);
     assert_eq!(total(Some(Status::Failed)).await, 0);
     assert_eq!(total(None).await, 200);
