@@ -86,23 +86,38 @@ pub mod keys {
     }
 }
 
-fn s(value: impl Into<String>) -> AttributeValue {
+// Item-building and error helpers shared by the DynamoDB adapters (this file and its siblings).
+
+pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
-fn n(value: i64) -> AttributeValue {
+pub(crate) fn n(value: i64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn key(pk: String, sk: impl Into<String>) -> HashMap<String, AttributeValue> {
+pub(crate) fn key(pk: String, sk: impl Into<String>) -> HashMap<String, AttributeValue> {
     HashMap::from([("PK".to_string(), s(pk)), ("SK".to_string(), s(sk))])
 }
 
-fn unavailable(err: impl std::fmt::Display) -> StoreError {
+pub(crate) fn unavailable(err: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(err.to_string())
 }
 
-fn sdk_unavailable<E, R>(err: SdkError<E, R>) -> StoreError
+/// A conditional write's outcome: `true` written, `false` its condition did not hold.
+pub(crate) fn conditionally_written<T, E, R>(result: Result<T, SdkError<E, R>>) -> StoreResult<bool>
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if is_conditional_failure(&err) => Ok(false),
+        Err(err) => Err(sdk_unavailable(err)),
+    }
+}
+
+pub(crate) fn sdk_unavailable<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -947,11 +962,7 @@ impl RequestQuota for DynamoStore {
             .expression_attribute_values(":expires", n(window_start + QUOTA_RETENTION_SECONDS))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if is_conditional_failure(&err) => Ok(false),
-            Err(err) => Err(sdk_unavailable(err)),
-        }
+        conditionally_written(result)
     }
 }
 
@@ -971,7 +982,7 @@ impl ApiKeyVerifier for DynamoStore {
     }
 }
 
-fn is_conditional_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+pub(crate) fn is_conditional_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     err.as_service_error()
         .and_then(|e| e.code())
         .is_some_and(|code| code == "ConditionalCheckFailedException")
@@ -1098,11 +1109,7 @@ impl ProvisioningStore for DynamoStore {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if is_conditional_failure(&err) => Ok(false),
-            Err(err) => Err(sdk_unavailable(err)),
-        }
+        conditionally_written(result)
     }
 
     async fn record_retry(&self, number: &Number, reason: &FailureReason) -> StoreResult<()> {

@@ -12,41 +12,25 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
-use super::dynamo::{DynamoStore, event_item, keys, put_new};
+use super::dynamo::{
+    DynamoStore, conditionally_written, event_item, is_conditional_failure, keys, put_new, s,
+    sdk_unavailable,
+};
 use crate::domain::time;
 use crate::domain::{AccountId, EventEnvelope, Number, QualityRating};
 use crate::ports::{AccountDirectory, ProfileWriter, StoreError, StoreResult};
 
 const ACCOUNTS: &str = "ACCOUNTS";
 
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
 fn number_key(number: &Number) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("PK".to_string(), s(keys::account(&number.account_id))),
         ("SK".to_string(), s(keys::number(&number.id))),
     ])
-}
-
-fn sdk_unavailable<E, R>(err: SdkError<E, R>) -> StoreError
-where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    StoreError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(err).to_string())
-}
-
-fn is_conditional_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
-    err.as_service_error()
-        .and_then(|e| e.code())
-        .is_some_and(|code| code == "ConditionalCheckFailedException")
 }
 
 fn rating_value(rating: QualityRating) -> StoreResult<AttributeValue> {
@@ -225,10 +209,6 @@ impl crate::meta_webhook::BanClock for DynamoStore {
             .expression_attribute_values(":time", AttributeValue::N(time.to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if is_conditional_failure(&err) => Ok(false),
-            Err(err) => Err(sdk_unavailable(err)),
-        }
+        conditionally_written(result)
     }
 }

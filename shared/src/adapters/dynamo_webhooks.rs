@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
-use super::dynamo::DynamoStore;
+use super::dynamo::{DynamoStore, sdk_unavailable, unavailable};
 use crate::domain::secrets::Secret;
 use crate::domain::{AccountId, EventType, time};
 use crate::ports::{DeliveryLog, StoreError, StoreResult, WebhookEndpoints};
@@ -49,18 +49,6 @@ fn delivery_key(event_id: &str, endpoint_id: &str) -> HashMap<String, AttributeV
         ),
         ("SK".into(), AttributeValue::S("DELIVERY".into())),
     ])
-}
-
-fn unavailable(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(err.to_string())
-}
-
-fn sdk_unavailable<E, R>(err: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
-where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    StoreError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(err).to_string())
 }
 
 fn from_item(item: HashMap<String, AttributeValue>) -> StoreResult<WebhookEndpoint> {
