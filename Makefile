@@ -1,4 +1,4 @@
-.PHONY: run demo test bootstrap fmt lint
+.PHONY: run demo test bench bootstrap fmt lint
 
 ## Run the whole system locally (API on http://127.0.0.1:3000, moto as AWS).
 run:
@@ -11,6 +11,10 @@ demo:
 ## Run every test and check.
 test:
 	@scripts/test.sh
+
+## Build every function as deployed and run the benchmarks; writes docs/PERFORMANCE.md.
+bench:
+	@scripts/bench.sh
 
 bootstrap:
 	@scripts/bootstrap.sh

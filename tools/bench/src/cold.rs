@@ -1,0 +1,202 @@
+//! Cold starts: each function binary started fresh under the local Runtime API, `runs` times,
+//! interleaved with the hello-world baseline so drift hits all of them alike.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use muchaw_local::runtime_api::{Invocation, LocalFunction};
+use serde_json::Value;
+
+use crate::stats::{Summary, ms};
+
+pub const BASELINE: &str = "hello-lambda";
+
+/// A function to start cold, with its representative event.
+pub struct ColdTarget {
+    pub name: String,
+    pub binary: PathBuf,
+    pub environment: Vec<(String, String)>,
+    pub event_file: String,
+    pub event: Value,
+    /// What `events/expected.json` says the event gives.
+    pub expected: Option<Value>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ColdRow {
+    pub name: String,
+    pub event_file: String,
+    pub init: Summary,
+    pub cold: Summary,
+    pub warm: Summary,
+    pub overhead: Summary,
+    /// What the first cold request answered, e.g. `statusCode 200`.
+    pub outcome: String,
+    /// Whether that matches `events/expected.json` (None: nothing expected).
+    pub as_expected: Option<bool>,
+    pub failed_runs: usize,
+}
+
+/// Events in the order they are preferred as "representative": the success path of each.
+const PREFERRED: [&str; 9] = [
+    "list.json",
+    "callback.json",
+    "message.json",
+    "account-update.json",
+    "dead-letter.json",
+    "teardown.json",
+    "event.json",
+    "delivery.json",
+    "scheduled.json",
+];
+
+/// The representative event of a function (its crate's `events/` directory).
+pub fn representative_event(events_dir: &Path, crate_name: &str) -> Result<(String, Value)> {
+    let dir = events_dir.join(crate_name);
+    let file = PREFERRED
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|path| path.exists())
+        .with_context(|| format!("no representative event in {}", dir.display()))?;
+    let text = std::fs::read_to_string(&file)?;
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((name, serde_json::from_str(&text)?))
+}
+
+/// `events/expected.json`'s entry for a function's event.
+pub fn expected(events_dir: &Path, crate_name: &str, file: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(events_dir.join("expected.json")).ok()?;
+    let all: Value = serde_json::from_str(&text).ok()?;
+    all.get(crate_name)?.get(file).cloned()
+}
+
+fn outcome(invocation: &Invocation, expected: Option<&Value>) -> (String, Option<bool>) {
+    match invocation {
+        Invocation::Error(error) => (
+            format!("error {}", error["errorType"].as_str().unwrap_or("?")),
+            expected.map(|_| false),
+        ),
+        Invocation::Response(body) => {
+            let mut got = serde_json::Map::new();
+            let text = if let Some(code) = body.get("statusCode") {
+                got.insert("statusCode".into(), code.clone());
+                format!("statusCode {code}")
+            } else if let Some(failures) = body.get("batchItemFailures") {
+                let n = failures.as_array().map_or(0, Vec::len);
+                got.insert("batchItemFailures".into(), n.into());
+                format!("{n} batch item failures")
+            } else if let Some(stopped) = body.get("stoppedEarly") {
+                got.insert("stoppedEarly".into(), stopped.clone());
+                format!("stoppedEarly {stopped}")
+            } else {
+                "response".into()
+            };
+            let ok = expected.map(|want| {
+                want.as_object()
+                    .is_some_and(|want| want.iter().all(|(k, v)| got.get(k) == Some(v)))
+            });
+            (text, ok)
+        }
+    }
+}
+
+struct Samples {
+    init: Vec<f64>,
+    cold: Vec<f64>,
+    warm: Vec<f64>,
+    overhead: Vec<f64>,
+    outcome: Option<(String, Option<bool>)>,
+    failed: usize,
+}
+
+async fn one(target: &ColdTarget) -> Result<(f64, f64, f64, Invocation)> {
+    let started = Instant::now();
+    let mut function = LocalFunction::start(
+        &target.name,
+        &target.binary,
+        &target.environment,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let first = function.invoke(target.event.clone()).await?;
+    let cold = ms(started.elapsed());
+    let init = function
+        .init_duration()
+        .map(ms)
+        .context("the function answered without asking for work")?;
+    let again = Instant::now();
+    function.invoke(target.event.clone()).await?;
+    let warm = ms(again.elapsed());
+    drop(function);
+    Ok((init, cold, warm, first))
+}
+
+/// `runs` cold starts of each target, round-robin; `before_round` runs before each round
+/// (to reset what the events change).
+pub async fn measure<F, Fut>(
+    targets: &[ColdTarget],
+    runs: usize,
+    mut before_round: F,
+) -> Result<Vec<ColdRow>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    if targets.is_empty() {
+        bail!("no functions to start");
+    }
+    let mut samples: Vec<Samples> = targets
+        .iter()
+        .map(|_| Samples {
+            init: Vec::new(),
+            cold: Vec::new(),
+            warm: Vec::new(),
+            overhead: Vec::new(),
+            outcome: None,
+            failed: 0,
+        })
+        .collect();
+    for round in 0..runs {
+        before_round().await?;
+        for (target, s) in targets.iter().zip(samples.iter_mut()) {
+            match one(target).await {
+                Ok((init, cold, warm, first)) => {
+                    s.init.push(init);
+                    s.cold.push(cold);
+                    s.warm.push(warm);
+                    s.overhead.push(cold - warm);
+                    if s.outcome.is_none() {
+                        s.outcome = Some(outcome(&first, target.expected.as_ref()));
+                    }
+                }
+                Err(err) => {
+                    eprintln!("cold start {} (run {round}) failed: {err:#}", target.name);
+                    s.failed += 1;
+                }
+            }
+        }
+        eprintln!("cold starts: round {}/{runs} done", round + 1);
+    }
+    Ok(targets
+        .iter()
+        .zip(samples)
+        .map(|(target, s)| {
+            let (outcome, as_expected) = s.outcome.unwrap_or_else(|| ("failed".into(), None));
+            ColdRow {
+                name: target.name.clone(),
+                event_file: target.event_file.clone(),
+                init: Summary::of(&s.init),
+                cold: Summary::of(&s.cold),
+                warm: Summary::of(&s.warm),
+                overhead: Summary::of(&s.overhead),
+                outcome,
+                as_expected,
+                failed_runs: s.failed,
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,489 @@
+//! Signups through the in-process stack (every handler of `shared`, fed by the template's SQS
+//! event sources), with every AWS call going through the counting proxy and every Meta call to
+//! the fake Meta's log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::body::Body;
+use fake_meta::{FakeMeta, PhoneProfile, Route};
+use http::Request;
+use muchaw_local::Template;
+use muchaw_local::moto::sdk_config_for;
+use tower::ServiceExt;
+
+use crate::proxy::{CountingProxy, Counts, Record};
+use crate::setup;
+use crate::stats::{Summary, ms};
+
+/// The Meta calls META.md documents for one number, in order.
+pub const DOCUMENTED_SEQUENCE: [Route; 5] = [
+    Route::ExchangeCode,
+    Route::SubscribeApp,
+    Route::Register,
+    Route::SetPin,
+    Route::GetPhone,
+];
+
+#[derive(Clone, Debug)]
+pub struct StepCounts {
+    pub function: String,
+    /// Messages the step's function received (one per number, more on retries).
+    pub messages: u64,
+    pub counts: Counts,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProvisioningResult {
+    pub meta_latency_ms: u64,
+    /// All signups at once (`false`: one at a time, each to ACTIVE before the next).
+    pub burst: bool,
+    pub signups: usize,
+    pub activated: usize,
+    pub failed: usize,
+    pub timed_out: bool,
+    /// First signup sent to the last number ACTIVE.
+    pub total: Duration,
+    pub time_to_active: Summary,
+    /// One-at-a-time runs: per number, the time its messages waited in queues for the event
+    /// source's poll (a property of the local poller and moto, not of our code).
+    pub queue_wait: Summary,
+    /// One-at-a-time runs: per number, the time spent waiting out our own retry backoff.
+    pub retry_backoff: Summary,
+    /// Messages that were retried (received more than once), per number.
+    pub retried_messages: u64,
+    pub meta_calls_by_route: BTreeMap<String, u64>,
+    pub meta_calls: u64,
+    /// (route, number) pairs Meta saw more than once.
+    pub repeated_calls: u64,
+    /// Calls to routes outside the documented sequence.
+    pub calls_outside_sequence: u64,
+    pub counts: Counts,
+    /// One-at-a-time runs only: what each function did, summed over the numbers.
+    pub per_step: Vec<StepCounts>,
+}
+
+impl ProvisioningResult {
+    pub fn per_number(&self, value: f64) -> f64 {
+        if self.activated == 0 {
+            f64::NAN
+        } else {
+            value / self.activated as f64
+        }
+    }
+}
+
+struct Phone {
+    waba: String,
+    phone: String,
+    code: String,
+}
+
+async fn signup(router: &Router, key: &str, phone: &Phone) -> Result<String> {
+    let body =
+        serde_json::json!({"code": phone.code, "wabaId": phone.waba, "phoneNumberId": phone.phone});
+    let request = Request::builder()
+        .method("POST")
+        .uri("/api/signup/callback")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))?;
+    let response = router.clone().oneshot(request).await?;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+    if status.as_u16() != 202 {
+        bail!(
+            "signup callback: {status} {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    let json: serde_json::Value = serde_json::from_slice(&bytes)?;
+    json["data"]["id"]
+        .as_str()
+        .map(str::to_string)
+        .context("signup callback answered without data.id")
+}
+
+/// Status changes seen by the proxy, as they commit.
+struct Watcher {
+    cursor: usize,
+    settled: HashMap<String, (String, Instant)>,
+}
+
+impl Watcher {
+    fn poll(&mut self, proxy: &CountingProxy) {
+        let records = proxy.records_since(self.cursor);
+        self.cursor += records.len();
+        for record in records {
+            for (id, to) in record.status_changes {
+                if to != "PENDING" {
+                    let at = record.at.unwrap_or_else(Instant::now);
+                    self.settled.entry(id).or_insert((to, at));
+                }
+            }
+        }
+    }
+
+    async fn wait_for(&mut self, proxy: &CountingProxy, ids: &[String], deadline: Instant) -> bool {
+        loop {
+            self.poll(proxy);
+            if ids.iter().all(|id| self.settled.contains_key(id)) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Waits until our code has made no AWS request for `quiet` (the last events dispatched).
+async fn wait_quiet(proxy: &CountingProxy, quiet: Duration, limit: Duration) {
+    let started = Instant::now();
+    let mut seen = proxy.mark();
+    let mut last_change = Instant::now();
+    while started.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let records = proxy.records_since(seen);
+        seen += records.len();
+        if records
+            .iter()
+            .any(|r| !r.is_event_source() || r.received > 0)
+        {
+            last_change = Instant::now();
+        }
+        if last_change.elapsed() >= quiet {
+            return;
+        }
+    }
+}
+
+/// Prints what one signup did, request by request.
+fn trace(records: &[Record], start: Instant) {
+    for r in records {
+        if r.is_event_source() && r.received == 0 {
+            continue;
+        }
+        let at = r.at.map_or(f64::NAN, |at| ms(at.duration_since(start)));
+        let queue = r
+            .queue
+            .as_deref()
+            .and_then(|q| q.rsplit('/').next())
+            .unwrap_or("");
+        eprintln!(
+            "  {at:9.1} ms {:<15} {:<22} {queue} {}",
+            r.service,
+            r.action,
+            if r.received > 0 {
+                format!("received {}", r.received)
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+/// With one number in flight: the time its messages waited in queues, each send to the
+/// receive that returned it (the event source's latency, not our code's).
+/// Also the time spent waiting out retries: a `ChangeMessageVisibility` (our backoff) to the
+/// receive that brought the message back.
+fn queue_wait(records: &[Record]) -> (f64, f64) {
+    let mut sent: HashMap<&str, Instant> = HashMap::new();
+    let mut delayed: HashMap<&str, Instant> = HashMap::new();
+    let mut waiting = 0.0;
+    let mut backoff = 0.0;
+    for r in records {
+        let (Some(queue), Some(at)) = (r.queue.as_deref(), r.at) else {
+            continue;
+        };
+        if !r.is_event_source() && r.action.starts_with("SendMessage") {
+            sent.entry(queue).or_insert(at);
+        } else if r.action == "ChangeMessageVisibility" {
+            delayed.entry(queue).or_insert(at);
+        } else if r.action == "ReceiveMessage" && r.received > 0 {
+            if let Some(since) = delayed.remove(queue) {
+                backoff += ms(at.saturating_duration_since(since));
+            } else if let Some(since) = sent.remove(queue) {
+                waiting += ms(at.saturating_duration_since(since));
+            }
+        }
+    }
+    (waiting, backoff)
+}
+
+/// Attributes each request of our code to the function whose message was received last (exact
+/// when one number is in flight): before any receive, and the number's creation, to the signup
+/// callback.
+fn attribute_steps(
+    numbers: &[Vec<Record>],
+    queue_functions: &HashMap<String, String>,
+) -> Vec<StepCounts> {
+    let mut by_function: BTreeMap<String, (u64, Vec<Record>)> = BTreeMap::new();
+    for records in numbers {
+        attribute_number(records, queue_functions, &mut by_function);
+    }
+    by_function
+        .into_iter()
+        .map(|(function, (messages, records))| StepCounts {
+            function,
+            messages,
+            counts: Counts::of(&records),
+        })
+        .collect()
+}
+
+/// One number's records, from its signup on.
+fn attribute_number(
+    records: &[Record],
+    queue_functions: &HashMap<String, String>,
+    by_function: &mut BTreeMap<String, (u64, Vec<Record>)>,
+) {
+    let mut current = "SignupCallbackFunction".to_string();
+    let mut previous = current.clone();
+    for record in records {
+        if record.is_event_source() {
+            if record.action == "ReceiveMessage"
+                && record.received > 0
+                && let Some(function) = record.queue.as_ref().and_then(|q| queue_functions.get(q))
+            {
+                if *function != current {
+                    previous = std::mem::replace(&mut current, function.clone());
+                }
+                by_function.entry(current.clone()).or_default().0 += record.received as u64;
+            }
+            continue;
+        }
+        // The callback sends the first message before its write: that write may land after the
+        // exchange step has started, but it is the callback's.
+        // Records are logged as answers arrive: the next step's receive can come back before the
+        // send that fed it. A send to the queue of the step now running is the previous step's.
+        let feeds_current = record.action.starts_with("SendMessage")
+            && record
+                .queue
+                .as_ref()
+                .and_then(|q| queue_functions.get(q))
+                .is_some_and(|f| *f == current);
+        let function = if record.creates_number {
+            "SignupCallbackFunction".to_string()
+        } else if feeds_current {
+            previous.clone()
+        } else {
+            current.clone()
+        };
+        by_function
+            .entry(function)
+            .or_default()
+            .1
+            .push(record.clone());
+    }
+}
+
+/// The order steps run in, for tables.
+pub fn step_order(function: &str) -> usize {
+    [
+        "SignupCallbackFunction",
+        "ExchangeTokenFunction",
+        "SubscribeWabaFunction",
+        "RegisterNumberFunction",
+        "ConfigurePinFunction",
+        "FetchProfileFunction",
+        "ActivateNumberFunction",
+        "DispatchEventsFunction",
+        "DeliverWebhooksFunction",
+    ]
+    .iter()
+    .position(|f| *f == function)
+    .unwrap_or(99)
+}
+
+fn meta_analysis(meta: &FakeMeta) -> (BTreeMap<String, u64>, u64, u64, u64) {
+    let calls = meta.calls();
+    let mut by_route: BTreeMap<String, u64> = BTreeMap::new();
+    let mut per_key: HashMap<(String, String), u64> = HashMap::new();
+    let mut outside = 0;
+    for call in &calls {
+        let route = call
+            .route
+            .map(|r| format!("{r:?}"))
+            .unwrap_or_else(|| "unknown".into());
+        *by_route.entry(route.clone()).or_default() += 1;
+        if call.route.is_some_and(|r| DOCUMENTED_SEQUENCE.contains(&r)) {
+            let key = if call.route == Some(Route::ExchangeCode) {
+                call.query.get("code").cloned().unwrap_or_default()
+            } else {
+                call.path.clone()
+            };
+            *per_key.entry((route, key)).or_default() += 1;
+        } else {
+            outside += 1;
+        }
+    }
+    let repeated = per_key.values().filter(|n| **n > 1).map(|n| n - 1).sum();
+    (by_route, calls.len() as u64, repeated, outside)
+}
+
+/// One provisioning run on a fresh stack.
+pub async fn run(
+    template: &Template,
+    moto_endpoint: &str,
+    meta: &FakeMeta,
+    meta_latency: Duration,
+    signups: usize,
+    burst: bool,
+    limit: Duration,
+) -> Result<ProvisioningResult> {
+    let direct = sdk_config_for(moto_endpoint).await;
+    let stack = setup::stack(template, &direct, meta).await?;
+    let proxy = CountingProxy::start(moto_endpoint).await?;
+    let sdk = sdk_config_for(&proxy.url()).await;
+    let local = muchaw_local::stack::build(
+        template,
+        &stack,
+        &sdk,
+        meta.app_secret(),
+        setup::VERIFY_TOKEN,
+        setup::SIGNING_KEY,
+    )?;
+    let store = setup::table_store(&stack, &direct)?;
+    let account = store.create_account("bench").await?;
+    let key = store.create_api_key(&account.id, Some("bench")).await?;
+    let key = key.key.expose().to_string();
+    let mut queue_functions = HashMap::new();
+    for source in muchaw_local::pipeline::sqs_sources(template)? {
+        queue_functions.insert(
+            stack.queue_url(&source.queue_id)?.to_string(),
+            source.function_id.clone(),
+        );
+    }
+
+    let salt: u32 = rand::random::<u32>() % 100_000;
+    let phones: Vec<Phone> = (0..signups)
+        .map(|i| {
+            let waba = format!("3{salt:05}{i:08}");
+            let phone = format!("4{salt:05}{i:08}");
+            meta.add_phone(
+                &waba,
+                PhoneProfile {
+                    phone_number_id: phone.clone(),
+                    display_phone_number: format!("+55 11 9{:08}", i),
+                    verified_name: "Bench".into(),
+                    quality_rating: "GREEN".into(),
+                },
+            );
+            let code = meta.issue_code(&[waba.as_str()]);
+            Phone { waba, phone, code }
+        })
+        .collect();
+    meta.set_code_lifetime(Duration::from_secs(3600));
+    meta.set_latency(None, meta_latency);
+    meta.clear_calls();
+
+    let pipeline = local.pipeline.start();
+    // Let the pollers settle into their long polls before the clock starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mark = proxy.mark();
+    let mut watcher = Watcher {
+        cursor: mark,
+        settled: HashMap::new(),
+    };
+    let started = Instant::now();
+    let deadline = started + limit;
+    let mut sent: Vec<(String, Instant)> = Vec::new();
+    let mut step_records: Vec<Vec<Record>> = Vec::new();
+    let mut queue_waits: Vec<f64> = Vec::new();
+    let mut backoffs: Vec<f64> = Vec::new();
+    let mut timed_out = false;
+    if burst {
+        let results = futures::future::join_all(phones.iter().map(|phone| {
+            let router = &local.router;
+            let key = &key;
+            async move {
+                let at = Instant::now();
+                signup(router, key, phone).await.map(|id| (id, at))
+            }
+        }))
+        .await;
+        for result in results {
+            match result {
+                Ok(sent_one) => sent.push(sent_one),
+                Err(err) => eprintln!("signup failed: {err:#}"),
+            }
+        }
+        let ids: Vec<String> = sent.iter().map(|(id, _)| id.clone()).collect();
+        timed_out = !watcher.wait_for(&proxy, &ids, deadline).await;
+        wait_quiet(&proxy, Duration::from_millis(1500), Duration::from_secs(30)).await;
+    } else {
+        for phone in &phones {
+            let before = proxy.mark();
+            let at = Instant::now();
+            let id = signup(&local.router, &key, phone).await?;
+            sent.push((id.clone(), at));
+            if !watcher.wait_for(&proxy, &[id], deadline).await {
+                timed_out = true;
+                break;
+            }
+            wait_quiet(&proxy, Duration::from_millis(1500), Duration::from_secs(30)).await;
+            let records = proxy.records_since(before);
+            if std::env::var_os("BENCH_TRACE").is_some() {
+                trace(&records, at);
+            }
+            let (waiting, backoff) = queue_wait(&records);
+            queue_waits.push(waiting);
+            backoffs.push(backoff);
+            step_records.push(records);
+        }
+    }
+    drop(pipeline);
+    meta.set_latency(None, Duration::ZERO);
+    let records = proxy.records_since(mark);
+    let counts = Counts::of(&records);
+    let mut times = Vec::new();
+    let mut activated = 0;
+    let mut failed = 0;
+    let mut last = started;
+    for (id, at) in &sent {
+        match watcher.settled.get(id) {
+            Some((to, when)) if to == "ACTIVE" => {
+                activated += 1;
+                times.push(ms(when.duration_since(*at)));
+                last = last.max(*when);
+            }
+            Some(_) => failed += 1,
+            None => {}
+        }
+    }
+    let (meta_calls_by_route, meta_calls, repeated_calls, calls_outside_sequence) =
+        meta_analysis(meta);
+    let mut per_step = if burst {
+        Vec::new()
+    } else {
+        attribute_steps(&step_records, &queue_functions)
+    };
+    per_step.sort_by_key(|s| step_order(&s.function));
+    Ok(ProvisioningResult {
+        meta_latency_ms: meta_latency.as_millis() as u64,
+        burst,
+        signups,
+        activated,
+        failed,
+        timed_out,
+        total: last.duration_since(started),
+        time_to_active: Summary::of(&times),
+        queue_wait: Summary::of(&queue_waits),
+        retry_backoff: Summary::of(&backoffs),
+        retried_messages: counts
+            .ours_by_action
+            .get("sqs:ChangeMessageVisibility")
+            .copied()
+            .unwrap_or(0),
+        meta_calls_by_route,
+        meta_calls,
+        repeated_calls,
+        calls_outside_sequence,
+        counts,
+        per_step,
+    })
+}

@@ -1,0 +1,108 @@
+//! What every section needs: the template, a stack of its resources on moto, the fake Meta, and
+//! the example account, key and number the `events/` files name.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use aws_config::SdkConfig;
+use fake_meta::FakeMeta;
+use muchaw_local::provision::{Overrides, Stack, random_prefix};
+use muchaw_local::{Template, provision};
+use muchaw_shared::adapters::dynamo::DynamoStore;
+
+/// The key, account and number the `events/` files use (as `muchaw-local env` seeds them).
+pub const EXAMPLE_API_KEY: &str = "mk_example_local_key_0000000000000000000000000000";
+pub const EXAMPLE_NUMBER_ID: &str = "clexamplenumber00000000001";
+pub const EXAMPLE_ACCOUNT_ID: &str = "acc_examples";
+pub const SIGNING_KEY: &str = "bench-signup-link-signing-key";
+/// The Meta app secret `events/meta-webhook` is signed with: template.yaml's
+/// `SecretStringTemplate` for `MetaAppSecret`.
+pub const EVENTS_APP_SECRET: &str = "change-me";
+pub const VERIFY_TOKEN: &str = "bench-verify-token";
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+pub fn template() -> Result<Template> {
+    Template::load(workspace_root().join("template.yaml"))
+}
+
+/// The template's resources on moto under a fresh prefix, Meta pointed at the fake one.
+pub async fn stack(template: &Template, sdk: &SdkConfig, meta: &FakeMeta) -> Result<Stack> {
+    let overrides = Overrides {
+        parameters: HashMap::from([
+            ("MetaGraphUrl".to_string(), meta.base_url()),
+            ("MetaAppId".to_string(), meta.app_id().to_string()),
+            ("AllowPrivateWebhookUrls".to_string(), "true".to_string()),
+            ("Stage".to_string(), "local".to_string()),
+        ]),
+        secrets: HashMap::from([
+            (
+                "MetaAppSecret".to_string(),
+                serde_json::json!({"appSecret": meta.app_secret(), "webhookVerifyToken": VERIFY_TOKEN})
+                    .to_string(),
+            ),
+            ("SignupLinkSigningKey".to_string(), SIGNING_KEY.to_string()),
+        ]),
+    };
+    provision(template, sdk, &random_prefix(), &overrides)
+        .await
+        .context("creating the template's resources on moto")
+}
+
+pub fn table_store(stack: &Stack, sdk: &SdkConfig) -> Result<DynamoStore> {
+    Ok(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        stack.table("NumbersTable")?,
+    ))
+}
+
+/// The account and key of the `events/` files (once per stack).
+pub async fn seed_account(store: &DynamoStore) -> Result<()> {
+    let account = store
+        .create_account_with_id(EXAMPLE_ACCOUNT_ID.to_string().into(), "Examples")
+        .await?;
+    let key = muchaw_shared::domain::api_key::PlainApiKey::from_existing(EXAMPLE_API_KEY.into())
+        .context("example key")?;
+    store
+        .store_api_key(&account.id, Some("examples"), key)
+        .await?;
+    Ok(())
+}
+
+/// (Re)writes the example number as ACTIVE, undoing what an event did to it.
+pub async fn seed_number(store: &DynamoStore) -> Result<()> {
+    let now = muchaw_shared::domain::time::now();
+    let mut number = muchaw_shared::domain::Number::new_pending(
+        EXAMPLE_ACCOUNT_ID.to_string().into(),
+        "100000000000001".into(),
+        "200000000000001".into(),
+        now,
+    );
+    number.id = EXAMPLE_NUMBER_ID.to_string().into();
+    number.status = muchaw_shared::domain::Status::Active;
+    number.provisioning_step = None;
+    number.display_number = Some("+55 11 99999-0000".into());
+    store.import_numbers(&[number]).await?;
+    Ok(())
+}
+
+/// The environment every function binary gets besides the template's.
+pub fn lambda_extra(moto_endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", moto_endpoint),
+        ("AWS_REGION", muchaw_local::moto::REGION),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("RETRY_BASE_SECONDS", "1"),
+        ("RETRY_SLOW_SECONDS", "5"),
+        ("RUST_LOG", "error"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec()
+}

@@ -1,0 +1,132 @@
+//! A quick run of every benchmark section with tiny counts, against debug binaries and moto.
+//! It checks what was measured (rows, counts), never how fast anything was.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use muchaw_bench::provisioning::DOCUMENTED_SEQUENCE;
+use muchaw_bench::{Options, cold, report, run};
+use muchaw_local::Moto;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds every function binary and the baseline (debug) and returns their directory.
+fn built_binaries(packages: &[String]) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.args(["build", "--quiet"]).current_dir(workspace());
+    for package in packages {
+        command.args(["-p", package]);
+    }
+    let status = command.status().expect("cargo");
+    assert!(status.success(), "building {packages:?}");
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace().join("target"))
+        .join("debug")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quick_run_measures_every_section() {
+    let functions = muchaw_bench::functions().expect("template functions");
+    let mut packages: Vec<String> = functions.iter().map(|(_, b)| b.clone()).collect();
+    packages.push(cold::BASELINE.into());
+    let bin_dir = built_binaries(&packages);
+    let moto = Moto::shared();
+
+    let mut options = Options::quick(moto.endpoint().to_string(), bin_dir);
+    options.cold_runs = 1;
+    options.api_samples = 10;
+    options.account_size = 60;
+    options.deep_offset = 30;
+    options.throughput_duration = Duration::from_millis(300);
+    options.signups = 2;
+    options.sequential_signups = 1;
+    options.meta_latencies_ms = vec![0];
+    options.build_note = "debug (smoke test)".into();
+    let result = run(&options).await.expect("benchmark run");
+
+    // Sizes and cold starts: every function and the baseline.
+    assert_eq!(result.sizes.len(), packages.len());
+    assert!(result.sizes.iter().all(|r| r.binary_bytes.is_some()));
+    let cold_names: Vec<&str> = result.cold.iter().map(|r| r.name.as_str()).collect();
+    for package in &packages {
+        assert!(
+            cold_names.contains(&package.as_str()),
+            "{package}: no cold-start row"
+        );
+    }
+    for row in &result.cold {
+        assert_eq!(row.failed_runs, 0, "{}: a cold start failed", row.name);
+        assert_eq!(row.init.n, 1, "{}", row.name);
+        assert_ne!(
+            row.as_expected,
+            Some(false),
+            "{}: {} is not what events/expected.json says",
+            row.name,
+            row.outcome
+        );
+    }
+
+    // API latency and throughput: every case measured.
+    let api = result.api.as_ref().expect("api figures");
+    assert_eq!(api.latency.len(), 5);
+    assert!(api.latency.iter().all(|(_, _, s)| s.n > 0));
+    assert_eq!(api.throughput.len(), 3);
+    assert!(
+        api.throughput
+            .iter()
+            .all(|(_, t)| t.requests > 0 && t.errors == 0)
+    );
+
+    // DynamoDB: each list and one transactional status change.
+    let dynamo = result.dynamo.as_ref().expect("dynamodb figures");
+    assert_eq!(dynamo.lists.len(), 4);
+    assert!(dynamo.lists.iter().all(|l| l.counts.ours_total() > 0));
+    assert_eq!(dynamo.status_change.transactions, 1);
+
+    // Provisioning: every signup ACTIVE, exactly the documented Meta calls, each request counted.
+    assert_eq!(result.provisioning.len(), 2);
+    for run in &result.provisioning {
+        assert_eq!(run.activated, run.signups, "{run:?}");
+        assert_eq!(
+            run.meta_calls,
+            (DOCUMENTED_SEQUENCE.len() * run.signups) as u64,
+            "{:?}",
+            run.meta_calls_by_route
+        );
+        assert_eq!(run.repeated_calls, 0);
+        assert!(run.counts.ours("dynamodb") > 0 && run.counts.ours("sqs") > 0);
+        assert!(run.counts.event_source_total() > 0);
+        assert!(run.counts.items_written > 0);
+    }
+    let sequential = result
+        .provisioning
+        .iter()
+        .find(|r| !r.burst)
+        .expect("one-at-a-time run");
+    assert!(
+        sequential
+            .per_step
+            .iter()
+            .any(|s| s.function == "ActivateNumberFunction" && s.messages >= 1),
+        "{:?}",
+        sequential.per_step
+    );
+
+    let text = report::markdown(&result);
+    for heading in [
+        "## Targets",
+        "## Package size",
+        "## Cold start",
+        "## API latency",
+        "## DynamoDB cost",
+        "## Provisioning",
+        "## Machine",
+        "## Reproduce",
+    ] {
+        assert!(text.contains(heading), "{heading} missing from the report");
+    }
+}
