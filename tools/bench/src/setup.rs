@@ -1,7 +1,6 @@
 //! What every section needs: the template, a stack of its resources on moto, the fake Meta, and
 //! the example account, key and number the `events/` files name.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -34,22 +33,7 @@ pub fn template() -> Result<Template> {
 
 /// The template's resources on moto under a fresh prefix, Meta pointed at the fake one.
 pub async fn stack(template: &Template, sdk: &SdkConfig, meta: &FakeMeta) -> Result<Stack> {
-    let overrides = Overrides {
-        parameters: HashMap::from([
-            ("MetaGraphUrl".to_string(), meta.base_url()),
-            ("MetaAppId".to_string(), meta.app_id().to_string()),
-            ("AllowPrivateWebhookUrls".to_string(), "true".to_string()),
-            ("Stage".to_string(), "local".to_string()),
-        ]),
-        secrets: HashMap::from([
-            (
-                "MetaAppSecret".to_string(),
-                serde_json::json!({"appSecret": meta.app_secret(), "webhookVerifyToken": VERIFY_TOKEN})
-                    .to_string(),
-            ),
-            ("SignupLinkSigningKey".to_string(), SIGNING_KEY.to_string()),
-        ]),
-    };
+    let overrides = Overrides::local(meta, VERIFY_TOKEN, SIGNING_KEY);
     provision(template, sdk, &random_prefix(), &overrides)
         .await
         .context("creating the template's resources on moto")

@@ -2,7 +2,6 @@
 //! Starts moto, creates what template.yaml declares, creates a demo account and key, and serves
 //! the HTTP API on a local port.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -135,22 +134,7 @@ async fn up(args: Args) -> Result<()> {
     // Codes a person copies from this terminal need longer than Meta's 30 s.
     meta.set_code_lifetime(std::time::Duration::from_secs(600));
     let signing_key = "local-signup-link-signing-key";
-    let overrides = Overrides {
-        parameters: HashMap::from([
-            ("MetaGraphUrl".to_string(), meta.base_url()),
-            ("MetaAppId".to_string(), meta.app_id().to_string()),
-            ("AllowPrivateWebhookUrls".to_string(), "true".to_string()),
-            ("Stage".to_string(), "local".to_string()),
-        ]),
-        secrets: HashMap::from([
-            (
-                "MetaAppSecret".to_string(),
-                serde_json::json!({"appSecret": meta.app_secret(), "webhookVerifyToken": VERIFY_TOKEN})
-                    .to_string(),
-            ),
-            ("SignupLinkSigningKey".to_string(), signing_key.to_string()),
-        ]),
-    };
+    let overrides = Overrides::local(&meta, VERIFY_TOKEN, signing_key);
     // A moto someone else started may already hold a stack: never collide with it.
     let prefix = if args.moto_endpoint.is_some() {
         muchaw_local::provision::random_prefix()

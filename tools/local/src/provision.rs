@@ -36,6 +36,29 @@ pub struct Overrides {
     pub secrets: HashMap<String, String>,
 }
 
+impl Overrides {
+    /// A local stack's: Meta is the fake one (its URL, app id and app secret), private webhook
+    /// targets allowed, stage `local`, and the given webhook verify token and signup-link key.
+    pub fn local(meta: &fake_meta::FakeMeta, verify_token: &str, signing_key: &str) -> Overrides {
+        Overrides {
+            parameters: HashMap::from([
+                ("MetaGraphUrl".to_string(), meta.base_url()),
+                ("MetaAppId".to_string(), meta.app_id().to_string()),
+                ("AllowPrivateWebhookUrls".to_string(), "true".to_string()),
+                ("Stage".to_string(), "local".to_string()),
+            ]),
+            secrets: HashMap::from([
+                (
+                    "MetaAppSecret".to_string(),
+                    serde_json::json!({"appSecret": meta.app_secret(), "webhookVerifyToken": verify_token})
+                        .to_string(),
+                ),
+                ("SignupLinkSigningKey".to_string(), signing_key.to_string()),
+            ]),
+        }
+    }
+}
+
 pub fn random_prefix() -> String {
     let n: u64 = rand::rng().random();
     format!("t{:010x}", n & 0xff_ffff_ffff)
