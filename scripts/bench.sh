@@ -16,6 +16,10 @@ have_zig() { command -v zig >/dev/null 2>&1 || "$VENV/bin/python" -c 'import zig
 # Deployed as arm64 (template.yaml). Cross-building needs the target and zig; the binaries that are
 # timed must run here, so they are always built for the native target too.
 zip_dir="$CARGO_TARGET_DIR/lambda-native"
+# The arm64 standard library is a rustup download: try it once, fall back to native if offline.
+if [[ "$native" != aarch64-* ]] && ! rustup target list --installed 2>/dev/null | grep -qx 'aarch64-unknown-linux-gnu'; then
+  timeout 120 rustup target add aarch64-unknown-linux-gnu >&2 || echo "== rustup target add aarch64-unknown-linux-gnu failed; sizes from the native build" >&2
+fi
 if [[ "$native" != aarch64-* ]] && rustup target list --installed 2>/dev/null | grep -qx 'aarch64-unknown-linux-gnu' && have_zig; then
   echo "== cargo lambda build --release --arm64 (package sizes)" >&2
   if cargo lambda build --release --arm64 --output-format zip --lambda-dir "$CARGO_TARGET_DIR/lambda-arm64"; then
