@@ -10,10 +10,10 @@ use muchaw_local::provision::{Overrides, Stack, random_prefix};
 use muchaw_local::{Template, provision};
 use muchaw_shared::adapters::dynamo::DynamoStore;
 
-/// The key, account and number the `events/` files use (as `muchaw-local env` seeds them).
-pub const EXAMPLE_API_KEY: &str = "mk_example_local_key_0000000000000000000000000000";
-pub const EXAMPLE_NUMBER_ID: &str = "clexamplenumber00000000001";
-pub const EXAMPLE_ACCOUNT_ID: &str = "acc_examples";
+/// The key, account and number the `events/` files use, and their seeding.
+pub use muchaw_local::examples::{
+    EXAMPLE_ACCOUNT_ID, EXAMPLE_API_KEY, EXAMPLE_NUMBER_ID, seed_account, seed_number,
+};
 pub const SIGNING_KEY: &str = "bench-signup-link-signing-key";
 /// The Meta app secret `events/meta-webhook` is signed with: template.yaml's
 /// `SecretStringTemplate` for `MetaAppSecret`.
@@ -44,36 +44,6 @@ pub fn table_store(stack: &Stack, sdk: &SdkConfig) -> Result<DynamoStore> {
         aws_sdk_dynamodb::Client::new(sdk),
         stack.table("NumbersTable")?,
     ))
-}
-
-/// The account and key of the `events/` files (once per stack).
-pub async fn seed_account(store: &DynamoStore) -> Result<()> {
-    let account = store
-        .create_account_with_id(EXAMPLE_ACCOUNT_ID.to_string().into(), "Examples")
-        .await?;
-    let key = muchaw_shared::domain::api_key::PlainApiKey::from_existing(EXAMPLE_API_KEY.into())
-        .context("example key")?;
-    store
-        .store_api_key(&account.id, Some("examples"), key)
-        .await?;
-    Ok(())
-}
-
-/// (Re)writes the example number as ACTIVE, undoing what an event did to it.
-pub async fn seed_number(store: &DynamoStore) -> Result<()> {
-    let now = muchaw_shared::domain::time::now();
-    let mut number = muchaw_shared::domain::Number::new_pending(
-        EXAMPLE_ACCOUNT_ID.to_string().into(),
-        "100000000000001".into(),
-        "200000000000001".into(),
-        now,
-    );
-    number.id = EXAMPLE_NUMBER_ID.to_string().into();
-    number.status = muchaw_shared::domain::Status::Active;
-    number.provisioning_step = None;
-    number.display_number = Some("+55 11 99999-0000".into());
-    store.import_numbers(&[number]).await?;
-    Ok(())
 }
 
 /// The environment every function binary gets besides the template's.

@@ -10,6 +10,7 @@ pub use moto::Moto;
 pub use provision::{Stack, provision};
 pub use template::Template;
 pub mod binaries;
+pub mod examples;
 pub mod runtime_api;
 pub mod schedule;
 pub mod stack;

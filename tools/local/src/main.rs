@@ -74,11 +74,6 @@ async fn main() -> Result<()> {
     }
 }
 
-/// The key and number that the `events/` files use.
-pub const EXAMPLE_API_KEY: &str = "mk_example_local_key_0000000000000000000000000000";
-pub const EXAMPLE_NUMBER_ID: &str = "clexamplenumber00000000001";
-pub const EXAMPLE_ACCOUNT_ID: &str = "acc_examples";
-
 async fn print_env(function: &str, endpoint: &str, template: &str) -> Result<()> {
     let moto = Moto::external(endpoint);
     let sdk = moto.sdk_config().await;
@@ -89,26 +84,8 @@ async fn print_env(function: &str, endpoint: &str, template: &str) -> Result<()>
         aws_sdk_dynamodb::Client::new(&sdk),
         stack.table("NumbersTable")?,
     );
-    let account = store
-        .create_account_with_id(EXAMPLE_ACCOUNT_ID.to_string().into(), "Examples")
-        .await?;
-    let key = muchaw_shared::domain::api_key::PlainApiKey::from_existing(EXAMPLE_API_KEY.into())
-        .context("example key")?;
-    store
-        .store_api_key(&account.id, Some("examples"), key)
-        .await?;
-    let now = muchaw_shared::domain::time::now();
-    let mut number = muchaw_shared::domain::Number::new_pending(
-        account.id.clone(),
-        "100000000000001".into(),
-        "200000000000001".into(),
-        now,
-    );
-    number.id = EXAMPLE_NUMBER_ID.to_string().into();
-    number.status = muchaw_shared::domain::Status::Active;
-    number.provisioning_step = None;
-    number.display_number = Some("+55 11 99999-0000".into());
-    store.import_numbers(&[number]).await?;
+    muchaw_local::examples::seed_account(&store).await?;
+    muchaw_local::examples::seed_number(&store).await?;
     for (name, value) in stack.function_environment(&template, function)? {
         println!("{name}={value}");
     }
