@@ -12,18 +12,19 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::domain::lifecycle::Command;
 use crate::domain::meta::MetaError;
-use crate::domain::time::{self, Timestamp};
-use crate::domain::{AccountId, EventEnvelope, EventType, Number, QualityRating, Status};
-use crate::lifecycle::{self, LifecycleError};
+use crate::domain::time;
+use crate::domain::{AccountId, Number, QualityRating, Status};
+use crate::lifecycle::{self, Changed, LifecycleError};
 use crate::ports::{
-    AccountDirectory, EventLog, MessageQueue, MetaGraph, NumberReader, Page, ProfileWriter,
+    AccountDirectory, EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, Page,
     QueueError, StoreError, TokenVault, VaultError,
 };
 
 /// Meta's rate-limit codes (app, user, WABA, Cloud API).
 const RATE_LIMIT_CODES: [&str; 4] = ["4", "17", "80007", "130429"];
-pub const TOKEN_WARNING_DAYS: i64 = 7;
+pub use crate::domain::lifecycle::TOKEN_WARNING_DAYS;
 const PAGE_SIZE: u32 = 100;
 
 pub fn is_rate_limited(err: &MetaError) -> bool {
@@ -49,6 +50,8 @@ pub enum HealthError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Vault(#[from] VaultError),
+    #[error(transparent)]
+    Lifecycle(LifecycleError),
 }
 
 impl From<LifecycleError> for HealthError {
@@ -56,6 +59,7 @@ impl From<LifecycleError> for HealthError {
         match err {
             LifecycleError::Store(err) => HealthError::Store(err),
             LifecycleError::Queue(err) => HealthError::Queue(err),
+            other => HealthError::Lifecycle(other),
         }
     }
 }
@@ -85,7 +89,7 @@ enum Checked {
 
 impl<S, Q, M, V> HealthSync<S, Q, M, V>
 where
-    S: NumberReader + ProfileWriter + AccountDirectory + EventLog,
+    S: NumberReader + LifecycleStore + AccountDirectory + EventLog,
     Q: MessageQueue,
     M: MetaGraph,
     V: TokenVault,
@@ -170,13 +174,17 @@ where
     }
 
     async fn check(&self, number: &Number, counters: &Counters) -> Result<Checked, HealthError> {
-        let now = time::now();
         // An event a crash left in the outbox (this job's or any other writer's) goes out first.
         lifecycle::finish_publishing(&self.store, &self.queue, number).await?;
         let mut number = number.clone();
-        if let Some(event_id) = self.warn_token_expiry(&number, now).await? {
+        if let Changed::Now(warned) =
+            lifecycle::apply(&self.store, &self.queue, &number, Command::WarnTokenExpiry).await?
+        {
             counters.warned.fetch_add(1, Ordering::Relaxed);
-            number.last_event_id = Some(event_id);
+            if let Some(expires) = warned.token_expires_at {
+                tracing::warn!(number_id = %warned.id, expires_at = %time::format(&expires), "the number's Meta token expires within a week");
+            }
+            number = warned;
         }
         let number = &number;
         let Some(secrets) = self.vault.load(&number.id).await? else {
@@ -201,53 +209,21 @@ where
             .quality_rating
             .as_deref()
             .and_then(QualityRating::from_meta);
-        if rating == number.quality_rating {
-            return Ok(Checked::Done);
-        }
         let previous = number.quality_rating;
-        let mut updated = number.clone();
-        updated.quality_rating = rating;
-        updated.updated_at = now;
-        let event = EventEnvelope::quality_updated(&updated, previous, now);
-        if !self
-            .store
-            .set_quality_rating(number, previous, rating, &event)
-            .await?
+        // Overlapping runs decide against the same version: one writes, the other finds the
+        // rating already there, so the event goes out once.
+        if let Changed::Now(updated) = lifecycle::apply(
+            &self.store,
+            &self.queue,
+            number,
+            Command::QualityChanged(rating),
+        )
+        .await?
         {
-            // Another run (or writer) changed it first; that one announces it.
-            return Ok(Checked::Done);
+            counters.updated.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(number_id = %updated.id, previous = ?previous, now = ?rating, "quality rating changed");
         }
-        // Written with the change: if this send fails, the next run's `finish_publishing` sends it.
-        lifecycle::publish(&self.store, &self.queue, &event).await?;
-        counters.updated.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(number_id = %number.id, previous = ?previous, now = ?rating, event_id = %event.id, "quality rating changed");
         Ok(Checked::Done)
-    }
-
-    /// The id of the `number.token_expiring` event when this call announced the expiry.
-    async fn warn_token_expiry(
-        &self,
-        number: &Number,
-        now: Timestamp,
-    ) -> Result<Option<String>, HealthError> {
-        let Some(expires) = number.token_expires_at else {
-            return Ok(None);
-        };
-        if expires - now > chrono::Duration::days(TOKEN_WARNING_DAYS) {
-            return Ok(None);
-        }
-        let day = now.format("%Y-%m-%d").to_string();
-        let event = EventEnvelope::new(EventType::NumberTokenExpiring, number, now);
-        if !self
-            .store
-            .mark_token_expiry_warned(number, &day, &event)
-            .await?
-        {
-            return Ok(None);
-        }
-        tracing::warn!(number_id = %number.id, expires_at = %time::format(&expires), "the number's Meta token expires within a week");
-        lifecycle::publish(&self.store, &self.queue, &event).await?;
-        Ok(Some(event.id))
     }
 }
 

@@ -1,12 +1,11 @@
-//! Every status change in the system goes through [`change_status`]: the lifecycle table decides
-//! whether it is allowed, the store writes it conditioned on the status it expects (with its
-//! event, in one transaction), and the event is then published.
+//! Runs the lifecycle: [`apply`] asks the pure `domain::lifecycle::decide` what a command does,
+//! writes the answer through the one write port (`LifecycleStore::commit`, conditioned on the
+//! status, step and version it expects), and publishes the change's event. A conflict (another
+//! writer came first) is decided again against the number as it is now.
 
-use crate::domain::{EventEnvelope, EventType, FailureReason, Number, Status, Transition, time};
-use crate::ports::{
-    ChangeOutcome, EventLog, MessageQueue, Queue, QueueError, StatusChange, StatusWriter,
-    StoreError,
-};
+use crate::domain::lifecycle::{Command, Decision, Refusal, decide};
+use crate::domain::{EventEnvelope, Number, NumberId, time};
+use crate::ports::{CommitOutcome, EventLog, LifecycleStore, MessageQueue, QueueError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -14,70 +13,76 @@ pub enum LifecycleError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("number {number_id} kept changing under {attempts} attempts to write it")]
+    Contended {
+        number_id: NumberId,
+        attempts: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Changed {
-    /// This call moved the number; its event is published.
+    /// This call changed the number; its event, if any, is published.
     Now(Number),
     /// The number was already there (a duplicate delivery, a repeated request); any event of
-    /// that change still unpublished has been published now.
+    /// its latest change still unpublished has been published now.
     Already(Number),
     /// The lifecycle does not allow it from where the number is now.
-    Refused(Number),
+    Refused(Number, Refusal),
 }
 
 impl Changed {
     pub fn number(&self) -> &Number {
         match self {
-            Changed::Now(n) | Changed::Already(n) | Changed::Refused(n) => n,
+            Changed::Now(n) | Changed::Already(n) | Changed::Refused(n, _) => n,
         }
     }
 }
 
-/// Attempts against concurrent changes (a webhook and a DELETE at once): re-read and re-decide.
-const ATTEMPTS: usize = 3;
+/// Attempts against concurrent writers (a webhook and a DELETE at once): re-read, re-decide.
+const ATTEMPTS: usize = 5;
 
-pub async fn change_status<S, Q>(
+pub async fn apply<S, Q>(
     store: &S,
     queue: &Q,
     number: &Number,
-    to: Status,
-    failure_reason: Option<FailureReason>,
+    command: Command,
 ) -> Result<Changed, LifecycleError>
 where
-    S: StatusWriter + EventLog,
+    S: LifecycleStore + EventLog,
     Q: MessageQueue,
 {
     let mut current = number.clone();
     for _ in 0..ATTEMPTS {
-        if current.status == to {
-            finish_publishing(store, queue, &current).await?;
-            return Ok(Changed::Already(current));
-        }
-        let Ok(transition) = Transition::new(current.status, to) else {
-            return Ok(Changed::Refused(current));
+        let change = match decide(&current, command.clone(), time::now()) {
+            Decision::Change(change) => change,
+            Decision::Already => {
+                finish_publishing(store, queue, &current).await?;
+                return Ok(Changed::Already(current));
+            }
+            Decision::Refused(why) => return Ok(Changed::Refused(current, why)),
         };
-        let at = time::now();
-        let mut change = StatusChange::new(transition, at);
-        if let Some(reason) = failure_reason.clone() {
-            change = change.with_failure(reason);
-        }
-        let event = EventEnvelope::new(
-            EventType::for_transition(transition),
-            &change.applied_to(&current),
-            at,
-        );
-        match store.change_status(&current, change, &event).await? {
-            ChangeOutcome::Applied(changed) => {
-                publish(store, queue, &event).await?;
-                tracing::info!(number_id = %changed.id, from = %transition.from(), to = %to, event_id = %event.id, "status changed");
+        match store.commit(&change).await? {
+            CommitOutcome::Committed(changed) => {
+                if let Some(event) = &change.event {
+                    // Written with the change: should this send fail, the next reader of the
+                    // number (`finish_publishing`) sends it.
+                    publish(store, queue, event).await?;
+                }
+                if current.status != changed.status {
+                    tracing::info!(number_id = %changed.id, from = %current.status, to = %changed.status, command = command.name(), event_id = ?change.event.as_ref().map(|e| &e.id), "status changed");
+                } else {
+                    tracing::debug!(number_id = %changed.id, command = command.name(), "number changed");
+                }
                 return Ok(Changed::Now(changed));
             }
-            ChangeOutcome::NotApplied(now) => current = now,
+            CommitOutcome::Conflict(now) => current = now,
         }
     }
-    Ok(Changed::Refused(current))
+    Err(LifecycleError::Contended {
+        number_id: number.id.clone(),
+        attempts: ATTEMPTS,
+    })
 }
 
 /// Sends an event written to the outbox and marks it published.
@@ -86,8 +91,7 @@ pub async fn publish<S: EventLog, Q: MessageQueue>(
     queue: &Q,
     event: &EventEnvelope,
 ) -> Result<(), LifecycleError> {
-    let body = serde_json::to_string(event).map_err(|e| QueueError(e.to_string()))?;
-    queue.send(Queue::Events, body).await?;
+    queue.send(event).await?;
     store.mark_published(&event.id).await?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! to our numbers.
 //!
 //! Changes are handled inline, before answering: each is one GSI3 query for the WABA and a few
-//! conditional writes (every status change through [`lifecycle::change_status`]), which stays
+//! conditional writes (every change through [`lifecycle::apply`]), which stays
 //! well within Meta's timeout for the payloads it sends; a store failure answers `500` so Meta
 //! redelivers, and every write is idempotent, so a redelivery is harmless. A queue in between
 //! would only be needed for very large deliveries (Meta batches up to 1000 changes).
@@ -23,13 +23,13 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::domain::Number;
+use crate::domain::lifecycle::{Command, DisconnectedBy};
 use crate::domain::messages::TeardownMessage;
 use crate::domain::secrets::Secret;
-use crate::domain::{Number, Status};
 use crate::lifecycle::{self, Changed, LifecycleError};
 use crate::ports::{
-    EventLog, MessageQueue, ProfileWriter, ProvisioningStore, Queue, QueueError, StatusWriter,
-    StoreError, StoreResult,
+    EventLog, LifecycleStore, MessageQueue, ProvisioningStore, QueueError, StoreError, StoreResult,
 };
 
 /// Meta redelivers and reorders: a ban and its reinstatement may arrive the wrong way round.
@@ -286,7 +286,7 @@ pub struct MetaWebhook<S, Q> {
 
 impl<S, Q> MetaWebhook<S, Q>
 where
-    S: ProvisioningStore + StatusWriter + EventLog + ProfileWriter + BanClock,
+    S: ProvisioningStore + LifecycleStore + EventLog + BanClock,
     Q: MessageQueue,
 {
     pub async fn handle(&self, envelope: &Envelope) -> Result<Handled, HandleError> {
@@ -320,28 +320,27 @@ where
                 handled.ignored += 1;
             }
             Action::Ban { waba_id } => {
-                self.move_waba(&waba_id, &[Status::Active], Status::Banned, time, handled)
+                self.apply_to_waba(&waba_id, Command::Ban, time, handled)
                     .await?;
             }
             Action::Reinstate { waba_id } => {
-                self.move_waba(&waba_id, &[Status::Banned], Status::Active, time, handled)
+                self.apply_to_waba(&waba_id, Command::Reinstate, time, handled)
                     .await?;
             }
             Action::Disconnect { waba_id } => {
-                let from = [Status::Pending, Status::Active, Status::Banned];
                 // Final: nothing comes after it, so no clock.
-                for number in self
-                    .move_waba(&waba_id, &from, Status::Disconnected, None, handled)
-                    .await?
-                {
+                let command = Command::Disconnect(DisconnectedBy::Meta);
+                for number in self.apply_to_waba(&waba_id, command, None, handled).await? {
+                    if number.torn_down_at.is_some() {
+                        continue;
+                    }
                     // As the API's DELETE: teardown is idempotent and tolerates Meta refusing
                     // (a removed partner can no longer deregister); it still schedules the
-                    // token secret's deletion.
+                    // token secret's deletion. Sent again for a redelivery, in case a crash
+                    // lost the first.
                     let message =
                         TeardownMessage::new(number.id.clone(), number.account_id.clone());
-                    let body =
-                        serde_json::to_string(&message).map_err(|e| QueueError(e.to_string()))?;
-                    self.queue.send(Queue::Teardown, body).await?;
+                    self.queue.send(&message).await?;
                     handled.teardowns += 1;
                 }
             }
@@ -358,31 +357,29 @@ where
                 for number in numbers {
                     let matches = !wanted.is_empty()
                         && number.display_number.as_deref().map(digits) == Some(wanted.clone());
-                    if !matches || number.status.is_final() {
+                    if !matches {
                         continue;
                     }
-                    if number.display_name.as_deref() == Some(name.as_str()) {
-                        continue;
+                    let command = Command::DisplayNameApproved(name.clone());
+                    if let Changed::Now(number) =
+                        lifecycle::apply(&self.store, &self.queue, &number, command).await?
+                    {
+                        tracing::info!(number_id = %number.id, "display name approved by Meta");
+                        handled.names_set += 1;
                     }
-                    match self.store.set_display_name(&number, &name).await {
-                        Ok(()) | Err(StoreError::NotFound) => {}
-                        Err(err) => return Err(err.into()),
-                    }
-                    tracing::info!(number_id = %number.id, "display name approved by Meta");
-                    handled.names_set += 1;
                 }
             }
         }
         Ok(())
     }
 
-    /// Moves every number of the WABA that is at one of `from` to `to`, through the lifecycle.
-    /// Returns the numbers that are at `to` now because of this or an earlier delivery.
-    async fn move_waba(
+    /// Applies `command` to every number of the WABA, through the lifecycle (which decides what
+    /// it means for each). Returns the numbers where the command has taken effect, by this
+    /// delivery or an earlier one.
+    async fn apply_to_waba(
         &self,
         waba_id: &str,
-        from: &[Status],
-        to: Status,
+        command: Command,
         ban_clock: Option<i64>,
         handled: &mut Handled,
     ) -> Result<Vec<Number>, HandleError> {
@@ -394,24 +391,24 @@ where
         if let Some(time) = ban_clock
             && !self.store.advance_ban_clock(waba_id, time).await?
         {
-            tracing::info!(waba_id = %waba_id, to = %to, "ban-state change older than one applied already; ignored");
+            tracing::info!(waba_id = %waba_id, command = command.name(), "ban-state change older than one applied already; ignored");
             handled.ignored += 1;
             return Ok(Vec::new());
         }
-        let mut moved = Vec::new();
-        for number in numbers.iter().filter(|n| from.contains(&n.status)) {
-            match lifecycle::change_status(&self.store, &self.queue, number, to, None).await? {
+        let mut applied = Vec::new();
+        for number in &numbers {
+            match lifecycle::apply(&self.store, &self.queue, number, command.clone()).await? {
                 Changed::Now(number) => {
                     handled.status_changes += 1;
-                    moved.push(number);
+                    applied.push(number);
                 }
-                Changed::Already(number) => moved.push(number),
-                Changed::Refused(number) => {
-                    tracing::info!(number_id = %number.id, status = %number.status, to = %to, "Meta webhook change refused by the lifecycle");
+                Changed::Already(number) => applied.push(number),
+                Changed::Refused(number, why) => {
+                    tracing::info!(number_id = %number.id, %why, command = command.name(), "Meta webhook change does not apply to this number");
                 }
             }
         }
-        Ok(moved)
+        Ok(applied)
     }
 }
 
@@ -428,7 +425,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 /// `GET`/`POST /webhooks/meta`. No API key: Meta signs its deliveries instead.
 pub fn routes<S, Q>(handler: MetaWebhook<S, Q>) -> Router
 where
-    S: ProvisioningStore + StatusWriter + EventLog + ProfileWriter + BanClock + 'static,
+    S: ProvisioningStore + LifecycleStore + EventLog + BanClock + 'static,
     Q: MessageQueue + 'static,
 {
     Router::new()
@@ -473,7 +470,7 @@ async fn deliver<S, Q>(
     body: Bytes,
 ) -> Response
 where
-    S: ProvisioningStore + StatusWriter + EventLog + ProfileWriter + BanClock,
+    S: ProvisioningStore + LifecycleStore + EventLog + BanClock,
     Q: MessageQueue,
 {
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());

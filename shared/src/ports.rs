@@ -4,19 +4,31 @@
 use std::future::Future;
 
 use crate::domain::api_key::KeyHash;
-use crate::domain::{
-    AccountId, EventEnvelope, FailureReason, Number, NumberId, Status, Step, Timestamp, Transition,
-};
+use crate::domain::lifecycle::Change;
+use crate::domain::{AccountId, EventEnvelope, Number, NumberId, Status, Timestamp};
+
+/// The cause of an infrastructure error, kept whole so logs can print its chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The store could not be reached or answered with an error; the detail is for logs only.
-    #[error("storage error: {0}")]
-    Unavailable(String),
-    #[error("stored item is not readable: {0}")]
-    Corrupt(String),
+    /// The store could not be reached or answered with an error; the cause is for logs only.
+    #[error("storage unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("stored item is not readable")]
+    Corrupt(#[source] BoxError),
     #[error("not found")]
     NotFound,
+}
+
+impl StoreError {
+    pub fn unavailable(cause: impl Into<BoxError>) -> StoreError {
+        StoreError::Unavailable(cause.into())
+    }
+
+    pub fn corrupt(cause: impl Into<BoxError>) -> StoreError {
+        StoreError::Corrupt(cause.into())
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -50,63 +62,20 @@ pub trait NumberReader: Send + Sync {
     ) -> impl Future<Output = StoreResult<NumberPage>> + Send;
 }
 
-/// What changes together with a status.
 #[derive(Clone, Debug, PartialEq)]
-pub struct StatusChange {
-    pub transition: Transition,
-    pub at: Timestamp,
-    pub failure_reason: Option<FailureReason>,
-}
-
-impl StatusChange {
-    pub fn new(transition: Transition, at: Timestamp) -> Self {
-        StatusChange {
-            transition,
-            at,
-            failure_reason: None,
-        }
-    }
-
-    pub fn with_failure(mut self, reason: FailureReason) -> Self {
-        self.failure_reason = Some(reason);
-        self
-    }
-
-    /// The number as it is once this change is written.
-    pub fn applied_to(&self, number: &Number) -> Number {
-        let to = self.transition.to();
-        let mut changed = number.clone();
-        changed.status = to;
-        changed.updated_at = self.at;
-        if to != Status::Pending {
-            changed.provisioning_step = None;
-        }
-        if self.failure_reason.is_some() {
-            changed.failure_reason = self.failure_reason.clone();
-        }
-        changed
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum ChangeOutcome {
+pub enum CommitOutcome {
     /// Written; the number as it is now.
-    Applied(Number),
-    /// The stored status was not the expected one; the number as it is now (a duplicate
-    /// delivery finds it already at the target, a real conflict somewhere else).
-    NotApplied(Number),
+    Committed(Number),
+    /// The stored number was not what the change expected (another writer came first); the
+    /// number as it is now, to decide again.
+    Conflict(Number),
 }
 
-pub trait StatusWriter: Send + Sync {
-    /// Writes the change only if the number is still at `change.transition.from()`, keeping the
-    /// per-status counters, the phone guard and the change's event in the same transaction.
-    /// Called by `lifecycle::change_status`, which builds the event.
-    fn change_status(
-        &self,
-        number: &Number,
-        change: StatusChange,
-        event: &EventEnvelope,
-    ) -> impl Future<Output = StoreResult<ChangeOutcome>> + Send;
+/// The one way a number changes after its creation: a [`Change`] decided by
+/// `domain::lifecycle::decide`, written only if the stored number is still at the expected
+/// status, step and version, with its counters, phone guard and event in the same write.
+pub trait LifecycleStore: Send + Sync {
+    fn commit(&self, change: &Change) -> impl Future<Output = StoreResult<CommitOutcome>> + Send;
 }
 
 /// The outbox side of events: what was written with a status change and not yet published.
@@ -140,31 +109,25 @@ pub trait ApiKeyVerifier: Send + Sync {
     ) -> impl Future<Output = StoreResult<Option<AccountId>>> + Send;
 }
 
-/// Where a message goes. Adapters map these to queue URLs from configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Queue {
-    Step(Step),
-    Events,
-    Teardown,
-    /// One message per (event, endpoint): each endpoint retries on its own schedule.
-    WebhookDeliveries,
-}
+pub use crate::domain::messages::{Message, Queue};
 
 #[derive(Debug, thiserror::Error)]
-#[error("queue error: {0}")]
-pub struct QueueError(pub String);
+pub enum QueueError {
+    #[error("message could not be encoded")]
+    Encode(#[source] serde_json::Error),
+    #[error("no URL is configured for the {0:?} queue")]
+    Unconfigured(Queue),
+    #[error("queue unavailable")]
+    Unavailable(#[source] BoxError),
+}
 
 pub trait MessageQueue: Send + Sync {
-    fn send(
-        &self,
-        queue: Queue,
-        body: String,
-    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+    /// Sends `message` to the queue it names.
+    fn send<M: Message>(&self, message: &M) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 // ---- Provisioning -------------------------------------------------------------------------
 
-use crate::domain::QualityRating;
 use crate::domain::meta::MetaError;
 use crate::domain::secrets::{NumberSecrets, Secret};
 
@@ -222,8 +185,12 @@ pub trait MetaGraph: Send + Sync {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("secret store error: {0}")]
-pub struct VaultError(pub String);
+pub enum VaultError {
+    #[error("secret store unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("stored secret is not readable")]
+    Corrupt(#[source] BoxError),
+}
 
 /// One secret per number, holding its token and PIN; never in DynamoDB.
 pub trait TokenVault: Send + Sync {
@@ -244,16 +211,7 @@ pub trait TokenVault: Send + Sync {
     ) -> impl Future<Output = Result<(), VaultError>> + Send;
 }
 
-/// What a finished step records on the number besides moving `provisioningStep` on.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct StepRecord {
-    pub token_expires_at: Option<Timestamp>,
-    pub display_number: Option<String>,
-    pub display_name: Option<String>,
-    pub quality_rating: Option<QualityRating>,
-    pub subscribed: bool,
-    pub registered: bool,
-}
+pub use crate::domain::lifecycle::StepRecord;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum CreateOutcome {
@@ -282,27 +240,14 @@ pub trait ProvisioningStore: Send + Sync {
         &self,
         phone_number_id: &str,
     ) -> impl Future<Output = StoreResult<Option<PhoneOwner>>> + Send;
-    /// Moves `provisioningStep` from `done` to `next` if the number is still `PENDING` at `done`.
-    /// `false` when it was not (a duplicate delivery, a disconnect).
-    fn record_step(
-        &self,
-        number: &Number,
-        done: Step,
-        next: Step,
-        record: &StepRecord,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// The last transient error of a step, kept for the DLQ consumer's failure reason.
-    fn record_retry(
-        &self,
-        number: &Number,
-        reason: &FailureReason,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
     fn numbers_of_waba(
         &self,
         waba_id: &str,
     ) -> impl Future<Output = StoreResult<Vec<Number>>> + Send;
-    fn mark_torn_down(&self, number: &Number) -> impl Future<Output = StoreResult<()>> + Send;
 }
+
+/// The longest a redelivery can be delayed: SQS's ceiling for a message's invisibility, 12 h.
+pub const MAX_REDELIVERY_DELAY_SECONDS: u32 = 12 * 60 * 60;
 
 /// Stretches a message's invisibility, which is how a retry is delayed.
 pub trait Redelivery: Send + Sync {
@@ -325,39 +270,6 @@ pub trait SignupLinks: Send + Sync {
 }
 
 // ---- Meta's webhooks and the health sync --------------------------------------------------
-
-/// Profile fields Meta tells us about after provisioning (name approvals, polled quality), and
-/// the health sync's own bookkeeping. None of these change the status.
-pub trait ProfileWriter: Send + Sync {
-    /// Sets `displayName` on an existing number.
-    fn set_display_name(
-        &self,
-        number: &Number,
-        display_name: &str,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
-
-    /// Writes `now` only if the stored rating is still `previous` (`None`: no rating stored)
-    /// and no other event was written since `number` was read, so concurrent runs agree on who
-    /// made the change; `event` (its `number.quality_updated`) goes in the same transaction, as
-    /// the number's latest event (the outbox). `true` when this call wrote it.
-    fn set_quality_rating(
-        &self,
-        number: &Number,
-        previous: Option<QualityRating>,
-        now: Option<QualityRating>,
-        event: &EventEnvelope,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
-
-    /// Records that the token-expiry warning of `day` (`YYYY-MM-DD`, UTC) was sent, with its
-    /// `event` in the same transaction as for `set_quality_rating`; `true` only for the first
-    /// call of that day.
-    fn mark_token_expiry_warned(
-        &self,
-        number: &Number,
-        day: &str,
-        event: &EventEnvelope,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
-}
 
 /// Every account, for jobs that cover all of them (the health sync), read without a Scan.
 pub trait AccountDirectory: Send + Sync {

@@ -52,16 +52,14 @@ fn delivery_key(event_id: &str, endpoint_id: &str) -> HashMap<String, AttributeV
 }
 
 fn from_item(item: HashMap<String, AttributeValue>) -> StoreResult<WebhookEndpoint> {
-    let item: EndpointItem =
-        serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let item: EndpointItem = serde_dynamo::from_item(item).map_err(StoreError::corrupt)?;
     Ok(WebhookEndpoint {
         id: item.id,
         account_id: item.account_id,
         url: item.url,
         events: item.events,
         secret: Secret::new(item.secret),
-        created_at: time::parse(&item.created_at)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        created_at: time::parse(&item.created_at).map_err(StoreError::corrupt)?,
     })
 }
 

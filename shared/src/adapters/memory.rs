@@ -1,22 +1,101 @@
 //! In-memory adapters behind the same ports, for unit tests and for measuring the handlers'
-//! own overhead. They keep the same promises as DynamoDB: conditional status changes, scoping.
+//! own overhead. They keep DynamoDB's promises: writes conditioned on what they expect, one live
+//! number per phone, single-use signup links, an outbox, scoping by account.
+//!
+//! - [`MemoryStore`]: numbers, counters, phone guards, signup links, events, API keys, ban
+//!   clocks, webhook endpoints and delivery marks.
+//! - [`MemoryQueue`]: records what was sent (and redelivery delays); can fail sends on demand.
+//! - [`MemoryVault`]: the per-number secrets.
+//! - [`ScriptedMeta`]: Meta's Graph API answering from a script, recording every call.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::domain::api_key::KeyHash;
-use crate::domain::{AccountId, EventEnvelope, Number, NumberId, Status};
+use crate::domain::lifecycle::{Change, PhoneGuard};
+use crate::domain::meta::MetaError;
+use crate::domain::secrets::{NumberSecrets, Secret};
+use crate::domain::{AccountId, EventEnvelope, Number, NumberId, Status, Timestamp, time};
+use crate::meta_webhook::BanClock;
 use crate::ports::{
-    ApiKeyVerifier, ChangeOutcome, EventLog, MessageQueue, NumberPage, NumberReader, Page, Queue,
-    QueueError, RequestQuota, StatusChange, StatusWriter, StoreError, StoreResult,
+    AccountDirectory, ApiKeyVerifier, CommitOutcome, CreateOutcome, DeliveryLog, EventLog,
+    ExchangedToken, LifecycleStore, Message, MessageQueue, MetaGraph, MetaResult, NumberPage,
+    NumberReader, Page, PhoneOwner, PhoneProfile, ProvisioningStore, Queue, QueueError, Redelivery,
+    RequestQuota, SignupLinks, StoreError, StoreResult, TokenVault, VaultError, WebhookEndpoints,
 };
+use crate::webhooks::WebhookEndpoint;
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Newest first: `createdAt` descending, ties by id descending, as the DynamoDB indexes order.
+type Order = Reverse<(Timestamp, NumberId)>;
+
+struct SignupLink {
+    account: AccountId,
+    expires_at: Timestamp,
+    used_by: Option<NumberId>,
+}
 
 #[derive(Default)]
 struct State {
     numbers: HashMap<(AccountId, NumberId), Number>,
+    /// Per account, and per account and status: the list order, so a page costs its own size
+    /// (plus the offset), never a sort of the whole account.
+    by_account: HashMap<AccountId, BTreeSet<Order>>,
+    by_status: HashMap<(AccountId, Status), BTreeSet<Order>>,
+    phones: HashMap<String, PhoneOwner>,
+    links: HashMap<String, SignupLink>,
     keys: HashMap<KeyHash, (AccountId, bool)>,
     events: HashMap<String, (EventEnvelope, bool)>,
     requests: HashMap<(AccountId, i64), u32>,
+    accounts: Vec<AccountId>,
+    ban_clocks: HashMap<String, i64>,
+    endpoints: Vec<WebhookEndpoint>,
+    delivered: HashSet<(String, String)>,
+}
+
+impl State {
+    fn index(&mut self, number: &Number) {
+        let order = Reverse((number.created_at, number.id.clone()));
+        self.by_account
+            .entry(number.account_id.clone())
+            .or_default()
+            .insert(order.clone());
+        self.by_status
+            .entry((number.account_id.clone(), number.status))
+            .or_default()
+            .insert(order);
+    }
+
+    fn unindex(&mut self, number: &Number) {
+        let order = Reverse((number.created_at, number.id.clone()));
+        if let Some(set) = self.by_account.get_mut(&number.account_id) {
+            set.remove(&order);
+        }
+        if let Some(set) = self
+            .by_status
+            .get_mut(&(number.account_id.clone(), number.status))
+        {
+            set.remove(&order);
+        }
+    }
+
+    fn put_number(&mut self, number: Number) {
+        if let Some(old) = self
+            .numbers
+            .remove(&(number.account_id.clone(), number.id.clone()))
+        {
+            self.unindex(&old);
+        }
+        self.index(&number);
+        self.numbers
+            .insert((number.account_id.clone(), number.id.clone()), number);
+    }
 }
 
 #[derive(Clone, Default)]
@@ -26,15 +105,32 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        locked(&self.state)
     }
 
+    /// Stores a number as it is, holding its phone while it is live (seeding tests).
     pub fn insert_number(&self, number: Number) {
-        self.state()
-            .numbers
-            .insert((number.account_id.clone(), number.id.clone()), number);
+        let mut state = self.state();
+        if number.status.is_live() {
+            state.phones.insert(
+                number.phone_number_id.clone(),
+                PhoneOwner {
+                    account_id: number.account_id.clone(),
+                    number_id: number.id.clone(),
+                },
+            );
+        }
+        if !state.accounts.contains(&number.account_id) {
+            state.accounts.push(number.account_id.clone());
+        }
+        state.put_number(number);
+    }
+
+    pub fn add_account(&self, account: &AccountId) {
+        let mut state = self.state();
+        if !state.accounts.contains(account) {
+            state.accounts.push(account.clone());
+        }
     }
 
     pub fn add_key(&self, key: &str, account: &AccountId) {
@@ -54,15 +150,37 @@ impl MemoryStore {
         numbers.sort_by(|a, b| a.id.cmp(&b.id));
         numbers
     }
+
+    pub fn number(&self, account: &AccountId, id: &NumberId) -> Option<Number> {
+        self.state()
+            .numbers
+            .get(&(account.clone(), id.clone()))
+            .cloned()
+    }
+
+    /// Every event written, published or not, oldest first by creation time.
+    pub fn events(&self) -> Vec<(EventEnvelope, bool)> {
+        let mut events: Vec<_> = self.state().events.values().cloned().collect();
+        events.sort_by(|a, b| (a.0.created_at, &a.0.id).cmp(&(b.0.created_at, &b.0.id)));
+        events
+    }
+
+    /// The per-status count of an account, as the counters item would hold it.
+    pub fn count(&self, account: &AccountId, status: Status) -> u64 {
+        self.state()
+            .by_status
+            .get(&(account.clone(), status))
+            .map_or(0, |set| set.len() as u64)
+    }
+
+    pub fn phone_holder(&self, phone_number_id: &str) -> Option<PhoneOwner> {
+        self.state().phones.get(phone_number_id).cloned()
+    }
 }
 
 impl NumberReader for MemoryStore {
     async fn get(&self, account: &AccountId, id: &NumberId) -> StoreResult<Option<Number>> {
-        Ok(self
-            .state()
-            .numbers
-            .get(&(account.clone(), id.clone()))
-            .cloned())
+        Ok(self.number(account, id))
     }
 
     async fn list(
@@ -72,46 +190,63 @@ impl NumberReader for MemoryStore {
         page: Page,
     ) -> StoreResult<NumberPage> {
         let state = self.state();
-        let mut matching: Vec<&Number> = state
-            .numbers
-            .values()
-            .filter(|n| &n.account_id == account && status.is_none_or(|s| n.status == s))
+        let order = match status {
+            Some(status) => state.by_status.get(&(account.clone(), status)),
+            None => state.by_account.get(account),
+        };
+        let Some(order) = order else {
+            return Ok(NumberPage {
+                numbers: Vec::new(),
+                total: 0,
+            });
+        };
+        let numbers = order
+            .iter()
+            .skip(page.offset as usize)
+            .take(page.limit as usize)
+            .filter_map(|Reverse((_, id))| state.numbers.get(&(account.clone(), id.clone())))
+            .cloned()
             .collect();
-        matching.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         Ok(NumberPage {
-            total: matching.len() as u64,
-            numbers: matching
-                .into_iter()
-                .skip(page.offset as usize)
-                .take(page.limit as usize)
-                .cloned()
-                .collect(),
+            numbers,
+            total: order.len() as u64,
         })
     }
 }
 
-impl StatusWriter for MemoryStore {
-    async fn change_status(
-        &self,
-        number: &Number,
-        change: StatusChange,
-        event: &EventEnvelope,
-    ) -> StoreResult<ChangeOutcome> {
+impl LifecycleStore for MemoryStore {
+    async fn commit(&self, change: &Change) -> StoreResult<CommitOutcome> {
         let mut state = self.state();
+        let number = &change.number;
         let stored = state
             .numbers
-            .get_mut(&(number.account_id.clone(), number.id.clone()))
+            .get(&(number.account_id.clone(), number.id.clone()))
             .ok_or(StoreError::NotFound)?;
-        if stored.status != change.transition.from() {
-            return Ok(ChangeOutcome::NotApplied(stored.clone()));
+        let expected = &change.expected;
+        if stored.status != expected.status
+            || stored.provisioning_step != expected.step
+            || stored.version != expected.version
+        {
+            return Ok(CommitOutcome::Conflict(stored.clone()));
         }
-        *stored = change.applied_to(stored);
-        stored.last_event_id = Some(event.id.clone());
-        let applied = stored.clone();
-        state
-            .events
-            .insert(event.id.clone(), (event.clone(), false));
-        Ok(ChangeOutcome::Applied(applied))
+        if let Some(event) = &change.event {
+            if state.events.contains_key(&event.id) {
+                return Err(StoreError::unavailable("event id written twice"));
+            }
+            state
+                .events
+                .insert(event.id.clone(), (event.clone(), false));
+        }
+        if change.phone_guard == PhoneGuard::Release
+            && state
+                .phones
+                .get(&number.phone_number_id)
+                .is_some_and(|owner| owner.number_id == number.id)
+        {
+            state.phones.remove(&number.phone_number_id);
+        }
+        state.put_number(number.clone());
+        Ok(CommitOutcome::Committed(number.clone()))
     }
 }
 
@@ -130,6 +265,96 @@ impl EventLog for MemoryStore {
             entry.1 = true;
         }
         Ok(())
+    }
+}
+
+impl ProvisioningStore for MemoryStore {
+    async fn create_pending(
+        &self,
+        number: &Number,
+        signup_link: Option<&str>,
+    ) -> StoreResult<CreateOutcome> {
+        let mut state = self.state();
+        if let Some(link) = signup_link {
+            let usable = state.links.get(link).is_some_and(|l| {
+                l.used_by.is_none() && l.account == number.account_id && l.expires_at > time::now()
+            });
+            if !usable {
+                return Ok(CreateOutcome::LinkUnusable);
+            }
+        }
+        if state.phones.contains_key(&number.phone_number_id) {
+            return Ok(CreateOutcome::PhoneTaken);
+        }
+        if let Some(link) = signup_link.and_then(|id| state.links.get_mut(id)) {
+            link.used_by = Some(number.id.clone());
+        }
+        state.phones.insert(
+            number.phone_number_id.clone(),
+            PhoneOwner {
+                account_id: number.account_id.clone(),
+                number_id: number.id.clone(),
+            },
+        );
+        state.put_number(number.clone());
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn phone_owner(&self, phone_number_id: &str) -> StoreResult<Option<PhoneOwner>> {
+        Ok(self.phone_holder(phone_number_id))
+    }
+
+    async fn numbers_of_waba(&self, waba_id: &str) -> StoreResult<Vec<Number>> {
+        let mut numbers: Vec<Number> = self
+            .state()
+            .numbers
+            .values()
+            .filter(|n| n.waba_id == waba_id)
+            .cloned()
+            .collect();
+        numbers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(numbers)
+    }
+}
+
+impl SignupLinks for MemoryStore {
+    async fn save_link(
+        &self,
+        account: &AccountId,
+        link_id: &str,
+        expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        let mut state = self.state();
+        if state.links.contains_key(link_id) {
+            return Err(StoreError::unavailable("signup link id written twice"));
+        }
+        state.links.insert(
+            link_id.to_string(),
+            SignupLink {
+                account: account.clone(),
+                expires_at,
+                used_by: None,
+            },
+        );
+        Ok(())
+    }
+}
+
+impl AccountDirectory for MemoryStore {
+    async fn account_ids(&self) -> StoreResult<Vec<AccountId>> {
+        Ok(self.state().accounts.clone())
+    }
+}
+
+impl BanClock for MemoryStore {
+    async fn advance_ban_clock(&self, waba_id: &str, time: i64) -> StoreResult<bool> {
+        let mut state = self.state();
+        let clock = state.ban_clocks.entry(waba_id.to_string()).or_insert(time);
+        if *clock > time {
+            return Ok(false);
+        }
+        *clock = time;
+        Ok(true)
     }
 }
 
@@ -164,26 +389,327 @@ impl RequestQuota for MemoryStore {
     }
 }
 
+impl WebhookEndpoints for MemoryStore {
+    async fn save_endpoint(&self, endpoint: &WebhookEndpoint) -> StoreResult<()> {
+        let mut state = self.state();
+        state.endpoints.retain(|e| e.id != endpoint.id);
+        state.endpoints.push(endpoint.clone());
+        Ok(())
+    }
+
+    async fn endpoints(&self, account: &AccountId) -> StoreResult<Vec<WebhookEndpoint>> {
+        let mut endpoints: Vec<WebhookEndpoint> = self
+            .state()
+            .endpoints
+            .iter()
+            .filter(|e| &e.account_id == account)
+            .cloned()
+            .collect();
+        endpoints.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(endpoints)
+    }
+
+    async fn endpoint(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> StoreResult<Option<WebhookEndpoint>> {
+        Ok(self
+            .state()
+            .endpoints
+            .iter()
+            .find(|e| &e.account_id == account && e.id == id)
+            .cloned())
+    }
+
+    async fn delete_endpoint(&self, account: &AccountId, id: &str) -> StoreResult<bool> {
+        let mut state = self.state();
+        let before = state.endpoints.len();
+        state
+            .endpoints
+            .retain(|e| !(&e.account_id == account && e.id == id));
+        Ok(state.endpoints.len() < before)
+    }
+}
+
+impl DeliveryLog for MemoryStore {
+    async fn was_delivered(&self, event_id: &str, endpoint_id: &str) -> StoreResult<bool> {
+        Ok(self
+            .state()
+            .delivered
+            .contains(&(event_id.to_string(), endpoint_id.to_string())))
+    }
+
+    async fn mark_delivered(&self, event_id: &str, endpoint_id: &str) -> StoreResult<()> {
+        self.state()
+            .delivered
+            .insert((event_id.to_string(), endpoint_id.to_string()));
+        Ok(())
+    }
+}
+
+// ---- Queues --------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct QueueState {
+    sent: Vec<(Queue, String)>,
+    delays: Vec<(Queue, String, u32)>,
+    failures_left: usize,
+}
+
 #[derive(Clone, Default)]
 pub struct MemoryQueue {
-    sent: Arc<Mutex<Vec<(Queue, String)>>>,
+    state: Arc<Mutex<QueueState>>,
 }
 
 impl MemoryQueue {
+    /// Every message sent, in order, as its queue and JSON body.
     pub fn sent(&self) -> Vec<(Queue, String)> {
-        self.sent
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        locked(&self.state).sent.clone()
+    }
+
+    /// The bodies sent to `queue`, parsed.
+    pub fn sent_to(&self, queue: Queue) -> Vec<serde_json::Value> {
+        self.sent()
+            .into_iter()
+            .filter(|(q, _)| *q == queue)
+            .filter_map(|(_, body)| serde_json::from_str(&body).ok())
+            .collect()
+    }
+
+    /// The next `count` sends fail, as an unreachable SQS would.
+    pub fn fail_next_sends(&self, count: usize) {
+        locked(&self.state).failures_left = count;
+    }
+
+    /// Redelivery delays asked for: queue, receipt handle, seconds.
+    pub fn delays(&self) -> Vec<(Queue, String, u32)> {
+        locked(&self.state).delays.clone()
     }
 }
 
 impl MessageQueue for MemoryQueue {
-    async fn send(&self, queue: Queue, body: String) -> Result<(), QueueError> {
-        self.sent
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push((queue, body));
+    async fn send<M: Message>(&self, message: &M) -> Result<(), QueueError> {
+        let body = serde_json::to_string(message).map_err(QueueError::Encode)?;
+        let mut state = locked(&self.state);
+        if state.failures_left > 0 {
+            state.failures_left -= 1;
+            return Err(QueueError::Unavailable("injected send failure".into()));
+        }
+        state.sent.push((message.queue(), body));
         Ok(())
+    }
+}
+
+impl Redelivery for MemoryQueue {
+    async fn delay_redelivery(
+        &self,
+        queue: Queue,
+        receipt_handle: &str,
+        seconds: u32,
+    ) -> Result<(), QueueError> {
+        locked(&self.state)
+            .delays
+            .push((queue, receipt_handle.to_string(), seconds));
+        Ok(())
+    }
+}
+
+// ---- Secrets -------------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+pub struct MemoryVault {
+    secrets: Arc<Mutex<HashMap<NumberId, NumberSecrets>>>,
+    deleted: Arc<Mutex<Vec<NumberId>>>,
+}
+
+impl MemoryVault {
+    pub fn put(&self, number: &NumberId, secrets: NumberSecrets) {
+        locked(&self.secrets).insert(number.clone(), secrets);
+    }
+
+    pub fn holds(&self, number: &NumberId) -> bool {
+        locked(&self.secrets).contains_key(number)
+    }
+
+    /// Numbers whose secret was scheduled for deletion, in order.
+    pub fn deleted(&self) -> Vec<NumberId> {
+        locked(&self.deleted).clone()
+    }
+}
+
+impl TokenVault for MemoryVault {
+    async fn load(&self, number: &NumberId) -> Result<Option<NumberSecrets>, VaultError> {
+        Ok(locked(&self.secrets).get(number).cloned())
+    }
+
+    async fn create(
+        &self,
+        number: &NumberId,
+        secrets: &NumberSecrets,
+    ) -> Result<NumberSecrets, VaultError> {
+        Ok(locked(&self.secrets)
+            .entry(number.clone())
+            .or_insert_with(|| secrets.clone())
+            .clone())
+    }
+
+    async fn schedule_deletion(&self, number: &NumberId) -> Result<(), VaultError> {
+        if locked(&self.secrets).remove(number).is_some() {
+            locked(&self.deleted).push(number.clone());
+        }
+        Ok(())
+    }
+}
+
+// ---- Meta ----------------------------------------------------------------------------------
+
+/// One Graph API call, as [`ScriptedMeta`] records it (no tokens or PINs: only what was asked).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum MetaCall {
+    ExchangeCode,
+    SubscribeApp { waba_id: String },
+    UnsubscribeApp { waba_id: String },
+    Register { phone_number_id: String },
+    Deregister { phone_number_id: String },
+    SetPin { phone_number_id: String },
+    PhoneProfile { phone_number_id: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetaCallKind {
+    ExchangeCode,
+    SubscribeApp,
+    UnsubscribeApp,
+    Register,
+    Deregister,
+    SetPin,
+    PhoneProfile,
+}
+
+impl MetaCall {
+    pub fn kind(&self) -> MetaCallKind {
+        match self {
+            MetaCall::ExchangeCode => MetaCallKind::ExchangeCode,
+            MetaCall::SubscribeApp { .. } => MetaCallKind::SubscribeApp,
+            MetaCall::UnsubscribeApp { .. } => MetaCallKind::UnsubscribeApp,
+            MetaCall::Register { .. } => MetaCallKind::Register,
+            MetaCall::Deregister { .. } => MetaCallKind::Deregister,
+            MetaCall::SetPin { .. } => MetaCallKind::SetPin,
+            MetaCall::PhoneProfile { .. } => MetaCallKind::PhoneProfile,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    calls: Vec<MetaCall>,
+    errors: HashMap<MetaCallKind, VecDeque<MetaError>>,
+    profile: PhoneProfile,
+    token_expires_in: Option<u64>,
+}
+
+/// Meta answering from a script: every call succeeds unless an error was queued for its kind
+/// (each queued error answers one call); the profile is whatever was set.
+#[derive(Clone, Default)]
+pub struct ScriptedMeta {
+    script: Arc<Mutex<Script>>,
+}
+
+impl ScriptedMeta {
+    /// The next call of `kind` answers `error` (queue several for several calls).
+    pub fn fail_next(&self, kind: MetaCallKind, error: MetaError) {
+        locked(&self.script)
+            .errors
+            .entry(kind)
+            .or_default()
+            .push_back(error);
+    }
+
+    pub fn set_profile(&self, profile: PhoneProfile) {
+        locked(&self.script).profile = profile;
+    }
+
+    pub fn set_token_expires_in(&self, seconds: Option<u64>) {
+        locked(&self.script).token_expires_in = seconds;
+    }
+
+    pub fn calls(&self) -> Vec<MetaCall> {
+        locked(&self.script).calls.clone()
+    }
+
+    pub fn count(&self, kind: MetaCallKind) -> usize {
+        self.calls().iter().filter(|c| c.kind() == kind).count()
+    }
+
+    fn answer(&self, call: MetaCall) -> MetaResult<()> {
+        let mut script = locked(&self.script);
+        let kind = call.kind();
+        script.calls.push(call);
+        match script.errors.get_mut(&kind).and_then(VecDeque::pop_front) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+impl MetaGraph for ScriptedMeta {
+    async fn exchange_code(&self, _code: &str) -> MetaResult<ExchangedToken> {
+        self.answer(MetaCall::ExchangeCode)?;
+        Ok(ExchangedToken {
+            token: Secret::new(format!("EAAG{}", cuid2::create_id())),
+            expires_in_seconds: locked(&self.script).token_expires_in,
+        })
+    }
+
+    async fn subscribe_app(&self, _token: &Secret, waba_id: &str) -> MetaResult<()> {
+        self.answer(MetaCall::SubscribeApp {
+            waba_id: waba_id.into(),
+        })
+    }
+
+    async fn unsubscribe_app(&self, _token: &Secret, waba_id: &str) -> MetaResult<()> {
+        self.answer(MetaCall::UnsubscribeApp {
+            waba_id: waba_id.into(),
+        })
+    }
+
+    async fn register(
+        &self,
+        _token: &Secret,
+        phone_number_id: &str,
+        _pin: &Secret,
+    ) -> MetaResult<()> {
+        self.answer(MetaCall::Register {
+            phone_number_id: phone_number_id.into(),
+        })
+    }
+
+    async fn deregister(&self, _token: &Secret, phone_number_id: &str) -> MetaResult<()> {
+        self.answer(MetaCall::Deregister {
+            phone_number_id: phone_number_id.into(),
+        })
+    }
+
+    async fn set_pin(
+        &self,
+        _token: &Secret,
+        phone_number_id: &str,
+        _pin: &Secret,
+    ) -> MetaResult<()> {
+        self.answer(MetaCall::SetPin {
+            phone_number_id: phone_number_id.into(),
+        })
+    }
+
+    async fn phone_profile(
+        &self,
+        _token: &Secret,
+        phone_number_id: &str,
+    ) -> MetaResult<PhoneProfile> {
+        self.answer(MetaCall::PhoneProfile {
+            phone_number_id: phone_number_id.into(),
+        })?;
+        Ok(locked(&self.script).profile.clone())
     }
 }

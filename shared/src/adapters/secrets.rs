@@ -25,7 +25,7 @@ fn vault_error<
 >(
     err: aws_sdk_secretsmanager::error::SdkError<E, R>,
 ) -> VaultError {
-    VaultError(aws_sdk_secretsmanager::error::DisplayErrorContext(err).to_string())
+    VaultError::Unavailable(err.into())
 }
 
 impl SecretsVault {
@@ -54,7 +54,8 @@ impl TokenVault for SecretsVault {
                 let text = output.secret_string.unwrap_or_default();
                 serde_json::from_str(&text)
                     .map(Some)
-                    .map_err(|_| VaultError("a number's secret is not readable".into()))
+                    // serde's message may quote the secret: only say which secret it is.
+                    .map_err(|_| VaultError::Corrupt("a number's secret is not readable".into()))
             }
             Err(err)
                 if matches!(
@@ -82,7 +83,7 @@ impl TokenVault for SecretsVault {
         number: &NumberId,
         secrets: &NumberSecrets,
     ) -> Result<NumberSecrets, VaultError> {
-        let text = serde_json::to_string(secrets).map_err(|e| VaultError(e.to_string()))?;
+        let text = serde_json::to_string(secrets).map_err(|e| VaultError::Corrupt(e.into()))?;
         let result = self
             .client
             .create_secret()
@@ -107,7 +108,7 @@ impl TokenVault for SecretsVault {
             {
                 self.load(number)
                     .await?
-                    .ok_or_else(|| VaultError("secret exists but cannot be read".into()))
+                    .ok_or_else(|| VaultError::Corrupt("secret exists but cannot be read".into()))
             }
             Err(err) => Err(vault_error(err)),
         }
@@ -161,14 +162,14 @@ pub async fn read_secret_string(client: &Client, arn: &str) -> Result<Secret, Va
     output
         .secret_string
         .map(Secret::new)
-        .ok_or_else(|| VaultError(format!("secret {arn} has no SecretString")))
+        .ok_or_else(|| VaultError::Corrupt(format!("secret {arn} has no SecretString").into()))
 }
 
 pub async fn read_app_secrets(client: &Client, arn: &str) -> Result<AppSecrets, VaultError> {
     let text = read_secret_string(client, arn).await?;
     serde_json::from_str(text.expose()).map_err(|_| {
-        VaultError(format!(
-            "secret {arn} is not {{\"appSecret\", \"webhookVerifyToken\"}} JSON"
-        ))
+        VaultError::Corrupt(
+            format!("secret {arn} is not {{\"appSecret\", \"webhookVerifyToken\"}} JSON").into(),
+        )
     })
 }

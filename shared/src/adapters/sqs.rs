@@ -1,7 +1,7 @@
 use aws_sdk_sqs::Client;
 
 use crate::config::QueueUrls;
-use crate::ports::{MessageQueue, Queue, QueueError};
+use crate::ports::{MAX_REDELIVERY_DELAY_SECONDS, Message, MessageQueue, Queue, QueueError};
 
 #[derive(Clone)]
 pub struct SqsQueue {
@@ -16,26 +16,28 @@ impl SqsQueue {
 }
 
 impl MessageQueue for SqsQueue {
-    async fn send(&self, queue: Queue, body: String) -> Result<(), QueueError> {
+    async fn send<M: Message>(&self, message: &M) -> Result<(), QueueError> {
+        let queue = message.queue();
+        let body = serde_json::to_string(message).map_err(QueueError::Encode)?;
         let url = self
             .urls
             .url(queue)
-            .map_err(|e| QueueError(e.to_string()))?;
+            .map_err(|_| QueueError::Unconfigured(queue))?;
         self.client
             .send_message()
             .queue_url(url)
             .message_body(body)
             .send()
             .await
-            .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| QueueError::Unavailable(e.into()))?;
         Ok(())
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedriveError {
-    #[error("{0}")]
-    Sqs(String),
+    #[error("SQS unavailable")]
+    Sqs(#[source] crate::ports::BoxError),
     #[error("{queue} is the dead-letter queue of {sources} queues; exactly one is needed")]
     NotOneSource { queue: String, sources: usize },
 }
@@ -46,7 +48,7 @@ fn sqs_error<
 >(
     err: aws_sdk_sqs::error::SdkError<E, R>,
 ) -> RedriveError {
-    RedriveError::Sqs(aws_sdk_sqs::error::DisplayErrorContext(err).to_string())
+    RedriveError::Sqs(err.into())
 }
 
 /// Moves every message of a dead-letter queue back to the one queue that dead-letters into it.
@@ -125,18 +127,15 @@ impl crate::ports::Redelivery for SqsQueue {
         let url = self
             .urls
             .url(queue)
-            .map_err(|e| QueueError(e.to_string()))?;
+            .map_err(|_| QueueError::Unconfigured(queue))?;
         self.client
             .change_message_visibility()
             .queue_url(url)
             .receipt_handle(receipt_handle)
-            .visibility_timeout(seconds.min(MAX_VISIBILITY_SECONDS) as i32)
+            .visibility_timeout(seconds.min(MAX_REDELIVERY_DELAY_SECONDS) as i32)
             .send()
             .await
-            .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| QueueError::Unavailable(e.into()))?;
         Ok(())
     }
 }
-
-/// SQS's ceiling for a message's invisibility: 12 hours.
-pub const MAX_VISIBILITY_SECONDS: u32 = 12 * 60 * 60;

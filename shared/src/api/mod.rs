@@ -4,7 +4,6 @@
 pub mod error;
 pub mod numbers;
 pub mod signup;
-pub mod view;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -18,15 +17,15 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use serde::de::DeserializeOwned;
 
+pub use crate::domain::view::NumberView;
 pub use error::ApiError;
-pub use view::NumberView;
 
 use crate::domain::AccountId;
 use crate::domain::api_key::{KeyHash, bearer_key};
 use crate::domain::signup_link::LinkSigner;
 use crate::ports::{
-    ApiKeyVerifier, EventLog, MessageQueue, NumberReader, ProvisioningStore, RequestQuota,
-    SignupLinks, StatusWriter, WebhookEndpoints,
+    ApiKeyVerifier, EventLog, LifecycleStore, MessageQueue, NumberReader, ProvisioningStore,
+    RequestQuota, SignupLinks, WebhookEndpoints,
 };
 use crate::webhooks::url_policy::UrlPolicy;
 
@@ -58,7 +57,7 @@ impl ApiLimits {
 /// everything), without a request rate limit.
 pub fn router<S, Q>(store: S, queue: Q) -> Router
 where
-    S: NumberReader + StatusWriter + EventLog + ApiKeyVerifier + RequestQuota + Clone + 'static,
+    S: NumberReader + LifecycleStore + EventLog + ApiKeyVerifier + RequestQuota + Clone + 'static,
     Q: MessageQueue + 'static,
 {
     finish(
@@ -70,7 +69,7 @@ where
 
 pub fn numbers_routes<S, Q>(store: S, queue: Q) -> Router
 where
-    S: NumberReader + StatusWriter + EventLog + 'static,
+    S: NumberReader + LifecycleStore + EventLog + 'static,
     Q: MessageQueue + 'static,
 {
     Router::new()

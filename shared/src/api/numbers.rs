@@ -5,10 +5,11 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, Caller, NumberView};
+use crate::domain::lifecycle::{Command, DisconnectedBy};
 use crate::domain::messages::TeardownMessage;
 use crate::domain::{NumberId, Status};
 use crate::lifecycle::{self, Changed};
-use crate::ports::{EventLog, MessageQueue, NumberReader, Page, Queue, StatusWriter};
+use crate::ports::{EventLog, LifecycleStore, MessageQueue, NumberReader, Page};
 
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
@@ -106,7 +107,7 @@ pub async fn disconnect<S, Q>(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError>
 where
-    S: NumberReader + StatusWriter + EventLog,
+    S: NumberReader + LifecycleStore + EventLog,
     Q: MessageQueue,
 {
     let id = NumberId::parse(&id).ok_or_else(|| ApiError::not_found("number"))?;
@@ -115,12 +116,11 @@ where
         .get(&account, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("number"))?;
-    let changed = lifecycle::change_status(
+    let changed = lifecycle::apply(
         &state.store,
         &state.queue,
         &number,
-        Status::Disconnected,
-        None,
+        Command::Disconnect(DisconnectedBy::Customer),
     )
     .await
     .map_err(|e| {
@@ -129,7 +129,7 @@ where
     })?;
     let number = match changed {
         Changed::Now(number) | Changed::Already(number) => number,
-        Changed::Refused(number) => {
+        Changed::Refused(number, _) => {
             return Err(ApiError::conflict(format!(
                 "a {} number cannot be disconnected",
                 number.status
@@ -139,8 +139,7 @@ where
     // Sent on every DELETE, repeats included: teardown is idempotent, and a repeated DELETE
     // after a crash between the write and the send is how a lost teardown is recovered.
     let message = TeardownMessage::new(number.id.clone(), number.account_id.clone());
-    let body = serde_json::to_string(&message).map_err(|_| ApiError::internal())?;
-    state.queue.send(Queue::Teardown, body).await?;
+    state.queue.send(&message).await?;
     tracing::info!(number_id = %number.id, "number disconnected");
     Ok(Json(json!({ "data": NumberView::from(&number) })))
 }

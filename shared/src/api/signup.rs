@@ -18,7 +18,7 @@ use crate::domain::signup_link::{LinkError, LinkSigner};
 use crate::domain::{AccountId, Number, Status, Step, time};
 use crate::ports::{
     ApiKeyVerifier, CreateOutcome, MessageQueue, NumberReader, PhoneOwner, ProvisioningStore,
-    Queue, SignupLinks,
+    SignupLinks,
 };
 
 pub struct CallbackState<S, Q> {
@@ -148,11 +148,7 @@ where
         format!("trc_{}", cuid2::create_id()),
     );
     message.code = Some(Secret::new(body.code.trim()));
-    let body_text = serde_json::to_string(&message).map_err(|_| ApiError::internal())?;
-    state
-        .queue
-        .send(Queue::Step(Step::FIRST), body_text)
-        .await?;
+    state.queue.send(&message).await?;
     match state.store.create_pending(&number, link.as_deref()).await? {
         CreateOutcome::Created => {
             tracing::info!(number_id = %number.id, "signup received; provisioning started");

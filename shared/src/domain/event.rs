@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::AccountId;
 use super::number::{Number, QualityRating};
-use super::status::{Status, Transition};
+use super::status::{Move, Transition};
 use super::time::{self, Timestamp};
-use crate::api::NumberView;
+use super::view::NumberView;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventType {
@@ -43,12 +43,12 @@ impl EventType {
 
     /// The event each allowed status change emits.
     pub fn for_transition(transition: Transition) -> EventType {
-        match (transition.from(), transition.to()) {
-            (Status::Banned, Status::Active) => EventType::NumberReinstated,
-            (_, Status::Active) => EventType::NumberActivated,
-            (_, Status::Failed) => EventType::NumberFailed,
-            (_, Status::Banned) => EventType::NumberBanned,
-            (_, _) => EventType::NumberDisconnected,
+        match transition.by_move() {
+            Move::Activate => EventType::NumberActivated,
+            Move::Reinstate => EventType::NumberReinstated,
+            Move::Fail => EventType::NumberFailed,
+            Move::Ban => EventType::NumberBanned,
+            Move::Disconnect => EventType::NumberDisconnected,
         }
     }
 }
@@ -139,8 +139,20 @@ impl EventEnvelope {
 mod tests {
     use super::*;
 
+    use crate::domain::Status;
+
     fn event_for(from: Status, to: Status) -> EventType {
-        EventType::for_transition(Transition::new(from, to).unwrap())
+        let by = [
+            Move::Activate,
+            Move::Reinstate,
+            Move::Fail,
+            Move::Ban,
+            Move::Disconnect,
+        ]
+        .into_iter()
+        .find(|by| by.target() == to && Transition::by(from, *by).is_ok())
+        .unwrap();
+        EventType::for_transition(Transition::by(from, by).unwrap())
     }
 
     #[test]

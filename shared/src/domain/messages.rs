@@ -9,6 +9,40 @@ use super::step::Step;
 
 pub const MESSAGE_VERSION: u32 = 1;
 
+/// Where a message goes. Adapters map these to queue URLs from configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Queue {
+    Step(Step),
+    Events,
+    Teardown,
+    /// One message per (event, endpoint): each endpoint retries on its own schedule.
+    WebhookDeliveries,
+}
+
+/// A body that travels between functions: it names its own queue, so a message cannot be sent
+/// to a queue whose consumer reads something else, and it is serialised by the queue adapter.
+pub trait Message: Serialize + Send + Sync {
+    fn queue(&self) -> Queue;
+}
+
+impl Message for TeardownMessage {
+    fn queue(&self) -> Queue {
+        Queue::Teardown
+    }
+}
+
+impl Message for StepMessage {
+    fn queue(&self) -> Queue {
+        Queue::Step(self.step)
+    }
+}
+
+impl Message for super::event::EventEnvelope {
+    fn queue(&self) -> Queue {
+        Queue::Events
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TeardownMessage {

@@ -1,6 +1,7 @@
 pub mod api_key;
 pub mod event;
 pub mod ids;
+pub mod lifecycle;
 pub mod messages;
 pub mod meta;
 pub mod number;
@@ -9,10 +10,11 @@ pub mod signup_link;
 pub mod status;
 pub mod step;
 pub mod time;
+pub mod view;
 
 pub use event::{EventEnvelope, EventType};
 pub use ids::{AccountId, ApiKeyId, NumberId};
 pub use number::{FailureReason, Number, QualityRating};
-pub use status::{RefusedTransition, Status, Transition, UnknownStatus, transition};
+pub use status::{Move, RefusedTransition, Status, Transition, UnknownStatus, transition};
 pub use step::Step;
 pub use time::Timestamp;

@@ -33,7 +33,7 @@ pub struct FailureReason {
 }
 
 /// One WhatsApp phone number of a customer account. Nothing secret is ever a field of it; what
-/// clients see of it is `api::NumberView`.
+/// clients see of it is `domain::view::NumberView`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Number {
     pub id: NumberId,
@@ -58,6 +58,10 @@ pub struct Number {
     pub subscribed: bool,
     pub registered: bool,
     pub torn_down_at: Option<Timestamp>,
+    /// The UTC day (`YYYY-MM-DD`) the token's expiry was last announced, so it is once a day.
+    pub token_expiry_warned_on: Option<String>,
+    /// Bumped by every write; each write is conditioned on the version it read.
+    pub version: u64,
 }
 
 impl Number {
@@ -87,6 +91,8 @@ impl Number {
             subscribed: false,
             registered: false,
             torn_down_at: None,
+            token_expiry_warned_on: None,
+            version: 1,
         }
     }
 }

@@ -3,7 +3,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Where a Number is in its life. The only way to move between statuses is [`transition`].
+/// Where a Number is in its life. The only way to move between statuses is a [`Move`] of the
+/// lifecycle table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
@@ -72,20 +73,44 @@ pub struct RefusedTransition {
     pub to: Status,
 }
 
-/// The lifecycle, in one table. Every status change in the system is checked here first and
-/// then written with a condition on `from`.
-const ALLOWED: &[(Status, Status)] = &[
-    (Status::Pending, Status::Active),
-    (Status::Pending, Status::Failed),
-    (Status::Pending, Status::Disconnected),
-    (Status::Active, Status::Disconnected),
-    (Status::Active, Status::Banned),
-    (Status::Banned, Status::Active),
-    (Status::Banned, Status::Disconnected),
+/// What moves a number from one status to another. A status change is always one of these, so
+/// the same pair of statuses cannot mean two things (`BANNED -> ACTIVE` is a reinstatement,
+/// never an activation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Move {
+    Activate,
+    Fail,
+    Disconnect,
+    Ban,
+    Reinstate,
+}
+
+/// The lifecycle, in one table: from, by what, to. Every status change in the system is looked
+/// up here (by `domain::lifecycle::decide`) and then written with a condition on `from`.
+const TABLE: &[(Status, Move, Status)] = &[
+    (Status::Pending, Move::Activate, Status::Active),
+    (Status::Pending, Move::Fail, Status::Failed),
+    (Status::Pending, Move::Disconnect, Status::Disconnected),
+    (Status::Active, Move::Disconnect, Status::Disconnected),
+    (Status::Active, Move::Ban, Status::Banned),
+    (Status::Banned, Move::Reinstate, Status::Active),
+    (Status::Banned, Move::Disconnect, Status::Disconnected),
 ];
 
+impl Move {
+    /// Where this move ends, wherever it starts.
+    pub fn target(self) -> Status {
+        match self {
+            Move::Activate | Move::Reinstate => Status::Active,
+            Move::Fail => Status::Failed,
+            Move::Disconnect => Status::Disconnected,
+            Move::Ban => Status::Banned,
+        }
+    }
+}
+
 pub fn transition(from: Status, to: Status) -> Result<(), RefusedTransition> {
-    if ALLOWED.contains(&(from, to)) {
+    if TABLE.iter().any(|(f, _, t)| *f == from && *t == to) {
         Ok(())
     } else {
         Err(RefusedTransition { from, to })
@@ -97,13 +122,25 @@ pub fn transition(from: Status, to: Status) -> Result<(), RefusedTransition> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transition {
     from: Status,
+    by: Move,
     to: Status,
 }
 
 impl Transition {
-    pub fn new(from: Status, to: Status) -> Result<Transition, RefusedTransition> {
-        transition(from, to)?;
-        Ok(Transition { from, to })
+    /// The transition `by` makes from `from`, if the table has it.
+    pub fn by(from: Status, by: Move) -> Result<Transition, RefusedTransition> {
+        TABLE
+            .iter()
+            .find(|(f, m, _)| *f == from && *m == by)
+            .map(|(from, by, to)| Transition {
+                from: *from,
+                by: *by,
+                to: *to,
+            })
+            .ok_or(RefusedTransition {
+                from,
+                to: by.target(),
+            })
     }
 
     pub fn from(&self) -> Status {
@@ -112,6 +149,10 @@ impl Transition {
 
     pub fn to(&self) -> Status {
         self.to
+    }
+
+    pub fn by_move(&self) -> Move {
+        self.by
     }
 }
 

@@ -12,14 +12,15 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use rand::Rng;
 use tracing::Instrument;
 
+use crate::domain::lifecycle::{self as lifecycle_rules, Command, Readiness, StepRecord};
 use crate::domain::messages::{self, StepMessage};
 use crate::domain::meta::{MetaError, Retry};
 use crate::domain::secrets::{NumberSecrets, generate_pin};
 use crate::domain::{FailureReason, Number, QualityRating, Status, Step, time};
-use crate::lifecycle::{self, LifecycleError};
+use crate::lifecycle::{self, Changed, LifecycleError};
 use crate::ports::{
-    EventLog, MessageQueue, MetaGraph, NumberReader, ProvisioningStore, Queue, QueueError,
-    Redelivery, StatusWriter, StepRecord, StoreError, TokenVault, VaultError,
+    EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, ProvisioningStore, Queue,
+    QueueError, Redelivery, StoreError, TokenVault, VaultError,
 };
 use crate::sqs_batch::{Delivery, Outcome, process_batch};
 
@@ -36,7 +37,7 @@ impl Default for RetryPolicy {
         RetryPolicy {
             base_seconds: 2,
             slow_seconds: 600,
-            max_seconds: crate::adapters::sqs::MAX_VISIBILITY_SECONDS,
+            max_seconds: crate::ports::MAX_REDELIVERY_DELAY_SECONDS,
         }
     }
 }
@@ -101,7 +102,7 @@ pub struct Provisioner<S, Q, M, V> {
 
 impl<S, Q, M, V> Provisioner<S, Q, M, V>
 where
-    S: NumberReader + StatusWriter + EventLog + ProvisioningStore,
+    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore,
     Q: MessageQueue + Redelivery,
     M: MetaGraph,
     V: TokenVault,
@@ -165,32 +166,45 @@ where
             tracing::warn!("no such number; dropping the message");
             return Ok(Outcome::Done);
         };
-        if number.status != Status::Pending {
-            // Activation or failure may have been written by a run that crashed before
-            // publishing its event.
-            lifecycle::finish_publishing(&self.store, &self.queue, &number).await?;
-            tracing::info!(status = %number.status, "number is no longer pending; provisioning stops");
-            return Ok(Outcome::Done);
-        }
-        let at = number.provisioning_step.unwrap_or(Step::FIRST);
-        if at.ordinal() > step.ordinal() {
-            if step.next() == Some(at) {
-                // Done before; the next message may have been lost in a crash.
-                self.send_step(&number, at, &message.trace_id).await?;
+        match lifecycle_rules::readiness(&number, step) {
+            Readiness::Stopped { status } => {
+                // Activation or failure may have been written by a run that crashed before
+                // publishing its event.
+                lifecycle::finish_publishing(&self.store, &self.queue, &number).await?;
+                tracing::info!(%status, "number is no longer pending; provisioning stops");
+                return Ok(Outcome::Done);
             }
-            tracing::info!("step already done");
-            return Ok(Outcome::Done);
-        }
-        if at != step {
-            tracing::warn!(at = %at, "step arrived before its turn; dropping");
-            return Ok(Outcome::Done);
-        }
-        match self.perform(step, &number, message).await {
-            Ok(record) => {
-                if let Some(next) = step.next() {
-                    self.store.record_step(&number, step, next, &record).await?;
+            Readiness::Done { resend } => {
+                if let Some(next) = resend {
+                    // Done before; the next message may have been lost in a crash.
                     self.send_step(&number, next, &message.trace_id).await?;
                 }
+                tracing::info!("step already done");
+                return Ok(Outcome::Done);
+            }
+            Readiness::Early { at } => {
+                tracing::warn!(%at, "step arrived before its turn; dropping");
+                return Ok(Outcome::Done);
+            }
+            Readiness::Run => {}
+        }
+        match self.perform(step, &number, message).await {
+            Ok(Some(record)) => {
+                let done = Command::StepDone { step, record };
+                match lifecycle::apply(&self.store, &self.queue, &number, done).await? {
+                    Changed::Now(number) | Changed::Already(number) => {
+                        if let Some(next) = number.provisioning_step {
+                            self.send_step(&number, next, &message.trace_id).await?;
+                        }
+                        tracing::info!("step done");
+                    }
+                    Changed::Refused(_, why) => {
+                        tracing::info!(%why, "step done at Meta, but the number moved on");
+                    }
+                }
+                Ok(Outcome::Done)
+            }
+            Ok(None) => {
                 tracing::info!("step done");
                 Ok(Outcome::Done)
             }
@@ -201,9 +215,11 @@ where
             }
             Err(StepFailure::Meta(err)) => {
                 tracing::warn!(code = %err.code, subcode = ?err.subcode, http_status = err.http_status, "Meta failed transiently; retrying");
-                self.store
-                    .record_retry(&number, &err.failure_reason(step))
-                    .await?;
+                let retried = Command::StepRetried {
+                    step,
+                    reason: err.failure_reason(step),
+                };
+                lifecycle::apply(&self.store, &self.queue, &number, retried).await?;
                 Ok(Outcome::RetryAfter(
                     self.retry.delay(delivery.receive_count, err.retry),
                 ))
@@ -217,13 +233,15 @@ where
         }
     }
 
+    /// Calls Meta for `step`. `Some(record)` is what to record as the step done; `None` when the
+    /// step changed the number itself (activation).
     async fn perform(
         &self,
         step: Step,
         number: &Number,
         message: &StepMessage,
-    ) -> Result<StepRecord, StepFailure> {
-        match step {
+    ) -> Result<Option<StepRecord>, StepFailure> {
+        let record = match step {
             Step::ExchangeToken => {
                 let secrets = match self.vault.load(&number.id).await? {
                     // A retry after the exchange: the code is spent, the token is kept.
@@ -252,10 +270,10 @@ where
                         self.vault.create(&number.id, &secrets).await?
                     }
                 };
-                Ok(StepRecord {
+                StepRecord {
                     token_expires_at: secrets.token_expires_at,
                     ..StepRecord::default()
-                })
+                }
             }
             Step::SubscribeWaba => {
                 let secrets = self.secrets(step, number).await?;
@@ -263,10 +281,10 @@ where
                     .subscribe_app(&secrets.token, &number.waba_id)
                     .await
                     .map_err(StepFailure::Meta)?;
-                Ok(StepRecord {
+                StepRecord {
                     subscribed: true,
                     ..StepRecord::default()
-                })
+                }
             }
             Step::RegisterNumber => {
                 let secrets = self.secrets(step, number).await?;
@@ -274,10 +292,10 @@ where
                     .register(&secrets.token, &number.phone_number_id, &secrets.pin)
                     .await
                     .map_err(StepFailure::Meta)?;
-                Ok(StepRecord {
+                StepRecord {
                     registered: true,
                     ..StepRecord::default()
-                })
+                }
             }
             Step::ConfigurePin => {
                 let secrets = self.secrets(step, number).await?;
@@ -285,7 +303,7 @@ where
                     .set_pin(&secrets.token, &number.phone_number_id, &secrets.pin)
                     .await
                     .map_err(StepFailure::Meta)?;
-                Ok(StepRecord::default())
+                StepRecord::default()
             }
             Step::FetchProfile => {
                 let secrets = self.secrets(step, number).await?;
@@ -294,7 +312,7 @@ where
                     .phone_profile(&secrets.token, &number.phone_number_id)
                     .await
                     .map_err(StepFailure::Meta)?;
-                Ok(StepRecord {
+                StepRecord {
                     display_number: profile.display_phone_number,
                     display_name: profile.verified_name,
                     quality_rating: profile
@@ -302,14 +320,18 @@ where
                         .as_deref()
                         .and_then(QualityRating::from_meta),
                     ..StepRecord::default()
-                })
+                }
             }
             Step::ActivateNumber => {
-                lifecycle::change_status(&self.store, &self.queue, number, Status::Active, None)
-                    .await?;
-                Ok(StepRecord::default())
+                let changed =
+                    lifecycle::apply(&self.store, &self.queue, number, Command::Activate).await?;
+                if let Changed::Refused(_, why) = changed {
+                    tracing::info!(%why, "activation refused by the lifecycle");
+                }
+                return Ok(None);
             }
-        }
+        };
+        Ok(Some(record))
     }
 
     async fn secrets(&self, step: Step, number: &Number) -> Result<NumberSecrets, StepFailure> {
@@ -334,20 +356,16 @@ where
             step,
             trace_id.to_string(),
         );
-        let body = serde_json::to_string(&message).map_err(|e| QueueError(e.to_string()))?;
-        self.queue.send(Queue::Step(step), body).await?;
+        self.queue.send(&message).await?;
         Ok(())
     }
 
     async fn fail(&self, number: &Number, reason: FailureReason) -> Result<(), StepError> {
-        lifecycle::change_status(
-            &self.store,
-            &self.queue,
-            number,
-            Status::Failed,
-            Some(reason),
-        )
-        .await?;
+        let changed =
+            lifecycle::apply(&self.store, &self.queue, number, Command::Fail(reason)).await?;
+        if let Changed::Refused(_, why) = changed {
+            tracing::info!(%why, "failure not recorded: the number moved on");
+        }
         Ok(())
     }
 

@@ -6,12 +6,14 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use tracing::Instrument;
 
 use super::{Provisioner, StepError};
+use crate::domain::lifecycle::{self as lifecycle_rules, Command, Decision};
 use crate::domain::messages::{self, TeardownMessage};
 use crate::domain::meta::{MetaError, Retry};
-use crate::domain::{Number, Status};
+use crate::domain::{Number, time};
+use crate::lifecycle;
 use crate::ports::{
-    EventLog, MessageQueue, MetaGraph, NumberReader, ProvisioningStore, Queue, Redelivery,
-    StatusWriter, TokenVault,
+    EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, ProvisioningStore, Queue,
+    Redelivery, TokenVault,
 };
 use crate::sqs_batch::{Delivery, Outcome, process_batch};
 
@@ -28,7 +30,7 @@ impl<E: Into<StepError>> From<E> for TeardownError {
 
 impl<S, Q, M, V> Provisioner<S, Q, M, V>
 where
-    S: NumberReader + StatusWriter + EventLog + ProvisioningStore,
+    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore,
     Q: MessageQueue + Redelivery,
     M: MetaGraph,
     V: TokenVault,
@@ -74,12 +76,13 @@ where
         else {
             return Ok(());
         };
-        if number.status != Status::Disconnected {
-            tracing::warn!(status = %number.status, "teardown of a number that is not disconnected; ignored");
-            return Ok(());
-        }
-        if number.torn_down_at.is_some() {
-            return Ok(());
+        match lifecycle_rules::decide(&number, Command::TornDown, time::now()) {
+            Decision::Change(_) => {}
+            Decision::Already => return Ok(()),
+            Decision::Refused(why) => {
+                tracing::warn!(%why, "teardown refused by the lifecycle; ignored");
+                return Ok(());
+            }
         }
         if let Some(secrets) = self.vault.load(&number.id).await? {
             if number.registered {
@@ -100,7 +103,7 @@ where
             }
             self.vault.schedule_deletion(&number.id).await?;
         }
-        self.store.mark_torn_down(&number).await?;
+        lifecycle::apply(&self.store, &self.queue, &number, Command::TornDown).await?;
         tracing::info!("teardown done");
         Ok(())
     }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::url_policy::UrlPolicy;
 use crate::domain::messages::{self, MESSAGE_VERSION};
 use crate::domain::{AccountId, EventEnvelope, EventType};
-use crate::ports::{DeliveryLog, MessageQueue, Queue, Redelivery, WebhookEndpoints};
+use crate::ports::{DeliveryLog, Message, MessageQueue, Queue, Redelivery, WebhookEndpoints};
 use crate::sqs_batch::{Delivery, Outcome, process_batch};
 
 /// CONTRACT §2: about 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, then the dead-letter queue
@@ -32,6 +32,12 @@ pub struct DeliveryMessage {
     pub endpoint_id: String,
     /// The body exactly as signed and sent, serialised once so every retry sends the same bytes.
     pub body: String,
+}
+
+impl Message for DeliveryMessage {
+    fn queue(&self) -> Queue {
+        Queue::WebhookDeliveries
+    }
 }
 
 /// Fans events out to the account's endpoints that want them.
@@ -77,11 +83,8 @@ where
                 endpoint_id: endpoint.id.clone(),
                 body: body.clone(),
             };
-            let Ok(text) = serde_json::to_string(&message) else {
-                return Outcome::Unreadable;
-            };
             // A retry after a partial fan-out sends some again; the delivery log drops those.
-            if let Err(err) = self.queue.send(Queue::WebhookDeliveries, text).await {
+            if let Err(err) = self.queue.send(&message).await {
                 tracing::warn!(event_id = %event.id, error = %err, "fan-out failed; retrying");
                 return Outcome::RetryAfter(DISPATCH_RETRY_SECONDS);
             }

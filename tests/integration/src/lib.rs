@@ -26,6 +26,53 @@ pub struct TestEnv {
     pub stack: Stack,
     pub sdk: SdkConfig,
     pub store: DynamoStore,
+    /// Every request `store` sent, by DynamoDB operation.
+    pub dynamo_operations: DynamoOperations,
+}
+
+/// The DynamoDB operations a client sent, read off each request as it leaves the SDK (its
+/// `X-Amz-Target`), so a test sees what was asked of the table whatever the adapter reports.
+#[derive(Debug, Clone, Default)]
+pub struct DynamoOperations(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl DynamoOperations {
+    fn log(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn reset(&self) {
+        self.log().clear();
+    }
+
+    /// Operation names (`Query`, `Scan`, `BatchGetItem`, ...) in the order they were sent.
+    pub fn sent(&self) -> Vec<String> {
+        self.log().clone()
+    }
+
+    pub fn count(&self, operation: &str) -> usize {
+        self.log().iter().filter(|op| *op == operation).count()
+    }
+}
+
+impl aws_sdk_dynamodb::config::Intercept for DynamoOperations {
+    fn name(&self) -> &'static str {
+        "DynamoOperations"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(target) = context.request().headers().get("x-amz-target") {
+            let operation = target.rsplit('.').next().unwrap_or(target);
+            self.log().push(operation.to_string());
+        }
+        Ok(())
+    }
 }
 
 /// What API Gateway would send back to the client.
@@ -64,8 +111,12 @@ impl TestEnv {
         let stack = provision(&template, &sdk, &random_prefix(), &overrides)
             .await
             .expect("provisioning the template on moto");
+        let dynamo_operations = DynamoOperations::default();
+        let dynamo_config = aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .interceptor(dynamo_operations.clone())
+            .build();
         let store = DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
+            aws_sdk_dynamodb::Client::from_conf(dynamo_config),
             stack.table("NumbersTable").expect("NumbersTable"),
         );
         TestEnv {
@@ -73,6 +124,7 @@ impl TestEnv {
             stack,
             sdk,
             store,
+            dynamo_operations,
         }
     }
 
@@ -89,15 +141,37 @@ impl TestEnv {
         SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), self.queue_urls())
     }
 
-    /// A status change through the lifecycle, as every handler makes it.
+    /// A command through the lifecycle, as every handler applies it.
+    pub async fn apply(
+        &self,
+        number: &muchaw_shared::domain::Number,
+        command: muchaw_shared::domain::lifecycle::Command,
+    ) -> muchaw_shared::lifecycle::Changed {
+        muchaw_shared::lifecycle::apply(&self.store, &self.queue(), number, command)
+            .await
+            .expect("lifecycle command")
+    }
+
+    /// The command that takes `number` to `to` (a ban, a reinstatement, ...), applied.
     pub async fn change_status(
         &self,
         number: &muchaw_shared::domain::Number,
         to: muchaw_shared::domain::Status,
     ) -> muchaw_shared::lifecycle::Changed {
-        muchaw_shared::lifecycle::change_status(&self.store, &self.queue(), number, to, None)
-            .await
-            .expect("status change")
+        use muchaw_shared::domain::lifecycle::{Command, DisconnectedBy};
+        use muchaw_shared::domain::{FailureReason, Status};
+        let command = match to {
+            Status::Active if number.status == Status::Banned => Command::Reinstate,
+            Status::Active | Status::Pending => Command::Activate,
+            Status::Banned => Command::Ban,
+            Status::Failed => Command::Fail(FailureReason {
+                step: "TEST".into(),
+                code: "test".into(),
+                message: "failed by the test".into(),
+            }),
+            Status::Disconnected => Command::Disconnect(DisconnectedBy::Customer),
+        };
+        self.apply(number, command).await
     }
 
     pub async fn account(&self, name: &str) -> AccountId {

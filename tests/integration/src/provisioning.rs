@@ -15,7 +15,7 @@ use muchaw_shared::api;
 use muchaw_shared::domain::secrets::Secret;
 use muchaw_shared::domain::signup_link::LinkSigner;
 use muchaw_shared::domain::{AccountId, Number, NumberId, Status};
-use muchaw_shared::ports::{MessageQueue, NumberReader, Queue, QueueError, Redelivery};
+use muchaw_shared::ports::{Message, MessageQueue, NumberReader, Queue, QueueError, Redelivery};
 use muchaw_shared::provisioning::{Provisioner, RetryPolicy};
 use serde_json::{Value, json};
 
@@ -38,18 +38,22 @@ impl TestQueue {
 }
 
 impl MessageQueue for TestQueue {
-    async fn send(&self, queue: Queue, body: String) -> Result<(), QueueError> {
+    async fn send<M: Message>(&self, message: &M) -> Result<(), QueueError> {
+        let queue = message.queue();
         {
             let mut drops = self.drop_next.lock().unwrap();
             if let Some(left) = drops.get_mut(&queue)
                 && *left > 0
             {
                 *left -= 1;
-                return Err(QueueError("simulated crash before sending".into()));
+                return Err(QueueError::Unavailable(
+                    "simulated crash before sending".into(),
+                ));
             }
         }
-        self.sent.lock().unwrap().push((queue, body.clone()));
-        self.inner.send(queue, body).await
+        let body = serde_json::to_string(message).map_err(QueueError::Encode)?;
+        self.sent.lock().unwrap().push((queue, body));
+        self.inner.send(message).await
     }
 }
 

@@ -106,9 +106,14 @@ pub async fn measure(
         .map(|(k, v)| k.len() as u64 + attribute_size(v))
         .sum();
     let mark = proxy.mark();
-    muchaw_shared::lifecycle::change_status(store, queue, &number, Status::Banned, None)
-        .await
-        .context("status change")?;
+    muchaw_shared::lifecycle::apply(
+        store,
+        queue,
+        &number,
+        muchaw_shared::domain::lifecycle::Command::Ban,
+    )
+    .await
+    .context("status change")?;
     let status_change = Counts::of(&proxy.records_since(mark));
     eprintln!(
         "dynamodb: status change ACTIVE -> BANNED: {} requests, {} items written in {} transaction(s) of {} items, {:.0} WCU",

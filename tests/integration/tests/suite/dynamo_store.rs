@@ -153,7 +153,7 @@ async fn a_change_from_a_stale_status_is_not_applied_and_returns_the_current_num
     // `number` still says ACTIVE: the conditional write finds DISCONNECTED and refuses.
     let outcome = env.change_status(&number, Status::Banned).await;
     match outcome {
-        Changed::Refused(current) => assert_eq!(current.status, Status::Disconnected),
+        Changed::Refused(current, _) => assert_eq!(current.status, Status::Disconnected),
         other => panic!("expected Refused, got {other:?}"),
     }
     let counts = env

@@ -27,6 +27,7 @@ async fn the_first_page_and_total_of_a_large_account_read_only_the_page() {
     let active = ACCOUNT_SIZE as u64 - pending;
 
     env.store.stats().reset();
+    env.dynamo_operations.reset();
     let first = env
         .store
         .list(
@@ -43,7 +44,17 @@ async fn the_first_page_and_total_of_a_large_account_read_only_the_page() {
     assert_eq!(first.total, ACCOUNT_SIZE as u64);
     assert_eq!(first.numbers.len(), 20);
     assert_eq!(first.numbers[0].id, numbers[0].id, "newest first");
-    assert_eq!(cost.scans, 0);
+    assert_eq!(
+        env.dynamo_operations.count("Scan"),
+        0,
+        "sent: {:?}",
+        env.dynamo_operations.sent()
+    );
+    assert_eq!(
+        env.dynamo_operations.sent().len() as u64,
+        cost.requests,
+        "the adapter's own count agrees with what left the SDK"
+    );
     assert!(
         cost.requests <= 3,
         "one index query, one batch read, one counter read: {cost:?}"

@@ -1,0 +1,378 @@
+//! A Number's lifecycle as pure code: what each [`Command`] does to a number, wherever it is.
+//!
+//! [`decide`] does no I/O. It answers with plain data: a [`Change`] (the status, step and
+//! version it expects, the number as it will be, the counter deltas, what happens to the phone
+//! guard, the event to announce), [`Decision::Already`] for a duplicate, or
+//! [`Decision::Refused`] with the reason. One store port writes a `Change`
+//! (`ports::LifecycleStore::commit`), conditioned on what it expects, and `crate::lifecycle`
+//! runs the two. Everything a command implies is written here and nowhere else.
+
+use chrono::Duration;
+
+use super::event::{EventEnvelope, EventType};
+use super::number::{FailureReason, Number, QualityRating};
+use super::status::{Move, RefusedTransition, Status, Transition};
+use super::step::Step;
+use super::time::Timestamp;
+
+/// A token expiring within this many days is announced (`number.token_expiring`), once a day.
+pub const TOKEN_WARNING_DAYS: i64 = 7;
+
+/// Who ended a number. Both end it the same way; logs say which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisconnectedBy {
+    /// The API's `DELETE`.
+    Customer,
+    /// Meta told us (partner removed, app uninstalled, account deleted).
+    Meta,
+}
+
+/// What a finished step records on the number besides moving `provisioningStep` on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepRecord {
+    pub token_expires_at: Option<Timestamp>,
+    pub display_number: Option<String>,
+    pub display_name: Option<String>,
+    pub quality_rating: Option<QualityRating>,
+    pub subscribed: bool,
+    pub registered: bool,
+}
+
+/// Everything that changes a number after its creation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Provisioning finished.
+    Activate,
+    /// Provisioning cannot finish.
+    Fail(FailureReason),
+    Disconnect(DisconnectedBy),
+    Ban,
+    Reinstate,
+    /// A provisioning step succeeded at Meta.
+    StepDone {
+        step: Step,
+        record: StepRecord,
+    },
+    /// A provisioning step failed transiently and will be retried; the reason is kept for the
+    /// dead-letter consumer, should the retries run out.
+    StepRetried {
+        step: Step,
+        reason: FailureReason,
+    },
+    /// Meta's quality rating as read now (`None`: not rated).
+    QualityChanged(Option<QualityRating>),
+    /// Meta approved a display name.
+    DisplayNameApproved(String),
+    /// The health sync's daily look at the token's expiry.
+    WarnTokenExpiry,
+    /// Meta-side teardown of a disconnected number is done.
+    TornDown,
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Activate => "activate",
+            Command::Fail(_) => "fail",
+            Command::Disconnect(_) => "disconnect",
+            Command::Ban => "ban",
+            Command::Reinstate => "reinstate",
+            Command::StepDone { .. } => "finish a step",
+            Command::StepRetried { .. } => "retry a step",
+            Command::QualityChanged(_) => "change the quality rating",
+            Command::DisplayNameApproved(_) => "set the display name",
+            Command::WarnTokenExpiry => "warn of the token's expiry",
+            Command::TornDown => "record the teardown",
+        }
+    }
+}
+
+/// What a change expects of the stored number; the store writes only if all of it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    pub status: Status,
+    pub step: Option<Step>,
+    pub version: u64,
+}
+
+/// What happens to the phone guard (one live number per phone) with a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhoneGuard {
+    Keep,
+    /// The number is final: the phone may be signed up again.
+    Release,
+}
+
+/// One write, as plain data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub expected: Expected,
+    /// The number as it is once written (its version one past `expected.version`).
+    pub number: Number,
+    /// Per-status counter deltas of the account.
+    pub counters: Vec<(Status, i64)>,
+    pub phone_guard: PhoneGuard,
+    /// Written with the change (the outbox) and published after it.
+    pub event: Option<EventEnvelope>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Change(Box<Change>),
+    /// The number is already where the command would take it (a duplicate).
+    Already,
+    Refused(Refusal),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    Transition(#[from] RefusedTransition),
+    #[error("the number is {status}, not PENDING: provisioning has stopped")]
+    NotPending { status: Status },
+    #[error("step {step} has not been reached (the number is at {at})")]
+    StepNotReached { step: Step, at: Step },
+    #[error("{step} is the last step; the number is activated instead")]
+    LastStep { step: Step },
+    #[error("a {status} number does not change any more")]
+    Final { status: Status },
+    #[error("only a DISCONNECTED number is torn down (this one is {status})")]
+    NotDisconnected { status: Status },
+    #[error("the number's token does not expire within {TOKEN_WARNING_DAYS} days")]
+    TokenNotExpiring,
+}
+
+/// Where a provisioning step stands for a number, before anything is called at Meta.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// This is the number's next step: run it.
+    Run,
+    /// Done before. `resend` is the step after it when that is where the number is now: the
+    /// message for it may have been lost in a crash.
+    Done { resend: Option<Step> },
+    /// An earlier step has not finished; this message came before its turn.
+    Early { at: Step },
+    /// The number is no longer `PENDING`.
+    Stopped { status: Status },
+}
+
+pub fn readiness(number: &Number, step: Step) -> Readiness {
+    if number.status != Status::Pending {
+        return Readiness::Stopped {
+            status: number.status,
+        };
+    }
+    let at = number.provisioning_step.unwrap_or(Step::FIRST);
+    if at.ordinal() > step.ordinal() {
+        Readiness::Done {
+            resend: step.next().filter(|next| *next == at),
+        }
+    } else if at == step {
+        Readiness::Run
+    } else {
+        Readiness::Early { at }
+    }
+}
+
+/// What `command` does to `number` at `now`.
+pub fn decide(number: &Number, command: Command, now: Timestamp) -> Decision {
+    match command {
+        Command::Activate => move_status(number, Move::Activate, None, now),
+        Command::Fail(reason) => move_status(number, Move::Fail, Some(reason), now),
+        Command::Disconnect(_) => move_status(number, Move::Disconnect, None, now),
+        Command::Ban => move_status(number, Move::Ban, None, now),
+        Command::Reinstate => move_status(number, Move::Reinstate, None, now),
+        Command::StepDone { step, record } => step_done(number, step, record, now),
+        Command::StepRetried { step, reason } => step_retried(number, step, reason),
+        Command::QualityChanged(rating) => quality_changed(number, rating, now),
+        Command::DisplayNameApproved(name) => {
+            if number.status.is_final() {
+                return refused(Refusal::Final {
+                    status: number.status,
+                });
+            }
+            if number.display_name.as_deref() == Some(name.as_str()) {
+                return Decision::Already;
+            }
+            let mut after = number.clone();
+            after.display_name = Some(name);
+            after.updated_at = now;
+            change(number, after, Vec::new(), PhoneGuard::Keep, None)
+        }
+        Command::WarnTokenExpiry => warn_token_expiry(number, now),
+        Command::TornDown => {
+            if number.status != Status::Disconnected {
+                return refused(Refusal::NotDisconnected {
+                    status: number.status,
+                });
+            }
+            if number.torn_down_at.is_some() {
+                return Decision::Already;
+            }
+            let mut after = number.clone();
+            after.torn_down_at = Some(now);
+            change(number, after, Vec::new(), PhoneGuard::Keep, None)
+        }
+    }
+}
+
+fn refused(why: Refusal) -> Decision {
+    Decision::Refused(why)
+}
+
+fn move_status(
+    number: &Number,
+    by: Move,
+    failure: Option<FailureReason>,
+    now: Timestamp,
+) -> Decision {
+    let transition = match Transition::by(number.status, by) {
+        Ok(transition) => transition,
+        // Already there by this same move (a redelivery, a repeated request). A reinstated
+        // number is `ACTIVE` like an activated one, so either finds `ACTIVE` already done.
+        Err(_) if number.status == by.target() => return Decision::Already,
+        // Only provisioning activates or fails a number.
+        Err(_) if matches!(by, Move::Activate | Move::Fail) => {
+            return refused(Refusal::NotPending {
+                status: number.status,
+            });
+        }
+        Err(refusal) => return refused(refusal.into()),
+    };
+    let to = transition.to();
+    let mut after = number.clone();
+    after.status = to;
+    after.updated_at = now;
+    if to != Status::Pending {
+        after.provisioning_step = None;
+    }
+    if failure.is_some() {
+        after.failure_reason = failure;
+    }
+    let event = EventEnvelope::new(EventType::for_transition(transition), &after, now);
+    let guard = if to.is_final() {
+        PhoneGuard::Release
+    } else {
+        PhoneGuard::Keep
+    };
+    change(
+        number,
+        after,
+        vec![(transition.from(), -1), (to, 1)],
+        guard,
+        Some(event),
+    )
+}
+
+fn step_done(number: &Number, step: Step, record: StepRecord, now: Timestamp) -> Decision {
+    match readiness(number, step) {
+        Readiness::Stopped { status } => return refused(Refusal::NotPending { status }),
+        Readiness::Done { .. } => return Decision::Already,
+        Readiness::Early { at } => return refused(Refusal::StepNotReached { step, at }),
+        Readiness::Run => {}
+    }
+    let Some(next) = step.next() else {
+        return refused(Refusal::LastStep { step });
+    };
+    let mut after = number.clone();
+    after.provisioning_step = Some(next);
+    after.provisioning_error = None;
+    after.updated_at = now;
+    if record.token_expires_at.is_some() {
+        after.token_expires_at = record.token_expires_at;
+    }
+    if record.display_number.is_some() {
+        after.display_number = record.display_number;
+    }
+    if record.display_name.is_some() {
+        after.display_name = record.display_name;
+    }
+    if record.quality_rating.is_some() {
+        after.quality_rating = record.quality_rating;
+    }
+    after.subscribed |= record.subscribed;
+    after.registered |= record.registered;
+    change(number, after, Vec::new(), PhoneGuard::Keep, None)
+}
+
+fn step_retried(number: &Number, step: Step, reason: FailureReason) -> Decision {
+    match readiness(number, step) {
+        Readiness::Stopped { status } => return refused(Refusal::NotPending { status }),
+        Readiness::Done { .. } => return Decision::Already,
+        Readiness::Early { at } => return refused(Refusal::StepNotReached { step, at }),
+        Readiness::Run => {}
+    }
+    if number.provisioning_error.as_ref() == Some(&reason) {
+        return Decision::Already;
+    }
+    // Bookkeeping for the dead-letter consumer, not a change clients see: `updatedAt` stays.
+    let mut after = number.clone();
+    after.provisioning_error = Some(reason);
+    change(number, after, Vec::new(), PhoneGuard::Keep, None)
+}
+
+fn quality_changed(number: &Number, rating: Option<QualityRating>, now: Timestamp) -> Decision {
+    if number.status.is_final() {
+        return refused(Refusal::Final {
+            status: number.status,
+        });
+    }
+    if number.quality_rating == rating {
+        return Decision::Already;
+    }
+    let previous = number.quality_rating;
+    let mut after = number.clone();
+    after.quality_rating = rating;
+    after.updated_at = now;
+    let event = EventEnvelope::quality_updated(&after, previous, now);
+    change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
+}
+
+fn warn_token_expiry(number: &Number, now: Timestamp) -> Decision {
+    if number.status.is_final() {
+        return refused(Refusal::Final {
+            status: number.status,
+        });
+    }
+    let expiring = number
+        .token_expires_at
+        .is_some_and(|expires| expires - now <= Duration::days(TOKEN_WARNING_DAYS));
+    if !expiring {
+        return refused(Refusal::TokenNotExpiring);
+    }
+    let day = now.format("%Y-%m-%d").to_string();
+    if number.token_expiry_warned_on.as_deref() == Some(day.as_str()) {
+        return Decision::Already;
+    }
+    let mut after = number.clone();
+    after.token_expiry_warned_on = Some(day);
+    let event = EventEnvelope::new(EventType::NumberTokenExpiring, &after, now);
+    change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
+}
+
+fn change(
+    before: &Number,
+    mut after: Number,
+    counters: Vec<(Status, i64)>,
+    phone_guard: PhoneGuard,
+    event: Option<EventEnvelope>,
+) -> Decision {
+    after.version = before.version + 1;
+    if let Some(event) = &event {
+        after.last_event_id = Some(event.id.clone());
+    }
+    Decision::Change(Box::new(Change {
+        expected: Expected {
+            status: before.status,
+            step: before.provisioning_step,
+            version: before.version,
+        },
+        number: after,
+        counters,
+        phone_guard,
+        event,
+    }))
+}
+
+#[cfg(test)]
+mod tests;

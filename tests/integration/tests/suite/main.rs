@@ -1,0 +1,13 @@
+//! Every integration test, one binary: CI links once. Each module is one area of the system,
+//! against moto and the fake Meta, through the real handlers.
+
+mod dynamo_store;
+mod large_account;
+mod meta_webhooks;
+mod numbers_api;
+mod openapi_contract;
+mod provisioning;
+mod rate_limit;
+mod secrets_never_leak;
+mod signup;
+mod webhooks;
