@@ -36,6 +36,34 @@ pub fn flag(name: &'static str) -> Result<bool, ConfigError> {
 }
 
 pub const TABLE_NAME: &str = "TABLE_NAME";
+pub const TOKEN_SECRET_PREFIX: &str = "TOKEN_SECRET_PREFIX";
+pub const SIGNUP_LINK_SECRET_ARN: &str = "SIGNUP_LINK_SECRET_ARN";
+pub const SIGNUP_LINK_BASE_URL: &str = "SIGNUP_LINK_BASE_URL";
+pub const META_APP_SECRET_ARN: &str = "META_APP_SECRET_ARN";
+
+pub fn table_name() -> Result<String, ConfigError> {
+    required(TABLE_NAME)
+}
+
+/// Where each number's token and PIN live in Secrets Manager: `{prefix}/{number id}`.
+pub fn token_secret_prefix() -> Result<String, ConfigError> {
+    required(TOKEN_SECRET_PREFIX)
+}
+
+/// The secret that signs signup-link states.
+pub fn signup_link_secret_arn() -> Result<String, ConfigError> {
+    required(SIGNUP_LINK_SECRET_ARN)
+}
+
+/// The page signup links point to.
+pub fn signup_link_base_url() -> Result<String, ConfigError> {
+    required(SIGNUP_LINK_BASE_URL)
+}
+
+/// The Meta app's secret JSON (`{"appSecret", "webhookVerifyToken"}`).
+pub fn meta_app_secret_arn() -> Result<String, ConfigError> {
+    required(META_APP_SECRET_ARN)
+}
 
 pub fn queue_env_name(queue: Queue) -> &'static str {
     match queue {
@@ -99,21 +127,6 @@ impl QueueUrls {
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct ApiConfig {
-    pub table_name: String,
-    pub queues: QueueUrls,
-}
-
-impl ApiConfig {
-    pub fn from_env() -> Result<ApiConfig, ConfigError> {
-        Ok(ApiConfig {
-            table_name: required(TABLE_NAME)?,
-            queues: QueueUrls::from_env().require(&[Queue::Teardown, Queue::Events])?,
-        })
-    }
-}
-
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com";
 pub const DEFAULT_GRAPH_VERSION: &str = "v25.0";
 
@@ -142,7 +155,7 @@ impl MetaEnv {
             graph_version: optional("META_GRAPH_VERSION")
                 .unwrap_or_else(|| DEFAULT_GRAPH_VERSION.into()),
             app_id: optional("META_APP_ID").unwrap_or_default(),
-            app_secret_arn: optional("META_APP_SECRET_ARN"),
+            app_secret_arn: optional(META_APP_SECRET_ARN),
             timeout: std::time::Duration::from_millis(timeout_ms),
         })
     }

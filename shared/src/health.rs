@@ -168,7 +168,7 @@ where
             }
             Err(err) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(number_id = %number.id, error = %err, "health check of a number failed");
+                tracing::error!(number_id = %number.id, error = %crate::telemetry::ErrorChain(&err), "health check of a number failed");
             }
         }
     }
@@ -237,5 +237,124 @@ mod tests {
             assert!(is_rate_limited(&MetaError::transport(code, "limited")));
         }
         assert!(!is_rate_limited(&MetaError::transport("190", "expired")));
+    }
+}
+
+#[cfg(test)]
+mod sync_tests {
+    //! The health sync against the in-memory adapters.
+
+    use super::*;
+    use crate::adapters::memory::{
+        MemoryQueue, MemoryStore, MemoryVault, MetaCallKind, ScriptedMeta,
+    };
+    use crate::domain::secrets::{NumberSecrets, Secret};
+    use crate::ports::{PhoneProfile, Queue};
+
+    type Sync = HealthSync<MemoryStore, MemoryQueue, ScriptedMeta, MemoryVault>;
+
+    fn sync() -> Sync {
+        HealthSync {
+            store: MemoryStore::default(),
+            queue: MemoryQueue::default(),
+            meta: ScriptedMeta::default(),
+            vault: MemoryVault::default(),
+            concurrency: 4,
+        }
+    }
+
+    fn active(sync: &Sync, phone: &str, rating: Option<QualityRating>) -> Number {
+        let mut number = Number::new_pending(
+            AccountId::from("acc_1".to_string()),
+            "1000".into(),
+            phone.into(),
+            time::now(),
+        );
+        number.status = Status::Active;
+        number.provisioning_step = None;
+        number.quality_rating = rating;
+        sync.store.insert_number(number.clone());
+        sync.vault.put(
+            &number.id,
+            NumberSecrets {
+                token: Secret::new("EAAG"),
+                pin: Secret::new("123456"),
+                token_expires_at: None,
+            },
+        );
+        number
+    }
+
+    fn rated(sync: &Sync, rating: &str) {
+        sync.meta.set_profile(PhoneProfile {
+            quality_rating: Some(rating.into()),
+            ..PhoneProfile::default()
+        });
+    }
+
+    fn event_types(sync: &Sync) -> Vec<String> {
+        sync.queue
+            .sent_to(Queue::Events)
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_changed_quality_is_written_and_announced_once_over_two_runs() {
+        let sync = sync();
+        let number = active(&sync, "1", Some(QualityRating::Green));
+        rated(&sync, "RED");
+
+        let first = sync.run().await.unwrap();
+        let second = sync.run().await.unwrap();
+
+        assert_eq!((first.updated, second.updated), (1, 0));
+        let stored = sync.store.number(&number.account_id, &number.id).unwrap();
+        assert_eq!(stored.quality_rating, Some(QualityRating::Red));
+        assert_eq!(event_types(&sync), vec!["number.quality_updated"]);
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_quality_writes_nothing() {
+        let sync = sync();
+        let number = active(&sync, "1", Some(QualityRating::Green));
+        rated(&sync, "GREEN");
+
+        let summary = sync.run().await.unwrap();
+
+        assert_eq!((summary.checked, summary.updated), (1, 0));
+        let stored = sync.store.number(&number.account_id, &number.id).unwrap();
+        assert_eq!(stored.version, number.version);
+        assert!(event_types(&sync).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_token_expiring_this_week_is_announced_once_a_day() {
+        let sync = sync();
+        let mut number = active(&sync, "1", None);
+        number.token_expires_at = Some(time::now() + chrono::Duration::days(2));
+        sync.store.insert_number(number);
+
+        let first = sync.run().await.unwrap();
+        let second = sync.run().await.unwrap();
+
+        assert_eq!((first.warned, second.warned), (1, 0));
+        assert_eq!(event_types(&sync), vec!["number.token_expiring"]);
+    }
+
+    #[tokio::test]
+    async fn meta_s_rate_limit_ends_the_run_early() {
+        let sync = sync();
+        active(&sync, "1", None);
+        sync.meta.fail_next(
+            MetaCallKind::PhoneProfile,
+            MetaError::from_envelope(400, 80007, None, false, "rate limited".into()),
+        );
+
+        let summary = sync.run().await.unwrap();
+
+        assert!(summary.stopped_early);
+        assert_eq!(summary.updated, 0);
     }
 }

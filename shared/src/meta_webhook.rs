@@ -29,21 +29,10 @@ use crate::domain::messages::TeardownMessage;
 use crate::domain::secrets::Secret;
 use crate::lifecycle::{self, Changed, LifecycleError};
 use crate::ports::{
-    EventLog, LifecycleStore, MessageQueue, ProvisioningStore, QueueError, StoreError, StoreResult,
+    EventLog, LifecycleStore, MessageQueue, ProvisioningStore, QueueError, StoreError,
 };
 
-/// Meta redelivers and reorders: a ban and its reinstatement may arrive the wrong way round.
-/// The latest ban-state change applied to a WABA is remembered (by Meta's `entry.time`) and an
-/// older one arriving later is ignored.
-pub trait BanClock: Send + Sync {
-    /// Advances the WABA's clock to `time` unless it is already later; `false` when the change is
-    /// older than one applied before (equal times pass, so a redelivery re-applies harmlessly).
-    fn advance_ban_clock(
-        &self,
-        waba_id: &str,
-        time: i64,
-    ) -> impl std::future::Future<Output = StoreResult<bool>> + Send;
-}
+pub use crate::ports::BanClock;
 
 pub const PATH: &str = "/webhooks/meta";
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
@@ -507,7 +496,7 @@ where
             (StatusCode::OK, axum::Json(json!({"received": true}))).into_response()
         }
         Err(err) => {
-            tracing::error!(error = %err, "Meta webhook handling failed; Meta will redeliver");
+            tracing::error!(error = %crate::telemetry::ErrorChain(&err), "Meta webhook handling failed; Meta will redeliver");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -618,5 +607,185 @@ mod tests {
         )
         .unwrap();
         assert_eq!(envelope.entry[0].id, "123");
+    }
+}
+
+#[cfg(test)]
+mod handling_tests {
+    //! What Meta's changes do to our numbers, against the in-memory adapters.
+
+    use super::*;
+    use crate::adapters::memory::{MemoryQueue, MemoryStore};
+    use crate::domain::{AccountId, Status, time};
+    use crate::ports::Queue;
+
+    fn webhook() -> MetaWebhook<MemoryStore, MemoryQueue> {
+        MetaWebhook {
+            store: MemoryStore::default(),
+            queue: MemoryQueue::default(),
+            app_secret: Secret::new("app-secret"),
+            verify_token: Secret::new("verify"),
+        }
+    }
+
+    fn number_of_waba(
+        handler: &MetaWebhook<MemoryStore, MemoryQueue>,
+        phone: &str,
+        status: Status,
+    ) -> Number {
+        let mut number = Number::new_pending(
+            AccountId::from("acc_1".to_string()),
+            "1000".into(),
+            phone.into(),
+            time::now(),
+        );
+        number.status = status;
+        number.provisioning_step = None;
+        number.display_number = Some(format!("+55 11 {phone}"));
+        handler.store.insert_number(number.clone());
+        number
+    }
+
+    fn envelope(time: i64, value: Value) -> Envelope {
+        serde_json::from_value(json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "1000", "time": time, "changes": [{"field": "account_update", "value": value}]}]
+        }))
+        .unwrap()
+    }
+
+    fn ban_state(state: &str) -> Value {
+        json!({"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": state}})
+    }
+
+    fn status_of(handler: &MetaWebhook<MemoryStore, MemoryQueue>, number: &Number) -> Status {
+        handler
+            .store
+            .number(&number.account_id, &number.id)
+            .unwrap()
+            .status
+    }
+
+    fn event_types(handler: &MetaWebhook<MemoryStore, MemoryQueue>) -> Vec<String> {
+        handler
+            .queue
+            .sent_to(Queue::Events)
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_ban_bans_the_waba_s_active_numbers_and_leaves_pending_ones() {
+        let handler = webhook();
+        let active = number_of_waba(&handler, "1", Status::Active);
+        let pending = number_of_waba(&handler, "2", Status::Pending);
+
+        let handled = handler
+            .handle(&envelope(100, ban_state("DISABLE")))
+            .await
+            .unwrap();
+
+        assert_eq!(handled.status_changes, 1);
+        assert_eq!(status_of(&handler, &active), Status::Banned);
+        assert_eq!(status_of(&handler, &pending), Status::Pending);
+        assert_eq!(event_types(&handler), vec!["number.banned"]);
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_ban_changes_nothing_more() {
+        let handler = webhook();
+        number_of_waba(&handler, "1", Status::Active);
+        handler
+            .handle(&envelope(100, ban_state("DISABLE")))
+            .await
+            .unwrap();
+
+        let handled = handler
+            .handle(&envelope(100, ban_state("DISABLE")))
+            .await
+            .unwrap();
+
+        assert_eq!(handled.status_changes, 0);
+        assert_eq!(event_types(&handler), vec!["number.banned"]);
+    }
+
+    #[tokio::test]
+    async fn a_ban_older_than_the_reinstatement_applied_is_ignored() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Banned);
+        handler
+            .handle(&envelope(200, ban_state("REINSTATE")))
+            .await
+            .unwrap();
+
+        handler
+            .handle(&envelope(100, ban_state("DISABLE")))
+            .await
+            .unwrap();
+
+        assert_eq!(status_of(&handler, &number), Status::Active);
+        assert_eq!(event_types(&handler), vec!["number.reinstated"]);
+    }
+
+    #[tokio::test]
+    async fn a_removed_partner_disconnects_every_live_number_and_tears_each_down() {
+        let handler = webhook();
+        let active = number_of_waba(&handler, "1", Status::Active);
+        let banned = number_of_waba(&handler, "2", Status::Banned);
+        let failed = number_of_waba(&handler, "3", Status::Failed);
+        let removed = json!({"event": "PARTNER_REMOVED", "waba_info": {"waba_id": "1000"}});
+
+        let handled = handler.handle(&envelope(100, removed)).await.unwrap();
+
+        assert_eq!(handled.status_changes, 2);
+        assert_eq!(handled.teardowns, 2);
+        assert_eq!(status_of(&handler, &active), Status::Disconnected);
+        assert_eq!(status_of(&handler, &banned), Status::Disconnected);
+        assert_eq!(status_of(&handler, &failed), Status::Failed);
+        assert_eq!(handler.queue.sent_to(Queue::Teardown).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_removal_sends_the_teardown_again_but_not_the_event() {
+        let handler = webhook();
+        number_of_waba(&handler, "1", Status::Active);
+        let removed = json!({"event": "PARTNER_REMOVED", "waba_info": {"waba_id": "1000"}});
+        handler
+            .handle(&envelope(100, removed.clone()))
+            .await
+            .unwrap();
+
+        handler.handle(&envelope(100, removed)).await.unwrap();
+
+        assert_eq!(handler.queue.sent_to(Queue::Teardown).len(), 2);
+        assert_eq!(event_types(&handler), vec!["number.disconnected"]);
+    }
+
+    #[tokio::test]
+    async fn an_approved_name_is_set_on_the_number_with_that_display_number_only() {
+        let handler = webhook();
+        let named = number_of_waba(&handler, "1", Status::Active);
+        let other = number_of_waba(&handler, "2", Status::Active);
+        let approved: Envelope = serde_json::from_value(json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "1000", "changes": [{"field": "phone_number_name_update", "value": {
+                "display_phone_number": "55111", "decision": "APPROVED", "requested_verified_name": "Acme"
+            }}]}]
+        }))
+        .unwrap();
+
+        let handled = handler.handle(&approved).await.unwrap();
+
+        assert_eq!(handled.names_set, 1);
+        let name = |n: &Number| {
+            handler
+                .store
+                .number(&n.account_id, &n.id)
+                .unwrap()
+                .display_name
+        };
+        assert_eq!(name(&named).as_deref(), Some("Acme"));
+        assert_eq!(name(&other), None);
     }
 }

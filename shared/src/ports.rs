@@ -271,6 +271,19 @@ pub trait SignupLinks: Send + Sync {
 
 // ---- Meta's webhooks and the health sync --------------------------------------------------
 
+/// Meta redelivers and reorders: a ban and its reinstatement may arrive the wrong way round.
+/// The latest ban-state change applied to a WABA is remembered (by Meta's `entry.time`) and an
+/// older one arriving later is ignored.
+pub trait BanClock: Send + Sync {
+    /// Advances the WABA's clock to `time` unless it is already later; `false` when the change is
+    /// older than one applied before (equal times pass, so a redelivery re-applies harmlessly).
+    fn advance_ban_clock(
+        &self,
+        waba_id: &str,
+        time: i64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+}
+
 /// Every account, for jobs that cover all of them (the health sync), read without a Scan.
 pub trait AccountDirectory: Send + Sync {
     fn account_ids(&self) -> impl Future<Output = StoreResult<Vec<AccountId>>> + Send;

@@ -28,13 +28,13 @@ pub async fn provisioner(
     queues: &[Queue],
     with_app_secret: bool,
 ) -> Result<LiveProvisioner, Error> {
-    let table = config::required(config::TABLE_NAME)?;
+    let table = config::table_name()?;
     let meta = MetaEnv::from_env()?;
     let app_secret = if with_app_secret {
         let arn = meta
             .app_secret_arn
             .clone()
-            .ok_or(config::ConfigError::Missing("META_APP_SECRET_ARN"))?;
+            .ok_or(config::ConfigError::Missing(config::META_APP_SECRET_ARN))?;
         read_app_secrets(&clients.secrets, &arn).await?.app_secret
     } else {
         Secret::new("")
@@ -50,10 +50,7 @@ pub async fn provisioner(
         store: DynamoStore::new(clients.dynamodb.clone(), table),
         queue: SqsQueue::new(clients.sqs.clone(), QueueUrls::from_env().require(queues)?),
         meta: graph,
-        vault: SecretsVault::new(
-            clients.secrets.clone(),
-            config::required("TOKEN_SECRET_PREFIX")?,
-        ),
+        vault: SecretsVault::new(clients.secrets.clone(), config::token_secret_prefix()?),
         retry: config::retry_policy()?,
     })
 }
@@ -108,7 +105,7 @@ pub async fn run_teardown() -> Result<(), Error> {
 }
 
 async fn link_signer(clients: &Clients) -> Result<LinkSigner, Error> {
-    let arn = config::required("SIGNUP_LINK_SECRET_ARN")?;
+    let arn = config::signup_link_secret_arn()?;
     Ok(LinkSigner::new(
         read_secret_string(&clients.secrets, &arn).await?,
     ))
@@ -118,12 +115,12 @@ async fn link_signer(clients: &Clients) -> Result<LinkSigner, Error> {
 pub async fn run_numbers_api() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    let table = config::required(config::TABLE_NAME)?;
+    let table = config::table_name()?;
     let store = DynamoStore::new(clients.dynamodb.clone(), table);
     let queues = QueueUrls::from_env().require(&[Queue::Teardown, Queue::Events])?;
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
     let signer = link_signer(&clients).await?;
-    let base_url = config::required("SIGNUP_LINK_BASE_URL")?;
+    let base_url = config::signup_link_base_url()?;
     let policy = config::webhook_url_policy()?;
     let routes = api::numbers_routes(store.clone(), queue)
         .merge(api::signup_link_routes(store.clone(), signer, base_url))
@@ -136,7 +133,7 @@ pub async fn run_numbers_api() -> Result<(), Error> {
 pub async fn run_signup_callback() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    let table = config::required(config::TABLE_NAME)?;
+    let table = config::table_name()?;
     let store = DynamoStore::new(clients.dynamodb.clone(), table);
     let queues = QueueUrls::from_env().require(&[Queue::Step(Step::FIRST)])?;
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
@@ -150,7 +147,7 @@ pub async fn run_signup_callback() -> Result<(), Error> {
 pub async fn run_dispatch_events() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    let table = config::required(config::TABLE_NAME)?;
+    let table = config::table_name()?;
     let queues = QueueUrls::from_env().require(&[Queue::Events, Queue::WebhookDeliveries])?;
     let dispatcher = Arc::new(crate::webhooks::delivery::Dispatcher {
         store: DynamoStore::new(clients.dynamodb.clone(), table),
@@ -167,7 +164,7 @@ pub async fn run_dispatch_events() -> Result<(), Error> {
 pub async fn run_deliver_webhooks() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    let table = config::required(config::TABLE_NAME)?;
+    let table = config::table_name()?;
     let queues = QueueUrls::from_env().require(&[Queue::WebhookDeliveries])?;
     let settings = config::WebhookDeliveryConfig::from_env()?;
     let deliverer = Arc::new(crate::webhooks::delivery::Deliverer {
@@ -188,11 +185,11 @@ pub async fn run_deliver_webhooks() -> Result<(), Error> {
 pub async fn run_meta_webhook() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    let table = config::required(config::TABLE_NAME)?;
+    let table = config::table_name()?;
     let store = DynamoStore::new(clients.dynamodb.clone(), table);
     let queues = QueueUrls::from_env().require(&[Queue::Events, Queue::Teardown])?;
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
-    let arn = config::required("META_APP_SECRET_ARN")?;
+    let arn = config::meta_app_secret_arn()?;
     let secrets = read_app_secrets(&clients.secrets, &arn).await?;
     if secrets.webhook_verify_token.expose().is_empty() {
         tracing::warn!(
@@ -224,7 +221,7 @@ pub async fn run_health_sync() -> Result<(), Error> {
         let sync = sync.clone();
         async move {
             let summary = sync.run().await.map_err(|e| {
-                tracing::error!(error = %e, "health sync failed");
+                tracing::error!(error = %crate::telemetry::ErrorChain(&e), "health sync failed");
                 Error::from(e.to_string())
             })?;
             Ok::<_, Error>(summary)

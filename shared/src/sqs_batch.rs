@@ -72,7 +72,7 @@ where
             && let Err(err) = redelivery.delay_redelivery(queue, receipt, delay).await
         {
             // The message still comes back after the queue's own visibility timeout.
-            tracing::warn!(error = %err, "could not delay redelivery");
+            tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "could not delay redelivery");
         }
         let mut failure = BatchItemFailure::default();
         failure.item_identifier = message.message_id.clone().unwrap_or_default();

@@ -66,7 +66,7 @@ impl AccountDirectory for DynamoStore {
 }
 
 /// `WABA#{w}` / `BANSTATE`: Meta's time of the latest ban-state change applied to the WABA.
-impl crate::meta_webhook::BanClock for DynamoStore {
+impl crate::ports::BanClock for DynamoStore {
     async fn advance_ban_clock(&self, waba_id: &str, time: i64) -> StoreResult<bool> {
         let result = self
             .client()

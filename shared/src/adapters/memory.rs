@@ -17,12 +17,13 @@ use crate::domain::lifecycle::{Change, PhoneGuard};
 use crate::domain::meta::MetaError;
 use crate::domain::secrets::{NumberSecrets, Secret};
 use crate::domain::{AccountId, EventEnvelope, Number, NumberId, Status, Timestamp, time};
-use crate::meta_webhook::BanClock;
+
 use crate::ports::{
-    AccountDirectory, ApiKeyVerifier, CommitOutcome, CreateOutcome, DeliveryLog, EventLog,
-    ExchangedToken, LifecycleStore, Message, MessageQueue, MetaGraph, MetaResult, NumberPage,
-    NumberReader, Page, PhoneOwner, PhoneProfile, ProvisioningStore, Queue, QueueError, Redelivery,
-    RequestQuota, SignupLinks, StoreError, StoreResult, TokenVault, VaultError, WebhookEndpoints,
+    AccountDirectory, ApiKeyVerifier, BanClock, CommitOutcome, CreateOutcome, DeliveryLog,
+    EventLog, ExchangedToken, LifecycleStore, Message, MessageQueue, MetaGraph, MetaResult,
+    NumberPage, NumberReader, Page, PhoneOwner, PhoneProfile, ProvisioningStore, Queue, QueueError,
+    Redelivery, RequestQuota, SignupLinks, StoreError, StoreResult, TokenVault, VaultError,
+    WebhookEndpoints,
 };
 use crate::webhooks::WebhookEndpoint;
 

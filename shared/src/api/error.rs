@@ -90,14 +90,14 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
-        tracing::error!(error = %err, "store failed");
+        tracing::error!(error = %crate::telemetry::ErrorChain(&err), "store failed");
         ApiError::internal()
     }
 }
 
 impl From<QueueError> for ApiError {
     fn from(err: QueueError) -> ApiError {
-        tracing::error!(error = %err, "queue failed");
+        tracing::error!(error = %crate::telemetry::ErrorChain(&err), "queue failed");
         ApiError::internal()
     }
 }

@@ -196,7 +196,7 @@ async fn admit<K: RequestQuota>(keys: &K, account: &AccountId, limit: u32) -> Re
             Err(ApiError::rate_limited(limit, retry_after))
         }
         Err(err) => {
-            tracing::warn!(account_id = %account, error = %err, "request not counted; let through");
+            tracing::warn!(account_id = %account, error = %crate::telemetry::ErrorChain(&err), "request not counted; let through");
             Ok(())
         }
     }

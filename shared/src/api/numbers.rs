@@ -124,7 +124,7 @@ where
     )
     .await
     .map_err(|e| {
-        tracing::error!(error = %e, number_id = %number.id, "disconnect failed");
+        tracing::error!(error = %crate::telemetry::ErrorChain(&e), number_id = %number.id, "disconnect failed");
         ApiError::internal()
     })?;
     let number = match changed {

@@ -237,6 +237,30 @@ mod tests {
     }
 
     #[test]
+    fn each_row_of_the_table_ends_where_its_move_leads() {
+        for (_, by, to) in TABLE {
+            assert_eq!(by.target(), *to, "{by:?}");
+        }
+    }
+
+    #[test]
+    fn a_move_is_found_only_from_where_the_table_has_it() {
+        let reinstated = Transition::by(Status::Banned, Move::Reinstate).unwrap();
+        assert_eq!(
+            (reinstated.from(), reinstated.to()),
+            (Status::Banned, Status::Active)
+        );
+        assert_eq!(
+            Transition::by(Status::Banned, Move::Activate),
+            Err(RefusedTransition {
+                from: Status::Banned,
+                to: Status::Active
+            })
+        );
+        assert!(Transition::by(Status::Pending, Move::Reinstate).is_err());
+    }
+
+    #[test]
     fn status_parses_only_exact_upper_case_names() {
         assert_eq!("ACTIVE".parse::<Status>(), Ok(Status::Active));
         assert_eq!("active".parse::<Status>(), Err(UnknownStatus));

@@ -5,6 +5,8 @@
 //! step done with a condition on the step it expects; sends the next message.
 
 mod teardown;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
@@ -118,7 +120,7 @@ where
         let message: StepMessage = match messages::parse(&delivery.body) {
             Ok(message) => message,
             Err(err) => {
-                tracing::error!(error = %err, message_id = %delivery.message_id, %step, "unreadable step message");
+                tracing::error!(error = %crate::telemetry::ErrorChain(&err), message_id = %delivery.message_id, %step, "unreadable step message");
                 return Outcome::Unreadable;
             }
         };
@@ -137,7 +139,7 @@ where
             match self.run(step, &message, &delivery).await {
                 Ok(outcome) => outcome,
                 Err(err) => {
-                    tracing::error!(error = %err, "step failed; will retry");
+                    tracing::error!(error = %crate::telemetry::ErrorChain(&err), "step failed; will retry");
                     Outcome::RetryAfter(self.retry.delay(delivery.receive_count, Retry::Soon))
                 }
             }
@@ -379,7 +381,7 @@ where
         let message: StepMessage = match messages::parse(&delivery.body) {
             Ok(message) => message,
             Err(err) => {
-                tracing::error!(error = %err, message_id = %delivery.message_id, "unreadable dead letter kept in its queue");
+                tracing::error!(error = %crate::telemetry::ErrorChain(&err), message_id = %delivery.message_id, "unreadable dead letter kept in its queue");
                 return Outcome::Unreadable;
             }
         };
@@ -408,7 +410,7 @@ where
             match result {
                 Ok(()) => Outcome::Done,
                 Err(err) => {
-                    tracing::error!(error = %err, "dead letter not handled; will retry");
+                    tracing::error!(error = %crate::telemetry::ErrorChain(&err), "dead letter not handled; will retry");
                     Outcome::RetryAfter(self.retry.base_seconds)
                 }
             }

@@ -46,7 +46,7 @@ where
         let message: TeardownMessage = match messages::parse(&delivery.body) {
             Ok(message) => message,
             Err(err) => {
-                tracing::error!(error = %err, message_id = %delivery.message_id, "unreadable teardown message");
+                tracing::error!(error = %crate::telemetry::ErrorChain(&err), message_id = %delivery.message_id, "unreadable teardown message");
                 return Outcome::Unreadable;
             }
         };
@@ -59,7 +59,7 @@ where
                     Outcome::RetryAfter(self.retry.delay(delivery.receive_count, err.retry))
                 }
                 Err(TeardownError::Infra(err)) => {
-                    tracing::error!(error = %err, "teardown failed; retrying");
+                    tracing::error!(error = %crate::telemetry::ErrorChain(&err), "teardown failed; retrying");
                     Outcome::RetryAfter(self.retry.delay(delivery.receive_count, Retry::Soon))
                 }
             }

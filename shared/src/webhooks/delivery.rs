@@ -62,14 +62,14 @@ where
         let event: EventEnvelope = match messages::parse(&delivery.body) {
             Ok(event) => event,
             Err(err) => {
-                tracing::error!(message_id = %delivery.message_id, error = %err, "unreadable event");
+                tracing::error!(message_id = %delivery.message_id, error = %crate::telemetry::ErrorChain(&err), "unreadable event");
                 return Outcome::Unreadable;
             }
         };
         let endpoints = match self.store.endpoints(&event.account_id).await {
             Ok(endpoints) => endpoints,
             Err(err) => {
-                tracing::warn!(event_id = %event.id, error = %err, "endpoints unreadable; retrying");
+                tracing::warn!(event_id = %event.id, error = %crate::telemetry::ErrorChain(&err), "endpoints unreadable; retrying");
                 return Outcome::RetryAfter(DISPATCH_RETRY_SECONDS);
             }
         };
@@ -85,7 +85,7 @@ where
             };
             // A retry after a partial fan-out sends some again; the delivery log drops those.
             if let Err(err) = self.queue.send(&message).await {
-                tracing::warn!(event_id = %event.id, error = %err, "fan-out failed; retrying");
+                tracing::warn!(event_id = %event.id, error = %crate::telemetry::ErrorChain(&err), "fan-out failed; retrying");
                 return Outcome::RetryAfter(DISPATCH_RETRY_SECONDS);
             }
         }
@@ -149,7 +149,7 @@ where
         let message: DeliveryMessage = match messages::parse(&delivery.body) {
             Ok(message) => message,
             Err(err) => {
-                tracing::error!(message_id = %delivery.message_id, error = %err, "unreadable delivery");
+                tracing::error!(message_id = %delivery.message_id, error = %crate::telemetry::ErrorChain(&err), "unreadable delivery");
                 return Outcome::Unreadable;
             }
         };
@@ -163,7 +163,7 @@ where
             Ok(true) => return Outcome::Done,
             Ok(false) => {}
             Err(err) => {
-                tracing::warn!(error = %err, "delivery log unreadable; retrying");
+                tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "delivery log unreadable; retrying");
                 return self.retry_after(delivery.receive_count);
             }
         }
@@ -178,7 +178,7 @@ where
                 return Outcome::Done;
             }
             Err(err) => {
-                tracing::warn!(error = %err, "endpoint unreadable; retrying");
+                tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "endpoint unreadable; retrying");
                 return self.retry_after(delivery.receive_count);
             }
         };
@@ -195,13 +195,13 @@ where
                     .await
                 {
                     // Delivered all the same; a redelivery may repeat it, with the same id.
-                    tracing::warn!(error = %err, "delivery not recorded");
+                    tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "delivery not recorded");
                 }
                 tracing::info!("delivered");
                 Outcome::Done
             }
             Err(err) => {
-                tracing::warn!(error = %err, "delivery failed; retrying");
+                tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "delivery failed; retrying");
                 self.retry_after(delivery.receive_count)
             }
         }

@@ -1,2 +1,689 @@
-#![allow(unused_imports)]
+//! The lifecycle, pair by pair: every command against a number in every status, then what each
+//! allowed change implies.
+
 use super::*;
+use crate::domain::time;
+use crate::domain::{AccountId, EventType};
+
+fn at(text: &str) -> Timestamp {
+    time::parse(text).unwrap()
+}
+
+fn now() -> Timestamp {
+    at("2026-12-01T12:00:00Z")
+}
+
+fn reason(code: &str) -> FailureReason {
+    FailureReason {
+        step: "SUBSCRIBE_WABA".into(),
+        code: code.into(),
+        message: format!("Meta said {code}"),
+    }
+}
+
+/// A number in `status`: `PENDING` ones are at `SUBSCRIBE_WABA`; every one is rated GREEN, named
+/// "Old name", and holds a token that expires in three days.
+fn number(status: Status) -> Number {
+    let mut number = Number::new_pending(
+        AccountId::from("acc_1".to_string()),
+        "1000".into(),
+        "2000".into(),
+        at("2026-11-01T00:00:00Z"),
+    );
+    number.status = status;
+    number.provisioning_step = (status == Status::Pending).then_some(Step::SubscribeWaba);
+    number.quality_rating = Some(QualityRating::Green);
+    number.display_name = Some("Old name".into());
+    number.token_expires_at = Some(at("2026-12-04T12:00:00Z"));
+    number.version = 7;
+    number
+}
+
+fn step_done() -> Command {
+    Command::StepDone {
+        step: Step::SubscribeWaba,
+        record: StepRecord {
+            subscribed: true,
+            ..StepRecord::default()
+        },
+    }
+}
+
+fn step_retried() -> Command {
+    Command::StepRetried {
+        step: Step::SubscribeWaba,
+        reason: reason("2"),
+    }
+}
+
+fn quality_red() -> Command {
+    Command::QualityChanged(Some(QualityRating::Red))
+}
+
+fn display_name() -> Command {
+    Command::DisplayNameApproved("New name".into())
+}
+
+fn disconnect() -> Command {
+    Command::Disconnect(DisconnectedBy::Customer)
+}
+
+fn fail() -> Command {
+    Command::Fail(reason("131009"))
+}
+
+#[derive(Debug)]
+enum Expect {
+    ChangesTo(Status),
+    Already,
+    Refused,
+}
+
+fn check(status: Status, command: Command, expect: Expect) {
+    let before = number(status);
+    let decision = decide(&before, command.clone(), now());
+    match (expect, &decision) {
+        (Expect::ChangesTo(to), Decision::Change(change)) => {
+            assert_eq!(change.number.status, to, "{status} + {command:?}");
+            assert_eq!(change.expected.status, status);
+            assert_eq!(change.expected.version, before.version);
+            assert_eq!(change.number.version, before.version + 1);
+        }
+        (Expect::Already, Decision::Already) | (Expect::Refused, Decision::Refused(_)) => {}
+        (expect, decision) => {
+            panic!("{status} + {command:?}: expected {expect:?}, decided {decision:?}")
+        }
+    }
+}
+
+macro_rules! pair {
+    ($name:ident, $status:ident, $command:expr, Changes($to:ident)) => {
+        #[test]
+        fn $name() {
+            check(Status::$status, $command, Expect::ChangesTo(Status::$to));
+        }
+    };
+    ($name:ident, $status:ident, $command:expr, $expect:ident) => {
+        #[test]
+        fn $name() {
+            check(Status::$status, $command, Expect::$expect);
+        }
+    };
+}
+
+// PENDING: provisioning runs; it ends active, failed or disconnected.
+pair!(
+    pending_activate_becomes_active,
+    Pending,
+    Command::Activate,
+    Changes(Active)
+);
+pair!(
+    pending_fail_becomes_failed,
+    Pending,
+    fail(),
+    Changes(Failed)
+);
+pair!(
+    pending_disconnect_becomes_disconnected,
+    Pending,
+    disconnect(),
+    Changes(Disconnected)
+);
+pair!(pending_ban_is_refused, Pending, Command::Ban, Refused);
+pair!(
+    pending_reinstate_is_refused,
+    Pending,
+    Command::Reinstate,
+    Refused
+);
+pair!(
+    pending_step_done_stays_pending,
+    Pending,
+    step_done(),
+    Changes(Pending)
+);
+pair!(
+    pending_step_retried_stays_pending,
+    Pending,
+    step_retried(),
+    Changes(Pending)
+);
+pair!(
+    pending_quality_change_is_recorded,
+    Pending,
+    quality_red(),
+    Changes(Pending)
+);
+pair!(
+    pending_display_name_is_recorded,
+    Pending,
+    display_name(),
+    Changes(Pending)
+);
+pair!(
+    pending_token_expiry_is_warned,
+    Pending,
+    Command::WarnTokenExpiry,
+    Changes(Pending)
+);
+pair!(
+    pending_teardown_is_refused,
+    Pending,
+    Command::TornDown,
+    Refused
+);
+
+// ACTIVE: live; Meta may ban it, the customer may end it.
+pair!(
+    active_activate_is_already_done,
+    Active,
+    Command::Activate,
+    Already
+);
+pair!(active_fail_is_refused, Active, fail(), Refused);
+pair!(
+    active_disconnect_becomes_disconnected,
+    Active,
+    disconnect(),
+    Changes(Disconnected)
+);
+pair!(
+    active_ban_becomes_banned,
+    Active,
+    Command::Ban,
+    Changes(Banned)
+);
+pair!(
+    active_reinstate_is_already_done,
+    Active,
+    Command::Reinstate,
+    Already
+);
+pair!(active_step_done_is_refused, Active, step_done(), Refused);
+pair!(
+    active_step_retried_is_refused,
+    Active,
+    step_retried(),
+    Refused
+);
+pair!(
+    active_quality_change_is_recorded,
+    Active,
+    quality_red(),
+    Changes(Active)
+);
+pair!(
+    active_display_name_is_recorded,
+    Active,
+    display_name(),
+    Changes(Active)
+);
+pair!(
+    active_token_expiry_is_warned,
+    Active,
+    Command::WarnTokenExpiry,
+    Changes(Active)
+);
+pair!(
+    active_teardown_is_refused,
+    Active,
+    Command::TornDown,
+    Refused
+);
+
+// BANNED: Meta may reinstate it; the customer may end it.
+pair!(
+    banned_activate_is_refused,
+    Banned,
+    Command::Activate,
+    Refused
+);
+pair!(banned_fail_is_refused, Banned, fail(), Refused);
+pair!(
+    banned_disconnect_becomes_disconnected,
+    Banned,
+    disconnect(),
+    Changes(Disconnected)
+);
+pair!(banned_ban_is_already_done, Banned, Command::Ban, Already);
+pair!(
+    banned_reinstate_becomes_active,
+    Banned,
+    Command::Reinstate,
+    Changes(Active)
+);
+pair!(banned_step_done_is_refused, Banned, step_done(), Refused);
+pair!(
+    banned_step_retried_is_refused,
+    Banned,
+    step_retried(),
+    Refused
+);
+pair!(
+    banned_quality_change_is_recorded,
+    Banned,
+    quality_red(),
+    Changes(Banned)
+);
+pair!(
+    banned_display_name_is_recorded,
+    Banned,
+    display_name(),
+    Changes(Banned)
+);
+pair!(
+    banned_token_expiry_is_warned,
+    Banned,
+    Command::WarnTokenExpiry,
+    Changes(Banned)
+);
+pair!(
+    banned_teardown_is_refused,
+    Banned,
+    Command::TornDown,
+    Refused
+);
+
+// FAILED: final.
+pair!(
+    failed_activate_is_refused,
+    Failed,
+    Command::Activate,
+    Refused
+);
+pair!(failed_fail_is_already_done, Failed, fail(), Already);
+pair!(failed_disconnect_is_refused, Failed, disconnect(), Refused);
+pair!(failed_ban_is_refused, Failed, Command::Ban, Refused);
+pair!(
+    failed_reinstate_is_refused,
+    Failed,
+    Command::Reinstate,
+    Refused
+);
+pair!(failed_step_done_is_refused, Failed, step_done(), Refused);
+pair!(
+    failed_step_retried_is_refused,
+    Failed,
+    step_retried(),
+    Refused
+);
+pair!(
+    failed_quality_change_is_refused,
+    Failed,
+    quality_red(),
+    Refused
+);
+pair!(
+    failed_display_name_is_refused,
+    Failed,
+    display_name(),
+    Refused
+);
+pair!(
+    failed_token_expiry_is_refused,
+    Failed,
+    Command::WarnTokenExpiry,
+    Refused
+);
+pair!(
+    failed_teardown_is_refused,
+    Failed,
+    Command::TornDown,
+    Refused
+);
+
+// DISCONNECTED: final; only its teardown is recorded.
+pair!(
+    disconnected_activate_is_refused,
+    Disconnected,
+    Command::Activate,
+    Refused
+);
+pair!(disconnected_fail_is_refused, Disconnected, fail(), Refused);
+pair!(
+    disconnected_disconnect_is_already_done,
+    Disconnected,
+    disconnect(),
+    Already
+);
+pair!(
+    disconnected_ban_is_refused,
+    Disconnected,
+    Command::Ban,
+    Refused
+);
+pair!(
+    disconnected_reinstate_is_refused,
+    Disconnected,
+    Command::Reinstate,
+    Refused
+);
+pair!(
+    disconnected_step_done_is_refused,
+    Disconnected,
+    step_done(),
+    Refused
+);
+pair!(
+    disconnected_step_retried_is_refused,
+    Disconnected,
+    step_retried(),
+    Refused
+);
+pair!(
+    disconnected_quality_change_is_refused,
+    Disconnected,
+    quality_red(),
+    Refused
+);
+pair!(
+    disconnected_display_name_is_refused,
+    Disconnected,
+    display_name(),
+    Refused
+);
+pair!(
+    disconnected_token_expiry_is_refused,
+    Disconnected,
+    Command::WarnTokenExpiry,
+    Refused
+);
+pair!(
+    disconnected_teardown_is_recorded,
+    Disconnected,
+    Command::TornDown,
+    Changes(Disconnected)
+);
+
+// ---- What an allowed change implies --------------------------------------------------------
+
+fn change_of(status: Status, command: Command) -> Change {
+    match decide(&number(status), command, now()) {
+        Decision::Change(change) => *change,
+        other => panic!("expected a change, decided {other:?}"),
+    }
+}
+
+fn refusal_of(number: &Number, command: Command) -> Refusal {
+    match decide(number, command, now()) {
+        Decision::Refused(why) => why,
+        other => panic!("expected a refusal, decided {other:?}"),
+    }
+}
+
+#[test]
+fn a_status_change_moves_one_count_between_statuses_and_announces_itself() {
+    let change = change_of(Status::Active, Command::Ban);
+    assert_eq!(
+        change.counters,
+        vec![(Status::Active, -1), (Status::Banned, 1)]
+    );
+    let event = change.event.expect("an event");
+    assert_eq!(event.event_type, EventType::NumberBanned);
+    assert_eq!(event.data["status"], "BANNED");
+    assert_eq!(
+        change.number.last_event_id.as_deref(),
+        Some(event.id.as_str())
+    );
+    assert_eq!(change.number.updated_at, now());
+}
+
+#[test]
+fn each_move_announces_its_own_event() {
+    let cases = [
+        (
+            Status::Pending,
+            Command::Activate,
+            EventType::NumberActivated,
+        ),
+        (Status::Pending, fail(), EventType::NumberFailed),
+        (Status::Active, Command::Ban, EventType::NumberBanned),
+        (
+            Status::Banned,
+            Command::Reinstate,
+            EventType::NumberReinstated,
+        ),
+        (Status::Banned, disconnect(), EventType::NumberDisconnected),
+    ];
+    for (status, command, event) in cases {
+        let change = change_of(status, command);
+        assert_eq!(change.event.map(|e| e.event_type), Some(event));
+    }
+}
+
+#[test]
+fn a_final_status_releases_the_phone_and_a_live_one_keeps_it() {
+    assert_eq!(
+        change_of(Status::Active, disconnect()).phone_guard,
+        PhoneGuard::Release
+    );
+    assert_eq!(
+        change_of(Status::Pending, fail()).phone_guard,
+        PhoneGuard::Release
+    );
+    assert_eq!(
+        change_of(Status::Active, Command::Ban).phone_guard,
+        PhoneGuard::Keep
+    );
+    assert_eq!(
+        change_of(Status::Pending, Command::Activate).phone_guard,
+        PhoneGuard::Keep
+    );
+}
+
+#[test]
+fn leaving_pending_clears_the_step_and_a_failure_keeps_its_reason() {
+    let change = change_of(Status::Pending, fail());
+    assert_eq!(change.number.provisioning_step, None);
+    assert_eq!(change.number.failure_reason, Some(reason("131009")));
+    assert_eq!(change.expected.step, Some(Step::SubscribeWaba));
+    assert_eq!(
+        change_of(Status::Pending, Command::Activate)
+            .number
+            .provisioning_step,
+        None
+    );
+}
+
+#[test]
+fn activation_and_failure_are_provisioning_s_alone() {
+    assert_eq!(
+        refusal_of(&number(Status::Banned), Command::Activate),
+        Refusal::NotPending {
+            status: Status::Banned
+        }
+    );
+    assert_eq!(
+        refusal_of(&number(Status::Active), fail()),
+        Refusal::NotPending {
+            status: Status::Active
+        }
+    );
+}
+
+#[test]
+fn a_step_done_moves_to_the_next_step_with_its_record_and_forgets_the_last_error() {
+    let mut before = number(Status::Pending);
+    before.provisioning_error = Some(reason("2"));
+    let Decision::Change(change) = decide(&before, step_done(), now()) else {
+        panic!("expected a change");
+    };
+    assert_eq!(change.number.provisioning_step, Some(Step::RegisterNumber));
+    assert!(change.number.subscribed);
+    assert_eq!(change.number.provisioning_error, None);
+    assert!(change.counters.is_empty());
+    assert_eq!(change.event, None);
+    assert_eq!(change.phone_guard, PhoneGuard::Keep);
+}
+
+#[test]
+fn a_step_done_twice_is_already_done() {
+    let mut later = number(Status::Pending);
+    later.provisioning_step = Some(Step::RegisterNumber);
+    assert_eq!(decide(&later, step_done(), now()), Decision::Already);
+}
+
+#[test]
+fn a_step_before_its_turn_is_refused() {
+    let mut earlier = number(Status::Pending);
+    earlier.provisioning_step = Some(Step::ExchangeToken);
+    assert_eq!(
+        refusal_of(&earlier, step_done()),
+        Refusal::StepNotReached {
+            step: Step::SubscribeWaba,
+            at: Step::ExchangeToken
+        }
+    );
+}
+
+#[test]
+fn the_last_step_is_finished_by_activation_not_as_a_step() {
+    let mut last = number(Status::Pending);
+    last.provisioning_step = Some(Step::ActivateNumber);
+    let command = Command::StepDone {
+        step: Step::ActivateNumber,
+        record: StepRecord::default(),
+    };
+    assert_eq!(
+        refusal_of(&last, command),
+        Refusal::LastStep {
+            step: Step::ActivateNumber
+        }
+    );
+}
+
+#[test]
+fn a_step_done_keeps_fields_its_record_does_not_name() {
+    let change = change_of(Status::Pending, step_done());
+    assert_eq!(change.number.display_name.as_deref(), Some("Old name"));
+    assert_eq!(change.number.quality_rating, Some(QualityRating::Green));
+}
+
+#[test]
+fn a_retry_keeps_the_error_without_touching_updated_at_and_the_same_error_is_no_write() {
+    let change = change_of(Status::Pending, step_retried());
+    assert_eq!(change.number.provisioning_error, Some(reason("2")));
+    assert_eq!(change.number.updated_at, number(Status::Pending).updated_at);
+    assert_eq!(
+        decide(&change.number, step_retried(), now()),
+        Decision::Already
+    );
+}
+
+#[test]
+fn a_quality_change_announces_the_previous_rating_and_the_same_rating_is_no_change() {
+    let change = change_of(Status::Active, quality_red());
+    let event = change.event.expect("an event");
+    assert_eq!(event.event_type, EventType::NumberQualityUpdated);
+    assert_eq!(event.data["qualityRating"], "RED");
+    assert_eq!(event.data["previousQualityRating"], "GREEN");
+    assert_eq!(
+        decide(
+            &number(Status::Active),
+            Command::QualityChanged(Some(QualityRating::Green)),
+            now()
+        ),
+        Decision::Already
+    );
+}
+
+#[test]
+fn a_token_expiry_is_warned_once_a_day_within_the_week() {
+    let change = change_of(Status::Active, Command::WarnTokenExpiry);
+    assert_eq!(
+        change.number.token_expiry_warned_on.as_deref(),
+        Some("2026-12-01")
+    );
+    assert_eq!(
+        change.event.map(|e| e.event_type),
+        Some(EventType::NumberTokenExpiring)
+    );
+    assert_eq!(
+        decide(&change.number, Command::WarnTokenExpiry, now()),
+        Decision::Already
+    );
+    let next_day = at("2026-12-02T00:30:00Z");
+    assert!(matches!(
+        decide(&change.number, Command::WarnTokenExpiry, next_day),
+        Decision::Change(_)
+    ));
+}
+
+#[test]
+fn a_token_far_from_expiry_or_without_one_is_not_warned() {
+    let mut far = number(Status::Active);
+    far.token_expires_at = Some(at("2027-02-01T00:00:00Z"));
+    assert_eq!(
+        refusal_of(&far, Command::WarnTokenExpiry),
+        Refusal::TokenNotExpiring
+    );
+    far.token_expires_at = None;
+    assert_eq!(
+        refusal_of(&far, Command::WarnTokenExpiry),
+        Refusal::TokenNotExpiring
+    );
+}
+
+#[test]
+fn a_teardown_is_recorded_once() {
+    let change = change_of(Status::Disconnected, Command::TornDown);
+    assert_eq!(change.number.torn_down_at, Some(now()));
+    assert_eq!(
+        decide(&change.number, Command::TornDown, now()),
+        Decision::Already
+    );
+}
+
+#[test]
+fn the_same_display_name_is_no_change() {
+    assert_eq!(
+        decide(
+            &number(Status::Active),
+            Command::DisplayNameApproved("Old name".into()),
+            now()
+        ),
+        Decision::Already
+    );
+}
+
+// ---- Readiness of a step -------------------------------------------------------------------
+
+#[test]
+fn a_step_runs_only_at_its_turn() {
+    let pending = number(Status::Pending);
+    assert_eq!(readiness(&pending, Step::SubscribeWaba), Readiness::Run);
+    assert_eq!(
+        readiness(&pending, Step::RegisterNumber),
+        Readiness::Early {
+            at: Step::SubscribeWaba
+        }
+    );
+}
+
+#[test]
+fn a_step_done_before_resends_only_the_step_the_number_is_at() {
+    let pending = number(Status::Pending);
+    assert_eq!(
+        readiness(&pending, Step::ExchangeToken),
+        Readiness::Done {
+            resend: Some(Step::SubscribeWaba)
+        }
+    );
+    let mut further = pending.clone();
+    further.provisioning_step = Some(Step::FetchProfile);
+    assert_eq!(
+        readiness(&further, Step::ExchangeToken),
+        Readiness::Done { resend: None }
+    );
+}
+
+#[test]
+fn no_step_runs_once_the_number_left_pending() {
+    assert_eq!(
+        readiness(&number(Status::Disconnected), Step::SubscribeWaba),
+        Readiness::Stopped {
+            status: Status::Disconnected
+        }
+    );
+}

@@ -1,0 +1,522 @@
+//! The step runner's decisions, the dead-letter consumer and teardown, against the in-memory
+//! adapters: no moto, no network.
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+
+use super::*;
+use crate::adapters::memory::{
+    MemoryQueue, MemoryStore, MemoryVault, MetaCall, MetaCallKind, ScriptedMeta,
+};
+use crate::domain::lifecycle::{Command, DisconnectedBy};
+use crate::domain::messages::TeardownMessage;
+use crate::domain::secrets::Secret;
+use crate::domain::{AccountId, NumberId};
+use crate::ports::{NumberReader, PhoneProfile};
+
+type TestProvisioner = Provisioner<MemoryStore, MemoryQueue, ScriptedMeta, MemoryVault>;
+
+struct Given {
+    provisioner: TestProvisioner,
+    number: Number,
+}
+
+impl Given {
+    fn store(&self) -> &MemoryStore {
+        &self.provisioner.store
+    }
+
+    fn queue(&self) -> &MemoryQueue {
+        &self.provisioner.queue
+    }
+
+    fn meta(&self) -> &ScriptedMeta {
+        &self.provisioner.meta
+    }
+
+    fn vault(&self) -> &MemoryVault {
+        &self.provisioner.vault
+    }
+
+    fn now(&self) -> Number {
+        self.store()
+            .number(&self.number.account_id, &self.number.id)
+            .expect("the number")
+    }
+
+    async fn run(&self, step: Step) -> Outcome {
+        self.run_message(step_message(&self.number, step)).await
+    }
+
+    async fn run_message(&self, message: StepMessage) -> Outcome {
+        let delivery = Delivery {
+            message_id: "m-1".into(),
+            body: serde_json::to_string(&message).unwrap(),
+            receive_count: 1,
+            sent_at: Some(time::now()),
+        };
+        self.provisioner.handle_step(message.step, delivery).await
+    }
+
+    fn steps_sent(&self) -> Vec<Step> {
+        self.queue()
+            .sent()
+            .into_iter()
+            .filter_map(|(queue, _)| match queue {
+                Queue::Step(step) => Some(step),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn events_sent(&self) -> Vec<String> {
+        self.queue()
+            .sent_to(Queue::Events)
+            .into_iter()
+            .map(|event| event["type"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+fn step_message(number: &Number, step: Step) -> StepMessage {
+    StepMessage::new(
+        number.id.clone(),
+        number.account_id.clone(),
+        step,
+        "trc_test".into(),
+    )
+}
+
+fn secrets() -> NumberSecrets {
+    NumberSecrets {
+        token: Secret::new("EAAG-token"),
+        pin: Secret::new("123456"),
+        token_expires_at: None,
+    }
+}
+
+/// A pending number at `step`, its token stored (unless at the exchange).
+fn given_pending_at(step: Step) -> Given {
+    let mut number = Number::new_pending(
+        AccountId::from("acc_1".to_string()),
+        "1000".into(),
+        "2000".into(),
+        time::now(),
+    );
+    number.provisioning_step = Some(step);
+    let provisioner = Provisioner {
+        store: MemoryStore::default(),
+        queue: MemoryQueue::default(),
+        meta: ScriptedMeta::default(),
+        vault: MemoryVault::default(),
+        retry: RetryPolicy {
+            base_seconds: 2,
+            slow_seconds: 600,
+            max_seconds: 3600,
+        },
+    };
+    provisioner.store.insert_number(number.clone());
+    if step != Step::ExchangeToken {
+        provisioner.vault.put(&number.id, secrets());
+    }
+    Given {
+        provisioner,
+        number,
+    }
+}
+
+fn refusal(code: i64) -> MetaError {
+    MetaError::from_envelope(400, code, None, false, "(#200) Permissions error".into())
+}
+
+#[tokio::test]
+async fn a_step_at_its_turn_calls_meta_records_itself_and_sends_the_next() {
+    let given = given_pending_at(Step::SubscribeWaba);
+
+    let outcome = given.run(Step::SubscribeWaba).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(
+        given.meta().calls(),
+        vec![MetaCall::SubscribeApp {
+            waba_id: "1000".into()
+        }]
+    );
+    let number = given.now();
+    assert_eq!(number.provisioning_step, Some(Step::RegisterNumber));
+    assert!(number.subscribed);
+    assert_eq!(given.steps_sent(), vec![Step::RegisterNumber]);
+}
+
+#[tokio::test]
+async fn a_number_no_longer_pending_stops_provisioning_without_calling_meta() {
+    let given = given_pending_at(Step::SubscribeWaba);
+    let disconnect = Command::Disconnect(DisconnectedBy::Customer);
+    lifecycle::apply(given.store(), given.queue(), &given.number, disconnect)
+        .await
+        .unwrap();
+
+    let outcome = given.run(Step::SubscribeWaba).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    assert!(given.meta().calls().is_empty());
+    assert!(given.steps_sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_stopped_number_s_unpublished_event_is_published_by_the_next_message() {
+    let given = given_pending_at(Step::ActivateNumber);
+    given.queue().fail_next_sends(1);
+    let crashed = lifecycle::apply(
+        given.store(),
+        given.queue(),
+        &given.number,
+        Command::Activate,
+    )
+    .await;
+    assert!(crashed.is_err(), "the event's send was made to fail");
+    assert!(given.events_sent().is_empty());
+
+    given.run(Step::ActivateNumber).await;
+
+    assert_eq!(given.events_sent(), vec!["number.activated"]);
+}
+
+#[tokio::test]
+async fn a_step_already_done_resends_the_next_message_without_calling_meta() {
+    let given = given_pending_at(Step::RegisterNumber);
+
+    let outcome = given.run(Step::SubscribeWaba).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    assert!(given.meta().calls().is_empty());
+    assert_eq!(given.steps_sent(), vec![Step::RegisterNumber]);
+}
+
+#[tokio::test]
+async fn a_step_that_arrives_before_its_turn_is_dropped() {
+    let given = given_pending_at(Step::SubscribeWaba);
+
+    let outcome = given.run(Step::ConfigurePin).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    assert!(given.meta().calls().is_empty());
+    assert_eq!(given.now().provisioning_step, Some(Step::SubscribeWaba));
+    assert!(given.steps_sent().is_empty());
+}
+
+#[tokio::test]
+async fn meta_refusing_for_good_fails_the_number_with_meta_s_reason() {
+    let given = given_pending_at(Step::SubscribeWaba);
+    given
+        .meta()
+        .fail_next(MetaCallKind::SubscribeApp, refusal(200));
+
+    let outcome = given.run(Step::SubscribeWaba).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    let number = given.now();
+    assert_eq!(number.status, Status::Failed);
+    let reason = number.failure_reason.expect("a reason");
+    assert_eq!(
+        (reason.step.as_str(), reason.code.as_str()),
+        ("SUBSCRIBE_WABA", "200")
+    );
+    assert_eq!(given.events_sent(), vec!["number.failed"]);
+    assert_eq!(
+        given.store().phone_holder("2000"),
+        None,
+        "the phone is free again"
+    );
+    assert!(given.steps_sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_transient_meta_error_is_retried_later_and_remembered() {
+    let given = given_pending_at(Step::RegisterNumber);
+    given.meta().fail_next(
+        MetaCallKind::Register,
+        MetaError::from_envelope(503, 2, None, true, "Service temporarily unavailable".into()),
+    );
+
+    let outcome = given.run(Step::RegisterNumber).await;
+
+    assert!(matches!(outcome, Outcome::RetryAfter(seconds) if seconds > 0));
+    let number = given.now();
+    assert_eq!(number.status, Status::Pending);
+    assert_eq!(number.provisioning_step, Some(Step::RegisterNumber));
+    assert_eq!(
+        number.provisioning_error.map(|r| r.code),
+        Some("2".to_string())
+    );
+    assert!(given.steps_sent().is_empty());
+}
+
+#[tokio::test]
+async fn the_retry_after_a_transient_error_succeeds_and_forgets_it() {
+    let given = given_pending_at(Step::RegisterNumber);
+    given.meta().fail_next(
+        MetaCallKind::Register,
+        MetaError::transport("timeout", "timed out"),
+    );
+    given.run(Step::RegisterNumber).await;
+
+    let outcome = given.run(Step::RegisterNumber).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    let number = given.now();
+    assert_eq!(number.provisioning_step, Some(Step::ConfigurePin));
+    assert!(number.registered);
+    assert_eq!(number.provisioning_error, None);
+    assert_eq!(given.meta().count(MetaCallKind::Register), 2);
+}
+
+#[tokio::test]
+async fn a_retried_exchange_reuses_the_stored_token_instead_of_the_spent_code() {
+    let given = given_pending_at(Step::ExchangeToken);
+    given.vault().put(&given.number.id, secrets());
+    let mut message = step_message(&given.number, Step::ExchangeToken);
+    message.code = Some(Secret::new("AQB-code"));
+
+    given.run_message(message).await;
+
+    assert_eq!(given.meta().count(MetaCallKind::ExchangeCode), 0);
+    assert_eq!(given.now().provisioning_step, Some(Step::SubscribeWaba));
+}
+
+#[tokio::test]
+async fn the_exchange_stores_the_token_and_its_expiry() {
+    let given = given_pending_at(Step::ExchangeToken);
+    given.meta().set_token_expires_in(Some(60 * 24 * 3600));
+    let mut message = step_message(&given.number, Step::ExchangeToken);
+    message.code = Some(Secret::new("AQB-code"));
+
+    given.run_message(message).await;
+
+    assert!(given.vault().holds(&given.number.id));
+    assert!(given.now().token_expires_at.is_some());
+    assert_eq!(given.steps_sent(), vec![Step::SubscribeWaba]);
+}
+
+#[tokio::test]
+async fn an_exchange_without_a_code_fails_the_number() {
+    let given = given_pending_at(Step::ExchangeToken);
+
+    given.run(Step::ExchangeToken).await;
+
+    let number = given.now();
+    assert_eq!(number.status, Status::Failed);
+    assert_eq!(
+        number.failure_reason.map(|r| r.code),
+        Some("missing_code".into())
+    );
+}
+
+#[tokio::test]
+async fn the_profile_step_records_what_meta_shows() {
+    let given = given_pending_at(Step::FetchProfile);
+    given.meta().set_profile(PhoneProfile {
+        display_phone_number: Some("+55 11 90000-0000".into()),
+        verified_name: Some("Acme".into()),
+        quality_rating: Some("GREEN".into()),
+    });
+
+    given.run(Step::FetchProfile).await;
+
+    let number = given.now();
+    assert_eq!(number.display_name.as_deref(), Some("Acme"));
+    assert_eq!(number.quality_rating, Some(QualityRating::Green));
+    assert_eq!(number.provisioning_step, Some(Step::ActivateNumber));
+}
+
+#[tokio::test]
+async fn the_last_step_activates_and_announces_it_once() {
+    let given = given_pending_at(Step::ActivateNumber);
+
+    given.run(Step::ActivateNumber).await;
+    given.run(Step::ActivateNumber).await;
+
+    assert_eq!(given.now().status, Status::Active);
+    assert_eq!(given.events_sent(), vec!["number.activated"]);
+    assert_eq!(
+        given
+            .store()
+            .count(&given.number.account_id, Status::Active),
+        1
+    );
+    assert_eq!(
+        given
+            .store()
+            .count(&given.number.account_id, Status::Pending),
+        0
+    );
+}
+
+fn sqs_event(body: String) -> SqsEvent {
+    let mut message = SqsMessage::default();
+    message.message_id = Some("m-1".into());
+    message.body = Some(body);
+    let mut event = SqsEvent::default();
+    event.records = vec![message];
+    event
+}
+
+#[tokio::test]
+async fn a_dead_letter_fails_the_number_with_the_last_error_seen() {
+    let given = given_pending_at(Step::RegisterNumber);
+    given.meta().fail_next(
+        MetaCallKind::Register,
+        MetaError::from_envelope(500, 1, None, false, "An unknown error occurred".into()),
+    );
+    given.run(Step::RegisterNumber).await;
+    let dead = serde_json::to_string(&step_message(&given.number, Step::RegisterNumber)).unwrap();
+
+    let response = given.provisioner.handle_dead_letters(sqs_event(dead)).await;
+
+    assert!(response.batch_item_failures.is_empty());
+    let number = given.now();
+    assert_eq!(number.status, Status::Failed);
+    let reason = number.failure_reason.expect("a reason");
+    assert_eq!(
+        (reason.step.as_str(), reason.code.as_str()),
+        ("REGISTER_NUMBER", "1")
+    );
+    assert_eq!(given.events_sent(), vec!["number.failed"]);
+}
+
+#[tokio::test]
+async fn a_dead_letter_of_a_number_no_longer_pending_changes_nothing() {
+    let given = given_pending_at(Step::ActivateNumber);
+    given.run(Step::ActivateNumber).await;
+    let dead = serde_json::to_string(&step_message(&given.number, Step::RegisterNumber)).unwrap();
+
+    given.provisioner.handle_dead_letters(sqs_event(dead)).await;
+
+    assert_eq!(given.now().status, Status::Active);
+    assert_eq!(given.events_sent(), vec!["number.activated"]);
+}
+
+// ---- Teardown ------------------------------------------------------------------------------
+
+/// An active number, registered and subscribed, then disconnected by its customer.
+async fn given_disconnected() -> Given {
+    let given = given_pending_at(Step::ActivateNumber);
+    let mut number = given.now();
+    number.registered = true;
+    number.subscribed = true;
+    given.store().insert_number(number.clone());
+    let disconnect = Command::Disconnect(DisconnectedBy::Customer);
+    lifecycle::apply(given.store(), given.queue(), &number, disconnect)
+        .await
+        .unwrap();
+    given
+}
+
+fn teardown_event(number: &Number) -> SqsEvent {
+    let message = TeardownMessage::new(number.id.clone(), number.account_id.clone());
+    sqs_event(serde_json::to_string(&message).unwrap())
+}
+
+#[tokio::test]
+async fn a_teardown_deregisters_unsubscribes_and_deletes_the_token() {
+    let given = given_disconnected().await;
+
+    given
+        .provisioner
+        .handle_teardowns(teardown_event(&given.number))
+        .await;
+
+    assert_eq!(
+        given.meta().calls(),
+        vec![
+            MetaCall::Deregister {
+                phone_number_id: "2000".into()
+            },
+            MetaCall::UnsubscribeApp {
+                waba_id: "1000".into()
+            },
+        ]
+    );
+    assert_eq!(given.vault().deleted(), vec![given.number.id.clone()]);
+    assert!(given.now().torn_down_at.is_some());
+}
+
+#[tokio::test]
+async fn a_teardown_twice_calls_meta_once() {
+    let given = given_disconnected().await;
+
+    given
+        .provisioner
+        .handle_teardowns(teardown_event(&given.number))
+        .await;
+    given
+        .provisioner
+        .handle_teardowns(teardown_event(&given.number))
+        .await;
+
+    assert_eq!(given.meta().calls().len(), 2);
+}
+
+#[tokio::test]
+async fn a_teardown_keeps_the_waba_subscribed_while_a_sibling_lives() {
+    let given = given_disconnected().await;
+    let mut sibling = Number::new_pending(
+        given.number.account_id.clone(),
+        "1000".into(),
+        "2001".into(),
+        time::now(),
+    );
+    sibling.id = NumberId::from("num_sibling".to_string());
+    given.store().insert_number(sibling);
+
+    given
+        .provisioner
+        .handle_teardowns(teardown_event(&given.number))
+        .await;
+
+    assert_eq!(given.meta().count(MetaCallKind::UnsubscribeApp), 0);
+    assert_eq!(given.meta().count(MetaCallKind::Deregister), 1);
+}
+
+#[tokio::test]
+async fn a_teardown_of_a_live_number_is_refused() {
+    let given = given_pending_at(Step::ActivateNumber);
+    given.run(Step::ActivateNumber).await;
+
+    given
+        .provisioner
+        .handle_teardowns(teardown_event(&given.number))
+        .await;
+
+    assert!(given.meta().calls().is_empty());
+    assert!(given.vault().holds(&given.number.id));
+}
+
+#[tokio::test]
+async fn a_teardown_tolerates_meta_refusing_and_still_deletes_the_token() {
+    let given = given_disconnected().await;
+    given
+        .meta()
+        .fail_next(MetaCallKind::Deregister, refusal(190));
+
+    given
+        .provisioner
+        .handle_teardowns(teardown_event(&given.number))
+        .await;
+
+    assert_eq!(given.vault().deleted(), vec![given.number.id.clone()]);
+    assert!(given.now().torn_down_at.is_some());
+}
+
+#[tokio::test]
+async fn every_write_of_a_number_bumps_its_version() {
+    let given = given_pending_at(Step::SubscribeWaba);
+    given.run(Step::SubscribeWaba).await;
+    let read = given
+        .store()
+        .get(&given.number.account_id, &given.number.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.version, given.number.version + 1);
+    assert_eq!(read.status, Status::Pending);
+}
