@@ -40,6 +40,9 @@ pub const TOKEN_SECRET_PREFIX: &str = "TOKEN_SECRET_PREFIX";
 pub const SIGNUP_LINK_SECRET_ARN: &str = "SIGNUP_LINK_SECRET_ARN";
 pub const SIGNUP_LINK_BASE_URL: &str = "SIGNUP_LINK_BASE_URL";
 pub const META_APP_SECRET_ARN: &str = "META_APP_SECRET_ARN";
+/// Days a FAILED number keeps its token for a retry (template parameter
+/// `FailedTokenRetentionDays`, default 7).
+pub const FAILED_TOKEN_RETENTION_DAYS: &str = "FAILED_TOKEN_RETENTION_DAYS";
 
 pub fn table_name() -> Result<String, ConfigError> {
     required(TABLE_NAME)
@@ -162,11 +165,15 @@ impl MetaEnv {
 }
 
 fn seconds(name: &'static str, default: u32) -> Result<u32, ConfigError> {
+    whole(name, default, "seconds")
+}
+
+fn whole(name: &'static str, default: u32, unit: &str) -> Result<u32, ConfigError> {
     match optional(name) {
         None => Ok(default),
         Some(text) => text.parse().map_err(|_| ConfigError::Invalid {
             name,
-            reason: "expected whole seconds".into(),
+            reason: format!("expected whole {unit}"),
         }),
     }
 }
@@ -178,6 +185,11 @@ pub fn retry_policy() -> Result<crate::provisioning::RetryPolicy, ConfigError> {
         base_seconds: seconds("RETRY_BASE_SECONDS", default.base_seconds)?,
         slow_seconds: seconds("RETRY_SLOW_SECONDS", default.slow_seconds)?,
         max_seconds: default.max_seconds,
+        failed_token_retention_days: whole(
+            FAILED_TOKEN_RETENTION_DAYS,
+            default.failed_token_retention_days,
+            "days",
+        )?,
     })
 }
 

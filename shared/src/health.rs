@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::domain::lifecycle::Command;
+use crate::domain::lifecycle::{Command, teardown_due};
+use crate::domain::messages::TeardownMessage;
 use crate::domain::meta::MetaError;
 use crate::domain::time;
 use crate::domain::{AccountId, Number, QualityRating, Status};
@@ -37,6 +38,8 @@ pub struct HealthSummary {
     pub checked: usize,
     pub updated: usize,
     pub warned: usize,
+    /// FAILED numbers whose teardown (the token's deletion, after the retention) was sent.
+    pub teardowns: usize,
     /// Numbers skipped for an error (no token, Meta refusing, storage); logged each.
     pub errors: usize,
     pub stopped_early: bool,
@@ -71,6 +74,9 @@ pub struct HealthSync<S, Q, M, V> {
     pub vault: V,
     /// Numbers checked at once.
     pub concurrency: usize,
+    /// How long a FAILED number keeps its token for a retry; the sync sends the teardown that
+    /// deletes it once this is over.
+    pub failed_token_retention_days: u32,
 }
 
 #[derive(Default)]
@@ -78,6 +84,7 @@ struct Counters {
     checked: AtomicUsize,
     updated: AtomicUsize,
     warned: AtomicUsize,
+    teardowns: AtomicUsize,
     errors: AtomicUsize,
     stop: AtomicBool,
 }
@@ -115,11 +122,13 @@ where
                 }
                 offset += fetched;
             }
+            self.sweep_failed(account, &counters).await?;
         }
         let summary = HealthSummary {
             checked: counters.checked.load(Ordering::Relaxed),
             updated: counters.updated.load(Ordering::Relaxed),
             warned: counters.warned.load(Ordering::Relaxed),
+            teardowns: counters.teardowns.load(Ordering::Relaxed),
             errors: counters.errors.load(Ordering::Relaxed),
             stopped_early: counters.stop.load(Ordering::Relaxed),
         };
@@ -140,11 +149,20 @@ where
         account: &AccountId,
         offset: u32,
     ) -> Result<Vec<Number>, HealthError> {
+        self.page(account, Status::Active, offset).await
+    }
+
+    async fn page(
+        &self,
+        account: &AccountId,
+        status: Status,
+        offset: u32,
+    ) -> Result<Vec<Number>, HealthError> {
         let page = self
             .store
             .list(
                 account,
-                Some(Status::Active),
+                Some(status),
                 Page {
                     limit: PAGE_SIZE,
                     offset,
@@ -152,6 +170,33 @@ where
             )
             .await?;
         Ok(page.numbers)
+    }
+
+    /// FAILED numbers with a teardown due (their retry window over, or a teardown a crash
+    /// lost) get one; the teardown itself decides again, so a repeat is harmless.
+    async fn sweep_failed(
+        &self,
+        account: &AccountId,
+        counters: &Counters,
+    ) -> Result<(), HealthError> {
+        let retention = chrono::Duration::days(i64::from(self.failed_token_retention_days));
+        let now = time::now();
+        let mut offset = 0;
+        loop {
+            let page = self.page(account, Status::Failed, offset).await?;
+            for number in &page {
+                if teardown_due(number, now, retention).is_some() {
+                    let message =
+                        TeardownMessage::new(number.id.clone(), number.account_id.clone());
+                    self.queue.send(&message).await?;
+                    counters.teardowns.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if (page.len() as u32) < PAGE_SIZE {
+                return Ok(());
+            }
+            offset += PAGE_SIZE;
+        }
     }
 
     async fn check_counted(&self, number: &Number, counters: &Counters) {
@@ -260,6 +305,7 @@ mod sync_tests {
             meta: ScriptedMeta::default(),
             vault: MemoryVault::default(),
             concurrency: 4,
+            failed_token_retention_days: 7,
         }
     }
 
@@ -341,6 +387,32 @@ mod sync_tests {
 
         assert_eq!((first.warned, second.warned), (1, 0));
         assert_eq!(event_types(&sync), vec!["number.token_expiring"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_number_past_its_retry_window_gets_the_teardown_that_deletes_its_token() {
+        let sync = sync();
+        let mut failed = active(&sync, "1", None);
+        failed.status = Status::Failed;
+        failed.failure_reason = Some(crate::domain::FailureReason {
+            step: "REGISTER_NUMBER".into(),
+            code: "131009".into(),
+            message: "Parameter value is not valid".into(),
+        });
+        failed.torn_down_at = Some(time::now());
+        failed.updated_at = time::now() - chrono::Duration::days(8);
+        sync.store.insert_number(failed.clone());
+        let mut recent = failed.clone();
+        recent.id = crate::domain::NumberId::from("num_recent".to_string());
+        recent.updated_at = time::now();
+        sync.store.insert_number(recent);
+
+        let summary = sync.run().await.unwrap();
+
+        assert_eq!(summary.teardowns, 1);
+        let sent = sync.queue.sent_to(Queue::Teardown);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0]["numberId"], failed.id.as_str());
     }
 
     #[tokio::test]

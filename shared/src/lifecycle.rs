@@ -4,6 +4,7 @@
 //! writer came first) is decided again against the number as it is now.
 
 use crate::domain::lifecycle::{Command, Decision, Refusal, decide};
+use crate::domain::messages::{Message, StepMessage};
 use crate::domain::{EventEnvelope, Number, NumberId, time};
 use crate::ports::{CommitOutcome, EventLog, LifecycleStore, MessageQueue, QueueError, StoreError};
 
@@ -52,18 +53,45 @@ where
     S: LifecycleStore + EventLog,
     Q: MessageQueue,
 {
+    apply_then_send(store, queue, number, command, |_| None::<StepMessage>).await
+}
+
+/// As [`apply`], with a message that must go out with the change (a retried number's step):
+/// it is sent after the write and before the change's event is published, so an unpublished
+/// event says the message may not have gone out. A repeat that finds the change already made
+/// with its event unpublished (a crash in between) sends the message and publishes the event.
+pub async fn apply_then_send<S, Q, M>(
+    store: &S,
+    queue: &Q,
+    number: &Number,
+    command: Command,
+    message_for: impl Fn(&Number) -> Option<M>,
+) -> Result<Changed, LifecycleError>
+where
+    S: LifecycleStore + EventLog,
+    Q: MessageQueue,
+    M: Message,
+{
     let mut current = number.clone();
     for _ in 0..ATTEMPTS {
         let change = match decide(&current, command.clone(), time::now()) {
             Decision::Change(change) => change,
             Decision::Already => {
-                finish_publishing(store, queue, &current).await?;
+                if let Some(event) = unpublished_latest(store, &current).await? {
+                    if let Some(message) = message_for(&current) {
+                        queue.send(&message).await?;
+                    }
+                    publish(store, queue, &event).await?;
+                }
                 return Ok(Changed::Already(current));
             }
             Decision::Refused(why) => return Ok(Changed::Refused(current, why)),
         };
         match store.commit(&change).await? {
             CommitOutcome::Committed(changed) => {
+                if let Some(message) = message_for(&changed) {
+                    queue.send(&message).await?;
+                }
                 if let Some(event) = &change.event {
                     // Written with the change: should this send fail, the next reader of the
                     // number (`finish_publishing`) sends it.
@@ -85,6 +113,16 @@ where
     })
 }
 
+async fn unpublished_latest<S: EventLog>(
+    store: &S,
+    number: &Number,
+) -> Result<Option<EventEnvelope>, LifecycleError> {
+    match &number.last_event_id {
+        Some(event_id) => Ok(store.unpublished_event(event_id).await?),
+        None => Ok(None),
+    }
+}
+
 /// Sends an event written to the outbox and marks it published.
 pub async fn publish<S: EventLog, Q: MessageQueue>(
     store: &S,
@@ -102,10 +140,7 @@ pub async fn finish_publishing<S: EventLog, Q: MessageQueue>(
     queue: &Q,
     number: &Number,
 ) -> Result<(), LifecycleError> {
-    let Some(event_id) = &number.last_event_id else {
-        return Ok(());
-    };
-    if let Some(event) = store.unpublished_event(event_id).await? {
+    if let Some(event) = unpublished_latest(store, number).await? {
         publish(store, queue, &event).await?;
     }
     Ok(())

@@ -729,7 +729,7 @@ mod handling_tests {
     }
 
     #[tokio::test]
-    async fn a_removed_partner_disconnects_every_live_number_and_tears_each_down() {
+    async fn a_removed_partner_disconnects_every_number_of_the_waba_and_tears_each_down() {
         let handler = webhook();
         let active = number_of_waba(&handler, "1", Status::Active);
         let banned = number_of_waba(&handler, "2", Status::Banned);
@@ -738,12 +738,12 @@ mod handling_tests {
 
         let handled = handler.handle(&envelope(100, removed)).await.unwrap();
 
-        assert_eq!(handled.status_changes, 2);
-        assert_eq!(handled.teardowns, 2);
+        assert_eq!(handled.status_changes, 3);
+        assert_eq!(handled.teardowns, 3);
         assert_eq!(status_of(&handler, &active), Status::Disconnected);
         assert_eq!(status_of(&handler, &banned), Status::Disconnected);
-        assert_eq!(status_of(&handler, &failed), Status::Failed);
-        assert_eq!(handler.queue.sent_to(Queue::Teardown).len(), 2);
+        assert_eq!(status_of(&handler, &failed), Status::Disconnected);
+        assert_eq!(handler.queue.sent_to(Queue::Teardown).len(), 3);
     }
 
     #[tokio::test]

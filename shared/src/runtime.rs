@@ -71,7 +71,7 @@ where
 pub async fn run_step(step: Step) -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    let mut sends = vec![Queue::Step(step), Queue::Events];
+    let mut sends = vec![Queue::Step(step), Queue::Events, Queue::Teardown];
     sends.extend(step.next().map(Queue::Step));
     let provisioner = Arc::new(provisioner(&clients, &sends, step == Step::ExchangeToken).await?);
     run_sqs(|event| {
@@ -85,7 +85,8 @@ pub async fn run_step(step: Step) -> Result<(), Error> {
 pub async fn run_provisioning_failed() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    let provisioner = Arc::new(provisioner(&clients, &[Queue::Events], false).await?);
+    let provisioner =
+        Arc::new(provisioner(&clients, &[Queue::Events, Queue::Teardown], false).await?);
     run_sqs(|event| {
         let provisioner = provisioner.clone();
         async move { provisioner.handle_dead_letters(event).await }
@@ -209,13 +210,14 @@ pub async fn run_meta_webhook() -> Result<(), Error> {
 pub async fn run_health_sync() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    let provisioner = provisioner(&clients, &[Queue::Events], false).await?;
+    let provisioner = provisioner(&clients, &[Queue::Events, Queue::Teardown], false).await?;
     let sync = Arc::new(crate::health::HealthSync {
         store: provisioner.store,
         queue: provisioner.queue,
         meta: provisioner.meta,
         vault: provisioner.vault,
         concurrency: 8,
+        failed_token_retention_days: provisioner.retry.failed_token_retention_days,
     });
     lambda_runtime::run(service_fn(|_event: LambdaEvent<serde_json::Value>| {
         let sync = sync.clone();

@@ -105,3 +105,181 @@ async fn disconnecting_a_banned_number_queues_its_teardown() {
         .collect();
     assert_eq!(teardowns.len(), 1);
 }
+
+// ---- POST /api/numbers/{id}/retry ------------------------------------------------------------
+
+fn failed(account: &AccountId, step: &str) -> Number {
+    let mut n = number(account, Status::Failed, 5);
+    n.provisioning_step = None;
+    n.subscribed = true;
+    n.failure_reason = Some(muchaw_shared::domain::FailureReason {
+        step: step.into(),
+        code: "131009".into(),
+        message: "Parameter value is not valid".into(),
+    });
+    n
+}
+
+fn step_messages(queue: &MemoryQueue) -> Vec<String> {
+    queue
+        .sent()
+        .into_iter()
+        .filter(|(q, _)| matches!(q, Queue::Step(_)))
+        .map(|(_, body)| body)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_number_is_retried_from_the_step_that_failed() {
+    let (store, queue, account) = setup();
+    let n = failed(&account, "REGISTER_NUMBER");
+    store.insert_number(n.clone());
+
+    let uri = format!("/api/numbers/{}/retry", n.id);
+    let (status, body) = call(&store, &queue, "POST", &uri, Some(KEY)).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["data"]["status"], "PENDING");
+    assert_eq!(body["data"]["provisioningStep"], "REGISTER_NUMBER");
+    assert!(body["data"].get("failureReason").is_none());
+    let sent = step_messages(&queue);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].contains("\"step\":\"REGISTER_NUMBER\""));
+    let events = queue.sent_to(Queue::Events);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "number.retried");
+    assert_eq!(
+        store.phone_holder(&n.phone_number_id).map(|o| o.number_id),
+        Some(n.id)
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_retry_while_it_runs_changes_nothing() {
+    let (store, queue, account) = setup();
+    let n = failed(&account, "REGISTER_NUMBER");
+    store.insert_number(n.clone());
+    let uri = format!("/api/numbers/{}/retry", n.id);
+    call(&store, &queue, "POST", &uri, Some(KEY)).await;
+
+    let (status, body) = call(&store, &queue, "POST", &uri, Some(KEY)).await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["status"], "PENDING");
+    assert_eq!(step_messages(&queue).len(), 1);
+    assert_eq!(queue.sent_to(Queue::Events).len(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_whose_step_message_was_lost_is_completed_by_its_repeat() {
+    let (store, queue, account) = setup();
+    let n = failed(&account, "CONFIGURE_PIN");
+    store.insert_number(n.clone());
+    let uri = format!("/api/numbers/{}/retry", n.id);
+    queue.fail_next_sends(1);
+    let (status, _) = call(&store, &queue, "POST", &uri, Some(KEY)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(step_messages(&queue).is_empty());
+
+    let (status, _) = call(&store, &queue, "POST", &uri, Some(KEY)).await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(step_messages(&queue).len(), 1);
+    assert_eq!(queue.sent_to(Queue::Events).len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_code_exchange_cannot_be_retried_without_a_new_signup() {
+    let (store, queue, account) = setup();
+    let n = failed(&account, "EXCHANGE_TOKEN");
+    store.insert_number(n.clone());
+
+    let uri = format!("/api/numbers/{}/retry", n.id);
+    let (status, body) = call(&store, &queue, "POST", &uri, Some(KEY)).await;
+
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "reauthorization_required");
+    assert!(queue.sent().is_empty());
+    assert_eq!(
+        store.number(&account, &n.id).unwrap().status,
+        Status::Failed
+    );
+}
+
+#[tokio::test]
+async fn a_number_whose_token_was_deleted_cannot_be_retried_without_a_new_signup() {
+    let (store, queue, account) = setup();
+    let mut n = failed(&account, "REGISTER_NUMBER");
+    n.token_deleted_at = Some(time::now());
+    store.insert_number(n.clone());
+
+    let uri = format!("/api/numbers/{}/retry", n.id);
+    let (status, body) = call(&store, &queue, "POST", &uri, Some(KEY)).await;
+
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "reauthorization_required");
+}
+
+#[tokio::test]
+async fn an_active_number_cannot_be_retried() {
+    let (store, queue, account) = setup();
+    let n = number(&account, Status::Active, 1);
+    store.insert_number(n.clone());
+
+    let uri = format!("/api/numbers/{}/retry", n.id);
+    let (status, body) = call(&store, &queue, "POST", &uri, Some(KEY)).await;
+
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "conflict");
+    assert!(queue.sent().is_empty());
+}
+
+#[tokio::test]
+async fn another_account_s_failed_number_is_not_found_for_a_retry() {
+    let (store, queue, _) = setup();
+    let other = AccountId::from("acc_other".to_string());
+    let n = failed(&other, "REGISTER_NUMBER");
+    store.insert_number(n.clone());
+
+    let uri = format!("/api/numbers/{}/retry", n.id);
+    let (status, body) = call(&store, &queue, "POST", &uri, Some(KEY)).await;
+
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    assert_eq!(store.number(&other, &n.id).unwrap().status, Status::Failed);
+}
+
+#[tokio::test]
+async fn a_failed_number_whose_phone_was_signed_up_again_cannot_be_retried() {
+    let (store, queue, account) = setup();
+    let n = failed(&account, "REGISTER_NUMBER");
+    store.insert_number(n.clone());
+    let mut again = number(&account, Status::Pending, 0);
+    again.phone_number_id = n.phone_number_id.clone();
+    store.insert_number(again);
+
+    let uri = format!("/api/numbers/{}/retry", n.id);
+    let (status, body) = call(&store, &queue, "POST", &uri, Some(KEY)).await;
+
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        store.number(&account, &n.id).unwrap().status,
+        Status::Failed
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_failed_number_disconnects_it_and_tears_it_down() {
+    let (store, queue, account) = setup();
+    let n = failed(&account, "REGISTER_NUMBER");
+    store.insert_number(n.clone());
+
+    let uri = format!("/api/numbers/{}", n.id);
+    let (status, body) = call(&store, &queue, "DELETE", &uri, Some(KEY)).await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["status"], "DISCONNECTED");
+    assert_eq!(queue.sent_to(Queue::Teardown).len(), 1);
+    assert_eq!(store.count(&account, Status::Failed), 0);
+    assert_eq!(store.count(&account, Status::Disconnected), 1);
+}

@@ -177,6 +177,8 @@ struct NumberItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     torn_down_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_deleted_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     token_expiry_warned_on: Option<String>,
     version: u64,
 }
@@ -211,6 +213,7 @@ impl NumberItem {
             subscribed: number.subscribed,
             registered: number.registered,
             torn_down_at: number.torn_down_at.as_ref().map(time::format),
+            token_deleted_at: number.token_deleted_at.as_ref().map(time::format),
             token_expiry_warned_on: number.token_expiry_warned_on.clone(),
             version: number.version,
         }
@@ -237,6 +240,7 @@ impl NumberItem {
             subscribed: self.subscribed,
             registered: self.registered,
             torn_down_at: self.torn_down_at.as_deref().map(parse).transpose()?,
+            token_deleted_at: self.token_deleted_at.as_deref().map(parse).transpose()?,
             token_expiry_warned_on: self.token_expiry_warned_on,
             version: self.version,
         })
@@ -876,15 +880,21 @@ impl LifecycleStore for DynamoStore {
             if let Some(event) = &change.event {
                 items.push(put_new(&self.table, event_item(event)?)?);
             }
-            if change.phone_guard == PhoneGuard::Release {
-                let release_phone = Delete::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(key(keys::phone(&number.phone_number_id), keys::PHONE)))
-                    .condition_expression("attribute_not_exists(PK) OR numberId = :id")
-                    .expression_attribute_values(":id", s(number.id.as_str()))
-                    .build()
-                    .map_err(unavailable)?;
-                items.push(TransactWriteItem::builder().delete(release_phone).build());
+            match change.phone_guard {
+                PhoneGuard::Keep => {}
+                PhoneGuard::Release => {
+                    let release_phone = Delete::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(keys::phone(&number.phone_number_id), keys::PHONE)))
+                        .condition_expression("attribute_not_exists(PK) OR numberId = :id")
+                        .expression_attribute_values(":id", s(number.id.as_str()))
+                        .build()
+                        .map_err(unavailable)?;
+                    items.push(TransactWriteItem::builder().delete(release_phone).build());
+                }
+                // Another number may have taken the phone since: then this fails, and the
+                // caller finds the phone taken (`ProvisioningStore::phone_owner`).
+                PhoneGuard::Claim => items.push(put_new(&self.table, guard_item(number))?),
             }
             self.transact(items).await?.is_ok()
         };

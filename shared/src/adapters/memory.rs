@@ -222,13 +222,20 @@ impl LifecycleStore for MemoryStore {
         let stored = state
             .numbers
             .get(&(number.account_id.clone(), number.id.clone()))
+            .cloned()
             .ok_or(StoreError::NotFound)?;
         let expected = &change.expected;
+        let holder = state
+            .phones
+            .get(&number.phone_number_id)
+            .map(|owner| owner.number_id.clone());
+        let phone_taken = change.phone_guard == PhoneGuard::Claim && holder.is_some();
         if stored.status != expected.status
             || stored.provisioning_step != expected.step
             || stored.version != expected.version
+            || phone_taken
         {
-            return Ok(CommitOutcome::Conflict(stored.clone()));
+            return Ok(CommitOutcome::Conflict(stored));
         }
         if let Some(event) = &change.event {
             if state.events.contains_key(&event.id) {
@@ -238,13 +245,22 @@ impl LifecycleStore for MemoryStore {
                 .events
                 .insert(event.id.clone(), (event.clone(), false));
         }
-        if change.phone_guard == PhoneGuard::Release
-            && state
-                .phones
-                .get(&number.phone_number_id)
-                .is_some_and(|owner| owner.number_id == number.id)
-        {
-            state.phones.remove(&number.phone_number_id);
+        match change.phone_guard {
+            PhoneGuard::Keep => {}
+            PhoneGuard::Release => {
+                if holder.as_ref() == Some(&number.id) {
+                    state.phones.remove(&number.phone_number_id);
+                }
+            }
+            PhoneGuard::Claim => {
+                state.phones.insert(
+                    number.phone_number_id.clone(),
+                    PhoneOwner {
+                        account_id: number.account_id.clone(),
+                        number_id: number.id.clone(),
+                    },
+                );
+            }
         }
         state.put_number(number.clone());
         Ok(CommitOutcome::Committed(number.clone()))

@@ -49,6 +49,11 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// The customer must go through Embedded Signup again (a new signup link).
+    pub fn reauthorization_required(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "reauthorization_required", message)
+    }
+
     pub fn method_not_allowed() -> ApiError {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -57,7 +57,14 @@ impl ApiLimits {
 /// everything), without a request rate limit.
 pub fn router<S, Q>(store: S, queue: Q) -> Router
 where
-    S: NumberReader + LifecycleStore + EventLog + ApiKeyVerifier + RequestQuota + Clone + 'static,
+    S: NumberReader
+        + LifecycleStore
+        + EventLog
+        + ProvisioningStore
+        + ApiKeyVerifier
+        + RequestQuota
+        + Clone
+        + 'static,
     Q: MessageQueue + 'static,
 {
     finish(
@@ -69,7 +76,7 @@ where
 
 pub fn numbers_routes<S, Q>(store: S, queue: Q) -> Router
 where
-    S: NumberReader + LifecycleStore + EventLog + 'static,
+    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore + 'static,
     Q: MessageQueue + 'static,
 {
     Router::new()
@@ -78,6 +85,7 @@ where
             "/api/numbers/{id}",
             get(numbers::get::<S, Q>).delete(numbers::disconnect::<S, Q>),
         )
+        .route("/api/numbers/{id}/retry", post(numbers::retry::<S, Q>))
         .with_state(Arc::new(ApiState { store, queue }))
 }
 

@@ -2,14 +2,15 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, Caller, NumberView};
-use crate::domain::lifecycle::{Command, DisconnectedBy};
-use crate::domain::messages::TeardownMessage;
-use crate::domain::{NumberId, Status};
+use crate::domain::lifecycle::{Command, DisconnectedBy, Refusal};
+use crate::domain::messages::{StepMessage, TeardownMessage};
+use crate::domain::{Number, NumberId, Status, time};
 use crate::lifecycle::{self, Changed};
-use crate::ports::{EventLog, LifecycleStore, MessageQueue, NumberReader, Page};
+use crate::ports::{EventLog, LifecycleStore, MessageQueue, NumberReader, Page, ProvisioningStore};
 
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
@@ -142,6 +143,81 @@ where
     state.queue.send(&message).await?;
     tracing::info!(number_id = %number.id, "number disconnected");
     Ok(Json(json!({ "data": NumberView::from(&number) })))
+}
+
+/// `POST /api/numbers/{id}/retry`: a FAILED onboarding tried again once the customer fixed the
+/// cause, resuming where it failed (or where its teardown undid something at Meta). `202` with
+/// the number `PENDING`; `200` when it is `PENDING` already (nothing restarts); `409`
+/// `reauthorization_required` when the token is gone or the failure was the code exchange (a
+/// new signup link is the remedy), `409` `conflict` for any other status or a phone signed up
+/// again meanwhile.
+pub async fn retry<S, Q>(
+    State(state): State<Arc<ApiState<S, Q>>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError>
+where
+    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore,
+    Q: MessageQueue,
+{
+    let id = NumberId::parse(&id).ok_or_else(|| ApiError::not_found("number"))?;
+    let number = state
+        .store
+        .get(&account, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("number"))?;
+    if number.status == Status::Failed
+        && let Some(owner) = state.store.phone_owner(&number.phone_number_id).await?
+        && owner.number_id != number.id
+    {
+        return Err(ApiError::conflict(
+            "this phone number was signed up again since this number failed",
+        ));
+    }
+    // Whether the token still works is what the number knows of it: not deleted, not expired.
+    // (A token revoked at Meta fails the resumed step again, with Meta's reason.)
+    let token_usable = number.token_deleted_at.is_none()
+        && number
+            .token_expires_at
+            .is_none_or(|expires| expires > time::now());
+    let command = Command::Retry { token_usable };
+    let step_message = |number: &Number| {
+        number.provisioning_step.map(|step| {
+            StepMessage::new(
+                number.id.clone(),
+                number.account_id.clone(),
+                step,
+                format!("trc_{}", cuid2::create_id()),
+            )
+        })
+    };
+    let changed =
+        lifecycle::apply_then_send(&state.store, &state.queue, &number, command, step_message)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %crate::telemetry::ErrorChain(&e), number_id = %number.id, "retry failed");
+                ApiError::internal()
+            })?;
+    match changed {
+        Changed::Now(number) => {
+            tracing::info!(number_id = %number.id, step = ?number.provisioning_step, "onboarding retried");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "data": NumberView::from(&number) })),
+            ))
+        }
+        Changed::Already(number) => Ok((
+            StatusCode::OK,
+            Json(json!({ "data": NumberView::from(&number) })),
+        )),
+        Changed::Refused(_, why @ Refusal::ReauthorizationRequired { .. }) => {
+            Err(ApiError::reauthorization_required(why.to_string()))
+        }
+        Changed::Refused(number, _) => Err(ApiError::conflict(format!(
+            "a {} number cannot be retried; only a FAILED one can",
+            number.status
+        ))),
+    }
 }
 
 #[cfg(test)]

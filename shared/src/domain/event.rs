@@ -22,6 +22,8 @@ pub enum EventType {
     NumberBanned,
     #[serde(rename = "number.reinstated")]
     NumberReinstated,
+    #[serde(rename = "number.retried")]
+    NumberRetried,
     #[serde(rename = "number.quality_updated")]
     NumberQualityUpdated,
     #[serde(rename = "number.token_expiring")]
@@ -36,6 +38,7 @@ impl EventType {
             EventType::NumberDisconnected => "number.disconnected",
             EventType::NumberBanned => "number.banned",
             EventType::NumberReinstated => "number.reinstated",
+            EventType::NumberRetried => "number.retried",
             EventType::NumberQualityUpdated => "number.quality_updated",
             EventType::NumberTokenExpiring => "number.token_expiring",
         }
@@ -49,6 +52,7 @@ impl EventType {
             Move::Fail => EventType::NumberFailed,
             Move::Ban => EventType::NumberBanned,
             Move::Disconnect => EventType::NumberDisconnected,
+            Move::Retry => EventType::NumberRetried,
         }
     }
 }
@@ -148,6 +152,7 @@ mod tests {
             Move::Fail,
             Move::Ban,
             Move::Disconnect,
+            Move::Retry,
         ]
         .into_iter()
         .find(|by| by.target() == to && Transition::by(from, *by).is_ok())

@@ -48,6 +48,11 @@ pub enum Command {
     Disconnect(DisconnectedBy),
     Ban,
     Reinstate,
+    /// A failed onboarding tried again (`POST /api/numbers/{id}/retry`). `token_usable`: the
+    /// number's stored token is still there and not expired (the caller looked).
+    Retry {
+        token_usable: bool,
+    },
     /// A provisioning step succeeded at Meta.
     StepDone {
         step: Step,
@@ -65,8 +70,17 @@ pub enum Command {
     DisplayNameApproved(String),
     /// The health sync's daily look at the token's expiry.
     WarnTokenExpiry,
-    /// Meta-side teardown of a disconnected number is done.
-    TornDown,
+    /// Meta-side teardown of a disconnected or failed number ran: what it undid at Meta, and
+    /// whether the token secret is now scheduled for deletion.
+    TornDown(Teardown),
+}
+
+/// What one teardown run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Teardown {
+    pub deregistered: bool,
+    pub unsubscribed: bool,
+    pub token_deleted: bool,
 }
 
 impl Command {
@@ -77,12 +91,13 @@ impl Command {
             Command::Disconnect(_) => "disconnect",
             Command::Ban => "ban",
             Command::Reinstate => "reinstate",
+            Command::Retry { .. } => "retry",
             Command::StepDone { .. } => "finish a step",
             Command::StepRetried { .. } => "retry a step",
             Command::QualityChanged(_) => "change the quality rating",
             Command::DisplayNameApproved(_) => "set the display name",
             Command::WarnTokenExpiry => "warn of the token's expiry",
-            Command::TornDown => "record the teardown",
+            Command::TornDown(_) => "record the teardown",
         }
     }
 }
@@ -101,6 +116,8 @@ pub enum PhoneGuard {
     Keep,
     /// The number is final: the phone may be signed up again.
     Release,
+    /// The number is live again (a retry): it holds the phone, if no other number took it.
+    Claim,
 }
 
 /// One write, as plain data.
@@ -136,8 +153,10 @@ pub enum Refusal {
     LastStep { step: Step },
     #[error("a {status} number does not change any more")]
     Final { status: Status },
-    #[error("only a DISCONNECTED number is torn down (this one is {status})")]
-    NotDisconnected { status: Status },
+    #[error("only a DISCONNECTED or FAILED number is torn down (this one is {status})")]
+    NotEnded { status: Status },
+    #[error("{why}: send the customer a new signup link")]
+    ReauthorizationRequired { why: &'static str },
     #[error("the number's token does not expire within {TOKEN_WARNING_DAYS} days")]
     TokenNotExpiring,
 }
@@ -182,6 +201,7 @@ pub fn decide(number: &Number, command: Command, now: Timestamp) -> Decision {
         Command::Disconnect(_) => move_status(number, Move::Disconnect, None, now),
         Command::Ban => move_status(number, Move::Ban, None, now),
         Command::Reinstate => move_status(number, Move::Reinstate, None, now),
+        Command::Retry { token_usable } => retry(number, token_usable, now),
         Command::StepDone { step, record } => step_done(number, step, record, now),
         Command::StepRetried { step, reason } => step_retried(number, step, reason),
         Command::QualityChanged(rating) => quality_changed(number, rating, now),
@@ -200,19 +220,7 @@ pub fn decide(number: &Number, command: Command, now: Timestamp) -> Decision {
             change(number, after, Vec::new(), PhoneGuard::Keep, None)
         }
         Command::WarnTokenExpiry => warn_token_expiry(number, now),
-        Command::TornDown => {
-            if number.status != Status::Disconnected {
-                return refused(Refusal::NotDisconnected {
-                    status: number.status,
-                });
-            }
-            if number.torn_down_at.is_some() {
-                return Decision::Already;
-            }
-            let mut after = number.clone();
-            after.torn_down_at = Some(now);
-            change(number, after, Vec::new(), PhoneGuard::Keep, None)
-        }
+        Command::TornDown(teardown) => torn_down(number, teardown, now),
     }
 }
 
@@ -250,10 +258,11 @@ fn move_status(
         after.failure_reason = failure;
     }
     let event = EventEnvelope::new(EventType::for_transition(transition), &after, now);
-    let guard = if to.is_final() {
-        PhoneGuard::Release
-    } else {
-        PhoneGuard::Keep
+    // Only a live number holds its phone: a FAILED one gave it up when it failed.
+    let guard = match (transition.from().is_live(), to.is_live()) {
+        (true, false) => PhoneGuard::Release,
+        (false, true) => PhoneGuard::Claim,
+        _ => PhoneGuard::Keep,
     };
     change(
         number,
@@ -262,6 +271,115 @@ fn move_status(
         guard,
         Some(event),
     )
+}
+
+/// Where a retried number resumes: the step that failed, or an earlier one whose effect at
+/// Meta the failed number's teardown undid. `None` when the failure leaves nothing to resume
+/// (the code exchange, or a step we do not know).
+pub fn resume_step(number: &Number) -> Option<Step> {
+    let failed = number
+        .failure_reason
+        .as_ref()
+        .and_then(|reason| Step::parse(&reason.step))?;
+    if failed == Step::ExchangeToken {
+        return None;
+    }
+    let undone = [
+        (!number.subscribed).then_some(Step::SubscribeWaba),
+        (!number.registered).then_some(Step::RegisterNumber),
+    ];
+    Some(
+        undone
+            .into_iter()
+            .flatten()
+            .filter(|step| step.ordinal() < failed.ordinal())
+            .min_by_key(|step| step.ordinal())
+            .unwrap_or(failed),
+    )
+}
+
+fn retry(number: &Number, token_usable: bool, now: Timestamp) -> Decision {
+    if number.status == Status::Pending {
+        // A retry already under way (or a number that never failed): nothing restarts.
+        return Decision::Already;
+    }
+    let transition = match Transition::by(number.status, Move::Retry) {
+        Ok(transition) => transition,
+        Err(refusal) => return refused(refusal.into()),
+    };
+    let Some(resume) = resume_step(number) else {
+        return refused(Refusal::ReauthorizationRequired {
+            why: "the signup code was never exchanged for a token",
+        });
+    };
+    if !token_usable {
+        return refused(Refusal::ReauthorizationRequired {
+            why: "the number's Meta token is gone or expired",
+        });
+    }
+    let mut after = number.clone();
+    after.status = Status::Pending;
+    after.provisioning_step = Some(resume);
+    after.failure_reason = None;
+    after.provisioning_error = None;
+    after.torn_down_at = None;
+    after.updated_at = now;
+    let event = EventEnvelope::new(EventType::for_transition(transition), &after, now);
+    change(
+        number,
+        after,
+        vec![(Status::Failed, -1), (Status::Pending, 1)],
+        PhoneGuard::Claim,
+        Some(event),
+    )
+}
+
+fn torn_down(number: &Number, teardown: Teardown, now: Timestamp) -> Decision {
+    if !number.status.is_final() {
+        return refused(Refusal::NotEnded {
+            status: number.status,
+        });
+    }
+    let undoes_something = (teardown.deregistered && number.registered)
+        || (teardown.unsubscribed && number.subscribed)
+        || (teardown.token_deleted && number.token_deleted_at.is_none());
+    if number.torn_down_at.is_some() && !undoes_something {
+        return Decision::Already;
+    }
+    let mut after = number.clone();
+    after.torn_down_at = after.torn_down_at.or(Some(now));
+    if teardown.deregistered {
+        after.registered = false;
+    }
+    if teardown.unsubscribed {
+        after.subscribed = false;
+    }
+    if teardown.token_deleted {
+        after.token_deleted_at = after.token_deleted_at.or(Some(now));
+    }
+    change(number, after, Vec::new(), PhoneGuard::Keep, None)
+}
+
+/// Whether a teardown run of this number has anything left to do, and what: the Meta side once,
+/// the token when no retry can use it any more (a disconnected number at once; a failed one
+/// when it cannot be retried, or `retention` after it failed).
+pub fn teardown_due(number: &Number, now: Timestamp, retention: Duration) -> Option<TeardownPlan> {
+    if !number.status.is_final() {
+        return None;
+    }
+    let meta = number.torn_down_at.is_none();
+    let retriable = number.status == Status::Failed && resume_step(number).is_some();
+    let delete_token =
+        number.token_deleted_at.is_none() && (!retriable || now - number.updated_at >= retention);
+    (meta || delete_token).then_some(TeardownPlan { meta, delete_token })
+}
+
+/// What a teardown run is to do (see [`teardown_due`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TeardownPlan {
+    /// Deregister and unsubscribe what the number did at Meta.
+    pub meta: bool,
+    pub delete_token: bool,
 }
 
 fn step_done(number: &Number, step: Step, record: StepRecord, now: Timestamp) -> Decision {

@@ -58,6 +58,8 @@ pub struct Number {
     pub subscribed: bool,
     pub registered: bool,
     pub torn_down_at: Option<Timestamp>,
+    /// When the token secret was scheduled for deletion (a final number's last trace).
+    pub token_deleted_at: Option<Timestamp>,
     /// The UTC day (`YYYY-MM-DD`) the token's expiry was last announced, so it is once a day.
     pub token_expiry_warned_on: Option<String>,
     /// Bumped by every write; each write is conditioned on the version it read.
@@ -91,6 +93,7 @@ impl Number {
             subscribed: false,
             registered: false,
             torn_down_at: None,
+            token_deleted_at: None,
             token_expiry_warned_on: None,
             version: 1,
         }

@@ -34,7 +34,8 @@ impl Status {
         }
     }
 
-    /// A final record never changes status again; a new signup creates a new Number.
+    /// Provisioning is over and the phone is free: `DISCONNECTED` never changes again (a new
+    /// signup creates a new Number); `FAILED` changes only by a retry or a disconnect.
     pub fn is_final(self) -> bool {
         matches!(self, Status::Failed | Status::Disconnected)
     }
@@ -83,6 +84,8 @@ pub enum Move {
     Disconnect,
     Ban,
     Reinstate,
+    /// A failed onboarding tried again, once the customer fixed the cause.
+    Retry,
 }
 
 /// The lifecycle, in one table: from, by what, to. Every status change in the system is looked
@@ -95,6 +98,8 @@ const TABLE: &[(Status, Move, Status)] = &[
     (Status::Active, Move::Ban, Status::Banned),
     (Status::Banned, Move::Reinstate, Status::Active),
     (Status::Banned, Move::Disconnect, Status::Disconnected),
+    (Status::Failed, Move::Retry, Status::Pending),
+    (Status::Failed, Move::Disconnect, Status::Disconnected),
 ];
 
 impl Move {
@@ -105,6 +110,7 @@ impl Move {
             Move::Fail => Status::Failed,
             Move::Disconnect => Status::Disconnected,
             Move::Ban => Status::Banned,
+            Move::Retry => Status::Pending,
         }
     }
 }
@@ -200,6 +206,16 @@ mod tests {
     }
 
     #[test]
+    fn failed_is_retried_back_to_pending() {
+        assert!(allowed(Status::Failed, Status::Pending));
+    }
+
+    #[test]
+    fn failed_can_be_disconnected() {
+        assert!(allowed(Status::Failed, Status::Disconnected));
+    }
+
+    #[test]
     fn every_other_transition_is_refused() {
         let allowed_pairs = [
             (Status::Pending, Status::Active),
@@ -209,6 +225,8 @@ mod tests {
             (Status::Active, Status::Banned),
             (Status::Banned, Status::Active),
             (Status::Banned, Status::Disconnected),
+            (Status::Failed, Status::Pending),
+            (Status::Failed, Status::Disconnected),
         ];
         let mut refused = 0;
         for from in Status::ALL {
@@ -228,11 +246,20 @@ mod tests {
     }
 
     #[test]
-    fn final_statuses_never_move_again() {
-        for from in [Status::Failed, Status::Disconnected] {
-            for to in Status::ALL {
-                assert!(!allowed(from, to), "{from} is final but may go to {to}");
-            }
+    fn disconnected_never_moves_again() {
+        for to in Status::ALL {
+            assert!(
+                !allowed(Status::Disconnected, to),
+                "DISCONNECTED may go to {to}"
+            );
+        }
+    }
+
+    #[test]
+    fn failed_moves_only_by_a_retry_or_a_disconnect() {
+        for to in Status::ALL {
+            let expected = matches!(to, Status::Pending | Status::Disconnected);
+            assert_eq!(allowed(Status::Failed, to), expected, "FAILED -> {to}");
         }
     }
 

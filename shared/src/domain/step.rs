@@ -36,6 +36,11 @@ impl Step {
         Step::ALL.iter().position(|s| *s == self).unwrap_or(0)
     }
 
+    /// The step named by [`Step::as_str`].
+    pub fn parse(name: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|step| step.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Step::ExchangeToken => "EXCHANGE_TOKEN",

@@ -15,7 +15,7 @@ use rand::Rng;
 use tracing::Instrument;
 
 use crate::domain::lifecycle::{self as lifecycle_rules, Command, Readiness, StepRecord};
-use crate::domain::messages::{self, StepMessage};
+use crate::domain::messages::{self, StepMessage, TeardownMessage};
 use crate::domain::meta::{MetaError, Retry};
 use crate::domain::secrets::{NumberSecrets, generate_pin};
 use crate::domain::{FailureReason, Number, QualityRating, Status, Step, time};
@@ -32,6 +32,8 @@ pub struct RetryPolicy {
     pub base_seconds: u32,
     pub slow_seconds: u32,
     pub max_seconds: u32,
+    /// How long a FAILED number keeps its token for a customer's retry.
+    pub failed_token_retention_days: u32,
 }
 
 impl Default for RetryPolicy {
@@ -40,6 +42,7 @@ impl Default for RetryPolicy {
             base_seconds: 2,
             slow_seconds: 600,
             max_seconds: crate::ports::MAX_REDELIVERY_DELAY_SECONDS,
+            failed_token_retention_days: 7,
         }
     }
 }
@@ -362,11 +365,19 @@ where
         Ok(())
     }
 
+    /// Fails the number and tears down what it did at Meta (sent again for a repeated failure,
+    /// in case a crash lost the first; teardown is idempotent).
     async fn fail(&self, number: &Number, reason: FailureReason) -> Result<(), StepError> {
         let changed =
             lifecycle::apply(&self.store, &self.queue, number, Command::Fail(reason)).await?;
-        if let Changed::Refused(_, why) = changed {
-            tracing::info!(%why, "failure not recorded: the number moved on");
+        match changed {
+            Changed::Now(failed) | Changed::Already(failed) => {
+                let message = TeardownMessage::new(failed.id.clone(), failed.account_id.clone());
+                self.queue.send(&message).await?;
+            }
+            Changed::Refused(_, why) => {
+                tracing::info!(%why, "failure not recorded: the number moved on");
+            }
         }
         Ok(())
     }

@@ -1,12 +1,15 @@
-//! Meta-side teardown of a disconnected number: deregister it, unsubscribe our app from its WABA
-//! only when no other live number of ours uses that WABA, schedule its secret's deletion.
-//! Every part is safe to repeat; a transient failure retries the whole message.
+//! Teardown of a number that ended (disconnected, or failed): deregister it, unsubscribe our app
+//! from its WABA only when no other live number of ours uses that WABA, and schedule its token
+//! secret's deletion: at once for a disconnected number or a failure no retry can resume; for a
+//! failure a retry can resume, once the retention period is over (the health sync sends that
+//! teardown). What is due is `domain::lifecycle::teardown_due`; every part is safe to repeat,
+//! and a transient failure retries the whole message.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use tracing::Instrument;
 
 use super::{Provisioner, StepError};
-use crate::domain::lifecycle::{self as lifecycle_rules, Command, Decision};
+use crate::domain::lifecycle::{self as lifecycle_rules, Command, Teardown};
 use crate::domain::messages::{self, TeardownMessage};
 use crate::domain::meta::{MetaError, Retry};
 use crate::domain::{Number, time};
@@ -76,35 +79,51 @@ where
         else {
             return Ok(());
         };
-        match lifecycle_rules::decide(&number, Command::TornDown, time::now()) {
-            Decision::Change(_) => {}
-            Decision::Already => return Ok(()),
-            Decision::Refused(why) => {
-                tracing::warn!(%why, "teardown refused by the lifecycle; ignored");
-                return Ok(());
-            }
-        }
-        if let Some(secrets) = self.vault.load(&number.id).await? {
+        let retention = chrono::Duration::days(i64::from(self.retry.failed_token_retention_days));
+        let Some(plan) = lifecycle_rules::teardown_due(&number, time::now(), retention) else {
+            tracing::info!(status = %number.status, "nothing to tear down");
+            return Ok(());
+        };
+        let mut done = Teardown::default();
+        if plan.meta {
+            let secrets = self.vault.load(&number.id).await?;
             if number.registered {
-                tolerate_refusal(
-                    "deregister",
-                    self.meta
-                        .deregister(&secrets.token, &number.phone_number_id)
-                        .await,
-                )?;
+                if let Some(secrets) = &secrets {
+                    tolerate_refusal(
+                        "deregister",
+                        self.meta
+                            .deregister(&secrets.token, &number.phone_number_id)
+                            .await,
+                    )?;
+                }
+                done.deregistered = true;
             }
-            if number.subscribed && !self.waba_shared(&number).await? {
-                tolerate_refusal(
-                    "unsubscribe",
-                    self.meta
-                        .unsubscribe_app(&secrets.token, &number.waba_id)
-                        .await,
-                )?;
+            if number.subscribed {
+                // With a live sibling on the WABA the subscription stays, theirs now: this number
+                // no longer counts on it either way (a retry subscribes again).
+                if let Some(secrets) = &secrets
+                    && !self.waba_shared(&number).await?
+                {
+                    tolerate_refusal(
+                        "unsubscribe",
+                        self.meta
+                            .unsubscribe_app(&secrets.token, &number.waba_id)
+                            .await,
+                    )?;
+                }
+                done.unsubscribed = true;
             }
-            self.vault.schedule_deletion(&number.id).await?;
         }
-        lifecycle::apply(&self.store, &self.queue, &number, Command::TornDown).await?;
-        tracing::info!("teardown done");
+        if plan.delete_token {
+            self.vault.schedule_deletion(&number.id).await?;
+            done.token_deleted = true;
+        }
+        lifecycle::apply(&self.store, &self.queue, &number, Command::TornDown(done)).await?;
+        tracing::info!(
+            meta = plan.meta,
+            token_deleted = plan.delete_token,
+            "teardown done"
+        );
         Ok(())
     }
 

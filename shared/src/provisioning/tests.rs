@@ -112,6 +112,7 @@ fn given_pending_at(step: Step) -> Given {
             base_seconds: 2,
             slow_seconds: 600,
             max_seconds: 3600,
+            failed_token_retention_days: 7,
         },
     };
     provisioner.store.insert_number(number.clone());

@@ -128,6 +128,7 @@ impl ProvisioningEnv {
                 base_seconds: 1,
                 slow_seconds: 1,
                 max_seconds: 2,
+                failed_token_retention_days: 7,
             },
         });
         let dispatcher = Arc::new(muchaw_shared::webhooks::delivery::Dispatcher {

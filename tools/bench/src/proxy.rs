@@ -394,9 +394,19 @@ fn measure(record: &mut Record, body: &Bytes, answer: &Bytes) {
             record.transaction_size = items.len();
             for item in &items {
                 if let Some(put) = item.get("Put") {
-                    record.creates_number |= put["Item"]["SK"]["S"]
-                        .as_str()
-                        .is_some_and(|sk| sk.starts_with("NUMBER#"));
+                    let sk = put["Item"]["SK"]["S"].as_str().unwrap_or_default();
+                    let expected =
+                        put["ExpressionAttributeValues"][":expectedStatus"]["S"].as_str();
+                    let to = put["Item"]["status"]["S"].as_str();
+                    match (sk.strip_prefix("NUMBER#"), expected, to) {
+                        // A lifecycle commit: the number put whole, conditioned on the status
+                        // it expects; a status change when the two differ.
+                        (Some(id), Some(expected), Some(to)) if expected != to => {
+                            record.status_changes.push((id.to_string(), to.to_string()));
+                        }
+                        (Some(_), None, _) => record.creates_number = true,
+                        _ => {}
+                    }
                     record.items_written += 1;
                     record.write_units += 2.0 * kb(item_size(&put["Item"]));
                 } else if item.get("Update").is_some() || item.get("Delete").is_some() {
@@ -405,13 +415,6 @@ fn measure(record: &mut Record, body: &Bytes, answer: &Bytes) {
                 } else {
                     // A condition check reads the item: charged as a write-sized read.
                     record.write_units += 2.0;
-                }
-                if let Some(update) = item.get("Update") {
-                    let sk = update["Key"]["SK"]["S"].as_str().unwrap_or_default();
-                    let to = update["ExpressionAttributeValues"][":to"]["S"].as_str();
-                    if let (Some(id), Some(to)) = (sk.strip_prefix("NUMBER#"), to) {
-                        record.status_changes.push((id.to_string(), to.to_string()));
-                    }
                 }
             }
         }
@@ -468,8 +471,8 @@ mod tests {
             ..Record::default()
         };
         let body = json!({"TransactItems": [
-            {"Update": {"Key": {"PK": {"S": "ACCOUNT#a"}, "SK": {"S": "NUMBER#n1"}},
-                        "ExpressionAttributeValues": {":to": {"S": "ACTIVE"}}}},
+            {"Put": {"Item": {"PK": {"S": "ACCOUNT#a"}, "SK": {"S": "NUMBER#n1"}, "status": {"S": "ACTIVE"}},
+                     "ExpressionAttributeValues": {":expectedStatus": {"S": "PENDING"}}}},
             {"Update": {"Key": {"PK": {"S": "ACCOUNT#a"}, "SK": {"S": "COUNTERS"}}}},
             {"Put": {"Item": {"PK": {"S": "EVENT#e"}}}},
             {"ConditionCheck": {"Key": {"PK": {"S": "PHONE#p"}}}}

@@ -42,6 +42,7 @@ pub const LOCAL_RETRY: RetryPolicy = RetryPolicy {
     base_seconds: 1,
     slow_seconds: 5,
     max_seconds: 30,
+    failed_token_retention_days: 7,
 };
 pub const LOCAL_WEBHOOK_RETRIES: [u32; 7] = [2, 5, 10, 20, 30, 60, 60];
 
@@ -192,6 +193,7 @@ pub fn build(
             get("TOKEN_SECRET_PREFIX"),
         ),
         concurrency: 8,
+        failed_token_retention_days: 7,
     });
     Ok(LocalStack {
         router,

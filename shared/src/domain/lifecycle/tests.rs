@@ -36,6 +36,10 @@ fn number(status: Status) -> Number {
     number.display_name = Some("Old name".into());
     number.token_expires_at = Some(at("2026-12-04T12:00:00Z"));
     number.version = 7;
+    if status == Status::Failed {
+        number.failure_reason = Some(reason("131009"));
+        number.subscribed = true;
+    }
     number
 }
 
@@ -66,6 +70,18 @@ fn display_name() -> Command {
 
 fn disconnect() -> Command {
     Command::Disconnect(DisconnectedBy::Customer)
+}
+
+fn torn_down() -> Command {
+    Command::TornDown(Teardown {
+        deregistered: true,
+        unsubscribed: true,
+        token_deleted: true,
+    })
+}
+
+fn retry() -> Command {
+    Command::Retry { token_usable: true }
 }
 
 fn fail() -> Command {
@@ -167,12 +183,7 @@ pair!(
     Command::WarnTokenExpiry,
     Changes(Pending)
 );
-pair!(
-    pending_teardown_is_refused,
-    Pending,
-    Command::TornDown,
-    Refused
-);
+pair!(pending_teardown_is_refused, Pending, torn_down(), Refused);
 
 // ACTIVE: live; Meta may ban it, the customer may end it.
 pair!(
@@ -225,12 +236,7 @@ pair!(
     Command::WarnTokenExpiry,
     Changes(Active)
 );
-pair!(
-    active_teardown_is_refused,
-    Active,
-    Command::TornDown,
-    Refused
-);
+pair!(active_teardown_is_refused, Active, torn_down(), Refused);
 
 // BANNED: Meta may reinstate it; the customer may end it.
 pair!(
@@ -278,12 +284,7 @@ pair!(
     Command::WarnTokenExpiry,
     Changes(Banned)
 );
-pair!(
-    banned_teardown_is_refused,
-    Banned,
-    Command::TornDown,
-    Refused
-);
+pair!(banned_teardown_is_refused, Banned, torn_down(), Refused);
 
 // FAILED: final.
 pair!(
@@ -293,7 +294,12 @@ pair!(
     Refused
 );
 pair!(failed_fail_is_already_done, Failed, fail(), Already);
-pair!(failed_disconnect_is_refused, Failed, disconnect(), Refused);
+pair!(
+    failed_disconnect_becomes_disconnected,
+    Failed,
+    disconnect(),
+    Changes(Disconnected)
+);
 pair!(failed_ban_is_refused, Failed, Command::Ban, Refused);
 pair!(
     failed_reinstate_is_refused,
@@ -327,10 +333,10 @@ pair!(
     Refused
 );
 pair!(
-    failed_teardown_is_refused,
+    failed_teardown_is_recorded,
     Failed,
-    Command::TornDown,
-    Refused
+    torn_down(),
+    Changes(Failed)
 );
 
 // DISCONNECTED: final; only its teardown is recorded.
@@ -392,8 +398,30 @@ pair!(
 pair!(
     disconnected_teardown_is_recorded,
     Disconnected,
-    Command::TornDown,
+    torn_down(),
     Changes(Disconnected)
+);
+
+// Retry: only a FAILED number goes back to PENDING; a PENDING one is already retrying.
+pair!(
+    pending_retry_is_already_under_way,
+    Pending,
+    retry(),
+    Already
+);
+pair!(active_retry_is_refused, Active, retry(), Refused);
+pair!(banned_retry_is_refused, Banned, retry(), Refused);
+pair!(
+    failed_retry_becomes_pending,
+    Failed,
+    retry(),
+    Changes(Pending)
+);
+pair!(
+    disconnected_retry_is_refused,
+    Disconnected,
+    retry(),
+    Refused
 );
 
 // ---- What an allowed change implies --------------------------------------------------------
@@ -627,10 +655,10 @@ fn a_token_far_from_expiry_or_without_one_is_not_warned() {
 
 #[test]
 fn a_teardown_is_recorded_once() {
-    let change = change_of(Status::Disconnected, Command::TornDown);
+    let change = change_of(Status::Disconnected, torn_down());
     assert_eq!(change.number.torn_down_at, Some(now()));
     assert_eq!(
-        decide(&change.number, Command::TornDown, now()),
+        decide(&change.number, torn_down(), now()),
         Decision::Already
     );
 }
@@ -686,4 +714,159 @@ fn no_step_runs_once_the_number_left_pending() {
             status: Status::Disconnected
         }
     );
+}
+
+// ---- Retry and teardown of a failed number ---------------------------------------------------
+
+fn failed_at(step: Step) -> Number {
+    let mut number = number(Status::Failed);
+    number.failure_reason = Some(FailureReason {
+        step: step.as_str().into(),
+        code: "131009".into(),
+        message: "Parameter value is not valid".into(),
+    });
+    number.subscribed = step.ordinal() > Step::SubscribeWaba.ordinal();
+    number.registered = step.ordinal() > Step::RegisterNumber.ordinal();
+    number.torn_down_at = Some(at("2026-11-30T00:00:00Z"));
+    number
+}
+
+#[test]
+fn a_retry_resumes_at_the_failed_step_holding_the_phone_again() {
+    let Decision::Change(change) = decide(&failed_at(Step::ConfigurePin), retry(), now()) else {
+        panic!("expected a change");
+    };
+    assert_eq!(change.number.status, Status::Pending);
+    assert_eq!(change.number.provisioning_step, Some(Step::ConfigurePin));
+    assert_eq!(change.number.failure_reason, None);
+    assert_eq!(change.number.torn_down_at, None);
+    assert_eq!(change.phone_guard, PhoneGuard::Claim);
+    assert_eq!(
+        change.counters,
+        vec![(Status::Failed, -1), (Status::Pending, 1)]
+    );
+    assert_eq!(
+        change.event.map(|e| e.event_type),
+        Some(EventType::NumberRetried)
+    );
+}
+
+#[test]
+fn a_retry_resumes_where_the_teardown_undid_something_at_meta() {
+    let mut number = failed_at(Step::FetchProfile);
+    number.subscribed = false;
+    let Decision::Change(change) = decide(&number, retry(), now()) else {
+        panic!("expected a change");
+    };
+    assert_eq!(change.number.provisioning_step, Some(Step::SubscribeWaba));
+    number.subscribed = true;
+    number.registered = false;
+    assert_eq!(resume_step(&number), Some(Step::RegisterNumber));
+}
+
+#[test]
+fn a_failed_code_exchange_needs_a_new_signup() {
+    assert!(matches!(
+        refusal_of(&failed_at(Step::ExchangeToken), retry()),
+        Refusal::ReauthorizationRequired { .. }
+    ));
+}
+
+#[test]
+fn a_retry_without_a_usable_token_needs_a_new_signup() {
+    let refusal = refusal_of(
+        &failed_at(Step::RegisterNumber),
+        Command::Retry {
+            token_usable: false,
+        },
+    );
+    assert!(matches!(refusal, Refusal::ReauthorizationRequired { .. }));
+    assert!(refusal.to_string().contains("new signup link"));
+}
+
+#[test]
+fn disconnecting_a_failed_number_leaves_the_phone_to_whoever_holds_it() {
+    let change = change_of(Status::Failed, disconnect());
+    assert_eq!(change.phone_guard, PhoneGuard::Keep);
+    assert_eq!(
+        change.counters,
+        vec![(Status::Failed, -1), (Status::Disconnected, 1)]
+    );
+}
+
+#[test]
+fn a_disconnected_number_is_torn_down_at_meta_and_loses_its_token_at_once() {
+    let number = number(Status::Disconnected);
+    assert_eq!(
+        teardown_due(&number, now(), Duration::days(7)),
+        Some(TeardownPlan {
+            meta: true,
+            delete_token: true
+        })
+    );
+}
+
+#[test]
+fn a_retriable_failure_keeps_its_token_for_the_retention_period() {
+    let mut number = failed_at(Step::RegisterNumber);
+    number.torn_down_at = None;
+    number.updated_at = now();
+    assert_eq!(
+        teardown_due(&number, now(), Duration::days(7)),
+        Some(TeardownPlan {
+            meta: true,
+            delete_token: false
+        })
+    );
+    number.torn_down_at = Some(now());
+    assert_eq!(teardown_due(&number, now(), Duration::days(7)), None);
+    let later = now() + Duration::days(7);
+    assert_eq!(
+        teardown_due(&number, later, Duration::days(7)),
+        Some(TeardownPlan {
+            meta: false,
+            delete_token: true
+        })
+    );
+}
+
+#[test]
+fn a_failure_no_retry_can_resume_loses_its_token_at_once() {
+    let mut number = failed_at(Step::ExchangeToken);
+    number.torn_down_at = None;
+    number.updated_at = now();
+    assert_eq!(
+        teardown_due(&number, now(), Duration::days(7)),
+        Some(TeardownPlan {
+            meta: true,
+            delete_token: true
+        })
+    );
+}
+
+#[test]
+fn a_live_number_has_no_teardown_due() {
+    for status in [Status::Pending, Status::Active, Status::Banned] {
+        assert_eq!(
+            teardown_due(&number(status), now(), Duration::days(7)),
+            None
+        );
+    }
+}
+
+#[test]
+fn a_teardown_clears_what_it_undid() {
+    let mut number = failed_at(Step::ConfigurePin);
+    number.torn_down_at = None;
+    let command = Command::TornDown(Teardown {
+        deregistered: true,
+        unsubscribed: true,
+        token_deleted: false,
+    });
+    let Decision::Change(change) = decide(&number, command, now()) else {
+        panic!("expected a change");
+    };
+    assert!(!change.number.registered && !change.number.subscribed);
+    assert_eq!(change.number.token_deleted_at, None);
+    assert_eq!(change.number.torn_down_at, Some(now()));
 }

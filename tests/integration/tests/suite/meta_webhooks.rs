@@ -419,6 +419,7 @@ async fn health_sync(p: &ProvisioningEnv) -> HealthSummary {
         meta: p.provisioner.meta.clone(),
         vault: p.provisioner.vault.clone(),
         concurrency: 8,
+        failed_token_retention_days: 7,
     };
     sync.run().await.expect("health sync")
 }
