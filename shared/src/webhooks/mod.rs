@@ -2,6 +2,7 @@
 //! deliveries off private networks, and delivery signed per Standard Webhooks.
 
 pub mod delivery;
+pub mod resolver;
 pub mod url_policy;
 
 use base64::Engine;
