@@ -234,3 +234,66 @@ async fn with_private_targets_allowed_the_same_name_is_connected_to() {
     assert!(service.accepted() >= 1, "{}", attempt.logs);
     assert!(!attempt.logs.contains("resolves only to internal addresses"));
 }
+
+#[tokio::test]
+async fn a_redirect_from_an_endpoint_is_not_followed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Given an internal service, and an endpoint that answers every delivery with a redirect
+    // to it
+    let internal = InternalService::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint_port = listener.local_addr().unwrap().port();
+    let redirect = format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{}/latest/meta-data/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        internal.port
+    );
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buffer = [0u8; 4096];
+            let _ = socket.read(&mut buffer).await;
+            let _ = socket.write_all(redirect.as_bytes()).await;
+        }
+    });
+    let env = TestEnv::new().await;
+    let account = env.account("acme").await;
+    let url = format!("http://127.0.0.1:{endpoint_port}/hooks");
+    let endpoint = WebhookEndpoint::new(account.clone(), url, None, time::now());
+    env.store.save_endpoint(&endpoint).await.unwrap();
+    let policy = UrlPolicy {
+        allow_private: true,
+    };
+    let deliverer = Deliverer {
+        store: env.store.clone(),
+        queue: NoRedelivery,
+        http: http_client(Duration::from_secs(2), policy.resolver()).unwrap(),
+        policy,
+        retry_schedule: vec![1],
+    };
+    let message = DeliveryMessage {
+        v: muchaw_shared::domain::messages::MESSAGE_VERSION,
+        event_id: "evt_redirect".into(),
+        event_type: EventType::NumberActivated,
+        account_id: account,
+        endpoint_id: endpoint.id.clone(),
+        body: "{}".into(),
+    };
+    let event = serde_json::from_value(json!({"Records": [{
+        "messageId": "m1", "receiptHandle": "r1",
+        "body": serde_json::to_string(&message).unwrap(),
+        "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}
+    }]}))
+    .unwrap();
+
+    // When the event is delivered
+    let response = deliverer.handle_deliveries(event).await;
+
+    // Then the redirect is a failed delivery (retried), and its target is never contacted
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert!(
+        !env.store
+            .was_delivered("evt_redirect", &endpoint.id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(internal.accepted(), 0);
+}
