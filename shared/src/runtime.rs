@@ -168,11 +168,12 @@ pub async fn run_deliver_webhooks() -> Result<(), Error> {
     let table = config::table_name()?;
     let queues = QueueUrls::from_env().require(&[Queue::WebhookDeliveries])?;
     let settings = config::WebhookDeliveryConfig::from_env()?;
+    let policy = config::webhook_url_policy()?;
     let deliverer = Arc::new(crate::webhooks::delivery::Deliverer {
         store: DynamoStore::new(clients.dynamodb.clone(), table),
         queue: SqsQueue::new(clients.sqs.clone(), queues),
-        http: crate::webhooks::delivery::http_client(settings.timeout)?,
-        policy: config::webhook_url_policy()?,
+        http: crate::webhooks::delivery::http_client(settings.timeout, policy.resolver())?,
+        policy,
         retry_schedule: settings.retry_schedule,
     });
     run_sqs(|event| {

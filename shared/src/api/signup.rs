@@ -129,7 +129,12 @@ where
     let (account, link) =
         caller(&state.store, &state.signer, &headers, body.state.as_deref()).await?;
     validate(&body)?;
-    if let Some(owner) = state.store.phone_owner(&body.phone_number_id).await? {
+    // A signup link is single use whatever the phone: the transaction creating the number
+    // consumes it, so with a link that transaction decides (a used state is refused even for a
+    // phone already connected here). With a key, a phone already connected is answered at once.
+    if link.is_none()
+        && let Some(owner) = state.store.phone_owner(&body.phone_number_id).await?
+    {
         return existing(&state.store, &owner, &account).await;
     }
     let number = Number::new_pending(

@@ -1,21 +1,39 @@
 //! API keys: random, shown once, stored only as a SHA-256 hash.
+//!
+//! Keys issued now are `mk_live_` + 43 base62 characters of randomness (256 bits) + a 6-character
+//! base62 CRC32 of those 43 characters (GitHub's token format): a secret scanner finds them
+//! with [`SCANNER_REGEX`] and drops look-alikes by the checksum, offline
+//! (`muchaw-admin api-key verify`). Keys issued before (`mk_` + base64url of 32 bytes) and keys
+//! imported with [`PlainApiKey::from_existing`] keep working: authentication looks a key up by
+//! its hash, whatever its format.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
+use rand::Rng;
+use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
 
+/// Every key authentication accepts starts with this.
 const PREFIX: &str = "mk_";
-const RANDOM_BYTES: usize = 32;
+/// Keys issued now start with this.
+pub const CHECKSUMMED_PREFIX: &str = "mk_live_";
+const RANDOM_CHARS: usize = 43;
+const CHECKSUM_CHARS: usize = 6;
+/// The length of a key issued now.
+pub const CHECKSUMMED_LENGTH: usize = CHECKSUMMED_PREFIX.len() + RANDOM_CHARS + CHECKSUM_CHARS;
+/// What secret scanners match (then confirm with the checksum): documented in docs/SECURITY.md.
+pub const SCANNER_REGEX: &str = r"\bmk_live_[0-9A-Za-z]{49}\b";
 
 /// The plain key. It exists only between generation and the one response that shows it.
 pub struct PlainApiKey(String);
 
 impl PlainApiKey {
     pub fn generate() -> PlainApiKey {
-        let mut bytes = [0u8; RANDOM_BYTES];
-        rand::rng().fill_bytes(&mut bytes);
-        PlainApiKey(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
+        let random: String = rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(RANDOM_CHARS)
+            .map(char::from)
+            .collect();
+        let checksum = checksum(&random);
+        PlainApiKey(format!("{CHECKSUMMED_PREFIX}{random}{checksum}"))
     }
 
     /// A key issued elsewhere (an import from another system, fixed example keys).
@@ -59,6 +77,61 @@ impl KeyHash {
     }
 }
 
+/// CRC32 of the random part, as 6 base62 characters (62^6 > 2^32), zero-padded.
+fn checksum(random: &str) -> String {
+    let encoded = base62::encode(crc32fast::hash(random.as_bytes()));
+    format!("{encoded:0>CHECKSUM_CHARS$}")
+}
+
+/// What a key's shape says about it, without any lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// `mk_live_…` with a matching checksum: issued by this system since keys carry one.
+    Checksummed,
+    /// An older (or imported) `mk_` key: no checksum to check; still accepted.
+    Legacy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyCheckError {
+    #[error("not a Muchaw API key: keys start with mk_ and hold only letters, digits, _ and -")]
+    NotAKey,
+    #[error(
+        "an mk_live_ key is {CHECKSUMMED_LENGTH} characters, all letters and digits after the prefix"
+    )]
+    Malformed,
+    #[error("the checksum does not match: the key is mistyped, cut short or not one Muchaw issued")]
+    BadChecksum,
+}
+
+/// Checks a key's shape and checksum offline. Never includes the key in its answer.
+pub fn check_key(key: &str) -> Result<KeyFormat, KeyCheckError> {
+    if let Some(rest) = key.strip_prefix(CHECKSUMMED_PREFIX) {
+        if key.len() != CHECKSUMMED_LENGTH || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(KeyCheckError::Malformed);
+        }
+        let (random, sum) = rest.split_at(RANDOM_CHARS);
+        return if checksum(random) == sum {
+            Ok(KeyFormat::Checksummed)
+        } else {
+            Err(KeyCheckError::BadChecksum)
+        };
+    }
+    if well_formed(key) {
+        Ok(KeyFormat::Legacy)
+    } else {
+        Err(KeyCheckError::NotAKey)
+    }
+}
+
+fn well_formed(key: &str) -> bool {
+    key.starts_with(PREFIX)
+        && key.len() <= 128
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Pulls the key out of `Authorization: Bearer <key>`; `None` for any other shape.
 pub fn bearer_key(header: &str) -> Option<&str> {
     let (scheme, rest) = header.split_once(' ')?;
@@ -66,12 +139,7 @@ pub fn bearer_key(header: &str) -> Option<&str> {
         return None;
     }
     let key = rest.trim();
-    let well_formed = key.starts_with(PREFIX)
-        && key.len() <= 128
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    well_formed.then_some(key)
+    well_formed(key).then_some(key)
 }
 
 #[cfg(test)]
@@ -83,8 +151,86 @@ mod tests {
         let a = PlainApiKey::generate();
         let b = PlainApiKey::generate();
         assert_ne!(a.expose(), b.expose());
-        assert!(a.expose().starts_with("mk_"));
-        assert!(a.expose().len() > 40);
+        assert!(a.expose().starts_with("mk_live_"));
+        assert_eq!(a.expose().len(), CHECKSUMMED_LENGTH);
+    }
+
+    #[test]
+    fn a_generated_key_passes_its_checksum_and_the_bearer_check() {
+        for _ in 0..200 {
+            let key = PlainApiKey::generate();
+            assert_eq!(check_key(key.expose()), Ok(KeyFormat::Checksummed));
+            let header = format!("Bearer {}", key.expose());
+            assert_eq!(bearer_key(&header), Some(key.expose()));
+        }
+    }
+
+    #[test]
+    fn a_key_with_one_character_changed_fails_its_checksum() {
+        // Given a valid key
+        let key = PlainApiKey::generate().expose().to_string();
+        // When any one character after the prefix is changed
+        for i in CHECKSUMMED_PREFIX.len()..key.len() {
+            let mut bytes = key.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'a' { b'b' } else { b'a' };
+            let typo = String::from_utf8(bytes).unwrap();
+            // Then the checksum catches it
+            assert_eq!(check_key(&typo), Err(KeyCheckError::BadChecksum), "at {i}");
+        }
+    }
+
+    #[test]
+    fn a_cut_or_non_base62_checksummed_key_is_malformed() {
+        let key = PlainApiKey::generate().expose().to_string();
+        assert_eq!(
+            check_key(&key[..key.len() - 1]),
+            Err(KeyCheckError::Malformed)
+        );
+        let dashed = format!("{}-{}", &key[..20], &key[21..]);
+        assert_eq!(check_key(&dashed), Err(KeyCheckError::Malformed));
+    }
+
+    #[test]
+    fn old_format_keys_are_legacy_and_other_strings_are_not_keys() {
+        let legacy = "mk_0A7yb3x-Qz_Lw9fT2pVn5uK8sHd4cJe6gRiMoXaYtBl";
+        assert_eq!(check_key(legacy), Ok(KeyFormat::Legacy));
+        assert!(PlainApiKey::from_existing(legacy.into()).is_some());
+        assert_eq!(check_key("ghp_abc"), Err(KeyCheckError::NotAKey));
+        assert_eq!(check_key("mk_a b"), Err(KeyCheckError::NotAKey));
+    }
+
+    #[test]
+    fn the_scanner_regex_finds_new_keys_and_no_old_or_longer_tokens() {
+        use base64::Engine;
+        let scanner = regex::Regex::new(SCANNER_REGEX).unwrap();
+        // Given a new key pasted into a config file
+        let key = PlainApiKey::generate();
+        let text = format!("MUCHAW_API_KEY={}\nOTHER=1\n", key.expose());
+        // Then the scanner finds exactly it
+        let found: Vec<&str> = scanner.find_iter(&text).map(|m| m.as_str()).collect();
+        assert_eq!(found, [key.expose()]);
+        // and nothing in old-format keys, the example key, or a longer token
+        for _ in 0..1000 {
+            let mut bytes = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+            let old = format!(
+                "mk_{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            );
+            assert!(!scanner.is_match(&old), "{old}");
+        }
+        assert!(!scanner.is_match("mk_example_local_key_0000000000000000000000000000"));
+        assert!(!scanner.is_match(&format!("{}X", key.expose())));
+        assert!(!scanner.is_match(&format!("x{}", key.expose())));
+    }
+
+    #[test]
+    fn the_checksum_is_six_base62_characters_even_for_small_crcs() {
+        // "A" has CRC32 0xD3D99E8B; the empty string has CRC32 0, which pads to "000000".
+        assert_eq!(checksum(""), "000000");
+        let sum = checksum("A");
+        assert_eq!(sum.len(), 6);
+        assert!(sum.bytes().all(|b| b.is_ascii_alphanumeric()));
     }
 
     #[test]

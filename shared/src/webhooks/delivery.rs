@@ -8,6 +8,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use serde::{Deserialize, Serialize};
 
+use super::resolver::{GuardedResolver, find_resolve_error};
 use super::url_policy::UrlPolicy;
 use crate::domain::messages::{self, MESSAGE_VERSION};
 use crate::domain::{AccountId, EventEnvelope, EventType};
@@ -103,13 +104,20 @@ pub struct Deliverer<S, Q> {
     pub retry_schedule: Vec<u32>,
 }
 
-/// The HTTP client deliveries use: the contract's 10 s, and no redirects (a redirect could
-/// lead anywhere, past the URL policy).
-pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+/// The HTTP client deliveries use: the contract's 10 s; no redirects (a redirect could lead
+/// anywhere, past the URL policy); no proxy (a proxy would resolve the name itself); and names
+/// resolved only by `resolver`, which never hands it an internal address (use
+/// [`UrlPolicy::resolver`]).
+pub fn http_client(
+    timeout: Duration,
+    resolver: GuardedResolver,
+) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(std::sync::Arc::new(resolver))
         .user_agent("Muchaw-Webhooks/1")
         .build()
 }
@@ -118,8 +126,20 @@ pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
 enum Failure {
     #[error("endpoint answered HTTP {0}")]
     Status(u16),
+    #[error("endpoint refused: {0}")]
+    Refused(String),
     #[error("endpoint unreachable: {0}")]
     Transport(String),
+}
+
+impl Failure {
+    fn of(err: reqwest::Error) -> Failure {
+        match find_resolve_error(&err) {
+            Some(refused) => Failure::Refused(refused.to_string()),
+            // Without the URL: it can carry a customer's token in its query.
+            None => Failure::Transport(err.without_url().to_string()),
+        }
+    }
 }
 
 impl<S, Q> Deliverer<S, Q>
@@ -182,8 +202,9 @@ where
                 return self.retry_after(delivery.receive_count);
             }
         };
-        // Checked again now: a hostname can start resolving somewhere internal after creation.
-        if let Err(reason) = self.policy.check(&endpoint.url).await {
+        // Checked again now, without DNS: the connection resolves the name, through a resolver
+        // that drops internal addresses (a name can start resolving somewhere internal).
+        if let Err(reason) = self.policy.check_target(&endpoint.url) {
             tracing::warn!(%reason, "endpoint URL refused; retrying");
             return self.retry_after(delivery.receive_count);
         }
@@ -231,8 +252,7 @@ where
             .body(message.body.clone())
             .send()
             .await
-            // Without the URL: it can carry a customer's token in its query.
-            .map_err(|e| Failure::Transport(e.without_url().to_string()))?;
+            .map_err(Failure::of)?;
         let status = response.status();
         if status.is_success() {
             Ok(())

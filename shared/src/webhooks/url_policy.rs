@@ -1,15 +1,19 @@
 //! Where webhooks may be sent: `https` only, and never to loopback, private, link-local,
-//! metadata or otherwise internal addresses, checked on every address a hostname resolves to
-//! (when endpoints are created and again before each delivery), unless the deployment allows
-//! private targets (`ALLOW_PRIVATE_WEBHOOK_URLS=true`: the local stack and tests).
+//! metadata or otherwise internal addresses, unless the deployment allows private targets
+//! (`ALLOW_PRIVATE_WEBHOOK_URLS=true`: the local stack and tests).
+//!
+//! When an endpoint is created every address its hostname resolves to is checked. Before each
+//! delivery the URL is checked again without DNS ([`UrlPolicy::check_target`]), and the name is
+//! resolved only by the connection itself, through [`GuardedResolver`], which drops internal
+//! addresses: the check and the connection cannot disagree (DNS rebinding).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
 
 use url::{Host, Url};
 
+use super::resolver::GuardedResolver;
+
 pub const MAX_URL_LENGTH: usize = 2048;
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UrlPolicy {
@@ -17,8 +21,34 @@ pub struct UrlPolicy {
 }
 
 impl UrlPolicy {
+    /// The resolver webhook connections (and [`Self::check`]) use under this policy.
+    pub fn resolver(&self) -> GuardedResolver {
+        GuardedResolver::system(self.allow_private)
+    }
+
     /// The URL, parsed, if webhooks may be delivered to it; otherwise why not, for the caller.
     pub async fn check(&self, raw: &str) -> Result<Url, String> {
+        self.check_with(raw, &self.resolver()).await
+    }
+
+    /// [`Self::check`] with the names resolved by `resolver`.
+    pub async fn check_with(&self, raw: &str, resolver: &GuardedResolver) -> Result<Url, String> {
+        let url = self.check_target(raw)?;
+        if self.allow_private {
+            return Ok(url);
+        }
+        if let Some(Host::Domain(name)) = url.host() {
+            let addresses = resolver.addresses(name).await.map_err(|e| e.to_string())?;
+            if let Some(ip) = addresses.iter().find(|ip| is_internal(**ip)) {
+                return Err(internal_address(*ip));
+            }
+        }
+        Ok(url)
+    }
+
+    /// Everything but DNS: the scheme, no credentials, a host, and no internal IP literal (a
+    /// literal never reaches a resolver). Names are left to the connection's resolver.
+    pub fn check_target(&self, raw: &str) -> Result<Url, String> {
         if raw.len() > MAX_URL_LENGTH {
             return Err(format!("url must be at most {MAX_URL_LENGTH} characters"));
         }
@@ -31,40 +61,21 @@ impl UrlPolicy {
         if !url.username().is_empty() || url.password().is_some() {
             return Err("url must not carry credentials".into());
         }
-        if self.allow_private {
-            return url
-                .host()
-                .map(|_| url.clone())
-                .ok_or_else(|| "url must have a host".into());
-        }
-        let port = url.port_or_known_default().unwrap_or(443);
-        let addresses: Vec<IpAddr> = match url.host() {
+        let literal = match url.host() {
             None => return Err("url must have a host".into()),
-            Some(Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
-            Some(Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
-            Some(Host::Domain(name)) => resolve(name, port).await?,
+            Some(Host::Domain(_)) => None,
+            Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
         };
-        if let Some(ip) = addresses.iter().find(|ip| is_internal(**ip)) {
-            return Err(format!(
-                "url must not point to a loopback, private, link-local or metadata address ({ip})"
-            ));
+        match literal {
+            Some(ip) if !self.allow_private && is_internal(ip) => Err(internal_address(ip)),
+            _ => Ok(url),
         }
-        Ok(url)
     }
 }
 
-async fn resolve(name: &str, port: u16) -> Result<Vec<IpAddr>, String> {
-    let lookup = tokio::net::lookup_host((name, port));
-    let addresses: Vec<IpAddr> = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
-        .await
-        .map_err(|_| format!("url host {name} did not resolve in time"))?
-        .map_err(|_| format!("url host {name} does not resolve"))?
-        .map(|socket| socket.ip())
-        .collect();
-    if addresses.is_empty() {
-        return Err(format!("url host {name} does not resolve"));
-    }
-    Ok(addresses)
+fn internal_address(ip: IpAddr) -> String {
+    format!("url must not point to a loopback, private, link-local or metadata address ({ip})")
 }
 
 /// Addresses no customer endpoint can legitimately have.
@@ -156,5 +167,39 @@ mod tests {
         };
         assert!(local.check("http://127.0.0.1:9000/hooks").await.is_ok());
         assert!(local.check("ftp://127.0.0.1/").await.is_err());
+    }
+
+    #[test]
+    fn the_check_before_a_delivery_refuses_internal_literals_without_dns() {
+        // Given URLs whose hosts are literals or names
+        // When they are checked without DNS
+        // Then internal literals are refused and names are left to the connection's resolver
+        assert!(STRICT.check_target("https://169.254.169.254/").is_err());
+        assert!(STRICT.check_target("https://[::1]/").is_err());
+        assert!(STRICT.check_target("http://hooks.example.com/").is_err());
+        assert!(STRICT.check_target("https://hooks.example.com/x").is_ok());
+        assert!(STRICT.check_target("https://93.184.215.14/x").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_name_with_any_internal_address_is_refused_at_creation() {
+        use super::super::resolver::{Lookup, NameLookup};
+        struct Mixed;
+        impl NameLookup for Mixed {
+            fn lookup<'a>(&'a self, _host: &'a str) -> Lookup<'a> {
+                Box::pin(async {
+                    Ok(vec![
+                        "93.184.215.14".parse().unwrap(),
+                        "10.0.0.7".parse().unwrap(),
+                    ])
+                })
+            }
+        }
+        let resolver = GuardedResolver::new(std::sync::Arc::new(Mixed), false);
+        let refused = STRICT
+            .check_with("https://hooks.example.com/", &resolver)
+            .await
+            .unwrap_err();
+        assert!(refused.contains("10.0.0.7"), "{refused}");
     }
 }

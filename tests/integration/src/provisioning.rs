@@ -138,8 +138,11 @@ impl ProvisioningEnv {
         let deliverer = Arc::new(muchaw_shared::webhooks::delivery::Deliverer {
             store: env.store.clone(),
             queue: queue.clone(),
-            http: muchaw_shared::webhooks::delivery::http_client(TEST_WEBHOOK_TIMEOUT)
-                .expect("http client"),
+            http: muchaw_shared::webhooks::delivery::http_client(
+                TEST_WEBHOOK_TIMEOUT,
+                muchaw_shared::webhooks::resolver::GuardedResolver::system(true),
+            )
+            .expect("http client"),
             policy: muchaw_shared::webhooks::url_policy::UrlPolicy {
                 allow_private: true,
             },

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
 use muchaw_shared::adapters::dynamo::DynamoStore;
+use muchaw_shared::domain::api_key::{KeyFormat, check_key};
 use muchaw_shared::domain::{AccountId, ApiKeyId};
 use muchaw_shared::ports::StoreError;
+use muchaw_shared::webhooks::{SecretFormat, check_secret};
 use muchaw_shared::{aws, config};
 use serde_json::json;
 
@@ -29,6 +31,11 @@ enum Command {
     ApiKey {
         #[command(subcommand)]
         command: ApiKeyCommand,
+    },
+    /// Webhook endpoint secrets.
+    WebhookSecret {
+        #[command(subcommand)]
+        command: WebhookSecretCommand,
     },
     /// Dead-letter queues.
     Dlq {
@@ -60,6 +67,21 @@ enum ApiKeyCommand {
         #[arg(long = "key-id")]
         key_id: String,
     },
+    /// Checks a key's format and checksum offline (no AWS access): is a string found in a leak
+    /// one of our keys? Prints nothing of the key.
+    Verify {
+        /// The key; `-` reads it from standard input (keeps it out of shell history).
+        key: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhookSecretCommand {
+    /// Checks a webhook secret's format and checksum offline. Prints nothing of the secret.
+    Verify {
+        /// The secret; `-` reads it from standard input.
+        secret: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -90,6 +112,15 @@ async fn main() -> ExitCode {
 async fn store() -> Result<DynamoStore> {
     let table = config::required(config::TABLE_NAME)?;
     Ok(DynamoStore::new(aws::dynamodb().await, table))
+}
+
+/// The argument, or standard input for `-`, without surrounding whitespace.
+fn argument_or_stdin(value: String) -> Result<String> {
+    if value != "-" {
+        return Ok(value.trim().to_string());
+    }
+    let read = std::io::read_to_string(std::io::stdin()).context("reading standard input")?;
+    Ok(read.trim().to_string())
 }
 
 async fn run(command: Command) -> Result<serde_json::Value> {
@@ -136,6 +167,34 @@ async fn run(command: Command) -> Result<serde_json::Value> {
                     other => other.into(),
                 })?;
             Ok(json!({"id": key_id, "accountId": account, "revoked": true}))
+        }
+        Command::ApiKey {
+            command: ApiKeyCommand::Verify { key },
+        } => {
+            let key = argument_or_stdin(key)?;
+            match check_key(&key)? {
+                KeyFormat::Checksummed => Ok(json!({"format": "mk_live", "checksum": "valid"})),
+                KeyFormat::Legacy => Ok(json!({
+                    "format": "legacy",
+                    "checksum": "none",
+                    "note": "an older mk_ key carries no checksum; only a lookup can tell whether it is live",
+                })),
+            }
+        }
+        Command::WebhookSecret {
+            command: WebhookSecretCommand::Verify { secret },
+        } => {
+            let secret = argument_or_stdin(secret)?;
+            match check_secret(&secret)? {
+                SecretFormat::Checksummed => {
+                    Ok(json!({"format": "whsec_mUch", "checksum": "valid"}))
+                }
+                SecretFormat::Legacy => Ok(json!({
+                    "format": "legacy",
+                    "checksum": "none",
+                    "note": "a whsec_ secret without the whsec_mUch marker carries no checksum: older, or not ours",
+                })),
+            }
         }
         Command::Dlq {
             command: DlqCommand::Redrive { queue },

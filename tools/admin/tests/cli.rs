@@ -42,6 +42,10 @@ async fn an_operator_creates_an_account_and_a_key_that_authenticates_until_revok
     assert!(ok);
     assert_eq!(key["accountId"], account_id.as_str());
     let plain = key["key"].as_str().unwrap().to_string();
+    assert_eq!(
+        muchaw_shared::domain::api_key::check_key(&plain),
+        Ok(muchaw_shared::domain::api_key::KeyFormat::Checksummed)
+    );
     let key_id = key["id"].as_str().unwrap().to_string();
 
     let response = env.get(Some(&plain), "/api/numbers", "").await;
@@ -104,4 +108,101 @@ async fn dlq_redrive_moves_dead_letters_back_to_their_queue() {
     assert_eq!(result["moved"], 3);
     let moved = env.drain(muchaw_shared::ports::Queue::Teardown).await;
     assert_eq!(moved.len(), 3);
+}
+
+/// `muchaw-admin` with no table and AWS pointed nowhere: what runs must run offline.
+fn admin_offline(args: &[&str], stdin: Option<&str>) -> (bool, Value, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_muchaw-admin"))
+        .args(args)
+        .env_remove("TABLE_NAME")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("muchaw-admin runs");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .expect("stdin written");
+    drop(input);
+    let output = child.wait_with_output().expect("muchaw-admin exits");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (output.status.success(), json, format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn verify_confirms_an_issued_key_offline_without_printing_it() {
+    // Given a key as the system issues it
+    let key = muchaw_shared::domain::api_key::PlainApiKey::generate();
+    // When an operator verifies it, as an argument and from standard input
+    for (args, stdin) in [
+        (["api-key", "verify", key.expose()], None),
+        (
+            ["api-key", "verify", "-"],
+            Some(format!("{}\n", key.expose())),
+        ),
+    ] {
+        let (ok, result, printed) = admin_offline(&args, stdin.as_deref());
+        // Then the checksum is valid and the key is not echoed
+        assert!(ok, "{printed}");
+        assert_eq!(result["format"], "mk_live");
+        assert_eq!(result["checksum"], "valid");
+        assert!(!printed.contains(key.expose()));
+    }
+}
+
+#[test]
+fn verify_refuses_a_key_whose_checksum_does_not_match() {
+    let key = muchaw_shared::domain::api_key::PlainApiKey::generate()
+        .expose()
+        .to_string();
+    let last = key.len() - 1;
+    let typo = format!(
+        "{}{}",
+        &key[..last],
+        if key.ends_with('0') { '1' } else { '0' }
+    );
+    let (ok, result, printed) = admin_offline(&["api-key", "verify", &typo], None);
+    assert!(!ok);
+    assert_eq!(result, Value::Null);
+    assert!(printed.contains("checksum does not match"), "{printed}");
+    assert!(!printed.contains(&typo));
+}
+
+#[test]
+fn verify_says_an_old_format_key_has_no_checksum() {
+    let (ok, result, printed) = admin_offline(
+        &[
+            "api-key",
+            "verify",
+            "mk_0A7yb3x-Qz_Lw9fT2pVn5uK8sHd4cJe6gRiMoXaYtBl",
+        ],
+        None,
+    );
+    assert!(ok, "{printed}");
+    assert_eq!(result["format"], "legacy");
+    assert_eq!(result["checksum"], "none");
+    let (ok, _, printed) = admin_offline(&["api-key", "verify", "ghp_notours"], None);
+    assert!(!ok);
+    assert!(printed.contains("not a Muchaw API key"), "{printed}");
+}
+
+#[test]
+fn webhook_secret_verify_checks_the_checksum_inside_the_base64() {
+    let secret = muchaw_shared::webhooks::generate_secret();
+    let (ok, result, printed) =
+        admin_offline(&["webhook-secret", "verify", "-"], Some(secret.expose()));
+    assert!(ok, "{printed}");
+    assert_eq!(result["checksum"], "valid");
+    assert!(!printed.contains(secret.expose()));
+    let mut typo = secret.expose().to_string().into_bytes();
+    typo[12] = if typo[12] == b'A' { b'B' } else { b'A' };
+    let typo = String::from_utf8(typo).unwrap();
+    let (ok, _, printed) = admin_offline(&["webhook-secret", "verify", &typo], None);
+    assert!(!ok);
+    assert!(printed.contains("checksum does not match"), "{printed}");
 }

@@ -141,7 +141,10 @@ pub fn build(
     let deliverer = Arc::new(Deliverer {
         store: store.clone(),
         queue: queue_for("DeliverWebhooksFunction")?,
-        http: http_client(muchaw_shared::webhooks::delivery::DELIVERY_TIMEOUT)?,
+        http: http_client(
+            muchaw_shared::webhooks::delivery::DELIVERY_TIMEOUT,
+            policy.resolver(),
+        )?,
         policy,
         retry_schedule: LOCAL_WEBHOOK_RETRIES.to_vec(),
     });
