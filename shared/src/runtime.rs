@@ -118,7 +118,10 @@ pub async fn run_numbers_api() -> Result<(), Error> {
     let clients = Clients::load().await;
     let table = config::table_name()?;
     let store = DynamoStore::new(clients.dynamodb.clone(), table);
-    let queues = QueueUrls::from_env().require(&[Queue::Teardown, Queue::Events])?;
+    // A retried number resumes at any step after the code exchange.
+    let mut sends = vec![Queue::Teardown, Queue::Events];
+    sends.extend(Step::ALL.into_iter().skip(1).map(Queue::Step));
+    let queues = QueueUrls::from_env().require(&sends)?;
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
     let signer = link_signer(&clients).await?;
     let base_url = config::signup_link_base_url()?;

@@ -2,12 +2,16 @@
 //! against moto and the fake Meta, through the real handlers.
 
 mod dynamo_store;
+mod key_formats;
 mod large_account;
 mod meta_webhooks;
 mod numbers_api;
 mod openapi_contract;
 mod provisioning;
+mod races;
 mod rate_limit;
 mod secrets_never_leak;
 mod signup;
+mod token_lifetime;
+mod webhook_rebinding;
 mod webhooks;

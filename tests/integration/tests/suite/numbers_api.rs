@@ -343,16 +343,28 @@ async fn bad_requests_get_the_error_envelope_and_change_nothing() {
             code: "not_found",
         },
         BadRequest {
-            name: "delete a FAILED number",
+            name: "retry an ACTIVE number",
             event: http_event(
-                "DELETE",
-                &format!("/api/numbers/{}", failed.id),
+                "POST",
+                &format!("/api/numbers/{}/retry", number.id),
                 "",
                 k,
                 None,
             ),
             status: 409,
             code: "conflict",
+        },
+        BadRequest {
+            name: "retry another account's number",
+            event: http_event(
+                "POST",
+                &format!("/api/numbers/{}/retry", foreign.id),
+                "",
+                k,
+                None,
+            ),
+            status: 404,
+            code: "not_found",
         },
         BadRequest {
             name: "missing key",

@@ -21,10 +21,11 @@ const WABA: &str = "230000000000001";
 
 /// Every route the functions serve, as written in `shared/src/api/mod.rs` (numbers, signup
 /// links, signup callback, webhooks) and `shared/src/meta_webhook.rs`.
-const SERVED_ROUTES: [(&str, &str); 10] = [
+const SERVED_ROUTES: [(&str, &str); 11] = [
     ("GET", "/api/numbers"),
     ("GET", "/api/numbers/{id}"),
     ("DELETE", "/api/numbers/{id}"),
+    ("POST", "/api/numbers/{id}/retry"),
     ("POST", "/api/signup/callback"),
     ("POST", "/api/signup-links"),
     ("GET", "/api/webhooks"),
@@ -574,14 +575,14 @@ async fn getting_and_disconnecting_numbers_answer_as_documented() {
 }
 
 #[tokio::test]
-async fn disconnecting_a_failed_number_is_a_documented_conflict() {
+async fn disconnecting_a_failed_number_answers_as_documented() {
     let p = ProvisioningEnv::new().await;
     let (account, key) = p.env.account_with_key("acme").await;
     let numbers = seed_numbers(&p, &account).await;
     let failed = with_status(&numbers, Status::Failed);
-    expect(
+    let gone = expect(
         &p,
-        409,
+        200,
         "DELETE",
         "/api/numbers/{id}",
         &format!("/api/numbers/{failed}"),
@@ -590,6 +591,51 @@ async fn disconnecting_a_failed_number_is_a_documented_conflict() {
         None,
     )
     .await;
+    assert_eq!(gone.body["data"]["status"], "DISCONNECTED");
+}
+
+#[tokio::test]
+async fn retrying_numbers_answers_as_documented() {
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("acme").await;
+    let numbers = seed_numbers(&p, &account).await;
+    let path = "/api/numbers/{id}/retry";
+    let uri = |id: &str| format!("/api/numbers/{id}/retry");
+    let key = Some(key.as_str());
+    let failed = with_status(&numbers, Status::Failed);
+    let retried = expect(&p, 202, "POST", path, &uri(&failed), "", key, None).await;
+    assert_eq!(retried.body["data"]["status"], "PENDING");
+    expect(&p, 200, "POST", path, &uri(&failed), "", key, None).await;
+    // A failed code exchange: only a new signup helps.
+    let mut unexchanged = sample_number(&account, Status::Failed, 30);
+    unexchanged.failure_reason = Some(FailureReason {
+        step: "EXCHANGE_TOKEN".into(),
+        code: "100/36007".into(),
+        message: "This authorization code has expired.".into(),
+    });
+    p.env
+        .store
+        .import_numbers(std::slice::from_ref(&unexchanged))
+        .await
+        .expect("import");
+    let refused = expect(
+        &p,
+        409,
+        "POST",
+        path,
+        &uri(unexchanged.id.as_str()),
+        "",
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(refused.body["error"]["code"], "reauthorization_required");
+    let active = with_status(&numbers, Status::Active);
+    let conflict = expect(&p, 409, "POST", path, &uri(&active), "", key, None).await;
+    assert_eq!(conflict.body["error"]["code"], "conflict");
+    let pending = with_status(&numbers, Status::Pending);
+    expect(&p, 200, "POST", path, &uri(&pending), "", key, None).await;
+    expect(&p, 404, "POST", path, &uri("nosuchnumber"), "", key, None).await;
 }
 
 #[tokio::test]

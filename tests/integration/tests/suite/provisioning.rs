@@ -313,3 +313,102 @@ async fn display_name_not_ready_keeps_the_number_pending_and_retrying() {
     let number = p.settled(&account, &id, SETTLE).await;
     assert_eq!(number.status, Status::Active);
 }
+
+/// Waits (bounded) until `done` holds for the number, and returns it.
+async fn until(
+    p: &ProvisioningEnv,
+    account: &AccountId,
+    id: &str,
+    done: impl Fn(&muchaw_shared::domain::Number) -> bool,
+) -> muchaw_shared::domain::Number {
+    p.start();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let number = p.number(account, id).await;
+        if done(&number) || tokio::time::Instant::now() > deadline {
+            return number;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_number_is_torn_down_at_meta_keeps_its_token_and_a_retry_brings_it_to_active() {
+    let p = ProvisioningEnv::new().await;
+    p.meta.fail_next(Route::SetPin, 1, Fault::pin_mismatch());
+    let (account, key, id) = signup(&p, "200000000000301").await;
+
+    let failed = until(&p, &account, &id, |n| n.torn_down_at.is_some()).await;
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(
+        failed.failure_reason.as_ref().map(|r| r.step.as_str()),
+        Some("CONFIGURE_PIN")
+    );
+    assert!(!failed.subscribed && !failed.registered, "{failed:?}");
+    assert_eq!(failed.token_deleted_at, None, "kept for a retry");
+    assert_eq!(p.meta.calls_to(Route::Deregister).len(), 1);
+    assert_eq!(p.meta.calls_to(Route::UnsubscribeApp).len(), 1);
+
+    let retried = p
+        .invoke(muchaw_tests::http_event(
+            "POST",
+            &format!("/api/numbers/{id}/retry"),
+            "",
+            Some(&key),
+            None,
+        ))
+        .await;
+    assert_eq!(retried.status, 202, "{:?}", retried.body);
+    assert_eq!(retried.body["data"]["provisioningStep"], "SUBSCRIBE_WABA");
+
+    let active = p.settled(&account, &id, SETTLE).await;
+    assert_eq!(active.status, Status::Active, "{active:?}");
+    assert!(active.subscribed && active.registered);
+    let types: Vec<String> = events_of(&p, &id)
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        types,
+        vec!["number.failed", "number.retried", "number.activated"]
+    );
+    assert_eq!(
+        p.meta.calls_to(Route::ExchangeCode).len(),
+        1,
+        "the code is not used again"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_code_exchange_deletes_the_token_at_once_and_needs_a_new_signup() {
+    let p = ProvisioningEnv::new().await;
+    p.meta.fail_next(
+        Route::ExchangeCode,
+        1,
+        Fault::Error {
+            http_status: 400,
+            code: 100,
+            subcode: Some(36007),
+            is_transient: false,
+            message: "This authorization code has expired.".into(),
+        },
+    );
+    let (account, key, id) = signup(&p, "200000000000302").await;
+
+    let failed = until(&p, &account, &id, |n| n.torn_down_at.is_some()).await;
+    assert_eq!(failed.status, Status::Failed);
+    assert!(failed.token_deleted_at.is_some(), "{failed:?}");
+
+    let retried = p
+        .invoke(muchaw_tests::http_event(
+            "POST",
+            &format!("/api/numbers/{id}/retry"),
+            "",
+            Some(&key),
+            None,
+        ))
+        .await;
+    assert_eq!(retried.status, 409);
+    assert_eq!(retried.body["error"]["code"], "reauthorization_required");
+    assert_eq!(p.number(&account, &id).await.status, Status::Failed);
+}
