@@ -12,9 +12,9 @@ use crate::adapters::secrets::{SecretsVault, read_app_secrets, read_secret_strin
 use crate::adapters::sqs::SqsQueue;
 use crate::aws::Clients;
 use crate::config::{self, MetaEnv, QueueUrls};
-use crate::domain::Step;
 use crate::domain::secrets::Secret;
 use crate::domain::signup_link::LinkSigner;
+use crate::domain::{Onboarding, Step};
 use crate::ports::Queue;
 use crate::provisioning::Provisioner;
 use crate::{api, telemetry};
@@ -72,7 +72,14 @@ pub async fn run_step(step: Step) -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
     let mut sends = vec![Queue::Step(step), Queue::Events, Queue::Teardown];
-    sends.extend(step.next().map(Queue::Step));
+    // Where the chain goes next depends on how the number is onboarded.
+    for onboarding in [Onboarding::CloudApi, Onboarding::Coexistence] {
+        if let Some(next) = step.next_for(onboarding).map(Queue::Step)
+            && !sends.contains(&next)
+        {
+            sends.push(next);
+        }
+    }
     let provisioner = Arc::new(provisioner(&clients, &sends, step == Step::ExchangeToken).await?);
     run_sqs(|event| {
         let provisioner = provisioner.clone();

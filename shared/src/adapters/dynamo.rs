@@ -28,8 +28,8 @@ use crate::domain::api_key::{KeyHash, PlainApiKey};
 use crate::domain::lifecycle::{Change, PhoneGuard};
 use crate::domain::time::{self, Timestamp};
 use crate::domain::{
-    AccountId, ApiKeyId, EventEnvelope, FailureReason, Number, NumberId, QualityRating, Status,
-    Step,
+    AccountId, ApiKeyId, EventEnvelope, FailureReason, Number, NumberId, Onboarding, QualityRating,
+    Status, Step,
 };
 use crate::ports::{
     ApiKeyVerifier, CommitOutcome, CreateOutcome, EventLog, LifecycleStore, NumberPage,
@@ -151,6 +151,8 @@ struct NumberItem {
     account_id: AccountId,
     waba_id: String,
     phone_number_id: String,
+    #[serde(default, skip_serializing_if = "Onboarding::is_default")]
+    onboarding: Onboarding,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     display_number: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,6 +201,7 @@ impl NumberItem {
             account_id: number.account_id.clone(),
             waba_id: number.waba_id.clone(),
             phone_number_id: number.phone_number_id.clone(),
+            onboarding: number.onboarding,
             display_number: number.display_number.clone(),
             display_name: number.display_name.clone(),
             quality_rating: number.quality_rating,
@@ -229,6 +232,7 @@ impl NumberItem {
             account_id: self.account_id,
             waba_id: self.waba_id,
             phone_number_id: self.phone_number_id,
+            onboarding: self.onboarding,
             display_number: self.display_number,
             display_name: self.display_name,
             quality_rating: self.quality_rating,

@@ -15,7 +15,7 @@ use crate::domain::api_key::{KeyHash, bearer_key};
 use crate::domain::messages::StepMessage;
 use crate::domain::secrets::Secret;
 use crate::domain::signup_link::{LinkError, LinkSigner};
-use crate::domain::{AccountId, Number, Status, Step, time};
+use crate::domain::{AccountId, Number, Onboarding, Status, Step, time};
 use crate::ports::{
     ApiKeyVerifier, CreateOutcome, MessageQueue, NumberReader, PhoneOwner, ProvisioningStore,
     SignupLinks,
@@ -35,6 +35,10 @@ pub struct CallbackBody {
     phone_number_id: String,
     #[serde(default)]
     state: Option<String>,
+    /// `coexistence` for a signup that keeps the number on the WhatsApp Business app (the
+    /// `FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING` message); `cloud_api` by default.
+    #[serde(default)]
+    mode: Onboarding,
 }
 
 fn meta_id(name: &str, value: &str) -> Result<(), ApiError> {
@@ -142,7 +146,8 @@ where
         body.waba_id.clone(),
         body.phone_number_id.clone(),
         time::now(),
-    );
+    )
+    .onboarded_as(body.mode);
     // The exchange must start within a second or two of the callback (Meta's code lives ~30 s),
     // so the first message goes out before the write: a crash in between leaves a message about
     // a number that never existed, which the step drops, rather than a number nobody provisions.

@@ -184,7 +184,7 @@ pub fn readiness(number: &Number, step: Step) -> Readiness {
     let at = number.provisioning_step.unwrap_or(Step::FIRST);
     if at.ordinal() > step.ordinal() {
         Readiness::Done {
-            resend: step.next().filter(|next| *next == at),
+            resend: step.next_for(number.onboarding).filter(|next| *next == at),
         }
     } else if at == step {
         Readiness::Run
@@ -288,10 +288,12 @@ pub fn resume_step(number: &Number) -> Option<Step> {
         (!number.subscribed).then_some(Step::SubscribeWaba),
         (!number.registered).then_some(Step::RegisterNumber),
     ];
+    let undone = undone
+        .into_iter()
+        .flatten()
+        .filter(|step| step.applies_to(number.onboarding));
     Some(
         undone
-            .into_iter()
-            .flatten()
             .filter(|step| step.ordinal() < failed.ordinal())
             .min_by_key(|step| step.ordinal())
             .unwrap_or(failed),
@@ -389,7 +391,7 @@ fn step_done(number: &Number, step: Step, record: StepRecord, now: Timestamp) ->
         Readiness::Early { at } => return refused(Refusal::StepNotReached { step, at }),
         Readiness::Run => {}
     }
-    let Some(next) = step.next() else {
+    let Some(next) = step.next_for(number.onboarding) else {
         return refused(Refusal::LastStep { step });
     };
     let mut after = number.clone();

@@ -25,6 +25,22 @@ impl QualityRating {
     }
 }
 
+/// How the number is onboarded. A coexistence number stays on the WhatsApp Business app: Meta
+/// refuses to register it or set its PIN, so those steps are skipped, and never undone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Onboarding {
+    #[default]
+    CloudApi,
+    Coexistence,
+}
+
+impl Onboarding {
+    pub fn is_default(&self) -> bool {
+        *self == Onboarding::CloudApi
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureReason {
     pub step: String,
@@ -40,6 +56,7 @@ pub struct Number {
     pub account_id: AccountId,
     pub waba_id: String,
     pub phone_number_id: String,
+    pub onboarding: Onboarding,
     pub display_number: Option<String>,
     pub display_name: Option<String>,
     pub quality_rating: Option<QualityRating>,
@@ -79,6 +96,7 @@ impl Number {
             account_id,
             waba_id,
             phone_number_id,
+            onboarding: Onboarding::CloudApi,
             display_number: None,
             display_name: None,
             quality_rating: None,
@@ -97,6 +115,14 @@ impl Number {
             token_expiry_warned_on: None,
             version: 1,
         }
+    }
+}
+
+impl Number {
+    /// The same new number, onboarded another way.
+    pub fn onboarded_as(mut self, onboarding: Onboarding) -> Number {
+        self.onboarding = onboarding;
+        self
     }
 }
 

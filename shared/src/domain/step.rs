@@ -2,6 +2,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::number::Onboarding;
+
 /// The provisioning chain, in order. Each step knows its successor; the last one hands over to
 /// the events queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -25,6 +27,24 @@ impl Step {
         Step::FetchProfile,
         Step::ActivateNumber,
     ];
+
+    /// Whether a number onboarded this way runs this step.
+    pub fn applies_to(self, onboarding: Onboarding) -> bool {
+        !(onboarding == Onboarding::Coexistence
+            && matches!(self, Step::RegisterNumber | Step::ConfigurePin))
+    }
+
+    /// The next step a number onboarded this way runs.
+    pub fn next_for(self, onboarding: Onboarding) -> Option<Step> {
+        let mut next = self.next();
+        while let Some(step) = next {
+            if step.applies_to(onboarding) {
+                return Some(step);
+            }
+            next = step.next();
+        }
+        None
+    }
 
     pub fn next(self) -> Option<Step> {
         let position = Step::ALL.iter().position(|s| *s == self)?;
@@ -73,5 +93,19 @@ mod tests {
         }
         assert_eq!(seen, Step::ALL);
         assert_eq!(Step::ActivateNumber.next(), None);
+    }
+
+    #[test]
+    fn a_coexistence_number_skips_registration_and_the_pin() {
+        assert_eq!(
+            Step::SubscribeWaba.next_for(Onboarding::Coexistence),
+            Some(Step::FetchProfile)
+        );
+        assert_eq!(
+            Step::SubscribeWaba.next_for(Onboarding::CloudApi),
+            Some(Step::RegisterNumber)
+        );
+        assert!(!Step::ConfigurePin.applies_to(Onboarding::Coexistence));
+        assert!(Step::FetchProfile.applies_to(Onboarding::Coexistence));
     }
 }

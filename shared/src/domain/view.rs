@@ -1,7 +1,7 @@
 use serde::Serialize;
 
 use crate::domain::time::{self, Timestamp};
-use crate::domain::{FailureReason, Number, QualityRating, Status, Step};
+use crate::domain::{FailureReason, Number, Onboarding, QualityRating, Status, Step};
 
 /// The contract's Number object. Built field by field from the domain, so nothing reaches a
 /// client by accident: no account id, no token, no secret reference.
@@ -11,6 +11,9 @@ pub struct NumberView {
     pub id: String,
     pub waba_id: String,
     pub phone_number_id: String,
+    /// `coexistence` when the number stays on the WhatsApp Business app; absent otherwise.
+    #[serde(skip_serializing_if = "Onboarding::is_default")]
+    pub onboarding: Onboarding,
     pub display_number: Option<String>,
     pub quality_rating: Option<QualityRating>,
     pub status: Status,
@@ -34,6 +37,7 @@ impl From<&Number> for NumberView {
             id: number.id.to_string(),
             waba_id: number.waba_id.clone(),
             phone_number_id: number.phone_number_id.clone(),
+            onboarding: number.onboarding,
             display_number: number.display_number.clone(),
             quality_rating: number.quality_rating,
             status: number.status,
