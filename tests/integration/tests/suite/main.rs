@@ -10,4 +10,5 @@ mod provisioning;
 mod rate_limit;
 mod secrets_never_leak;
 mod signup;
+mod signup_page;
 mod webhooks;
