@@ -140,7 +140,9 @@ pub async fn run_signup_callback() -> Result<(), Error> {
     let signer = link_signer(&clients).await?;
     let page = config::signup_page_config()?;
     if page.config_id.is_empty() {
-        tracing::warn!("EMBEDDED_SIGNUP_CONFIG_ID is empty: the hosted signup page cannot start Embedded Signup");
+        tracing::warn!(
+            "EMBEDDED_SIGNUP_CONFIG_ID is empty: the hosted signup page cannot start Embedded Signup"
+        );
     }
     let routes = api::signup_callback_routes(store.clone(), queue, signer.clone())
         .merge(api::signup_page_routes(store.clone(), signer, page));

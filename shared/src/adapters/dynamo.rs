@@ -33,8 +33,7 @@ use crate::domain::{
 };
 use crate::ports::{
     ApiKeyVerifier, CommitOutcome, CreateOutcome, EventLog, LifecycleStore, NumberPage,
-    NumberReader, Page, PhoneOwner, ProvisioningStore, RequestQuota, StoreError,
-    StoreResult,
+    NumberReader, Page, PhoneOwner, ProvisioningStore, RequestQuota, StoreError, StoreResult,
 };
 
 pub mod keys {

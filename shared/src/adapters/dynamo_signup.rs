@@ -15,9 +15,7 @@ use crate::domain::signup_session::{
     LinkCursor, MetaSignupError, RECORD_RETENTION, Report, SignupSession,
 };
 use crate::domain::{AccountId, NumberId, time};
-use crate::ports::{
-    LinkPage, RevokeOutcome, SignupLinks, SignupSessions, StoreError, StoreResult,
-};
+use crate::ports::{LinkPage, RevokeOutcome, SignupLinks, SignupSessions, StoreError, StoreResult};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -242,15 +240,14 @@ impl SignupSessions for DynamoStore {
             (":account", s(account.as_str())),
             (":epoch", n(at.timestamp())),
         ];
-        let mut optional = |name: &'static str, placeholder: &'static str, value: Option<&str>| {
-            match value {
+        let mut optional =
+            |name: &'static str, placeholder: &'static str, value: Option<&str>| match value {
                 Some(value) => {
                     sets.push(name);
                     values.push((placeholder, s(value)));
                 }
                 None => removes.push(name.split(' ').next().unwrap_or(name)),
-            }
-        };
+            };
         match report {
             Report::Opened => {
                 optional("cancelStep = :step", ":step", None);
@@ -268,7 +265,11 @@ impl SignupSessions for DynamoStore {
                 optional("cancelStep = :step", ":step", None);
                 optional("errorMessage = :message", ":message", Some(&error.message));
                 optional("errorId = :error", ":error", error.error_id.as_deref());
-                optional("sessionId = :session", ":session", error.session_id.as_deref());
+                optional(
+                    "sessionId = :session",
+                    ":session",
+                    error.session_id.as_deref(),
+                );
             }
         }
         sets.push("openedAt = if_not_exists(openedAt, :at)");

@@ -25,8 +25,8 @@ use serde_json::{Value, json};
 use super::{ApiError, JsonBody};
 use crate::domain::signup_link::{LinkError, LinkSigner};
 use crate::domain::signup_session::{
-    MAX_ERROR_ID_LEN, MAX_ERROR_MESSAGE_LEN, MAX_STEP_LEN, MetaSignupError, Report,
-    SessionState, SignupSession,
+    MAX_ERROR_ID_LEN, MAX_ERROR_MESSAGE_LEN, MAX_STEP_LEN, MetaSignupError, Report, SessionState,
+    SignupSession,
 };
 use crate::domain::time;
 use crate::ports::{NumberReader, SignupSessions};
@@ -295,10 +295,7 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
         headers.insert(
             header::CONTENT_SECURITY_POLICY,
@@ -315,7 +312,10 @@ fn html(status: StatusCode, lang: Lang, csp: &str, body: String) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    headers.insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(lang.tag()));
+    headers.insert(
+        header::CONTENT_LANGUAGE,
+        HeaderValue::from_static(lang.tag()),
+    );
     headers.insert(header::VARY, HeaderValue::from_static("Accept-Language"));
     if let Ok(value) = HeaderValue::from_str(csp) {
         headers.insert(header::CONTENT_SECURITY_POLICY, value);
@@ -502,12 +502,7 @@ pub async fn page<S: SignupSessions>(
         continue_label = escape_html(t.continue_label),
         config = script_json(&config),
     );
-    html(
-        StatusCode::OK,
-        lang,
-        &page_csp(&nonce, &state.page),
-        body,
-    )
+    html(StatusCode::OK, lang, &page_csp(&nonce, &state.page), body)
 }
 
 /// The page's behaviour. It never writes markup from data (only `textContent`), accepts

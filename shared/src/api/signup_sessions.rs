@@ -133,7 +133,13 @@ mod tests {
     fn a_link_list_query_reads_limit_and_cursor() {
         assert_eq!(parse_link_query(None).unwrap().limit, DEFAULT_LIMIT);
         assert_eq!(parse_link_query(Some("limit=5&x=1")).unwrap().limit, 5);
-        for bad in ["limit=0", "limit=101", "limit=a", "cursor=%21", "limit=1&limit=2"] {
+        for bad in [
+            "limit=0",
+            "limit=101",
+            "limit=a",
+            "cursor=%21",
+            "limit=1&limit=2",
+        ] {
             assert!(parse_link_query(Some(bad)).is_err(), "{bad}");
         }
     }

@@ -176,10 +176,7 @@ impl SignupSession {
                 }
                 Report::Failed(error) => {
                     set("failedAt", time::format(at).into());
-                    set(
-                        "metaError",
-                        serde_json::to_value(error).unwrap_or_default(),
-                    );
+                    set("metaError", serde_json::to_value(error).unwrap_or_default());
                 }
             }
         }
@@ -275,10 +272,7 @@ mod tests {
         assert_eq!(link.state(now), SessionState::Cancelled);
         assert_eq!(link.view(now)["cancelledAtStep"], "PHONE_NUMBER_SETUP");
         assert!(link.is_usable(now), "a cancelled signup can be tried again");
-        assert_eq!(
-            link.state(now + Duration::hours(25)),
-            SessionState::Expired
-        );
+        assert_eq!(link.state(now + Duration::hours(25)), SessionState::Expired);
         link.number_id = Some(NumberId::from("num_1".to_string()));
         assert_eq!(
             link.state(now + Duration::hours(25)),

@@ -274,7 +274,10 @@ pub fn page_config(env: &HashMap<String, String>) -> api::signup_page::PageConfi
     api::signup_page::PageConfig {
         app_id: get("META_APP_ID", ""),
         config_id: get("EMBEDDED_SIGNUP_CONFIG_ID", ""),
-        graph_version: get("META_GRAPH_VERSION", muchaw_shared::config::DEFAULT_GRAPH_VERSION),
+        graph_version: get(
+            "META_GRAPH_VERSION",
+            muchaw_shared::config::DEFAULT_GRAPH_VERSION,
+        ),
         sdk_url: get("META_SDK_URL", api::signup_page::DEFAULT_SDK_URL),
         meta_origin: get("META_ORIGIN", api::signup_page::DEFAULT_META_ORIGIN),
     }

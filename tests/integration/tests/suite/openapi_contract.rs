@@ -955,7 +955,10 @@ fn customer_events_match_the_documented_webhook_payload() {
 
 /// A link's state as the page's routes and the page itself see it.
 fn state_of(link: &ApiResponse) -> String {
-    link.body["data"]["state"].as_str().expect("state").to_string()
+    link.body["data"]["state"]
+        .as_str()
+        .expect("state")
+        .to_string()
 }
 
 fn query_of(state: &str) -> String {
@@ -984,7 +987,10 @@ async fn signup_sessions_and_the_hosted_page_answer_as_documented() {
 
     let got = expect(&p, 200, "GET", one, &uri, "", key, None).await;
     assert_eq!(got.body["data"]["state"], "unused");
-    assert_eq!(got.body["data"]["redirectUrl"], "https://app.example.com/done");
+    assert_eq!(
+        got.body["data"]["redirectUrl"],
+        "https://app.example.com/done"
+    );
 
     // The page, in each language, with its headers.
     for (language, lang) in [("pt-BR,pt;q=0.9", "pt"), ("es", "es"), ("fr", "en")] {
@@ -1001,7 +1007,17 @@ async fn signup_sessions_and_the_hosted_page_answer_as_documented() {
         assert!(html.contains(fake_meta::SIGNUP_CONFIG_ID));
     }
     let status = "/signup/status";
-    let seen = expect(&p, 200, "GET", status, status, &query_of(&state), None, None).await;
+    let seen = expect(
+        &p,
+        200,
+        "GET",
+        status,
+        status,
+        &query_of(&state),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(seen.body["data"], json!({"link": "unused"}));
 
     let events = "/signup/events";
@@ -1009,7 +1025,17 @@ async fn signup_sessions_and_the_hosted_page_answer_as_documented() {
         let p = &p;
         async move {
             contract().assert_request_documented("POST", "/signup/events", &body);
-            expect(p, code, "POST", events, events, "", None, Some(&body.to_string())).await
+            expect(
+                p,
+                code,
+                "POST",
+                events,
+                events,
+                "",
+                None,
+                Some(&body.to_string()),
+            )
+            .await
         }
     };
     report(json!({"state": state, "event": "opened"}), 204).await;
@@ -1023,7 +1049,10 @@ async fn signup_sessions_and_the_hosted_page_answer_as_documented() {
     .await;
     let got = expect(&p, 200, "GET", one, &uri, "", key, None).await;
     assert_eq!(got.body["data"]["state"], "cancelled");
-    assert_eq!(got.body["data"]["cancelledAtStep"], "WABA_PHONE_VERIFICATION");
+    assert_eq!(
+        got.body["data"]["cancelledAtStep"],
+        "WABA_PHONE_VERIFICATION"
+    );
     report(
         json!({"state": state, "event": "failed", "errorMessage": "<b>Phone taken</b>", "errorId": "524126", "sessionId": "f34b51dab5e0498"}),
         204,
@@ -1057,9 +1086,18 @@ async fn signup_sessions_and_the_hosted_page_answer_as_documented() {
     .await;
     expect(&p, 401, "GET", status, status, "state=garbage", None, None).await;
     expect(&p, 401, "GET", status, status, "", None, None).await;
-    for query in ["state=garbage".to_string(), String::new(), query_of(&forged)] {
+    for query in [
+        "state=garbage".to_string(),
+        String::new(),
+        query_of(&forged),
+    ] {
         let page = expect(&p, 400, "GET", "/signup", "/signup", &query, None, None).await;
-        assert!(page.body.as_str().unwrap().contains("data-reason=\"invalid\""));
+        assert!(
+            page.body
+                .as_str()
+                .unwrap()
+                .contains("data-reason=\"invalid\"")
+        );
     }
     let other = Some(other_key.as_str());
     expect(&p, 404, "GET", one, &uri, "", other, None).await;
@@ -1072,7 +1110,11 @@ async fn signup_sessions_and_the_hosted_page_answer_as_documented() {
     for bad in ["limit=0", "limit=101", "cursor=%21%21", "limit=1&limit=2"] {
         expect(&p, 400, "GET", links, links, bad, key, None).await;
     }
-    assert_eq!(p.env.table_snapshot().await, before, "bad input changed nothing");
+    assert_eq!(
+        p.env.table_snapshot().await,
+        before,
+        "bad input changed nothing"
+    );
 
     // The list, a page at a time.
     expect(&p, 201, "POST", links, links, "", key, None).await;
@@ -1093,36 +1135,98 @@ async fn signup_sessions_and_the_hosted_page_answer_as_documented() {
     .await;
     assert_eq!(second.body["data"][0]["id"], id.as_str());
     let all = expect(&p, 200, "GET", links, links, "", key, None).await;
-    assert_eq!(all.body["data"].as_array().unwrap().len(), 2, "only this account's");
+    assert_eq!(
+        all.body["data"].as_array().unwrap().len(),
+        2,
+        "only this account's"
+    );
     assert_eq!(all.body["pagination"]["nextCursor"], Value::Null);
 
     // Revoked: refused by the page, its routes and the callback.
     let revoked = expect(&p, 200, "DELETE", one, &uri, "", key, None).await;
     assert_eq!(revoked.body["data"]["state"], "revoked");
     expect(&p, 200, "DELETE", one, &uri, "", key, None).await;
-    let page = expect(&p, 410, "GET", "/signup", "/signup", &query_of(&state), None, None).await;
-    assert!(page.body.as_str().unwrap().contains("data-reason=\"revoked\""));
+    let page = expect(
+        &p,
+        410,
+        "GET",
+        "/signup",
+        "/signup",
+        &query_of(&state),
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        page.body
+            .as_str()
+            .unwrap()
+            .contains("data-reason=\"revoked\"")
+    );
     report(json!({"state": state, "event": "opened"}), 409).await;
     let phone = "230000000000031";
     let code = p.meta_phone(WABA, phone);
     let callback = json!({"code": code, "wabaId": WABA, "phoneNumberId": phone, "state": state});
     let path = "/api/signup/callback";
-    expect(&p, 401, "POST", path, path, "", None, Some(&callback.to_string())).await;
+    expect(
+        &p,
+        401,
+        "POST",
+        path,
+        path,
+        "",
+        None,
+        Some(&callback.to_string()),
+    )
+    .await;
 
     // Used: the link shows its number; revoking it is a conflict; the page says it was used.
     let used = expect(&p, 201, "POST", links, links, "", key, None).await;
     let used_state = state_of(&used);
-    let used_uri = format!("/api/signup-links/{}", used.body["data"]["id"].as_str().unwrap());
+    let used_uri = format!(
+        "/api/signup-links/{}",
+        used.body["data"]["id"].as_str().unwrap()
+    );
     let callback = json!({"code": code, "wabaId": WABA, "phoneNumberId": phone, "state": used_state, "businessId": "555", "mode": "cloud_api"});
     contract().assert_request_documented("POST", path, &callback);
-    let number = expect(&p, 202, "POST", path, path, "", None, Some(&callback.to_string())).await;
+    let number = expect(
+        &p,
+        202,
+        "POST",
+        path,
+        path,
+        "",
+        None,
+        Some(&callback.to_string()),
+    )
+    .await;
     let got = expect(&p, 200, "GET", one, &used_uri, "", key, None).await;
     assert_eq!(got.body["data"]["state"], "completed");
     assert_eq!(got.body["data"]["numberId"], number.body["data"]["id"]);
     expect(&p, 409, "DELETE", one, &used_uri, "", key, None).await;
-    let page = expect(&p, 410, "GET", "/signup", "/signup", &query_of(&used_state), None, None).await;
+    let page = expect(
+        &p,
+        410,
+        "GET",
+        "/signup",
+        "/signup",
+        &query_of(&used_state),
+        None,
+        None,
+    )
+    .await;
     assert!(page.body.as_str().unwrap().contains("data-reason=\"used\""));
-    let seen = expect(&p, 200, "GET", status, status, &query_of(&used_state), None, None).await;
+    let seen = expect(
+        &p,
+        200,
+        "GET",
+        status,
+        status,
+        &query_of(&used_state),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(seen.body["data"]["link"], "completed");
     assert_eq!(seen.body["data"]["numberId"], number.body["data"]["id"]);
     assert_eq!(seen.body["data"]["status"], "PENDING");

@@ -81,11 +81,8 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
-        let profile = std::env::temp_dir().join(format!(
-            "muchaw-chromium-{}-{}",
-            std::process::id(),
-            port
-        ));
+        let profile =
+            std::env::temp_dir().join(format!("muchaw-chromium-{}-{}", std::process::id(), port));
         let http = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
         let mut browser = Browser {
@@ -395,7 +392,10 @@ async fn the_hosted_page_runs_each_embedded_signup_sequence_in_a_real_browser() 
         href,
         format!("{REDIRECT}?numberId={number_id}&status=ACTIVE")
     );
-    assert_eq!(number_settled(&p, &account, &number_id).await, Status::Active);
+    assert_eq!(
+        number_settled(&p, &account, &number_id).await,
+        Status::Active
+    );
     // Then the browser goes there (it cannot load it: no network in tests, but it goes).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let mut landed = browser.url().await;
@@ -404,13 +404,24 @@ async fn the_hosted_page_runs_each_embedded_signup_sequence_in_a_real_browser() 
         landed = browser.url().await;
     }
     assert_eq!(landed, href, "the browser was sent to the redirect URL");
-    let login = p.meta.signup_logins().last().cloned().expect("FB.login called");
+    let login = p
+        .meta
+        .signup_logins()
+        .last()
+        .cloned()
+        .expect("FB.login called");
     assert_eq!(login["config_id"], fake_meta::SIGNUP_CONFIG_ID);
     assert_eq!(login["response_type"], "code");
     assert_eq!(login["override_default_response_type"], true);
     assert_eq!(login["extras"]["sessionInfoVersion"], "3");
     assert!(login["extras"]["setup"].is_object(), "{login}");
-    let callback = api.callbacks.lock().unwrap().last().cloned().expect("posted");
+    let callback = api
+        .callbacks
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("posted");
     assert_eq!(
         callback,
         json!({"code": code, "wabaId": WABA, "phoneNumberId": phone, "businessId": BUSINESS, "state": finish_state})
@@ -447,7 +458,9 @@ async fn the_hosted_page_runs_each_embedded_signup_sequence_in_a_real_browser() 
         .script_signup(SignupScript::error(message, "524126", "f34b51dab5e0498c"));
     let (error_id, error_state) = link(&p, &key).await;
     start_signup(&browser, &api, &error_state).await;
-    browser.wait_for_state("error", Duration::from_secs(20)).await;
+    browser
+        .wait_for_state("error", Duration::from_secs(20))
+        .await;
     assert!(browser.status_text().await.contains(message));
     assert_eq!(
         browser.run("return document.images.length").await,
@@ -474,7 +487,10 @@ async fn the_hosted_page_runs_each_embedded_signup_sequence_in_a_real_browser() 
             if let Some(last) = last.filter(|c| c["state"] == json!(coexist_state)) {
                 break last;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no coexistence callback");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no coexistence callback"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
@@ -522,7 +538,11 @@ async fn the_hosted_page_runs_each_embedded_signup_sequence_in_a_real_browser() 
         )
         .await;
     assert_eq!(reason, "expired");
-    assert_eq!(p.meta.sdk_requests().len(), sdk_loads, "no SDK on a refusal");
+    assert_eq!(
+        p.meta.sdk_requests().len(),
+        sdk_loads,
+        "no SDK on a refusal"
+    );
 
     // Nothing Meta's side saw carried a state or the page's address.
     let requests = p.meta.sdk_requests();
