@@ -23,3 +23,12 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+# The signup page's browser tests drive headless Chromium through chromedriver. CI (`.ci/run`
+# sets CI=true) installs them; elsewhere the tests skip, saying so, when they are missing.
+if [ "${CI:-}" = "true" ] && ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
+  echo "bootstrap: installing chromium and chromedriver (CI)" >&2
+  sudo=""
+  if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+fi

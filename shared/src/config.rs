@@ -58,9 +58,38 @@ pub fn signup_link_secret_arn() -> Result<String, ConfigError> {
     required(SIGNUP_LINK_SECRET_ARN)
 }
 
-/// The page signup links point to.
+/// The page signup links point to; empty (the default): this API's own hosted page, `/signup`.
 pub fn signup_link_base_url() -> Result<String, ConfigError> {
-    required(SIGNUP_LINK_BASE_URL)
+    Ok(optional(SIGNUP_LINK_BASE_URL).unwrap_or_default())
+}
+
+pub const EMBEDDED_SIGNUP_CONFIG_ID: &str = "EMBEDDED_SIGNUP_CONFIG_ID";
+pub const META_SDK_URL: &str = "META_SDK_URL";
+pub const META_ORIGIN: &str = "META_ORIGIN";
+
+/// What the hosted signup page gives Meta's SDK: `META_APP_ID`, `EMBEDDED_SIGNUP_CONFIG_ID`,
+/// `META_GRAPH_VERSION`, and where the SDK and Meta's messages come from (`META_SDK_URL`,
+/// `META_ORIGIN`; Meta's by default, a stand-in in tests).
+pub fn signup_page_config() -> Result<crate::api::signup_page::PageConfig, ConfigError> {
+    use crate::api::signup_page::{DEFAULT_META_ORIGIN, DEFAULT_SDK_URL, PageConfig, origin_of};
+    let sdk_url = optional(META_SDK_URL).unwrap_or_else(|| DEFAULT_SDK_URL.into());
+    let meta_origin = optional(META_ORIGIN).unwrap_or_else(|| DEFAULT_META_ORIGIN.into());
+    for (name, value) in [(META_SDK_URL, &sdk_url), (META_ORIGIN, &meta_origin)] {
+        if origin_of(value).is_none() {
+            return Err(ConfigError::Invalid {
+                name,
+                reason: format!("expected an http(s) URL, got {value:?}"),
+            });
+        }
+    }
+    Ok(PageConfig {
+        app_id: optional("META_APP_ID").unwrap_or_default(),
+        config_id: optional(EMBEDDED_SIGNUP_CONFIG_ID).unwrap_or_default(),
+        graph_version: optional("META_GRAPH_VERSION")
+            .unwrap_or_else(|| DEFAULT_GRAPH_VERSION.into()),
+        sdk_url,
+        meta_origin,
+    })
 }
 
 /// The Meta app's secret JSON (`{"appSecret", "webhookVerifyToken"}`).

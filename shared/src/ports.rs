@@ -261,12 +261,62 @@ pub trait Redelivery: Send + Sync {
 
 /// Single-use signup-link states.
 pub trait SignupLinks: Send + Sync {
-    fn save_link(
+    /// Records a newly issued link (unused).
+    fn save_link(&self, link: &SignupSession) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+pub use crate::domain::signup_session::{LinkCursor, Report, SignupSession};
+
+/// A page of an account's signup links, newest first; `next` continues after the last one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkPage {
+    pub links: Vec<SignupSession>,
+    pub next: Option<LinkCursor>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RevokeOutcome {
+    Revoked(SignupSession),
+    /// The link created a number already; nothing changed.
+    AlreadyUsed(SignupSession),
+    NotFound,
+}
+
+/// What happened to each signup link: read by the account (API key) and by the hosted page
+/// (the link's state), reported by the page, revoked by the account.
+pub trait SignupSessions: Send + Sync {
+    /// The link with this id, whoever owns it (callers check the account).
+    fn link(
+        &self,
+        link_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<SignupSession>>> + Send;
+
+    /// The account's links, newest first, `limit` of them after the cursor `after` (a `next`
+    /// of an earlier page).
+    fn links(
+        &self,
+        account: &AccountId,
+        limit: u32,
+        after: Option<&LinkCursor>,
+    ) -> impl Future<Output = StoreResult<LinkPage>> + Send;
+
+    /// Records the page's report on a link of `account` that is still usable at `at`;
+    /// `false` (nothing written) when it is not.
+    fn record_report(
         &self,
         account: &AccountId,
         link_id: &str,
-        expires_at: Timestamp,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+        report: &Report,
+        at: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Revokes an unused link of `account` (repeating it changes nothing).
+    fn revoke_link(
+        &self,
+        account: &AccountId,
+        link_id: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = StoreResult<RevokeOutcome>> + Send;
 }
 
 // ---- Meta's webhooks and the health sync --------------------------------------------------

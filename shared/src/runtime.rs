@@ -140,7 +140,7 @@ pub async fn run_numbers_api() -> Result<(), Error> {
     lambda_http::run(api::finish(routes, store, limits)).await
 }
 
-/// The signup callback function.
+/// The signup callback function, with the hosted signup page and its status and report routes.
 pub async fn run_signup_callback() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
@@ -149,8 +149,15 @@ pub async fn run_signup_callback() -> Result<(), Error> {
     let queues = QueueUrls::from_env().require(&[Queue::Step(Step::FIRST)])?;
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
     let signer = link_signer(&clients).await?;
-    let routes = api::signup_callback_routes(store.clone(), queue, signer);
-    // Its one route authenticates itself (a key or a signup link), outside the API key gate.
+    let page = config::signup_page_config()?;
+    if page.config_id.is_empty() {
+        tracing::warn!(
+            "EMBEDDED_SIGNUP_CONFIG_ID is empty: the hosted signup page cannot start Embedded Signup"
+        );
+    }
+    let routes = api::signup_callback_routes(store.clone(), queue, signer.clone())
+        .merge(api::signup_page_routes(store.clone(), signer, page));
+    // Its routes authenticate themselves (a key or a signup link), outside the API key gate.
     lambda_http::run(api::finish(routes, store, api::ApiLimits::UNLIMITED)).await
 }
 

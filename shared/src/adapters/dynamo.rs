@@ -33,8 +33,7 @@ use crate::domain::{
 };
 use crate::ports::{
     ApiKeyVerifier, CommitOutcome, CreateOutcome, EventLog, LifecycleStore, NumberPage,
-    NumberReader, Page, PhoneOwner, ProvisioningStore, RequestQuota, SignupLinks, StoreError,
-    StoreResult,
+    NumberReader, Page, PhoneOwner, ProvisioningStore, RequestQuota, StoreError, StoreResult,
 };
 
 pub mod keys {
@@ -1015,9 +1014,10 @@ impl ProvisioningStore for DynamoStore {
                 .table_name(&self.table)
                 .set_key(Some(key(keys::signup_link(link), keys::SIGNUP_LINK)))
                 .update_expression("SET usedAt = :now, usedBy = :number")
-                .condition_expression(
-                    "attribute_exists(PK) AND attribute_not_exists(usedAt) AND accountId = :account AND expiresAt > :epoch",
-                )
+                .condition_expression(format!(
+                    "attribute_exists(PK) AND accountId = :account AND {}",
+                    super::dynamo_signup::USABLE
+                ))
                 .expression_attribute_values(":now", s(time::format(&now)))
                 .expression_attribute_values(":number", s(number.id.as_str()))
                 .expression_attribute_values(":account", s(number.account_id.as_str()))
@@ -1086,29 +1086,5 @@ impl ProvisioningStore for DynamoStore {
                 _ => return Ok(numbers),
             }
         }
-    }
-}
-
-impl SignupLinks for DynamoStore {
-    async fn save_link(
-        &self,
-        account: &AccountId,
-        link_id: &str,
-        expires_at: Timestamp,
-    ) -> StoreResult<()> {
-        let mut item = key(keys::signup_link(link_id), keys::SIGNUP_LINK);
-        item.insert("entity".into(), s("SIGNUPLINK"));
-        item.insert("accountId".into(), s(account.as_str()));
-        item.insert("createdAt".into(), s(time::format(&time::now())));
-        item.insert("expiresAt".into(), n(expires_at.timestamp()));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(PK)")
-            .send()
-            .await
-            .map_err(sdk_unavailable)?;
-        Ok(())
     }
 }

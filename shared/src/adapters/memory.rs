@@ -25,6 +25,7 @@ use crate::ports::{
     Redelivery, RequestQuota, SignupLinks, StoreError, StoreResult, TokenVault, VaultError,
     WebhookEndpoints,
 };
+use crate::ports::{LinkCursor, LinkPage, Report, RevokeOutcome, SignupSessions};
 use crate::webhooks::WebhookEndpoint;
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -36,11 +37,7 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Newest first: `createdAt` descending, ties by id descending, as the DynamoDB indexes order.
 type Order = Reverse<(Timestamp, NumberId)>;
 
-struct SignupLink {
-    account: AccountId,
-    expires_at: Timestamp,
-    used_by: Option<NumberId>,
-}
+type SignupLink = crate::domain::signup_session::SignupSession;
 
 #[derive(Default)]
 struct State {
@@ -293,9 +290,10 @@ impl ProvisioningStore for MemoryStore {
     ) -> StoreResult<CreateOutcome> {
         let mut state = self.state();
         if let Some(link) = signup_link {
-            let usable = state.links.get(link).is_some_and(|l| {
-                l.used_by.is_none() && l.account == number.account_id && l.expires_at > time::now()
-            });
+            let usable = state
+                .links
+                .get(link)
+                .is_some_and(|l| l.account_id == number.account_id && l.is_usable(time::now()));
             if !usable {
                 return Ok(CreateOutcome::LinkUnusable);
             }
@@ -304,7 +302,8 @@ impl ProvisioningStore for MemoryStore {
             return Ok(CreateOutcome::PhoneTaken);
         }
         if let Some(link) = signup_link.and_then(|id| state.links.get_mut(id)) {
-            link.used_by = Some(number.id.clone());
+            link.number_id = Some(number.id.clone());
+            link.used_at = Some(time::now());
         }
         state.phones.insert(
             number.phone_number_id.clone(),
@@ -335,25 +334,91 @@ impl ProvisioningStore for MemoryStore {
 }
 
 impl SignupLinks for MemoryStore {
-    async fn save_link(
+    async fn save_link(&self, link: &SignupLink) -> StoreResult<()> {
+        let mut state = self.state();
+        if state.links.contains_key(&link.link_id) {
+            return Err(StoreError::unavailable("signup link id written twice"));
+        }
+        state.links.insert(link.link_id.clone(), link.clone());
+        Ok(())
+    }
+}
+
+impl SignupSessions for MemoryStore {
+    async fn link(&self, link_id: &str) -> StoreResult<Option<SignupLink>> {
+        Ok(self.state().links.get(link_id).cloned())
+    }
+
+    async fn links(
+        &self,
+        account: &AccountId,
+        limit: u32,
+        after: Option<&LinkCursor>,
+    ) -> StoreResult<LinkPage> {
+        let state = self.state();
+        let mut links: Vec<&SignupLink> = state
+            .links
+            .values()
+            .filter(|l| &l.account_id == account)
+            .collect();
+        // Newest first, as the index orders `{createdAt}#{id}`.
+        links.sort_by_key(|l| Reverse(LinkCursor::of(l).sort_key()));
+        let after = after.map(LinkCursor::sort_key);
+        let rest: Vec<SignupLink> = links
+            .into_iter()
+            .filter(|l| {
+                after
+                    .as_ref()
+                    .is_none_or(|a| LinkCursor::of(l).sort_key() < *a)
+            })
+            .cloned()
+            .collect();
+        let limit = limit.max(1) as usize;
+        let next = (rest.len() > limit)
+            .then(|| rest.get(limit - 1).map(LinkCursor::of))
+            .flatten();
+        Ok(LinkPage {
+            links: rest.into_iter().take(limit).collect(),
+            next,
+        })
+    }
+
+    async fn record_report(
         &self,
         account: &AccountId,
         link_id: &str,
-        expires_at: Timestamp,
-    ) -> StoreResult<()> {
+        report: &Report,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
         let mut state = self.state();
-        if state.links.contains_key(link_id) {
-            return Err(StoreError::unavailable("signup link id written twice"));
+        let Some(link) = state.links.get_mut(link_id) else {
+            return Ok(false);
+        };
+        if &link.account_id != account || !link.is_usable(at) {
+            return Ok(false);
         }
-        state.links.insert(
-            link_id.to_string(),
-            SignupLink {
-                account: account.clone(),
-                expires_at,
-                used_by: None,
-            },
-        );
-        Ok(())
+        link.opened_at.get_or_insert(at);
+        link.last_report = Some((report.clone(), at));
+        Ok(true)
+    }
+
+    async fn revoke_link(
+        &self,
+        account: &AccountId,
+        link_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<RevokeOutcome> {
+        let mut state = self.state();
+        match state.links.get_mut(link_id) {
+            Some(link) if &link.account_id == account => {
+                if link.number_id.is_some() {
+                    return Ok(RevokeOutcome::AlreadyUsed(link.clone()));
+                }
+                link.revoked_at.get_or_insert(at);
+                Ok(RevokeOutcome::Revoked(link.clone()))
+            }
+            _ => Ok(RevokeOutcome::NotFound),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 pub mod dynamo;
 pub mod dynamo_profile;
+pub mod dynamo_signup;
 pub mod dynamo_webhooks;
 pub mod memory;
 pub mod meta;

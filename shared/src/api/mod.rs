@@ -4,6 +4,8 @@
 pub mod error;
 pub mod numbers;
 pub mod signup;
+pub mod signup_page;
+pub mod signup_sessions;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use crate::domain::api_key::{KeyHash, bearer_key};
 use crate::domain::signup_link::LinkSigner;
 use crate::ports::{
     ApiKeyVerifier, EventLog, LifecycleStore, MessageQueue, NumberReader, ProvisioningStore,
-    RequestQuota, SignupLinks, WebhookEndpoints,
+    RequestQuota, SignupLinks, SignupSessions, WebhookEndpoints,
 };
 use crate::webhooks::url_policy::UrlPolicy;
 
@@ -89,12 +91,21 @@ where
         .with_state(Arc::new(ApiState { store, queue }))
 }
 
+/// Signup links for the account (API key): issue, list, read, revoke. An empty `base_url`
+/// points links at this API's own hosted page (`/signup`).
 pub fn signup_link_routes<S>(store: S, signer: LinkSigner, base_url: String) -> Router
 where
-    S: SignupLinks + 'static,
+    S: SignupLinks + SignupSessions + 'static,
 {
     Router::new()
-        .route("/api/signup-links", post(signup::create_link::<S>))
+        .route(
+            "/api/signup-links",
+            post(signup::create_link::<S>).get(signup_sessions::list::<S>),
+        )
+        .route(
+            "/api/signup-links/{id}",
+            get(signup_sessions::get::<S>).delete(signup_sessions::revoke::<S>),
+        )
         .with_state(Arc::new(signup::SignupLinkState {
             store,
             signer,
@@ -113,6 +124,23 @@ where
             store,
             queue,
             signer,
+        }))
+}
+
+/// The hosted signup page and its two JSON routes, authorised by the link's state (no key).
+pub fn signup_page_routes<S>(store: S, signer: LinkSigner, page: signup_page::PageConfig) -> Router
+where
+    S: SignupSessions + NumberReader + 'static,
+{
+    Router::new()
+        .route("/signup", get(signup_page::page::<S>))
+        .route("/signup/status", get(signup_page::status::<S>))
+        .route("/signup/events", post(signup_page::report::<S>))
+        .layer(from_fn(signup_page::security_headers))
+        .with_state(Arc::new(signup_page::PageState {
+            store,
+            signer,
+            page,
         }))
 }
 

@@ -35,6 +35,10 @@ pub struct CallbackBody {
     phone_number_id: String,
     #[serde(default)]
     state: Option<String>,
+    /// Meta's business portfolio id (the FINISH message's `business_id`), as the hosted page
+    /// sends it.
+    #[serde(default)]
+    business_id: Option<String>,
     /// `coexistence` for a signup that keeps the number on the WhatsApp Business app (the
     /// `FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING` message); `cloud_api` by default.
     #[serde(default)]
@@ -60,6 +64,9 @@ fn validate(body: &CallbackBody) -> Result<(), ApiError> {
         ));
     }
     meta_id("wabaId", &body.waba_id)?;
+    if let Some(business) = &body.business_id {
+        meta_id("businessId", business)?;
+    }
     meta_id("phoneNumberId", &body.phone_number_id)
 }
 
@@ -205,6 +212,7 @@ fn valid_redirect(url: &str) -> bool {
 pub async fn create_link<S: SignupLinks>(
     State(state): State<Arc<SignupLinkState<S>>>,
     Extension(Caller(account)): Extension<Caller>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: LinkRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -220,25 +228,28 @@ pub async fn create_link<S: SignupLinks>(
             "redirectUrl must be an https URL",
         ));
     }
-    let issued = state.signer.issue(&account, time::now());
-    state
-        .store
-        .save_link(&account, &issued.link_id, issued.expires_at)
-        .await?;
+    let now = time::now();
+    let issued = state.signer.issue(&account, now);
+    let link = crate::domain::signup_session::SignupSession::new(
+        issued.link_id.clone(),
+        account.clone(),
+        now,
+        issued.expires_at,
+        request.redirect_url.clone(),
+    );
+    state.store.save_link(&link).await?;
+    let base_url = super::signup_page::link_base_url(&state.base_url, &headers);
     let mut query = vec![("state", issued.state.as_str())];
     if let Some(url) = &request.redirect_url {
         query.push(("redirect_uri", url.as_str()));
     }
     let query = serde_urlencoded::to_string(&query).map_err(|_| ApiError::internal())?;
-    let separator = if state.base_url.contains('?') {
-        '&'
-    } else {
-        '?'
-    };
+    let separator = if base_url.contains('?') { '&' } else { '?' };
     Ok((
         StatusCode::CREATED,
         Json(json!({ "data": {
-            "url": format!("{}{separator}{query}", state.base_url),
+            "id": issued.link_id,
+            "url": format!("{base_url}{separator}{query}"),
             "state": issued.state,
             "expiresAt": time::format(&issued.expires_at),
         }})),

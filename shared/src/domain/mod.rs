@@ -7,6 +7,7 @@ pub mod meta;
 pub mod number;
 pub mod secrets;
 pub mod signup_link;
+pub mod signup_session;
 pub mod status;
 pub mod step;
 pub mod time;

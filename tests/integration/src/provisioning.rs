@@ -188,19 +188,42 @@ impl ProvisioningEnv {
         self.pipeline.deliver_everything_twice();
     }
 
-    /// Invokes an API route (numbers, signup links, signup callback) as Lambda would.
+    /// Invokes an API route (numbers, signup links, signup callback, the signup page) as
+    /// Lambda would.
     pub async fn invoke(&self, event: Value) -> ApiResponse {
+        parse_response(crate::invoke_router(self.router(), event).await)
+    }
+
+    /// The hosted signup page's configuration: the fake Meta's stand-in SDK and origin.
+    pub fn page_config(&self) -> api::signup_page::PageConfig {
+        api::signup_page::PageConfig {
+            app_id: self.meta.app_id().to_string(),
+            config_id: fake_meta::SIGNUP_CONFIG_ID.to_string(),
+            graph_version: "v25.0".into(),
+            sdk_url: self.meta.sdk_url(),
+            meta_origin: self.meta.base_url(),
+        }
+    }
+
+    /// Every API route the functions serve, finished as `api::finish` does in each function
+    /// (Meta's webhook aside). Links point at `base_url` (empty: the hosted page).
+    pub fn router_with_base_url(&self, base_url: &str) -> axum::Router {
         let store = self.env.store.clone();
         let routes = api::numbers_routes(store.clone(), self.queue.clone())
             .merge(api::signup_link_routes(
                 store.clone(),
                 self.signer.clone(),
-                "https://signup.example.com/start".into(),
+                base_url.to_string(),
             ))
             .merge(api::signup_callback_routes(
                 store.clone(),
                 self.queue.clone(),
                 self.signer.clone(),
+            ))
+            .merge(api::signup_page_routes(
+                store.clone(),
+                self.signer.clone(),
+                self.page_config(),
             ))
             .merge(api::webhook_routes(
                 store.clone(),
@@ -210,8 +233,11 @@ impl ProvisioningEnv {
                         .load(std::sync::atomic::Ordering::SeqCst),
                 },
             ));
-        let router = api::finish(routes, store, api::ApiLimits::UNLIMITED);
-        parse_response(crate::invoke_router(router, event).await)
+        api::finish(routes, store, api::ApiLimits::UNLIMITED)
+    }
+
+    pub fn router(&self) -> axum::Router {
+        self.router_with_base_url("https://signup.example.com/start")
     }
 
     /// A phone at the fake Meta, and a fresh Embedded Signup code for its WABA.

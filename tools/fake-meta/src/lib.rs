@@ -14,6 +14,9 @@
 //!   "isTransient"?,"message"?}}` or `{"delayMs":N}`
 //! - `POST /_fake/quality {"phoneNumberId","rating"}`
 //! - `GET /_fake/calls` (the call log as JSON) and `DELETE /_fake/calls`
+//!
+//! For pages running Embedded Signup, `GET /sdk.js` is a stand-in for Meta's JavaScript SDK
+//! that plays a scripted [`SignupScript`] (see `signup_sdk`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -32,6 +35,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+mod signup_sdk;
+pub use signup_sdk::{SIGNUP_CONFIG_ID, SdkRequest, SignupScript};
 
 /// How long an Embedded-Signup code can be exchanged.
 pub const CODE_LIFETIME: Duration = Duration::from_secs(30);
@@ -253,6 +259,10 @@ struct FakeState {
     code_age: Duration,
     /// `None`: Meta's 30 s.
     code_lifetime: Option<Duration>,
+    signup_script: Option<SignupScript>,
+    sdk_requests: Vec<SdkRequest>,
+    /// The options of each `FB.login` call the stand-in SDK saw.
+    signup_logins: Vec<Value>,
 }
 
 struct Inner {
@@ -374,6 +384,26 @@ impl FakeMeta {
                 task: Some(task),
             })),
         })
+    }
+
+    /// The stand-in SDK (`{base}/sdk.js`); the page's messages come from [`FakeMeta::base_url`].
+    pub fn sdk_url(&self) -> String {
+        format!("{}/sdk.js", self.base_url())
+    }
+
+    /// What the Embedded Signup window does the next times `FB.login` opens it.
+    pub fn script_signup(&self, script: SignupScript) {
+        self.inner.state().signup_script = Some(script);
+    }
+
+    /// Every request made to the stand-in SDK and its window.
+    pub fn sdk_requests(&self) -> Vec<SdkRequest> {
+        self.inner.state().sdk_requests.clone()
+    }
+
+    /// The options of each `FB.login` call.
+    pub fn signup_logins(&self) -> Vec<Value> {
+        self.inner.state().signup_logins.clone()
     }
 
     /// `http://127.0.0.1:PORT`: no version, no trailing slash.
@@ -548,6 +578,8 @@ pub fn seed_demo(fake: &FakeMeta) -> DemoSeed {
 
 fn router(inner: Arc<Inner>) -> Router {
     Router::new()
+        .route("/sdk.js", get(signup_sdk::sdk))
+        .route("/_fake/signup-frame", get(signup_sdk::frame))
         .route("/_fake/codes", post(control_code))
         .route("/_fake/phones", post(control_phone))
         .route("/_fake/faults", post(control_fault))

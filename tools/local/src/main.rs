@@ -111,7 +111,12 @@ async fn up(args: Args) -> Result<()> {
     // Codes a person copies from this terminal need longer than Meta's 30 s.
     meta.set_code_lifetime(std::time::Duration::from_secs(600));
     let signing_key = "local-signup-link-signing-key";
-    let overrides = Overrides::local(&meta, VERIFY_TOKEN, signing_key);
+    let mut overrides = Overrides::local(&meta, VERIFY_TOKEN, signing_key);
+    // Links point at the hosted page this process serves.
+    overrides.parameters.insert(
+        "SignupLinkBaseUrl".to_string(),
+        format!("http://{}/signup", args.listen),
+    );
     // A moto someone else started may already hold a stack: never collide with it.
     let prefix = if args.moto_endpoint.is_some() {
         muchaw_local::provision::random_prefix()

@@ -46,6 +46,12 @@ impl Overrides {
                 ("MetaAppId".to_string(), meta.app_id().to_string()),
                 ("AllowPrivateWebhookUrls".to_string(), "true".to_string()),
                 ("Stage".to_string(), "local".to_string()),
+                ("MetaSdkUrl".to_string(), meta.sdk_url()),
+                ("MetaOrigin".to_string(), meta.base_url()),
+                (
+                    "EmbeddedSignupConfigId".to_string(),
+                    fake_meta::SIGNUP_CONFIG_ID.to_string(),
+                ),
             ]),
             secrets: HashMap::from([
                 (

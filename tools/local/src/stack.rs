@@ -167,7 +167,12 @@ pub fn build(
         .merge(api::signup_callback_routes(
             store.clone(),
             callback_queue,
+            signer.clone(),
+        ))
+        .merge(api::signup_page_routes(
+            store.clone(),
             signer,
+            page_config(&environment(stack, template, "SignupCallbackFunction")?),
         ))
         .merge(api::webhook_routes(store.clone(), policy));
     let meta_queue = queue_for("MetaWebhookFunction")?;
@@ -260,6 +265,27 @@ where
         }),
     );
     handlers
+}
+
+/// The hosted signup page's configuration from a function's environment (as
+/// `config::signup_page_config` reads it from the process's).
+pub fn page_config(env: &HashMap<String, String>) -> api::signup_page::PageConfig {
+    let get = |name: &str, default: &str| {
+        env.get(name)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    };
+    api::signup_page::PageConfig {
+        app_id: get("META_APP_ID", ""),
+        config_id: get("EMBEDDED_SIGNUP_CONFIG_ID", ""),
+        graph_version: get(
+            "META_GRAPH_VERSION",
+            muchaw_shared::config::DEFAULT_GRAPH_VERSION,
+        ),
+        sdk_url: get("META_SDK_URL", api::signup_page::DEFAULT_SDK_URL),
+        meta_origin: get("META_ORIGIN", api::signup_page::DEFAULT_META_ORIGIN),
+    }
 }
 
 /// `EVENTS_QUEUE_URL` ↔ `EventsQueue`, `WEBHOOK_DELIVERIES_QUEUE_URL` ↔ `WebhookDeliveriesQueue`.

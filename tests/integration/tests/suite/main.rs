@@ -12,6 +12,7 @@ mod races;
 mod rate_limit;
 mod secrets_never_leak;
 mod signup;
+mod signup_page;
 mod token_lifetime;
 mod webhook_rebinding;
 mod webhooks;

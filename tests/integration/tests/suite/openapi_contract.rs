@@ -20,14 +20,20 @@ use serde_json::{Value, json};
 const WABA: &str = "230000000000001";
 
 /// Every route the functions serve, as written in `shared/src/api/mod.rs` (numbers, signup
-/// links, signup callback, webhooks) and `shared/src/meta_webhook.rs`.
-const SERVED_ROUTES: [(&str, &str); 11] = [
+/// links, signup callback, the hosted signup page, webhooks) and `shared/src/meta_webhook.rs`.
+const SERVED_ROUTES: [(&str, &str); 17] = [
     ("GET", "/api/numbers"),
     ("GET", "/api/numbers/{id}"),
     ("DELETE", "/api/numbers/{id}"),
     ("POST", "/api/numbers/{id}/retry"),
     ("POST", "/api/signup/callback"),
     ("POST", "/api/signup-links"),
+    ("GET", "/api/signup-links"),
+    ("GET", "/api/signup-links/{id}"),
+    ("DELETE", "/api/signup-links/{id}"),
+    ("GET", "/signup"),
+    ("GET", "/signup/status"),
+    ("POST", "/signup/events"),
     ("GET", "/api/webhooks"),
     ("POST", "/api/webhooks"),
     ("DELETE", "/api/webhooks/{id}"),
@@ -433,7 +439,7 @@ async fn every_documented_route_is_served_and_other_methods_are_405() {
         );
         for method in METHODS {
             let body = matches!(method, "POST" | "PUT" | "PATCH").then_some("{}");
-            let response = if path.starts_with("/api/") {
+            let response = if path.starts_with("/api/") || path.starts_with("/signup") {
                 p.invoke(http_event(method, &uri, "", Some(&key), body))
                     .await
             } else {
@@ -991,4 +997,293 @@ fn customer_events_match_the_documented_webhook_payload() {
         !contract.errors(schema, &extra).is_empty(),
         "the event schema is strict"
     );
+}
+
+/// A link's state as the page's routes and the page itself see it.
+fn state_of(link: &ApiResponse) -> String {
+    link.body["data"]["state"]
+        .as_str()
+        .expect("state")
+        .to_string()
+}
+
+fn query_of(state: &str) -> String {
+    // States are base64url and dots: nothing to escape.
+    assert!(
+        state
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    );
+    format!("state={state}")
+}
+
+#[tokio::test]
+async fn signup_sessions_and_the_hosted_page_answer_as_documented() {
+    let p = ProvisioningEnv::new().await;
+    let (_, key) = p.env.account_with_key("acme").await;
+    let (_, other_key) = p.env.account_with_key("other").await;
+    let key = Some(key.as_str());
+    let links = "/api/signup-links";
+    let one = "/api/signup-links/{id}";
+    let body = json!({"redirectUrl": "https://app.example.com/done"}).to_string();
+    let created = expect(&p, 201, "POST", links, links, "", key, Some(&body)).await;
+    let id = created.body["data"]["id"].as_str().unwrap().to_string();
+    let uri = format!("/api/signup-links/{id}");
+    let state = state_of(&created);
+
+    let got = expect(&p, 200, "GET", one, &uri, "", key, None).await;
+    assert_eq!(got.body["data"]["state"], "unused");
+    assert_eq!(
+        got.body["data"]["redirectUrl"],
+        "https://app.example.com/done"
+    );
+
+    // The page, in each language, with its headers.
+    for (language, lang) in [("pt-BR,pt;q=0.9", "pt"), ("es", "es"), ("fr", "en")] {
+        let mut event = http_event("GET", "/signup", &query_of(&state), None, None);
+        event["headers"]["accept-language"] = json!(language);
+        let page = p.invoke(event).await;
+        contract().check("GET", "/signup", &page);
+        assert_eq!(page.status, 200);
+        assert_eq!(page.headers["content-language"], lang);
+        let csp = &page.headers["content-security-policy"];
+        assert!(csp.contains("script-src 'nonce-"), "{csp}");
+        assert!(csp.contains(&p.meta.base_url()), "{csp}");
+        let html = page.body.as_str().unwrap();
+        assert!(html.contains(fake_meta::SIGNUP_CONFIG_ID));
+    }
+    let status = "/signup/status";
+    let seen = expect(
+        &p,
+        200,
+        "GET",
+        status,
+        status,
+        &query_of(&state),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(seen.body["data"], json!({"link": "unused"}));
+
+    let events = "/signup/events";
+    let report = |body: Value, code: u16| {
+        let p = &p;
+        async move {
+            contract().assert_request_documented("POST", "/signup/events", &body);
+            expect(
+                p,
+                code,
+                "POST",
+                events,
+                events,
+                "",
+                None,
+                Some(&body.to_string()),
+            )
+            .await
+        }
+    };
+    report(json!({"state": state, "event": "opened"}), 204).await;
+    let got = expect(&p, 200, "GET", one, &uri, "", key, None).await;
+    assert_eq!(got.body["data"]["state"], "opened");
+    assert!(got.body["data"]["openedAt"].is_string());
+    report(
+        json!({"state": state, "event": "cancelled", "currentStep": "WABA_PHONE_VERIFICATION"}),
+        204,
+    )
+    .await;
+    let got = expect(&p, 200, "GET", one, &uri, "", key, None).await;
+    assert_eq!(got.body["data"]["state"], "cancelled");
+    assert_eq!(
+        got.body["data"]["cancelledAtStep"],
+        "WABA_PHONE_VERIFICATION"
+    );
+    report(
+        json!({"state": state, "event": "failed", "errorMessage": "<b>Phone taken</b>", "errorId": "524126", "sessionId": "f34b51dab5e0498"}),
+        204,
+    )
+    .await;
+    let got = expect(&p, 200, "GET", one, &uri, "", key, None).await;
+    assert_eq!(got.body["data"]["state"], "failed");
+    assert_eq!(
+        got.body["data"]["metaError"],
+        json!({"message": "<b>Phone taken</b>", "errorId": "524126", "sessionId": "f34b51dab5e0498"})
+    );
+
+    // Bad input changes nothing.
+    let before = p.env.table_snapshot().await;
+    for bad in [
+        json!({"state": state, "event": "finished"}),
+        json!({"state": state, "event": "failed"}),
+        json!({"state": state, "event": "failed", "errorMessage": "x".repeat(501)}),
+        json!({"state": state, "event": "opened", "extra": 1}),
+        json!({"event": "opened"}),
+    ] {
+        contract().assert_request_refused("POST", events, &bad);
+        report_raw(&p, &bad.to_string(), 400).await;
+    }
+    let forged = format!("{state}x");
+    report_raw(
+        &p,
+        &json!({"state": forged, "event": "opened"}).to_string(),
+        401,
+    )
+    .await;
+    expect(&p, 401, "GET", status, status, "state=garbage", None, None).await;
+    expect(&p, 401, "GET", status, status, "", None, None).await;
+    for query in [
+        "state=garbage".to_string(),
+        String::new(),
+        query_of(&forged),
+    ] {
+        let page = expect(&p, 400, "GET", "/signup", "/signup", &query, None, None).await;
+        assert!(
+            page.body
+                .as_str()
+                .unwrap()
+                .contains("data-reason=\"invalid\"")
+        );
+    }
+    let other = Some(other_key.as_str());
+    expect(&p, 404, "GET", one, &uri, "", other, None).await;
+    expect(&p, 404, "DELETE", one, &uri, "", other, None).await;
+    for unknown in ["lnk_doesnotexist", "NotALink", "whk_x"] {
+        let uri = format!("/api/signup-links/{unknown}");
+        expect(&p, 404, "GET", one, &uri, "", key, None).await;
+        expect(&p, 404, "DELETE", one, &uri, "", key, None).await;
+    }
+    for bad in ["limit=0", "limit=101", "cursor=%21%21", "limit=1&limit=2"] {
+        expect(&p, 400, "GET", links, links, bad, key, None).await;
+    }
+    assert_eq!(
+        p.env.table_snapshot().await,
+        before,
+        "bad input changed nothing"
+    );
+
+    // The list, a page at a time.
+    expect(&p, 201, "POST", links, links, "", key, None).await;
+    expect(&p, 201, "POST", links, links, "", other, None).await;
+    let first = expect(&p, 200, "GET", links, links, "limit=1", key, None).await;
+    assert_eq!(first.body["data"].as_array().unwrap().len(), 1);
+    let cursor = first.body["pagination"]["nextCursor"].as_str().unwrap();
+    let second = expect(
+        &p,
+        200,
+        "GET",
+        links,
+        links,
+        &format!("limit=1&cursor={cursor}"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(second.body["data"][0]["id"], id.as_str());
+    let all = expect(&p, 200, "GET", links, links, "", key, None).await;
+    assert_eq!(
+        all.body["data"].as_array().unwrap().len(),
+        2,
+        "only this account's"
+    );
+    assert_eq!(all.body["pagination"]["nextCursor"], Value::Null);
+
+    // Revoked: refused by the page, its routes and the callback.
+    let revoked = expect(&p, 200, "DELETE", one, &uri, "", key, None).await;
+    assert_eq!(revoked.body["data"]["state"], "revoked");
+    expect(&p, 200, "DELETE", one, &uri, "", key, None).await;
+    let page = expect(
+        &p,
+        410,
+        "GET",
+        "/signup",
+        "/signup",
+        &query_of(&state),
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        page.body
+            .as_str()
+            .unwrap()
+            .contains("data-reason=\"revoked\"")
+    );
+    report(json!({"state": state, "event": "opened"}), 409).await;
+    let phone = "230000000000031";
+    let code = p.meta_phone(WABA, phone);
+    let callback = json!({"code": code, "wabaId": WABA, "phoneNumberId": phone, "state": state});
+    let path = "/api/signup/callback";
+    expect(
+        &p,
+        401,
+        "POST",
+        path,
+        path,
+        "",
+        None,
+        Some(&callback.to_string()),
+    )
+    .await;
+
+    // Used: the link shows its number; revoking it is a conflict; the page says it was used.
+    let used = expect(&p, 201, "POST", links, links, "", key, None).await;
+    let used_state = state_of(&used);
+    let used_uri = format!(
+        "/api/signup-links/{}",
+        used.body["data"]["id"].as_str().unwrap()
+    );
+    let callback = json!({"code": code, "wabaId": WABA, "phoneNumberId": phone, "state": used_state, "businessId": "555", "mode": "cloud_api"});
+    contract().assert_request_documented("POST", path, &callback);
+    let number = expect(
+        &p,
+        202,
+        "POST",
+        path,
+        path,
+        "",
+        None,
+        Some(&callback.to_string()),
+    )
+    .await;
+    let got = expect(&p, 200, "GET", one, &used_uri, "", key, None).await;
+    assert_eq!(got.body["data"]["state"], "completed");
+    assert_eq!(got.body["data"]["numberId"], number.body["data"]["id"]);
+    expect(&p, 409, "DELETE", one, &used_uri, "", key, None).await;
+    let page = expect(
+        &p,
+        410,
+        "GET",
+        "/signup",
+        "/signup",
+        &query_of(&used_state),
+        None,
+        None,
+    )
+    .await;
+    assert!(page.body.as_str().unwrap().contains("data-reason=\"used\""));
+    let seen = expect(
+        &p,
+        200,
+        "GET",
+        status,
+        status,
+        &query_of(&used_state),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(seen.body["data"]["link"], "completed");
+    assert_eq!(seen.body["data"]["numberId"], number.body["data"]["id"]);
+    assert_eq!(seen.body["data"]["status"], "PENDING");
+    for bad_mode in [json!("both"), json!(1)] {
+        let mut body = callback.clone();
+        body["mode"] = bad_mode;
+        contract().assert_request_refused("POST", path, &body);
+    }
+}
+
+async fn report_raw(p: &ProvisioningEnv, body: &str, status: u16) -> ApiResponse {
+    let events = "/signup/events";
+    expect(p, status, "POST", events, events, "", None, Some(body)).await
 }
