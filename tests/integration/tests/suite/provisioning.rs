@@ -412,3 +412,84 @@ async fn a_failed_code_exchange_deletes_the_token_at_once_and_needs_a_new_signup
     assert_eq!(retried.body["error"]["code"], "reauthorization_required");
     assert_eq!(p.number(&account, &id).await.status, Status::Failed);
 }
+
+#[tokio::test]
+async fn a_coexistence_number_is_activated_without_register_or_pin_and_never_deregistered() {
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("acme").await;
+    let phone = "200000000000401";
+    let code = p.meta_phone(WABA, phone);
+    let body = serde_json::json!({
+        "code": code, "wabaId": WABA, "phoneNumberId": phone, "mode": "coexistence"
+    })
+    .to_string();
+    let response = p
+        .invoke(muchaw_tests::http_event(
+            "POST",
+            "/api/signup/callback",
+            "",
+            Some(&key),
+            Some(&body),
+        ))
+        .await;
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    assert_eq!(response.body["data"]["onboarding"], "coexistence");
+    let id = response.body["data"]["id"].as_str().unwrap().to_string();
+
+    let number = p.settled(&account, &id, SETTLE).await;
+
+    assert_eq!(number.status, Status::Active, "{number:?}");
+    assert_eq!(
+        meta_routes(&p),
+        vec![Route::ExchangeCode, Route::SubscribeApp, Route::GetPhone]
+    );
+    let gone = p
+        .invoke(muchaw_tests::http_event(
+            "DELETE",
+            &format!("/api/numbers/{id}"),
+            "",
+            Some(&key),
+            None,
+        ))
+        .await;
+    assert_eq!(gone.status, 200);
+    let torn = until(&p, &account, &id, |n| n.torn_down_at.is_some()).await;
+    assert!(torn.token_deleted_at.is_some());
+    assert!(p.meta.calls_to(Route::Deregister).is_empty());
+    assert_eq!(p.meta.calls_to(Route::UnsubscribeApp).len(), 1);
+}
+
+#[tokio::test]
+async fn an_unknown_onboarding_mode_is_refused_and_creates_nothing() {
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("acme").await;
+    let body = serde_json::json!({
+        "code": "AQBcode", "wabaId": WABA, "phoneNumberId": "200000000000402", "mode": "on_premises"
+    })
+    .to_string();
+    let response = p
+        .invoke(muchaw_tests::http_event(
+            "POST",
+            "/api/signup/callback",
+            "",
+            Some(&key),
+            Some(&body),
+        ))
+        .await;
+    assert_eq!(response.status, 400, "{:?}", response.body);
+    assert_eq!(response.body["error"]["code"], "invalid_request");
+    let listed = p
+        .env
+        .store
+        .list(
+            &account,
+            None,
+            muchaw_shared::ports::Page {
+                limit: 10,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.total, 0);
+}
