@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod numbers;
+pub mod shape;
 pub mod signup;
 pub mod view;
 pub mod webhooks;
@@ -28,7 +29,7 @@ use crate::ports::{
     ApiKeyVerifier, EventLog, MessageQueue, NumberReader, ProvisioningStore, RequestQuota,
     SignupLinks, StatusWriter, WebhookEndpoints,
 };
-use crate::webhooks::url_policy::UrlPolicy;
+use crate::webhooks::url_policy::{Dns, Resolver, UrlPolicy};
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -113,13 +114,26 @@ pub fn webhook_routes<S>(store: S, policy: UrlPolicy) -> Router
 where
     S: WebhookEndpoints + 'static,
 {
+    webhook_routes_resolving(store, policy, Dns)
+}
+
+/// [`webhook_routes`] with endpoint host names resolved by `resolver` (tests without a network).
+pub fn webhook_routes_resolving<S, R>(store: S, policy: UrlPolicy, resolver: R) -> Router
+where
+    S: WebhookEndpoints + 'static,
+    R: Resolver + 'static,
+{
     Router::new()
         .route(
             "/api/webhooks",
-            get(webhooks::list::<S>).post(webhooks::create::<S>),
+            get(webhooks::list::<S, R>).post(webhooks::create::<S, R>),
         )
-        .route("/api/webhooks/{id}", delete(webhooks::delete::<S>))
-        .with_state(Arc::new(webhooks::WebhookState { store, policy }))
+        .route("/api/webhooks/{id}", delete(webhooks::delete::<S, R>))
+        .with_state(Arc::new(webhooks::WebhookState {
+            store,
+            policy,
+            resolver,
+        }))
 }
 
 /// What every API function serves around its routes: API-key authentication for `/api/*`

@@ -8,15 +8,16 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Caller, JsonBody};
+use super::{ApiError, Caller, JsonBody, shape};
 use crate::domain::{EventType, time};
 use crate::ports::WebhookEndpoints;
-use crate::webhooks::url_policy::UrlPolicy;
+use crate::webhooks::url_policy::{Dns, Resolver, UrlPolicy};
 use crate::webhooks::{EndpointView, MAX_ENDPOINTS_PER_ACCOUNT, WebhookEndpoint};
 
-pub struct WebhookState<S> {
+pub struct WebhookState<S, R = Dns> {
     pub store: S,
     pub policy: UrlPolicy,
+    pub resolver: R,
 }
 
 #[derive(Deserialize)]
@@ -27,8 +28,8 @@ pub struct CreateEndpoint {
     events: Option<Vec<EventType>>,
 }
 
-pub async fn create<S: WebhookEndpoints>(
-    State(state): State<Arc<WebhookState<S>>>,
+pub async fn create<S: WebhookEndpoints, R: Resolver>(
+    State(state): State<Arc<WebhookState<S, R>>>,
     Extension(Caller(account)): Extension<Caller>,
     JsonBody(request): JsonBody<CreateEndpoint>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -45,9 +46,16 @@ pub async fn create<S: WebhookEndpoints>(
             Some(events)
         }
     };
+    // The documented shape, in production. A deployment allowing private targets (the local
+    // stack, tests) takes any URL its policy does, `http` and IP addresses included.
+    if !state.policy.allow_private && !shape::is_webhook_url(&request.url) {
+        return Err(ApiError::invalid_request(
+            "url must be an https URL on a DNS name, without credentials",
+        ));
+    }
     let url = state
         .policy
-        .check(&request.url)
+        .check_resolving(&request.url, &state.resolver)
         .await
         .map_err(ApiError::invalid_request)?;
     if state.store.endpoints(&account).await?.len() >= MAX_ENDPOINTS_PER_ACCOUNT {
@@ -64,8 +72,8 @@ pub async fn create<S: WebhookEndpoints>(
     ))
 }
 
-pub async fn list<S: WebhookEndpoints>(
-    State(state): State<Arc<WebhookState<S>>>,
+pub async fn list<S: WebhookEndpoints, R>(
+    State(state): State<Arc<WebhookState<S, R>>>,
     Extension(Caller(account)): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
     let endpoints = state.store.endpoints(&account).await?;
@@ -76,8 +84,8 @@ pub async fn list<S: WebhookEndpoints>(
     Ok(Json(json!({ "data": views })))
 }
 
-pub async fn delete<S: WebhookEndpoints>(
-    State(state): State<Arc<WebhookState<S>>>,
+pub async fn delete<S: WebhookEndpoints, R>(
+    State(state): State<Arc<WebhookState<S, R>>>,
     Extension(Caller(account)): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

@@ -16,9 +16,38 @@ pub struct UrlPolicy {
     pub allow_private: bool,
 }
 
+/// Turns a host name into the addresses it stands for: the system's resolver ([`Dns`]) in
+/// production; tests that must not depend on a network inject their own.
+pub trait Resolver: Send + Sync {
+    fn resolve(
+        &self,
+        name: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<Vec<IpAddr>, String>> + Send;
+}
+
+/// The system's resolver, with a timeout.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Dns;
+
+impl Resolver for Dns {
+    async fn resolve(&self, name: &str, port: u16) -> Result<Vec<IpAddr>, String> {
+        resolve(name, port).await
+    }
+}
+
 impl UrlPolicy {
     /// The URL, parsed, if webhooks may be delivered to it; otherwise why not, for the caller.
     pub async fn check(&self, raw: &str) -> Result<Url, String> {
+        self.check_resolving(raw, &Dns).await
+    }
+
+    /// [`UrlPolicy::check`] with host names resolved by `resolver`.
+    pub async fn check_resolving<R: Resolver>(
+        &self,
+        raw: &str,
+        resolver: &R,
+    ) -> Result<Url, String> {
         if raw.len() > MAX_URL_LENGTH {
             return Err(format!("url must be at most {MAX_URL_LENGTH} characters"));
         }
@@ -42,7 +71,7 @@ impl UrlPolicy {
             None => return Err("url must have a host".into()),
             Some(Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
             Some(Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
-            Some(Host::Domain(name)) => resolve(name, port).await?,
+            Some(Host::Domain(name)) => resolver.resolve(name, port).await?,
         };
         if let Some(ip) = addresses.iter().find(|ip| is_internal(**ip)) {
             return Err(format!(
