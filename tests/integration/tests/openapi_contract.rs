@@ -380,6 +380,32 @@ fn the_document_resolves_every_reference_and_compiles_every_schema() {
 }
 
 #[test]
+fn the_document_uses_the_patterns_the_api_enforces() {
+    use muchaw_shared::api::shape;
+    let schemas = &contract().doc["components"]["schemas"];
+    for (schema, pattern) in [
+        ("MetaId", shape::META_ID),
+        ("SignupCode", shape::SIGNUP_CODE),
+        ("SignupState", shape::SIGNUP_STATE),
+        ("RedirectUrl", shape::REDIRECT_URL),
+        ("WebhookUrl", shape::WEBHOOK_URL),
+    ] {
+        assert_eq!(schemas[schema]["pattern"], json!(pattern), "{schema}");
+    }
+    assert_eq!(
+        schemas["SignupState"]["maxLength"],
+        json!(shape::MAX_STATE_LENGTH)
+    );
+    for schema in ["RedirectUrl", "WebhookUrl"] {
+        assert_eq!(
+            schemas[schema]["maxLength"],
+            json!(shape::MAX_URL_LENGTH),
+            "{schema}"
+        );
+    }
+}
+
+#[test]
 fn the_document_lists_exactly_the_routes_the_functions_serve() {
     let mut served: Vec<(String, String)> = SERVED_ROUTES
         .iter()
@@ -822,11 +848,23 @@ async fn webhook_endpoints_answer_as_documented() {
         async move { expect(p, status, "POST", path, path, "", key, Some(&body)).await }
     };
 
+    // This stack allows private targets (its receivers are on loopback), which the document,
+    // describing production, does not: the same request shape with a public https URL is what
+    // the document accepts.
     let every = json!({"url": "http://127.0.0.1:9/hooks"});
-    contract.assert_request_documented("POST", path, &every);
+    contract.assert_request_refused("POST", path, &every);
+    contract.assert_request_documented(
+        "POST",
+        path,
+        &json!({"url": "https://hooks.example.com/a"}),
+    );
     let created = create(&every, 201).await;
     let filtered = json!({"url": "http://127.0.0.1:9/other", "events": ["number.banned", "number.activated", "number.banned"]});
-    contract.assert_request_documented("POST", path, &filtered);
+    contract.assert_request_documented(
+        "POST",
+        path,
+        &json!({"url": "https://hooks.example.com/b", "events": filtered["events"]}),
+    );
     create(&filtered, 201).await;
     let listed = expect(&p, 200, "GET", path, path, "", key, None).await;
     assert_eq!(listed.body["data"].as_array().unwrap().len(), 2);
