@@ -741,6 +741,10 @@ async fn signup_links_answer_as_documented() {
     );
     for bad in [
         json!({"redirectUrl": "http://app.example.com/done"}),
+        json!({"redirectUrl": ""}),
+        json!({"redirectUrl": "https://"}),
+        json!({"redirectUrl": "https://[::1]/done"}),
+        json!({"redirectUrl": "https://app.example.com/a b"}),
         json!({"redirectUrl": 7}),
         json!({"other": true}),
     ] {
@@ -792,6 +796,16 @@ async fn the_signup_callback_answers_as_documented() {
         json!({"code": "AQB", "wabaId": WABA, "phoneNumberId": phone, "extra": 1}),
         json!({"code": 5, "wabaId": WABA, "phoneNumberId": phone}),
         json!({"code": "", "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": "\t", "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": "\u{1}", "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": " AQB", "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": "AQ B", "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": "AQBé", "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": "a".repeat(2049), "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": "AQB", "wabaId": "", "phoneNumberId": phone}),
+        json!({"code": "AQB", "wabaId": "1".repeat(33), "phoneNumberId": phone}),
+        json!({"code": "AQB", "wabaId": WABA, "phoneNumberId": phone, "state": "garbage"}),
+        json!({"code": "AQB", "wabaId": WABA, "phoneNumberId": phone, "state": "v1.a=.b"}),
     ] {
         contract.assert_request_refused("POST", path, &bad);
         post(Some(&key), &bad, 400).await;
@@ -889,6 +903,21 @@ async fn webhook_endpoints_answer_as_documented() {
 
     p.strict_webhook_urls();
     create(&every, 400).await;
+    for bad in [
+        "",
+        "https://",
+        "https://localhost/x",
+        "https://10.0.0.1/x",
+        "https://93.184.215.14/x",
+        "https://[2606:4700::1111]/x",
+        "https://user:pass@hooks.example.com/x",
+        "https://hooks.example.com:70000/x",
+        "https://hooks.example.com/a b",
+    ] {
+        let body = json!({ "url": bad });
+        contract.assert_request_refused("POST", path, &body);
+        create(&body, 400).await;
+    }
 }
 
 #[tokio::test]
