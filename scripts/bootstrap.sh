@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, once: a Python venv with moto, cfn-lint,
-# SAM CLI and cargo-lambda. Re-runs only when requirements-dev.txt changes.
+# SAM CLI, cargo-lambda and Schemathesis (re-run only when requirements-dev.txt changes), and the
+# OpenAPI linter, Redocly CLI, under .local/ (re-run only when its pinned version changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,19 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements-dev.txt
   echo "$want" > "$stamp"
+fi
+REDOCLY_CLI_VERSION=2.77.0
+redocly_dir=.local/redocly
+if [ "$(cat "$redocly_dir/.version" 2>/dev/null || true)" != "$REDOCLY_CLI_VERSION" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "bootstrap: installing Node.js and npm" >&2
+    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  echo "bootstrap: installing @redocly/cli@$REDOCLY_CLI_VERSION into $redocly_dir" >&2
+  mkdir -p "$redocly_dir"
+  npm install --prefix "$redocly_dir" --no-audit --no-fund --loglevel=error \
+    "@redocly/cli@$REDOCLY_CLI_VERSION" >/dev/null
+  echo "$REDOCLY_CLI_VERSION" > "$redocly_dir/.version"
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 # The signup page's browser tests drive headless Chromium through chromedriver. CI (`.ci/run`

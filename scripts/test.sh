@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every check the project has: formatting, lints, unit and integration tests (against moto and
-# the fake Meta), the SAM template, and each events/ file through cargo lambda invoke.
+# Every check the project has: formatting, lints, the SAM template, the OpenAPI document's lint,
+# unit and integration tests (against moto and the fake Meta), the schema-driven API tests, and
+# each events/ file through cargo lambda invoke.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -14,9 +15,13 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== template" >&2
 scripts/validate-template.sh
+echo "== openapi lint" >&2
+scripts/lint-openapi.sh
 
 source scripts/moto.sh
 echo "== cargo test" >&2
 cargo test --workspace --no-fail-fast
+echo "== schema-driven API tests (schemathesis)" >&2
+scripts/schema-tests.sh
 echo "== events/ through cargo lambda invoke" >&2
 scripts/invoke-events.sh

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod numbers;
+pub mod shape;
 pub mod signup;
 pub mod signup_page;
 pub mod signup_sessions;
@@ -29,6 +30,7 @@ use crate::ports::{
     ApiKeyVerifier, EventLog, LifecycleStore, MessageQueue, NumberReader, ProvisioningStore,
     RequestQuota, SignupLinks, SignupSessions, WebhookEndpoints,
 };
+use crate::webhooks::resolver::GuardedResolver;
 use crate::webhooks::url_policy::UrlPolicy;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -148,13 +150,25 @@ pub fn webhook_routes<S>(store: S, policy: UrlPolicy) -> Router
 where
     S: WebhookEndpoints + 'static,
 {
+    webhook_routes_resolving(store, policy, policy.resolver())
+}
+
+/// [`webhook_routes`] with endpoint host names resolved by `resolver` (tests without a network).
+pub fn webhook_routes_resolving<S>(store: S, policy: UrlPolicy, resolver: GuardedResolver) -> Router
+where
+    S: WebhookEndpoints + 'static,
+{
     Router::new()
         .route(
             "/api/webhooks",
             get(webhooks::list::<S>).post(webhooks::create::<S>),
         )
         .route("/api/webhooks/{id}", delete(webhooks::delete::<S>))
-        .with_state(Arc::new(webhooks::WebhookState { store, policy }))
+        .with_state(Arc::new(webhooks::WebhookState {
+            store,
+            policy,
+            resolver,
+        }))
 }
 
 /// What every API function serves around its routes: API-key authentication for `/api/*`

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Caller, JsonBody, NumberView};
+use super::{ApiError, Caller, JsonBody, NumberView, shape};
 use crate::domain::api_key::{KeyHash, bearer_key};
 use crate::domain::messages::StepMessage;
 use crate::domain::secrets::Secret;
@@ -46,8 +46,7 @@ pub struct CallbackBody {
 }
 
 fn meta_id(name: &str, value: &str) -> Result<(), ApiError> {
-    let valid = !value.is_empty() && value.len() <= 32 && value.bytes().all(|b| b.is_ascii_digit());
-    if valid {
+    if shape::is_meta_id(value) {
         Ok(())
     } else {
         Err(ApiError::invalid_request(format!(
@@ -57,17 +56,22 @@ fn meta_id(name: &str, value: &str) -> Result<(), ApiError> {
 }
 
 fn validate(body: &CallbackBody) -> Result<(), ApiError> {
-    let code = body.code.trim();
-    if code.is_empty() || code.len() > 2048 || code.chars().any(char::is_whitespace) {
+    if !shape::is_signup_code(&body.code) {
         return Err(ApiError::invalid_request(
-            "code must be the code FB.login returned",
+            "code must be the code FB.login returned (visible ASCII, no whitespace)",
         ));
     }
     meta_id("wabaId", &body.waba_id)?;
     if let Some(business) = &body.business_id {
         meta_id("businessId", business)?;
     }
-    meta_id("phoneNumberId", &body.phone_number_id)
+    meta_id("phoneNumberId", &body.phone_number_id)?;
+    match &body.state {
+        Some(state) if !shape::is_signup_state(state) => Err(ApiError::invalid_request(
+            "state must be a signup link's state (v1.<payload>.<signature>)",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The account calling: an API key when one is sent, else a signup link's `state`.
@@ -164,7 +168,7 @@ where
         Step::FIRST,
         format!("trc_{}", cuid2::create_id()),
     );
-    message.code = Some(Secret::new(body.code.trim()));
+    message.code = Some(Secret::new(body.code.as_str()));
     state.queue.send(&message).await?;
     match state.store.create_pending(&number, link.as_deref()).await? {
         CreateOutcome::Created => {
@@ -202,13 +206,6 @@ struct LinkRequest {
     redirect_url: Option<String>,
 }
 
-fn valid_redirect(url: &str) -> bool {
-    url.len() <= 2048
-        && url.parse::<http::Uri>().is_ok_and(|uri| {
-            uri.scheme_str() == Some("https") && uri.host().is_some_and(|h| !h.is_empty())
-        })
-}
-
 pub async fn create_link<S: SignupLinks>(
     State(state): State<Arc<SignupLinkState<S>>>,
     Extension(Caller(account)): Extension<Caller>,
@@ -222,7 +219,7 @@ pub async fn create_link<S: SignupLinks>(
             .map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))?
     };
     if let Some(url) = &request.redirect_url
-        && !valid_redirect(url)
+        && !shape::is_redirect_url(url)
     {
         return Err(ApiError::invalid_request(
             "redirectUrl must be an https URL",

@@ -8,15 +8,18 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Caller, JsonBody};
+use super::{ApiError, Caller, JsonBody, shape};
 use crate::domain::{EventType, time};
 use crate::ports::WebhookEndpoints;
+use crate::webhooks::resolver::GuardedResolver;
 use crate::webhooks::url_policy::UrlPolicy;
 use crate::webhooks::{EndpointView, MAX_ENDPOINTS_PER_ACCOUNT, WebhookEndpoint};
 
 pub struct WebhookState<S> {
     pub store: S,
     pub policy: UrlPolicy,
+    /// Resolves endpoint host names at creation: the policy's own, or a scripted one in tests.
+    pub resolver: GuardedResolver,
 }
 
 #[derive(Deserialize)]
@@ -45,9 +48,16 @@ pub async fn create<S: WebhookEndpoints>(
             Some(events)
         }
     };
+    // The documented shape, in production. A deployment allowing private targets (the local
+    // stack, tests) takes any URL its policy does, `http` and IP addresses included.
+    if !state.policy.allow_private && !shape::is_webhook_url(&request.url) {
+        return Err(ApiError::invalid_request(
+            "url must be an https URL on a DNS name, without credentials",
+        ));
+    }
     let url = state
         .policy
-        .check(&request.url)
+        .check_with(&request.url, &state.resolver)
         .await
         .map_err(ApiError::invalid_request)?;
     if state.store.endpoints(&account).await?.len() >= MAX_ENDPOINTS_PER_ACCOUNT {

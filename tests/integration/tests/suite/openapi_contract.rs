@@ -387,6 +387,32 @@ fn the_document_resolves_every_reference_and_compiles_every_schema() {
 }
 
 #[test]
+fn the_document_uses_the_patterns_the_api_enforces() {
+    use muchaw_shared::api::shape;
+    let schemas = &contract().doc["components"]["schemas"];
+    for (schema, pattern) in [
+        ("MetaId", shape::META_ID),
+        ("SignupCode", shape::SIGNUP_CODE),
+        ("SignupState", shape::SIGNUP_STATE),
+        ("RedirectUrl", shape::REDIRECT_URL),
+        ("WebhookUrl", shape::WEBHOOK_URL),
+    ] {
+        assert_eq!(schemas[schema]["pattern"], json!(pattern), "{schema}");
+    }
+    assert_eq!(
+        schemas["SignupState"]["maxLength"],
+        json!(shape::MAX_STATE_LENGTH)
+    );
+    for schema in ["RedirectUrl", "WebhookUrl"] {
+        assert_eq!(
+            schemas[schema]["maxLength"],
+            json!(shape::MAX_URL_LENGTH),
+            "{schema}"
+        );
+    }
+}
+
+#[test]
 fn the_document_lists_exactly_the_routes_the_functions_serve() {
     let mut served: Vec<(String, String)> = SERVED_ROUTES
         .iter()
@@ -767,6 +793,10 @@ async fn signup_links_answer_as_documented() {
     );
     for bad in [
         json!({"redirectUrl": "http://app.example.com/done"}),
+        json!({"redirectUrl": ""}),
+        json!({"redirectUrl": "https://"}),
+        json!({"redirectUrl": "https://[::1]/done"}),
+        json!({"redirectUrl": "https://app.example.com/a b"}),
         json!({"redirectUrl": 7}),
         json!({"other": true}),
     ] {
@@ -818,6 +848,16 @@ async fn the_signup_callback_answers_as_documented() {
         json!({"code": "AQB", "wabaId": WABA, "phoneNumberId": phone, "extra": 1}),
         json!({"code": 5, "wabaId": WABA, "phoneNumberId": phone}),
         json!({"code": "", "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": "\t", "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": "\u{1}", "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": " AQB", "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": "AQ B", "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": "AQBé", "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": "a".repeat(2049), "wabaId": WABA, "phoneNumberId": phone}),
+        json!({"code": "AQB", "wabaId": "", "phoneNumberId": phone}),
+        json!({"code": "AQB", "wabaId": "1".repeat(33), "phoneNumberId": phone}),
+        json!({"code": "AQB", "wabaId": WABA, "phoneNumberId": phone, "state": "garbage"}),
+        json!({"code": "AQB", "wabaId": WABA, "phoneNumberId": phone, "state": "v1.a=.b"}),
     ] {
         contract.assert_request_refused("POST", path, &bad);
         post(Some(&key), &bad, 400).await;
@@ -874,11 +914,23 @@ async fn webhook_endpoints_answer_as_documented() {
         async move { expect(p, status, "POST", path, path, "", key, Some(&body)).await }
     };
 
+    // This stack allows private targets (its receivers are on loopback), which the document,
+    // describing production, does not: the same request shape with a public https URL is what
+    // the document accepts.
     let every = json!({"url": "http://127.0.0.1:9/hooks"});
-    contract.assert_request_documented("POST", path, &every);
+    contract.assert_request_refused("POST", path, &every);
+    contract.assert_request_documented(
+        "POST",
+        path,
+        &json!({"url": "https://hooks.example.com/a"}),
+    );
     let created = create(&every, 201).await;
     let filtered = json!({"url": "http://127.0.0.1:9/other", "events": ["number.banned", "number.activated", "number.banned"]});
-    contract.assert_request_documented("POST", path, &filtered);
+    contract.assert_request_documented(
+        "POST",
+        path,
+        &json!({"url": "https://hooks.example.com/b", "events": filtered["events"]}),
+    );
     create(&filtered, 201).await;
     let listed = expect(&p, 200, "GET", path, path, "", key, None).await;
     assert_eq!(listed.body["data"].as_array().unwrap().len(), 2);
@@ -903,6 +955,21 @@ async fn webhook_endpoints_answer_as_documented() {
 
     p.strict_webhook_urls();
     create(&every, 400).await;
+    for bad in [
+        "",
+        "https://",
+        "https://localhost/x",
+        "https://10.0.0.1/x",
+        "https://93.184.215.14/x",
+        "https://[2606:4700::1111]/x",
+        "https://user:pass@hooks.example.com/x",
+        "https://hooks.example.com:70000/x",
+        "https://hooks.example.com/a b",
+    ] {
+        let body = json!({ "url": bad });
+        contract.assert_request_refused("POST", path, &body);
+        create(&body, 400).await;
+    }
 }
 
 #[tokio::test]
