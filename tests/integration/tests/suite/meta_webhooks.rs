@@ -374,6 +374,42 @@ async fn malformed_json_with_a_valid_signature_is_400() {
     assert_eq!(p.env.table_snapshot().await, before);
 }
 
+#[tokio::test]
+async fn a_good_change_beside_unreadable_ones_is_applied_and_the_delivery_is_200() {
+    let p = ProvisioningEnv::new().await;
+    let (_, ours) = numbers(&p, WABA, &[Status::Active]).await;
+    let body = json!({"object": "whatsapp_business_account", "entry": [
+        {"id": WABA, "time": 1795600000, "changes": [
+            {"value": {"event": "DISABLED_UPDATE"}},
+            {"field": "account_update", "value": "not an object"},
+            {"field": "account_update", "value": {"event": "DISABLED_UPDATE",
+                "ban_info": {"waba_ban_state": "DISABLE", "waba_ban_date": "2026-11-25"}}}
+        ]},
+        {"changes": []},
+        {"id": OTHER_WABA, "changes": [{"field": "account_update", "value": {"event": "ACCOUNT_DELETED"}}]}
+    ]})
+    .to_string();
+    assert_eq!(signed_post(&p, &body).await.status, 200);
+    assert_eq!(reread(&p, &ours[0]).await.status, Status::Banned);
+    assert_eq!(events_of(&p, &ours[0].id).len(), 1);
+}
+
+#[tokio::test]
+async fn a_signed_json_delivery_meta_s_parser_cannot_read_is_200_and_changes_nothing() {
+    let p = ProvisioningEnv::new().await;
+    numbers(&p, WABA, &[Status::Active]).await;
+    let before = p.env.table_snapshot().await;
+    for body in [
+        "{}",
+        "[]",
+        r#"{"entry": 1}"#,
+        r#"{"object": "page", "entry": []}"#,
+    ] {
+        assert_eq!(signed_post(&p, body).await.status, 200, "{body}");
+    }
+    assert_eq!(p.env.table_snapshot().await, before);
+}
+
 // ---- phone_number_name_update ---------------------------------------------------------------
 
 #[tokio::test]
