@@ -25,11 +25,23 @@ impl QualityRating {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Why a number failed (`failureReason`) or is still waiting (`pendingReason`): our step, Meta's
+/// code, and Meta's text, including the text Meta writes for the end user when it sends one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FailureReason {
     pub step: String,
     pub code: String,
     pub message: String,
+    /// Meta's `error_user_title`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_title: Option<String>,
+    /// Meta's `error_user_msg`: what the customer can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_message: Option<String>,
+    /// Meta's `error_data.details`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
 }
 
 /// One WhatsApp phone number of a customer account. Nothing secret is ever a field of it; what

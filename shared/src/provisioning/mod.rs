@@ -254,6 +254,7 @@ where
                                 step: step.as_str().into(),
                                 code: "missing_code".into(),
                                 message: "the signup code never reached the exchange".into(),
+                                ..FailureReason::default()
                             })
                         })?;
                         let exchanged = self
@@ -342,6 +343,7 @@ where
                 step: step.as_str().into(),
                 code: "token_missing".into(),
                 message: "the number's token is not in the secret store".into(),
+                ..FailureReason::default()
             })
         })
     }
@@ -402,6 +404,7 @@ where
                     step: message.step.as_str().into(),
                     code: "retries_exhausted".into(),
                     message: "the step kept failing and was given up".into(),
+                    ..FailureReason::default()
                 });
                 tracing::warn!(code = %reason.code, "retries exhausted; the number fails");
                 self.fail(&number, reason).await

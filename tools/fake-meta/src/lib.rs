@@ -595,11 +595,37 @@ fn meta_error(
     if code == 100 || code == 80007 || code >= 130000 {
         error["error_data"] = json!({"messaging_product": "whatsapp", "details": message});
     }
+    // Meta adds text meant for the end user to the errors a person can act on.
+    if let Some((title, text)) = user_text(code, subcode) {
+        error["error_user_title"] = json!(title);
+        error["error_user_msg"] = json!(text);
+    }
     error["fbtrace_id"] = json!(random("A", 23));
     error["is_transient"] = json!(transient);
     Answer {
         status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
         body: json!({ "error": error }),
+    }
+}
+
+/// `error_user_title` and `error_user_msg` of the errors that carry them (our own wording).
+fn user_text(code: i64, subcode: Option<i64>) -> Option<(&'static str, &'static str)> {
+    match (code, subcode) {
+        (100, Some(2388001)) => Some((
+            "Display name not processed",
+            "The display name of this number could not be processed yet. Check it in WhatsApp \
+             Manager and edit it if it was rejected; if the number is still registered to \
+             another WhatsApp account, delete that account first.",
+        )),
+        (133016, _) => Some((
+            "Too many registration attempts",
+            "This number was registered or deregistered too many times. Try again in 72 hours.",
+        )),
+        (368, _) => Some((
+            "Account restricted",
+            "This account is restricted for violating WhatsApp policies.",
+        )),
+        _ => None,
     }
 }
 
@@ -766,6 +792,21 @@ async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
         authorization: authorization.as_deref(),
     };
     let faulted = matches!(fault, Some(Fault::Error { .. }));
+    // Meta counts register and deregister requests toward the limit whatever their answer:
+    // a scripted error too.
+    if faulted
+        && matches!(route, Some(Route::Register | Route::Deregister))
+        && let Some(id) = segments.first()
+    {
+        let now = Instant::now();
+        let mut state = inner.state();
+        if let Some(phone) = state.phones.get_mut(*id) {
+            phone
+                .register_events
+                .retain(|at| now.duration_since(*at) < REGISTER_WINDOW);
+            phone.register_events.push(now);
+        }
+    }
     let answer = match fault {
         Some(Fault::Error {
             http_status,
@@ -1056,16 +1097,17 @@ fn phone_call(route: Route, phone: &mut Phone, request: &GraphRequest<'_>) -> An
         .retain(|at| now.duration_since(*at) < REGISTER_WINDOW);
     match route {
         Route::Register => {
+            if phone.register_events.len() >= REGISTER_LIMIT {
+                return register_limited();
+            }
+            // Counted whatever the answer.
+            phone.register_events.push(now);
             if request.param("messaging_product") != Some("whatsapp") {
                 return invalid_parameter("messaging_product must be \"whatsapp\"");
             }
             let Some(pin) = six_digits(request.param("pin")) else {
                 return invalid_parameter("pin must be a string of 6 digits");
             };
-            if phone.register_events.len() >= REGISTER_LIMIT {
-                return register_limited();
-            }
-            phone.register_events.push(now);
             if phone.pin.as_ref().is_some_and(|existing| *existing != pin) {
                 return meta_error(
                     400,

@@ -431,6 +431,44 @@ async fn eleventh_register_or_deregister_is_133016() {
 }
 
 #[tokio::test]
+async fn scripted_errors_and_refused_parameters_count_toward_the_register_limit() {
+    let env = Env::new().await;
+    let token = env.token().await;
+    env.fake
+        .fail_next(Route::Register, 3, Fault::display_name_not_ready());
+    for _ in 0..3 {
+        assert_eq!(env.register(&token, PHONE, "123456").await.code(), 100);
+    }
+    assert_eq!(env.register(&token, PHONE, "12").await.code(), 100);
+    assert_eq!(env.fake.phone(PHONE).unwrap().register_count, 4);
+    for _ in 0..6 {
+        assert_eq!(env.register(&token, PHONE, "123456").await.status, 200);
+    }
+    let reply = env.register(&token, PHONE, "123456").await;
+    assert_eq!(reply.code(), 133016);
+    assert!(
+        reply.body["error"]["error_user_msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("72 hours")),
+        "{:?}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn errors_a_person_can_act_on_carry_meta_s_user_text() {
+    let env = Env::new().await;
+    let token = env.token().await;
+    env.fake
+        .fail_next(Route::Register, 1, Fault::display_name_not_ready());
+    let reply = env.register(&token, PHONE, "123456").await;
+    let error = &reply.body["error"];
+    assert!(error["error_user_title"].is_string(), "{error}");
+    assert!(error["error_user_msg"].is_string(), "{error}");
+    assert!(error["error_data"]["details"].is_string(), "{error}");
+}
+
+#[tokio::test]
 async fn deregister_unregisters() {
     let env = Env::new().await;
     let token = env.token().await;

@@ -18,6 +18,7 @@ fn reason(code: &str) -> FailureReason {
         step: "SUBSCRIBE_WABA".into(),
         code: code.into(),
         message: format!("Meta said {code}"),
+        ..FailureReason::default()
     }
 }
 
