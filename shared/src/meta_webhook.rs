@@ -313,6 +313,19 @@ pub fn action_of(entry_id: &str, change: &Change) -> Action {
                 "PARTNER_REMOVED" | "PARTNER_APP_UNINSTALLED" | "ACCOUNT_DELETED" => {
                     Action::Disconnect { waba_id }
                 }
+                // Recorded in the logs with what Meta names; no status of ours follows from it.
+                "ACCOUNT_VIOLATION" => {
+                    let violation = change
+                        .value
+                        .pointer("/violation_info/violation_type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unnamed");
+                    Action::Ignore {
+                        reason: format!(
+                            "account_update ACCOUNT_VIOLATION {violation} of WABA {waba_id}"
+                        ),
+                    }
+                }
                 other => Action::Ignore {
                     reason: format!("account_update {other}"),
                 },
@@ -682,6 +695,21 @@ mod tests {
             action_of("1", &change("account_update", json!("nonsense"))),
             Action::Ignore { .. }
         ));
+    }
+
+    #[test]
+    fn a_violation_is_recorded_with_its_type_and_changes_nothing() {
+        let violation = change(
+            "account_update",
+            json!({"event":"ACCOUNT_VIOLATION","violation_info":{"violation_type":"SCAM"}}),
+        );
+        let Action::Ignore { reason } = action_of("1", &violation) else {
+            panic!("a violation changes nothing");
+        };
+        assert!(
+            reason.contains("SCAM") && reason.contains("WABA 1"),
+            "{reason}"
+        );
     }
 
     #[test]
