@@ -178,6 +178,8 @@ struct NumberItem {
     torn_down_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token_expiry_warned_on: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    register_calls: Vec<String>,
     version: u64,
 }
 
@@ -212,6 +214,7 @@ impl NumberItem {
             registered: number.registered,
             torn_down_at: number.torn_down_at.as_ref().map(time::format),
             token_expiry_warned_on: number.token_expiry_warned_on.clone(),
+            register_calls: number.register_calls.iter().map(time::format).collect(),
             version: number.version,
         }
     }
@@ -238,6 +241,11 @@ impl NumberItem {
             registered: self.registered,
             torn_down_at: self.torn_down_at.as_deref().map(parse).transpose()?,
             token_expiry_warned_on: self.token_expiry_warned_on,
+            register_calls: self
+                .register_calls
+                .iter()
+                .map(|at| parse(at))
+                .collect::<StoreResult<_>>()?,
             version: self.version,
         })
     }

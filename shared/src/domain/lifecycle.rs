@@ -18,6 +18,31 @@ use super::time::Timestamp;
 /// A token expiring within this many days is announced (`number.token_expiring`), once a day.
 pub const TOKEN_WARNING_DAYS: i64 = 7;
 
+/// Register and deregister requests we send per phone number in any window of
+/// [`REGISTER_WINDOW_HOURS`]. Meta allows 10 (the next is `133016` and a 72 h lock); two are
+/// left for a teardown and a reconnect.
+pub const REGISTER_BUDGET: usize = 8;
+pub const REGISTER_WINDOW_HOURS: i64 = 72;
+
+/// The number's register/deregister requests still inside the window at `now`, oldest first.
+pub fn register_calls_in_window(number: &Number, now: Timestamp) -> Vec<Timestamp> {
+    let mut calls: Vec<Timestamp> = number
+        .register_calls
+        .iter()
+        .copied()
+        .filter(|at| now - *at < Duration::hours(REGISTER_WINDOW_HOURS))
+        .collect();
+    calls.sort();
+    calls
+}
+
+/// When the budget allows another request, if it does not now.
+pub fn register_budget_frees_at(number: &Number, now: Timestamp) -> Option<Timestamp> {
+    let calls = register_calls_in_window(number, now);
+    (calls.len() >= REGISTER_BUDGET)
+        .then(|| calls[calls.len() - REGISTER_BUDGET] + Duration::hours(REGISTER_WINDOW_HOURS))
+}
+
 /// Who ended a number. Both end it the same way; logs say which.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DisconnectedBy {
@@ -67,6 +92,9 @@ pub enum Command {
     WarnTokenExpiry,
     /// Meta-side teardown of a disconnected number is done.
     TornDown,
+    /// A register or deregister request is about to be sent to Meta: counted against the
+    /// budget first, so a crash after the request cannot lose it.
+    CountRegisterCall,
 }
 
 impl Command {
@@ -83,6 +111,7 @@ impl Command {
             Command::DisplayNameApproved(_) => "set the display name",
             Command::WarnTokenExpiry => "warn of the token's expiry",
             Command::TornDown => "record the teardown",
+            Command::CountRegisterCall => "count a register request",
         }
     }
 }
@@ -140,6 +169,12 @@ pub enum Refusal {
     NotDisconnected { status: Status },
     #[error("the number's token does not expire within {TOKEN_WARNING_DAYS} days")]
     TokenNotExpiring,
+    #[error("a {status} number sends Meta no register request")]
+    NoRegisterCall { status: Status },
+    #[error(
+        "{REGISTER_BUDGET} register requests in {REGISTER_WINDOW_HOURS} h are spent until {until}"
+    )]
+    RegisterBudgetSpent { until: Timestamp },
 }
 
 /// Where a provisioning step stands for a number, before anything is called at Meta.
@@ -200,6 +235,7 @@ pub fn decide(number: &Number, command: Command, now: Timestamp) -> Decision {
             change(number, after, Vec::new(), PhoneGuard::Keep, None)
         }
         Command::WarnTokenExpiry => warn_token_expiry(number, now),
+        Command::CountRegisterCall => count_register_call(number, now),
         Command::TornDown => {
             if number.status != Status::Disconnected {
                 return refused(Refusal::NotDisconnected {
@@ -348,6 +384,28 @@ fn warn_token_expiry(number: &Number, now: Timestamp) -> Decision {
     after.token_expiry_warned_on = Some(day);
     let event = EventEnvelope::new(EventType::NumberTokenExpiring, &after, now);
     change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
+}
+
+/// Provisioning registers a `PENDING` number; teardown deregisters a `DISCONNECTED` one.
+fn count_register_call(number: &Number, now: Timestamp) -> Decision {
+    let sends = match number.status {
+        Status::Pending => true,
+        Status::Disconnected => number.torn_down_at.is_none(),
+        _ => false,
+    };
+    if !sends {
+        return refused(Refusal::NoRegisterCall {
+            status: number.status,
+        });
+    }
+    if let Some(until) = register_budget_frees_at(number, now) {
+        return refused(Refusal::RegisterBudgetSpent { until });
+    }
+    // Bookkeeping, not a change clients see: `updatedAt` stays.
+    let mut after = number.clone();
+    after.register_calls = register_calls_in_window(number, now);
+    after.register_calls.push(now);
+    change(number, after, Vec::new(), PhoneGuard::Keep, None)
 }
 
 fn change(

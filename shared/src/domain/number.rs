@@ -72,6 +72,10 @@ pub struct Number {
     pub torn_down_at: Option<Timestamp>,
     /// The UTC day (`YYYY-MM-DD`) the token's expiry was last announced, so it is once a day.
     pub token_expiry_warned_on: Option<String>,
+    /// When we sent Meta a register or deregister request for this phone, within the last
+    /// window of Meta's limit (`domain::lifecycle::REGISTER_WINDOW_HOURS`); each is written
+    /// before the request is made.
+    pub register_calls: Vec<Timestamp>,
     /// Bumped by every write; each write is conditioned on the version it read.
     pub version: u64,
 }
@@ -104,6 +108,7 @@ impl Number {
             registered: false,
             torn_down_at: None,
             token_expiry_warned_on: None,
+            register_calls: Vec::new(),
             version: 1,
         }
     }

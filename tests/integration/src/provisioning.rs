@@ -128,6 +128,7 @@ impl ProvisioningEnv {
                 base_seconds: 1,
                 slow_seconds: 1,
                 max_seconds: 2,
+                ..RetryPolicy::default()
             },
         });
         let dispatcher = Arc::new(muchaw_shared::webhooks::delivery::Dispatcher {

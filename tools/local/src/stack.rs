@@ -42,6 +42,7 @@ pub const LOCAL_RETRY: RetryPolicy = RetryPolicy {
     base_seconds: 1,
     slow_seconds: 5,
     max_seconds: 30,
+    max_pending_seconds: 7 * 24 * 3600,
 };
 pub const LOCAL_WEBHOOK_RETRIES: [u32; 7] = [2, 5, 10, 20, 30, 60, 60];
 

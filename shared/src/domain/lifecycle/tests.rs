@@ -174,6 +174,12 @@ pair!(
     Command::TornDown,
     Refused
 );
+pair!(
+    pending_count_register_call_is_counted,
+    Pending,
+    Command::CountRegisterCall,
+    Changes(Pending)
+);
 
 // ACTIVE: live; Meta may ban it, the customer may end it.
 pair!(
@@ -232,6 +238,12 @@ pair!(
     Command::TornDown,
     Refused
 );
+pair!(
+    active_count_register_call_is_refused,
+    Active,
+    Command::CountRegisterCall,
+    Refused
+);
 
 // BANNED: Meta may reinstate it; the customer may end it.
 pair!(
@@ -285,6 +297,12 @@ pair!(
     Command::TornDown,
     Refused
 );
+pair!(
+    banned_count_register_call_is_refused,
+    Banned,
+    Command::CountRegisterCall,
+    Refused
+);
 
 // FAILED: final.
 pair!(
@@ -331,6 +349,12 @@ pair!(
     failed_teardown_is_refused,
     Failed,
     Command::TornDown,
+    Refused
+);
+pair!(
+    failed_count_register_call_is_refused,
+    Failed,
+    Command::CountRegisterCall,
     Refused
 );
 
@@ -394,6 +418,12 @@ pair!(
     disconnected_teardown_is_recorded,
     Disconnected,
     Command::TornDown,
+    Changes(Disconnected)
+);
+pair!(
+    disconnected_count_register_call_is_counted,
+    Disconnected,
+    Command::CountRegisterCall,
     Changes(Disconnected)
 );
 
@@ -687,4 +717,43 @@ fn no_step_runs_once_the_number_left_pending() {
             status: Status::Disconnected
         }
     );
+}
+
+#[test]
+fn register_calls_are_counted_up_to_the_budget_in_any_window() {
+    let mut number = number(Status::Pending);
+    for hour in 0..REGISTER_BUDGET as i64 {
+        let at = now() + Duration::hours(hour);
+        let Decision::Change(change) = decide(&number, Command::CountRegisterCall, at) else {
+            panic!("call {hour} is within the budget");
+        };
+        assert_eq!(change.number.updated_at, number.updated_at);
+        assert_eq!(change.event, None);
+        number = change.number;
+    }
+    let ninth = now() + Duration::hours(8);
+    assert_eq!(
+        decide(&number, Command::CountRegisterCall, ninth),
+        Decision::Refused(Refusal::RegisterBudgetSpent {
+            until: now() + Duration::hours(REGISTER_WINDOW_HOURS)
+        })
+    );
+    // Once the first call leaves the window there is room for one more, and the old calls
+    // are forgotten.
+    let later = now() + Duration::hours(REGISTER_WINDOW_HOURS);
+    let Decision::Change(change) = decide(&number, Command::CountRegisterCall, later) else {
+        panic!("the window moved on");
+    };
+    assert_eq!(change.number.register_calls.len(), REGISTER_BUDGET);
+    assert_eq!(change.number.register_calls.last(), Some(&later));
+}
+
+#[test]
+fn a_torn_down_number_sends_no_more_register_requests() {
+    let mut number = number(Status::Disconnected);
+    number.torn_down_at = Some(now());
+    assert!(matches!(
+        decide(&number, Command::CountRegisterCall, now()),
+        Decision::Refused(Refusal::NoRegisterCall { .. })
+    ));
 }
