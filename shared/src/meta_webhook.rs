@@ -23,10 +23,10 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::domain::Number;
 use crate::domain::lifecycle::{Command, DisconnectedBy};
 use crate::domain::messages::TeardownMessage;
 use crate::domain::secrets::Secret;
+use crate::domain::{Number, Restriction};
 use crate::lifecycle::{self, Changed, LifecycleError};
 use crate::ports::{
     EventLog, LifecycleStore, MessageQueue, ProvisioningStore, QueueError, StoreError,
@@ -256,6 +256,15 @@ pub enum Action {
     Disconnect {
         waba_id: String,
     },
+    /// Meta's restrictions in force on the WABA now (empty: lifted).
+    Restrict {
+        waba_id: String,
+        restrictions: Vec<Restriction>,
+    },
+    /// Meta will disable the WABA.
+    ScheduleBan {
+        waba_id: String,
+    },
     SetDisplayName {
         waba_id: String,
         display_phone_number: String,
@@ -302,6 +311,7 @@ pub fn action_of(entry_id: &str, change: &Change) -> Action {
                     match update.ban_info.and_then(|b| b.waba_ban_state).as_deref() {
                         Some("DISABLE") => Action::Ban { waba_id },
                         Some("REINSTATE") => Action::Reinstate { waba_id },
+                        Some("SCHEDULE_FOR_DISABLE") => Action::ScheduleBan { waba_id },
                         Some(other) => Action::Ignore {
                             reason: format!("DISABLED_UPDATE {other}"),
                         },
@@ -313,6 +323,15 @@ pub fn action_of(entry_id: &str, change: &Change) -> Action {
                 "PARTNER_REMOVED" | "PARTNER_APP_UNINSTALLED" | "ACCOUNT_DELETED" => {
                     Action::Disconnect { waba_id }
                 }
+                "ACCOUNT_RESTRICTION" => match restrictions_of(&change.value) {
+                    Some(restrictions) => Action::Restrict {
+                        waba_id,
+                        restrictions,
+                    },
+                    None => Action::Ignore {
+                        reason: "ACCOUNT_RESTRICTION without a readable restriction_info".into(),
+                    },
+                },
                 // Recorded in the logs with what Meta names; no status of ours follows from it.
                 "ACCOUNT_VIOLATION" => {
                     let violation = change
@@ -355,6 +374,26 @@ pub fn action_of(entry_id: &str, change: &Change) -> Action {
             reason: format!("field {other}"),
         },
     }
+}
+
+/// `restriction_info: [{restriction_type, expiration}]` (`expiration` in Unix seconds); an
+/// entry without a type is skipped. `None` when the list itself is not there.
+fn restrictions_of(value: &Value) -> Option<Vec<Restriction>> {
+    let list = value.get("restriction_info")?.as_array()?;
+    Some(
+        list.iter()
+            .filter_map(|item| {
+                let kind = text_of(item.get("restriction_type"))?;
+                let expires_at = match item.get("expiration") {
+                    Some(Value::Number(n)) => n.as_i64(),
+                    Some(Value::String(s)) => s.parse().ok(),
+                    _ => None,
+                }
+                .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0));
+                Some(Restriction { kind, expires_at })
+            })
+            .collect(),
+    )
 }
 
 fn digits(text: &str) -> String {
@@ -432,6 +471,18 @@ where
             }
             Action::Reinstate { waba_id } => {
                 self.apply_to_waba(&waba_id, Command::Reinstate, time, handled)
+                    .await?;
+            }
+            Action::Restrict {
+                waba_id,
+                restrictions,
+            } => {
+                self.apply_to_waba(&waba_id, Command::Restrict(restrictions), None, handled)
+                    .await?;
+            }
+            Action::ScheduleBan { waba_id } => {
+                tracing::warn!(waba_id = %waba_id, "Meta scheduled the WABA to be disabled");
+                self.apply_to_waba(&waba_id, Command::ScheduleBan, None, handled)
                     .await?;
             }
             Action::Disconnect { waba_id } => {
@@ -690,7 +741,12 @@ mod tests {
             "account_update",
             json!({"event":"DISABLED_UPDATE","ban_info":{"waba_ban_state":"SCHEDULE_FOR_DISABLE"}}),
         );
-        assert!(matches!(action_of("1", &scheduled), Action::Ignore { .. }));
+        assert_eq!(
+            action_of("1", &scheduled),
+            Action::ScheduleBan {
+                waba_id: "1".into()
+            }
+        );
         assert!(matches!(
             action_of("1", &change("account_update", json!("nonsense"))),
             Action::Ignore { .. }
@@ -1106,5 +1162,77 @@ mod handling_tests {
             StatusCode::OK
         );
         assert_eq!(status_of(&handler, &number), Status::Banned);
+    }
+
+    // ---- Restrictions and scheduled bans ----
+
+    #[tokio::test]
+    async fn a_restriction_is_recorded_on_the_waba_s_numbers_and_announced_then_lifted() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        let restricted = json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": [
+            {"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": 1796000000},
+            {"expiration": 1}
+        ]});
+
+        handler
+            .handle(&envelope(100, restricted.clone()))
+            .await
+            .unwrap();
+        handler.handle(&envelope(100, restricted)).await.unwrap();
+
+        let stored = handler
+            .store
+            .number(&number.account_id, &number.id)
+            .unwrap();
+        assert_eq!(stored.restrictions.len(), 1);
+        assert_eq!(
+            stored.restrictions[0].kind,
+            "RESTRICTED_BIZ_INITIATED_MESSAGING"
+        );
+        assert_eq!(
+            stored.restrictions[0].expires_at,
+            chrono::DateTime::from_timestamp(1796000000, 0)
+        );
+        assert_eq!(stored.status, Status::Active);
+
+        let lifted = json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": []});
+        handler.handle(&envelope(200, lifted)).await.unwrap();
+        assert_eq!(
+            event_types(&handler),
+            vec!["number.restricted", "number.restriction_lifted"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_disable_is_announced_once_and_keeps_the_status() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+
+        handler
+            .handle(&envelope(100, ban_state("SCHEDULE_FOR_DISABLE")))
+            .await
+            .unwrap();
+        handler
+            .handle(&envelope(100, ban_state("SCHEDULE_FOR_DISABLE")))
+            .await
+            .unwrap();
+
+        assert_eq!(status_of(&handler, &number), Status::Active);
+        assert_eq!(event_types(&handler), vec!["number.ban_scheduled"]);
+    }
+
+    #[tokio::test]
+    async fn an_account_deleted_disconnects_the_waba_s_numbers() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+
+        handler
+            .handle(&envelope(100, json!({"event": "ACCOUNT_DELETED"})))
+            .await
+            .unwrap();
+
+        assert_eq!(status_of(&handler, &number), Status::Disconnected);
+        assert_eq!(handler.queue.sent_to(Queue::Teardown).len(), 1);
     }
 }

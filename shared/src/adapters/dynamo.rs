@@ -28,8 +28,8 @@ use crate::domain::api_key::{KeyHash, PlainApiKey};
 use crate::domain::lifecycle::{Change, PhoneGuard};
 use crate::domain::time::{self, Timestamp};
 use crate::domain::{
-    AccountId, ApiKeyId, EventEnvelope, FailureReason, Number, NumberId, QualityRating, Status,
-    Step,
+    AccountId, ApiKeyId, EventEnvelope, FailureReason, Number, NumberId, QualityRating,
+    Restriction, Status, Step,
 };
 use crate::ports::{
     ApiKeyVerifier, CommitOutcome, CreateOutcome, EventLog, LifecycleStore, NumberPage,
@@ -180,6 +180,10 @@ struct NumberItem {
     token_expiry_warned_on: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     register_calls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    restrictions: Vec<Restriction>,
+    #[serde(default)]
+    ban_scheduled: bool,
     version: u64,
 }
 
@@ -215,6 +219,8 @@ impl NumberItem {
             torn_down_at: number.torn_down_at.as_ref().map(time::format),
             token_expiry_warned_on: number.token_expiry_warned_on.clone(),
             register_calls: number.register_calls.iter().map(time::format).collect(),
+            restrictions: number.restrictions.clone(),
+            ban_scheduled: number.ban_scheduled,
             version: number.version,
         }
     }
@@ -246,6 +252,8 @@ impl NumberItem {
                 .iter()
                 .map(|at| parse(at))
                 .collect::<StoreResult<_>>()?,
+            restrictions: self.restrictions,
+            ban_scheduled: self.ban_scheduled,
             version: self.version,
         })
     }

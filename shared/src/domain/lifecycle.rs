@@ -10,7 +10,7 @@
 use chrono::Duration;
 
 use super::event::{EventEnvelope, EventType};
-use super::number::{FailureReason, Number, QualityRating};
+use super::number::{FailureReason, Number, QualityRating, Restriction};
 use super::status::{Move, RefusedTransition, Status, Transition};
 use super::step::Step;
 use super::time::Timestamp;
@@ -95,6 +95,10 @@ pub enum Command {
     /// A register or deregister request is about to be sent to Meta: counted against the
     /// budget first, so a crash after the request cannot lose it.
     CountRegisterCall,
+    /// Meta's restrictions on the WABA as it reports them now (empty: lifted).
+    Restrict(Vec<Restriction>),
+    /// Meta will disable the WABA (`SCHEDULE_FOR_DISABLE`).
+    ScheduleBan,
 }
 
 impl Command {
@@ -112,6 +116,8 @@ impl Command {
             Command::WarnTokenExpiry => "warn of the token's expiry",
             Command::TornDown => "record the teardown",
             Command::CountRegisterCall => "count a register request",
+            Command::Restrict(_) => "record Meta's restrictions",
+            Command::ScheduleBan => "announce a scheduled ban",
         }
     }
 }
@@ -169,6 +175,8 @@ pub enum Refusal {
     NotDisconnected { status: Status },
     #[error("the number's token does not expire within {TOKEN_WARNING_DAYS} days")]
     TokenNotExpiring,
+    #[error("a {status} number is not one Meta can still ban")]
+    NotLive { status: Status },
     #[error("a {status} number sends Meta no register request")]
     NoRegisterCall { status: Status },
     #[error(
@@ -236,6 +244,8 @@ pub fn decide(number: &Number, command: Command, now: Timestamp) -> Decision {
         }
         Command::WarnTokenExpiry => warn_token_expiry(number, now),
         Command::CountRegisterCall => count_register_call(number, now),
+        Command::Restrict(restrictions) => restrict(number, restrictions, now),
+        Command::ScheduleBan => schedule_ban(number, now),
         Command::TornDown => {
             if number.status != Status::Disconnected {
                 return refused(Refusal::NotDisconnected {
@@ -284,6 +294,10 @@ fn move_status(
     }
     if failure.is_some() {
         after.failure_reason = failure;
+    }
+    // A ban or a reinstatement is what a scheduled ban was waiting for.
+    if matches!(by, Move::Ban | Move::Reinstate) {
+        after.ban_scheduled = false;
     }
     let event = EventEnvelope::new(EventType::for_transition(transition), &after, now);
     let guard = if to.is_final() {
@@ -383,6 +397,45 @@ fn warn_token_expiry(number: &Number, now: Timestamp) -> Decision {
     let mut after = number.clone();
     after.token_expiry_warned_on = Some(day);
     let event = EventEnvelope::new(EventType::NumberTokenExpiring, &after, now);
+    change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
+}
+
+/// Meta's restrictions replace the ones recorded: announced as `number.restricted` when some are
+/// in force, `number.restriction_lifted` when the last ones went.
+fn restrict(number: &Number, restrictions: Vec<Restriction>, now: Timestamp) -> Decision {
+    if number.status.is_final() {
+        return refused(Refusal::Final {
+            status: number.status,
+        });
+    }
+    if number.restrictions == restrictions {
+        return Decision::Already;
+    }
+    let mut after = number.clone();
+    after.restrictions = restrictions;
+    after.updated_at = now;
+    let event_type = if after.restrictions.is_empty() {
+        EventType::NumberRestrictionLifted
+    } else {
+        EventType::NumberRestricted
+    };
+    let event = EventEnvelope::new(event_type, &after, now);
+    change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
+}
+
+/// Announced once per schedule, to numbers Meta has not banned yet.
+fn schedule_ban(number: &Number, now: Timestamp) -> Decision {
+    if number.status.is_final() || number.status == Status::Banned {
+        return refused(Refusal::NotLive {
+            status: number.status,
+        });
+    }
+    if number.ban_scheduled {
+        return Decision::Already;
+    }
+    let mut after = number.clone();
+    after.ban_scheduled = true;
+    let event = EventEnvelope::new(EventType::NumberBanScheduled, &after, now);
     change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
 }
 

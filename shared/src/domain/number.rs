@@ -25,6 +25,22 @@ impl QualityRating {
     }
 }
 
+/// A limit Meta put on the number's WABA (`account_update` `ACCOUNT_RESTRICTION`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Restriction {
+    /// Meta's `restriction_type`, e.g. `RESTRICTED_BIZ_INITIATED_MESSAGING`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When Meta lifts it, if it said.
+    #[serde(
+        default,
+        with = "super::time::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<Timestamp>,
+}
+
 /// Why a number failed (`failureReason`) or is still waiting (`pendingReason`): our step, Meta's
 /// code, and Meta's text, including the text Meta writes for the end user when it sends one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +92,11 @@ pub struct Number {
     /// window of Meta's limit (`domain::lifecycle::REGISTER_WINDOW_HOURS`); each is written
     /// before the request is made.
     pub register_calls: Vec<Timestamp>,
+    /// Meta's restrictions in force on the number's WABA (empty: none).
+    pub restrictions: Vec<Restriction>,
+    /// Meta announced that the WABA will be disabled (`SCHEDULE_FOR_DISABLE`); cleared by a
+    /// ban or a reinstatement.
+    pub ban_scheduled: bool,
     /// Bumped by every write; each write is conditioned on the version it read.
     pub version: u64,
 }
@@ -109,6 +130,8 @@ impl Number {
             torn_down_at: None,
             token_expiry_warned_on: None,
             register_calls: Vec::new(),
+            restrictions: Vec::new(),
+            ban_scheduled: false,
             version: 1,
         }
     }

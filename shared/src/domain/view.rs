@@ -1,7 +1,7 @@
 use serde::Serialize;
 
 use crate::domain::time::{self, Timestamp};
-use crate::domain::{FailureReason, Number, QualityRating, Status, Step};
+use crate::domain::{FailureReason, Number, QualityRating, Restriction, Status, Step};
 
 /// The contract's Number object. Built field by field from the domain, so nothing reaches a
 /// client by accident: no account id, no token, no secret reference.
@@ -29,6 +29,9 @@ pub struct NumberView {
     /// While `PENDING`: why the current step is waiting (Meta's last answer to it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_reason: Option<FailureReason>,
+    /// Meta's restrictions in force; absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restrictions: Vec<Restriction>,
 }
 
 impl From<&Number> for NumberView {
@@ -52,6 +55,7 @@ impl From<&Number> for NumberView {
                 .provisioning_error
                 .clone()
                 .filter(|_| number.status == Status::Pending),
+            restrictions: number.restrictions.clone(),
         }
     }
 }

@@ -65,6 +65,17 @@ fn display_name() -> Command {
     Command::DisplayNameApproved("New name".into())
 }
 
+fn restriction() -> Restriction {
+    Restriction {
+        kind: "RESTRICTED_BIZ_INITIATED_MESSAGING".into(),
+        expires_at: Some(at("2026-12-08T00:00:00Z")),
+    }
+}
+
+fn restrict() -> Command {
+    Command::Restrict(vec![restriction()])
+}
+
 fn disconnect() -> Command {
     Command::Disconnect(DisconnectedBy::Customer)
 }
@@ -180,6 +191,18 @@ pair!(
     Command::CountRegisterCall,
     Changes(Pending)
 );
+pair!(
+    pending_restrict_is_recorded,
+    Pending,
+    restrict(),
+    Changes(Pending)
+);
+pair!(
+    pending_schedule_ban_is_announced,
+    Pending,
+    Command::ScheduleBan,
+    Changes(Pending)
+);
 
 // ACTIVE: live; Meta may ban it, the customer may end it.
 pair!(
@@ -244,6 +267,18 @@ pair!(
     Command::CountRegisterCall,
     Refused
 );
+pair!(
+    active_restrict_is_recorded,
+    Active,
+    restrict(),
+    Changes(Active)
+);
+pair!(
+    active_schedule_ban_is_announced,
+    Active,
+    Command::ScheduleBan,
+    Changes(Active)
+);
 
 // BANNED: Meta may reinstate it; the customer may end it.
 pair!(
@@ -303,6 +338,18 @@ pair!(
     Command::CountRegisterCall,
     Refused
 );
+pair!(
+    banned_restrict_is_recorded,
+    Banned,
+    restrict(),
+    Changes(Banned)
+);
+pair!(
+    banned_schedule_ban_is_refused,
+    Banned,
+    Command::ScheduleBan,
+    Refused
+);
 
 // FAILED: final.
 pair!(
@@ -355,6 +402,13 @@ pair!(
     failed_count_register_call_is_refused,
     Failed,
     Command::CountRegisterCall,
+    Refused
+);
+pair!(failed_restrict_is_refused, Failed, restrict(), Refused);
+pair!(
+    failed_schedule_ban_is_refused,
+    Failed,
+    Command::ScheduleBan,
     Refused
 );
 
@@ -425,6 +479,18 @@ pair!(
     Disconnected,
     Command::CountRegisterCall,
     Changes(Disconnected)
+);
+pair!(
+    disconnected_restrict_is_refused,
+    Disconnected,
+    restrict(),
+    Refused
+);
+pair!(
+    disconnected_schedule_ban_is_refused,
+    Disconnected,
+    Command::ScheduleBan,
+    Refused
 );
 
 // ---- What an allowed change implies --------------------------------------------------------
@@ -756,4 +822,55 @@ fn a_torn_down_number_sends_no_more_register_requests() {
         decide(&number, Command::CountRegisterCall, now()),
         Decision::Refused(Refusal::NoRegisterCall { .. })
     ));
+}
+
+#[test]
+fn a_restriction_is_announced_then_the_same_one_is_no_change_and_its_end_is_announced() {
+    let change = change_of(Status::Active, restrict());
+    assert_eq!(change.number.restrictions, vec![restriction()]);
+    assert_eq!(
+        change.event.as_ref().map(|e| e.event_type),
+        Some(EventType::NumberRestricted)
+    );
+    assert_eq!(decide(&change.number, restrict(), now()), Decision::Already);
+    let Decision::Change(lifted) = decide(&change.number, Command::Restrict(Vec::new()), now())
+    else {
+        panic!("lifting changes the number");
+    };
+    assert!(lifted.number.restrictions.is_empty());
+    assert_eq!(
+        lifted.event.map(|e| e.event_type),
+        Some(EventType::NumberRestrictionLifted)
+    );
+}
+
+#[test]
+fn a_scheduled_ban_is_announced_once_and_the_ban_clears_it() {
+    let change = change_of(Status::Active, Command::ScheduleBan);
+    assert!(change.number.ban_scheduled);
+    assert_eq!(change.number.status, Status::Active);
+    assert_eq!(
+        change.event.map(|e| e.event_type),
+        Some(EventType::NumberBanScheduled)
+    );
+    assert_eq!(
+        decide(&change.number, Command::ScheduleBan, now()),
+        Decision::Already
+    );
+    let Decision::Change(banned) = decide(&change.number, Command::Ban, now()) else {
+        panic!("the ban follows");
+    };
+    assert!(!banned.number.ban_scheduled);
+}
+
+#[test]
+fn no_restriction_means_none_is_lifted() {
+    assert_eq!(
+        decide(
+            &number(Status::Active),
+            Command::Restrict(Vec::new()),
+            now()
+        ),
+        Decision::Already
+    );
 }

@@ -292,7 +292,7 @@ async fn a_ban_older_than_an_applied_reinstate_is_ignored() {
 }
 
 #[tokio::test]
-async fn a_scheduled_disable_changes_nothing() {
+async fn a_scheduled_disable_keeps_the_status_and_announces_the_ban_once() {
     let p = ProvisioningEnv::new().await;
     let (_, ours) = numbers(&p, WABA, &[Status::Active]).await;
     assert_eq!(
@@ -301,8 +301,41 @@ async fn a_scheduled_disable_changes_nothing() {
             .status,
         200
     );
+    assert_eq!(
+        signed_post(&p, &ban(WABA, "SCHEDULE_FOR_DISABLE"))
+            .await
+            .status,
+        200
+    );
     assert_eq!(reread(&p, &ours[0]).await.status, Status::Active);
-    assert!(sent(&p, Queue::Events).is_empty());
+    let events = sent(&p, Queue::Events);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "number.ban_scheduled");
+}
+
+#[tokio::test]
+async fn a_restriction_shows_on_the_number_and_is_announced() {
+    let p = ProvisioningEnv::new().await;
+    let (_, ours) = numbers(&p, WABA, &[Status::Active]).await;
+    let body = account_update(
+        WABA,
+        json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": [
+            {"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expiration": 1796000000}]}),
+    );
+    assert_eq!(signed_post(&p, &body).await.status, 200);
+    let number = reread(&p, &ours[0]).await;
+    assert_eq!(number.restrictions.len(), 1);
+    assert_eq!(
+        number.restrictions[0].kind,
+        "RESTRICTED_ADD_PHONE_NUMBER_ACTION"
+    );
+    let events = events_of(&p, &ours[0].id);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "number.restricted");
+    assert_eq!(
+        events[0]["data"]["restrictions"][0]["type"],
+        "RESTRICTED_ADD_PHONE_NUMBER_ACTION"
+    );
 }
 
 #[tokio::test]
