@@ -10,7 +10,7 @@ use crate::domain::meta::{MetaError, UserText, classify, kind_of};
 use crate::domain::secrets::Secret;
 use crate::ports::{ExchangedToken, MetaGraph, MetaResult, PhoneProfile};
 
-pub const PROFILE_FIELDS: &str = "display_phone_number,verified_name,quality_rating,name_status,code_verification_status,platform_type,throughput,status";
+pub const PROFILE_FIELDS: &str = "display_phone_number,verified_name,quality_rating,name_status,code_verification_status,platform_type,throughput,status,messaging_limit_tier,health_status";
 
 #[derive(Clone, Debug)]
 pub struct MetaConfig {
@@ -219,6 +219,17 @@ impl MetaGraph for GraphClient {
             display_phone_number: text("display_phone_number"),
             verified_name: text("verified_name"),
             quality_rating: text("quality_rating"),
+            status: text("status"),
+            can_send_message: body
+                .pointer("/health_status/can_send_message")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            name_status: text("name_status"),
+            messaging_limit_tier: text("messaging_limit_tier"),
+            throughput_level: body
+                .pointer("/throughput/level")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 }

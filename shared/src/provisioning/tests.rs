@@ -319,6 +319,7 @@ async fn the_profile_step_records_what_meta_shows() {
         display_phone_number: Some("+55 11 90000-0000".into()),
         verified_name: Some("Acme".into()),
         quality_rating: Some("GREEN".into()),
+        ..PhoneProfile::default()
     });
 
     given.run(Step::FetchProfile).await;

@@ -237,6 +237,11 @@ struct Phone {
     registered: bool,
     pin: Option<String>,
     register_events: Vec<Instant>,
+    /// Meta's phone `status` when set (BANNED, RESTRICTED, FLAGGED, ...); otherwise from
+    /// registration.
+    status: Option<String>,
+    /// `health_status.can_send_message`: AVAILABLE, LIMITED or BLOCKED.
+    can_send_message: String,
 }
 
 #[derive(Default)]
@@ -308,6 +313,10 @@ impl Inner {
                 profile: phone,
                 registered: previous.as_ref().is_some_and(|p| p.registered),
                 pin: previous.as_ref().and_then(|p| p.pin.clone()),
+                status: previous.as_ref().and_then(|p| p.status.clone()),
+                can_send_message: previous
+                    .as_ref()
+                    .map_or_else(|| "AVAILABLE".to_string(), |p| p.can_send_message.clone()),
                 register_events: previous.map(|p| p.register_events).unwrap_or_default(),
             },
         );
@@ -420,6 +429,15 @@ impl FakeMeta {
 
     pub fn set_quality(&self, phone_number_id: &str, rating: &str) {
         self.inner.set_quality(phone_number_id, rating);
+    }
+
+    /// Meta's view of the phone: its `status` (e.g. `BANNED`) and `health_status`
+    /// `can_send_message` (`AVAILABLE`, `LIMITED`, `BLOCKED`).
+    pub fn set_phone_status(&self, phone_number_id: &str, status: &str, can_send_message: &str) {
+        if let Some(phone) = self.inner.state().phones.get_mut(phone_number_id) {
+            phone.status = Some(status.to_string());
+            phone.can_send_message = can_send_message.to_string();
+        }
     }
 
     /// Sets two-step verification as if another provider had.
@@ -1140,6 +1158,31 @@ fn phone_call(route: Route, phone: &mut Phone, request: &GraphRequest<'_>) -> An
     }
 }
 
+/// `health_status` as Meta documents it: the overall answer and one entity per level, with
+/// an error on the phone number's entity when it cannot send freely.
+fn health_status(phone: &Phone) -> Value {
+    let can_send = phone.can_send_message.as_str();
+    let mut number = json!({
+        "entity_type": "PHONE_NUMBER",
+        "id": phone.profile.phone_number_id,
+        "can_send_message": can_send,
+    });
+    if can_send != "AVAILABLE" {
+        number["errors"] = json!([{
+            "error_code": 141006,
+            "error_description": "The number cannot send messages freely.",
+            "possible_solution": "Check the number in WhatsApp Manager.",
+        }]);
+    }
+    json!({
+        "can_send_message": can_send,
+        "entities": [
+            number,
+            {"entity_type": "WABA", "id": phone.waba_id, "can_send_message": "AVAILABLE"},
+        ],
+    })
+}
+
 fn get_phone(phone: &Phone, request: &GraphRequest<'_>) -> Answer {
     let requested: Vec<&str> = match request.query.get("fields") {
         Some(fields) => fields
@@ -1164,11 +1207,16 @@ fn get_phone(phone: &Phone, request: &GraphRequest<'_>) -> Answer {
                 "NOT_APPLICABLE"
             }),
             "throughput" => json!({"level": "STANDARD"}),
-            "status" => json!(if phone.registered {
-                "CONNECTED"
-            } else {
-                "PENDING"
-            }),
+            "status" => match &phone.status {
+                Some(status) => json!(status),
+                None => json!(if phone.registered {
+                    "CONNECTED"
+                } else {
+                    "PENDING"
+                }),
+            },
+            "messaging_limit_tier" => json!("TIER_1K"),
+            "health_status" => health_status(phone),
             other => {
                 return meta_error(
                     400,

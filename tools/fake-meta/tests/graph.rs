@@ -546,6 +546,31 @@ async fn get_phone_returns_id_and_only_the_requested_fields() {
 }
 
 #[tokio::test]
+async fn health_status_and_a_banned_status_are_fields_of_the_phone() {
+    let env = Env::new().await;
+    let token = env.token().await;
+    let fields =
+        "/{PHONE}?fields=status,health_status,messaging_limit_tier".replace("{PHONE}", PHONE);
+    let reply = env.get(&token, &fields).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["health_status"]["can_send_message"], "AVAILABLE");
+    assert_eq!(reply.body["messaging_limit_tier"], "TIER_1K");
+    let entities = reply.body["health_status"]["entities"].as_array().unwrap();
+    assert!(entities.iter().any(|e| e["entity_type"] == "PHONE_NUMBER"));
+
+    env.fake.set_phone_status(PHONE, "BANNED", "BLOCKED");
+    let reply = env.get(&token, &fields).await;
+    assert_eq!(reply.body["status"], "BANNED");
+    assert_eq!(reply.body["health_status"]["can_send_message"], "BLOCKED");
+    let phone = &reply.body["health_status"]["entities"][0];
+    assert!(phone["errors"][0]["error_code"].is_number(), "{phone}");
+    assert!(
+        phone["errors"][0]["possible_solution"].is_string(),
+        "{phone}"
+    );
+}
+
+#[tokio::test]
 async fn get_phone_without_fields_returns_the_default_fields() {
     let env = Env::new().await;
     let token = env.token().await;

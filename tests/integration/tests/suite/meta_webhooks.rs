@@ -521,6 +521,23 @@ async fn a_quality_change_at_meta_is_stored_and_announced_once() {
 }
 
 #[tokio::test]
+async fn a_number_meta_shows_banned_is_moved_with_its_event_by_one_sync() {
+    let p = ProvisioningEnv::new().await;
+    let number = active(&p, "400000000000011", None).await;
+    // The DISABLED_UPDATE webhook was missed: only the phone's status tells.
+    p.meta
+        .set_phone_status("400000000000011", "BANNED", "BLOCKED");
+
+    let summary = health_sync(&p).await;
+    assert_eq!(summary.updated, 1);
+    assert_eq!(reread(&p, &number).await.status, Status::Banned);
+    assert_eq!(of_type(&p, &number, "number.banned").len(), 1);
+
+    health_sync(&p).await;
+    assert_eq!(of_type(&p, &number, "number.banned").len(), 1);
+}
+
+#[tokio::test]
 async fn a_quality_change_whose_announcement_crashed_is_announced_by_the_next_run() {
     let p = ProvisioningEnv::new().await;
     let number = active(&p, "400000000000009", None).await;
