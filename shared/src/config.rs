@@ -207,7 +207,8 @@ fn whole(name: &'static str, default: u32, unit: &str) -> Result<u32, ConfigErro
     }
 }
 
-/// `RETRY_BASE_SECONDS` / `RETRY_SLOW_SECONDS` shorten retries for local runs and tests.
+/// `RETRY_BASE_SECONDS` / `RETRY_SLOW_SECONDS` shorten retries for local runs and tests;
+/// `MAX_PENDING_DAYS` bounds a number's wait for Meta (template parameter `MaxPendingDays`).
 pub fn retry_policy() -> Result<crate::provisioning::RetryPolicy, ConfigError> {
     let default = crate::provisioning::RetryPolicy::default();
     Ok(crate::provisioning::RetryPolicy {
@@ -219,7 +220,25 @@ pub fn retry_policy() -> Result<crate::provisioning::RetryPolicy, ConfigError> {
             default.failed_token_retention_days,
             "days",
         )?,
+        max_pending_seconds: days(
+            "MAX_PENDING_DAYS",
+            crate::provisioning::DEFAULT_MAX_PENDING_DAYS,
+        )?
+        .saturating_mul(24 * 3600),
     })
+}
+
+fn days(name: &'static str, default: u32) -> Result<u32, ConfigError> {
+    match optional(name) {
+        None => Ok(default),
+        Some(text) => match text.parse::<u32>() {
+            Ok(days) if (1..=3650).contains(&days) => Ok(days),
+            _ => Err(ConfigError::Invalid {
+                name,
+                reason: "expected whole days, 1 to 3650".into(),
+            }),
+        },
+    }
 }
 
 /// `ALLOW_PRIVATE_WEBHOOK_URLS=true` lets webhooks go to loopback and private addresses (the

@@ -250,6 +250,24 @@ where
                 return Ok(Checked::Done);
             }
         };
+        // Meta shows the number banned while we hold it ACTIVE: the webhook was missed. It is
+        // moved, with its event, now; the rest of the check waits for the next run.
+        if profile.status.as_deref() == Some("BANNED") {
+            if let Changed::Now(banned) =
+                lifecycle::apply(&self.store, &self.queue, number, Command::Ban).await?
+            {
+                counters.updated.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(number_id = %banned.id, "Meta shows the number banned; moved to BANNED");
+            }
+            return Ok(Checked::Done);
+        }
+        if let Some(can_send) = profile
+            .can_send_message
+            .as_deref()
+            .filter(|c| *c != "AVAILABLE")
+        {
+            tracing::warn!(number_id = %number.id, can_send_message = can_send, status = ?profile.status, name_status = ?profile.name_status, limit = ?profile.messaging_limit_tier, throughput = ?profile.throughput_level, "Meta limits what the number can send");
+        }
         let rating = profile
             .quality_rating
             .as_deref()
@@ -398,6 +416,7 @@ mod sync_tests {
             step: "REGISTER_NUMBER".into(),
             code: "131009".into(),
             message: "Parameter value is not valid".into(),
+            ..Default::default()
         });
         failed.torn_down_at = Some(time::now());
         failed.updated_at = time::now() - chrono::Duration::days(8);
@@ -428,5 +447,28 @@ mod sync_tests {
 
         assert!(summary.stopped_early);
         assert_eq!(summary.updated, 0);
+    }
+
+    #[tokio::test]
+    async fn a_number_meta_shows_banned_is_moved_with_its_event_in_one_run() {
+        let sync = sync();
+        let number = active(&sync, "1", Some(QualityRating::Green));
+        sync.meta.set_profile(PhoneProfile {
+            quality_rating: Some("GREEN".into()),
+            status: Some("BANNED".into()),
+            can_send_message: Some("BLOCKED".into()),
+            ..PhoneProfile::default()
+        });
+
+        let summary = sync.run().await.unwrap();
+
+        assert_eq!(summary.updated, 1);
+        let stored = sync.store.number(&number.account_id, &number.id).unwrap();
+        assert_eq!(stored.status, Status::Banned);
+        assert_eq!(event_types(&sync), vec!["number.banned"]);
+
+        // Banned numbers are not polled as active ones: the next run changes nothing.
+        sync.run().await.unwrap();
+        assert_eq!(event_types(&sync), vec!["number.banned"]);
     }
 }

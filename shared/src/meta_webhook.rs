@@ -23,10 +23,10 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::domain::Number;
 use crate::domain::lifecycle::{Command, DisconnectedBy};
 use crate::domain::messages::TeardownMessage;
 use crate::domain::secrets::Secret;
+use crate::domain::{Number, Restriction};
 use crate::lifecycle::{self, Changed, LifecycleError};
 use crate::ports::{
     EventLog, LifecycleStore, MessageQueue, ProvisioningStore, QueueError, StoreError,
@@ -70,31 +70,134 @@ pub fn sign(app_secret: &str, body: &[u8]) -> String {
 }
 
 // ---- Payloads --------------------------------------------------------------------------------
+//
+// Read leniently, piece by piece: a delivery is a JSON object with a list of entries, each with
+// a list of changes, and whatever of it cannot be read is skipped on its own (with its reason,
+// for the logs) while the rest is applied. Meta's published examples differ in places (changes
+// without `field`, `field`/`object` on the entry instead), so both places are read.
 
-#[derive(Debug, Deserialize)]
+/// The object our deliveries are about.
+pub const OBJECT: &str = "whatsapp_business_account";
+
+/// A delivery as read: the entries that could be read, and why the others were skipped.
+#[derive(Debug, Default)]
 pub struct Envelope {
-    #[serde(default)]
     pub object: Option<String>,
-    #[serde(default)]
     pub entry: Vec<Entry>,
+    /// What was skipped before reaching a change (unreadable entries, another object).
+    pub skipped: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default)]
 pub struct Entry {
-    #[serde(deserialize_with = "string_or_number")]
     pub id: String,
     /// Unix seconds of the change at Meta; orders ban-state changes of a WABA.
-    #[serde(default, deserialize_with = "opt_seconds")]
     pub time: Option<i64>,
-    #[serde(default)]
     pub changes: Vec<Change>,
+    /// Why changes of this entry were skipped.
+    pub skipped: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Change {
     pub field: String,
-    #[serde(default)]
     pub value: Value,
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Envelope, D::Error> {
+        Ok(Envelope::read(&Value::deserialize(d)?))
+    }
+}
+
+fn text_of(value: Option<&Value>) -> Option<String> {
+    value.cloned().and_then(id_text).filter(|t| !t.is_empty())
+}
+
+impl Envelope {
+    /// Reads a delivery's JSON; never fails (what cannot be read is in `skipped`).
+    pub fn read(body: &Value) -> Envelope {
+        let object = text_of(body.get("object"));
+        let mut envelope = Envelope {
+            object: object.clone(),
+            ..Envelope::default()
+        };
+        let entries = match body.get("entry") {
+            Some(Value::Array(entries)) => entries,
+            Some(_) => {
+                envelope.skipped.push("`entry` is not a list".into());
+                return envelope;
+            }
+            None => {
+                envelope.skipped.push("no `entry`".into());
+                return envelope;
+            }
+        };
+        for (index, entry) in entries.iter().enumerate() {
+            match Entry::read(entry, object.as_deref()) {
+                Ok(entry) => envelope.entry.push(entry),
+                Err(why) => envelope.skipped.push(format!("entry {index}: {why}")),
+            }
+        }
+        envelope
+    }
+}
+
+impl Entry {
+    fn read(entry: &Value, envelope_object: Option<&str>) -> Result<Entry, String> {
+        if !entry.is_object() {
+            return Err("not an object".into());
+        }
+        let object = text_of(entry.get("object")).or(envelope_object.map(str::to_string));
+        if let Some(object) = object.filter(|o| o != OBJECT) {
+            return Err(format!("for object {object}"));
+        }
+        let id = text_of(entry.get("id")).ok_or("without an id")?;
+        let time = match entry.get("time") {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.parse().ok(),
+            _ => None,
+        };
+        let entry_field = text_of(entry.get("field"));
+        let mut read = Entry {
+            id,
+            time,
+            ..Entry::default()
+        };
+        match entry.get("changes") {
+            Some(Value::Array(changes)) => {
+                for (index, change) in changes.iter().enumerate() {
+                    match Change::read(change, entry_field.as_deref()) {
+                        Ok(change) => read.changes.push(change),
+                        Err(why) => read.skipped.push(format!("change {index}: {why}")),
+                    }
+                }
+            }
+            // The entry is the change itself (`field` and `value` on the entry).
+            None if entry_field.is_some() && entry.get("value").is_some() => {
+                match Change::read(entry, None) {
+                    Ok(change) => read.changes.push(change),
+                    Err(why) => read.skipped.push(why),
+                }
+            }
+            Some(_) => read.skipped.push("`changes` is not a list".into()),
+            None => read.skipped.push("no `changes`".into()),
+        }
+        Ok(read)
+    }
+}
+
+impl Change {
+    fn read(change: &Value, entry_field: Option<&str>) -> Result<Change, String> {
+        if !change.is_object() {
+            return Err("not an object".into());
+        }
+        let field = text_of(change.get("field"))
+            .or(entry_field.map(str::to_string))
+            .ok_or("without `field`")?;
+        let value = change.get("value").cloned().unwrap_or(Value::Null);
+        Ok(Change { field, value })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,18 +240,6 @@ fn id_text(value: Value) -> Option<String> {
     }
 }
 
-fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    id_text(Value::deserialize(d)?).ok_or_else(|| serde::de::Error::custom("an id"))
-}
-
-fn opt_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    })
-}
-
 fn opt_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(id_text(Value::deserialize(d)?))
 }
@@ -163,6 +254,15 @@ pub enum Action {
         waba_id: String,
     },
     Disconnect {
+        waba_id: String,
+    },
+    /// Meta's restrictions in force on the WABA now (empty: lifted).
+    Restrict {
+        waba_id: String,
+        restrictions: Vec<Restriction>,
+    },
+    /// Meta will disable the WABA.
+    ScheduleBan {
         waba_id: String,
     },
     SetDisplayName {
@@ -188,17 +288,30 @@ pub fn action_of(entry_id: &str, change: &Change) -> Action {
                     };
                 }
             };
-            let waba_id = update
+            let named = update
                 .waba_info
                 .as_ref()
                 .and_then(|w| w.waba_id.clone())
-                .filter(|w| !w.is_empty())
-                .unwrap_or_else(|| entry_id.to_string());
+                .filter(|w| !w.is_empty());
+            // For the partner events entry.id is the partner's business id, not a WABA: only
+            // waba_info names the WABA (PARTNER_REMOVED has come without it, on the WABA's entry).
+            let waba_id = match named {
+                Some(waba_id) => waba_id,
+                None if update.event.starts_with("PARTNER_")
+                    && update.event != "PARTNER_REMOVED" =>
+                {
+                    return Action::Ignore {
+                        reason: format!("account_update {} without waba_info", update.event),
+                    };
+                }
+                None => entry_id.to_string(),
+            };
             match update.event.as_str() {
                 "DISABLED_UPDATE" => {
                     match update.ban_info.and_then(|b| b.waba_ban_state).as_deref() {
                         Some("DISABLE") => Action::Ban { waba_id },
                         Some("REINSTATE") => Action::Reinstate { waba_id },
+                        Some("SCHEDULE_FOR_DISABLE") => Action::ScheduleBan { waba_id },
                         Some(other) => Action::Ignore {
                             reason: format!("DISABLED_UPDATE {other}"),
                         },
@@ -209,6 +322,28 @@ pub fn action_of(entry_id: &str, change: &Change) -> Action {
                 }
                 "PARTNER_REMOVED" | "PARTNER_APP_UNINSTALLED" | "ACCOUNT_DELETED" => {
                     Action::Disconnect { waba_id }
+                }
+                "ACCOUNT_RESTRICTION" => match restrictions_of(&change.value) {
+                    Some(restrictions) => Action::Restrict {
+                        waba_id,
+                        restrictions,
+                    },
+                    None => Action::Ignore {
+                        reason: "ACCOUNT_RESTRICTION without a readable restriction_info".into(),
+                    },
+                },
+                // Recorded in the logs with what Meta names; no status of ours follows from it.
+                "ACCOUNT_VIOLATION" => {
+                    let violation = change
+                        .value
+                        .pointer("/violation_info/violation_type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unnamed");
+                    Action::Ignore {
+                        reason: format!(
+                            "account_update ACCOUNT_VIOLATION {violation} of WABA {waba_id}"
+                        ),
+                    }
                 }
                 other => Action::Ignore {
                     reason: format!("account_update {other}"),
@@ -239,6 +374,26 @@ pub fn action_of(entry_id: &str, change: &Change) -> Action {
             reason: format!("field {other}"),
         },
     }
+}
+
+/// `restriction_info: [{restriction_type, expiration}]` (`expiration` in Unix seconds); an
+/// entry without a type is skipped. `None` when the list itself is not there.
+fn restrictions_of(value: &Value) -> Option<Vec<Restriction>> {
+    let list = value.get("restriction_info")?.as_array()?;
+    Some(
+        list.iter()
+            .filter_map(|item| {
+                let kind = text_of(item.get("restriction_type"))?;
+                let expires_at = match item.get("expiration") {
+                    Some(Value::Number(n)) => n.as_i64(),
+                    Some(Value::String(s)) => s.parse().ok(),
+                    _ => None,
+                }
+                .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0));
+                Some(Restriction { kind, expires_at })
+            })
+            .collect(),
+    )
 }
 
 fn digits(text: &str) -> String {
@@ -278,17 +433,19 @@ where
     S: ProvisioningStore + LifecycleStore + EventLog + BanClock,
     Q: MessageQueue,
 {
+    /// Applies every change that could be read, each on its own; what could not be read is
+    /// logged and counted as ignored. Only a store or queue failure stops it (Meta redelivers).
     pub async fn handle(&self, envelope: &Envelope) -> Result<Handled, HandleError> {
         let mut handled = Handled::default();
-        if envelope
-            .object
-            .as_deref()
-            .is_some_and(|o| o != "whatsapp_business_account")
-        {
-            tracing::info!(object = ?envelope.object, "Meta webhook for another object; ignored");
-            return Ok(handled);
+        for reason in &envelope.skipped {
+            tracing::warn!(%reason, object = ?envelope.object, "Meta webhook part skipped");
+            handled.ignored += 1;
         }
         for entry in &envelope.entry {
+            for reason in &entry.skipped {
+                tracing::warn!(%reason, entry_id = %entry.id, "Meta webhook change skipped");
+                handled.ignored += 1;
+            }
             for change in &entry.changes {
                 let action = action_of(&entry.id, change);
                 self.apply(action, entry.time, &mut handled).await?;
@@ -314,6 +471,18 @@ where
             }
             Action::Reinstate { waba_id } => {
                 self.apply_to_waba(&waba_id, Command::Reinstate, time, handled)
+                    .await?;
+            }
+            Action::Restrict {
+                waba_id,
+                restrictions,
+            } => {
+                self.apply_to_waba(&waba_id, Command::Restrict(restrictions), None, handled)
+                    .await?;
+            }
+            Action::ScheduleBan { waba_id } => {
+                tracing::warn!(waba_id = %waba_id, "Meta scheduled the WABA to be disabled");
+                self.apply_to_waba(&waba_id, Command::ScheduleBan, None, handled)
                     .await?;
             }
             Action::Disconnect { waba_id } => {
@@ -474,13 +643,14 @@ where
             "invalid signature",
         );
     }
-    let envelope: Envelope = match serde_json::from_slice(&body) {
-        Ok(envelope) => envelope,
+    // Any JSON is read, piece by piece; only a body that is not JSON at all is refused.
+    let envelope = match serde_json::from_slice::<Value>(&body) {
+        Ok(body) => Envelope::read(&body),
         Err(_) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
-                "body is not a Meta webhook envelope",
+                "body is not JSON",
             );
         }
     };
@@ -571,11 +741,31 @@ mod tests {
             "account_update",
             json!({"event":"DISABLED_UPDATE","ban_info":{"waba_ban_state":"SCHEDULE_FOR_DISABLE"}}),
         );
-        assert!(matches!(action_of("1", &scheduled), Action::Ignore { .. }));
+        assert_eq!(
+            action_of("1", &scheduled),
+            Action::ScheduleBan {
+                waba_id: "1".into()
+            }
+        );
         assert!(matches!(
             action_of("1", &change("account_update", json!("nonsense"))),
             Action::Ignore { .. }
         ));
+    }
+
+    #[test]
+    fn a_violation_is_recorded_with_its_type_and_changes_nothing() {
+        let violation = change(
+            "account_update",
+            json!({"event":"ACCOUNT_VIOLATION","violation_info":{"violation_type":"SCAM"}}),
+        );
+        let Action::Ignore { reason } = action_of("1", &violation) else {
+            panic!("a violation changes nothing");
+        };
+        assert!(
+            reason.contains("SCAM") && reason.contains("WABA 1"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -787,5 +977,262 @@ mod handling_tests {
         };
         assert_eq!(name(&named).as_deref(), Some("Acme"));
         assert_eq!(name(&other), None);
+    }
+
+    // ---- Reading each entry and change on its own ----
+
+    fn delivery(value: Value) -> Envelope {
+        Envelope::read(&value)
+    }
+
+    #[tokio::test]
+    async fn a_good_change_beside_bad_ones_is_applied_and_the_bad_ones_are_skipped() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        let mixed = delivery(json!({
+            "object": "whatsapp_business_account",
+            "entry": [
+                "not an entry",
+                {"time": 100, "changes": []},
+                {"id": "1000", "time": 100, "changes": [
+                    {"value": {"event": "DISABLED_UPDATE"}},
+                    42,
+                    {"field": "account_update", "value": "nonsense"},
+                    {"field": "account_update", "value": {"event": "SOMETHING_NEW"}},
+                    {"field": "messages", "value": {}},
+                    {"field": "account_update", "value": ban_state("DISABLE")}
+                ]}
+            ]
+        }));
+
+        let handled = handler.handle(&mixed).await.unwrap();
+
+        assert_eq!(status_of(&handler, &number), Status::Banned);
+        assert_eq!(handled.status_changes, 1);
+        assert_eq!(handled.ignored, 7);
+        assert_eq!(event_types(&handler), vec!["number.banned"]);
+    }
+
+    #[tokio::test]
+    async fn field_and_object_on_the_entry_are_read_as_meta_s_examples_place_them() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        let on_entry = delivery(json!({"entry": [{
+            "id": 1000, "time": 100, "object": "whatsapp_business_account",
+            "field": "account_update", "changes": [{"value": ban_state("DISABLE")}]
+        }]}));
+
+        handler.handle(&on_entry).await.unwrap();
+
+        assert_eq!(status_of(&handler, &number), Status::Banned);
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_is_itself_the_change_is_read() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        let flat = delivery(json!({"entry": [{
+            "id": "1000", "time": 100, "field": "account_update", "value": ban_state("DISABLE")
+        }]}));
+
+        handler.handle(&flat).await.unwrap();
+
+        assert_eq!(status_of(&handler, &number), Status::Banned);
+    }
+
+    #[tokio::test]
+    async fn entries_of_another_object_are_skipped() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        let other = delivery(json!({"object": "page", "entry": [{
+            "id": "1000", "time": 100, "changes": [{"field": "account_update", "value": ban_state("DISABLE")}]
+        }]}));
+
+        let handled = handler.handle(&other).await.unwrap();
+
+        assert_eq!(handled.ignored, 1);
+        assert_eq!(status_of(&handler, &number), Status::Active);
+    }
+
+    #[tokio::test]
+    async fn a_partner_event_names_the_waba_in_waba_info_never_in_the_entry_id() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        // entry.id is the partner's business id; without waba_info nothing is known.
+        let without = json!({"event": "PARTNER_APP_UNINSTALLED"});
+        handler.handle(&envelope(100, without)).await.unwrap();
+        assert_eq!(status_of(&handler, &number), Status::Active);
+
+        let partner_entry = delivery(json!({"object": "whatsapp_business_account", "entry": [{
+            "id": "777", "time": 100, "changes": [{"field": "account_update", "value": {
+                "event": "PARTNER_APP_UNINSTALLED", "waba_info": {"waba_id": 1000, "owner_business_id": "9"}
+            }}]
+        }]}));
+        handler.handle(&partner_entry).await.unwrap();
+        assert_eq!(status_of(&handler, &number), Status::Disconnected);
+    }
+
+    #[tokio::test]
+    async fn a_partner_added_changes_nothing() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        let added = json!({"event": "PARTNER_ADDED", "waba_info": {"waba_id": "1000", "owner_business_id": "9"}});
+
+        let handled = handler.handle(&envelope(100, added)).await.unwrap();
+
+        assert_eq!(handled.ignored, 1);
+        assert_eq!(status_of(&handler, &number), Status::Active);
+    }
+
+    // ---- Over HTTP ----
+
+    async fn post(
+        handler: MetaWebhook<MemoryStore, MemoryQueue>,
+        body: &str,
+        signature: Option<String>,
+    ) -> StatusCode {
+        use tower::ServiceExt;
+        let mut request =
+            axum::http::Request::post(PATH).header("content-type", "application/json");
+        if let Some(signature) = signature {
+            request = request.header(SIGNATURE_HEADER, signature);
+        }
+        let request = request
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        routes(handler).oneshot(request).await.unwrap().status()
+    }
+
+    fn shared(
+        handler: &MetaWebhook<MemoryStore, MemoryQueue>,
+    ) -> MetaWebhook<MemoryStore, MemoryQueue> {
+        MetaWebhook {
+            store: handler.store.clone(),
+            queue: handler.queue.clone(),
+            app_secret: Secret::new("app-secret"),
+            verify_token: Secret::new("verify"),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_signed_json_delivery_is_200_however_odd() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        for body in [
+            "{}",
+            "[]",
+            "null",
+            r#"{"entry": "x"}"#,
+            r#"{"object": "whatsapp_business_account", "entry": [{"id": "1000", "changes": [{"value": {}}]}]}"#,
+        ] {
+            let signature = sign("app-secret", body.as_bytes());
+            assert_eq!(
+                post(shared(&handler), body, Some(signature)).await,
+                StatusCode::OK,
+                "{body}"
+            );
+        }
+        assert_eq!(status_of(&handler, &number), Status::Active);
+        assert!(handler.queue.sent_to(Queue::Events).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_bad_signature_is_401_before_anything_is_read() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        let body =
+            json!({"object": "whatsapp_business_account", "entry": [{"id": "1000", "time": 100,
+            "changes": [{"field": "account_update", "value": ban_state("DISABLE")}]}]})
+            .to_string();
+
+        let wrong = sign("another-secret", body.as_bytes());
+        assert_eq!(
+            post(shared(&handler), &body, Some(wrong)).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            post(shared(&handler), "not json", None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(status_of(&handler, &number), Status::Active);
+
+        let right = sign("app-secret", body.as_bytes());
+        assert_eq!(
+            post(shared(&handler), &body, Some(right)).await,
+            StatusCode::OK
+        );
+        assert_eq!(status_of(&handler, &number), Status::Banned);
+    }
+
+    // ---- Restrictions and scheduled bans ----
+
+    #[tokio::test]
+    async fn a_restriction_is_recorded_on_the_waba_s_numbers_and_announced_then_lifted() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        let restricted = json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": [
+            {"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": 1796000000},
+            {"expiration": 1}
+        ]});
+
+        handler
+            .handle(&envelope(100, restricted.clone()))
+            .await
+            .unwrap();
+        handler.handle(&envelope(100, restricted)).await.unwrap();
+
+        let stored = handler
+            .store
+            .number(&number.account_id, &number.id)
+            .unwrap();
+        assert_eq!(stored.restrictions.len(), 1);
+        assert_eq!(
+            stored.restrictions[0].kind,
+            "RESTRICTED_BIZ_INITIATED_MESSAGING"
+        );
+        assert_eq!(
+            stored.restrictions[0].expires_at,
+            chrono::DateTime::from_timestamp(1796000000, 0)
+        );
+        assert_eq!(stored.status, Status::Active);
+
+        let lifted = json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": []});
+        handler.handle(&envelope(200, lifted)).await.unwrap();
+        assert_eq!(
+            event_types(&handler),
+            vec!["number.restricted", "number.restriction_lifted"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_disable_is_announced_once_and_keeps_the_status() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+
+        handler
+            .handle(&envelope(100, ban_state("SCHEDULE_FOR_DISABLE")))
+            .await
+            .unwrap();
+        handler
+            .handle(&envelope(100, ban_state("SCHEDULE_FOR_DISABLE")))
+            .await
+            .unwrap();
+
+        assert_eq!(status_of(&handler, &number), Status::Active);
+        assert_eq!(event_types(&handler), vec!["number.ban_scheduled"]);
+    }
+
+    #[tokio::test]
+    async fn an_account_deleted_disconnects_the_waba_s_numbers() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+
+        handler
+            .handle(&envelope(100, json!({"event": "ACCOUNT_DELETED"})))
+            .await
+            .unwrap();
+
+        assert_eq!(status_of(&handler, &number), Status::Disconnected);
+        assert_eq!(handler.queue.sent_to(Queue::Teardown).len(), 1);
     }
 }

@@ -143,6 +143,14 @@ pub struct PhoneProfile {
     pub verified_name: Option<String>,
     /// As Meta writes it: GREEN/YELLOW/RED, or UNKNOWN/NA when unrated.
     pub quality_rating: Option<String>,
+    /// Meta's phone `status`: CONNECTED, BANNED, RESTRICTED, FLAGGED, DISCONNECTED, ...
+    pub status: Option<String>,
+    /// `health_status.can_send_message`: AVAILABLE, LIMITED or BLOCKED.
+    pub can_send_message: Option<String>,
+    pub name_status: Option<String>,
+    pub messaging_limit_tier: Option<String>,
+    /// `throughput.level`.
+    pub throughput_level: Option<String>,
 }
 
 pub type MetaResult<T> = Result<T, MetaError>;

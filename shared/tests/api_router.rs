@@ -116,6 +116,7 @@ fn failed(account: &AccountId, step: &str) -> Number {
         step: step.into(),
         code: "131009".into(),
         message: "Parameter value is not valid".into(),
+        ..Default::default()
     });
     n
 }

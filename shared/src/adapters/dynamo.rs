@@ -29,7 +29,7 @@ use crate::domain::lifecycle::{Change, PhoneGuard};
 use crate::domain::time::{self, Timestamp};
 use crate::domain::{
     AccountId, ApiKeyId, EventEnvelope, FailureReason, Number, NumberId, Onboarding, QualityRating,
-    Status, Step,
+    Restriction, Status, Step,
 };
 use crate::ports::{
     ApiKeyVerifier, CommitOutcome, CreateOutcome, EventLog, LifecycleStore, NumberPage,
@@ -181,6 +181,12 @@ struct NumberItem {
     token_deleted_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token_expiry_warned_on: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    register_calls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    restrictions: Vec<Restriction>,
+    #[serde(default)]
+    ban_scheduled: bool,
     version: u64,
 }
 
@@ -217,6 +223,9 @@ impl NumberItem {
             torn_down_at: number.torn_down_at.as_ref().map(time::format),
             token_deleted_at: number.token_deleted_at.as_ref().map(time::format),
             token_expiry_warned_on: number.token_expiry_warned_on.clone(),
+            register_calls: number.register_calls.iter().map(time::format).collect(),
+            restrictions: number.restrictions.clone(),
+            ban_scheduled: number.ban_scheduled,
             version: number.version,
         }
     }
@@ -245,6 +254,13 @@ impl NumberItem {
             torn_down_at: self.torn_down_at.as_deref().map(parse).transpose()?,
             token_deleted_at: self.token_deleted_at.as_deref().map(parse).transpose()?,
             token_expiry_warned_on: self.token_expiry_warned_on,
+            register_calls: self
+                .register_calls
+                .iter()
+                .map(|at| parse(at))
+                .collect::<StoreResult<_>>()?,
+            restrictions: self.restrictions,
+            ban_scheduled: self.ban_scheduled,
             version: self.version,
         })
     }

@@ -6,11 +6,11 @@ use reqwest::{Client, Method, RequestBuilder, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::domain::meta::{MetaError, classify};
+use crate::domain::meta::{MetaError, UserText, classify, kind_of};
 use crate::domain::secrets::Secret;
 use crate::ports::{ExchangedToken, MetaGraph, MetaResult, PhoneProfile};
 
-pub const PROFILE_FIELDS: &str = "display_phone_number,verified_name,quality_rating,name_status,code_verification_status,platform_type,throughput,status";
+pub const PROFILE_FIELDS: &str = "display_phone_number,verified_name,quality_rating,name_status,code_verification_status,platform_type,throughput,status,messaging_limit_tier,health_status";
 
 #[derive(Clone, Debug)]
 pub struct MetaConfig {
@@ -41,6 +41,18 @@ struct EnvelopeError {
     error_subcode: Option<i64>,
     #[serde(default)]
     is_transient: bool,
+    #[serde(default)]
+    error_user_title: Option<String>,
+    #[serde(default)]
+    error_user_msg: Option<String>,
+    #[serde(default)]
+    error_data: Option<ErrorData>,
+}
+
+#[derive(Deserialize)]
+struct ErrorData {
+    #[serde(default)]
+    details: Option<String>,
 }
 
 impl GraphClient {
@@ -106,19 +118,29 @@ async fn read(response: Response) -> MetaResult<Value> {
             .map_err(|_| MetaError::transport("invalid_response", "Meta's answer was not JSON"));
     }
     match serde_json::from_slice::<Envelope>(&bytes) {
-        Ok(Envelope { error }) => Err(MetaError::from_envelope(
-            status,
-            error.code,
-            error.error_subcode,
-            error.is_transient,
-            error.message,
-        )),
+        Ok(Envelope { error }) => {
+            let user_text = UserText::new(
+                error.error_user_title.as_deref(),
+                error.error_user_msg.as_deref(),
+                error.error_data.as_ref().and_then(|d| d.details.as_deref()),
+            );
+            Err(MetaError::from_envelope(
+                status,
+                error.code,
+                error.error_subcode,
+                error.is_transient,
+                error.message,
+            )
+            .with_user_text(user_text))
+        }
         Err(_) => Err(MetaError {
             http_status: status,
             code: format!("http_{status}"),
             subcode: None,
             message: format!("HTTP {status} without Meta's error envelope"),
             retry: classify(status, 0, None, false),
+            kind: kind_of(status, 0, None, false),
+            user_text: Box::default(),
         }),
     }
 }
@@ -130,7 +152,10 @@ impl MetaGraph for GraphClient {
             ("client_secret", self.config.app_secret.expose()),
             ("code", code),
         ]);
-        let body = self.send(request).await?;
+        let body = self
+            .send(request)
+            .await
+            .map_err(MetaError::on_code_exchange)?;
         let token = body
             .get("access_token")
             .and_then(Value::as_str)
@@ -194,6 +219,17 @@ impl MetaGraph for GraphClient {
             display_phone_number: text("display_phone_number"),
             verified_name: text("verified_name"),
             quality_rating: text("quality_rating"),
+            status: text("status"),
+            can_send_message: body
+                .pointer("/health_status/can_send_message")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            name_status: text("name_status"),
+            messaging_limit_tier: text("messaging_limit_tier"),
+            throughput_level: body
+                .pointer("/throughput/level")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 }

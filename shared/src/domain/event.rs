@@ -28,6 +28,12 @@ pub enum EventType {
     NumberQualityUpdated,
     #[serde(rename = "number.token_expiring")]
     NumberTokenExpiring,
+    #[serde(rename = "number.restricted")]
+    NumberRestricted,
+    #[serde(rename = "number.restriction_lifted")]
+    NumberRestrictionLifted,
+    #[serde(rename = "number.ban_scheduled")]
+    NumberBanScheduled,
 }
 
 impl EventType {
@@ -41,6 +47,9 @@ impl EventType {
             EventType::NumberRetried => "number.retried",
             EventType::NumberQualityUpdated => "number.quality_updated",
             EventType::NumberTokenExpiring => "number.token_expiring",
+            EventType::NumberRestricted => "number.restricted",
+            EventType::NumberRestrictionLifted => "number.restriction_lifted",
+            EventType::NumberBanScheduled => "number.ban_scheduled",
         }
     }
 

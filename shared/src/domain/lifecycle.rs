@@ -10,13 +10,38 @@
 use chrono::Duration;
 
 use super::event::{EventEnvelope, EventType};
-use super::number::{FailureReason, Number, QualityRating};
+use super::number::{FailureReason, Number, QualityRating, Restriction};
 use super::status::{Move, RefusedTransition, Status, Transition};
 use super::step::Step;
 use super::time::Timestamp;
 
 /// A token expiring within this many days is announced (`number.token_expiring`), once a day.
 pub const TOKEN_WARNING_DAYS: i64 = 7;
+
+/// Register and deregister requests we send per phone number in any window of
+/// [`REGISTER_WINDOW_HOURS`]. Meta allows 10 (the next is `133016` and a 72 h lock); two are
+/// left for a teardown and a reconnect.
+pub const REGISTER_BUDGET: usize = 8;
+pub const REGISTER_WINDOW_HOURS: i64 = 72;
+
+/// The number's register/deregister requests still inside the window at `now`, oldest first.
+pub fn register_calls_in_window(number: &Number, now: Timestamp) -> Vec<Timestamp> {
+    let mut calls: Vec<Timestamp> = number
+        .register_calls
+        .iter()
+        .copied()
+        .filter(|at| now - *at < Duration::hours(REGISTER_WINDOW_HOURS))
+        .collect();
+    calls.sort();
+    calls
+}
+
+/// When the budget allows another request, if it does not now.
+pub fn register_budget_frees_at(number: &Number, now: Timestamp) -> Option<Timestamp> {
+    let calls = register_calls_in_window(number, now);
+    (calls.len() >= REGISTER_BUDGET)
+        .then(|| calls[calls.len() - REGISTER_BUDGET] + Duration::hours(REGISTER_WINDOW_HOURS))
+}
 
 /// Who ended a number. Both end it the same way; logs say which.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +98,13 @@ pub enum Command {
     /// Meta-side teardown of a disconnected or failed number ran: what it undid at Meta, and
     /// whether the token secret is now scheduled for deletion.
     TornDown(Teardown),
+    /// A register or deregister request is about to be sent to Meta: counted against the
+    /// budget first, so a crash after the request cannot lose it.
+    CountRegisterCall,
+    /// Meta's restrictions on the WABA as it reports them now (empty: lifted).
+    Restrict(Vec<Restriction>),
+    /// Meta will disable the WABA (`SCHEDULE_FOR_DISABLE`).
+    ScheduleBan,
 }
 
 /// What one teardown run did.
@@ -98,6 +130,9 @@ impl Command {
             Command::DisplayNameApproved(_) => "set the display name",
             Command::WarnTokenExpiry => "warn of the token's expiry",
             Command::TornDown(_) => "record the teardown",
+            Command::CountRegisterCall => "count a register request",
+            Command::Restrict(_) => "record Meta's restrictions",
+            Command::ScheduleBan => "announce a scheduled ban",
         }
     }
 }
@@ -159,6 +194,14 @@ pub enum Refusal {
     ReauthorizationRequired { why: &'static str },
     #[error("the number's token does not expire within {TOKEN_WARNING_DAYS} days")]
     TokenNotExpiring,
+    #[error("a {status} number is not one Meta can still ban")]
+    NotLive { status: Status },
+    #[error("a {status} number sends Meta no register request")]
+    NoRegisterCall { status: Status },
+    #[error(
+        "{REGISTER_BUDGET} register requests in {REGISTER_WINDOW_HOURS} h are spent until {until}"
+    )]
+    RegisterBudgetSpent { until: Timestamp },
 }
 
 /// Where a provisioning step stands for a number, before anything is called at Meta.
@@ -220,6 +263,9 @@ pub fn decide(number: &Number, command: Command, now: Timestamp) -> Decision {
             change(number, after, Vec::new(), PhoneGuard::Keep, None)
         }
         Command::WarnTokenExpiry => warn_token_expiry(number, now),
+        Command::CountRegisterCall => count_register_call(number, now),
+        Command::Restrict(restrictions) => restrict(number, restrictions, now),
+        Command::ScheduleBan => schedule_ban(number, now),
         Command::TornDown(teardown) => torn_down(number, teardown, now),
     }
 }
@@ -256,6 +302,10 @@ fn move_status(
     }
     if failure.is_some() {
         after.failure_reason = failure;
+    }
+    // A ban or a reinstatement is what a scheduled ban was waiting for.
+    if matches!(by, Move::Ban | Move::Reinstate) {
+        after.ban_scheduled = false;
     }
     let event = EventEnvelope::new(EventType::for_transition(transition), &after, now);
     // Only a live number holds its phone: a FAILED one gave it up when it failed.
@@ -468,6 +518,68 @@ fn warn_token_expiry(number: &Number, now: Timestamp) -> Decision {
     after.token_expiry_warned_on = Some(day);
     let event = EventEnvelope::new(EventType::NumberTokenExpiring, &after, now);
     change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
+}
+
+/// Meta's restrictions replace the ones recorded: announced as `number.restricted` when some are
+/// in force, `number.restriction_lifted` when the last ones went.
+fn restrict(number: &Number, restrictions: Vec<Restriction>, now: Timestamp) -> Decision {
+    if number.status.is_final() {
+        return refused(Refusal::Final {
+            status: number.status,
+        });
+    }
+    if number.restrictions == restrictions {
+        return Decision::Already;
+    }
+    let mut after = number.clone();
+    after.restrictions = restrictions;
+    after.updated_at = now;
+    let event_type = if after.restrictions.is_empty() {
+        EventType::NumberRestrictionLifted
+    } else {
+        EventType::NumberRestricted
+    };
+    let event = EventEnvelope::new(event_type, &after, now);
+    change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
+}
+
+/// Announced once per schedule, to numbers Meta has not banned yet.
+fn schedule_ban(number: &Number, now: Timestamp) -> Decision {
+    if number.status.is_final() || number.status == Status::Banned {
+        return refused(Refusal::NotLive {
+            status: number.status,
+        });
+    }
+    if number.ban_scheduled {
+        return Decision::Already;
+    }
+    let mut after = number.clone();
+    after.ban_scheduled = true;
+    let event = EventEnvelope::new(EventType::NumberBanScheduled, &after, now);
+    change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
+}
+
+/// Provisioning registers a `PENDING` number; teardown deregisters a `DISCONNECTED` one.
+fn count_register_call(number: &Number, now: Timestamp) -> Decision {
+    let sends = match number.status {
+        Status::Pending => true,
+        // The teardown of a number that ended deregisters it, once.
+        Status::Disconnected | Status::Failed => number.torn_down_at.is_none(),
+        _ => false,
+    };
+    if !sends {
+        return refused(Refusal::NoRegisterCall {
+            status: number.status,
+        });
+    }
+    if let Some(until) = register_budget_frees_at(number, now) {
+        return refused(Refusal::RegisterBudgetSpent { until });
+    }
+    // Bookkeeping, not a change clients see: `updatedAt` stays.
+    let mut after = number.clone();
+    after.register_calls = register_calls_in_window(number, now);
+    after.register_calls.push(now);
+    change(number, after, Vec::new(), PhoneGuard::Keep, None)
 }
 
 fn change(

@@ -26,21 +26,137 @@ pub struct MetaError {
     pub subcode: Option<i64>,
     pub message: String,
     pub retry: Retry,
+    pub kind: ErrorKind,
+    /// Meta's text for the end user (`error_user_title`, `error_user_msg`) and its
+    /// `error_data.details`, when it sends them; scrubbed of anything that looks like a secret.
+    pub user_text: Box<UserText>,
 }
 
-const TRANSIENT_CODES: &[i64] = &[
-    1, 2, 4, 17, 341, 368, 80007, 130429, 131016, 131057, 133004, 133015,
-];
+/// The parts of Meta's error envelope meant for people.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserText {
+    pub title: Option<String>,
+    pub message: Option<String>,
+    pub details: Option<String>,
+}
+
+/// Longest text kept from Meta's envelope.
+const MAX_TEXT: usize = 1000;
+
+/// Meta's text as we keep it: trimmed, bounded, and with any long token-like run (an access
+/// token, a secret, a code echoed back) replaced, so nothing secret reaches a client or a log.
+pub fn scrub(text: &str) -> Option<String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len().min(MAX_TEXT));
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 32 {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    if out.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    Some(out)
+}
+
+impl UserText {
+    pub fn new(title: Option<&str>, message: Option<&str>, details: Option<&str>) -> UserText {
+        UserText {
+            title: title.and_then(scrub),
+            message: message.and_then(scrub),
+            details: details.and_then(scrub),
+        }
+    }
+}
+
+/// What an error means, read from its code (and subcode), never from its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 4, 17, 80007, 130429, and an HTTP 429 with or without Meta's envelope.
+    RateLimited,
+    /// 5xx, `is_transient`, 2, 341, 131016, 131057, 133004, 133015, and no answer at all.
+    Transient,
+    /// 100/2388001 on register: Meta has not processed the display name (often the customer's
+    /// to fix).
+    DisplayNameNotReady,
+    /// 133008 / 133009: too many PIN guesses, or too fast; retry after the time Meta names.
+    TimeLimited,
+    /// 133000: a deregistration did not finish; deregister, then register.
+    DeregisterFirst,
+    /// 133016: the register/deregister limit per number (10 in 72 h) is spent; lifts 72 h on.
+    RegisterLimit,
+    /// 368: the WABA is restricted or disabled for a policy violation.
+    PolicyBlocked,
+    /// Code 1 (or 101) on the code exchange, "Error validating client secret": our app
+    /// secret is wrong, a configuration error of ours, not an outage at Meta.
+    ClientSecret,
+    /// 190: the token is invalid, expired (463) or revoked (460).
+    TokenInvalid,
+    /// 10 and 200–299.
+    Permission,
+    /// 133005, 133006, 131031, and every other parameter error.
+    Permanent,
+}
+
 pub const DISPLAY_NAME_NOT_READY: i64 = 2388001;
+pub const REGISTER_LIMIT: i64 = 133016;
+
+pub fn kind_of(http_status: u16, code: i64, subcode: Option<i64>, is_transient: bool) -> ErrorKind {
+    match code {
+        100 if subcode == Some(DISPLAY_NAME_NOT_READY) => ErrorKind::DisplayNameNotReady,
+        133016 => ErrorKind::RegisterLimit,
+        133008 | 133009 => ErrorKind::TimeLimited,
+        133000 => ErrorKind::DeregisterFirst,
+        368 => ErrorKind::PolicyBlocked,
+        190 => ErrorKind::TokenInvalid,
+        4 | 17 | 80007 | 130429 => ErrorKind::RateLimited,
+        _ if http_status == 429 => ErrorKind::RateLimited,
+        10 | 200..=299 => ErrorKind::Permission,
+        1 | 2 | 341 | 131016 | 131057 | 133004 | 133015 => ErrorKind::Transient,
+        _ if http_status >= 500 || is_transient => ErrorKind::Transient,
+        _ => ErrorKind::Permanent,
+    }
+}
+
+impl ErrorKind {
+    pub fn retry(self) -> Retry {
+        match self {
+            ErrorKind::RateLimited | ErrorKind::Transient | ErrorKind::DeregisterFirst => {
+                Retry::Soon
+            }
+            ErrorKind::DisplayNameNotReady | ErrorKind::TimeLimited => Retry::Slowly,
+            ErrorKind::RegisterLimit
+            | ErrorKind::PolicyBlocked
+            | ErrorKind::ClientSecret
+            | ErrorKind::TokenInvalid
+            | ErrorKind::Permission
+            | ErrorKind::Permanent => Retry::Never,
+        }
+    }
+}
 
 pub fn classify(http_status: u16, code: i64, subcode: Option<i64>, is_transient: bool) -> Retry {
-    if code == 100 && subcode == Some(DISPLAY_NAME_NOT_READY) {
-        Retry::Slowly
-    } else if http_status >= 500 || is_transient || TRANSIENT_CODES.contains(&code) {
-        Retry::Soon
-    } else {
-        Retry::Never
-    }
+    kind_of(http_status, code, subcode, is_transient).retry()
 }
 
 impl MetaError {
@@ -57,7 +173,25 @@ impl MetaError {
             subcode,
             message,
             retry: classify(http_status, code, subcode, is_transient),
+            kind: kind_of(http_status, code, subcode, is_transient),
+            user_text: Box::default(),
         }
+    }
+
+    /// The error as the code exchange reads it: there, code 1 (Meta's "Error validating
+    /// client secret"; 101 in older answers) is our wrong app secret, not an outage.
+    pub fn on_code_exchange(mut self) -> MetaError {
+        if matches!(self.code.as_str(), "1" | "101") && self.http_status < 500 {
+            self.kind = ErrorKind::ClientSecret;
+            self.retry = Retry::Never;
+        }
+        self
+    }
+
+    /// The same error with Meta's text for people.
+    pub fn with_user_text(mut self, user_text: UserText) -> MetaError {
+        self.user_text = Box::new(user_text);
+        self
     }
 
     /// A failure with no usable answer from Meta: always worth retrying.
@@ -68,6 +202,8 @@ impl MetaError {
             subcode: None,
             message: message.into(),
             retry: Retry::Soon,
+            kind: ErrorKind::Transient,
+            user_text: Box::default(),
         }
     }
 
@@ -79,6 +215,18 @@ impl MetaError {
                 _ => self.code.clone(),
             },
             message: self.message.clone(),
+            user_title: self.user_text.title.clone().or_else(|| {
+                (self.kind == ErrorKind::RegisterLimit)
+                    .then(|| "Registration limit reached".to_string())
+            }),
+            user_message: self.user_text.message.clone().or_else(|| {
+                (self.kind == ErrorKind::RegisterLimit).then(|| {
+                    "Meta allows 10 register and deregister requests per number in 72 hours; \
+                     this number can be registered again 72 hours after the last of them."
+                        .to_string()
+                })
+            }),
+            details: self.user_text.details.clone(),
         }
     }
 }
@@ -99,26 +247,133 @@ impl std::error::Error for MetaError {}
 mod tests {
     use super::*;
 
+    fn kind(http_status: u16, code: i64, subcode: Option<i64>) -> ErrorKind {
+        kind_of(http_status, code, subcode, false)
+    }
+
     #[test]
-    fn rate_limits_and_server_errors_are_retried_soon() {
-        for code in [4, 17, 80007, 130429, 133004, 131057] {
-            assert_eq!(classify(400, code, None, false), Retry::Soon, "{code}");
-        }
-        assert_eq!(classify(503, 1, None, false), Retry::Soon);
+    fn code_4_is_a_rate_limit_retried_soon() {
+        assert_eq!(kind(400, 4, None), ErrorKind::RateLimited);
+        assert_eq!(classify(400, 4, None, false), Retry::Soon);
+    }
+
+    #[test]
+    fn code_17_is_a_rate_limit() {
+        assert_eq!(kind(400, 17, None), ErrorKind::RateLimited);
+    }
+
+    #[test]
+    fn code_80007_is_the_waba_rate_limit() {
+        assert_eq!(kind(400, 80007, None), ErrorKind::RateLimited);
+    }
+
+    #[test]
+    fn code_130429_is_the_throughput_limit() {
+        assert_eq!(kind(400, 130429, None), ErrorKind::RateLimited);
+    }
+
+    #[test]
+    fn an_http_429_is_a_rate_limit_with_or_without_meta_s_envelope() {
+        assert_eq!(kind(429, 0, None), ErrorKind::RateLimited);
+        assert_eq!(kind(429, 999, None), ErrorKind::RateLimited);
+        assert_eq!(classify(429, 0, None, false), Retry::Soon);
+    }
+
+    #[test]
+    fn server_errors_and_transient_answers_are_retried_soon() {
+        assert_eq!(classify(503, 999, None, false), Retry::Soon);
         assert_eq!(classify(400, 999, None, true), Retry::Soon);
+        for code in [2, 341, 131016, 131057, 133004, 133015] {
+            assert_eq!(kind(400, code, None), ErrorKind::Transient, "{code}");
+        }
+    }
+
+    #[test]
+    fn code_1_is_unknown_and_retried_except_on_the_code_exchange() {
+        assert_eq!(classify(400, 1, None, false), Retry::Soon);
+        let exchange = MetaError::from_envelope(
+            400,
+            1,
+            None,
+            false,
+            "Error validating client secret.".into(),
+        )
+        .on_code_exchange();
+        assert_eq!(exchange.kind, ErrorKind::ClientSecret);
+        assert_eq!(exchange.retry, Retry::Never);
+        let outage =
+            MetaError::from_envelope(500, 1, None, true, "unknown".into()).on_code_exchange();
+        assert_eq!(outage.retry, Retry::Soon);
     }
 
     #[test]
     fn display_name_not_ready_is_retried_slowly() {
+        assert_eq!(
+            kind(400, 100, Some(2388001)),
+            ErrorKind::DisplayNameNotReady
+        );
         assert_eq!(classify(400, 100, Some(2388001), false), Retry::Slowly);
     }
 
     #[test]
-    fn permissions_pin_and_token_errors_are_permanent() {
-        for code in [
-            100, 10, 200, 299, 190, 133005, 133006, 133008, 133009, 131031, 133016,
-        ] {
-            assert_eq!(classify(400, code, None, false), Retry::Never, "{code}");
+    fn code_133008_too_many_pin_guesses_is_time_limited() {
+        assert_eq!(kind(400, 133008, None), ErrorKind::TimeLimited);
+        assert_eq!(classify(400, 133008, None, false), Retry::Slowly);
+    }
+
+    #[test]
+    fn code_133009_pin_entered_too_fast_is_time_limited() {
+        assert_eq!(kind(400, 133009, None), ErrorKind::TimeLimited);
+        assert_eq!(classify(400, 133009, None, false), Retry::Slowly);
+    }
+
+    #[test]
+    fn code_133000_asks_for_a_deregistration_first() {
+        assert_eq!(kind(500, 133000, None), ErrorKind::DeregisterFirst);
+        assert_eq!(kind(400, 133000, None), ErrorKind::DeregisterFirst);
+    }
+
+    #[test]
+    fn code_368_is_a_policy_block_not_an_outage() {
+        assert_eq!(kind(400, 368, None), ErrorKind::PolicyBlocked);
+        assert_eq!(classify(400, 368, None, false), Retry::Never);
+    }
+
+    #[test]
+    fn code_133016_is_the_register_limit_and_says_when_it_lifts() {
+        let err = MetaError::from_envelope(400, 133016, None, false, "rate limit exceeded".into());
+        assert_eq!(err.kind, ErrorKind::RegisterLimit);
+        assert_eq!(err.retry, Retry::Never);
+        let reason = err.failure_reason(Step::RegisterNumber);
+        assert_eq!(reason.code, "133016");
+        assert_eq!(
+            reason.user_title.as_deref(),
+            Some("Registration limit reached")
+        );
+        assert!(reason.user_message.unwrap().contains("72 hours"));
+    }
+
+    #[test]
+    fn code_190_is_an_invalid_token() {
+        for subcode in [None, Some(463), Some(460)] {
+            assert_eq!(kind(401, 190, subcode), ErrorKind::TokenInvalid);
+        }
+        assert_eq!(classify(401, 190, Some(463), false), Retry::Never);
+    }
+
+    #[test]
+    fn permissions_are_permanent() {
+        for code in [10, 200, 250, 299] {
+            assert_eq!(kind(403, code, None), ErrorKind::Permission, "{code}");
+            assert_eq!(classify(403, code, None, false), Retry::Never);
+        }
+    }
+
+    #[test]
+    fn pin_mismatch_reverification_locked_account_and_bad_parameters_are_permanent() {
+        for code in [133005, 133006, 131031, 100] {
+            assert_eq!(kind(400, code, None), ErrorKind::Permanent, "{code}");
+            assert_eq!(classify(400, code, None, false), Retry::Never);
         }
     }
 
@@ -128,5 +383,57 @@ mod tests {
         let reason = err.failure_reason(Step::RegisterNumber);
         assert_eq!(reason.step, "REGISTER_NUMBER");
         assert_eq!(reason.code, "190/463");
+    }
+
+    #[test]
+    fn failure_reasons_carry_meta_s_text_for_the_end_user() {
+        let err = MetaError::from_envelope(
+            400,
+            100,
+            Some(2388001),
+            false,
+            "(#100) Invalid parameter".into(),
+        )
+        .with_user_text(UserText::new(
+            Some("Display name not approved"),
+            Some("Edit the display name in WhatsApp Manager, then try again."),
+            Some("Display name could not be processed"),
+        ));
+        let reason = err.failure_reason(Step::RegisterNumber);
+        assert_eq!(
+            reason.user_title.as_deref(),
+            Some("Display name not approved")
+        );
+        assert_eq!(
+            reason.user_message.as_deref(),
+            Some("Edit the display name in WhatsApp Manager, then try again.")
+        );
+        assert_eq!(
+            reason.details.as_deref(),
+            Some("Display name could not be processed")
+        );
+        let json = serde_json::to_value(&reason).unwrap();
+        assert_eq!(
+            json["userMessage"],
+            "Edit the display name in WhatsApp Manager, then try again."
+        );
+        assert_eq!(json["userTitle"], "Display name not approved");
+    }
+
+    #[test]
+    fn without_meta_s_text_the_reason_has_none_of_it() {
+        let reason = MetaError::from_envelope(400, 10, None, false, "(#10) no".into())
+            .failure_reason(Step::SubscribeWaba);
+        let json = serde_json::to_value(&reason).unwrap();
+        assert_eq!(json.as_object().unwrap().len(), 3, "{json}");
+    }
+
+    #[test]
+    fn token_like_runs_never_survive_in_meta_s_text() {
+        let token = "EAAGm0PX4ZCpsBAKZAZBxyz0123456789abcdefghijklmnop";
+        let text = scrub(&format!("Token {token} is invalid.")).unwrap();
+        assert_eq!(text, "Token [redacted] is invalid.");
+        assert_eq!(scrub("   "), None);
+        assert!(scrub(&"é".repeat(2000)).unwrap().len() <= 1000);
     }
 }

@@ -41,11 +41,39 @@ impl Onboarding {
     }
 }
 
+/// A limit Meta put on the number's WABA (`account_update` `ACCOUNT_RESTRICTION`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Restriction {
+    /// Meta's `restriction_type`, e.g. `RESTRICTED_BIZ_INITIATED_MESSAGING`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When Meta lifts it, if it said.
+    #[serde(
+        default,
+        with = "super::time::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<Timestamp>,
+}
+
+/// Why a number failed (`failureReason`) or is still waiting (`pendingReason`): our step, Meta's
+/// code, and Meta's text, including the text Meta writes for the end user when it sends one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FailureReason {
     pub step: String,
     pub code: String,
     pub message: String,
+    /// Meta's `error_user_title`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_title: Option<String>,
+    /// Meta's `error_user_msg`: what the customer can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_message: Option<String>,
+    /// Meta's `error_data.details`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
 }
 
 /// One WhatsApp phone number of a customer account. Nothing secret is ever a field of it; what
@@ -79,6 +107,15 @@ pub struct Number {
     pub token_deleted_at: Option<Timestamp>,
     /// The UTC day (`YYYY-MM-DD`) the token's expiry was last announced, so it is once a day.
     pub token_expiry_warned_on: Option<String>,
+    /// When we sent Meta a register or deregister request for this phone, within the last
+    /// window of Meta's limit (`domain::lifecycle::REGISTER_WINDOW_HOURS`); each is written
+    /// before the request is made.
+    pub register_calls: Vec<Timestamp>,
+    /// Meta's restrictions in force on the number's WABA (empty: none).
+    pub restrictions: Vec<Restriction>,
+    /// Meta announced that the WABA will be disabled (`SCHEDULE_FOR_DISABLE`); cleared by a
+    /// ban or a reinstatement.
+    pub ban_scheduled: bool,
     /// Bumped by every write; each write is conditioned on the version it read.
     pub version: u64,
 }
@@ -113,6 +150,9 @@ impl Number {
             torn_down_at: None,
             token_deleted_at: None,
             token_expiry_warned_on: None,
+            register_calls: Vec::new(),
+            restrictions: Vec::new(),
+            ban_scheduled: false,
             version: 1,
         }
     }

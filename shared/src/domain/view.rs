@@ -1,7 +1,7 @@
 use serde::Serialize;
 
 use crate::domain::time::{self, Timestamp};
-use crate::domain::{FailureReason, Number, Onboarding, QualityRating, Status, Step};
+use crate::domain::{FailureReason, Number, Onboarding, QualityRating, Restriction, Status, Step};
 
 /// The contract's Number object. Built field by field from the domain, so nothing reaches a
 /// client by accident: no account id, no token, no secret reference.
@@ -29,6 +29,12 @@ pub struct NumberView {
     pub provisioning_step: Option<Step>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<FailureReason>,
+    /// While `PENDING`: why the current step is waiting (Meta's last answer to it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<FailureReason>,
+    /// Meta's restrictions in force; absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restrictions: Vec<Restriction>,
 }
 
 impl From<&Number> for NumberView {
@@ -49,6 +55,11 @@ impl From<&Number> for NumberView {
                 .provisioning_step
                 .filter(|_| number.status == Status::Pending),
             failure_reason: number.failure_reason.clone(),
+            pending_reason: number
+                .provisioning_error
+                .clone()
+                .filter(|_| number.status == Status::Pending),
+            restrictions: number.restrictions.clone(),
         }
     }
 }
@@ -111,5 +122,33 @@ mod tests {
         assert_eq!(json["displayNumber"], serde_json::Value::Null);
         assert_eq!(json["qualityRating"], serde_json::Value::Null);
         assert!(json.get("accountId").is_none());
+    }
+
+    #[test]
+    fn a_pending_number_shows_why_it_waits_and_others_do_not() {
+        let at = time::parse("2024-01-15T10:00:00Z").unwrap();
+        let mut number = Number::new_pending(
+            AccountId::from("acc_1".to_string()),
+            "1".into(),
+            "2".into(),
+            at,
+        );
+        number.provisioning_error = Some(FailureReason {
+            step: "REGISTER_NUMBER".into(),
+            code: "100/2388001".into(),
+            message: "(#100) Invalid parameter".into(),
+            user_message: Some("Edit the display name in WhatsApp Manager.".into()),
+            ..FailureReason::default()
+        });
+        let json = serde_json::to_value(NumberView::from(&number)).unwrap();
+        assert_eq!(json["pendingReason"]["step"], "REGISTER_NUMBER");
+        assert_eq!(json["pendingReason"]["code"], "100/2388001");
+        assert_eq!(
+            json["pendingReason"]["userMessage"],
+            "Edit the display name in WhatsApp Manager."
+        );
+        number.status = Status::Active;
+        let json = serde_json::to_value(NumberView::from(&number)).unwrap();
+        assert!(json.get("pendingReason").is_none());
     }
 }

@@ -14,7 +14,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use rand::Rng;
 use tracing::Instrument;
 
-use crate::domain::lifecycle::{self as lifecycle_rules, Command, Readiness, StepRecord};
+use crate::domain::lifecycle::{self as lifecycle_rules, Command, Readiness, Refusal, StepRecord};
 use crate::domain::messages::{self, StepMessage, TeardownMessage};
 use crate::domain::meta::{MetaError, Retry};
 use crate::domain::secrets::{NumberSecrets, generate_pin};
@@ -34,7 +34,13 @@ pub struct RetryPolicy {
     pub max_seconds: u32,
     /// How long a FAILED number keeps its token for a customer's retry.
     pub failed_token_retention_days: u32,
+    /// How long after its signup a number waiting on Meta (2388001, the register budget) stays
+    /// `PENDING` before it fails with Meta's last answer.
+    pub max_pending_seconds: u32,
 }
+
+/// The default bound of a number's wait for Meta (template parameter `MaxPendingDays`).
+pub const DEFAULT_MAX_PENDING_DAYS: u32 = 7;
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -43,7 +49,15 @@ impl Default for RetryPolicy {
             slow_seconds: 600,
             max_seconds: crate::ports::MAX_REDELIVERY_DELAY_SECONDS,
             failed_token_retention_days: 7,
+            max_pending_seconds: DEFAULT_MAX_PENDING_DAYS * 24 * 3600,
         }
+    }
+}
+
+impl RetryPolicy {
+    /// Whether the number has waited for Meta as long as it may.
+    pub fn waited_too_long(&self, number: &Number, now: time::Timestamp) -> bool {
+        now - number.created_at >= chrono::Duration::seconds(i64::from(self.max_pending_seconds))
     }
 }
 
@@ -193,6 +207,16 @@ where
             }
             Readiness::Run => {}
         }
+        // Every register request counts toward Meta's limit whatever its answer: it is
+        // written before the request is sent, and none is sent beyond the budget.
+        let number = if step == Step::RegisterNumber {
+            match self.count_register_call(&number).await? {
+                Ok(number) => number,
+                Err(outcome) => return Ok(outcome),
+            }
+        } else {
+            number
+        };
         match self.perform(step, &number, message).await {
             Ok(Some(record)) => {
                 let done = Command::StepDone { step, record };
@@ -215,6 +239,14 @@ where
             }
             Err(StepFailure::Meta(err)) if err.retry == Retry::Never => {
                 tracing::warn!(code = %err.code, subcode = ?err.subcode, "Meta refused; the number fails");
+                self.fail(&number, err.failure_reason(step)).await?;
+                Ok(Outcome::Done)
+            }
+            Err(StepFailure::Meta(err))
+                if err.retry == Retry::Slowly
+                    && self.retry.waited_too_long(&number, time::now()) =>
+            {
+                tracing::warn!(code = %err.code, subcode = ?err.subcode, "waited for Meta as long as a number may; the number fails");
                 self.fail(&number, err.failure_reason(step)).await?;
                 Ok(Outcome::Done)
             }
@@ -257,6 +289,7 @@ where
                                 step: step.as_str().into(),
                                 code: "missing_code".into(),
                                 message: "the signup code never reached the exchange".into(),
+                                ..FailureReason::default()
                             })
                         })?;
                         let exchanged = self
@@ -339,12 +372,49 @@ where
         Ok(Some(record))
     }
 
+    /// Counts a register request against the number's budget. `Err` is what to do instead of
+    /// sending it: wait until the budget frees, or stop (the number failed or moved on).
+    async fn count_register_call(
+        &self,
+        number: &Number,
+    ) -> Result<Result<Number, Outcome>, StepError> {
+        match lifecycle::apply(&self.store, &self.queue, number, Command::CountRegisterCall).await?
+        {
+            Changed::Now(number) | Changed::Already(number) => Ok(Ok(number)),
+            Changed::Refused(number, Refusal::RegisterBudgetSpent { until }) => {
+                let now = time::now();
+                if self.retry.waited_too_long(&number, now) {
+                    let reason = number.provisioning_error.clone().unwrap_or(FailureReason {
+                        step: Step::RegisterNumber.as_str().into(),
+                        code: "register_budget".into(),
+                        message: "the register requests allowed for this number are spent".into(),
+                        ..FailureReason::default()
+                    });
+                    tracing::warn!(code = %reason.code, "register budget spent past the wait allowed; the number fails");
+                    self.fail(&number, reason).await?;
+                    return Ok(Err(Outcome::Done));
+                }
+                let wait = (until - now).num_seconds().max(1);
+                let wait = u32::try_from(wait)
+                    .unwrap_or(u32::MAX)
+                    .min(self.retry.max_seconds.max(1));
+                tracing::info!(%until, wait, "register budget spent; waiting before registering again");
+                Ok(Err(Outcome::RetryAfter(wait)))
+            }
+            Changed::Refused(_, why) => {
+                tracing::info!(%why, "no register request for this number");
+                Ok(Err(Outcome::Done))
+            }
+        }
+    }
+
     async fn secrets(&self, step: Step, number: &Number) -> Result<NumberSecrets, StepFailure> {
         self.vault.load(&number.id).await?.ok_or_else(|| {
             StepFailure::Permanent(FailureReason {
                 step: step.as_str().into(),
                 code: "token_missing".into(),
                 message: "the number's token is not in the secret store".into(),
+                ..FailureReason::default()
             })
         })
     }
@@ -413,6 +483,7 @@ where
                     step: message.step.as_str().into(),
                     code: "retries_exhausted".into(),
                     message: "the step kept failing and was given up".into(),
+                    ..FailureReason::default()
                 });
                 tracing::warn!(code = %reason.code, "retries exhausted; the number fails");
                 self.fail(&number, reason).await

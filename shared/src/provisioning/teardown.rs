@@ -9,11 +9,11 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use tracing::Instrument;
 
 use super::{Provisioner, StepError};
-use crate::domain::lifecycle::{self as lifecycle_rules, Command, Teardown};
+use crate::domain::lifecycle::{self as lifecycle_rules, Command, Refusal, Teardown};
 use crate::domain::messages::{self, TeardownMessage};
 use crate::domain::meta::{MetaError, Retry};
 use crate::domain::{Number, time};
-use crate::lifecycle;
+use crate::lifecycle::{self, Changed};
 use crate::ports::{
     EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, ProvisioningStore, Queue,
     Redelivery, TokenVault,
@@ -22,6 +22,8 @@ use crate::sqs_batch::{Delivery, Outcome, process_batch};
 
 enum TeardownError {
     Meta(MetaError),
+    /// The number's register budget is spent: deregister once it frees, in this many seconds.
+    Deferred(u32),
     Infra(StepError),
 }
 
@@ -61,6 +63,10 @@ where
                     tracing::warn!(code = %err.code, http_status = err.http_status, "Meta failed during teardown; retrying");
                     Outcome::RetryAfter(self.retry.delay(delivery.receive_count, err.retry))
                 }
+                Err(TeardownError::Deferred(seconds)) => {
+                    tracing::info!(seconds, "register budget spent; deregistering later");
+                    Outcome::RetryAfter(seconds)
+                }
                 Err(TeardownError::Infra(err)) => {
                     tracing::error!(error = %crate::telemetry::ErrorChain(&err), "teardown failed; retrying");
                     Outcome::RetryAfter(self.retry.delay(delivery.receive_count, Retry::Soon))
@@ -89,6 +95,27 @@ where
             let secrets = self.vault.load(&number.id).await?;
             if number.registered {
                 if let Some(secrets) = &secrets {
+                    // Counted before it is sent, as Meta counts it whatever the answer.
+                    match lifecycle::apply(
+                        &self.store,
+                        &self.queue,
+                        &number,
+                        Command::CountRegisterCall,
+                    )
+                    .await?
+                    {
+                        Changed::Refused(_, Refusal::RegisterBudgetSpent { until }) => {
+                            let wait = (until - time::now()).num_seconds().max(1);
+                            let wait = u32::try_from(wait)
+                                .unwrap_or(u32::MAX)
+                                .min(self.retry.max_seconds.max(1));
+                            return Err(TeardownError::Deferred(wait));
+                        }
+                        Changed::Refused(_, why) => {
+                            tracing::warn!(%why, "deregister not counted");
+                        }
+                        Changed::Now(_) | Changed::Already(_) => {}
+                    }
                     tolerate_refusal(
                         "deregister",
                         self.meta

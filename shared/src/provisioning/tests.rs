@@ -113,6 +113,7 @@ fn given_pending_at(step: Step) -> Given {
             slow_seconds: 600,
             max_seconds: 3600,
             failed_token_retention_days: 7,
+            ..RetryPolicy::default()
         },
     };
     provisioner.store.insert_number(number.clone());
@@ -319,6 +320,7 @@ async fn the_profile_step_records_what_meta_shows() {
         display_phone_number: Some("+55 11 90000-0000".into()),
         verified_name: Some("Acme".into()),
         quality_rating: Some("GREEN".into()),
+        ..PhoneProfile::default()
     });
 
     given.run(Step::FetchProfile).await;
@@ -520,4 +522,151 @@ async fn every_write_of_a_number_bumps_its_version() {
         .unwrap();
     assert_eq!(read.version, given.number.version + 1);
     assert_eq!(read.status, Status::Pending);
+}
+
+// ---- The register budget ----
+
+fn display_name_not_ready() -> MetaError {
+    MetaError::from_envelope(
+        400,
+        100,
+        Some(2388001),
+        false,
+        "(#100) Invalid parameter".into(),
+    )
+    .with_user_text(crate::domain::meta::UserText::new(
+        Some("Display name not processed"),
+        Some("Edit the display name in WhatsApp Manager."),
+        Some("Display name could not be processed"),
+    ))
+}
+
+#[tokio::test]
+async fn each_register_request_is_counted_on_the_number_before_it_is_sent() {
+    let given = given_pending_at(Step::RegisterNumber);
+
+    given.run(Step::RegisterNumber).await;
+
+    assert_eq!(given.meta().count(MetaCallKind::Register), 1);
+    assert_eq!(given.now().register_calls.len(), 1);
+}
+
+#[tokio::test]
+async fn a_display_name_meta_has_not_processed_keeps_the_number_pending_with_meta_s_text() {
+    let given = given_pending_at(Step::RegisterNumber);
+    given
+        .meta()
+        .fail_next(MetaCallKind::Register, display_name_not_ready());
+
+    let outcome = given.run(Step::RegisterNumber).await;
+
+    assert!(matches!(outcome, Outcome::RetryAfter(seconds) if seconds > 0));
+    let number = given.now();
+    assert_eq!(number.status, Status::Pending);
+    assert_eq!(number.register_calls.len(), 1);
+    let view = crate::domain::view::NumberView::from(&number);
+    let pending = view.pending_reason.expect("pendingReason");
+    assert_eq!(pending.step, "REGISTER_NUMBER");
+    assert_eq!(pending.code, "100/2388001");
+    assert_eq!(
+        pending.user_message.as_deref(),
+        Some("Edit the display name in WhatsApp Manager.")
+    );
+}
+
+#[tokio::test]
+async fn no_register_request_is_sent_beyond_the_budget_and_the_step_waits_for_it() {
+    let given = given_pending_at(Step::RegisterNumber);
+    let mut number = given.now();
+    let now = time::now();
+    number.register_calls = (0..8).map(|h| now - chrono::Duration::hours(h)).collect();
+    given.store().insert_number(number);
+
+    let outcome = given.run(Step::RegisterNumber).await;
+
+    assert_eq!(given.meta().count(MetaCallKind::Register), 0);
+    // The oldest of the eight leaves the 72 h window in 65 h; one redelivery waits at most the
+    // policy's longest delay.
+    assert_eq!(outcome, Outcome::RetryAfter(3600));
+    assert_eq!(given.now().status, Status::Pending);
+}
+
+#[tokio::test]
+async fn a_number_waiting_on_its_display_name_past_the_bound_fails_with_meta_s_text() {
+    let given = given_pending_at(Step::RegisterNumber);
+    let mut number = given.now();
+    number.created_at = time::now() - chrono::Duration::days(8);
+    given.store().insert_number(number);
+    given
+        .meta()
+        .fail_next(MetaCallKind::Register, display_name_not_ready());
+
+    let outcome = given.run(Step::RegisterNumber).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    let number = given.now();
+    assert_eq!(number.status, Status::Failed);
+    let reason = number.failure_reason.expect("failureReason");
+    assert_eq!(reason.code, "100/2388001");
+    assert_eq!(
+        reason.user_message.as_deref(),
+        Some("Edit the display name in WhatsApp Manager.")
+    );
+    assert_eq!(given.events_sent(), vec!["number.failed"]);
+}
+
+#[tokio::test]
+async fn a_spent_budget_past_the_bound_fails_the_number_with_its_last_pending_reason() {
+    let given = given_pending_at(Step::RegisterNumber);
+    let mut number = given.now();
+    let now = time::now();
+    number.created_at = now - chrono::Duration::days(8);
+    number.register_calls = (0..8).map(|h| now - chrono::Duration::hours(h)).collect();
+    number.provisioning_error = Some(display_name_not_ready().failure_reason(Step::RegisterNumber));
+    given.store().insert_number(number);
+
+    given.run(Step::RegisterNumber).await;
+
+    assert_eq!(given.meta().count(MetaCallKind::Register), 0);
+    let number = given.now();
+    assert_eq!(number.status, Status::Failed);
+    assert_eq!(
+        number
+            .failure_reason
+            .and_then(|r| r.user_message)
+            .as_deref(),
+        Some("Edit the display name in WhatsApp Manager.")
+    );
+}
+
+#[tokio::test]
+async fn a_teardown_counts_its_deregister_and_waits_while_the_budget_is_spent() {
+    let given = given_disconnected().await;
+    let mut number = given.now();
+    let now = time::now();
+    number.register_calls = (0..8).map(|h| now - chrono::Duration::hours(h)).collect();
+    given.store().insert_number(number);
+
+    given
+        .provisioner
+        .handle_teardowns(teardown_event(&given.number))
+        .await;
+
+    assert_eq!(given.meta().count(MetaCallKind::Deregister), 0);
+    assert_eq!(given.now().torn_down_at, None);
+    assert!(given.vault().deleted().is_empty());
+}
+
+#[tokio::test]
+async fn a_teardown_deregister_is_counted_on_the_number() {
+    let given = given_disconnected().await;
+
+    given
+        .provisioner
+        .handle_teardowns(teardown_event(&given.number))
+        .await;
+
+    let number = given.now();
+    assert_eq!(number.register_calls.len(), 1);
+    assert!(number.torn_down_at.is_some());
 }

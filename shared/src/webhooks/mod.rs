@@ -16,7 +16,7 @@ use crate::domain::{AccountId, EventType, Timestamp};
 pub const MAX_ENDPOINTS_PER_ACCOUNT: usize = 20;
 
 /// Every event type a customer can subscribe to, in the order the contract lists them.
-pub const SUBSCRIBABLE_EVENTS: [EventType; 7] = [
+pub const SUBSCRIBABLE_EVENTS: [EventType; 10] = [
     EventType::NumberActivated,
     EventType::NumberFailed,
     EventType::NumberDisconnected,
@@ -24,6 +24,9 @@ pub const SUBSCRIBABLE_EVENTS: [EventType; 7] = [
     EventType::NumberReinstated,
     EventType::NumberQualityUpdated,
     EventType::NumberTokenExpiring,
+    EventType::NumberRestricted,
+    EventType::NumberRestrictionLifted,
+    EventType::NumberBanScheduled,
 ];
 
 #[derive(Clone, Debug, PartialEq)]

@@ -168,6 +168,7 @@ impl TestEnv {
                 step: "TEST".into(),
                 code: "test".into(),
                 message: "failed by the test".into(),
+                ..FailureReason::default()
             }),
             Status::Disconnected => Command::Disconnect(DisconnectedBy::Customer),
         };

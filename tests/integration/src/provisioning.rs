@@ -129,6 +129,7 @@ impl ProvisioningEnv {
                 slow_seconds: 1,
                 max_seconds: 2,
                 failed_token_retention_days: 7,
+                ..RetryPolicy::default()
             },
         });
         let dispatcher = Arc::new(muchaw_shared::webhooks::delivery::Dispatcher {

@@ -243,6 +243,11 @@ struct Phone {
     registered: bool,
     pin: Option<String>,
     register_events: Vec<Instant>,
+    /// Meta's phone `status` when set (BANNED, RESTRICTED, FLAGGED, ...); otherwise from
+    /// registration.
+    status: Option<String>,
+    /// `health_status.can_send_message`: AVAILABLE, LIMITED or BLOCKED.
+    can_send_message: String,
 }
 
 #[derive(Default)]
@@ -318,6 +323,10 @@ impl Inner {
                 profile: phone,
                 registered: previous.as_ref().is_some_and(|p| p.registered),
                 pin: previous.as_ref().and_then(|p| p.pin.clone()),
+                status: previous.as_ref().and_then(|p| p.status.clone()),
+                can_send_message: previous
+                    .as_ref()
+                    .map_or_else(|| "AVAILABLE".to_string(), |p| p.can_send_message.clone()),
                 register_events: previous.map(|p| p.register_events).unwrap_or_default(),
             },
         );
@@ -450,6 +459,15 @@ impl FakeMeta {
 
     pub fn set_quality(&self, phone_number_id: &str, rating: &str) {
         self.inner.set_quality(phone_number_id, rating);
+    }
+
+    /// Meta's view of the phone: its `status` (e.g. `BANNED`) and `health_status`
+    /// `can_send_message` (`AVAILABLE`, `LIMITED`, `BLOCKED`).
+    pub fn set_phone_status(&self, phone_number_id: &str, status: &str, can_send_message: &str) {
+        if let Some(phone) = self.inner.state().phones.get_mut(phone_number_id) {
+            phone.status = Some(status.to_string());
+            phone.can_send_message = can_send_message.to_string();
+        }
     }
 
     /// Sets two-step verification as if another provider had.
@@ -627,11 +645,37 @@ fn meta_error(
     if code == 100 || code == 80007 || code >= 130000 {
         error["error_data"] = json!({"messaging_product": "whatsapp", "details": message});
     }
+    // Meta adds text meant for the end user to the errors a person can act on.
+    if let Some((title, text)) = user_text(code, subcode) {
+        error["error_user_title"] = json!(title);
+        error["error_user_msg"] = json!(text);
+    }
     error["fbtrace_id"] = json!(random("A", 23));
     error["is_transient"] = json!(transient);
     Answer {
         status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
         body: json!({ "error": error }),
+    }
+}
+
+/// `error_user_title` and `error_user_msg` of the errors that carry them (our own wording).
+fn user_text(code: i64, subcode: Option<i64>) -> Option<(&'static str, &'static str)> {
+    match (code, subcode) {
+        (100, Some(2388001)) => Some((
+            "Display name not processed",
+            "The display name of this number could not be processed yet. Check it in WhatsApp \
+             Manager and edit it if it was rejected; if the number is still registered to \
+             another WhatsApp account, delete that account first.",
+        )),
+        (133016, _) => Some((
+            "Too many registration attempts",
+            "This number was registered or deregistered too many times. Try again in 72 hours.",
+        )),
+        (368, _) => Some((
+            "Account restricted",
+            "This account is restricted for violating WhatsApp policies.",
+        )),
+        _ => None,
     }
 }
 
@@ -798,6 +842,21 @@ async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
         authorization: authorization.as_deref(),
     };
     let faulted = matches!(fault, Some(Fault::Error { .. }));
+    // Meta counts register and deregister requests toward the limit whatever their answer:
+    // a scripted error too.
+    if faulted
+        && matches!(route, Some(Route::Register | Route::Deregister))
+        && let Some(id) = segments.first()
+    {
+        let now = Instant::now();
+        let mut state = inner.state();
+        if let Some(phone) = state.phones.get_mut(*id) {
+            phone
+                .register_events
+                .retain(|at| now.duration_since(*at) < REGISTER_WINDOW);
+            phone.register_events.push(now);
+        }
+    }
     let answer = match fault {
         Some(Fault::Error {
             http_status,
@@ -1088,16 +1147,17 @@ fn phone_call(route: Route, phone: &mut Phone, request: &GraphRequest<'_>) -> An
         .retain(|at| now.duration_since(*at) < REGISTER_WINDOW);
     match route {
         Route::Register => {
+            if phone.register_events.len() >= REGISTER_LIMIT {
+                return register_limited();
+            }
+            // Counted whatever the answer.
+            phone.register_events.push(now);
             if request.param("messaging_product") != Some("whatsapp") {
                 return invalid_parameter("messaging_product must be \"whatsapp\"");
             }
             let Some(pin) = six_digits(request.param("pin")) else {
                 return invalid_parameter("pin must be a string of 6 digits");
             };
-            if phone.register_events.len() >= REGISTER_LIMIT {
-                return register_limited();
-            }
-            phone.register_events.push(now);
             if phone.pin.as_ref().is_some_and(|existing| *existing != pin) {
                 return meta_error(
                     400,
@@ -1130,6 +1190,31 @@ fn phone_call(route: Route, phone: &mut Phone, request: &GraphRequest<'_>) -> An
     }
 }
 
+/// `health_status` as Meta documents it: the overall answer and one entity per level, with
+/// an error on the phone number's entity when it cannot send freely.
+fn health_status(phone: &Phone) -> Value {
+    let can_send = phone.can_send_message.as_str();
+    let mut number = json!({
+        "entity_type": "PHONE_NUMBER",
+        "id": phone.profile.phone_number_id,
+        "can_send_message": can_send,
+    });
+    if can_send != "AVAILABLE" {
+        number["errors"] = json!([{
+            "error_code": 141006,
+            "error_description": "The number cannot send messages freely.",
+            "possible_solution": "Check the number in WhatsApp Manager.",
+        }]);
+    }
+    json!({
+        "can_send_message": can_send,
+        "entities": [
+            number,
+            {"entity_type": "WABA", "id": phone.waba_id, "can_send_message": "AVAILABLE"},
+        ],
+    })
+}
+
 fn get_phone(phone: &Phone, request: &GraphRequest<'_>) -> Answer {
     let requested: Vec<&str> = match request.query.get("fields") {
         Some(fields) => fields
@@ -1154,11 +1239,16 @@ fn get_phone(phone: &Phone, request: &GraphRequest<'_>) -> Answer {
                 "NOT_APPLICABLE"
             }),
             "throughput" => json!({"level": "STANDARD"}),
-            "status" => json!(if phone.registered {
-                "CONNECTED"
-            } else {
-                "PENDING"
-            }),
+            "status" => match &phone.status {
+                Some(status) => json!(status),
+                None => json!(if phone.registered {
+                    "CONNECTED"
+                } else {
+                    "PENDING"
+                }),
+            },
+            "messaging_limit_tier" => json!("TIER_1K"),
+            "health_status" => health_status(phone),
             other => {
                 return meta_error(
                     400,

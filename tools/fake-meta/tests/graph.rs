@@ -431,6 +431,44 @@ async fn eleventh_register_or_deregister_is_133016() {
 }
 
 #[tokio::test]
+async fn scripted_errors_and_refused_parameters_count_toward_the_register_limit() {
+    let env = Env::new().await;
+    let token = env.token().await;
+    env.fake
+        .fail_next(Route::Register, 3, Fault::display_name_not_ready());
+    for _ in 0..3 {
+        assert_eq!(env.register(&token, PHONE, "123456").await.code(), 100);
+    }
+    assert_eq!(env.register(&token, PHONE, "12").await.code(), 100);
+    assert_eq!(env.fake.phone(PHONE).unwrap().register_count, 4);
+    for _ in 0..6 {
+        assert_eq!(env.register(&token, PHONE, "123456").await.status, 200);
+    }
+    let reply = env.register(&token, PHONE, "123456").await;
+    assert_eq!(reply.code(), 133016);
+    assert!(
+        reply.body["error"]["error_user_msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("72 hours")),
+        "{:?}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn errors_a_person_can_act_on_carry_meta_s_user_text() {
+    let env = Env::new().await;
+    let token = env.token().await;
+    env.fake
+        .fail_next(Route::Register, 1, Fault::display_name_not_ready());
+    let reply = env.register(&token, PHONE, "123456").await;
+    let error = &reply.body["error"];
+    assert!(error["error_user_title"].is_string(), "{error}");
+    assert!(error["error_user_msg"].is_string(), "{error}");
+    assert!(error["error_data"]["details"].is_string(), "{error}");
+}
+
+#[tokio::test]
 async fn deregister_unregisters() {
     let env = Env::new().await;
     let token = env.token().await;
@@ -504,6 +542,31 @@ async fn get_phone_returns_id_and_only_the_requested_fields() {
             "name_status": "APPROVED",
             "code_verification_status": "VERIFIED",
         })
+    );
+}
+
+#[tokio::test]
+async fn health_status_and_a_banned_status_are_fields_of_the_phone() {
+    let env = Env::new().await;
+    let token = env.token().await;
+    let fields =
+        "/{PHONE}?fields=status,health_status,messaging_limit_tier".replace("{PHONE}", PHONE);
+    let reply = env.get(&token, &fields).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["health_status"]["can_send_message"], "AVAILABLE");
+    assert_eq!(reply.body["messaging_limit_tier"], "TIER_1K");
+    let entities = reply.body["health_status"]["entities"].as_array().unwrap();
+    assert!(entities.iter().any(|e| e["entity_type"] == "PHONE_NUMBER"));
+
+    env.fake.set_phone_status(PHONE, "BANNED", "BLOCKED");
+    let reply = env.get(&token, &fields).await;
+    assert_eq!(reply.body["status"], "BANNED");
+    assert_eq!(reply.body["health_status"]["can_send_message"], "BLOCKED");
+    let phone = &reply.body["health_status"]["entities"][0];
+    assert!(phone["errors"][0]["error_code"].is_number(), "{phone}");
+    assert!(
+        phone["errors"][0]["possible_solution"].is_string(),
+        "{phone}"
     );
 }
 

@@ -43,6 +43,7 @@ pub const LOCAL_RETRY: RetryPolicy = RetryPolicy {
     slow_seconds: 5,
     max_seconds: 30,
     failed_token_retention_days: 7,
+    max_pending_seconds: 7 * 24 * 3600,
 };
 pub const LOCAL_WEBHOOK_RETRIES: [u32; 7] = [2, 5, 10, 20, 30, 60, 60];
 

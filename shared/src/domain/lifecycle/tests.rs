@@ -18,6 +18,7 @@ fn reason(code: &str) -> FailureReason {
         step: "SUBSCRIBE_WABA".into(),
         code: code.into(),
         message: format!("Meta said {code}"),
+        ..FailureReason::default()
     }
 }
 
@@ -724,6 +725,7 @@ fn failed_at(step: Step) -> Number {
         step: step.as_str().into(),
         code: "131009".into(),
         message: "Parameter value is not valid".into(),
+        ..FailureReason::default()
     });
     number.subscribed = step.ordinal() > Step::SubscribeWaba.ordinal();
     number.registered = step.ordinal() > Step::RegisterNumber.ordinal();
@@ -869,4 +871,193 @@ fn a_teardown_clears_what_it_undid() {
     assert!(!change.number.registered && !change.number.subscribed);
     assert_eq!(change.number.token_deleted_at, None);
     assert_eq!(change.number.torn_down_at, Some(now()));
+}
+
+// ---- Register budget, restrictions, scheduled bans ------------------------------------------
+
+fn restriction() -> Restriction {
+    Restriction {
+        kind: "RESTRICTED_BIZ_INITIATED_MESSAGING".into(),
+        expires_at: Some(at("2026-12-08T00:00:00Z")),
+    }
+}
+
+fn restrict() -> Command {
+    Command::Restrict(vec![restriction()])
+}
+
+pair!(
+    pending_count_register_call_is_counted,
+    Pending,
+    Command::CountRegisterCall,
+    Changes(Pending)
+);
+pair!(
+    pending_restrict_is_recorded,
+    Pending,
+    restrict(),
+    Changes(Pending)
+);
+pair!(
+    pending_schedule_ban_is_announced,
+    Pending,
+    Command::ScheduleBan,
+    Changes(Pending)
+);
+pair!(
+    active_count_register_call_is_refused,
+    Active,
+    Command::CountRegisterCall,
+    Refused
+);
+pair!(
+    active_restrict_is_recorded,
+    Active,
+    restrict(),
+    Changes(Active)
+);
+pair!(
+    active_schedule_ban_is_announced,
+    Active,
+    Command::ScheduleBan,
+    Changes(Active)
+);
+pair!(
+    banned_count_register_call_is_refused,
+    Banned,
+    Command::CountRegisterCall,
+    Refused
+);
+pair!(
+    banned_restrict_is_recorded,
+    Banned,
+    restrict(),
+    Changes(Banned)
+);
+pair!(
+    banned_schedule_ban_is_refused,
+    Banned,
+    Command::ScheduleBan,
+    Refused
+);
+pair!(
+    failed_count_register_call_is_counted_for_its_teardown,
+    Failed,
+    Command::CountRegisterCall,
+    Changes(Failed)
+);
+pair!(failed_restrict_is_refused, Failed, restrict(), Refused);
+pair!(
+    failed_schedule_ban_is_refused,
+    Failed,
+    Command::ScheduleBan,
+    Refused
+);
+pair!(
+    disconnected_count_register_call_is_counted,
+    Disconnected,
+    Command::CountRegisterCall,
+    Changes(Disconnected)
+);
+pair!(
+    disconnected_restrict_is_refused,
+    Disconnected,
+    restrict(),
+    Refused
+);
+pair!(
+    disconnected_schedule_ban_is_refused,
+    Disconnected,
+    Command::ScheduleBan,
+    Refused
+);
+
+#[test]
+fn register_calls_are_counted_up_to_the_budget_in_any_window() {
+    let mut number = number(Status::Pending);
+    for hour in 0..REGISTER_BUDGET as i64 {
+        let at = now() + Duration::hours(hour);
+        let Decision::Change(change) = decide(&number, Command::CountRegisterCall, at) else {
+            panic!("call {hour} is within the budget");
+        };
+        assert_eq!(change.number.updated_at, number.updated_at);
+        assert_eq!(change.event, None);
+        number = change.number;
+    }
+    let ninth = now() + Duration::hours(8);
+    assert_eq!(
+        decide(&number, Command::CountRegisterCall, ninth),
+        Decision::Refused(Refusal::RegisterBudgetSpent {
+            until: now() + Duration::hours(REGISTER_WINDOW_HOURS)
+        })
+    );
+    // Once the first call leaves the window there is room for one more, and the old calls
+    // are forgotten.
+    let later = now() + Duration::hours(REGISTER_WINDOW_HOURS);
+    let Decision::Change(change) = decide(&number, Command::CountRegisterCall, later) else {
+        panic!("the window moved on");
+    };
+    assert_eq!(change.number.register_calls.len(), REGISTER_BUDGET);
+    assert_eq!(change.number.register_calls.last(), Some(&later));
+}
+
+#[test]
+fn a_torn_down_number_sends_no_more_register_requests() {
+    let mut number = number(Status::Disconnected);
+    number.torn_down_at = Some(now());
+    assert!(matches!(
+        decide(&number, Command::CountRegisterCall, now()),
+        Decision::Refused(Refusal::NoRegisterCall { .. })
+    ));
+}
+
+#[test]
+fn a_restriction_is_announced_then_the_same_one_is_no_change_and_its_end_is_announced() {
+    let change = change_of(Status::Active, restrict());
+    assert_eq!(change.number.restrictions, vec![restriction()]);
+    assert_eq!(
+        change.event.as_ref().map(|e| e.event_type),
+        Some(EventType::NumberRestricted)
+    );
+    assert_eq!(decide(&change.number, restrict(), now()), Decision::Already);
+    let Decision::Change(lifted) = decide(&change.number, Command::Restrict(Vec::new()), now())
+    else {
+        panic!("lifting changes the number");
+    };
+    assert!(lifted.number.restrictions.is_empty());
+    assert_eq!(
+        lifted.event.map(|e| e.event_type),
+        Some(EventType::NumberRestrictionLifted)
+    );
+}
+
+#[test]
+fn a_scheduled_ban_is_announced_once_and_the_ban_clears_it() {
+    let change = change_of(Status::Active, Command::ScheduleBan);
+    assert!(change.number.ban_scheduled);
+    assert_eq!(change.number.status, Status::Active);
+    assert_eq!(
+        change.event.map(|e| e.event_type),
+        Some(EventType::NumberBanScheduled)
+    );
+    assert_eq!(
+        decide(&change.number, Command::ScheduleBan, now()),
+        Decision::Already
+    );
+    let Decision::Change(banned) = decide(&change.number, Command::Ban, now()) else {
+        panic!("the ban follows");
+    };
+    assert!(!banned.number.ban_scheduled);
+}
+
+#[test]
+fn no_restriction_means_none_is_lifted() {
+    assert_eq!(
+        decide(
+            &number(Status::Active),
+            Command::Restrict(Vec::new()),
+            now()
+        ),
+        Decision::Already
+    );
 }

@@ -14,7 +14,9 @@ fn page(limit: u32, offset: u32) -> Page {
 async fn a_number_is_read_back_exactly_as_written() {
     let env = TestEnv::new().await;
     let account = env.account("acme").await;
-    let number = sample_number(&account, Status::Active, 5);
+    let mut number = sample_number(&account, Status::Active, 5);
+    let at = number.created_at;
+    number.register_calls = vec![at, at + chrono::Duration::hours(1)];
     env.store
         .import_numbers(std::slice::from_ref(&number))
         .await

@@ -292,7 +292,7 @@ async fn a_ban_older_than_an_applied_reinstate_is_ignored() {
 }
 
 #[tokio::test]
-async fn a_scheduled_disable_changes_nothing() {
+async fn a_scheduled_disable_keeps_the_status_and_announces_the_ban_once() {
     let p = ProvisioningEnv::new().await;
     let (_, ours) = numbers(&p, WABA, &[Status::Active]).await;
     assert_eq!(
@@ -301,8 +301,41 @@ async fn a_scheduled_disable_changes_nothing() {
             .status,
         200
     );
+    assert_eq!(
+        signed_post(&p, &ban(WABA, "SCHEDULE_FOR_DISABLE"))
+            .await
+            .status,
+        200
+    );
     assert_eq!(reread(&p, &ours[0]).await.status, Status::Active);
-    assert!(sent(&p, Queue::Events).is_empty());
+    let events = sent(&p, Queue::Events);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "number.ban_scheduled");
+}
+
+#[tokio::test]
+async fn a_restriction_shows_on_the_number_and_is_announced() {
+    let p = ProvisioningEnv::new().await;
+    let (_, ours) = numbers(&p, WABA, &[Status::Active]).await;
+    let body = account_update(
+        WABA,
+        json!({"event": "ACCOUNT_RESTRICTION", "restriction_info": [
+            {"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expiration": 1796000000}]}),
+    );
+    assert_eq!(signed_post(&p, &body).await.status, 200);
+    let number = reread(&p, &ours[0]).await;
+    assert_eq!(number.restrictions.len(), 1);
+    assert_eq!(
+        number.restrictions[0].kind,
+        "RESTRICTED_ADD_PHONE_NUMBER_ACTION"
+    );
+    let events = events_of(&p, &ours[0].id);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "number.restricted");
+    assert_eq!(
+        events[0]["data"]["restrictions"][0]["type"],
+        "RESTRICTED_ADD_PHONE_NUMBER_ACTION"
+    );
 }
 
 #[tokio::test]
@@ -371,6 +404,42 @@ async fn malformed_json_with_a_valid_signature_is_400() {
     numbers(&p, WABA, &[Status::Active]).await;
     let before = p.env.table_snapshot().await;
     assert_eq!(signed_post(&p, "{\"object\": ").await.status, 400);
+    assert_eq!(p.env.table_snapshot().await, before);
+}
+
+#[tokio::test]
+async fn a_good_change_beside_unreadable_ones_is_applied_and_the_delivery_is_200() {
+    let p = ProvisioningEnv::new().await;
+    let (_, ours) = numbers(&p, WABA, &[Status::Active]).await;
+    let body = json!({"object": "whatsapp_business_account", "entry": [
+        {"id": WABA, "time": 1795600000, "changes": [
+            {"value": {"event": "DISABLED_UPDATE"}},
+            {"field": "account_update", "value": "not an object"},
+            {"field": "account_update", "value": {"event": "DISABLED_UPDATE",
+                "ban_info": {"waba_ban_state": "DISABLE", "waba_ban_date": "2026-11-25"}}}
+        ]},
+        {"changes": []},
+        {"id": OTHER_WABA, "changes": [{"field": "account_update", "value": {"event": "ACCOUNT_DELETED"}}]}
+    ]})
+    .to_string();
+    assert_eq!(signed_post(&p, &body).await.status, 200);
+    assert_eq!(reread(&p, &ours[0]).await.status, Status::Banned);
+    assert_eq!(events_of(&p, &ours[0].id).len(), 1);
+}
+
+#[tokio::test]
+async fn a_signed_json_delivery_meta_s_parser_cannot_read_is_200_and_changes_nothing() {
+    let p = ProvisioningEnv::new().await;
+    numbers(&p, WABA, &[Status::Active]).await;
+    let before = p.env.table_snapshot().await;
+    for body in [
+        "{}",
+        "[]",
+        r#"{"entry": 1}"#,
+        r#"{"object": "page", "entry": []}"#,
+    ] {
+        assert_eq!(signed_post(&p, body).await.status, 200, "{body}");
+    }
     assert_eq!(p.env.table_snapshot().await, before);
 }
 
@@ -450,6 +519,23 @@ async fn a_quality_change_at_meta_is_stored_and_announced_once() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["data"]["qualityRating"], "YELLOW");
     assert_eq!(events[0]["data"]["previousQualityRating"], "GREEN");
+}
+
+#[tokio::test]
+async fn a_number_meta_shows_banned_is_moved_with_its_event_by_one_sync() {
+    let p = ProvisioningEnv::new().await;
+    let number = active(&p, "400000000000011", None).await;
+    // The DISABLED_UPDATE webhook was missed: only the phone's status tells.
+    p.meta
+        .set_phone_status("400000000000011", "BANNED", "BLOCKED");
+
+    let summary = health_sync(&p).await;
+    assert_eq!(summary.updated, 1);
+    assert_eq!(reread(&p, &number).await.status, Status::Banned);
+    assert_eq!(of_type(&p, &number, "number.banned").len(), 1);
+
+    health_sync(&p).await;
+    assert_eq!(of_type(&p, &number, "number.banned").len(), 1);
 }
 
 #[tokio::test]

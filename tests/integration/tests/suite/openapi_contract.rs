@@ -326,8 +326,20 @@ async fn seed_numbers(p: &ProvisioningEnv, account: &AccountId) -> Vec<Number> {
                         step: "REGISTER_NUMBER".into(),
                         code: "meta_error".into(),
                         message: "Meta refused the registration".into(),
+                        user_title: Some("Display name not approved".into()),
+                        user_message: Some("Edit the display name in WhatsApp Manager.".into()),
+                        details: Some("The display name was rejected.".into()),
                     });
                     n.quality_rating = None;
+                }
+                Status::Pending => {
+                    n.provisioning_error = Some(FailureReason {
+                        step: "REGISTER_NUMBER".into(),
+                        code: "100/2388001".into(),
+                        message: "(#100) Invalid parameter".into(),
+                        user_message: Some("The display name is still being reviewed.".into()),
+                        ..FailureReason::default()
+                    });
                 }
                 _ => {}
             }
@@ -644,6 +656,7 @@ async fn retrying_numbers_answers_as_documented() {
         step: "EXCHANGE_TOKEN".into(),
         code: "100/36007".into(),
         message: "This authorization code has expired.".into(),
+        ..FailureReason::default()
     });
     p.env
         .store

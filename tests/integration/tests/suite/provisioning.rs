@@ -493,3 +493,33 @@ async fn an_unknown_onboarding_mode_is_refused_and_creates_nothing() {
         .unwrap();
     assert_eq!(listed.total, 0);
 }
+
+#[tokio::test]
+async fn a_failure_shows_meta_s_text_for_the_customer() {
+    let p = ProvisioningEnv::new().await;
+    p.meta
+        .fail_next(Route::Register, 1, Fault::register_limit());
+    let (account, key, id) = signup(&p, "200000000000031").await;
+    p.start();
+    let number = p.settled(&account, &id, SETTLE).await;
+    assert_eq!(number.status, Status::Failed);
+
+    let view = p
+        .env
+        .get(Some(&key), &format!("/api/numbers/{id}"), "")
+        .await;
+    let reason = &view.body["data"]["failureReason"];
+    assert_eq!(reason["code"], "133016", "{reason}");
+    assert_eq!(reason["step"], "REGISTER_NUMBER");
+    // The fake sends error_user_title / error_user_msg / error_data.details as Meta does.
+    assert!(reason["userTitle"].is_string(), "{reason}");
+    assert!(
+        reason["userMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("72 hours")),
+        "{reason}"
+    );
+    assert!(reason["details"].is_string(), "{reason}");
+    let text = reason.to_string();
+    assert!(!text.contains("EAA"), "{text}");
+}
