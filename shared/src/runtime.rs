@@ -74,6 +74,9 @@ pub async fn run_step(step: Step) -> Result<(), Error> {
     let mut sends = vec![Queue::Step(step), Queue::Events, Queue::Teardown];
     // Where the chain goes next depends on how the number is onboarded.
     for onboarding in [Onboarding::CloudApi, Onboarding::Coexistence] {
+        if !step.applies_to(onboarding) {
+            continue;
+        }
         if let Some(next) = step.next_for(onboarding).map(Queue::Step)
             && !sends.contains(&next)
         {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::{ApiError, ApiState, Caller, NumberView};
 use crate::domain::lifecycle::{Command, DisconnectedBy, Refusal};
 use crate::domain::messages::{StepMessage, TeardownMessage};
-use crate::domain::{Number, NumberId, Status, time};
+use crate::domain::{AccountId, Number, NumberId, Status, time};
 use crate::lifecycle::{self, Changed};
 use crate::ports::{EventLog, LifecycleStore, MessageQueue, NumberReader, Page, ProvisioningStore};
 
@@ -88,17 +88,26 @@ pub async fn list<S: NumberReader, Q>(
     })))
 }
 
+/// The account's number with this id; `404` for an id of another account, as for one that
+/// does not exist, so ids are never confirmed across accounts.
+async fn owned_number<S: NumberReader>(
+    store: &S,
+    account: &AccountId,
+    id: &str,
+) -> Result<Number, ApiError> {
+    let id = NumberId::parse(id).ok_or_else(|| ApiError::not_found("number"))?;
+    store
+        .get(account, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("number"))
+}
+
 pub async fn get<S: NumberReader, Q>(
     State(state): State<Arc<ApiState<S, Q>>>,
     Extension(Caller(account)): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = NumberId::parse(&id).ok_or_else(|| ApiError::not_found("number"))?;
-    let number = state
-        .store
-        .get(&account, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("number"))?;
+    let number = owned_number(&state.store, &account, &id).await?;
     Ok(Json(json!({ "data": NumberView::from(&number) })))
 }
 
@@ -111,12 +120,7 @@ where
     S: NumberReader + LifecycleStore + EventLog,
     Q: MessageQueue,
 {
-    let id = NumberId::parse(&id).ok_or_else(|| ApiError::not_found("number"))?;
-    let number = state
-        .store
-        .get(&account, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("number"))?;
+    let number = owned_number(&state.store, &account, &id).await?;
     let changed = lifecycle::apply(
         &state.store,
         &state.queue,
@@ -160,12 +164,7 @@ where
     S: NumberReader + LifecycleStore + EventLog + ProvisioningStore,
     Q: MessageQueue,
 {
-    let id = NumberId::parse(&id).ok_or_else(|| ApiError::not_found("number"))?;
-    let number = state
-        .store
-        .get(&account, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("number"))?;
+    let number = owned_number(&state.store, &account, &id).await?;
     if number.status == Status::Failed
         && let Some(owner) = state.store.phone_owner(&number.phone_number_id).await?
         && owner.number_id != number.id
