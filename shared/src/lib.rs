@@ -12,6 +12,7 @@ pub mod meta_webhook;
 pub mod ports;
 pub mod provisioning;
 pub mod runtime;
+pub mod secret_cache;
 pub mod sqs_batch;
 pub mod telemetry;
 pub mod webhooks;

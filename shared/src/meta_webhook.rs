@@ -31,6 +31,7 @@ use crate::lifecycle::{self, Changed, LifecycleError};
 use crate::ports::{
     EventLog, LifecycleStore, MessageQueue, ProvisioningStore, QueueError, StoreError,
 };
+use crate::secret_cache::SecretCache;
 
 pub use crate::ports::BanClock;
 
@@ -424,8 +425,9 @@ pub struct Handled {
 pub struct MetaWebhook<S, Q> {
     pub store: S,
     pub queue: Q,
-    pub app_secret: Secret,
-    pub verify_token: Secret,
+    /// The app secret (signatures) and the verify token (the handshake), re-read when they
+    /// may have changed.
+    pub secrets: SecretCache,
 }
 
 impl<S, Q> MetaWebhook<S, Q>
@@ -603,10 +605,16 @@ async fn verify<S, Q>(
     State(handler): State<Arc<MetaWebhook<S, Q>>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let expected = handler.verify_token.expose().as_bytes();
     let given = params.get("hub.verify_token").map(String::as_bytes);
-    let token_ok =
-        !expected.is_empty() && given.is_some_and(|given| bool::from(given.ct_eq(expected)));
+    let matches = |token: &Secret| {
+        let expected = token.expose().as_bytes();
+        !expected.is_empty() && given.is_some_and(|given| bool::from(given.ct_eq(expected)))
+    };
+    let mut token_ok = matches(&handler.secrets.current().await.webhook_verify_token);
+    // The token may have been changed since it was read.
+    if !token_ok && handler.secrets.refresh().await {
+        token_ok = matches(&handler.secrets.current().await.webhook_verify_token);
+    }
     let mode_ok = params.get("hub.mode").map(String::as_str) == Some("subscribe");
     match params.get("hub.challenge") {
         Some(challenge) if token_ok && mode_ok => (
@@ -632,7 +640,21 @@ where
     Q: MessageQueue,
 {
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    if !signature_valid(&handler.app_secret, signature, &body) {
+    let mut valid = signature_valid(
+        &handler.secrets.current().await.app_secret,
+        signature,
+        &body,
+    );
+    // The app secret may have been reset since it was read: read it again (spaced, so forged
+    // deliveries cannot turn into a flood of reads) and check once more.
+    if !valid && signature.is_some() && handler.secrets.refresh().await {
+        valid = signature_valid(
+            &handler.secrets.current().await.app_secret,
+            signature,
+            &body,
+        );
+    }
+    if !valid {
         tracing::warn!(
             signed = signature.is_some(),
             "Meta webhook with a bad signature refused"
@@ -806,6 +828,7 @@ mod handling_tests {
 
     use super::*;
     use crate::adapters::memory::{MemoryQueue, MemoryStore};
+    use crate::adapters::secrets::AppSecrets;
     use crate::domain::{AccountId, Status, time};
     use crate::ports::Queue;
 
@@ -813,8 +836,10 @@ mod handling_tests {
         MetaWebhook {
             store: MemoryStore::default(),
             queue: MemoryQueue::default(),
-            app_secret: Secret::new("app-secret"),
-            verify_token: Secret::new("verify"),
+            secrets: SecretCache::fixed(AppSecrets {
+                app_secret: Secret::new("app-secret"),
+                webhook_verify_token: Secret::new("verify"),
+            }),
         }
     }
 
@@ -1109,8 +1134,10 @@ mod handling_tests {
         MetaWebhook {
             store: handler.store.clone(),
             queue: handler.queue.clone(),
-            app_secret: Secret::new("app-secret"),
-            verify_token: Secret::new("verify"),
+            secrets: SecretCache::fixed(AppSecrets {
+                app_secret: Secret::new("app-secret"),
+                webhook_verify_token: Secret::new("verify"),
+            }),
         }
     }
 
@@ -1234,5 +1261,46 @@ mod handling_tests {
 
         assert_eq!(status_of(&handler, &number), Status::Disconnected);
         assert_eq!(handler.queue.sent_to(Queue::Teardown).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reset_app_secret_is_used_without_a_restart() {
+        use std::sync::{Arc, Mutex};
+        let stored = Arc::new(Mutex::new("new-secret".to_string()));
+        let loader: crate::secret_cache::Loader = {
+            let stored = stored.clone();
+            Arc::new(move || {
+                let stored = stored.clone();
+                Box::pin(async move {
+                    Ok(AppSecrets {
+                        app_secret: Secret::new(stored.lock().unwrap().clone()),
+                        webhook_verify_token: Secret::new("verify"),
+                    })
+                })
+            })
+        };
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        let rotated = MetaWebhook {
+            store: handler.store.clone(),
+            queue: handler.queue.clone(),
+            secrets: SecretCache::with_ages(
+                AppSecrets {
+                    app_secret: Secret::new("change-me"),
+                    webhook_verify_token: Secret::new("verify"),
+                },
+                loader,
+                std::time::Duration::from_secs(300),
+                std::time::Duration::ZERO,
+            ),
+        };
+        let body =
+            json!({"object": "whatsapp_business_account", "entry": [{"id": "1000", "time": 100,
+            "changes": [{"field": "account_update", "value": ban_state("DISABLE")}]}]})
+            .to_string();
+
+        let signature = sign("new-secret", body.as_bytes());
+        assert_eq!(post(rotated, &body, Some(signature)).await, StatusCode::OK);
+        assert_eq!(status_of(&handler, &number), Status::Banned);
     }
 }

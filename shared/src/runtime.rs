@@ -17,6 +17,7 @@ use crate::domain::signup_link::LinkSigner;
 use crate::domain::{Onboarding, Step};
 use crate::ports::Queue;
 use crate::provisioning::Provisioner;
+use crate::secret_cache::SecretCache;
 use crate::{api, telemetry};
 
 pub type LiveProvisioner = Provisioner<DynamoStore, SqsQueue, GraphClient, SecretsVault>;
@@ -30,22 +31,26 @@ pub async fn provisioner(
 ) -> Result<LiveProvisioner, Error> {
     let table = config::table_name()?;
     let meta = MetaEnv::from_env()?;
-    let app_secret = if with_app_secret {
+    let cache = if with_app_secret {
         let arn = meta
             .app_secret_arn
             .clone()
             .ok_or(config::ConfigError::Missing(config::META_APP_SECRET_ARN))?;
-        read_app_secrets(&clients.secrets, &arn).await?.app_secret
+        Some(app_secret_cache(clients, arn).await?)
     } else {
-        Secret::new("")
+        None
     };
     let graph = GraphClient::new(MetaConfig {
         graph_url: meta.graph_url,
         graph_version: meta.graph_version,
         app_id: meta.app_id,
-        app_secret,
+        app_secret: Secret::new(""),
         timeout: meta.timeout,
     })?;
+    let graph = match cache {
+        Some(cache) => graph.with_secrets(cache),
+        None => graph,
+    };
     Ok(Provisioner {
         store: DynamoStore::new(clients.dynamodb.clone(), table),
         queue: SqsQueue::new(clients.sqs.clone(), QueueUrls::from_env().require(queues)?),
@@ -53,6 +58,18 @@ pub async fn provisioner(
         vault: SecretsVault::new(clients.secrets.clone(), config::token_secret_prefix()?),
         retry: config::retry_policy()?,
     })
+}
+
+/// The app secrets as read now, re-read from the same secret while the function stays warm.
+async fn app_secret_cache(clients: &Clients, arn: String) -> Result<SecretCache, Error> {
+    let client = clients.secrets.clone();
+    let first = read_app_secrets(&client, &arn).await?;
+    let loader: crate::secret_cache::Loader = Arc::new(move || {
+        let client = client.clone();
+        let arn = arn.clone();
+        Box::pin(async move { read_app_secrets(&client, &arn).await })
+    });
+    Ok(SecretCache::new(first, loader))
 }
 
 async fn run_sqs<F, Fut>(handler: F) -> Result<(), Error>
@@ -212,8 +229,14 @@ pub async fn run_meta_webhook() -> Result<(), Error> {
     let queues = QueueUrls::from_env().require(&[Queue::Events, Queue::Teardown])?;
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
     let arn = config::meta_app_secret_arn()?;
-    let secrets = read_app_secrets(&clients.secrets, &arn).await?;
-    if secrets.webhook_verify_token.expose().is_empty() {
+    let cache = app_secret_cache(&clients, arn).await?;
+    if cache
+        .current()
+        .await
+        .webhook_verify_token
+        .expose()
+        .is_empty()
+    {
         tracing::warn!(
             "webhookVerifyToken is empty: Meta's subscription handshake will be refused"
         );
@@ -221,8 +244,7 @@ pub async fn run_meta_webhook() -> Result<(), Error> {
     let handler = crate::meta_webhook::MetaWebhook {
         store,
         queue,
-        app_secret: secrets.app_secret,
-        verify_token: secrets.webhook_verify_token,
+        secrets: cache,
     };
     lambda_http::run(crate::meta_webhook::routes(handler)).await
 }

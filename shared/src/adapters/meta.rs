@@ -6,9 +6,10 @@ use reqwest::{Client, Method, RequestBuilder, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::domain::meta::{MetaError, UserText, classify, kind_of};
+use crate::domain::meta::{ErrorKind, MetaError, UserText, classify, kind_of};
 use crate::domain::secrets::Secret;
 use crate::ports::{ExchangedToken, MetaGraph, MetaResult, PhoneProfile};
+use crate::secret_cache::SecretCache;
 
 pub const PROFILE_FIELDS: &str = "display_phone_number,verified_name,quality_rating,name_status,code_verification_status,platform_type,throughput,status,messaging_limit_tier,health_status";
 
@@ -25,6 +26,9 @@ pub struct MetaConfig {
 pub struct GraphClient {
     http: Client,
     config: MetaConfig,
+    /// Where the app secret is re-read from when Meta says it is wrong; without it,
+    /// `config.app_secret` is used as is.
+    secrets: Option<SecretCache>,
 }
 
 #[derive(Deserialize)]
@@ -62,7 +66,36 @@ impl GraphClient {
             .connect_timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(GraphClient { http, config })
+        Ok(GraphClient {
+            http,
+            config,
+            secrets: None,
+        })
+    }
+
+    /// The app secret is read from `secrets` (kept at most 5 minutes, re-read at once when
+    /// Meta answers "Error validating client secret").
+    pub fn with_secrets(mut self, secrets: SecretCache) -> GraphClient {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    async fn app_secret(&self) -> Secret {
+        match &self.secrets {
+            Some(cache) => cache.current().await.app_secret,
+            None => self.config.app_secret.clone(),
+        }
+    }
+
+    async fn exchange_once(&self, code: &str, app_secret: &Secret) -> MetaResult<Value> {
+        let request = self.http.get(self.url("oauth/access_token")).query(&[
+            ("client_id", self.config.app_id.as_str()),
+            ("client_secret", app_secret.expose()),
+            ("code", code),
+        ]);
+        self.send(request)
+            .await
+            .map_err(MetaError::on_code_exchange)
     }
 
     fn url(&self, path: &str) -> String {
@@ -147,15 +180,17 @@ async fn read(response: Response) -> MetaResult<Value> {
 
 impl MetaGraph for GraphClient {
     async fn exchange_code(&self, code: &str) -> MetaResult<ExchangedToken> {
-        let request = self.http.get(self.url("oauth/access_token")).query(&[
-            ("client_id", self.config.app_id.as_str()),
-            ("client_secret", self.config.app_secret.expose()),
-            ("code", code),
-        ]);
-        let body = self
-            .send(request)
-            .await
-            .map_err(MetaError::on_code_exchange)?;
+        let body = match self.exchange_once(code, &self.app_secret().await).await {
+            // Meta refuses the secret before it looks at the code, so the code is still good
+            // for one more try with a secret read again (if it changed).
+            Err(err) if err.kind == ErrorKind::ClientSecret => match &self.secrets {
+                Some(cache) if cache.refresh().await => {
+                    self.exchange_once(code, &self.app_secret().await).await?
+                }
+                _ => return Err(err),
+            },
+            other => other?,
+        };
         let token = body
             .get("access_token")
             .and_then(Value::as_str)

@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::domain::lifecycle::{self as lifecycle_rules, Command, Readiness, Refusal, StepRecord};
 use crate::domain::messages::{self, StepMessage, TeardownMessage};
-use crate::domain::meta::{MetaError, Retry};
+use crate::domain::meta::{ErrorKind, MetaError, Retry};
 use crate::domain::secrets::{NumberSecrets, generate_pin};
 use crate::domain::{FailureReason, Number, QualityRating, Status, Step, time};
 use crate::lifecycle::{self, Changed, LifecycleError};
@@ -249,6 +249,33 @@ where
                 tracing::warn!(code = %err.code, subcode = ?err.subcode, "waited for Meta as long as a number may; the number fails");
                 self.fail(&number, err.failure_reason(step)).await?;
                 Ok(Outcome::Done)
+            }
+            Err(StepFailure::Meta(err))
+                if step == Step::RegisterNumber && err.kind == ErrorKind::DeregisterFirst =>
+            {
+                // 133000: a deregistration did not finish at Meta. Deregister (counted like a
+                // register), then the retry registers again.
+                tracing::warn!(code = %err.code, "Meta asks for a deregistration first");
+                let number = match self.count_register_call(&number).await? {
+                    Ok(number) => number,
+                    Err(outcome) => return Ok(outcome),
+                };
+                if let Some(secrets) = self.vault.load(&number.id).await?
+                    && let Err(deregister) = self
+                        .meta
+                        .deregister(&secrets.token, &number.phone_number_id)
+                        .await
+                {
+                    tracing::warn!(code = %deregister.code, "deregistration before registering again failed");
+                }
+                let retried = Command::StepRetried {
+                    step,
+                    reason: err.failure_reason(step),
+                };
+                lifecycle::apply(&self.store, &self.queue, &number, retried).await?;
+                Ok(Outcome::RetryAfter(
+                    self.retry.delay(delivery.receive_count, Retry::Soon),
+                ))
             }
             Err(StepFailure::Meta(err)) => {
                 tracing::warn!(code = %err.code, subcode = ?err.subcode, http_status = err.http_status, "Meta failed transiently; retrying");

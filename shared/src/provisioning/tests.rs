@@ -670,3 +670,23 @@ async fn a_teardown_deregister_is_counted_on_the_number() {
     assert_eq!(number.register_calls.len(), 1);
     assert!(number.torn_down_at.is_some());
 }
+
+#[tokio::test]
+async fn an_unfinished_deregistration_is_deregistered_then_registered_again_each_counted() {
+    let given = given_pending_at(Step::RegisterNumber);
+    given.meta().fail_next(
+        MetaCallKind::Register,
+        MetaError::from_envelope(500, 133000, None, false, "Incomplete deregistration".into()),
+    );
+
+    let outcome = given.run(Step::RegisterNumber).await;
+
+    assert!(matches!(outcome, Outcome::RetryAfter(seconds) if seconds > 0));
+    assert_eq!(given.meta().count(MetaCallKind::Deregister), 1);
+    assert_eq!(given.now().register_calls.len(), 2);
+    assert_eq!(given.now().status, Status::Pending);
+
+    given.run(Step::RegisterNumber).await;
+    assert_eq!(given.meta().count(MetaCallKind::Register), 2);
+    assert_eq!(given.now().register_calls.len(), 3);
+}

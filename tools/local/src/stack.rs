@@ -180,8 +180,12 @@ pub fn build(
     let meta_webhook = muchaw_shared::meta_webhook::MetaWebhook {
         store: store.clone(),
         queue: meta_queue,
-        app_secret: Secret::new(app_secret),
-        verify_token: Secret::new(verify_token),
+        secrets: muchaw_shared::secret_cache::SecretCache::fixed(
+            muchaw_shared::adapters::secrets::AppSecrets {
+                app_secret: Secret::new(app_secret),
+                webhook_verify_token: Secret::new(verify_token),
+            },
+        ),
     };
     // Meta signs its calls instead of sending an API key: outside the API's authentication.
     let limits = muchaw_shared::config::api_limits_from(

@@ -36,8 +36,7 @@ async fn webhook(
     MetaWebhook {
         store: p.env.store.clone(),
         queue: p.queue.clone(),
-        app_secret: secrets.app_secret,
-        verify_token: secrets.webhook_verify_token,
+        secrets: muchaw_shared::secret_cache::SecretCache::fixed(secrets),
     }
 }
 

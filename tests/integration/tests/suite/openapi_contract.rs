@@ -262,8 +262,12 @@ async fn invoke_meta(p: &ProvisioningEnv, event: Value) -> ApiResponse {
     let router = meta_webhook::routes(MetaWebhook {
         store: p.env.store.clone(),
         queue: p.queue.clone(),
-        app_secret: Secret::new(p.meta.app_secret()),
-        verify_token: Secret::new("verify-me"),
+        secrets: muchaw_shared::secret_cache::SecretCache::fixed(
+            muchaw_shared::adapters::secrets::AppSecrets {
+                app_secret: Secret::new(p.meta.app_secret()),
+                webhook_verify_token: Secret::new("verify-me"),
+            },
+        ),
     });
     let raw = invoke_router(router, event).await;
     let mut response = parse_response(raw.clone());

@@ -523,3 +523,62 @@ async fn a_failure_shows_meta_s_text_for_the_customer() {
     let text = reason.to_string();
     assert!(!text.contains("EAA"), "{text}");
 }
+
+#[tokio::test]
+async fn an_app_secret_put_in_place_after_start_is_used_without_a_restart() {
+    use std::sync::{Arc, Mutex};
+
+    use muchaw_shared::adapters::meta::{GraphClient, MetaConfig};
+    use muchaw_shared::adapters::secrets::AppSecrets;
+    use muchaw_shared::domain::secrets::Secret;
+    use muchaw_shared::ports::MetaGraph;
+    use muchaw_shared::secret_cache::{Loader, SecretCache};
+
+    let p = ProvisioningEnv::new().await;
+    let stored = Arc::new(Mutex::new("change-me".to_string()));
+    let loader: Loader = {
+        let stored = stored.clone();
+        Arc::new(move || {
+            let stored = stored.clone();
+            Box::pin(async move {
+                let app_secret = stored.lock().unwrap().clone();
+                Ok(AppSecrets {
+                    app_secret: Secret::new(app_secret),
+                    webhook_verify_token: Secret::new("verify-me"),
+                })
+            })
+        })
+    };
+    let cache = SecretCache::with_ages(
+        AppSecrets {
+            app_secret: Secret::new("change-me"),
+            webhook_verify_token: Secret::new("verify-me"),
+        },
+        loader,
+        Duration::from_secs(300),
+        Duration::ZERO,
+    );
+    let graph = GraphClient::new(MetaConfig {
+        graph_url: p.meta.base_url(),
+        graph_version: "v25.0".into(),
+        app_id: p.meta.app_id().to_string(),
+        app_secret: Secret::new(""),
+        timeout: META_TIMEOUT,
+    })
+    .expect("graph client")
+    .with_secrets(cache);
+
+    // As deployed before the real secret is put in place: Meta refuses the secret.
+    let code = p.meta.issue_code(&[WABA]);
+    let refused = graph.exchange_code(&code).await.expect_err("wrong secret");
+    assert_eq!(
+        refused.kind,
+        muchaw_shared::domain::meta::ErrorKind::ClientSecret
+    );
+
+    // The owner puts the real secret in place: the next exchange reads it again and succeeds.
+    *stored.lock().unwrap() = p.meta.app_secret().to_string();
+    let code = p.meta.issue_code(&[WABA]);
+    let exchanged = graph.exchange_code(&code).await.expect("exchanged");
+    assert!(!exchanged.token.expose().is_empty());
+}

@@ -165,8 +165,7 @@ async fn meta_router(p: &ProvisioningEnv) -> axum::Router {
     meta_webhook::routes(MetaWebhook {
         store: p.env.store.clone(),
         queue: p.queue.clone(),
-        app_secret: secrets.app_secret,
-        verify_token: secrets.webhook_verify_token,
+        secrets: muchaw_shared::secret_cache::SecretCache::fixed(secrets),
     })
 }
 
