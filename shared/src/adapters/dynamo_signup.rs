@@ -232,7 +232,15 @@ impl SignupSessions for DynamoStore {
         report: &Report,
         at: time::Timestamp,
     ) -> StoreResult<bool> {
-        let mut sets = vec!["reportKind = :kind", "reportAt = :at"];
+        // The page reports "opened" and, later, what happened, each without waiting: should the
+        // two arrive the wrong way round, "opened" must not overwrite the later report.
+        let mut sets = match report {
+            Report::Opened => vec![
+                "reportKind = if_not_exists(reportKind, :kind)",
+                "reportAt = if_not_exists(reportAt, :at)",
+            ],
+            _ => vec!["reportKind = :kind", "reportAt = :at"],
+        };
         let mut removes: Vec<&str> = Vec::new();
         let mut values: Vec<(&str, AttributeValue)> = vec![
             (":kind", s(report.kind())),
@@ -249,12 +257,7 @@ impl SignupSessions for DynamoStore {
                 None => removes.push(name.split(' ').next().unwrap_or(name)),
             };
         match report {
-            Report::Opened => {
-                optional("cancelStep = :step", ":step", None);
-                optional("errorMessage = :message", ":message", None);
-                optional("errorId = :error", ":error", None);
-                optional("sessionId = :session", ":session", None);
-            }
+            Report::Opened => {}
             Report::Cancelled { step } => {
                 optional("cancelStep = :step", ":step", Some(step));
                 optional("errorMessage = :message", ":message", None);

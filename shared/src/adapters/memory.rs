@@ -398,7 +398,10 @@ impl SignupSessions for MemoryStore {
             return Ok(false);
         }
         link.opened_at.get_or_insert(at);
-        link.last_report = Some((report.clone(), at));
+        // "opened" never overwrites a later report that arrived first.
+        if *report != Report::Opened || link.last_report.is_none() {
+            link.last_report = Some((report.clone(), at));
+        }
         Ok(true)
     }
 

@@ -265,3 +265,40 @@ async fn a_status_change_writes_and_publishes_its_event_once() {
         .unwrap();
     assert_eq!(banned_total.total, 1);
 }
+
+#[tokio::test]
+async fn a_page_s_opened_report_arriving_after_its_cancel_does_not_undo_it() {
+    use muchaw_shared::domain::signup_session::{Report, SessionState, SignupSession};
+    use muchaw_shared::ports::{SignupLinks, SignupSessions};
+    let env = TestEnv::new().await;
+    let account = env.account("acme").await;
+    let now = muchaw_shared::domain::time::now();
+    let link = SignupSession::new(
+        "lnk_outoforder1".into(),
+        account.clone(),
+        now,
+        now + chrono::Duration::hours(24),
+        None,
+    );
+    env.store.save_link(&link).await.unwrap();
+    let cancelled = Report::Cancelled {
+        step: "PHONE_NUMBER_SETUP".into(),
+    };
+
+    assert!(
+        env.store
+            .record_report(&account, &link.link_id, &cancelled, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        env.store
+            .record_report(&account, &link.link_id, &Report::Opened, now)
+            .await
+            .unwrap()
+    );
+
+    let stored = env.store.link(&link.link_id).await.unwrap().unwrap();
+    assert_eq!(stored.state(now), SessionState::Cancelled);
+    assert_eq!(stored.last_report.map(|(r, _)| r), Some(cancelled));
+}
