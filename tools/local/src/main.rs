@@ -215,11 +215,15 @@ async fn up(args: Args) -> Result<()> {
     for id in &scheduled_ids {
         println!("  curl -s -X POST {base}/_local/schedules/{id}   # run the scheduled {id} now");
     }
+    // Listening for Ctrl-C starts before the line that says so: a Ctrl-C right after it (a
+    // quick user, a test) must stop everything, not kill this process with its children left.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("listening for Ctrl-C")?;
     println!();
     println!("Ctrl-C stops everything.");
 
-    let server = axum::serve(listener, router).with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        interrupt.recv().await;
     });
     if args.demo {
         let store = local.store.clone();
