@@ -344,6 +344,7 @@ mod sync_tests {
                 token: Secret::new("EAAG"),
                 pin: Secret::new("123456"),
                 token_expires_at: None,
+                reconnect_id: None,
             },
         );
         number

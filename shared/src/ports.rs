@@ -151,6 +151,15 @@ pub struct PhoneProfile {
     pub messaging_limit_tier: Option<String>,
     /// `throughput.level`.
     pub throughput_level: Option<String>,
+    /// Meta's `platform_type`: `CLOUD_API` once registered, `NOT_APPLICABLE` when not.
+    pub platform_type: Option<String>,
+}
+
+impl PhoneProfile {
+    /// Meta says the number is not registered for the Cloud API.
+    pub fn is_unregistered(&self) -> bool {
+        self.platform_type.as_deref() == Some("NOT_APPLICABLE")
+    }
 }
 
 pub type MetaResult<T> = Result<T, MetaError>;
@@ -212,6 +221,13 @@ pub trait TokenVault: Send + Sync {
         number: &NumberId,
         secrets: &NumberSecrets,
     ) -> impl Future<Output = Result<NumberSecrets, VaultError>> + Send;
+    /// Stores `secrets` (a reconnect's new token with the number's PIN) as a new version of the
+    /// number's existing secret. Repeating it for the same reconnect writes nothing new.
+    fn replace(
+        &self,
+        number: &NumberId,
+        secrets: &NumberSecrets,
+    ) -> impl Future<Output = Result<(), VaultError>> + Send;
     /// Deletion with a recovery window; a missing secret is already deleted.
     fn schedule_deletion(
         &self,
@@ -244,6 +260,14 @@ pub trait ProvisioningStore: Send + Sync {
         number: &Number,
         signup_link: Option<&str>,
     ) -> impl Future<Output = StoreResult<CreateOutcome>> + Send;
+    /// Consumes a usable signup link of `account` for an existing number (a reconnect), as
+    /// `create_pending` does for a new one; `false` (nothing written) when it is not usable.
+    fn use_link(
+        &self,
+        account: &AccountId,
+        link_id: &str,
+        number: &NumberId,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     fn phone_owner(
         &self,
         phone_number_id: &str,

@@ -29,7 +29,7 @@ use crate::domain::lifecycle::{Change, PhoneGuard};
 use crate::domain::time::{self, Timestamp};
 use crate::domain::{
     AccountId, ApiKeyId, EventEnvelope, FailureReason, Number, NumberId, Onboarding, QualityRating,
-    Restriction, Status, Step,
+    Reconnect, Restriction, Status, Step,
 };
 use crate::ports::{
     ApiKeyVerifier, CommitOutcome, CreateOutcome, EventLog, LifecycleStore, NumberPage,
@@ -187,6 +187,12 @@ struct NumberItem {
     restrictions: Vec<Restriction>,
     #[serde(default)]
     ban_scheduled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reconnect: Option<Reconnect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reconnected_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reconnect_failure: Option<FailureReason>,
     version: u64,
 }
 
@@ -226,6 +232,9 @@ impl NumberItem {
             register_calls: number.register_calls.iter().map(time::format).collect(),
             restrictions: number.restrictions.clone(),
             ban_scheduled: number.ban_scheduled,
+            reconnect: number.reconnect.clone(),
+            reconnected_at: number.reconnected_at.as_ref().map(time::format),
+            reconnect_failure: number.reconnect_failure.clone(),
             version: number.version,
         }
     }
@@ -261,6 +270,9 @@ impl NumberItem {
                 .collect::<StoreResult<_>>()?,
             restrictions: self.restrictions,
             ban_scheduled: self.ban_scheduled,
+            reconnect: self.reconnect,
+            reconnected_at: self.reconnected_at.as_deref().map(parse).transpose()?,
+            reconnect_failure: self.reconnect_failure,
             version: self.version,
         })
     }
@@ -331,6 +343,28 @@ pub struct CreatedApiKey {
 const MAX_TRANSACTION_ATTEMPTS: u32 = 8;
 
 impl DynamoStore {
+    /// The write that consumes a usable signup link of `account` for `number`.
+    fn link_consumption(
+        &self,
+        account: &AccountId,
+        link: &str,
+        number: &NumberId,
+    ) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+        let now = time::now();
+        Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::signup_link(link), keys::SIGNUP_LINK)))
+            .update_expression("SET usedAt = :now, usedBy = :number")
+            .condition_expression(format!(
+                "attribute_exists(PK) AND accountId = :account AND {}",
+                super::dynamo_signup::USABLE
+            ))
+            .expression_attribute_values(":now", s(time::format(&now)))
+            .expression_attribute_values(":number", s(number.as_str()))
+            .expression_attribute_values(":account", s(account.as_str()))
+            .expression_attribute_values(":epoch", n(now.timestamp()))
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         DynamoStore {
             client,
@@ -1025,19 +1059,8 @@ impl ProvisioningStore for DynamoStore {
             self.counters_update(&number.account_id, &[(number.status, 1)])?,
         ];
         if let Some(link) = signup_link {
-            let now = time::now();
-            let consume = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(keys::signup_link(link), keys::SIGNUP_LINK)))
-                .update_expression("SET usedAt = :now, usedBy = :number")
-                .condition_expression(format!(
-                    "attribute_exists(PK) AND accountId = :account AND {}",
-                    super::dynamo_signup::USABLE
-                ))
-                .expression_attribute_values(":now", s(time::format(&now)))
-                .expression_attribute_values(":number", s(number.id.as_str()))
-                .expression_attribute_values(":account", s(number.account_id.as_str()))
-                .expression_attribute_values(":epoch", n(now.timestamp()))
+            let consume = self
+                .link_consumption(&number.account_id, link, &number.id)
                 .build()
                 .map_err(unavailable)?;
             items.push(TransactWriteItem::builder().update(consume).build());
@@ -1059,6 +1082,26 @@ impl ProvisioningStore for DynamoStore {
                 }
             }
         }
+    }
+
+    async fn use_link(
+        &self,
+        account: &AccountId,
+        link_id: &str,
+        number: &NumberId,
+    ) -> StoreResult<bool> {
+        let consume = self.link_consumption(account, link_id, number);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(consume.get_key().clone())
+            .set_update_expression(consume.get_update_expression().clone())
+            .set_condition_expression(consume.get_condition_expression().clone())
+            .set_expression_attribute_values(consume.get_expression_attribute_values().clone())
+            .send()
+            .await;
+        conditionally_written(result)
     }
 
     async fn phone_owner(&self, phone_number_id: &str) -> StoreResult<Option<PhoneOwner>> {

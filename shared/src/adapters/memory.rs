@@ -316,6 +316,24 @@ impl ProvisioningStore for MemoryStore {
         Ok(CreateOutcome::Created)
     }
 
+    async fn use_link(
+        &self,
+        account: &AccountId,
+        link_id: &str,
+        number: &NumberId,
+    ) -> StoreResult<bool> {
+        let mut state = self.state();
+        let now = time::now();
+        match state.links.get_mut(link_id) {
+            Some(link) if &link.account_id == account && link.is_usable(now) => {
+                link.number_id = Some(number.clone());
+                link.used_at = Some(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn phone_owner(&self, phone_number_id: &str) -> StoreResult<Option<PhoneOwner>> {
         Ok(self.phone_holder(phone_number_id))
     }
@@ -606,6 +624,8 @@ impl Redelivery for MemoryQueue {
 pub struct MemoryVault {
     secrets: Arc<Mutex<HashMap<NumberId, NumberSecrets>>>,
     deleted: Arc<Mutex<Vec<NumberId>>>,
+    /// Versions written by `replace` after the first (absent: one version).
+    versions: Arc<Mutex<HashMap<NumberId, u32>>>,
 }
 
 impl MemoryVault {
@@ -615,6 +635,18 @@ impl MemoryVault {
 
     pub fn holds(&self, number: &NumberId) -> bool {
         locked(&self.secrets).contains_key(number)
+    }
+
+    /// How many versions the number's secret has had (0: none).
+    pub fn versions(&self, number: &NumberId) -> u32 {
+        match locked(&self.versions).get(number) {
+            Some(count) => *count,
+            None => u32::from(self.holds(number)),
+        }
+    }
+
+    pub fn secrets(&self, number: &NumberId) -> Option<NumberSecrets> {
+        locked(&self.secrets).get(number).cloned()
     }
 
     /// Numbers whose secret was scheduled for deletion, in order.
@@ -637,6 +669,22 @@ impl TokenVault for MemoryVault {
             .entry(number.clone())
             .or_insert_with(|| secrets.clone())
             .clone())
+    }
+
+    async fn replace(&self, number: &NumberId, secrets: &NumberSecrets) -> Result<(), VaultError> {
+        let mut stored = locked(&self.secrets);
+        match stored.get_mut(number) {
+            Some(current) => {
+                if current != secrets {
+                    *current = secrets.clone();
+                    *locked(&self.versions).entry(number.clone()).or_insert(1) += 1;
+                }
+                Ok(())
+            }
+            None => Err(VaultError::Unavailable(
+                "no secret to replace for this number".into(),
+            )),
+        }
     }
 
     async fn schedule_deletion(&self, number: &NumberId) -> Result<(), VaultError> {

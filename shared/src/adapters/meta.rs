@@ -265,6 +265,7 @@ impl MetaGraph for GraphClient {
                 .pointer("/throughput/level")
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            platform_type: text("platform_type"),
         })
     }
 }

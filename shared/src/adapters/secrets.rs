@@ -4,6 +4,7 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
 use aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretError;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError;
 use serde::Deserialize;
 
 use crate::domain::NumberId;
@@ -114,6 +115,32 @@ impl TokenVault for SecretsVault {
         }
     }
 
+    async fn replace(&self, number: &NumberId, secrets: &NumberSecrets) -> Result<(), VaultError> {
+        let text = serde_json::to_string(secrets).map_err(|e| VaultError::Corrupt(e.into()))?;
+        let mut request = self
+            .client
+            .put_secret_value()
+            .secret_id(self.name(number))
+            .secret_string(text);
+        // The reconnect's id names the version: a repeat of the same write is no new version.
+        if let Some(id) = &secrets.reconnect_id {
+            request = request.client_request_token(version_token(id));
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            // This reconnect's version exists already (written by an earlier delivery).
+            Err(err)
+                if matches!(
+                    err.as_service_error(),
+                    Some(PutSecretValueError::ResourceExistsException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(vault_error(err)),
+        }
+    }
+
     async fn schedule_deletion(&self, number: &NumberId) -> Result<(), VaultError> {
         let result = self
             .client
@@ -136,6 +163,12 @@ impl TokenVault for SecretsVault {
             Err(err) => Err(vault_error(err)),
         }
     }
+}
+
+/// A secret version id for a reconnect: Secrets Manager wants 32 to 64 characters.
+fn version_token(reconnect_id: &str) -> String {
+    let token = format!("{reconnect_id}-reconnect-version-token");
+    token.chars().take(64).collect()
 }
 
 /// `META_APP_SECRET_ARN`'s JSON.

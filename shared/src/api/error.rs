@@ -107,6 +107,13 @@ impl From<QueueError> for ApiError {
     }
 }
 
+impl From<crate::lifecycle::LifecycleError> for ApiError {
+    fn from(err: crate::lifecycle::LifecycleError) -> ApiError {
+        tracing::error!(error = %crate::telemetry::ErrorChain(&err), "lifecycle change failed");
+        ApiError::internal()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});

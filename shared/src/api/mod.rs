@@ -117,7 +117,7 @@ where
 
 pub fn signup_callback_routes<S, Q>(store: S, queue: Q, signer: LinkSigner) -> Router
 where
-    S: ApiKeyVerifier + NumberReader + ProvisioningStore + 'static,
+    S: ApiKeyVerifier + NumberReader + ProvisioningStore + LifecycleStore + EventLog + 'static,
     Q: MessageQueue + 'static,
 {
     Router::new()

@@ -16,9 +16,11 @@ use crate::domain::messages::StepMessage;
 use crate::domain::secrets::Secret;
 use crate::domain::signup_link::{LinkError, LinkSigner};
 use crate::domain::{AccountId, Number, Onboarding, Status, Step, time};
+use crate::domain::lifecycle::Command;
+use crate::lifecycle::{self, Changed};
 use crate::ports::{
-    ApiKeyVerifier, CreateOutcome, MessageQueue, NumberReader, PhoneOwner, ProvisioningStore,
-    SignupLinks,
+    ApiKeyVerifier, CreateOutcome, EventLog, LifecycleStore, MessageQueue, NumberReader,
+    PhoneOwner, ProvisioningStore, SignupLinks,
 };
 
 pub struct CallbackState<S, Q> {
@@ -107,28 +109,103 @@ async fn caller<S: ApiKeyVerifier>(
     }
 }
 
-async fn existing<S: NumberReader>(
-    store: &S,
+/// A callback for a phone a live number holds already. Another account's: refused. This
+/// account's `PENDING` number: nothing restarts. This account's `ACTIVE` or `BANNED` number: a
+/// reconnect with the new code (see `provisioning::reconnect`).
+async fn existing<S, Q>(
+    state: &CallbackState<S, Q>,
     owner: &PhoneOwner,
     account: &AccountId,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    link: Option<&str>,
+    code: &str,
+) -> Result<(StatusCode, Json<Value>), ApiError>
+where
+    S: NumberReader + ProvisioningStore + LifecycleStore + EventLog,
+    Q: MessageQueue,
+{
     let conflict = || ApiError::conflict("this phone number is already connected to an account");
     if &owner.account_id != account {
         return Err(conflict());
     }
-    let number = store
+    let number = state
+        .store
         .get(account, &owner.number_id)
         .await?
         .ok_or_else(conflict)?;
     match number.status {
-        Status::Pending | Status::Active => Ok((
+        Status::Pending => Ok((
             StatusCode::OK,
             Json(json!({ "data": NumberView::from(&number) })),
         )),
+        status if status.is_reconnectable() => reconnect(state, number, link, code).await,
         _ => Err(ApiError::conflict(format!(
             "this phone number is {} in this account",
             number.status
         ))),
+    }
+}
+
+/// Starts a reconnect of `number` with the new `code` (`202`), consuming the signup link if
+/// one came; a reconnect already under way is left to finish (`200`, nothing restarted).
+async fn reconnect<S, Q>(
+    state: &CallbackState<S, Q>,
+    number: Number,
+    link: Option<&str>,
+    code: &str,
+) -> Result<(StatusCode, Json<Value>), ApiError>
+where
+    S: NumberReader + ProvisioningStore + LifecycleStore + EventLog,
+    Q: MessageQueue,
+{
+    if let Some(link) = link
+        && !state
+            .store
+            .use_link(&number.account_id, link, &number.id)
+            .await?
+    {
+        return Err(link_unusable());
+    }
+    let id = format!("rcn_{}", cuid2::create_id());
+    let trace_id = format!("trc_{}", cuid2::create_id());
+    let start = Command::StartReconnect { id: id.clone() };
+    // The message goes out right after the write: a crash in between leaves a reconnect that
+    // never runs, which a new signup replaces once it is stale (RECONNECT_STALE_MINUTES).
+    let changed = lifecycle::apply(&state.store, &state.queue, &number, start).await?;
+    match changed {
+        Changed::Now(reconnecting) => {
+            let mut message = StepMessage::reconnecting(
+                reconnecting.id.clone(),
+                reconnecting.account_id.clone(),
+                Step::FIRST,
+                trace_id,
+                id.clone(),
+            );
+            message.code = Some(Secret::new(code));
+            state.queue.send(&message).await?;
+            tracing::info!(number_id = %reconnecting.id, reconnect_id = %id, "signup of a live number; reconnecting");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "data": NumberView::from(&reconnecting) })),
+            ))
+        }
+        Changed::Already(current) => {
+            tracing::info!(number_id = %current.id, "a reconnect is already under way; nothing restarted");
+            Ok((
+                StatusCode::OK,
+                Json(json!({ "data": NumberView::from(&current) })),
+            ))
+        }
+        Changed::Refused(current, why) => Err(ApiError::conflict(format!(
+            "this phone number is {} in this account: {why}",
+            current.status
+        ))),
+    }
+}
+
+fn link_unusable() -> ApiError {
+    ApiError {
+        message: "the signup link was already used or has expired".into(),
+        ..ApiError::unauthorized()
     }
 }
 
@@ -138,7 +215,7 @@ pub async fn callback<S, Q>(
     JsonBody(body): JsonBody<CallbackBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError>
 where
-    S: ApiKeyVerifier + NumberReader + ProvisioningStore,
+    S: ApiKeyVerifier + NumberReader + ProvisioningStore + LifecycleStore + EventLog,
     Q: MessageQueue,
 {
     let (account, link) =
@@ -150,7 +227,7 @@ where
     if link.is_none()
         && let Some(owner) = state.store.phone_owner(&body.phone_number_id).await?
     {
-        return existing(&state.store, &owner, &account).await;
+        return existing(&state, &owner, &account, None, &body.code).await;
     }
     let number = Number::new_pending(
         account.clone(),
@@ -184,12 +261,9 @@ where
                 .phone_owner(&body.phone_number_id)
                 .await?
                 .ok_or_else(|| ApiError::conflict("this phone number changed hands; try again"))?;
-            existing(&state.store, &owner, &account).await
+            existing(&state, &owner, &account, link.as_deref(), &body.code).await
         }
-        CreateOutcome::LinkUnusable => Err(ApiError {
-            message: "the signup link was already used or has expired".into(),
-            ..ApiError::unauthorized()
-        }),
+        CreateOutcome::LinkUnusable => Err(link_unusable()),
     }
 }
 

@@ -579,7 +579,7 @@ const SCRIPT: &str = r#"(function () {
       return r.json();
     }).then(function (body) {
       var d = body.data || {};
-      if (d.status === "ACTIVE" || d.status === "FAILED") {
+      if (!d.reconnecting && (d.status === "ACTIVE" || d.status === "FAILED")) {
         finish(d);
       } else {
         setTimeout(function () { poll(0); }, 1500);
@@ -720,6 +720,10 @@ pub async fn status<S: SignupSessions + NumberReader>(
     {
         data["numberId"] = json!(number.id.as_str());
         data["status"] = json!(number.status.as_str());
+        // A signup of a live number reconnects it: the page waits for the reconnect.
+        if number.reconnect.is_some() {
+            data["reconnecting"] = json!(true);
+        }
     }
     Ok(Json(json!({ "data": data })))
 }

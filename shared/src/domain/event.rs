@@ -34,6 +34,10 @@ pub enum EventType {
     NumberRestrictionLifted,
     #[serde(rename = "number.ban_scheduled")]
     NumberBanScheduled,
+    #[serde(rename = "number.reconnected")]
+    NumberReconnected,
+    #[serde(rename = "number.reconnect_failed")]
+    NumberReconnectFailed,
 }
 
 impl EventType {
@@ -50,6 +54,8 @@ impl EventType {
             EventType::NumberRestricted => "number.restricted",
             EventType::NumberRestrictionLifted => "number.restriction_lifted",
             EventType::NumberBanScheduled => "number.ban_scheduled",
+            EventType::NumberReconnected => "number.reconnected",
+            EventType::NumberReconnectFailed => "number.reconnect_failed",
         }
     }
 
@@ -74,7 +80,14 @@ pub struct EventData {
     pub number: NumberView,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_quality_rating: Option<Option<QualityRating>>,
+    /// What the customer can do about it (`number.token_expiring`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remedy: Option<&'static str>,
 }
+
+/// `number.token_expiring`'s remedy: a signup of the same phone in the same account reconnects
+/// the number with a new token.
+pub const TOKEN_EXPIRING_REMEDY: &str = "Send the customer a signup link (POST /api/signup-links) for this phone: completing it reconnects this number with a new token, keeping its id.";
 
 /// What travels on the events queue: the customer-facing body plus the account to deliver to.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -100,6 +113,8 @@ impl EventEnvelope {
             EventData {
                 number: NumberView::from(number),
                 previous_quality_rating: None,
+                remedy: (event_type == EventType::NumberTokenExpiring)
+                    .then_some(TOKEN_EXPIRING_REMEDY),
             },
         )
     }
@@ -116,6 +131,7 @@ impl EventEnvelope {
             EventData {
                 number: NumberView::from(number),
                 previous_quality_rating: Some(previous),
+                remedy: None,
             },
         )
     }

@@ -10,7 +10,7 @@
 use chrono::Duration;
 
 use super::event::{EventEnvelope, EventType};
-use super::number::{FailureReason, Number, QualityRating, Restriction};
+use super::number::{FailureReason, Number, QualityRating, Reconnect, Restriction};
 use super::status::{Move, RefusedTransition, Status, Transition};
 use super::step::Step;
 use super::time::Timestamp;
@@ -61,6 +61,8 @@ pub struct StepRecord {
     pub quality_rating: Option<QualityRating>,
     pub subscribed: bool,
     pub registered: bool,
+    /// A reconnect replaced the token: `token_expires_at` is the new token's, `None` included.
+    pub token_replaced: bool,
 }
 
 /// Everything that changes a number after its creation.
@@ -105,7 +107,31 @@ pub enum Command {
     Restrict(Vec<Restriction>),
     /// Meta will disable the WABA (`SCHEDULE_FOR_DISABLE`).
     ScheduleBan,
+    /// A new signup of this live number (`ACTIVE` or `BANNED`, same account): a reconnect
+    /// attempt `id` starts at the code exchange. One already under way (younger than
+    /// [`RECONNECT_STALE_MINUTES`]) is left to finish.
+    StartReconnect { id: String },
+    /// A step of reconnect `id` succeeded at Meta.
+    ReconnectStepDone {
+        id: String,
+        step: Step,
+        record: StepRecord,
+    },
+    /// A step of reconnect `id` failed transiently and will be retried.
+    ReconnectStepRetried {
+        id: String,
+        step: Step,
+        reason: FailureReason,
+    },
+    /// Every step of reconnect `id` is done: the number is reconnected.
+    FinishReconnect { id: String },
+    /// Reconnect `id` cannot finish; the number stays as it was, with its old token.
+    AbandonReconnect { id: String, reason: FailureReason },
 }
+
+/// A reconnect whose steps have not finished after this long is taken as lost (a crash between
+/// its start and its first message, a code Meta no longer takes): a new signup starts another.
+pub const RECONNECT_STALE_MINUTES: i64 = 15;
 
 /// What one teardown run did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -133,6 +159,11 @@ impl Command {
             Command::CountRegisterCall => "count a register request",
             Command::Restrict(_) => "record Meta's restrictions",
             Command::ScheduleBan => "announce a scheduled ban",
+            Command::StartReconnect { .. } => "start a reconnect",
+            Command::ReconnectStepDone { .. } => "finish a reconnect step",
+            Command::ReconnectStepRetried { .. } => "retry a reconnect step",
+            Command::FinishReconnect { .. } => "finish the reconnect",
+            Command::AbandonReconnect { .. } => "abandon the reconnect",
         }
     }
 }
@@ -202,6 +233,10 @@ pub enum Refusal {
         "{REGISTER_BUDGET} register requests in {REGISTER_WINDOW_HOURS} h are spent until {until}"
     )]
     RegisterBudgetSpent { until: Timestamp },
+    #[error("a {status} number is not reconnected (only an ACTIVE or BANNED one is)")]
+    NotReconnectable { status: Status },
+    #[error("reconnect {id} is not the number's reconnect in progress")]
+    NoSuchReconnect { id: String },
 }
 
 /// Where a provisioning step stands for a number, before anything is called at Meta.
@@ -214,8 +249,11 @@ pub enum Readiness {
     Done { resend: Option<Step> },
     /// An earlier step has not finished; this message came before its turn.
     Early { at: Step },
-    /// The number is no longer `PENDING`.
+    /// The number is no longer `PENDING` (for a reconnect: no longer `ACTIVE` or `BANNED`).
     Stopped { status: Status },
+    /// The message is of a reconnect that is not the number's reconnect in progress (it
+    /// finished, was abandoned, or a newer one replaced it).
+    Superseded,
 }
 
 pub fn readiness(number: &Number, step: Step) -> Readiness {
@@ -228,6 +266,29 @@ pub fn readiness(number: &Number, step: Step) -> Readiness {
     if at.ordinal() > step.ordinal() {
         Readiness::Done {
             resend: step.next_for(number.onboarding).filter(|next| *next == at),
+        }
+    } else if at == step {
+        Readiness::Run
+    } else {
+        Readiness::Early { at }
+    }
+}
+
+/// Where a step of reconnect `id` stands for a number: like [`readiness`], along the reconnect's
+/// steps ([`Step::next_in_reconnect`]).
+pub fn reconnect_readiness(number: &Number, id: &str, step: Step) -> Readiness {
+    if !number.status.is_reconnectable() {
+        return Readiness::Stopped {
+            status: number.status,
+        };
+    }
+    let Some(reconnect) = number.reconnect.as_ref().filter(|r| r.id == id) else {
+        return Readiness::Superseded;
+    };
+    let at = reconnect.step;
+    if at.ordinal() > step.ordinal() {
+        Readiness::Done {
+            resend: step.next_in_reconnect().filter(|next| *next == at),
         }
     } else if at == step {
         Readiness::Run
@@ -267,7 +328,131 @@ pub fn decide(number: &Number, command: Command, now: Timestamp) -> Decision {
         Command::Restrict(restrictions) => restrict(number, restrictions, now),
         Command::ScheduleBan => schedule_ban(number, now),
         Command::TornDown(teardown) => torn_down(number, teardown, now),
+        Command::StartReconnect { id } => start_reconnect(number, id, now),
+        Command::ReconnectStepDone { id, step, record } => {
+            reconnect_step_done(number, &id, step, record, now)
+        }
+        Command::ReconnectStepRetried { id, step, reason } => {
+            reconnect_step_retried(number, &id, step, reason)
+        }
+        Command::FinishReconnect { id } => finish_reconnect(number, &id, now),
+        Command::AbandonReconnect { id, reason } => abandon_reconnect(number, &id, reason, now),
     }
+}
+
+fn start_reconnect(number: &Number, id: String, now: Timestamp) -> Decision {
+    if !number.status.is_reconnectable() {
+        return refused(Refusal::NotReconnectable {
+            status: number.status,
+        });
+    }
+    if let Some(current) = &number.reconnect
+        && (current.id == id || now - current.started_at < Duration::minutes(RECONNECT_STALE_MINUTES))
+    {
+        return Decision::Already;
+    }
+    let mut after = number.clone();
+    after.reconnect = Some(Reconnect {
+        id,
+        step: Step::FIRST,
+        started_at: now,
+        last_error: None,
+    });
+    after.updated_at = now;
+    change(number, after, Vec::new(), PhoneGuard::Keep, None)
+}
+
+/// The reconnect `id` of `number` at `step`, or what a command about it answers instead.
+fn reconnect_at(number: &Number, id: &str, step: Step) -> Result<(), Decision> {
+    match reconnect_readiness(number, id, step) {
+        Readiness::Run => Ok(()),
+        Readiness::Done { .. } => Err(Decision::Already),
+        Readiness::Stopped { status } => Err(refused(Refusal::NotReconnectable { status })),
+        Readiness::Superseded => Err(refused(Refusal::NoSuchReconnect { id: id.into() })),
+        Readiness::Early { at } => Err(refused(Refusal::StepNotReached { step, at })),
+    }
+}
+
+fn reconnect_step_done(
+    number: &Number,
+    id: &str,
+    step: Step,
+    record: StepRecord,
+    now: Timestamp,
+) -> Decision {
+    if let Err(answer) = reconnect_at(number, id, step) {
+        return answer;
+    }
+    let Some(next) = step.next_in_reconnect() else {
+        return refused(Refusal::LastStep { step });
+    };
+    let mut after = number.clone();
+    if let Some(reconnect) = after.reconnect.as_mut() {
+        reconnect.step = next;
+        reconnect.last_error = None;
+    }
+    after.updated_at = now;
+    record_step(&mut after, record);
+    change(number, after, Vec::new(), PhoneGuard::Keep, None)
+}
+
+fn reconnect_step_retried(
+    number: &Number,
+    id: &str,
+    step: Step,
+    reason: FailureReason,
+) -> Decision {
+    if let Err(answer) = reconnect_at(number, id, step) {
+        return answer;
+    }
+    if number
+        .reconnect
+        .as_ref()
+        .is_some_and(|r| r.last_error.as_ref() == Some(&reason))
+    {
+        return Decision::Already;
+    }
+    // Bookkeeping for the dead-letter consumer: `updatedAt` stays.
+    let mut after = number.clone();
+    if let Some(reconnect) = after.reconnect.as_mut() {
+        reconnect.last_error = Some(reason);
+    }
+    change(number, after, Vec::new(), PhoneGuard::Keep, None)
+}
+
+fn finish_reconnect(number: &Number, id: &str, now: Timestamp) -> Decision {
+    if let Err(answer) = reconnect_at(number, id, Step::ActivateNumber) {
+        // Finished before: the marker is gone and `reconnectedAt` says when.
+        return match answer {
+            Decision::Refused(Refusal::NoSuchReconnect { .. })
+                if number.reconnect.is_none() && number.reconnected_at.is_some() =>
+            {
+                Decision::Already
+            }
+            other => other,
+        };
+    }
+    let mut after = number.clone();
+    after.reconnect = None;
+    after.reconnected_at = Some(now);
+    after.reconnect_failure = None;
+    // The new token's expiry is announced afresh.
+    after.token_expiry_warned_on = None;
+    after.updated_at = now;
+    let event = EventEnvelope::new(EventType::NumberReconnected, &after, now);
+    change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
+}
+
+fn abandon_reconnect(number: &Number, id: &str, reason: FailureReason, now: Timestamp) -> Decision {
+    if number.reconnect.as_ref().is_none_or(|r| r.id != id) {
+        return Decision::Already;
+    }
+    let mut after = number.clone();
+    after.reconnect = None;
+    after.reconnect_failure = Some(reason);
+    after.updated_at = now;
+    let event = EventEnvelope::new(EventType::NumberReconnectFailed, &after, now);
+    change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
 }
 
 fn refused(why: Refusal) -> Decision {
@@ -302,6 +487,10 @@ fn move_status(
     }
     if failure.is_some() {
         after.failure_reason = failure;
+    }
+    // A number that ended has no reconnect left to finish.
+    if to.is_final() {
+        after.reconnect = None;
     }
     // A ban or a reinstatement is what a scheduled ban was waiting for.
     if matches!(by, Move::Ban | Move::Reinstate) {
@@ -439,7 +628,7 @@ fn step_done(number: &Number, step: Step, record: StepRecord, now: Timestamp) ->
         Readiness::Stopped { status } => return refused(Refusal::NotPending { status }),
         Readiness::Done { .. } => return Decision::Already,
         Readiness::Early { at } => return refused(Refusal::StepNotReached { step, at }),
-        Readiness::Run => {}
+        Readiness::Superseded | Readiness::Run => {}
     }
     let Some(next) = step.next_for(number.onboarding) else {
         return refused(Refusal::LastStep { step });
@@ -448,7 +637,13 @@ fn step_done(number: &Number, step: Step, record: StepRecord, now: Timestamp) ->
     after.provisioning_step = Some(next);
     after.provisioning_error = None;
     after.updated_at = now;
-    if record.token_expires_at.is_some() {
+    record_step(&mut after, record);
+    change(number, after, Vec::new(), PhoneGuard::Keep, None)
+}
+
+/// What a finished step (of provisioning or of a reconnect) learnt, written on the number.
+fn record_step(after: &mut Number, record: StepRecord) {
+    if record.token_expires_at.is_some() || record.token_replaced {
         after.token_expires_at = record.token_expires_at;
     }
     if record.display_number.is_some() {
@@ -462,7 +657,6 @@ fn step_done(number: &Number, step: Step, record: StepRecord, now: Timestamp) ->
     }
     after.subscribed |= record.subscribed;
     after.registered |= record.registered;
-    change(number, after, Vec::new(), PhoneGuard::Keep, None)
 }
 
 fn step_retried(number: &Number, step: Step, reason: FailureReason) -> Decision {
@@ -470,7 +664,7 @@ fn step_retried(number: &Number, step: Step, reason: FailureReason) -> Decision 
         Readiness::Stopped { status } => return refused(Refusal::NotPending { status }),
         Readiness::Done { .. } => return Decision::Already,
         Readiness::Early { at } => return refused(Refusal::StepNotReached { step, at }),
-        Readiness::Run => {}
+        Readiness::Superseded | Readiness::Run => {}
     }
     if number.provisioning_error.as_ref() == Some(&reason) {
         return Decision::Already;
@@ -565,7 +759,8 @@ fn count_register_call(number: &Number, now: Timestamp) -> Decision {
         Status::Pending => true,
         // The teardown of a number that ended deregisters it, once.
         Status::Disconnected | Status::Failed => number.torn_down_at.is_none(),
-        _ => false,
+        // A reconnect registers a number Meta says is not registered.
+        Status::Active | Status::Banned => number.reconnect.is_some(),
     };
     if !sends {
         return refused(Refusal::NoRegisterCall {

@@ -73,6 +73,9 @@ pub struct StepMessage {
     pub trace_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<Secret>,
+    /// The reconnect this step belongs to (`rcn_…`); absent for provisioning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect: Option<String>,
 }
 
 impl StepMessage {
@@ -84,6 +87,21 @@ impl StepMessage {
             step,
             trace_id,
             code: None,
+            reconnect: None,
+        }
+    }
+
+    /// A step of reconnect `reconnect_id`.
+    pub fn reconnecting(
+        number_id: NumberId,
+        account_id: AccountId,
+        step: Step,
+        trace_id: String,
+        reconnect_id: String,
+    ) -> Self {
+        StepMessage {
+            reconnect: Some(reconnect_id),
+            ..StepMessage::new(number_id, account_id, step, trace_id)
         }
     }
 }

@@ -76,6 +76,26 @@ pub struct FailureReason {
     pub details: Option<String>,
 }
 
+/// A reconnect under way: a new signup of a live number (`ACTIVE` or `BANNED`) whose new code
+/// is exchanged for a token that replaces the stored one, after which the WABA is subscribed
+/// again and the profile refreshed. The number keeps its id and status meanwhile; the steps
+/// run on the provisioning queues with this attempt's id, so a message of an older attempt is
+/// recognised and dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reconnect {
+    /// `rcn_…`, carried by every step message of this attempt.
+    pub id: String,
+    /// The next reconnect step to run.
+    pub step: Step,
+    #[serde(with = "super::time")]
+    pub started_at: Timestamp,
+    /// The last transient error of the current step; becomes the reconnect's failure if its
+    /// retries run out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<FailureReason>,
+}
+
 /// One WhatsApp phone number of a customer account. Nothing secret is ever a field of it; what
 /// clients see of it is `domain::view::NumberView`.
 #[derive(Clone, Debug, PartialEq)]
@@ -116,6 +136,12 @@ pub struct Number {
     /// Meta announced that the WABA will be disabled (`SCHEDULE_FOR_DISABLE`); cleared by a
     /// ban or a reinstatement.
     pub ban_scheduled: bool,
+    /// A reconnect in progress (see [`Reconnect`]).
+    pub reconnect: Option<Reconnect>,
+    /// When the last reconnect finished.
+    pub reconnected_at: Option<Timestamp>,
+    /// Why the last reconnect did not finish (cleared by the next one that does).
+    pub reconnect_failure: Option<FailureReason>,
     /// Bumped by every write; each write is conditioned on the version it read.
     pub version: u64,
 }
@@ -153,6 +179,9 @@ impl Number {
             register_calls: Vec::new(),
             restrictions: Vec::new(),
             ban_scheduled: false,
+            reconnect: None,
+            reconnected_at: None,
+            reconnect_failure: None,
             version: 1,
         }
     }

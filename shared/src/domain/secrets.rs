@@ -42,6 +42,10 @@ pub struct NumberSecrets {
     /// Not secret; kept here so a retried exchange step still knows it.
     #[serde(default, with = "super::time::option")]
     pub token_expires_at: Option<Timestamp>,
+    /// The reconnect whose code gave this token (`None`: the signup's own), so a redelivered
+    /// reconnect exchange knows its code is already spent and its token stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect_id: Option<String>,
 }
 
 #[cfg(test)]
@@ -63,6 +67,7 @@ mod tests {
             token: Secret::new("EAAG-token"),
             pin: Secret::new("123456"),
             token_expires_at: None,
+            reconnect_id: None,
         };
         let printed = format!("{secrets:?}");
         assert!(!printed.contains("EAAG"));

@@ -40,6 +40,12 @@ impl Status {
         matches!(self, Status::Failed | Status::Disconnected)
     }
 
+    /// A new signup of the phone in the same account reconnects the number (new token, same id)
+    /// rather than creating another.
+    pub fn is_reconnectable(self) -> bool {
+        matches!(self, Status::Active | Status::Banned)
+    }
+
     /// Live numbers hold their phone: no other account may sign the same phone up.
     pub fn is_live(self) -> bool {
         !self.is_final()

@@ -46,6 +46,20 @@ impl Step {
         None
     }
 
+    /// The step after this one in a reconnect of a live number: the new code is exchanged, the
+    /// WABA subscribed again, the profile refreshed (registering the number only if Meta says it
+    /// is not), and `ActivateNumber` finishes the reconnect. Register and PIN are not its steps.
+    pub fn next_in_reconnect(self) -> Option<Step> {
+        match self {
+            Step::ExchangeToken => Some(Step::SubscribeWaba),
+            Step::SubscribeWaba => Some(Step::FetchProfile),
+            Step::RegisterNumber | Step::ConfigurePin | Step::FetchProfile => {
+                Some(Step::ActivateNumber)
+            }
+            Step::ActivateNumber => None,
+        }
+    }
+
     pub fn next(self) -> Option<Step> {
         let position = Step::ALL.iter().position(|s| *s == self)?;
         Step::ALL.get(position + 1).copied()
@@ -93,6 +107,25 @@ mod tests {
         }
         assert_eq!(seen, Step::ALL);
         assert_eq!(Step::ActivateNumber.next(), None);
+    }
+
+    #[test]
+    fn a_reconnect_exchanges_subscribes_refreshes_and_finishes() {
+        let mut step = Step::FIRST;
+        let mut seen = vec![step];
+        while let Some(next) = step.next_in_reconnect() {
+            seen.push(next);
+            step = next;
+        }
+        assert_eq!(
+            seen,
+            [
+                Step::ExchangeToken,
+                Step::SubscribeWaba,
+                Step::FetchProfile,
+                Step::ActivateNumber
+            ]
+        );
     }
 
     #[test]

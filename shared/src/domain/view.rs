@@ -3,6 +3,18 @@ use serde::Serialize;
 use crate::domain::time::{self, Timestamp};
 use crate::domain::{FailureReason, Number, Onboarding, QualityRating, Restriction, Status, Step};
 
+/// A reconnect in progress, as clients see it.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconnectView {
+    pub step: Step,
+    #[serde(with = "time")]
+    pub started_at: Timestamp,
+    /// Meta's last answer to the current step, while it is retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<FailureReason>,
+}
+
 /// The contract's Number object. Built field by field from the domain, so nothing reaches a
 /// client by accident: no account id, no token, no secret reference.
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -35,6 +47,18 @@ pub struct NumberView {
     /// Meta's restrictions in force; absent when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub restrictions: Vec<Restriction>,
+    /// A reconnect under way (a new signup of this live number); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnect: Option<ReconnectView>,
+    /// When the number was last reconnected; absent if never.
+    #[serde(
+        with = "time::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reconnected_at: Option<Timestamp>,
+    /// Why the last reconnect did not finish; the number kept its previous token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnect_failure: Option<FailureReason>,
 }
 
 impl From<&Number> for NumberView {
@@ -60,6 +84,13 @@ impl From<&Number> for NumberView {
                 .clone()
                 .filter(|_| number.status == Status::Pending),
             restrictions: number.restrictions.clone(),
+            reconnect: number.reconnect.as_ref().map(|r| ReconnectView {
+                step: r.step,
+                started_at: r.started_at,
+                pending_reason: r.last_error.clone(),
+            }),
+            reconnected_at: number.reconnected_at,
+            reconnect_failure: number.reconnect_failure.clone(),
         }
     }
 }

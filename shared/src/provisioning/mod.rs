@@ -4,6 +4,7 @@
 //! done (re-sending the next message, which a crash may have lost); calls Meta; records the
 //! step done with a condition on the step it expects; sends the next message.
 
+mod reconnect;
 mod teardown;
 #[cfg(test)]
 mod tests;
@@ -185,6 +186,11 @@ where
             tracing::warn!("no such number; dropping the message");
             return Ok(Outcome::Done);
         };
+        if let Some(id) = &message.reconnect {
+            return self
+                .run_reconnect(step, id, number, message, delivery)
+                .await;
+        }
         match lifecycle_rules::readiness(&number, step) {
             Readiness::Stopped { status } => {
                 // Activation or failure may have been written by a run that crashed before
@@ -205,6 +211,8 @@ where
                 tracing::warn!(%at, "step arrived before its turn; dropping");
                 return Ok(Outcome::Done);
             }
+            // Only a reconnect's readiness says this.
+            Readiness::Superseded => return Ok(Outcome::Done),
             Readiness::Run => {}
         }
         // Every register request counts toward Meta's limit whatever its answer: it is
@@ -331,6 +339,7 @@ where
                                 time::now()
                                     + chrono::Duration::seconds(s.min(i64::MAX as u64) as i64)
                             }),
+                            reconnect_id: None,
                         };
                         self.vault.create(&number.id, &secrets).await?
                     }
@@ -503,6 +512,20 @@ where
                 else {
                     return Ok(());
                 };
+                if let Some(id) = &message.reconnect {
+                    // A reconnect's retries ran out: it is abandoned, the number stays as it is.
+                    let Some(reconnect) = number.reconnect.as_ref().filter(|r| &r.id == id) else {
+                        return Ok(());
+                    };
+                    let reason = reconnect.last_error.clone().unwrap_or(FailureReason {
+                        step: message.step.as_str().into(),
+                        code: "retries_exhausted".into(),
+                        message: "the reconnect step kept failing and was given up".into(),
+                        ..FailureReason::default()
+                    });
+                    tracing::warn!(code = %reason.code, "reconnect retries exhausted; abandoned");
+                    return self.abandon_reconnect(&number, id, reason).await;
+                }
                 if number.status != Status::Pending {
                     return Ok(());
                 }

@@ -91,6 +91,7 @@ fn secrets() -> NumberSecrets {
         token: Secret::new("EAAG-token"),
         pin: Secret::new("123456"),
         token_expires_at: None,
+        reconnect_id: None,
     }
 }
 

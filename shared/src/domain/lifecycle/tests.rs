@@ -1061,3 +1061,239 @@ fn no_restriction_means_none_is_lifted() {
         Decision::Already
     );
 }
+
+// ---- Reconnect ---------------------------------------------------------------------------
+
+fn start_reconnect() -> Command {
+    Command::StartReconnect {
+        id: "rcn_1".into(),
+    }
+}
+
+pair!(
+    pending_reconnect_is_refused,
+    Pending,
+    start_reconnect(),
+    Refused
+);
+pair!(
+    active_reconnect_starts_and_stays_active,
+    Active,
+    start_reconnect(),
+    Changes(Active)
+);
+pair!(
+    banned_reconnect_starts_and_stays_banned,
+    Banned,
+    start_reconnect(),
+    Changes(Banned)
+);
+pair!(
+    failed_reconnect_is_refused,
+    Failed,
+    start_reconnect(),
+    Refused
+);
+pair!(
+    disconnected_reconnect_is_refused,
+    Disconnected,
+    start_reconnect(),
+    Refused
+);
+
+fn changed(number: &Number, command: Command, at: Timestamp) -> Number {
+    match decide(number, command.clone(), at) {
+        Decision::Change(change) => change.number,
+        other => panic!("{command:?}: expected a change, decided {other:?}"),
+    }
+}
+
+fn reconnecting(status: Status) -> Number {
+    changed(&number(status), start_reconnect(), now())
+}
+
+fn reconnect_step_done(step: Step, record: StepRecord) -> Command {
+    Command::ReconnectStepDone {
+        id: "rcn_1".into(),
+        step,
+        record,
+    }
+}
+
+#[test]
+fn a_reconnect_starts_at_the_exchange_with_no_event_and_keeps_the_number() {
+    let before = number(Status::Active);
+    let Decision::Change(change) = decide(&before, start_reconnect(), now()) else {
+        panic!("no change");
+    };
+    let reconnect = change.number.reconnect.clone().expect("a reconnect marker");
+    assert_eq!(reconnect.id, "rcn_1");
+    assert_eq!(reconnect.step, Step::ExchangeToken);
+    assert_eq!(change.number.id, before.id);
+    assert_eq!(change.event, None);
+    assert_eq!(change.phone_guard, PhoneGuard::Keep);
+    assert!(change.counters.is_empty());
+}
+
+#[test]
+fn a_second_signup_during_a_reconnect_restarts_nothing() {
+    let number = reconnecting(Status::Active);
+    let another = Command::StartReconnect {
+        id: "rcn_2".into(),
+    };
+    let later = now() + Duration::minutes(RECONNECT_STALE_MINUTES - 1);
+    assert_eq!(decide(&number, another, later), Decision::Already);
+}
+
+#[test]
+fn a_stale_reconnect_is_replaced_by_a_new_signup() {
+    let number = reconnecting(Status::Active);
+    let another = Command::StartReconnect {
+        id: "rcn_2".into(),
+    };
+    let later = now() + Duration::minutes(RECONNECT_STALE_MINUTES);
+    let replaced = changed(&number, another, later);
+    assert_eq!(replaced.reconnect.map(|r| r.id), Some("rcn_2".into()));
+}
+
+#[test]
+fn reconnect_steps_follow_the_reconnect_chain_and_record_the_new_token() {
+    let number = reconnecting(Status::Active);
+    let new_expiry = at("2027-02-01T00:00:00Z");
+    let exchanged = changed(
+        &number,
+        reconnect_step_done(
+            Step::ExchangeToken,
+            StepRecord {
+                token_expires_at: Some(new_expiry),
+                token_replaced: true,
+                ..StepRecord::default()
+            },
+        ),
+        now(),
+    );
+    assert_eq!(exchanged.token_expires_at, Some(new_expiry));
+    assert_eq!(exchanged.reconnect.as_ref().map(|r| r.step), Some(Step::SubscribeWaba));
+    assert_eq!(exchanged.status, Status::Active);
+    let subscribed = changed(
+        &exchanged,
+        reconnect_step_done(Step::SubscribeWaba, StepRecord::default()),
+        now(),
+    );
+    assert_eq!(subscribed.reconnect.as_ref().map(|r| r.step), Some(Step::FetchProfile));
+    assert_eq!(
+        reconnect_readiness(&subscribed, "rcn_1", Step::FetchProfile),
+        Readiness::Run
+    );
+    assert_eq!(
+        reconnect_readiness(&subscribed, "rcn_1", Step::SubscribeWaba),
+        Readiness::Done {
+            resend: Some(Step::FetchProfile)
+        }
+    );
+    assert_eq!(
+        reconnect_readiness(&subscribed, "rcn_0", Step::FetchProfile),
+        Readiness::Superseded
+    );
+}
+
+#[test]
+fn a_token_that_never_expires_replaces_one_that_did() {
+    let number = reconnecting(Status::Active);
+    let exchanged = changed(
+        &number,
+        reconnect_step_done(
+            Step::ExchangeToken,
+            StepRecord {
+                token_expires_at: None,
+                token_replaced: true,
+                ..StepRecord::default()
+            },
+        ),
+        now(),
+    );
+    assert_eq!(exchanged.token_expires_at, None);
+}
+
+#[test]
+fn a_step_of_a_reconnect_that_is_not_the_current_one_is_refused() {
+    let number = reconnecting(Status::Active);
+    let stale = Command::ReconnectStepDone {
+        id: "rcn_0".into(),
+        step: Step::ExchangeToken,
+        record: StepRecord::default(),
+    };
+    assert!(matches!(
+        decide(&number, stale, now()),
+        Decision::Refused(Refusal::NoSuchReconnect { .. })
+    ));
+}
+
+#[test]
+fn a_finished_reconnect_announces_number_reconnected_once() {
+    let mut number = reconnecting(Status::Banned);
+    if let Some(r) = number.reconnect.as_mut() {
+        r.step = Step::ActivateNumber;
+    }
+    number.token_expiry_warned_on = Some("2026-12-01".into());
+    let finish = Command::FinishReconnect {
+        id: "rcn_1".into(),
+    };
+    let Decision::Change(change) = decide(&number, finish.clone(), now()) else {
+        panic!("no change");
+    };
+    assert_eq!(
+        change.event.as_ref().map(|e| e.event_type),
+        Some(EventType::NumberReconnected)
+    );
+    assert_eq!(change.number.reconnect, None);
+    assert_eq!(change.number.reconnected_at, Some(now()));
+    assert_eq!(change.number.status, Status::Banned);
+    assert_eq!(change.number.token_expiry_warned_on, None);
+    assert_eq!(decide(&change.number, finish, now()), Decision::Already);
+}
+
+#[test]
+fn an_abandoned_reconnect_announces_its_reason_and_keeps_the_status() {
+    let number = reconnecting(Status::Active);
+    let abandon = Command::AbandonReconnect {
+        id: "rcn_1".into(),
+        reason: reason("190"),
+    };
+    let Decision::Change(change) = decide(&number, abandon.clone(), now()) else {
+        panic!("no change");
+    };
+    assert_eq!(
+        change.event.as_ref().map(|e| e.event_type),
+        Some(EventType::NumberReconnectFailed)
+    );
+    assert_eq!(change.number.reconnect, None);
+    assert_eq!(change.number.reconnect_failure, Some(reason("190")));
+    assert_eq!(change.number.status, Status::Active);
+    assert_eq!(decide(&change.number, abandon, now()), Decision::Already);
+}
+
+#[test]
+fn a_disconnect_ends_a_reconnect_in_progress() {
+    let number = reconnecting(Status::Active);
+    let ended = changed(&number, disconnect(), now());
+    assert_eq!(ended.reconnect, None);
+    assert_eq!(
+        reconnect_readiness(&ended, "rcn_1", Step::SubscribeWaba),
+        Readiness::Stopped {
+            status: Status::Disconnected
+        }
+    );
+}
+
+#[test]
+fn a_reconnect_may_count_a_register_request_and_a_live_number_without_one_may_not() {
+    assert!(matches!(
+        decide(&number(Status::Active), Command::CountRegisterCall, now()),
+        Decision::Refused(Refusal::NoRegisterCall { .. })
+    ));
+    assert!(matches!(
+        decide(&reconnecting(Status::Active), Command::CountRegisterCall, now()),
+        Decision::Change(_)
+    ));
+}
