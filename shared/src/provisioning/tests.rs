@@ -691,3 +691,252 @@ async fn an_unfinished_deregistration_is_deregistered_then_registered_again_each
     assert_eq!(given.meta().count(MetaCallKind::Register), 2);
     assert_eq!(given.now().register_calls.len(), 3);
 }
+
+// ---- Reconnect ---------------------------------------------------------------------------
+
+const RECONNECT: &str = "rcn_test";
+
+/// An `ACTIVE` number reconnecting, its reconnect at `step`, its first token stored.
+fn given_reconnecting_at(step: Step) -> Given {
+    let mut given = given_pending_at(Step::FetchProfile);
+    let mut number = given.number.clone();
+    number.status = Status::Active;
+    number.provisioning_step = None;
+    number.subscribed = true;
+    number.registered = true;
+    number.reconnect = Some(crate::domain::Reconnect {
+        id: RECONNECT.into(),
+        step,
+        started_at: time::now(),
+        last_error: None,
+    });
+    given.provisioner.store.insert_number(number.clone());
+    given.number = number;
+    given
+}
+
+fn reconnect_message(number: &Number, step: Step) -> StepMessage {
+    let mut message = StepMessage::reconnecting(
+        number.id.clone(),
+        number.account_id.clone(),
+        step,
+        "trc_test".into(),
+        RECONNECT.into(),
+    );
+    if step == Step::ExchangeToken {
+        message.code = Some(Secret::new("new-code"));
+    }
+    message
+}
+
+impl Given {
+    async fn run_reconnect(&self, step: Step) -> Outcome {
+        self.run_message(reconnect_message(&self.number, step))
+            .await
+    }
+
+    fn reconnect_step(&self) -> Option<Step> {
+        self.now().reconnect.map(|r| r.step)
+    }
+
+    fn reconnect_messages_sent(&self) -> Vec<Step> {
+        self.queue()
+            .sent()
+            .into_iter()
+            .filter_map(|(queue, body)| {
+                let message: StepMessage = serde_json::from_str(&body).ok()?;
+                match queue {
+                    Queue::Step(step) if message.reconnect.as_deref() == Some(RECONNECT) => {
+                        Some(step)
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_reconnect_exchange_stores_the_new_token_as_a_new_version_keeping_the_pin() {
+    let given = given_reconnecting_at(Step::ExchangeToken);
+    given.meta().set_token_expires_in(Some(3600));
+
+    let outcome = given.run_reconnect(Step::ExchangeToken).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    let stored = given.vault().secrets(&given.number.id).unwrap();
+    assert_ne!(stored.token, secrets().token);
+    assert_eq!(stored.pin, secrets().pin);
+    assert_eq!(stored.reconnect_id.as_deref(), Some(RECONNECT));
+    assert_eq!(given.vault().versions(&given.number.id), 2);
+    let number = given.now();
+    assert_eq!(number.status, Status::Active);
+    assert_eq!(number.token_expires_at, stored.token_expires_at);
+    assert_eq!(given.reconnect_step(), Some(Step::SubscribeWaba));
+    assert_eq!(given.reconnect_messages_sent(), vec![Step::SubscribeWaba]);
+}
+
+#[tokio::test]
+async fn a_redelivered_reconnect_exchange_does_not_spend_the_code_again() {
+    let given = given_reconnecting_at(Step::ExchangeToken);
+    // A first delivery stored the token, then crashed before recording the step.
+    let mut stored = secrets();
+    stored.token = Secret::new("EAAG-new");
+    stored.reconnect_id = Some(RECONNECT.into());
+    given.vault().put(&given.number.id, stored);
+
+    given.run_reconnect(Step::ExchangeToken).await;
+
+    assert_eq!(given.meta().count(MetaCallKind::ExchangeCode), 0);
+    assert_eq!(given.reconnect_step(), Some(Step::SubscribeWaba));
+    assert_eq!(given.reconnect_messages_sent(), vec![Step::SubscribeWaba]);
+}
+
+#[tokio::test]
+async fn a_reconnect_subscribes_the_waba_again_and_refreshes_the_profile_without_registering() {
+    let given = given_reconnecting_at(Step::SubscribeWaba);
+    given.meta().set_profile(PhoneProfile {
+        display_phone_number: Some("+55 11 90000-0002".into()),
+        verified_name: Some("Acme Two".into()),
+        quality_rating: Some("YELLOW".into()),
+        platform_type: Some("CLOUD_API".into()),
+        ..PhoneProfile::default()
+    });
+
+    given.run_reconnect(Step::SubscribeWaba).await;
+    given.run_reconnect(Step::FetchProfile).await;
+
+    assert_eq!(given.meta().count(MetaCallKind::SubscribeApp), 1);
+    assert_eq!(given.meta().count(MetaCallKind::Register), 0);
+    let number = given.now();
+    assert_eq!(number.display_name.as_deref(), Some("Acme Two"));
+    assert_eq!(number.quality_rating, Some(QualityRating::Yellow));
+    assert_eq!(given.reconnect_step(), Some(Step::ActivateNumber));
+    assert_eq!(
+        given.reconnect_messages_sent(),
+        vec![Step::FetchProfile, Step::ActivateNumber]
+    );
+}
+
+#[tokio::test]
+async fn a_reconnect_registers_a_number_meta_says_is_not_registered_counting_the_budget() {
+    let given = given_reconnecting_at(Step::FetchProfile);
+    given.meta().set_profile(PhoneProfile {
+        platform_type: Some("NOT_APPLICABLE".into()),
+        ..PhoneProfile::default()
+    });
+
+    given.run_reconnect(Step::FetchProfile).await;
+
+    assert_eq!(
+        given.meta().calls().last(),
+        Some(&MetaCall::Register {
+            phone_number_id: "2000".into()
+        })
+    );
+    let number = given.now();
+    assert_eq!(number.register_calls.len(), 1);
+    assert_eq!(given.reconnect_step(), Some(Step::ActivateNumber));
+}
+
+#[tokio::test]
+async fn a_reconnect_with_the_register_budget_spent_waits_without_registering() {
+    let mut given = given_reconnecting_at(Step::FetchProfile);
+    let now = time::now();
+    let mut number = given.number.clone();
+    number.register_calls = (0..8).map(|h| now - chrono::Duration::hours(h)).collect();
+    given.store().insert_number(number.clone());
+    given.number = number;
+    given.meta().set_profile(PhoneProfile {
+        platform_type: Some("NOT_APPLICABLE".into()),
+        ..PhoneProfile::default()
+    });
+
+    let outcome = given.run_reconnect(Step::FetchProfile).await;
+
+    assert!(matches!(outcome, Outcome::RetryAfter(_)), "{outcome:?}");
+    assert_eq!(given.meta().count(MetaCallKind::Register), 0);
+    assert_eq!(given.reconnect_step(), Some(Step::FetchProfile));
+}
+
+#[tokio::test]
+async fn the_last_reconnect_step_announces_number_reconnected_and_keeps_the_status() {
+    let given = given_reconnecting_at(Step::ActivateNumber);
+
+    given.run_reconnect(Step::ActivateNumber).await;
+    given.run_reconnect(Step::ActivateNumber).await;
+
+    let number = given.now();
+    assert_eq!(number.status, Status::Active);
+    assert_eq!(number.id, given.number.id);
+    assert_eq!(number.reconnect, None);
+    assert!(number.reconnected_at.is_some());
+    assert_eq!(given.events_sent(), vec!["number.reconnected"]);
+}
+
+#[tokio::test]
+async fn meta_refusing_a_reconnect_step_abandons_the_reconnect_not_the_number() {
+    let given = given_reconnecting_at(Step::SubscribeWaba);
+    given
+        .meta()
+        .fail_next(MetaCallKind::SubscribeApp, refusal(200));
+
+    let outcome = given.run_reconnect(Step::SubscribeWaba).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    let number = given.now();
+    assert_eq!(number.status, Status::Active);
+    assert_eq!(number.reconnect, None);
+    assert!(number.reconnect_failure.is_some());
+    assert_eq!(given.events_sent(), vec!["number.reconnect_failed"]);
+    assert!(given.queue().sent_to(Queue::Teardown).is_empty());
+}
+
+#[tokio::test]
+async fn a_transient_reconnect_failure_is_retried_and_its_dead_letter_abandons_it_with_meta_s_reason()
+ {
+    let given = given_reconnecting_at(Step::SubscribeWaba);
+    given.meta().fail_next(
+        MetaCallKind::SubscribeApp,
+        MetaError::from_envelope(500, 2, None, true, "Service temporarily unavailable".into()),
+    );
+
+    let outcome = given.run_reconnect(Step::SubscribeWaba).await;
+    assert!(matches!(outcome, Outcome::RetryAfter(_)), "{outcome:?}");
+    assert_eq!(given.reconnect_step(), Some(Step::SubscribeWaba));
+
+    let message = reconnect_message(&given.number, Step::SubscribeWaba);
+    let event = sqs_event(serde_json::to_string(&message).unwrap());
+    given.provisioner.handle_dead_letters(event).await;
+
+    let number = given.now();
+    assert_eq!(number.status, Status::Active);
+    assert_eq!(number.reconnect, None);
+    assert_eq!(
+        number.reconnect_failure.map(|r| r.step),
+        Some("SUBSCRIBE_WABA".to_string())
+    );
+}
+
+#[tokio::test]
+async fn a_message_of_another_reconnect_is_dropped_without_calling_meta() {
+    let given = given_reconnecting_at(Step::SubscribeWaba);
+    let mut stale = reconnect_message(&given.number, Step::SubscribeWaba);
+    stale.reconnect = Some("rcn_older".into());
+
+    let outcome = given.run_message(stale).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    assert!(given.meta().calls().is_empty());
+    assert_eq!(given.reconnect_step(), Some(Step::SubscribeWaba));
+}
+
+#[tokio::test]
+async fn a_reconnect_step_already_done_resends_the_next_message() {
+    let given = given_reconnecting_at(Step::FetchProfile);
+
+    given.run_reconnect(Step::SubscribeWaba).await;
+
+    assert!(given.meta().calls().is_empty());
+    assert_eq!(given.reconnect_messages_sent(), vec![Step::FetchProfile]);
+}
