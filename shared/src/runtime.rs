@@ -100,6 +100,15 @@ pub async fn run_step(step: Step) -> Result<(), Error> {
             sends.push(next);
         }
     }
+    // A reconnect runs the exchange, the subscription and the profile, then finishes.
+    if matches!(
+        step,
+        Step::ExchangeToken | Step::SubscribeWaba | Step::FetchProfile
+    ) && let Some(next) = step.next_in_reconnect().map(Queue::Step)
+        && !sends.contains(&next)
+    {
+        sends.push(next);
+    }
     let provisioner = Arc::new(provisioner(&clients, &sends, step == Step::ExchangeToken).await?);
     run_sqs(|event| {
         let provisioner = provisioner.clone();

@@ -10,6 +10,7 @@ mod openapi_contract;
 mod provisioning;
 mod races;
 mod rate_limit;
+mod reconnect;
 mod secrets_never_leak;
 mod signup;
 mod signup_page;

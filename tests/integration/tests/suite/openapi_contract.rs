@@ -1070,6 +1070,50 @@ fn customer_events_match_the_documented_webhook_payload() {
         &number,
         time::now(),
     ));
+    // A reconnect in progress, finished, and abandoned with Meta's reason.
+    let mut reconnecting = sample_number(&account, Status::Banned, 5);
+    reconnecting.reconnect = Some(muchaw_shared::domain::Reconnect {
+        id: "rcn_test".into(),
+        step: muchaw_shared::domain::Step::SubscribeWaba,
+        started_at: time::now(),
+        last_error: Some(FailureReason {
+            step: "SUBSCRIBE_WABA".into(),
+            code: "2".into(),
+            message: "Service temporarily unavailable".into(),
+            ..FailureReason::default()
+        }),
+    });
+    events.push(EventEnvelope::new(
+        EventType::NumberQualityUpdated,
+        &reconnecting,
+        time::now(),
+    ));
+    let mut reconnected = sample_number(&account, Status::Active, 5);
+    reconnected.reconnected_at = Some(time::now());
+    events.push(EventEnvelope::new(
+        EventType::NumberReconnected,
+        &reconnected,
+        time::now(),
+    ));
+    let mut abandoned = sample_number(&account, Status::Active, 5);
+    abandoned.reconnect_failure = Some(FailureReason {
+        step: "EXCHANGE_TOKEN".into(),
+        code: "100/36009".into(),
+        message: "This authorization code has been used.".into(),
+        ..FailureReason::default()
+    });
+    events.push(EventEnvelope::new(
+        EventType::NumberReconnectFailed,
+        &abandoned,
+        time::now(),
+    ));
+    let expiring = EventEnvelope::new(EventType::NumberTokenExpiring, &number, time::now());
+    assert!(
+        expiring.data["remedy"]
+            .as_str()
+            .is_some_and(|r| r.contains("signup link")),
+        "number.token_expiring names its remedy"
+    );
     for event in events {
         let body = event.customer_body();
         contract.assert_valid(schema, &body, "customer event");
