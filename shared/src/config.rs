@@ -255,6 +255,46 @@ pub fn api_limits() -> Result<crate::api::ApiLimits, ConfigError> {
     api_limits_from(optional(API_REQUESTS_PER_MINUTE).as_deref())
 }
 
+/// The hosted signup page's limits: `SIGNUP_PAGE_REQUESTS_PER_MINUTE` per signup link and
+/// `SIGNUP_PAGE_REQUESTS_PER_IP_PER_MINUTE` per source IP (defaults in `PageLimits`; `0`
+/// turns either off).
+pub fn signup_page_limits() -> Result<crate::api::page_limit::PageLimits, ConfigError> {
+    use crate::api::page_limit::PageLimits;
+    let per_link = per_minute(
+        SIGNUP_PAGE_REQUESTS_PER_MINUTE,
+        optional(SIGNUP_PAGE_REQUESTS_PER_MINUTE).as_deref(),
+        PageLimits::DEFAULT_PER_LINK_PER_MINUTE,
+    )?;
+    let per_source = per_minute(
+        SIGNUP_PAGE_REQUESTS_PER_IP_PER_MINUTE,
+        optional(SIGNUP_PAGE_REQUESTS_PER_IP_PER_MINUTE).as_deref(),
+        PageLimits::DEFAULT_PER_SOURCE_PER_MINUTE,
+    )?;
+    Ok(PageLimits {
+        per_link_per_minute: per_link,
+        per_source_per_minute: per_source,
+    })
+}
+
+pub const SIGNUP_PAGE_REQUESTS_PER_MINUTE: &str = "SIGNUP_PAGE_REQUESTS_PER_MINUTE";
+pub const SIGNUP_PAGE_REQUESTS_PER_IP_PER_MINUTE: &str = "SIGNUP_PAGE_REQUESTS_PER_IP_PER_MINUTE";
+
+/// A per-minute limit from its variable: unset is `default`, `0` is no limit.
+fn per_minute(
+    name: &'static str,
+    value: Option<&str>,
+    default: u32,
+) -> Result<Option<u32>, ConfigError> {
+    let per_minute = match value.map(str::trim) {
+        None | Some("") => default,
+        Some(text) => text.parse::<u32>().map_err(|_| ConfigError::Invalid {
+            name,
+            reason: format!("expected a whole number of requests, got {text:?}"),
+        })?,
+    };
+    Ok((per_minute > 0).then_some(per_minute))
+}
+
 pub const API_REQUESTS_PER_MINUTE: &str = "API_REQUESTS_PER_MINUTE";
 pub const DEFAULT_API_REQUESTS_PER_MINUTE: u32 = 600;
 

@@ -88,14 +88,36 @@ pub trait EventLog: Send + Sync {
     fn mark_published(&self, event_id: &str) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
-/// Per-account request counting for the API's rate limit: fixed one-minute windows, so every
-/// function instance shares one count.
+/// Whose requests a rate-limit window counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuotaSubject<'a> {
+    /// An account's API requests (all its keys together).
+    Account(&'a AccountId),
+    /// The hosted signup page's no-key routes, per signup link (the state's link id).
+    SignupLink(&'a str),
+    /// The hosted signup page's no-key routes, per source IP address.
+    SourceIp(&'a str),
+}
+
+impl QuotaSubject<'_> {
+    /// A name unique to the subject (an account id has no `#`).
+    pub fn key(&self) -> String {
+        match self {
+            QuotaSubject::Account(account) => account.to_string(),
+            QuotaSubject::SignupLink(link) => format!("PAGE#LINK#{link}"),
+            QuotaSubject::SourceIp(ip) => format!("PAGE#IP#{ip}"),
+        }
+    }
+}
+
+/// Request counting for rate limits: fixed one-minute windows, so every function instance
+/// shares one count.
 pub trait RequestQuota: Send + Sync {
-    /// Counts one request of `account` in the window starting at `window_start` (unix seconds)
-    /// if fewer than `limit` were counted there; `false` when the window is full.
+    /// Counts one request of `subject` in the window starting at `window_start` (unix
+    /// seconds) if fewer than `limit` were counted there; `false` when the window is full.
     fn count_request(
         &self,
-        account: &AccountId,
+        subject: QuotaSubject<'_>,
         window_start: i64,
         limit: u32,
     ) -> impl Future<Output = StoreResult<bool>> + Send;

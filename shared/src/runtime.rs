@@ -184,8 +184,10 @@ pub async fn run_signup_callback() -> Result<(), Error> {
             "EMBEDDED_SIGNUP_CONFIG_ID is empty: the hosted signup page cannot start Embedded Signup"
         );
     }
-    let routes = api::signup_callback_routes(store.clone(), queue, signer.clone())
-        .merge(api::signup_page_routes(store.clone(), signer, page));
+    let page_limits = config::signup_page_limits()?;
+    let routes = api::signup_callback_routes(store.clone(), queue, signer.clone()).merge(
+        api::signup_page_routes(store.clone(), signer, page, page_limits),
+    );
     // Its routes authenticate themselves (a key or a signup link), outside the API key gate.
     lambda_http::run(api::finish(routes, store, api::ApiLimits::UNLIMITED)).await
 }

@@ -33,7 +33,8 @@ use crate::domain::{
 };
 use crate::ports::{
     ApiKeyVerifier, CommitOutcome, CreateOutcome, EventLog, LifecycleStore, NumberPage,
-    NumberReader, Page, PhoneOwner, ProvisioningStore, RequestQuota, StoreError, StoreResult,
+    NumberReader, Page, PhoneOwner, ProvisioningStore, QuotaSubject, RequestQuota, StoreError,
+    StoreResult,
 };
 
 pub mod keys {
@@ -70,10 +71,11 @@ pub mod keys {
     pub fn signup_link(id: &str) -> String {
         format!("SIGNUPLINK#{id}")
     }
-    /// An account's API request count per window: its own partition, apart from the
-    /// account's numbers, so counting never heats theirs.
-    pub fn quota(account: &AccountId) -> String {
-        format!("QUOTA#{account}")
+    /// A rate-limit subject's request count per window (an account's API requests, the
+    /// signup page's per link or per source IP): its own partition, apart from the account's
+    /// numbers, so counting never heats theirs.
+    pub fn quota(subject: &QuotaSubject<'_>) -> String {
+        format!("QUOTA#{}", subject.key())
     }
     pub fn quota_window(window_start: i64) -> String {
         format!("WINDOW#{window_start}")
@@ -1000,7 +1002,7 @@ const QUOTA_RETENTION_SECONDS: i64 = 3_600;
 impl RequestQuota for DynamoStore {
     async fn count_request(
         &self,
-        account: &AccountId,
+        subject: QuotaSubject<'_>,
         window_start: i64,
         limit: u32,
     ) -> StoreResult<bool> {
@@ -1009,7 +1011,7 @@ impl RequestQuota for DynamoStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(
-                keys::quota(account),
+                keys::quota(&subject),
                 keys::quota_window(window_start),
             )))
             .update_expression("ADD requests :one SET expiresAt = :expires")

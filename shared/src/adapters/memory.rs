@@ -22,8 +22,8 @@ use crate::ports::{
     AccountDirectory, ApiKeyVerifier, BanClock, CommitOutcome, CreateOutcome, DeliveryLog,
     EventLog, ExchangedToken, LifecycleStore, Message, MessageQueue, MetaGraph, MetaResult,
     NumberPage, NumberReader, Page, PhoneOwner, PhoneProfile, ProvisioningStore, Queue, QueueError,
-    Redelivery, RequestQuota, SignupLinks, StoreError, StoreResult, TokenVault, VaultError,
-    WebhookEndpoints,
+    QuotaSubject, Redelivery, RequestQuota, SignupLinks, StoreError, StoreResult, TokenVault,
+    VaultError, WebhookEndpoints,
 };
 use crate::ports::{LinkCursor, LinkPage, Report, RevokeOutcome, SignupSessions};
 use crate::webhooks::WebhookEndpoint;
@@ -50,7 +50,7 @@ struct State {
     links: HashMap<String, SignupLink>,
     keys: HashMap<KeyHash, (AccountId, bool)>,
     events: HashMap<String, (EventEnvelope, bool)>,
-    requests: HashMap<(AccountId, i64), u32>,
+    requests: HashMap<(String, i64), u32>,
     accounts: Vec<AccountId>,
     ban_clocks: HashMap<String, i64>,
     endpoints: Vec<WebhookEndpoint>,
@@ -475,14 +475,14 @@ impl ApiKeyVerifier for MemoryStore {
 impl RequestQuota for MemoryStore {
     async fn count_request(
         &self,
-        account: &AccountId,
+        subject: QuotaSubject<'_>,
         window_start: i64,
         limit: u32,
     ) -> StoreResult<bool> {
         let mut state = self.state();
         let count = state
             .requests
-            .entry((account.clone(), window_start))
+            .entry((subject.key(), window_start))
             .or_default();
         if *count >= limit {
             return Ok(false);

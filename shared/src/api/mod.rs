@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod numbers;
+pub mod page_limit;
 pub mod shape;
 pub mod signup;
 pub mod signup_page;
@@ -28,7 +29,7 @@ use crate::domain::api_key::{KeyHash, bearer_key};
 use crate::domain::signup_link::LinkSigner;
 use crate::ports::{
     ApiKeyVerifier, EventLog, LifecycleStore, MessageQueue, NumberReader, ProvisioningStore,
-    RequestQuota, SignupLinks, SignupSessions, WebhookEndpoints,
+    QuotaSubject, RequestQuota, SignupLinks, SignupSessions, WebhookEndpoints,
 };
 use crate::webhooks::resolver::GuardedResolver;
 use crate::webhooks::url_policy::UrlPolicy;
@@ -129,15 +130,29 @@ where
         }))
 }
 
-/// The hosted signup page and its two JSON routes, authorised by the link's state (no key).
-pub fn signup_page_routes<S>(store: S, signer: LinkSigner, page: signup_page::PageConfig) -> Router
+/// The hosted signup page and its two JSON routes, authorised by the link's state (no key),
+/// rate limited per source IP and per link (`page_limit`).
+pub fn signup_page_routes<S>(
+    store: S,
+    signer: LinkSigner,
+    page: signup_page::PageConfig,
+    limits: page_limit::PageLimits,
+) -> Router
 where
-    S: SignupSessions + NumberReader + 'static,
+    S: SignupSessions + NumberReader + RequestQuota + Clone + 'static,
 {
     Router::new()
         .route("/signup", get(signup_page::page::<S>))
         .route("/signup/status", get(signup_page::status::<S>))
         .route("/signup/events", post(signup_page::report::<S>))
+        .layer(from_fn_with_state(
+            Arc::new(page_limit::PageGate {
+                quota: store.clone(),
+                signer: signer.clone(),
+                limits,
+            }),
+            page_limit::limit_page_requests::<S>,
+        ))
         .layer(from_fn(signup_page::security_headers))
         .with_state(Arc::new(signup_page::PageState {
             store,
@@ -238,7 +253,10 @@ async fn authenticate<K: ApiKeyVerifier + RequestQuota>(
 async fn admit<K: RequestQuota>(keys: &K, account: &AccountId, limit: u32) -> Result<(), ApiError> {
     let now = crate::domain::time::now().timestamp();
     let window_start = now - now.rem_euclid(60);
-    match keys.count_request(account, window_start, limit).await {
+    match keys
+        .count_request(QuotaSubject::Account(account), window_start, limit)
+        .await
+    {
         Ok(true) => Ok(()),
         Ok(false) => {
             let retry_after = u64::try_from(window_start + 60 - now).unwrap_or(1).max(1);

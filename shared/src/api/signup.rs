@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 
 use super::{ApiError, Caller, JsonBody, NumberView, shape};
 use crate::domain::api_key::{KeyHash, bearer_key};
+use crate::domain::lifecycle::Command;
 use crate::domain::messages::StepMessage;
 use crate::domain::secrets::Secret;
 use crate::domain::signup_link::{LinkError, LinkSigner};
 use crate::domain::{AccountId, Number, Onboarding, Status, Step, time};
-use crate::domain::lifecycle::Command;
 use crate::lifecycle::{self, Changed};
 use crate::ports::{
     ApiKeyVerifier, CreateOutcome, EventLog, LifecycleStore, MessageQueue, NumberReader,

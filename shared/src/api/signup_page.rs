@@ -156,6 +156,7 @@ struct Text {
     revoked: &'static str,
     invalid: &'static str,
     unavailable: &'static str,
+    too_many: &'static str,
     ask_new: &'static str,
 }
 
@@ -181,6 +182,7 @@ fn text(lang: Lang) -> &'static Text {
             revoked: "This signup link was cancelled.",
             invalid: "This signup link is not valid.",
             unavailable: "The service is unavailable right now. Please try again in a moment.",
+            too_many: "Too many requests from here. Please wait a minute and reload the page.",
             ask_new: "Ask for a new signup link.",
         },
         Lang::Pt => &Text {
@@ -203,6 +205,7 @@ fn text(lang: Lang) -> &'static Text {
             revoked: "Este link de cadastro foi cancelado.",
             invalid: "Este link de cadastro não é válido.",
             unavailable: "O serviço está indisponível no momento. Tente novamente em instantes.",
+            too_many: "Muitas solicitações daqui. Aguarde um minuto e recarregue a página.",
             ask_new: "Peça um novo link de cadastro.",
         },
         Lang::Es => &Text {
@@ -225,6 +228,7 @@ fn text(lang: Lang) -> &'static Text {
             revoked: "Este enlace de registro fue cancelado.",
             invalid: "Este enlace de registro no es válido.",
             unavailable: "El servicio no está disponible ahora. Inténtalo de nuevo en un momento.",
+            too_many: "Demasiadas solicitudes desde aquí. Espera un minuto y recarga la página.",
             ask_new: "Pide un nuevo enlace de registro.",
         },
     }
@@ -337,6 +341,8 @@ pub enum Refusal {
     Used,
     Revoked,
     Unavailable,
+    /// The page's rate limit (`api::page_limit`).
+    RateLimited,
 }
 
 impl Refusal {
@@ -345,6 +351,7 @@ impl Refusal {
             Refusal::Invalid => StatusCode::BAD_REQUEST,
             Refusal::Expired | Refusal::Used | Refusal::Revoked => StatusCode::GONE,
             Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -355,6 +362,7 @@ impl Refusal {
             Refusal::Used => "used",
             Refusal::Revoked => "revoked",
             Refusal::Unavailable => "unavailable",
+            Refusal::RateLimited => "rate_limited",
         }
     }
 }
@@ -367,8 +375,9 @@ fn refusal_page(lang: Lang, refusal: Refusal) -> Response {
         Refusal::Used => t.used,
         Refusal::Revoked => t.revoked,
         Refusal::Unavailable => t.unavailable,
+        Refusal::RateLimited => t.too_many,
     };
-    let hint = if refusal == Refusal::Unavailable {
+    let hint = if matches!(refusal, Refusal::Unavailable | Refusal::RateLimited) {
         ""
     } else {
         t.ask_new
@@ -388,8 +397,13 @@ fn refusal_page(lang: Lang, refusal: Refusal) -> Response {
     html(refusal.status(), lang, ERROR_CSP, body)
 }
 
+/// The page's `429`, in the visitor's language.
+pub fn rate_limited_page(lang: Lang) -> Response {
+    refusal_page(lang, Refusal::RateLimited)
+}
+
 /// The one `state` of a query string (`None` when missing, repeated or unreadable).
-fn state_param(raw: Option<&str>) -> Option<String> {
+pub(super) fn state_param(raw: Option<&str>) -> Option<String> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or("")).ok()?;
     let mut states = pairs.into_iter().filter(|(k, _)| k == "state");
     match (states.next(), states.next()) {

@@ -110,7 +110,9 @@ pub enum Command {
     /// A new signup of this live number (`ACTIVE` or `BANNED`, same account): a reconnect
     /// attempt `id` starts at the code exchange. One already under way (younger than
     /// [`RECONNECT_STALE_MINUTES`]) is left to finish.
-    StartReconnect { id: String },
+    StartReconnect {
+        id: String,
+    },
     /// A step of reconnect `id` succeeded at Meta.
     ReconnectStepDone {
         id: String,
@@ -124,9 +126,14 @@ pub enum Command {
         reason: FailureReason,
     },
     /// Every step of reconnect `id` is done: the number is reconnected.
-    FinishReconnect { id: String },
+    FinishReconnect {
+        id: String,
+    },
     /// Reconnect `id` cannot finish; the number stays as it was, with its old token.
-    AbandonReconnect { id: String, reason: FailureReason },
+    AbandonReconnect {
+        id: String,
+        reason: FailureReason,
+    },
 }
 
 /// A reconnect whose steps have not finished after this long is taken as lost (a crash between
@@ -347,7 +354,8 @@ fn start_reconnect(number: &Number, id: String, now: Timestamp) -> Decision {
         });
     }
     if let Some(current) = &number.reconnect
-        && (current.id == id || now - current.started_at < Duration::minutes(RECONNECT_STALE_MINUTES))
+        && (current.id == id
+            || now - current.started_at < Duration::minutes(RECONNECT_STALE_MINUTES))
     {
         return Decision::Already;
     }

@@ -51,10 +51,7 @@ pub struct NumberView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reconnect: Option<ReconnectView>,
     /// When the number was last reconnected; absent if never.
-    #[serde(
-        with = "time::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "time::option", skip_serializing_if = "Option::is_none")]
     pub reconnected_at: Option<Timestamp>,
     /// Why the last reconnect did not finish; the number kept its previous token.
     #[serde(skip_serializing_if = "Option::is_none")]

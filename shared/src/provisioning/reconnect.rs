@@ -20,8 +20,8 @@ use crate::domain::secrets::NumberSecrets;
 use crate::domain::{FailureReason, Number, Onboarding, QualityRating, Step, time};
 use crate::lifecycle::{self, Changed};
 use crate::ports::{
-    EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, ProvisioningStore,
-    Redelivery, TokenVault,
+    EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, ProvisioningStore, Redelivery,
+    TokenVault,
 };
 use crate::sqs_batch::{Delivery, Outcome};
 
@@ -208,30 +208,29 @@ where
                     .map_err(StepFailure::Meta)?;
                 // Registered again only when Meta says it is not (a coexistence number never
                 // is), counted against the budget before the request.
-                let registered = if number.onboarding == Onboarding::CloudApi
-                    && profile.is_unregistered()
-                {
-                    let counted = match self.count_register_call(number).await? {
-                        Ok(counted) => counted,
-                        Err(wait @ Outcome::RetryAfter(_)) => return Ok(Err(wait)),
-                        Err(_) => {
-                            return Err(StepFailure::Permanent(FailureReason {
-                                step: Step::RegisterNumber.as_str().into(),
-                                code: "register_budget".into(),
-                                message: "the number could not be registered again".into(),
-                                ..FailureReason::default()
-                            }));
-                        }
+                let registered =
+                    if number.onboarding == Onboarding::CloudApi && profile.is_unregistered() {
+                        let counted = match self.count_register_call(number).await? {
+                            Ok(counted) => counted,
+                            Err(wait @ Outcome::RetryAfter(_)) => return Ok(Err(wait)),
+                            Err(_) => {
+                                return Err(StepFailure::Permanent(FailureReason {
+                                    step: Step::RegisterNumber.as_str().into(),
+                                    code: "register_budget".into(),
+                                    message: "the number could not be registered again".into(),
+                                    ..FailureReason::default()
+                                }));
+                            }
+                        };
+                        tracing::info!("Meta says the number is not registered; registering it");
+                        self.meta
+                            .register(&stored.token, &counted.phone_number_id, &stored.pin)
+                            .await
+                            .map_err(StepFailure::Meta)?;
+                        true
+                    } else {
+                        false
                     };
-                    tracing::info!("Meta says the number is not registered; registering it");
-                    self.meta
-                        .register(&stored.token, &counted.phone_number_id, &stored.pin)
-                        .await
-                        .map_err(StepFailure::Meta)?;
-                    true
-                } else {
-                    false
-                };
                 StepRecord {
                     display_number: profile.display_phone_number,
                     display_name: profile.verified_name,

@@ -79,6 +79,7 @@ pub struct ProvisioningEnv {
     pub pipeline: Pipeline,
     running: Mutex<Option<PipelineHandle>>,
     strict_webhook_urls: std::sync::atomic::AtomicBool,
+    page_limits: Mutex<api::page_limit::PageLimits>,
 }
 
 /// Webhook retries in tests: the contract's schedule, in seconds instead of hours.
@@ -168,6 +169,12 @@ impl ProvisioningEnv {
             pipeline,
             running: Mutex::new(None),
             strict_webhook_urls: std::sync::atomic::AtomicBool::new(false),
+            page_limits: Mutex::new(api::page_limit::PageLimits {
+                per_link_per_minute: Some(api::page_limit::PageLimits::DEFAULT_PER_LINK_PER_MINUTE),
+                per_source_per_minute: Some(
+                    api::page_limit::PageLimits::DEFAULT_PER_SOURCE_PER_MINUTE,
+                ),
+            }),
         }
     }
 
@@ -177,6 +184,11 @@ impl ProvisioningEnv {
         if running.is_none() {
             *running = Some(self.pipeline.start());
         }
+    }
+
+    /// The signup page's rate limits from now on (the deployment's defaults until set).
+    pub fn set_page_limits(&self, limits: api::page_limit::PageLimits) {
+        *self.page_limits.lock().unwrap() = limits;
     }
 
     /// Webhook URLs checked as in production (no loopback or private targets).
@@ -225,6 +237,7 @@ impl ProvisioningEnv {
                 store.clone(),
                 self.signer.clone(),
                 self.page_config(),
+                *self.page_limits.lock().unwrap(),
             ))
             .merge(api::webhook_routes(
                 store.clone(),

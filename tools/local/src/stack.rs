@@ -174,6 +174,12 @@ pub fn build(
             store.clone(),
             signer,
             page_config(&environment(stack, template, "SignupCallbackFunction")?),
+            api::page_limit::PageLimits {
+                per_link_per_minute: Some(api::page_limit::PageLimits::DEFAULT_PER_LINK_PER_MINUTE),
+                per_source_per_minute: Some(
+                    api::page_limit::PageLimits::DEFAULT_PER_SOURCE_PER_MINUTE,
+                ),
+            },
         ))
         .merge(api::webhook_routes(store.clone(), policy));
     let meta_queue = queue_for("MetaWebhookFunction")?;

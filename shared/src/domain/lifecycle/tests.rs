@@ -1065,9 +1065,7 @@ fn no_restriction_means_none_is_lifted() {
 // ---- Reconnect ---------------------------------------------------------------------------
 
 fn start_reconnect() -> Command {
-    Command::StartReconnect {
-        id: "rcn_1".into(),
-    }
+    Command::StartReconnect { id: "rcn_1".into() }
 }
 
 pair!(
@@ -1138,9 +1136,7 @@ fn a_reconnect_starts_at_the_exchange_with_no_event_and_keeps_the_number() {
 #[test]
 fn a_second_signup_during_a_reconnect_restarts_nothing() {
     let number = reconnecting(Status::Active);
-    let another = Command::StartReconnect {
-        id: "rcn_2".into(),
-    };
+    let another = Command::StartReconnect { id: "rcn_2".into() };
     let later = now() + Duration::minutes(RECONNECT_STALE_MINUTES - 1);
     assert_eq!(decide(&number, another, later), Decision::Already);
 }
@@ -1148,9 +1144,7 @@ fn a_second_signup_during_a_reconnect_restarts_nothing() {
 #[test]
 fn a_stale_reconnect_is_replaced_by_a_new_signup() {
     let number = reconnecting(Status::Active);
-    let another = Command::StartReconnect {
-        id: "rcn_2".into(),
-    };
+    let another = Command::StartReconnect { id: "rcn_2".into() };
     let later = now() + Duration::minutes(RECONNECT_STALE_MINUTES);
     let replaced = changed(&number, another, later);
     assert_eq!(replaced.reconnect.map(|r| r.id), Some("rcn_2".into()));
@@ -1173,14 +1167,20 @@ fn reconnect_steps_follow_the_reconnect_chain_and_record_the_new_token() {
         now(),
     );
     assert_eq!(exchanged.token_expires_at, Some(new_expiry));
-    assert_eq!(exchanged.reconnect.as_ref().map(|r| r.step), Some(Step::SubscribeWaba));
+    assert_eq!(
+        exchanged.reconnect.as_ref().map(|r| r.step),
+        Some(Step::SubscribeWaba)
+    );
     assert_eq!(exchanged.status, Status::Active);
     let subscribed = changed(
         &exchanged,
         reconnect_step_done(Step::SubscribeWaba, StepRecord::default()),
         now(),
     );
-    assert_eq!(subscribed.reconnect.as_ref().map(|r| r.step), Some(Step::FetchProfile));
+    assert_eq!(
+        subscribed.reconnect.as_ref().map(|r| r.step),
+        Some(Step::FetchProfile)
+    );
     assert_eq!(
         reconnect_readiness(&subscribed, "rcn_1", Step::FetchProfile),
         Readiness::Run
@@ -1236,9 +1236,7 @@ fn a_finished_reconnect_announces_number_reconnected_once() {
         r.step = Step::ActivateNumber;
     }
     number.token_expiry_warned_on = Some("2026-12-01".into());
-    let finish = Command::FinishReconnect {
-        id: "rcn_1".into(),
-    };
+    let finish = Command::FinishReconnect { id: "rcn_1".into() };
     let Decision::Change(change) = decide(&number, finish.clone(), now()) else {
         panic!("no change");
     };
@@ -1293,7 +1291,11 @@ fn a_reconnect_may_count_a_register_request_and_a_live_number_without_one_may_no
         Decision::Refused(Refusal::NoRegisterCall { .. })
     ));
     assert!(matches!(
-        decide(&reconnecting(Status::Active), Command::CountRegisterCall, now()),
+        decide(
+            &reconnecting(Status::Active),
+            Command::CountRegisterCall,
+            now()
+        ),
         Decision::Change(_)
     ));
 }

@@ -103,3 +103,133 @@ async fn unauthenticated_requests_are_401_and_not_counted() {
     }
     assert_eq!(call(&env, "GET", "/api/numbers", &key).await.status, 200);
 }
+
+// ---- The hosted signup page's no-key routes ------------------------------------------------
+
+mod signup_page {
+    use muchaw_shared::api::page_limit::PageLimits;
+    use muchaw_tests::provisioning::ProvisioningEnv;
+    use muchaw_tests::{ApiResponse, early_in_a_minute, http_event};
+    use serde_json::json;
+
+    async fn new_link(p: &ProvisioningEnv, key: &str) -> (String, String) {
+        let link = p
+            .invoke(http_event("POST", "/api/signup-links", "", Some(key), None))
+            .await;
+        assert_eq!(link.status, 201, "{:?}", link.body);
+        (
+            link.body["data"]["id"].as_str().unwrap().to_string(),
+            link.body["data"]["state"].as_str().unwrap().to_string(),
+        )
+    }
+
+    async fn page(p: &ProvisioningEnv, state: &str) -> ApiResponse {
+        p.invoke(http_event(
+            "GET",
+            "/signup",
+            &format!("state={state}"),
+            None,
+            None,
+        ))
+        .await
+    }
+
+    async fn status(p: &ProvisioningEnv, state: &str) -> ApiResponse {
+        p.invoke(http_event(
+            "GET",
+            "/signup/status",
+            &format!("state={state}"),
+            None,
+            None,
+        ))
+        .await
+    }
+
+    async fn opened(p: &ProvisioningEnv, state: &str) -> ApiResponse {
+        let body = json!({"state": state, "event": "opened"}).to_string();
+        p.invoke(http_event("POST", "/signup/events", "", None, Some(&body)))
+            .await
+    }
+
+    fn per_link(limit: u32) -> PageLimits {
+        PageLimits {
+            per_link_per_minute: Some(limit),
+            per_source_per_minute: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_link_beyond_its_limit_gets_a_429_page_and_json_429s_and_nothing_is_recorded() {
+        let p = ProvisioningEnv::new().await;
+        let (_, key) = p.env.account_with_key("acme").await;
+        let (link_id, state) = new_link(&p, &key).await;
+        p.set_page_limits(per_link(2));
+        early_in_a_minute().await;
+        assert_eq!(page(&p, &state).await.status, 200);
+        assert_eq!(status(&p, &state).await.status, 200);
+
+        let limited_page = page(&p, &state).await;
+        let limited_status = status(&p, &state).await;
+        let limited_report = opened(&p, &state).await;
+
+        assert_eq!(limited_page.status, 429);
+        assert!(limited_page.headers["content-type"].starts_with("text/html"));
+        let html = limited_page.body.as_str().unwrap_or_default();
+        assert!(html.contains("data-reason=\"rate_limited\""), "{html}");
+        let retry_after: u64 = limited_page.headers["retry-after"].parse().unwrap();
+        assert!((1..=60).contains(&retry_after));
+        for limited in [&limited_status, &limited_report] {
+            assert_eq!(limited.status, 429, "{:?}", limited.body);
+            assert_eq!(limited.body["error"]["code"], "rate_limited");
+            assert!(limited.headers.contains_key("retry-after"));
+        }
+        p.set_page_limits(PageLimits::UNLIMITED);
+        let session = p
+            .invoke(http_event(
+                "GET",
+                &format!("/api/signup-links/{link_id}"),
+                "",
+                Some(&key),
+                None,
+            ))
+            .await;
+        assert_eq!(
+            session.body["data"]["state"], "unused",
+            "{:?}",
+            session.body
+        );
+    }
+
+    #[tokio::test]
+    async fn a_busy_link_does_not_limit_another_link() {
+        let p = ProvisioningEnv::new().await;
+        let (_, key) = p.env.account_with_key("acme").await;
+        let (_, busy) = new_link(&p, &key).await;
+        let (_, quiet) = new_link(&p, &key).await;
+        p.set_page_limits(per_link(1));
+        early_in_a_minute().await;
+        status(&p, &busy).await;
+        assert_eq!(status(&p, &busy).await.status, 429);
+        assert_eq!(status(&p, &quiet).await.status, 200);
+    }
+
+    #[tokio::test]
+    async fn one_source_ip_beyond_its_limit_is_limited_whatever_the_state_it_sends() {
+        let p = ProvisioningEnv::new().await;
+        let (_, key) = p.env.account_with_key("acme").await;
+        let (_, state) = new_link(&p, &key).await;
+        p.set_page_limits(PageLimits {
+            per_link_per_minute: None,
+            per_source_per_minute: Some(2),
+        });
+        early_in_a_minute().await;
+        // Forged states count against their source too.
+        assert_eq!(status(&p, "v1.forged.sig").await.status, 401);
+        assert_eq!(page(&p, "v1.other.sig").await.status, 400);
+
+        let limited = status(&p, &state).await;
+
+        assert_eq!(limited.status, 429, "{:?}", limited.body);
+        assert_eq!(limited.body["error"]["code"], "rate_limited");
+    }
+}

@@ -14,6 +14,15 @@ const WABA: &str = "100000000000011";
 // Generous: a bound on a wait, not a timing assertion (the machine may be loaded).
 const SETTLE: Duration = Duration::from_secs(240);
 
+/// The environment, its pipeline running. Meta's codes live 30 s; on a loaded machine the
+/// exchange can start later than that, and code expiry is not what these tests are about.
+async fn env() -> ProvisioningEnv {
+    let p = env().await;
+    p.meta.set_code_lifetime(Duration::from_secs(600));
+    p.start();
+    p
+}
+
 /// A number signed up with `key` and provisioned to `ACTIVE`; the fake Meta's call log cleared.
 async fn active_number(p: &ProvisioningEnv, account: &AccountId, key: &str, phone: &str) -> String {
     let code = p.meta_phone(WABA, phone);
@@ -70,7 +79,7 @@ async fn secret_versions(p: &ProvisioningEnv, number_id: &str) -> usize {
 
 #[tokio::test]
 async fn a_new_signup_of_an_active_number_reconnects_it_with_a_new_token_version() {
-    let p = ProvisioningEnv::new().await;
+    let p = env().await;
     let (account, key) = p.env.account_with_key("acme").await;
     let id = active_number(&p, &account, &key, "230000000000001").await;
     let number_id = muchaw_shared::domain::NumberId::from(id.clone());
@@ -82,10 +91,7 @@ async fn a_new_signup_of_an_active_number_reconnects_it_with_a_new_token_version
     assert_eq!(response.status, 202, "{:?}", response.body);
     assert_eq!(response.body["data"]["id"], id.as_str());
     assert_eq!(response.body["data"]["status"], "ACTIVE");
-    assert_eq!(
-        response.body["data"]["reconnect"]["step"],
-        "EXCHANGE_TOKEN"
-    );
+    assert_eq!(response.body["data"]["reconnect"]["step"], "EXCHANGE_TOKEN");
     let number = reconnect_settled(&p, &account, &id).await;
     assert_eq!(number.status, Status::Active);
     assert!(number.reconnected_at.is_some(), "{number:?}");
@@ -103,13 +109,17 @@ async fn a_new_signup_of_an_active_number_reconnects_it_with_a_new_token_version
         .env
         .get(Some(&key), &format!("/api/numbers/{id}"), "")
         .await;
-    assert!(view.body["data"]["reconnectedAt"].is_string(), "{:?}", view.body);
+    assert!(
+        view.body["data"]["reconnectedAt"].is_string(),
+        "{:?}",
+        view.body
+    );
     assert!(view.body["data"].get("reconnect").is_none());
 }
 
 #[tokio::test]
 async fn a_reconnect_registers_the_number_again_only_when_meta_says_it_is_not_registered() {
-    let p = ProvisioningEnv::new().await;
+    let p = env().await;
     let (account, key) = p.env.account_with_key("acme").await;
     let id = active_number(&p, &account, &key, "230000000000002").await;
     let number_id = muchaw_shared::domain::NumberId::from(id.clone());
@@ -134,7 +144,7 @@ async fn a_reconnect_registers_the_number_again_only_when_meta_says_it_is_not_re
 
 #[tokio::test]
 async fn a_banned_number_is_reconnected_and_stays_banned() {
-    let p = ProvisioningEnv::new().await;
+    let p = env().await;
     let (account, key) = p.env.account_with_key("acme").await;
     let id = active_number(&p, &account, &key, "230000000000003").await;
     let number = p.number(&account, &id).await;
@@ -151,7 +161,7 @@ async fn a_banned_number_is_reconnected_and_stays_banned() {
 
 #[tokio::test]
 async fn a_signup_link_reconnects_once_and_records_the_number() {
-    let p = ProvisioningEnv::new().await;
+    let p = env().await;
     let (account, key) = p.env.account_with_key("acme").await;
     let id = active_number(&p, &account, &key, "230000000000004").await;
     let link = p
@@ -166,7 +176,9 @@ async fn a_signup_link_reconnects_once_and_records_the_number() {
     let state = link.body["data"]["state"].as_str().unwrap().to_string();
     let link_id = link.body["data"]["id"].as_str().unwrap().to_string();
     let code = p.meta.issue_code(&[WABA]);
-    let body = json!({"code": code, "wabaId": WABA, "phoneNumberId": "230000000000004", "state": state}).to_string();
+    let body =
+        json!({"code": code, "wabaId": WABA, "phoneNumberId": "230000000000004", "state": state})
+            .to_string();
     let callback = |body: String| {
         p.invoke(http_event(
             "POST",
@@ -192,22 +204,25 @@ async fn a_signup_link_reconnects_once_and_records_the_number() {
             None,
         ))
         .await;
-    assert_eq!(session.body["data"]["numberId"], id.as_str(), "{:?}", session.body);
+    assert_eq!(
+        session.body["data"]["numberId"],
+        id.as_str(),
+        "{:?}",
+        session.body
+    );
     let number = reconnect_settled(&p, &account, &id).await;
     assert!(number.reconnected_at.is_some());
 }
 
 #[tokio::test]
 async fn a_signup_in_another_account_of_an_active_phone_is_refused_and_reconnects_nothing() {
-    let p = ProvisioningEnv::new().await;
+    let p = env().await;
     let (account, key) = p.env.account_with_key("owner").await;
     let (_, other_key) = p.env.account_with_key("other").await;
     let id = active_number(&p, &account, &key, "230000000000005").await;
 
     let code = p.meta.issue_code(&[WABA]);
-    let response = p
-        .callback(&other_key, &code, WABA, "230000000000005")
-        .await;
+    let response = p.callback(&other_key, &code, WABA, "230000000000005").await;
 
     assert_eq!(response.status, 409);
     assert_eq!(response.body["error"]["code"], "conflict");
@@ -218,7 +233,7 @@ async fn a_signup_in_another_account_of_an_active_phone_is_refused_and_reconnect
 
 #[tokio::test]
 async fn a_second_signup_while_a_reconnect_runs_restarts_nothing() {
-    let p = ProvisioningEnv::new().await;
+    let p = env().await;
     let (account, key) = p.env.account_with_key("acme").await;
     let id = active_number(&p, &account, &key, "230000000000006").await;
     // The pipeline is running; hold the exchange so the reconnect is still under way.
