@@ -17,7 +17,7 @@ const SETTLE: Duration = Duration::from_secs(240);
 /// The environment, its pipeline running. Meta's codes live 30 s; on a loaded machine the
 /// exchange can start later than that, and code expiry is not what these tests are about.
 async fn env() -> ProvisioningEnv {
-    let p = env().await;
+    let p = ProvisioningEnv::new().await;
     p.meta.set_code_lifetime(Duration::from_secs(600));
     p.start();
     p
