@@ -445,6 +445,23 @@ pub fn sample_number(
         number.provisioning_step = None;
         number.display_number = Some("+55 11 99999-0000".into());
         number.quality_rating = Some(QualityRating::Green);
+        // What the health sync reads from Meta.
+        number.health = Some(muchaw_shared::domain::Health {
+            can_send_message: muchaw_shared::domain::CanSendMessage::Limited,
+            errors: vec![muchaw_shared::domain::HealthIssue {
+                error_code: 141006,
+                error_description: "There is an error with the payment method.".into(),
+                possible_solution: Some("Add a new payment method to the account.".into()),
+                entity: "WABA".into(),
+            }],
+        });
+        number.messaging_limit = Some("TIER_1K".into());
+        number.throughput = Some("STANDARD".into());
+        number.name_status = Some("APPROVED".into());
+        number.token_status = Some(muchaw_shared::domain::TokenStatus::Valid);
+    }
+    if status == Status::Disconnected {
+        number.disconnected_by = Some(muchaw_shared::domain::lifecycle::DisconnectedBy::Customer);
     }
     number
 }
