@@ -1,6 +1,7 @@
 //! Meta's webhooks (`GET`/`POST /webhooks/meta`): the subscription handshake, the signature
-//! check over the raw body, and what `account_update` and `phone_number_name_update` changes do
-//! to our numbers.
+//! check over the raw body, and what `account_update`, `phone_number_quality_update` and
+//! `phone_number_name_update` changes do to our numbers (the table in `docs/openapi.yaml`,
+//! `receiveMetaWebhook`, lists each effect).
 //!
 //! Changes are handled inline, before answering: each is one GSI3 query for the WABA and a few
 //! conditional writes (every change through [`lifecycle::apply`]), which stays

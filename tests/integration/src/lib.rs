@@ -219,7 +219,7 @@ impl TestEnv {
             for item in page.items.unwrap_or_default() {
                 let sorted: std::collections::BTreeMap<_, _> = item
                     .into_iter()
-                    .map(|(k, v)| (k, format!("{v:?}")))
+                    .map(|(k, v)| (k, canonical(&v)))
                     .collect();
                 items.push(format!("{sorted:?}"));
             }
@@ -419,6 +419,22 @@ pub fn authorization_event(
         "body": body,
         "isBase64Encoded": false
     })
+}
+
+/// An attribute as text with nested maps in key order, so equal items print alike.
+fn canonical(value: &AttributeValue) -> String {
+    match value {
+        AttributeValue::M(map) => {
+            let sorted: std::collections::BTreeMap<_, _> =
+                map.iter().map(|(k, v)| (k, canonical(v))).collect();
+            format!("M({sorted:?})")
+        }
+        AttributeValue::L(list) => {
+            let items: Vec<String> = list.iter().map(canonical).collect();
+            format!("L({items:?})")
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 pub fn s(value: &str) -> AttributeValue {
