@@ -217,10 +217,8 @@ impl TestEnv {
                 .await
                 .expect("scan");
             for item in page.items.unwrap_or_default() {
-                let sorted: std::collections::BTreeMap<_, _> = item
-                    .into_iter()
-                    .map(|(k, v)| (k, canonical(&v)))
-                    .collect();
+                let sorted: std::collections::BTreeMap<_, _> =
+                    item.into_iter().map(|(k, v)| (k, canonical(&v))).collect();
                 items.push(format!("{sorted:?}"));
             }
             match page.last_evaluated_key {
