@@ -25,11 +25,11 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::api_key::{KeyHash, PlainApiKey};
-use crate::domain::lifecycle::{Change, PhoneGuard};
+use crate::domain::lifecycle::{Change, DisconnectedBy, PhoneGuard};
 use crate::domain::time::{self, Timestamp};
 use crate::domain::{
-    AccountId, ApiKeyId, EventEnvelope, FailureReason, Number, NumberId, Onboarding, QualityRating,
-    Reconnect, Restriction, Status, Step,
+    AccountId, ApiKeyId, EventEnvelope, FailureReason, Health, NameDecision, Number, NumberId,
+    Onboarding, QualityRating, Reconnect, Restriction, Status, Step, TokenStatus,
 };
 use crate::ports::{
     ApiKeyVerifier, CommitOutcome, CreateOutcome, EventLog, LifecycleStore, NumberPage,
@@ -195,6 +195,21 @@ struct NumberItem {
     reconnected_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reconnect_failure: Option<FailureReason>,
+    health: Option<Health>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    messaging_limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    throughput: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name_decision: Option<NameDecision>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_status: Option<TokenStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    disconnected_by: Option<DisconnectedBy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    register_waiting_on: Option<String>,
     version: u64,
 }
 
@@ -237,6 +252,14 @@ impl NumberItem {
             reconnect: number.reconnect.clone(),
             reconnected_at: number.reconnected_at.as_ref().map(time::format),
             reconnect_failure: number.reconnect_failure.clone(),
+            health: number.health.clone(),
+            messaging_limit: number.messaging_limit.clone(),
+            throughput: number.throughput.clone(),
+            name_status: number.name_status.clone(),
+            name_decision: number.name_decision.clone(),
+            token_status: number.token_status,
+            disconnected_by: number.disconnected_by,
+            register_waiting_on: number.register_waiting_on.clone(),
             version: number.version,
         }
     }
@@ -275,6 +298,14 @@ impl NumberItem {
             reconnect: self.reconnect,
             reconnected_at: self.reconnected_at.as_deref().map(parse).transpose()?,
             reconnect_failure: self.reconnect_failure,
+            health: self.health,
+            messaging_limit: self.messaging_limit,
+            throughput: self.throughput,
+            name_status: self.name_status,
+            name_decision: self.name_decision,
+            token_status: self.token_status,
+            disconnected_by: self.disconnected_by,
+            register_waiting_on: self.register_waiting_on,
             version: self.version,
         })
     }

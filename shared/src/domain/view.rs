@@ -1,7 +1,11 @@
 use serde::Serialize;
 
+use crate::domain::lifecycle::DisconnectedBy;
 use crate::domain::time::{self, Timestamp};
-use crate::domain::{FailureReason, Number, Onboarding, QualityRating, Restriction, Status, Step};
+use crate::domain::{
+    FailureReason, Health, Number, Onboarding, QualityRating, Restriction, Status, Step,
+    TokenStatus,
+};
 
 /// A reconnect in progress, as clients see it.
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -56,6 +60,20 @@ pub struct NumberView {
     /// Why the last reconnect did not finish; the number kept its previous token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reconnect_failure: Option<FailureReason>,
+    /// Meta's `health_status`, once read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messaging_limit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_status: Option<String>,
+    /// What Meta's `debug_token` said of the number's token at the last health sync.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_status: Option<TokenStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disconnected_by: Option<DisconnectedBy>,
 }
 
 impl From<&Number> for NumberView {
@@ -88,6 +106,14 @@ impl From<&Number> for NumberView {
             }),
             reconnected_at: number.reconnected_at,
             reconnect_failure: number.reconnect_failure.clone(),
+            health: number.health.clone(),
+            messaging_limit: number.messaging_limit.clone(),
+            throughput: number.throughput.clone(),
+            name_status: number.name_status.clone(),
+            token_status: number.token_status,
+            disconnected_by: number
+                .disconnected_by
+                .filter(|_| number.status == Status::Disconnected),
         }
     }
 }
