@@ -39,7 +39,7 @@ type Order = Reverse<(Timestamp, NumberId)>;
 
 type SignupLink = crate::domain::signup_session::SignupSession;
 
-#[derive(Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct State {
     numbers: HashMap<(AccountId, NumberId), Number>,
     /// Per account, and per account and status: the list order, so a page costs its own size
@@ -101,9 +101,18 @@ pub struct MemoryStore {
     state: Arc<Mutex<State>>,
 }
 
+/// Everything a [`MemoryStore`] holds at one moment, to tell whether anything was written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreSnapshot(State);
+
 impl MemoryStore {
     fn state(&self) -> MutexGuard<'_, State> {
         locked(&self.state)
+    }
+
+    /// A copy of everything stored now: equal snapshots mean nothing was written in between.
+    pub fn snapshot(&self) -> StoreSnapshot {
+        StoreSnapshot(self.state().clone())
     }
 
     /// Stores a number as it is, holding its phone while it is live (seeding tests).
