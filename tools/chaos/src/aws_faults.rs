@@ -92,7 +92,7 @@ impl FaultProxy {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             injected: Mutex::default(),
             requests: Mutex::default(),
-            enabled: AtomicBool::new(true),
+            enabled: AtomicBool::new(false),
         });
         let app = Router::new().fallback(forward).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -105,6 +105,11 @@ impl FaultProxy {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Starts injecting (the proxy starts calm, so setting the run up is not faulted).
+    pub fn storm(&self) {
+        self.state.enabled.store(true, Ordering::SeqCst);
     }
 
     /// Stops injecting (calls go straight through from now on).

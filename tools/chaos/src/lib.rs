@@ -683,6 +683,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
     let mut signups = plan_signups(&world, &config);
 
     // ---- Faulted phase ----
+    world.proxy.storm();
     world
         .meta
         .set_chaos(config.fault_rate, sub_seed(config.seed, "meta"), HANG);

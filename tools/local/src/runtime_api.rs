@@ -33,8 +33,11 @@ pub enum Invocation {
 struct Pending {
     id: String,
     event: Value,
-    deadline_ms: u128,
+    /// The invocation's timeout: its deadline is set when the process takes it, as on Lambda.
+    timeout: Duration,
     done: oneshot::Sender<Invocation>,
+    /// Told when the process takes the event (its init, if it is new, is over).
+    taken: oneshot::Sender<()>,
 }
 
 struct Inner {
@@ -68,6 +71,10 @@ pub struct LocalFunction {
 
 const KEPT_LINES: usize = 20;
 
+/// The limit on a function's init (the process's start to its first `next`): Lambda's is 10 s;
+/// three times that here, where debug binaries start on a loaded machine.
+const INIT_LIMIT: Duration = Duration::from_secs(30);
+
 async fn next(State(inner): State<Arc<Inner>>) -> Response {
     {
         let mut first = inner.first_next.lock().unwrap_or_else(|e| e.into_inner());
@@ -77,6 +84,11 @@ async fn next(State(inner): State<Arc<Inner>>) -> Response {
     let Some(pending) = pending else {
         return StatusCode::GONE.into_response();
     };
+    let _ = pending.taken.send(());
+    let deadline_ms = (std::time::SystemTime::now() + pending.timeout)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
     let mut headers = HeaderMap::new();
     let mut set = |name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
@@ -84,10 +96,7 @@ async fn next(State(inner): State<Arc<Inner>>) -> Response {
         }
     };
     set("lambda-runtime-aws-request-id", &pending.id);
-    set(
-        "lambda-runtime-deadline-ms",
-        &pending.deadline_ms.to_string(),
-    );
+    set("lambda-runtime-deadline-ms", &deadline_ms.to_string());
     set("lambda-runtime-invoked-function-arn", &inner.function_arn);
     set(
         "lambda-runtime-trace-id",
@@ -357,44 +366,33 @@ impl LocalFunction {
             self.name,
             self.next_id.fetch_add(1, Ordering::Relaxed)
         );
-        let deadline = std::time::SystemTime::now() + self.timeout;
-        let deadline_ms = deadline
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
         let (done, answer) = oneshot::channel();
+        let (taken, picked_up) = oneshot::channel();
         self.outgoing
             .send(Pending {
                 id: id.clone(),
                 event,
-                deadline_ms,
+                timeout: self.timeout,
                 done,
+                taken,
             })
             .await
             .context("the function's runtime API is gone")?;
+        // A new process's init has its own limit, as on Lambda: the invocation's timeout
+        // starts when the process takes the event.
+        tokio::select! {
+            taken = picked_up => taken.context("the invocation was dropped")?,
+            status = self.child.wait() => return Err(self.exited(&id, status.ok()).await),
+            () = tokio::time::sleep(INIT_LIMIT) => {
+                let _ = self.child.start_kill();
+                let _ = self.child.wait().await;
+                self.exited = true;
+                bail!("{} did not finish its init within {INIT_LIMIT:?}", self.name)
+            }
+        }
         tokio::select! {
             answer = answer => answer.context("the invocation was dropped"),
-            status = self.child.wait() => {
-                self.exited = true;
-                self.inner.in_flight.lock().await.remove(&id);
-                let init = self.inner.init_error.lock().await.clone();
-                // Let the output readers catch up with what the process wrote last.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let output: Vec<String> = self
-                    .last_lines
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .cloned()
-                    .collect();
-                bail!(
-                    "{} exited ({:?}) before answering; init error: {:?}; last output:\n{}",
-                    self.name,
-                    status.ok(),
-                    init,
-                    output.join("\n")
-                )
-            }
+            status = self.child.wait() => Err(self.exited(&id, status.ok()).await),
             () = tokio::time::sleep(self.timeout) => {
                 // Lambda stops an environment that timed out; its work in flight is abandoned.
                 let _ = self.child.start_kill();
@@ -404,5 +402,30 @@ impl LocalFunction {
                 bail!("{} timed out after {:?}", self.name, self.timeout)
             }
         }
+    }
+
+    /// Why the invocation `id` ended with the process: its exit, init error and last lines.
+    async fn exited(
+        &mut self,
+        id: &str,
+        status: Option<std::process::ExitStatus>,
+    ) -> anyhow::Error {
+        self.exited = true;
+        self.inner.in_flight.lock().await.remove(id);
+        let init = self.inner.init_error.lock().await.clone();
+        // Let the output readers catch up with what the process wrote last.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let output: Vec<String> = self
+            .last_lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        anyhow::anyhow!(
+            "{} exited ({status:?}) before answering; init error: {init:?}; last output:\n{}",
+            self.name,
+            output.join("\n")
+        )
     }
 }
