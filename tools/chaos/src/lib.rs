@@ -599,7 +599,9 @@ async fn operate(
             base_time,
             json!({"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": "DISABLE"}}),
         );
-        world.post_meta_webhook(&ban).await?;
+        if let Err(err) = world.post_meta_webhook(&ban).await {
+            tracing::warn!(error = %err, %waba, "ban not delivered");
+        }
         ops.bans += 1;
         ops.meta_webhooks += 1;
     }
@@ -607,7 +609,7 @@ async fn operate(
     with_ids.shuffle(&mut rng);
     for signup in with_ids.iter().take((signups.len() / 10).max(1)) {
         let id = signup.number_id.as_deref().unwrap_or_default();
-        world
+        if let Err(err) = world
             .client
             .api(
                 "DELETE",
@@ -615,7 +617,10 @@ async fn operate(
                 &accounts[signup.account].key,
                 "",
             )
-            .await?;
+            .await
+        {
+            tracing::warn!(error = %err, %id, "disconnect not answered");
+        }
         ops.disconnects += 1;
     }
     let mut phones: Vec<&Signup> = signups.iter().collect();
@@ -635,7 +640,9 @@ async fn operate(
             base_time + 10,
             json!({"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": "REINSTATE"}}),
         );
-        world.post_meta_webhook(&reinstate).await?;
+        if let Err(err) = world.post_meta_webhook(&reinstate).await {
+            tracing::warn!(error = %err, %waba, "reinstatement not delivered");
+        }
         ops.reinstatements += 1;
         ops.meta_webhooks += 1;
     }
@@ -650,8 +657,11 @@ async fn operate(
 async fn wait_until(limit: Duration, mut done: impl AsyncFnMut() -> Result<bool>) -> Result<bool> {
     let started = Instant::now();
     while started.elapsed() < limit {
-        if done().await? {
-            return Ok(true);
+        // Under faults a check can fail like any request: that is "not yet", not the end.
+        match done().await {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(err) => tracing::info!(error = %err, "check failed; trying again"),
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
