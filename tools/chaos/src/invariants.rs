@@ -296,21 +296,8 @@ async fn webhooks_invariant(
             ));
         }
         if let Some(account) = ours.get(delivery.endpoint.as_str()) {
-            let verified = standardwebhooks::Webhook::new(&account.endpoint_secret)
-                .ok()
-                .and_then(|hook| {
-                    let mut headers = http::HeaderMap::new();
-                    for (name, value) in &delivery.headers {
-                        if let (Ok(name), Ok(value)) = (
-                            http::HeaderName::from_bytes(name.as_bytes()),
-                            http::HeaderValue::from_str(value),
-                        ) {
-                            headers.insert(name, value);
-                        }
-                    }
-                    hook.verify(&delivery.body, &headers).ok()
-                })
-                .is_some();
+            let verified =
+                signature_verifies(&account.endpoint_secret, &delivery.headers, &delivery.body);
             if !verified {
                 broken.push(format!("delivery {id} to {} does not verify", account.id));
             }
@@ -362,6 +349,38 @@ async fn webhooks_invariant(
         broken,
         explained: Vec::new(),
     })
+}
+
+/// Standard Webhooks' signature (`v1,` base64 of HMAC-SHA256 over `{id}.{timestamp}.{body}`
+/// with the secret after `whsec_`), checked after the run: the timestamp's freshness, which a
+/// receiver checks on arrival, is not checked here.
+fn signature_verifies(secret: &str, headers: &BTreeMap<String, String>, body: &[u8]) -> bool {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let engine = base64::engine::general_purpose::STANDARD;
+    let Some(key) = secret
+        .strip_prefix("whsec_")
+        .and_then(|k| engine.decode(k).ok())
+    else {
+        return false;
+    };
+    let (Some(id), Some(timestamp), Some(signatures)) = (
+        headers.get("webhook-id"),
+        headers.get("webhook-timestamp"),
+        headers.get("webhook-signature"),
+    ) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(&key) else {
+        return false;
+    };
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = engine.encode(mac.finalize().into_bytes());
+    signatures
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .any(|s| s == expected)
 }
 
 /// Meta's documented sequence for a number: exchange, subscribe (its WABA), register, PIN,

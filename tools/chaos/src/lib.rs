@@ -316,6 +316,10 @@ async fn start(config: &Config) -> Result<World> {
     let binaries = Arc::new(
         BinaryStack::start_with(&template, &stack, &config.bin_dir, &extra, Some(sink)).await?,
     );
+    // Fourteen debug binaries start at once: let them finish their init before the run.
+    if !binaries.wait_ready(Duration::from_secs(300)).await {
+        bail!("the functions did not finish their init within 300 s");
+    }
     // Lambda's event source mappings are AWS's, not our code: they talk to moto directly.
     let pipeline = Pipeline::new(
         &template,

@@ -172,6 +172,25 @@ impl BinaryStack {
         })
     }
 
+    /// Waits until every function's process finished its init (asked for its first event), at
+    /// most `limit`; whether they all did.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let started = std::time::Instant::now();
+        loop {
+            let mut ready = true;
+            for function in self.functions.values() {
+                ready &= function.lock().await.init_duration().is_some();
+            }
+            if ready {
+                return true;
+            }
+            if started.elapsed() >= limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Each function's process, by logical id (sorted), to watch or kill it mid-invocation.
     pub fn processes(&self) -> &[(String, ProcessHandle)] {
         &self.processes

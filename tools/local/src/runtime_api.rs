@@ -72,8 +72,8 @@ pub struct LocalFunction {
 const KEPT_LINES: usize = 20;
 
 /// The limit on a function's init (the process's start to its first `next`): Lambda's is 10 s;
-/// three times that here, where debug binaries start on a loaded machine.
-const INIT_LIMIT: Duration = Duration::from_secs(30);
+/// six times that here, where debug binaries start on a loaded machine.
+const INIT_LIMIT: Duration = Duration::from_secs(60);
 
 async fn next(State(inner): State<Arc<Inner>>) -> Response {
     {
