@@ -21,7 +21,7 @@ fn build_function_binaries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "finds a real bug (issue 14's report): under faults a health-sync number.quality_updated event stays unpublished in the outbox; run with --ignored"]
+#[ignore = "finds a real gap (docs/RELIABILITY.md): under faults an outbox event can stay unpublished; run with --ignored"]
 async fn a_small_run_under_every_kind_of_fault_keeps_every_invariant() {
     build_function_binaries();
     let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_muchaw-chaos"))
