@@ -746,9 +746,13 @@ async fn an_account_over_its_rate_limit_gets_the_documented_429_everywhere_it_ap
             muchaw_shared::api::numbers_routes(p.env.store.clone(), p.env.queue()).merge(
                 muchaw_shared::api::webhook_routes(
                     p.env.store.clone(),
-                    muchaw_shared::webhooks::url_policy::UrlPolicy {
-                        allow_private: true,
-                    },
+                    muchaw_shared::webhooks::sender::Sender::new(
+                        muchaw_shared::webhooks::url_policy::UrlPolicy {
+                            allow_private: true,
+                        },
+                        std::time::Duration::from_secs(2),
+                    )
+                    .unwrap(),
                 ),
             ),
             p.env.store.clone(),
