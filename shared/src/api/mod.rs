@@ -189,7 +189,7 @@ where
             get(webhooks::deliveries::<S>),
         )
         .route(
-            "/api/webhooks/{id}/deliveries/{delivery_id}/resend",
+            "/api/webhooks/{id}/deliveries/{deliveryId}/resend",
             post(webhooks::resend::<S>),
         )
         .with_state(Arc::new(webhooks::WebhookState {
