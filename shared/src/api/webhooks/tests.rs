@@ -399,8 +399,8 @@ async fn the_log_filters_by_status_and_pages_by_cursor() {
     world
         .number_through(vec![Command::Activate, Command::Ban, Command::Reinstate])
         .await;
-    for (_, event) in world.store.events().iter().enumerate() {
-        world.deliver(&event.0, &endpoint, 1).await;
+    for (event, _) in world.store.events() {
+        world.deliver(&event, &endpoint, 1).await;
     }
     let path = format!("/api/webhooks/{endpoint}/deliveries");
     let (_, page) = world
