@@ -191,6 +191,8 @@ impl World {
         );
         self.store.insert_number(number.clone());
         for command in commands {
+            // Events of the same millisecond have no order between them; these are a story.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             number = crate::lifecycle::apply(&self.store, &self.queue, &number, command)
                 .await
                 .unwrap()
