@@ -18,7 +18,7 @@ use crate::domain::{AccountId, EventType, Timestamp};
 pub const MAX_ENDPOINTS_PER_ACCOUNT: usize = 20;
 
 /// Every event type a customer can subscribe to, in the order the contract lists them.
-pub const SUBSCRIBABLE_EVENTS: [EventType; 11] = [
+pub const SUBSCRIBABLE_EVENTS: [EventType; 14] = [
     EventType::NumberActivated,
     EventType::NumberFailed,
     EventType::NumberDisconnected,
@@ -29,6 +29,9 @@ pub const SUBSCRIBABLE_EVENTS: [EventType; 11] = [
     EventType::NumberRestricted,
     EventType::NumberRestrictionLifted,
     EventType::NumberBanScheduled,
+    EventType::NumberHealthChanged,
+    EventType::NumberDisplayNameUpdated,
+    EventType::NumberTokenInvalid,
     EventType::WebhookDisabled,
 ];
 

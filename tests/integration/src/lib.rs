@@ -217,10 +217,8 @@ impl TestEnv {
                 .await
                 .expect("scan");
             for item in page.items.unwrap_or_default() {
-                let sorted: std::collections::BTreeMap<_, _> = item
-                    .into_iter()
-                    .map(|(k, v)| (k, format!("{v:?}")))
-                    .collect();
+                let sorted: std::collections::BTreeMap<_, _> =
+                    item.into_iter().map(|(k, v)| (k, canonical(&v))).collect();
                 items.push(format!("{sorted:?}"));
             }
             match page.last_evaluated_key {
@@ -421,6 +419,22 @@ pub fn authorization_event(
     })
 }
 
+/// An attribute as text with nested maps in key order, so equal items print alike.
+fn canonical(value: &AttributeValue) -> String {
+    match value {
+        AttributeValue::M(map) => {
+            let sorted: std::collections::BTreeMap<_, _> =
+                map.iter().map(|(k, v)| (k, canonical(v))).collect();
+            format!("M({sorted:?})")
+        }
+        AttributeValue::L(list) => {
+            let items: Vec<String> = list.iter().map(canonical).collect();
+            format!("L({items:?})")
+        }
+        other => format!("{other:?}"),
+    }
+}
+
 pub fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_string())
 }
@@ -445,6 +459,23 @@ pub fn sample_number(
         number.provisioning_step = None;
         number.display_number = Some("+55 11 99999-0000".into());
         number.quality_rating = Some(QualityRating::Green);
+        // What the health sync reads from Meta.
+        number.health = Some(muchaw_shared::domain::Health {
+            can_send_message: muchaw_shared::domain::CanSendMessage::Limited,
+            errors: vec![muchaw_shared::domain::HealthIssue {
+                error_code: 141006,
+                error_description: "There is an error with the payment method.".into(),
+                possible_solution: Some("Add a new payment method to the account.".into()),
+                entity: "WABA".into(),
+            }],
+        });
+        number.messaging_limit = Some("TIER_1K".into());
+        number.throughput = Some("STANDARD".into());
+        number.name_status = Some("APPROVED".into());
+        number.token_status = Some(muchaw_shared::domain::TokenStatus::Valid);
+    }
+    if status == Status::Disconnected {
+        number.disconnected_by = Some(muchaw_shared::domain::lifecycle::DisconnectedBy::Customer);
     }
     number
 }
