@@ -39,6 +39,7 @@ use muchaw_shared::webhooks::delivery::{
     DELIVERY_TIMEOUT, Deliverer, DeliveryMessage, Dispatcher, RETRY_SCHEDULE_SECONDS, http_client,
 };
 use muchaw_shared::webhooks::resolver::{GuardedResolver, Lookup, NameLookup};
+use muchaw_shared::webhooks::sender::Sender;
 use muchaw_shared::webhooks::url_policy::UrlPolicy;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -283,9 +284,13 @@ impl Api {
             ))
             .merge(api::webhook_routes_resolving(
                 store.clone(),
-                UrlPolicy {
-                    allow_private: false,
-                },
+                Sender::new(
+                    UrlPolicy {
+                        allow_private: false,
+                    },
+                    std::time::Duration::from_secs(5),
+                )
+                .expect("an HTTP client for test events"),
                 GuardedResolver::new(Arc::new(PublicAddress), false),
             ))
             .merge(api::signup_callback_routes(
