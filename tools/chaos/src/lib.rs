@@ -88,6 +88,8 @@ pub const META_TIMEOUT_MS: u64 = 2_000;
 pub const WEBHOOK_TIMEOUT_SECONDS: u64 = 2;
 /// How long a hang lasts: past both timeouts.
 pub const HANG: Duration = Duration::from_secs(4);
+/// How many times a Meta webhook delivery is attempted before the run gives up on it.
+pub const META_REDELIVERIES: u32 = 8;
 
 /// Operations the run performed, by kind.
 #[derive(Clone, Debug, Default)]
@@ -377,19 +379,43 @@ impl World {
         }
     }
 
+    /// Posts a signed delivery as Meta does: anything but a 200 (or no answer) is delivered
+    /// again with a growing delay (Meta keeps trying for days; a run compresses that into
+    /// [`META_REDELIVERIES`] attempts). The last status, or the last error, is returned.
     async fn post_meta_webhook(&self, body: &Value) -> Result<u16> {
         let text = body.to_string();
         let signature = muchaw_shared::meta_webhook::sign(self.meta.app_secret(), text.as_bytes());
-        let (status, _) = self
-            .client
-            .call(
-                "POST",
-                muchaw_shared::meta_webhook::PATH,
-                &[("x-hub-signature-256", signature)],
-                &text,
-            )
-            .await?;
-        Ok(status)
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            let answer = self
+                .client
+                .call(
+                    "POST",
+                    muchaw_shared::meta_webhook::PATH,
+                    &[("x-hub-signature-256", signature.clone())],
+                    &text,
+                )
+                .await;
+            match answer {
+                Ok((200, _)) => return Ok(200),
+                Ok((status, _)) if attempt >= META_REDELIVERIES => return Ok(status),
+                Err(err) if attempt >= META_REDELIVERIES => return Err(err),
+                Ok((status, _)) => {
+                    tracing::info!(
+                        status,
+                        attempt,
+                        "Meta webhook not accepted; Meta redelivers"
+                    )
+                }
+                Err(err) => {
+                    tracing::info!(error = %err, attempt, "Meta webhook not answered; Meta redelivers")
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(8));
+            attempt += 1;
+        }
     }
 
     /// Queue depths (visible + in flight + delayed) by logical id, read from moto directly.
