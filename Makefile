@@ -1,4 +1,4 @@
-.PHONY: run demo test bench bootstrap fmt lint
+.PHONY: run demo test bench chaos bootstrap fmt lint
 
 ## Run the whole system locally (API on http://127.0.0.1:3000, moto as AWS).
 run:
@@ -15,6 +15,11 @@ test:
 ## Build every function as deployed and run the benchmarks; writes docs/PERFORMANCE.md.
 bench:
 	@scripts/bench.sh
+
+## The chaos run: SIGNUPS (300) signups under AWS, Meta, process and customer faults, then the
+## invariants; writes docs/RELIABILITY.md. SEED=<n> replays a run. (`make test` runs a small one.)
+chaos:
+	@scripts/chaos.sh
 
 bootstrap:
 	@scripts/bootstrap.sh

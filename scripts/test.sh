@@ -19,7 +19,7 @@ echo "== openapi lint" >&2
 scripts/lint-openapi.sh
 
 source scripts/moto.sh
-echo "== cargo test" >&2
+echo "== cargo test (the fuzz properties and a small chaos run included)" >&2
 cargo test --workspace --no-fail-fast
 echo "== schema-driven API tests (schemathesis)" >&2
 scripts/schema-tests.sh

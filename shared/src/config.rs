@@ -48,6 +48,17 @@ pub fn table_name() -> Result<String, ConfigError> {
     required(TABLE_NAME)
 }
 
+/// Days events (numbers' histories) and webhook delivery records are kept (template parameter
+/// `EventRetentionDays`, default 90), after which TTL removes them.
+pub const EVENT_RETENTION_DAYS: &str = "EVENT_RETENTION_DAYS";
+
+pub fn event_retention_days() -> Result<u32, ConfigError> {
+    days(
+        EVENT_RETENTION_DAYS,
+        crate::adapters::dynamo::DEFAULT_EVENT_RETENTION_DAYS,
+    )
+}
+
 /// Where each number's token and PIN live in Secrets Manager: `{prefix}/{number id}`.
 pub fn token_secret_prefix() -> Result<String, ConfigError> {
     required(TOKEN_SECRET_PREFIX)

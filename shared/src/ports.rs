@@ -423,7 +423,19 @@ pub trait AccountDirectory: Send + Sync {
 
 // ---- Customer webhooks ---------------------------------------------------------------------
 
+use crate::domain::history::EventPosition;
 use crate::webhooks::WebhookEndpoint;
+use crate::webhooks::log::{Attempt, DeliveryKey, DeliveryPage, DeliveryRecord, DeliveryStatus};
+
+/// What `PATCH /api/webhooks/{id}` changes; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EndpointChange {
+    pub url: Option<String>,
+    /// `Some(None)`: every event type.
+    pub events: Option<Option<Vec<crate::domain::EventType>>>,
+    /// Enabling also forgets the failures that disabled it.
+    pub enabled: Option<bool>,
+}
 
 pub trait WebhookEndpoints: Send + Sync {
     fn save_endpoint(
@@ -446,18 +458,91 @@ pub trait WebhookEndpoints: Send + Sync {
         account: &AccountId,
         id: &str,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// The endpoint as changed; `None` when the account has no such endpoint.
+    fn update_endpoint(
+        &self,
+        account: &AccountId,
+        id: &str,
+        change: &EndpointChange,
+    ) -> impl Future<Output = StoreResult<Option<WebhookEndpoint>>> + Send;
+    /// `secret` signs from now on; the one it replaces also signs until `previous_until`.
+    fn rotate_secret(
+        &self,
+        account: &AccountId,
+        id: &str,
+        secret: &crate::domain::secrets::Secret,
+        previous_until: Timestamp,
+    ) -> impl Future<Output = StoreResult<Option<WebhookEndpoint>>> + Send;
+    /// Remembers when the endpoint started failing, unless it is failing already.
+    fn note_failing(
+        &self,
+        account: &AccountId,
+        id: &str,
+        since: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn note_recovered(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Disables the endpoint if it is still enabled and failing since `since`, writing `event`
+    /// (`webhook.disabled`, the outbox) with it; `false` (nothing written) otherwise.
+    fn disable_failing(
+        &self,
+        account: &AccountId,
+        id: &str,
+        since: Timestamp,
+        event: &EventEnvelope,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 
-/// Which (event, endpoint) deliveries succeeded, so a duplicated message is not sent again.
+/// Every attempt of every delivery, per endpoint, newest event first.
 pub trait DeliveryLog: Send + Sync {
-    fn was_delivered(
+    fn delivery(
         &self,
-        event_id: &str,
         endpoint_id: &str,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
-    fn mark_delivered(
+        position: &EventPosition,
+    ) -> impl Future<Output = StoreResult<Option<DeliveryRecord>>> + Send;
+    /// One write: appends `attempt` and sets the delivery's status and next retry, creating
+    /// the record (with `body`) on its first attempt.
+    fn record_attempt(
         &self,
-        event_id: &str,
-        endpoint_id: &str,
+        key: &DeliveryKey,
+        body: &str,
+        attempt: &Attempt,
+        status: DeliveryStatus,
+        next_retry_at: Option<Timestamp>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// `limit` deliveries after `after` (a `next` of an earlier page), of one status or all. A
+    /// filtered page may hold fewer than `limit` and still have a `next`.
+    fn deliveries(
+        &self,
+        endpoint_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+        after: Option<&EventPosition>,
+    ) -> impl Future<Output = StoreResult<DeliveryPage>> + Send;
+}
+
+/// A page of a number's events, newest first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventPage {
+    pub events: Vec<EventEnvelope>,
+    pub next: Option<EventPosition>,
+}
+
+/// The outbox events read back: a number's history and single events, scoped to the account.
+pub trait EventHistory: Send + Sync {
+    fn number_events(
+        &self,
+        account: &AccountId,
+        number: &NumberId,
+        limit: u32,
+        after: Option<&EventPosition>,
+    ) -> impl Future<Output = StoreResult<EventPage>> + Send;
+    fn event(
+        &self,
+        account: &AccountId,
+        event_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<EventEnvelope>>> + Send;
 }

@@ -29,7 +29,7 @@ pub async fn provisioner(
     queues: &[Queue],
     with_app_secret: bool,
 ) -> Result<LiveProvisioner, Error> {
-    let table = config::table_name()?;
+    let store = table_store(clients)?;
     let meta = MetaEnv::from_env()?;
     let cache = if with_app_secret {
         let arn = meta
@@ -52,12 +52,20 @@ pub async fn provisioner(
         None => graph,
     };
     Ok(Provisioner {
-        store: DynamoStore::new(clients.dynamodb.clone(), table),
+        store,
         queue: SqsQueue::new(clients.sqs.clone(), QueueUrls::from_env().require(queues)?),
         meta: graph,
         vault: SecretsVault::new(clients.secrets.clone(), config::token_secret_prefix()?),
         retry: config::retry_policy()?,
     })
+}
+
+/// The table, with the retention its events are written with.
+fn table_store(clients: &Clients) -> Result<DynamoStore, Error> {
+    Ok(
+        DynamoStore::new(clients.dynamodb.clone(), config::table_name()?)
+            .with_event_retention_days(config::event_retention_days()?),
+    )
 }
 
 /// The app secrets as read now, re-read from the same secret while the function stays warm.
@@ -152,8 +160,7 @@ async fn link_signer(clients: &Clients) -> Result<LinkSigner, Error> {
 pub async fn run_numbers_api() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    let table = config::table_name()?;
-    let store = DynamoStore::new(clients.dynamodb.clone(), table);
+    let store = table_store(&clients)?;
     // A retried number resumes at any step after the code exchange.
     let mut sends = vec![Queue::Teardown, Queue::Events];
     sends.extend(Step::ALL.into_iter().skip(1).map(Queue::Step));
@@ -162,9 +169,11 @@ pub async fn run_numbers_api() -> Result<(), Error> {
     let signer = link_signer(&clients).await?;
     let base_url = config::signup_link_base_url()?;
     let policy = config::webhook_url_policy()?;
+    let webhook_settings = config::WebhookDeliveryConfig::from_env()?;
+    let sender = crate::webhooks::sender::Sender::new(policy, webhook_settings.timeout)?;
     let routes = api::numbers_routes(store.clone(), queue)
         .merge(api::signup_link_routes(store.clone(), signer, base_url))
-        .merge(api::webhook_routes(store.clone(), policy));
+        .merge(api::webhook_routes(store.clone(), sender));
     let limits = config::api_limits()?;
     lambda_http::run(api::finish(routes, store, limits)).await
 }
@@ -173,8 +182,7 @@ pub async fn run_numbers_api() -> Result<(), Error> {
 pub async fn run_signup_callback() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    let table = config::table_name()?;
-    let store = DynamoStore::new(clients.dynamodb.clone(), table);
+    let store = table_store(&clients)?;
     let queues = QueueUrls::from_env().require(&[Queue::Step(Step::FIRST)])?;
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
     let signer = link_signer(&clients).await?;
@@ -196,10 +204,9 @@ pub async fn run_signup_callback() -> Result<(), Error> {
 pub async fn run_dispatch_events() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    let table = config::table_name()?;
     let queues = QueueUrls::from_env().require(&[Queue::Events, Queue::WebhookDeliveries])?;
     let dispatcher = Arc::new(crate::webhooks::delivery::Dispatcher {
-        store: DynamoStore::new(clients.dynamodb.clone(), table),
+        store: table_store(&clients)?,
         queue: SqsQueue::new(clients.sqs.clone(), queues),
     });
     run_sqs(|event| {
@@ -213,12 +220,12 @@ pub async fn run_dispatch_events() -> Result<(), Error> {
 pub async fn run_deliver_webhooks() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    let table = config::table_name()?;
-    let queues = QueueUrls::from_env().require(&[Queue::WebhookDeliveries])?;
+    // Events: an endpoint disabled for failing announces it (`webhook.disabled`).
+    let queues = QueueUrls::from_env().require(&[Queue::WebhookDeliveries, Queue::Events])?;
     let settings = config::WebhookDeliveryConfig::from_env()?;
     let policy = config::webhook_url_policy()?;
     let deliverer = Arc::new(crate::webhooks::delivery::Deliverer {
-        store: DynamoStore::new(clients.dynamodb.clone(), table),
+        store: table_store(&clients)?,
         queue: SqsQueue::new(clients.sqs.clone(), queues),
         http: crate::webhooks::delivery::http_client(settings.timeout, policy.resolver())?,
         policy,
@@ -235,8 +242,7 @@ pub async fn run_deliver_webhooks() -> Result<(), Error> {
 pub async fn run_meta_webhook() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    let table = config::table_name()?;
-    let store = DynamoStore::new(clients.dynamodb.clone(), table);
+    let store = table_store(&clients)?;
     let queues = QueueUrls::from_env().require(&[Queue::Events, Queue::Teardown])?;
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
     let arn = config::meta_app_secret_arn()?;

@@ -8,6 +8,9 @@
 //! | account           | `ACCOUNT#{a}`                | `ACCOUNT`           |                                      |                         |                  |
 //! | API key (lookup)  | `APIKEY#{sha256}`            | `APIKEY`            |                                      |                         |                  |
 //! | API key (owner)   | `ACCOUNT#{a}`                | `APIKEY#{keyId}`    |                                      |                         |                  |
+//! | event (outbox)    | `EVENT#{id}`                 | `EVENT`             |                                      |                         | `HISTORY#{a}#{number}` / `{created}#{id}` |
+//!
+//! Webhook endpoints and deliveries: `dynamo_webhooks.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,6 +68,10 @@ pub mod keys {
     }
     pub fn event(id: &str) -> String {
         format!("EVENT#{id}")
+    }
+    /// A number's history on GSI3 (its events), apart from the WABA keys sharing the index.
+    pub fn history(account: &AccountId, number_id: &str) -> String {
+        format!("HISTORY#{account}#{number_id}")
     }
     pub const EVENT: &str = "EVENT";
     pub const SIGNUP_LINK: &str = "SIGNUPLINK";
@@ -338,6 +345,10 @@ impl ReadStats {
         self.items_read.fetch_add(items, Ordering::Relaxed);
     }
 
+    pub(crate) fn record_items(&self, items: u64) {
+        self.record(items);
+    }
+
     pub fn snapshot(&self) -> ReadStatsSnapshot {
         ReadStatsSnapshot {
             requests: self.requests.load(Ordering::Relaxed),
@@ -356,6 +367,7 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     stats: Arc<ReadStats>,
+    event_retention_days: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -403,7 +415,20 @@ impl DynamoStore {
             client,
             table: table.into(),
             stats: Arc::default(),
+            event_retention_days: DEFAULT_EVENT_RETENTION_DAYS,
         }
+    }
+
+    /// How long events (a number's history) and delivery records are kept before TTL removes
+    /// them (template parameter `EventRetentionDays`).
+    pub fn with_event_retention_days(mut self, days: u32) -> Self {
+        self.event_retention_days = days;
+        self
+    }
+
+    /// When an item about something at `at` (an event, its deliveries) expires.
+    pub(crate) fn retained_until(&self, at: &Timestamp) -> i64 {
+        (*at + chrono::Duration::days(i64::from(self.event_retention_days))).timestamp()
     }
 
     pub fn table(&self) -> &str {
@@ -864,18 +889,34 @@ pub(crate) fn put_new(
         .build())
 }
 
-pub(crate) fn event_item(event: &EventEnvelope) -> StoreResult<HashMap<String, AttributeValue>> {
+/// An outbox event, which is also an entry of its number's history: `GSI3PK =
+/// HISTORY#{account}#{number}`, `GSI3SK = {createdAt}#{eventId}`, so one Query on GSI3 (whose
+/// projection is ALL) reads a number's events newest first. Webhook events (no number) are not
+/// in a history.
+pub(crate) fn event_item(
+    event: &EventEnvelope,
+    expires_at: i64,
+) -> StoreResult<HashMap<String, AttributeValue>> {
     let mut item = key(keys::event(&event.id), keys::EVENT);
     item.insert("entity".into(), s("EVENT"));
     item.insert("type".into(), s(event.event_type.as_str()));
     item.insert("accountId".into(), s(event.account_id.as_str()));
     item.insert("numberId".into(), s(event.number_id.clone()));
+    if !event.number_id.is_empty() {
+        item.insert(
+            "GSI3PK".into(),
+            s(keys::history(&event.account_id, &event.number_id)),
+        );
+        item.insert(
+            "GSI3SK".into(),
+            s(crate::domain::history::EventPosition::of(event).sort_key()),
+        );
+    }
     item.insert(
         "body".into(),
         s(serde_json::to_string(event).map_err(unavailable)?),
     );
-    let expires = event.created_at + chrono::Duration::days(EVENT_RETENTION_DAYS);
-    item.insert("expiresAt".into(), n(expires.timestamp()));
+    item.insert("expiresAt".into(), n(expires_at));
     Ok(item)
 }
 
@@ -911,8 +952,8 @@ impl NumberReader for DynamoStore {
     }
 }
 
-/// Outbox entries are kept a while after publishing, for investigation; TTL removes them.
-const EVENT_RETENTION_DAYS: i64 = 30;
+/// Outbox entries are a number's history: kept this long by default, then TTL removes them.
+pub const DEFAULT_EVENT_RETENTION_DAYS: u32 = 90;
 
 impl LifecycleStore for DynamoStore {
     /// One write for every change: the number's item replaced whole, conditioned on the status
@@ -964,7 +1005,10 @@ impl LifecycleStore for DynamoStore {
                 items.push(self.counters_update(&number.account_id, &change.counters)?);
             }
             if let Some(event) = &change.event {
-                items.push(put_new(&self.table, event_item(event)?)?);
+                items.push(put_new(
+                    &self.table,
+                    event_item(event, self.retained_until(&event.created_at))?,
+                )?);
             }
             match change.phone_guard {
                 PhoneGuard::Keep => {}

@@ -9,7 +9,7 @@
 //! - [`ScriptedMeta`]: Meta's Graph API answering from a script, recording every call.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::domain::api_key::KeyHash;
@@ -18,6 +18,7 @@ use crate::domain::meta::MetaError;
 use crate::domain::secrets::{NumberSecrets, Secret};
 use crate::domain::{AccountId, EventEnvelope, Number, NumberId, Status, Timestamp, time};
 
+use crate::domain::history::EventPosition;
 use crate::ports::{
     AccountDirectory, ApiKeyVerifier, BanClock, CommitOutcome, CreateOutcome, DeliveryLog,
     EventLog, ExchangedToken, LifecycleStore, Message, MessageQueue, MetaGraph, MetaResult,
@@ -25,8 +26,10 @@ use crate::ports::{
     QuotaSubject, Redelivery, RequestQuota, SignupLinks, StoreError, StoreResult, TokenInfo,
     TokenVault, VaultError, WebhookEndpoints,
 };
+use crate::ports::{EndpointChange, EventHistory, EventPage};
 use crate::ports::{LinkCursor, LinkPage, Report, RevokeOutcome, SignupSessions};
 use crate::webhooks::WebhookEndpoint;
+use crate::webhooks::log::{Attempt, DeliveryKey, DeliveryPage, DeliveryRecord, DeliveryStatus};
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -39,7 +42,7 @@ type Order = Reverse<(Timestamp, NumberId)>;
 
 type SignupLink = crate::domain::signup_session::SignupSession;
 
-#[derive(Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct State {
     numbers: HashMap<(AccountId, NumberId), Number>,
     /// Per account, and per account and status: the list order, so a page costs its own size
@@ -54,7 +57,8 @@ struct State {
     accounts: Vec<AccountId>,
     ban_clocks: HashMap<String, i64>,
     endpoints: Vec<WebhookEndpoint>,
-    delivered: HashSet<(String, String)>,
+    /// By endpoint, then `{createdAt}#{eventId}`: the DynamoDB item's key.
+    deliveries: BTreeMap<(String, String), DeliveryRecord>,
 }
 
 impl State {
@@ -101,9 +105,18 @@ pub struct MemoryStore {
     state: Arc<Mutex<State>>,
 }
 
+/// Everything a [`MemoryStore`] holds at one moment, to tell whether anything was written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreSnapshot(State);
+
 impl MemoryStore {
     fn state(&self) -> MutexGuard<'_, State> {
         locked(&self.state)
+    }
+
+    /// A copy of everything stored now: equal snapshots mean nothing was written in between.
+    pub fn snapshot(&self) -> StoreSnapshot {
+        StoreSnapshot(self.state().clone())
     }
 
     /// Stores a number as it is, holding its phone while it is live (seeding tests).
@@ -533,21 +546,219 @@ impl WebhookEndpoints for MemoryStore {
             .retain(|e| !(&e.account_id == account && e.id == id));
         Ok(state.endpoints.len() < before)
     }
+
+    async fn update_endpoint(
+        &self,
+        account: &AccountId,
+        id: &str,
+        change: &EndpointChange,
+    ) -> StoreResult<Option<WebhookEndpoint>> {
+        Ok(self.with_endpoint(account, id, |endpoint| {
+            MemoryStore::apply_endpoint_change(endpoint, change);
+            endpoint.clone()
+        }))
+    }
+
+    async fn rotate_secret(
+        &self,
+        account: &AccountId,
+        id: &str,
+        secret: &Secret,
+        previous_until: Timestamp,
+    ) -> StoreResult<Option<WebhookEndpoint>> {
+        Ok(self.with_endpoint(account, id, |endpoint| {
+            endpoint.previous_secret =
+                Some(std::mem::replace(&mut endpoint.secret, secret.clone()));
+            endpoint.previous_secret_expires_at = Some(previous_until);
+            endpoint.clone()
+        }))
+    }
+
+    async fn note_failing(
+        &self,
+        account: &AccountId,
+        id: &str,
+        since: Timestamp,
+    ) -> StoreResult<()> {
+        self.with_endpoint(account, id, |endpoint| {
+            endpoint.failing_since.get_or_insert(since);
+        });
+        Ok(())
+    }
+
+    async fn note_recovered(&self, account: &AccountId, id: &str) -> StoreResult<()> {
+        self.with_endpoint(account, id, |endpoint| endpoint.failing_since = None);
+        Ok(())
+    }
+
+    async fn disable_failing(
+        &self,
+        account: &AccountId,
+        id: &str,
+        since: Timestamp,
+        event: &EventEnvelope,
+    ) -> StoreResult<bool> {
+        let disabled = self.with_endpoint(account, id, |endpoint| {
+            let failing = endpoint.enabled && endpoint.failing_since == Some(since);
+            if failing {
+                endpoint.enabled = false;
+                endpoint.disabled_event_id = Some(event.id.clone());
+            }
+            failing
+        });
+        if disabled == Some(true) {
+            self.state()
+                .events
+                .insert(event.id.clone(), (event.clone(), false));
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+impl MemoryStore {
+    fn with_endpoint<T>(
+        &self,
+        account: &AccountId,
+        id: &str,
+        change: impl FnOnce(&mut WebhookEndpoint) -> T,
+    ) -> Option<T> {
+        self.state()
+            .endpoints
+            .iter_mut()
+            .find(|e| &e.account_id == account && e.id == id)
+            .map(change)
+    }
+
+    /// Every delivery recorded, in key order (tests).
+    pub fn all_deliveries(&self) -> Vec<DeliveryRecord> {
+        self.state().deliveries.values().cloned().collect()
+    }
+}
+
+impl MemoryStore {
+    pub(crate) fn apply_endpoint_change(endpoint: &mut WebhookEndpoint, change: &EndpointChange) {
+        if let Some(url) = &change.url {
+            endpoint.url = url.clone();
+        }
+        if let Some(events) = &change.events {
+            endpoint.events = events.clone();
+        }
+        if let Some(enabled) = change.enabled {
+            endpoint.enabled = enabled;
+            if enabled {
+                endpoint.failing_since = None;
+                endpoint.disabled_event_id = None;
+            }
+        }
+    }
 }
 
 impl DeliveryLog for MemoryStore {
-    async fn was_delivered(&self, event_id: &str, endpoint_id: &str) -> StoreResult<bool> {
+    async fn delivery(
+        &self,
+        endpoint_id: &str,
+        position: &EventPosition,
+    ) -> StoreResult<Option<DeliveryRecord>> {
         Ok(self
             .state()
-            .delivered
-            .contains(&(event_id.to_string(), endpoint_id.to_string())))
+            .deliveries
+            .get(&(endpoint_id.to_string(), position.sort_key()))
+            .cloned())
     }
 
-    async fn mark_delivered(&self, event_id: &str, endpoint_id: &str) -> StoreResult<()> {
-        self.state()
-            .delivered
-            .insert((event_id.to_string(), endpoint_id.to_string()));
+    async fn record_attempt(
+        &self,
+        key: &DeliveryKey,
+        body: &str,
+        attempt: &Attempt,
+        status: DeliveryStatus,
+        next_retry_at: Option<Timestamp>,
+    ) -> StoreResult<()> {
+        let mut state = self.state();
+        let record = state
+            .deliveries
+            .entry((key.endpoint_id.clone(), key.position.sort_key()))
+            .or_insert_with(|| DeliveryRecord {
+                key: key.clone(),
+                status,
+                attempts: Vec::new(),
+                next_retry_at: None,
+                body: body.to_string(),
+            });
+        record.attempts.push(attempt.clone());
+        record.status = status;
+        record.next_retry_at = next_retry_at;
         Ok(())
+    }
+
+    async fn deliveries(
+        &self,
+        endpoint_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+        after: Option<&EventPosition>,
+    ) -> StoreResult<DeliveryPage> {
+        let state = self.state();
+        let after = after.map(EventPosition::sort_key);
+        let mut matching = state
+            .deliveries
+            .iter()
+            .rev()
+            .filter(|((endpoint, _), _)| endpoint == endpoint_id)
+            .filter(|((_, sort), _)| after.as_ref().is_none_or(|after| sort < after))
+            .map(|(_, record)| record)
+            .filter(|record| status.is_none_or(|s| record.status == s));
+        let deliveries: Vec<DeliveryRecord> =
+            matching.by_ref().take(limit as usize).cloned().collect();
+        let next = match matching.next() {
+            Some(_) => deliveries.last().map(|r| r.key.position.clone()),
+            None => None,
+        };
+        Ok(DeliveryPage { deliveries, next })
+    }
+}
+
+impl EventHistory for MemoryStore {
+    async fn number_events(
+        &self,
+        account: &AccountId,
+        number: &NumberId,
+        limit: u32,
+        after: Option<&EventPosition>,
+    ) -> StoreResult<EventPage> {
+        let state = self.state();
+        let mut events: Vec<&EventEnvelope> = state
+            .events
+            .values()
+            .map(|(event, _)| event)
+            .filter(|e| &e.account_id == account && e.number_id == number.as_str())
+            .filter(|e| {
+                after.is_none_or(|after| EventPosition::of(e).sort_key() < after.sort_key())
+            })
+            .collect();
+        events.sort_by_key(|e| Reverse(EventPosition::of(e).sort_key()));
+        let more = events.len() > limit as usize;
+        let events: Vec<EventEnvelope> = events.into_iter().take(limit as usize).cloned().collect();
+        let next = if more {
+            events.last().map(EventPosition::of)
+        } else {
+            None
+        };
+        Ok(EventPage { events, next })
+    }
+
+    async fn event(
+        &self,
+        account: &AccountId,
+        event_id: &str,
+    ) -> StoreResult<Option<EventEnvelope>> {
+        Ok(self
+            .state()
+            .events
+            .get(event_id)
+            .map(|(event, _)| event.clone())
+            .filter(|event| &event.account_id == account))
     }
 }
 

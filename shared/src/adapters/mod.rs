@@ -1,4 +1,5 @@
 pub mod dynamo;
+pub mod dynamo_history;
 pub mod dynamo_profile;
 pub mod dynamo_signup;
 pub mod dynamo_webhooks;

@@ -2,6 +2,7 @@
 //! the local stack, with the same code.
 
 pub mod error;
+pub mod history;
 pub mod numbers;
 pub mod page_limit;
 pub mod shape;
@@ -18,7 +19,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::header;
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
 pub use crate::domain::view::NumberView;
@@ -28,11 +29,12 @@ use crate::domain::AccountId;
 use crate::domain::api_key::{KeyHash, bearer_key};
 use crate::domain::signup_link::LinkSigner;
 use crate::ports::{
-    ApiKeyVerifier, EventLog, LifecycleStore, MessageQueue, NumberReader, ProvisioningStore,
-    QuotaSubject, RequestQuota, SignupLinks, SignupSessions, WebhookEndpoints,
+    ApiKeyVerifier, DeliveryLog, EventHistory, EventLog, LifecycleStore, MessageQueue,
+    NumberReader, ProvisioningStore, QuotaSubject, RequestQuota, SignupLinks, SignupSessions,
+    WebhookEndpoints,
 };
 use crate::webhooks::resolver::GuardedResolver;
-use crate::webhooks::url_policy::UrlPolicy;
+use crate::webhooks::sender::Sender;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -65,6 +67,7 @@ where
     S: NumberReader
         + LifecycleStore
         + EventLog
+        + EventHistory
         + ProvisioningStore
         + ApiKeyVerifier
         + RequestQuota
@@ -79,9 +82,10 @@ where
     )
 }
 
+/// Numbers, their history and events.
 pub fn numbers_routes<S, Q>(store: S, queue: Q) -> Router
 where
-    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore + 'static,
+    S: NumberReader + LifecycleStore + EventLog + EventHistory + ProvisioningStore + 'static,
     Q: MessageQueue + 'static,
 {
     Router::new()
@@ -91,6 +95,11 @@ where
             get(numbers::get::<S, Q>).delete(numbers::disconnect::<S, Q>),
         )
         .route("/api/numbers/{id}/retry", post(numbers::retry::<S, Q>))
+        .route(
+            "/api/numbers/{id}/events",
+            get(history::number_events::<S, Q>),
+        )
+        .route("/api/events/{id}", get(history::event::<S, Q>))
         .with_state(Arc::new(ApiState { store, queue }))
 }
 
@@ -161,28 +170,49 @@ where
         }))
 }
 
-pub fn webhook_routes<S>(store: S, policy: UrlPolicy) -> Router
+/// Webhook endpoints, their delivery logs, test events and secret rotation. `sender` posts
+/// test events and resends (its policy is the one endpoints are created under).
+pub fn webhook_routes<S>(store: S, sender: Sender) -> Router
 where
-    S: WebhookEndpoints + 'static,
+    S: WebhookEndpoints + DeliveryLog + 'static,
 {
-    webhook_routes_resolving(store, policy, policy.resolver())
+    let resolver = sender.policy.resolver();
+    webhook_routes_resolving(store, sender, resolver)
 }
 
-/// [`webhook_routes`] with endpoint host names resolved by `resolver` (tests without a network).
-pub fn webhook_routes_resolving<S>(store: S, policy: UrlPolicy, resolver: GuardedResolver) -> Router
+/// [`webhook_routes`] with endpoint host names resolved by `resolver` at creation (tests
+/// without a network).
+pub fn webhook_routes_resolving<S>(store: S, sender: Sender, resolver: GuardedResolver) -> Router
 where
-    S: WebhookEndpoints + 'static,
+    S: WebhookEndpoints + DeliveryLog + 'static,
 {
     Router::new()
         .route(
             "/api/webhooks",
             get(webhooks::list::<S>).post(webhooks::create::<S>),
         )
-        .route("/api/webhooks/{id}", delete(webhooks::delete::<S>))
+        .route(
+            "/api/webhooks/{id}",
+            axum::routing::delete(webhooks::delete::<S>).patch(webhooks::update::<S>),
+        )
+        .route(
+            "/api/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret::<S>),
+        )
+        .route("/api/webhooks/{id}/test", post(webhooks::send_test::<S>))
+        .route(
+            "/api/webhooks/{id}/deliveries",
+            get(webhooks::deliveries::<S>),
+        )
+        .route(
+            "/api/webhooks/{id}/deliveries/{deliveryId}/resend",
+            post(webhooks::resend::<S>),
+        )
         .with_state(Arc::new(webhooks::WebhookState {
             store,
-            policy,
+            policy: sender.policy,
             resolver,
+            sender,
         }))
 }
 

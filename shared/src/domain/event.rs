@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::history::FieldChange;
 use super::ids::AccountId;
 use super::number::{NameDecision, Number, QualityRating};
 use super::status::{Move, Transition};
@@ -44,6 +45,12 @@ pub enum EventType {
     NumberDisplayNameUpdated,
     #[serde(rename = "number.token_invalid")]
     NumberTokenInvalid,
+    /// Sent only on request (`POST /api/webhooks/{id}/test`), never subscribed to.
+    #[serde(rename = "webhook.test")]
+    WebhookTest,
+    /// An endpoint failing every delivery for days was disabled; sent to the others.
+    #[serde(rename = "webhook.disabled")]
+    WebhookDisabled,
 }
 
 impl EventType {
@@ -65,6 +72,8 @@ impl EventType {
             EventType::NumberHealthChanged => "number.health_changed",
             EventType::NumberDisplayNameUpdated => "number.display_name_updated",
             EventType::NumberTokenInvalid => "number.token_invalid",
+            EventType::WebhookTest => "webhook.test",
+            EventType::WebhookDisabled => "webhook.disabled",
         }
     }
 
@@ -79,6 +88,10 @@ impl EventType {
             Move::Retry => EventType::NumberRetried,
         }
     }
+}
+
+pub fn new_event_id() -> String {
+    format!("evt_{}", cuid2::create_id())
 }
 
 /// `data` of an event: the Number object, plus what the event is about where it applies
@@ -117,6 +130,9 @@ pub struct EventEnvelope {
     #[serde(with = "time")]
     pub created_at: Timestamp,
     pub data: serde_json::Value,
+    /// What the change did to the number (its history); not part of what customers receive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FieldChange>,
 }
 
 impl EventEnvelope {
@@ -178,7 +194,7 @@ impl EventEnvelope {
     ) -> EventEnvelope {
         EventEnvelope {
             v: 1,
-            id: format!("evt_{}", cuid2::create_id()),
+            id: new_event_id(),
             event_type,
             account_id: number.account_id.clone(),
             number_id: number.id.to_string(),
@@ -188,6 +204,26 @@ impl EventEnvelope {
                 ..data
             })
             .unwrap_or(serde_json::Value::Null),
+            changes: Vec::new(),
+        }
+    }
+
+    /// An event about the account's webhooks rather than a number (`number_id` empty).
+    pub fn about_webhooks(
+        event_type: EventType,
+        account_id: AccountId,
+        data: serde_json::Value,
+        at: Timestamp,
+    ) -> EventEnvelope {
+        EventEnvelope {
+            v: 1,
+            id: new_event_id(),
+            event_type,
+            account_id,
+            number_id: String::new(),
+            created_at: at,
+            data,
+            changes: Vec::new(),
         }
     }
 

@@ -1053,11 +1053,12 @@ fn change(
     mut after: Number,
     counters: Vec<(Status, i64)>,
     phone_guard: PhoneGuard,
-    event: Option<EventEnvelope>,
+    mut event: Option<EventEnvelope>,
 ) -> Decision {
     after.version = before.version + 1;
-    if let Some(event) = &event {
+    if let Some(event) = &mut event {
         after.last_event_id = Some(event.id.clone());
+        event.changes = super::history::changed_fields(before, &after);
     }
     Decision::Change(Box::new(Change {
         expected: Expected {

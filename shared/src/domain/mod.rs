@@ -1,5 +1,6 @@
 pub mod api_key;
 pub mod event;
+pub mod history;
 pub mod ids;
 pub mod lifecycle;
 pub mod messages;
@@ -13,7 +14,7 @@ pub mod step;
 pub mod time;
 pub mod view;
 
-pub use event::{EventEnvelope, EventType};
+pub use event::{EventEnvelope, EventType, new_event_id};
 pub use ids::{AccountId, ApiKeyId, NumberId};
 pub use number::{
     CanSendMessage, FailureReason, Health, HealthIssue, NameDecision, Number, Onboarding,

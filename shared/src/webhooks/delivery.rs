@@ -8,11 +8,16 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use serde::{Deserialize, Serialize};
 
-use super::resolver::{GuardedResolver, find_resolve_error};
+use super::log::{Attempt, DeliveryKey, DeliveryStatus};
+use super::sender::Sender;
 use super::url_policy::UrlPolicy;
+use super::{EndpointView, WebhookEndpoint};
+use crate::domain::history::EventPosition;
 use crate::domain::messages::{self, MESSAGE_VERSION};
-use crate::domain::{AccountId, EventEnvelope, EventType};
-use crate::ports::{DeliveryLog, Message, MessageQueue, Queue, Redelivery, WebhookEndpoints};
+use crate::domain::{AccountId, EventEnvelope, EventType, Timestamp};
+use crate::ports::{
+    DeliveryLog, EventLog, Message, MessageQueue, Queue, Redelivery, WebhookEndpoints,
+};
 use crate::sqs_batch::{Delivery, Outcome, process_batch};
 
 /// CONTRACT §2: about 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, then the dead-letter queue
@@ -33,6 +38,24 @@ pub struct DeliveryMessage {
     pub endpoint_id: String,
     /// The body exactly as signed and sent, serialised once so every retry sends the same bytes.
     pub body: String,
+}
+
+impl DeliveryMessage {
+    /// Where the delivery is kept: the event's time (read from the body, so messages queued
+    /// before the log existed have one too) and id.
+    pub fn position(&self) -> Option<EventPosition> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body {
+            #[serde(with = "crate::domain::time")]
+            created_at: Timestamp,
+        }
+        let body: Body = serde_json::from_str(&self.body).ok()?;
+        Some(EventPosition {
+            created_at: body.created_at,
+            event_id: self.event_id.clone(),
+        })
+    }
 }
 
 impl Message for DeliveryMessage {
@@ -104,48 +127,12 @@ pub struct Deliverer<S, Q> {
     pub retry_schedule: Vec<u32>,
 }
 
-/// The HTTP client deliveries use: the contract's 10 s; no redirects (a redirect could lead
-/// anywhere, past the URL policy); no proxy (a proxy would resolve the name itself); and names
-/// resolved only by `resolver`, which never hands it an internal address (use
-/// [`UrlPolicy::resolver`]).
-pub fn http_client(
-    timeout: Duration,
-    resolver: GuardedResolver,
-) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .dns_resolver(std::sync::Arc::new(resolver))
-        .user_agent("Muchaw-Webhooks/1")
-        .build()
-}
-
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    #[error("endpoint answered HTTP {0}")]
-    Status(u16),
-    #[error("endpoint refused: {0}")]
-    Refused(String),
-    #[error("endpoint unreachable: {0}")]
-    Transport(String),
-}
-
-impl Failure {
-    fn of(err: reqwest::Error) -> Failure {
-        match find_resolve_error(&err) {
-            Some(refused) => Failure::Refused(refused.to_string()),
-            // Without the URL: it can carry a customer's token in its query.
-            None => Failure::Transport(err.without_url().to_string()),
-        }
-    }
-}
+pub use super::sender::http_client;
 
 impl<S, Q> Deliverer<S, Q>
 where
-    S: WebhookEndpoints + DeliveryLog,
-    Q: Redelivery,
+    S: WebhookEndpoints + DeliveryLog + EventLog,
+    Q: MessageQueue + Redelivery,
 {
     pub async fn handle_deliveries(&self, event: SqsEvent) -> SqsBatchResponse {
         process_batch(event, Some(Queue::WebhookDeliveries), &self.queue, |d| {
@@ -154,15 +141,24 @@ where
         .await
     }
 
-    fn retry_after(&self, receive_count: u32) -> Outcome {
+    fn sender(&self) -> Sender {
+        Sender {
+            http: self.http.clone(),
+            policy: self.policy,
+        }
+    }
+
+    fn retry_delay(&self, receive_count: u32) -> u32 {
         let index = (receive_count.max(1) - 1) as usize;
-        let seconds = self
-            .retry_schedule
+        self.retry_schedule
             .get(index)
             .or(self.retry_schedule.last())
             .copied()
-            .unwrap_or(RETRY_SCHEDULE_SECONDS[0]);
-        Outcome::RetryAfter(seconds)
+            .unwrap_or(RETRY_SCHEDULE_SECONDS[0])
+    }
+
+    fn retry_after(&self, receive_count: u32) -> Outcome {
+        Outcome::RetryAfter(self.retry_delay(receive_count))
     }
 
     async fn deliver(&self, delivery: Delivery) -> Outcome {
@@ -173,20 +169,22 @@ where
                 return Outcome::Unreadable;
             }
         };
+        let Some(position) = message.position() else {
+            tracing::error!(message_id = %delivery.message_id, "delivery body without createdAt");
+            return Outcome::Unreadable;
+        };
         let span = tracing::info_span!("delivery", event_id = %message.event_id, endpoint_id = %message.endpoint_id, attempt = delivery.receive_count);
         let _guard = span.enter();
-        match self
-            .store
-            .was_delivered(&message.event_id, &message.endpoint_id)
-            .await
-        {
-            Ok(true) => return Outcome::Done,
-            Ok(false) => {}
+        let current = match self.store.delivery(&message.endpoint_id, &position).await {
+            Ok(Some(record)) if record.status == DeliveryStatus::Succeeded => {
+                return Outcome::Done;
+            }
+            Ok(record) => record.map(|r| r.status),
             Err(err) => {
                 tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "delivery log unreadable; retrying");
                 return self.retry_after(delivery.receive_count);
             }
-        }
+        };
         let endpoint = match self
             .store
             .endpoint(&message.account_id, &message.endpoint_id)
@@ -202,63 +200,128 @@ where
                 return self.retry_after(delivery.receive_count);
             }
         };
-        // Checked again now, without DNS: the connection resolves the name, through a resolver
-        // that drops internal addresses (a name can start resolving somewhere internal).
-        if let Err(reason) = self.policy.check_target(&endpoint.url) {
-            tracing::warn!(%reason, "endpoint URL refused; retrying");
-            return self.retry_after(delivery.receive_count);
+        if !endpoint.enabled {
+            tracing::info!("endpoint disabled; delivery dropped");
+            return match self.publish_disabled_event(&endpoint).await {
+                Ok(()) => Outcome::Done,
+                Err(()) => self.retry_after(delivery.receive_count),
+            };
         }
-        match self.post(&endpoint, &message).await {
-            Ok(()) => {
-                if let Err(err) = self
-                    .store
-                    .mark_delivered(&message.event_id, &message.endpoint_id)
-                    .await
-                {
-                    // Delivered all the same; a redelivery may repeat it, with the same id.
-                    tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "delivery not recorded");
-                }
-                tracing::info!("delivered");
-                Outcome::Done
+        let attempt = self
+            .sender()
+            .send(&endpoint, &message.event_id, &message.body)
+            .await;
+        let retry_left = delivery.receive_count as usize <= self.retry_schedule.len();
+        let delay = self.retry_delay(delivery.receive_count);
+        let next_retry_at = (retry_left && !attempt.succeeded())
+            .then(|| attempt.at + chrono::Duration::seconds(i64::from(delay)));
+        let status = DeliveryStatus::after(current, &attempt, retry_left);
+        let key = DeliveryKey {
+            account_id: message.account_id.clone(),
+            endpoint_id: message.endpoint_id.clone(),
+            position,
+            event_type: message.event_type,
+        };
+        if let Err(err) = self
+            .store
+            .record_attempt(&key, &message.body, &attempt, status, next_retry_at)
+            .await
+        {
+            // Sent all the same; a redelivery may repeat it, with the same id.
+            tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "attempt not recorded");
+        }
+        self.track_health(&endpoint, &attempt).await;
+        if attempt.succeeded() {
+            tracing::info!(
+                status = attempt.status,
+                duration_ms = attempt.duration_ms,
+                "delivered"
+            );
+            Outcome::Done
+        } else {
+            tracing::warn!(
+                status = attempt.status,
+                error = attempt.error.as_deref().unwrap_or(""),
+                "delivery failed; retrying"
+            );
+            Outcome::RetryAfter(delay)
+        }
+    }
+
+    /// Remembers when an endpoint started failing (one write when it starts, one when it
+    /// recovers) and disables it once it has failed every delivery for long enough.
+    async fn track_health(&self, endpoint: &WebhookEndpoint, attempt: &Attempt) {
+        let (account, id) = (&endpoint.account_id, endpoint.id.as_str());
+        let result = match (attempt.succeeded(), endpoint.failing_since) {
+            (true, Some(_)) => self.store.note_recovered(account, id).await,
+            (true, None) => Ok(()),
+            (false, None) => self.store.note_failing(account, id, attempt.at).await,
+            (false, Some(since)) if endpoint.failing_too_long(attempt.at) => {
+                self.disable(endpoint, since, attempt.at).await;
+                Ok(())
             }
+            (false, Some(_)) => Ok(()),
+        };
+        if let Err(err) = result {
+            tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "endpoint health not recorded");
+        }
+    }
+
+    async fn disable(&self, endpoint: &WebhookEndpoint, since: Timestamp, now: Timestamp) {
+        let mut disabled = endpoint.clone();
+        disabled.enabled = false;
+        let event = EventEnvelope::about_webhooks(
+            EventType::WebhookDisabled,
+            endpoint.account_id.clone(),
+            serde_json::json!({
+                "endpoint": EndpointView::of(&disabled, false),
+                "reason": format!(
+                    "every delivery failed since {}",
+                    crate::domain::time::format(&since)
+                ),
+            }),
+            now,
+        );
+        match self
+            .store
+            .disable_failing(&endpoint.account_id, &endpoint.id, since, &event)
+            .await
+        {
+            Ok(true) => {
+                tracing::warn!(failing_since = %crate::domain::time::format(&since), "endpoint disabled after failing every delivery");
+                disabled.disabled_event_id = Some(event.id.clone());
+                // Published now; a failure here is retried by the next delivery to it.
+                let _ = self.publish_disabled_event(&disabled).await;
+            }
+            Ok(false) => {}
             Err(err) => {
-                tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "delivery failed; retrying");
-                self.retry_after(delivery.receive_count)
+                tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "endpoint not disabled");
             }
         }
     }
 
-    async fn post(
-        &self,
-        endpoint: &super::WebhookEndpoint,
-        message: &DeliveryMessage,
-    ) -> Result<(), Failure> {
-        let webhook = standardwebhooks::Webhook::new(endpoint.secret.expose())
-            .map_err(|_| Failure::Transport("endpoint secret unreadable".into()))?;
-        let timestamp = chrono::Utc::now().timestamp();
-        let signature = webhook
-            .sign(&message.event_id, timestamp, message.body.as_bytes())
-            .map_err(|_| Failure::Transport("body not signable".into()))?;
-        let response = self
-            .http
-            .post(&endpoint.url)
-            .header("content-type", "application/json")
-            .header(standardwebhooks::HEADER_WEBHOOK_ID, &message.event_id)
-            .header(
-                standardwebhooks::HEADER_WEBHOOK_TIMESTAMP,
-                timestamp.to_string(),
-            )
-            .header(standardwebhooks::HEADER_WEBHOOK_SIGNATURE, signature)
-            .body(message.body.clone())
-            .send()
-            .await
-            .map_err(Failure::of)?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(Failure::Status(status.as_u16()))
+    /// Sends the endpoint's `webhook.disabled` event if it is still unpublished (the outbox).
+    async fn publish_disabled_event(&self, endpoint: &WebhookEndpoint) -> Result<(), ()> {
+        let Some(event_id) = &endpoint.disabled_event_id else {
+            return Ok(());
+        };
+        let event = match self.store.unpublished_event(event_id).await {
+            Ok(Some(event)) => event,
+            Ok(None) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "disabled event unreadable");
+                return Err(());
+            }
+        };
+        if let Err(err) = self.queue.send(&event).await {
+            tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "disabled event not published");
+            return Err(());
         }
+        if let Err(err) = self.store.mark_published(&event.id).await {
+            // Published; a redelivery may publish it again, with the same id.
+            tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "disabled event not marked published");
+        }
+        Ok(())
     }
 }
 

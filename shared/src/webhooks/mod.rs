@@ -2,7 +2,9 @@
 //! deliveries off private networks, and delivery signed per Standard Webhooks.
 
 pub mod delivery;
+pub mod log;
 pub mod resolver;
+pub mod sender;
 pub mod url_policy;
 
 use base64::Engine;
@@ -16,7 +18,7 @@ use crate::domain::{AccountId, EventType, Timestamp};
 pub const MAX_ENDPOINTS_PER_ACCOUNT: usize = 20;
 
 /// Every event type a customer can subscribe to, in the order the contract lists them.
-pub const SUBSCRIBABLE_EVENTS: [EventType; 13] = [
+pub const SUBSCRIBABLE_EVENTS: [EventType; 16] = [
     EventType::NumberActivated,
     EventType::NumberFailed,
     EventType::NumberDisconnected,
@@ -30,7 +32,15 @@ pub const SUBSCRIBABLE_EVENTS: [EventType; 13] = [
     EventType::NumberHealthChanged,
     EventType::NumberDisplayNameUpdated,
     EventType::NumberTokenInvalid,
+    EventType::NumberReconnected,
+    EventType::NumberReconnectFailed,
+    EventType::WebhookDisabled,
 ];
+
+/// How long a replaced secret keeps signing after a rotation (both signatures are sent).
+pub const SECRET_ROTATION_GRACE_HOURS: i64 = 24;
+/// An endpoint failing every delivery for this long is disabled.
+pub const DISABLE_AFTER_FAILING_DAYS: i64 = 5;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebhookEndpoint {
@@ -41,6 +51,14 @@ pub struct WebhookEndpoint {
     pub events: Option<Vec<EventType>>,
     pub secret: Secret,
     pub created_at: Timestamp,
+    pub enabled: bool,
+    /// The secret a rotation replaced, still signing until `previous_secret_expires_at`.
+    pub previous_secret: Option<Secret>,
+    pub previous_secret_expires_at: Option<Timestamp>,
+    /// When the current run of failed deliveries began (none since the last success).
+    pub failing_since: Option<Timestamp>,
+    /// The `webhook.disabled` event written when it was disabled for failing.
+    pub disabled_event_id: Option<String>,
 }
 
 impl WebhookEndpoint {
@@ -57,13 +75,40 @@ impl WebhookEndpoint {
             events,
             secret: generate_secret(),
             created_at: at,
+            enabled: true,
+            previous_secret: None,
+            previous_secret_expires_at: None,
+            failing_since: None,
+            disabled_event_id: None,
         }
     }
 
     pub fn wants(&self, event: EventType) -> bool {
-        self.events
-            .as_ref()
-            .is_none_or(|events| events.contains(&event))
+        self.enabled
+            && event != EventType::WebhookTest
+            && self
+                .events
+                .as_ref()
+                .is_none_or(|events| events.contains(&event))
+    }
+
+    /// The secrets that sign at `now`: the current one, and the one a rotation replaced while
+    /// its grace period lasts.
+    pub fn signing_secrets(&self, now: Timestamp) -> Vec<&Secret> {
+        let mut secrets = vec![&self.secret];
+        if let (Some(previous), Some(until)) =
+            (&self.previous_secret, self.previous_secret_expires_at)
+            && now < until
+        {
+            secrets.push(previous);
+        }
+        secrets
+    }
+
+    /// Failing every delivery for [`DISABLE_AFTER_FAILING_DAYS`] by `now`.
+    pub fn failing_too_long(&self, now: Timestamp) -> bool {
+        self.failing_since
+            .is_some_and(|since| now - since >= chrono::Duration::days(DISABLE_AFTER_FAILING_DAYS))
     }
 }
 
@@ -142,6 +187,12 @@ pub struct EndpointView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     pub created_at: String,
+    pub enabled: bool,
+    /// While a rotated-out secret still signs: when it stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
 }
 
 impl EndpointView {
@@ -155,6 +206,16 @@ impl EndpointView {
                 .unwrap_or_else(|| SUBSCRIBABLE_EVENTS.to_vec()),
             secret: with_secret.then(|| endpoint.secret.expose().to_string()),
             created_at: crate::domain::time::format(&endpoint.created_at),
+            enabled: endpoint.enabled,
+            previous_secret_expires_at: endpoint
+                .previous_secret_expires_at
+                .filter(|until| *until > crate::domain::time::now())
+                .as_ref()
+                .map(crate::domain::time::format),
+            failing_since: endpoint
+                .failing_since
+                .as_ref()
+                .map(crate::domain::time::format),
         }
     }
 }
@@ -256,6 +317,58 @@ mod tests {
             crate::domain::time::now(),
         );
         assert!(SUBSCRIBABLE_EVENTS.iter().all(|e| endpoint.wants(*e)));
+    }
+
+    #[test]
+    fn a_disabled_endpoint_wants_nothing_and_no_endpoint_subscribes_to_test_events() {
+        let mut endpoint = WebhookEndpoint::new(
+            AccountId::from("acc".to_string()),
+            "https://example.com".into(),
+            None,
+            crate::domain::time::now(),
+        );
+        assert!(!endpoint.wants(EventType::WebhookTest));
+        endpoint.enabled = false;
+        assert!(SUBSCRIBABLE_EVENTS.iter().all(|e| !endpoint.wants(*e)));
+    }
+
+    #[test]
+    fn a_rotated_out_secret_signs_until_its_grace_period_ends() {
+        let now = crate::domain::time::now();
+        let mut endpoint = WebhookEndpoint::new(
+            AccountId::from("acc".to_string()),
+            "https://example.com".into(),
+            None,
+            now,
+        );
+        assert_eq!(endpoint.signing_secrets(now).len(), 1);
+        endpoint.previous_secret = Some(generate_secret());
+        endpoint.previous_secret_expires_at = Some(now + chrono::Duration::hours(24));
+        assert_eq!(
+            endpoint.signing_secrets(now),
+            [&endpoint.secret, endpoint.previous_secret.as_ref().unwrap()]
+        );
+        assert_eq!(
+            endpoint.signing_secrets(now + chrono::Duration::hours(24)),
+            [&endpoint.secret]
+        );
+    }
+
+    #[test]
+    fn an_endpoint_failing_for_five_days_is_failing_too_long() {
+        let now = crate::domain::time::now();
+        let mut endpoint = WebhookEndpoint::new(
+            AccountId::from("acc".to_string()),
+            "https://example.com".into(),
+            None,
+            now,
+        );
+        assert!(!endpoint.failing_too_long(now));
+        endpoint.failing_since =
+            Some(now - chrono::Duration::days(5) + chrono::Duration::seconds(1));
+        assert!(!endpoint.failing_too_long(now));
+        endpoint.failing_since = Some(now - chrono::Duration::days(5));
+        assert!(endpoint.failing_too_long(now));
     }
 
     #[test]

@@ -241,11 +241,15 @@ impl ProvisioningEnv {
             ))
             .merge(api::webhook_routes(
                 store.clone(),
-                muchaw_shared::webhooks::url_policy::UrlPolicy {
-                    allow_private: !self
-                        .strict_webhook_urls
-                        .load(std::sync::atomic::Ordering::SeqCst),
-                },
+                muchaw_shared::webhooks::sender::Sender::new(
+                    muchaw_shared::webhooks::url_policy::UrlPolicy {
+                        allow_private: !self
+                            .strict_webhook_urls
+                            .load(std::sync::atomic::Ordering::SeqCst),
+                    },
+                    TEST_WEBHOOK_TIMEOUT,
+                )
+                .expect("http client"),
             ));
         api::finish(routes, store, api::ApiLimits::UNLIMITED)
     }

@@ -197,6 +197,40 @@ pub struct Call {
     /// The HTTP status answered; `0` while the call is still being answered (a hang).
     pub status: u16,
     pub authorization: Option<String>,
+    /// The random fault [`FakeMeta::set_chaos`] gave this call, if any.
+    pub chaos: Option<ChaosFault>,
+}
+
+/// A fault chosen at random for a call (see [`FakeMeta::set_chaos`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ChaosFault {
+    /// HTTP 500, code 2, transient: nothing happened.
+    Transient5xx,
+    /// `(#4) Application request limit reached`: nothing happened.
+    RateLimited,
+    /// The call hangs past the client's timeout, then takes effect and answers (to nobody).
+    Hang,
+    /// The call takes effect at once, but its answer comes only after the client's timeout:
+    /// the caller cannot know it worked.
+    AnswerLost,
+}
+
+impl ChaosFault {
+    pub const ALL: [ChaosFault; 4] = [
+        ChaosFault::Transient5xx,
+        ChaosFault::RateLimited,
+        ChaosFault::Hang,
+        ChaosFault::AnswerLost,
+    ];
+}
+
+/// Random faults on every Graph route: each call gets one with probability `rate`, drawn from a
+/// generator seeded with `seed` (so a run's sequence of decisions can be replayed).
+struct Chaos {
+    rate: f64,
+    hang: Duration,
+    rng: rand::rngs::StdRng,
+    injected: BTreeMap<ChaosFault, u64>,
 }
 
 /// What the fake knows about a phone number.
@@ -291,6 +325,7 @@ struct FakeState {
     sdk_requests: Vec<SdkRequest>,
     /// The options of each `FB.login` call the stand-in SDK saw.
     signup_logins: Vec<Value>,
+    chaos: Option<Chaos>,
     /// The app's webhook callback URL (App Dashboard, Webhooks), where the fake sends
     /// Meta's webhooks.
     webhook_callback: Option<String>,
@@ -544,6 +579,36 @@ impl FakeMeta {
     /// Forgets every token: later calls get HTTP 401, code 190.
     pub fn revoke_all_tokens(&self) {
         self.inner.state().tokens.clear();
+    }
+
+    /// From now on every Graph call gets a random [`ChaosFault`] with probability `rate`
+    /// (hangs and lost answers last `hang`, which should pass the client's timeout); `rate` 0
+    /// stops them. Scripted faults ([`FakeMeta::fail_next`]) come first.
+    pub fn set_chaos(&self, rate: f64, seed: u64, hang: Duration) {
+        use rand::SeedableRng;
+        let mut state = self.inner.state();
+        let injected = state.chaos.take().map(|c| c.injected).unwrap_or_default();
+        state.chaos = Some(Chaos {
+            rate,
+            hang,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            injected,
+        });
+    }
+
+    /// How many calls got each random fault so far.
+    pub fn chaos_injected(&self) -> BTreeMap<ChaosFault, u64> {
+        self.inner
+            .state()
+            .chaos
+            .as_ref()
+            .map(|c| c.injected.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every access token the fake issued (to look for them where they must never be).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.inner.state().tokens.keys().cloned().collect()
     }
 
     /// Meta's `name_status` of the phone's display name. While `PENDING_REVIEW` or
@@ -999,7 +1064,7 @@ async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
         .map(str::to_string);
 
     // Logged on arrival, so a hanging call shows while it hangs; its status is filled in after.
-    let (seq, latency, fault) = {
+    let (seq, latency, fault, chaos_fault) = {
         let mut state = inner.state();
         state.next_seq += 1;
         let seq = state.next_seq;
@@ -1012,12 +1077,33 @@ async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
             body: body.clone(),
             status: 0,
             authorization: authorization.clone(),
+            chaos: None,
         });
         let latency = route
             .and_then(|r| state.latency.get(&Some(r)).copied())
             .or_else(|| state.latency.get(&None).copied());
-        let fault = route.and_then(|r| state.faults.get_mut(&r).and_then(VecDeque::pop_front));
-        (seq, latency, fault)
+        let mut fault = route.and_then(|r| state.faults.get_mut(&r).and_then(VecDeque::pop_front));
+        let mut chaos_fault = None;
+        if fault.is_none()
+            && route.is_some()
+            && let Some(chaos) = state.chaos.as_mut()
+            && chaos.rate > 0.0
+            && chaos.rng.random_bool(chaos.rate.min(1.0))
+        {
+            let kind = ChaosFault::ALL[chaos.rng.random_range(0..ChaosFault::ALL.len())];
+            *chaos.injected.entry(kind).or_default() += 1;
+            chaos_fault = Some((kind, chaos.hang));
+            fault = match kind {
+                ChaosFault::Transient5xx => Some(Fault::transient_5xx()),
+                ChaosFault::RateLimited => Some(Fault::rate_limited()),
+                ChaosFault::Hang => Some(Fault::Delay(chaos.hang)),
+                ChaosFault::AnswerLost => None,
+            };
+        }
+        if let Some(call) = state.calls.last_mut() {
+            call.chaos = chaos_fault.map(|(kind, _)| kind);
+        }
+        (seq, latency, fault, chaos_fault)
     };
     if let Some(latency) = latency {
         tokio::time::sleep(latency).await;
@@ -1059,6 +1145,10 @@ async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
         }
         None => respond(&inner, endpoint, &request),
     };
+    // A lost answer: the call took effect above; its answer leaves after the caller gave up.
+    if let Some((ChaosFault::AnswerLost, hang)) = chaos_fault {
+        tokio::time::sleep(hang).await;
+    }
     if let Some(call) = inner.state().calls.iter_mut().rev().find(|c| c.seq == seq) {
         call.status = answer.status.as_u16();
     }

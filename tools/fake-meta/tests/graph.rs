@@ -950,3 +950,54 @@ async fn add_phone_replaces_the_profile_and_keeps_the_registration() {
     assert_eq!(state.verified_name, "Renamed");
     assert_eq!(state.pin.as_deref(), Some("123456"));
 }
+
+#[tokio::test]
+async fn chaos_at_rate_one_faults_every_call_with_each_kind_and_lost_answers_take_effect() {
+    let env = Env::new().await;
+    let token = env.token().await;
+    env.fake.set_chaos(1.0, 3, Duration::from_millis(10));
+
+    for i in 0..40 {
+        // A phone of its own per call, so each call's effect shows on its own.
+        let phone = format!("20000000000{i:04}");
+        env.fake.add_phone(
+            WABA,
+            PhoneProfile {
+                phone_number_id: phone.clone(),
+                display_phone_number: format!("+1 555 {i:04}"),
+                verified_name: "Chaos".into(),
+                quality_rating: "GREEN".into(),
+            },
+        );
+        let reply = env.register(&token, &phone, "123456").await;
+        let call = env.fake.calls_to(Route::Register).pop().unwrap();
+        let registered = env.fake.phone(&phone).unwrap().registered;
+        match call.chaos {
+            Some(fake_meta::ChaosFault::Transient5xx | fake_meta::ChaosFault::RateLimited) => {
+                assert!(reply.status >= 400);
+                assert!(!registered, "a refused call changes nothing");
+            }
+            Some(fake_meta::ChaosFault::Hang | fake_meta::ChaosFault::AnswerLost) => {
+                assert!(registered, "a hang or a lost answer still takes effect");
+            }
+            None => panic!("rate 1 faults every call"),
+        }
+    }
+
+    let injected = env.fake.chaos_injected();
+    assert_eq!(injected.values().sum::<u64>(), 40);
+    assert_eq!(
+        injected.len(),
+        fake_meta::ChaosFault::ALL.len(),
+        "{injected:?}"
+    );
+}
+
+#[tokio::test]
+async fn chaos_at_rate_zero_faults_nothing() {
+    let env = Env::new().await;
+    let token = env.token().await;
+    env.fake.set_chaos(0.0, 3, Duration::from_millis(10));
+    assert_eq!(env.register(&token, PHONE, "123456").await.status, 200);
+    assert!(env.fake.chaos_injected().is_empty());
+}

@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 
 use crate::pipeline::SqsHandler;
 use crate::provision::Stack;
-use crate::runtime_api::{Invocation, LocalFunction};
+use crate::runtime_api::{Invocation, LineSink, LocalFunction, ProcessHandle};
 use crate::template::{Template, scalar};
 
 /// One `HttpApi` event of a function.
@@ -100,6 +100,7 @@ type Shared = Arc<Mutex<LocalFunction>>;
 
 pub struct BinaryStack {
     functions: HashMap<String, Shared>,
+    processes: Vec<(String, ProcessHandle)>,
     routes: Vec<HttpRoute>,
 }
 
@@ -112,7 +113,19 @@ impl BinaryStack {
         binaries_dir: &Path,
         extra: &[(String, String)],
     ) -> Result<BinaryStack> {
+        BinaryStack::start_with(template, stack, binaries_dir, extra, None).await
+    }
+
+    /// [`BinaryStack::start`] with every function's output lines handed to `sink`.
+    pub async fn start_with(
+        template: &Template,
+        stack: &Stack,
+        binaries_dir: &Path,
+        extra: &[(String, String)],
+        sink: Option<LineSink>,
+    ) -> Result<BinaryStack> {
         let mut functions = HashMap::new();
+        let mut processes = Vec::new();
         for (id, binary) in function_binaries(template)? {
             let path = binaries_dir.join(&binary);
             if !path.exists() {
@@ -139,16 +152,48 @@ impl BinaryStack {
                 })
                 .and_then(|t| t.parse::<u64>().ok())
                 .unwrap_or(3);
-            let function =
-                LocalFunction::start(&id, &path, &environment, Duration::from_secs(timeout))
-                    .await
-                    .with_context(|| format!("starting {id}"))?;
+            let function = LocalFunction::start_with(
+                &id,
+                &path,
+                &environment,
+                Duration::from_secs(timeout),
+                sink.clone(),
+            )
+            .await
+            .with_context(|| format!("starting {id}"))?;
+            processes.push((id.clone(), function.process()));
             functions.insert(id, Arc::new(Mutex::new(function)));
         }
+        processes.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(BinaryStack {
             functions,
+            processes,
             routes: http_routes(template)?,
         })
+    }
+
+    /// Waits until every function's process finished its init (asked for its first event), at
+    /// most `limit`; whether they all did.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let started = std::time::Instant::now();
+        loop {
+            let mut ready = true;
+            for function in self.functions.values() {
+                ready &= function.lock().await.init_duration().is_some();
+            }
+            if ready {
+                return true;
+            }
+            if started.elapsed() >= limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Each function's process, by logical id (sorted), to watch or kill it mid-invocation.
+    pub fn processes(&self) -> &[(String, ProcessHandle)] {
+        &self.processes
     }
 
     pub fn function(&self, id: &str) -> Option<Shared> {

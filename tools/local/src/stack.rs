@@ -87,7 +87,11 @@ pub fn build(
         .get("TABLE_NAME")
         .context("NumbersApiFunction has no TABLE_NAME")?
         .clone();
-    let store = DynamoStore::new(dynamodb, table);
+    let retention = api_env
+        .get(muchaw_shared::config::EVENT_RETENTION_DAYS)
+        .and_then(|days| days.parse().ok())
+        .unwrap_or(muchaw_shared::adapters::dynamo::DEFAULT_EVENT_RETENTION_DAYS);
+    let store = DynamoStore::new(dynamodb, table).with_event_retention_days(retention);
     let queue_for = |function: &str| -> Result<SqsQueue> {
         let env = environment(stack, template, function)?;
         Ok(SqsQueue::new(
@@ -181,7 +185,13 @@ pub fn build(
                 ),
             },
         ))
-        .merge(api::webhook_routes(store.clone(), policy));
+        .merge(api::webhook_routes(
+            store.clone(),
+            muchaw_shared::webhooks::sender::Sender::new(
+                policy,
+                muchaw_shared::webhooks::delivery::DELIVERY_TIMEOUT,
+            )?,
+        ));
     let meta_queue = queue_for("MetaWebhookFunction")?;
     let meta_webhook = muchaw_shared::meta_webhook::MetaWebhook {
         store: store.clone(),

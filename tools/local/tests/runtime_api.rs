@@ -85,6 +85,64 @@ async fn a_function_binary_answers_invocations_through_the_runtime_api() {
 }
 
 #[tokio::test]
+async fn a_killed_process_is_replaced_at_the_next_invocation_as_lambda_starts_a_new_environment() {
+    let binary = built("dispatch-events");
+    let moto = Moto::shared();
+    let sdk = moto.sdk_config().await;
+    let template = Template::workspace().unwrap();
+    let stack = provision(&template, &sdk, &random_prefix(), &Overrides::default())
+        .await
+        .unwrap();
+    let mut environment: Vec<(String, String)> = stack
+        .function_environment(&template, "DispatchEventsFunction")
+        .unwrap()
+        .into_iter()
+        .collect();
+    environment.extend([
+        ("AWS_ENDPOINT_URL".to_string(), moto.endpoint().to_string()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+    ]);
+    let mut function = LocalFunction::start(
+        "DispatchEventsFunction",
+        &binary,
+        &environment,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let unreadable = event("events/dispatch-events/unreadable.json");
+    assert_eq!(
+        failures(function.invoke(unreadable.clone()).await.unwrap()),
+        1
+    );
+    let process = function.process();
+    let first_pid = process.pid.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(!process.kill_if_busy(), "an idle process is not killed");
+    // SAFETY: kill(2) on the process this test started.
+    assert_eq!(unsafe { libc::kill(first_pid as i32, libc::SIGKILL) }, 0);
+
+    let answer = function.invoke(unreadable.clone()).await;
+    // The kill may land before the process takes the event (then this invocation fails, as
+    // Lambda's does) or between invocations; the next one always runs in a new process.
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(_) => function.invoke(unreadable).await.unwrap(),
+    };
+
+    assert_eq!(failures(answer), 1);
+    assert_eq!(
+        process.restarts.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_ne!(
+        process.pid.load(std::sync::atomic::Ordering::SeqCst),
+        first_pid
+    );
+}
+
+#[tokio::test]
 async fn a_function_missing_its_configuration_fails_its_init_and_says_why() {
     let binary = built("dispatch-events");
     let mut function = LocalFunction::start(

@@ -33,6 +33,14 @@ impl NameLookup for PublicAddress {
     }
 }
 
+struct Loopback;
+
+impl NameLookup for Loopback {
+    fn lookup<'a>(&'a self, _host: &'a str) -> Lookup<'a> {
+        Box::pin(async { Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]) })
+    }
+}
+
 fn routes(env: &TestEnv) -> axum::Router {
     let store = env.store.clone();
     let signer = LinkSigner::new(Secret::new("schema-tests-signing-key"));
@@ -49,8 +57,17 @@ fn routes(env: &TestEnv) -> axum::Router {
         ))
         .merge(api::webhook_routes_resolving(
             store.clone(),
-            UrlPolicy {
-                allow_private: false,
+            // Test events and resends go nowhere: every name resolves to loopback, which the
+            // production policy refuses before connecting.
+            muchaw_shared::webhooks::sender::Sender {
+                http: muchaw_shared::webhooks::sender::http_client(
+                    std::time::Duration::from_secs(2),
+                    GuardedResolver::new(std::sync::Arc::new(Loopback), false),
+                )
+                .expect("http client"),
+                policy: UrlPolicy {
+                    allow_private: false,
+                },
             },
             GuardedResolver::new(std::sync::Arc::new(PublicAddress), false),
         ));

@@ -15,5 +15,6 @@ mod secrets_never_leak;
 mod signup;
 mod signup_page;
 mod token_lifetime;
+mod webhook_operations;
 mod webhook_rebinding;
 mod webhooks;

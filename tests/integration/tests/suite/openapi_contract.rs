@@ -21,11 +21,13 @@ const WABA: &str = "230000000000001";
 
 /// Every route the functions serve, as written in `shared/src/api/mod.rs` (numbers, signup
 /// links, signup callback, the hosted signup page, webhooks) and `shared/src/meta_webhook.rs`.
-const SERVED_ROUTES: [(&str, &str); 17] = [
+const SERVED_ROUTES: [(&str, &str); 24] = [
     ("GET", "/api/numbers"),
     ("GET", "/api/numbers/{id}"),
     ("DELETE", "/api/numbers/{id}"),
     ("POST", "/api/numbers/{id}/retry"),
+    ("GET", "/api/numbers/{id}/events"),
+    ("GET", "/api/events/{id}"),
     ("POST", "/api/signup/callback"),
     ("POST", "/api/signup-links"),
     ("GET", "/api/signup-links"),
@@ -37,6 +39,11 @@ const SERVED_ROUTES: [(&str, &str); 17] = [
     ("GET", "/api/webhooks"),
     ("POST", "/api/webhooks"),
     ("DELETE", "/api/webhooks/{id}"),
+    ("PATCH", "/api/webhooks/{id}"),
+    ("POST", "/api/webhooks/{id}/rotate-secret"),
+    ("POST", "/api/webhooks/{id}/test"),
+    ("GET", "/api/webhooks/{id}/deliveries"),
+    ("POST", "/api/webhooks/{id}/deliveries/{deliveryId}/resend"),
     ("GET", "/webhooks/meta"),
     ("POST", "/webhooks/meta"),
 ];
@@ -475,10 +482,13 @@ async fn every_documented_route_is_served_and_other_methods_are_405() {
         .cloned()
         .collect();
     for path in paths {
-        let uri = path.replace("{id}", "doesnotexist").replace(
-            "/api/webhooks/doesnotexist",
-            "/api/webhooks/whk_doesnotexist",
-        );
+        let uri = path
+            .replace("{id}", "doesnotexist")
+            .replace("{deliveryId}", "dlv_1_doesnotexist")
+            .replace(
+                "/api/webhooks/doesnotexist",
+                "/api/webhooks/whk_doesnotexist",
+            );
         for method in METHODS {
             let body = matches!(method, "POST" | "PUT" | "PATCH").then_some("{}");
             let response = if path.starts_with("/api/") || path.starts_with("/signup") {
@@ -696,7 +706,9 @@ async fn missing_and_bad_keys_get_the_documented_401_everywhere() {
         if !path.starts_with("/api/") {
             continue;
         }
-        let uri = path.replace("{id}", "whk_doesnotexist");
+        let uri = path
+            .replace("{id}", "whk_doesnotexist")
+            .replace("{deliveryId}", "dlv_1_doesnotexist");
         // The callback reads its body before it authenticates: give it a well-formed one.
         let callback =
             json!({"code": "AQBx", "wabaId": WABA, "phoneNumberId": "230000000000021"}).to_string();
@@ -727,7 +739,9 @@ async fn oversized_bodies_get_the_documented_413_everywhere() {
         if !path.starts_with("/api/") {
             continue;
         }
-        let uri = path.replace("{id}", "whk_doesnotexist");
+        let uri = path
+            .replace("{id}", "whk_doesnotexist")
+            .replace("{deliveryId}", "dlv_1_doesnotexist");
         expect(&p, 413, &method, &path, &uri, "", Some(&key), Some(&big)).await;
         expect(&p, 413, &method, &path, &uri, "", None, Some(&big)).await;
     }
@@ -746,9 +760,13 @@ async fn an_account_over_its_rate_limit_gets_the_documented_429_everywhere_it_ap
             muchaw_shared::api::numbers_routes(p.env.store.clone(), p.env.queue()).merge(
                 muchaw_shared::api::webhook_routes(
                     p.env.store.clone(),
-                    muchaw_shared::webhooks::url_policy::UrlPolicy {
-                        allow_private: true,
-                    },
+                    muchaw_shared::webhooks::sender::Sender::new(
+                        muchaw_shared::webhooks::url_policy::UrlPolicy {
+                            allow_private: true,
+                        },
+                        std::time::Duration::from_secs(2),
+                    )
+                    .unwrap(),
                 ),
             ),
             p.env.store.clone(),
@@ -766,11 +784,15 @@ async fn an_account_over_its_rate_limit_gets_the_documented_429_everywhere_it_ap
         let documented = contract().operation(&method, &path)["responses"]
             .get("429")
             .is_some();
-        let served = path.starts_with("/api/numbers") || path.starts_with("/api/webhooks");
+        let served = ["/api/numbers", "/api/events", "/api/webhooks"]
+            .iter()
+            .any(|prefix| path.starts_with(prefix));
         if !documented || !served {
             continue;
         }
-        let uri = path.replace("{id}", "whk_doesnotexist");
+        let uri = path
+            .replace("{id}", "whk_doesnotexist")
+            .replace("{deliveryId}", "dlv_1_doesnotexist");
         let body = (method == "POST").then_some(r#"{"url": "https://hooks.example.com/x"}"#);
         let response = parse_response(
             invoke_router(router(), http_event(&method, &uri, "", Some(&key), body)).await,
@@ -1444,4 +1466,246 @@ async fn signup_sessions_and_the_hosted_page_answer_as_documented() {
 async fn report_raw(p: &ProvisioningEnv, body: &str, status: u16) -> ApiResponse {
     let events = "/signup/events";
     expect(p, status, "POST", events, events, "", None, Some(body)).await
+}
+
+/// A receiver on loopback answering every delivery with 200; its URL.
+async fn accepting_receiver() -> String {
+    let app = axum::Router::new().route("/hooks", axum::routing::post(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/hooks")
+}
+
+#[tokio::test]
+async fn number_histories_and_events_answer_as_documented() {
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("acme").await;
+    let key = Some(key.as_str());
+    let number = sample_number(&account, Status::Pending, 5);
+    p.env
+        .store
+        .import_numbers(std::slice::from_ref(&number))
+        .await
+        .unwrap();
+    let active = p.env.change_status(&number, Status::Active).await;
+    p.env.change_status(active.number(), Status::Banned).await;
+    let path = "/api/numbers/{id}/events";
+    let uri = format!("/api/numbers/{}/events", number.id);
+    let page = expect(&p, 200, "GET", path, &uri, "limit=1", key, None).await;
+    assert_eq!(page.body["data"][0]["type"], "number.banned");
+    let cursor = page.body["pagination"]["nextCursor"].as_str().unwrap();
+    let rest = expect(
+        &p,
+        200,
+        "GET",
+        path,
+        &uri,
+        &format!("cursor={cursor}"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(rest.body["data"][0]["type"], "number.activated");
+    for bad in ["cursor=1.lnk_x", "cursor=", "limit=500"] {
+        expect(&p, 400, "GET", path, &uri, bad, key, None).await;
+    }
+    expect(
+        &p,
+        404,
+        "GET",
+        path,
+        "/api/numbers/nosuch/events",
+        "",
+        key,
+        None,
+    )
+    .await;
+    let (_, other) = p.env.account_with_key("other").await;
+    expect(&p, 404, "GET", path, &uri, "", Some(&other), None).await;
+
+    let event_id = rest.body["data"][0]["id"].as_str().unwrap();
+    let one = "/api/events/{id}";
+    let event = expect(
+        &p,
+        200,
+        "GET",
+        one,
+        &format!("/api/events/{event_id}"),
+        "",
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(event.body["data"]["data"]["id"], number.id.as_str());
+    expect(
+        &p,
+        404,
+        "GET",
+        one,
+        &format!("/api/events/{event_id}"),
+        "",
+        Some(&other),
+        None,
+    )
+    .await;
+    expect(&p, 404, "GET", one, "/api/events/evt_nosuch", "", key, None).await;
+}
+
+#[tokio::test]
+async fn operating_webhook_endpoints_answers_as_documented() {
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("acme").await;
+    let (_, other) = p.env.account_with_key("other").await;
+    let key = Some(key.as_str());
+    let url = accepting_receiver().await;
+    let body = json!({ "url": url }).to_string();
+    let created = expect(
+        &p,
+        201,
+        "POST",
+        "/api/webhooks",
+        "/api/webhooks",
+        "",
+        key,
+        Some(&body),
+    )
+    .await;
+    let id = created.body["data"]["id"].as_str().unwrap().to_string();
+
+    let one = "/api/webhooks/{id}";
+    let uri = format!("/api/webhooks/{id}");
+    let change = json!({"events": ["number.activated", "webhook.disabled"]});
+    contract().assert_request_documented("PATCH", one, &change);
+    expect(
+        &p,
+        200,
+        "PATCH",
+        one,
+        &uri,
+        "",
+        key,
+        Some(&change.to_string()),
+    )
+    .await;
+    for bad in [
+        json!({}),
+        json!({"events": ["webhook.test"]}),
+        json!({"enabled": 1}),
+        json!({"secret": "x"}),
+    ] {
+        contract().assert_request_refused("PATCH", one, &bad);
+        expect(&p, 400, "PATCH", one, &uri, "", key, Some(&bad.to_string())).await;
+    }
+    let enable = json!({"enabled": true}).to_string();
+    expect(&p, 404, "PATCH", one, &uri, "", Some(&other), Some(&enable)).await;
+
+    let rotate = "/api/webhooks/{id}/rotate-secret";
+    let rotated = expect(
+        &p,
+        200,
+        "POST",
+        rotate,
+        &format!("{uri}/rotate-secret"),
+        "",
+        key,
+        None,
+    )
+    .await;
+    assert_ne!(
+        rotated.body["data"]["secret"],
+        created.body["data"]["secret"]
+    );
+    expect(
+        &p,
+        404,
+        "POST",
+        rotate,
+        &format!("{uri}/rotate-secret"),
+        "",
+        Some(&other),
+        None,
+    )
+    .await;
+
+    let test = "/api/webhooks/{id}/test";
+    let tested = expect(&p, 200, "POST", test, &format!("{uri}/test"), "", key, None).await;
+    assert_eq!(tested.body["data"]["status"], 200);
+
+    // A delivery through the pipeline, to read and resend.
+    p.start();
+    let number = sample_number(&account, Status::Pending, 1);
+    p.env
+        .store
+        .import_numbers(std::slice::from_ref(&number))
+        .await
+        .unwrap();
+    p.env.change_status(&number, Status::Active).await;
+    let list = "/api/webhooks/{id}/deliveries";
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let delivered = loop {
+        let page = expect(
+            &p,
+            200,
+            "GET",
+            list,
+            &format!("{uri}/deliveries"),
+            "status=succeeded",
+            key,
+            None,
+        )
+        .await;
+        if let Some(first) = page.body["data"].get(0) {
+            break first.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    for bad in ["status=done", "cursor=x", "limit=0"] {
+        expect(
+            &p,
+            400,
+            "GET",
+            list,
+            &format!("{uri}/deliveries"),
+            bad,
+            key,
+            None,
+        )
+        .await;
+    }
+    expect(
+        &p,
+        404,
+        "GET",
+        list,
+        &format!("{uri}/deliveries"),
+        "",
+        Some(&other),
+        None,
+    )
+    .await;
+
+    let resend = "/api/webhooks/{id}/deliveries/{deliveryId}/resend";
+    let resend_uri = format!(
+        "{uri}/deliveries/{}/resend",
+        delivered["id"].as_str().unwrap()
+    );
+    let resent = expect(&p, 200, "POST", resend, &resend_uri, "", key, None).await;
+    assert_eq!(resent.body["data"]["attempts"].as_array().unwrap().len(), 2);
+    expect(
+        &p,
+        404,
+        "POST",
+        resend,
+        &format!("{uri}/deliveries/dlv_1_nosuch/resend"),
+        "",
+        key,
+        None,
+    )
+    .await;
+    expect(&p, 404, "POST", resend, &resend_uri, "", Some(&other), None).await;
+    let disable = json!({"enabled": false}).to_string();
+    expect(&p, 200, "PATCH", one, &uri, "", key, Some(&disable)).await;
+    expect(&p, 409, "POST", resend, &resend_uri, "", key, None).await;
 }
