@@ -302,6 +302,8 @@ impl Api {
                 store.clone(),
                 self.signer.clone(),
                 page,
+                // Like the API's limit above: counting requests is not what is fuzzed.
+                api::page_limit::PageLimits::UNLIMITED,
             ));
         api::finish(routes, store, api::ApiLimits::UNLIMITED)
     }
