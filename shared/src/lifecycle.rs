@@ -97,6 +97,7 @@ where
                     // number (`finish_publishing`) sends it.
                     publish(store, queue, event).await?;
                 }
+                crate::metrics::status_change(&current, &changed);
                 if current.status != changed.status {
                     tracing::info!(number_id = %changed.id, from = %current.status, to = %changed.status, command = command.name(), event_id = ?change.event.as_ref().map(|e| &e.id), "status changed");
                 } else {

@@ -208,7 +208,13 @@ where
             tracing::warn!(%reason, "endpoint URL refused; retrying");
             return self.retry_after(delivery.receive_count);
         }
-        match self.post(&endpoint, &message).await {
+        let started = std::time::Instant::now();
+        let posted = self.post(&endpoint, &message).await;
+        crate::metrics::webhook_delivery(
+            if posted.is_ok() { "delivered" } else { "failed" },
+            started.elapsed().as_secs_f64() * 1000.0,
+        );
+        match posted {
             Ok(()) => {
                 if let Err(err) = self
                     .store
