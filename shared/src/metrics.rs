@@ -132,14 +132,18 @@ pub fn status_change(before: &crate::domain::Number, after: &crate::domain::Numb
     }
     match after.status {
         Status::Active => {
-            let took = (after.updated_at - after.created_at).num_milliseconds().max(0);
+            let took = (after.updated_at - after.created_at)
+                .num_milliseconds()
+                .max(0);
             activation(onboarding_name(after.onboarding), took as f64 / 1000.0);
         }
         Status::Failed => {
             let (step, code) = after
                 .failure_reason
                 .as_ref()
-                .map_or(("UNKNOWN", "unknown"), |r| (r.step.as_str(), r.code.as_str()));
+                .map_or(("UNKNOWN", "unknown"), |r| {
+                    (r.step.as_str(), r.code.as_str())
+                });
             activation_failure(step, code);
         }
         _ => {}

@@ -92,7 +92,10 @@ impl IndexPlan {
         })
     }
 
-    fn query(&self, store: &DynamoStore) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+    fn query(
+        &self,
+        store: &DynamoStore,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
         let mut query = store
             .client()
             .query()
@@ -202,4 +205,3 @@ impl NumberFinder for DynamoStore {
         })
     }
 }
-

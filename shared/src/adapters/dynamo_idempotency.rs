@@ -32,8 +32,8 @@ const CLAIMABLE: &str = "attribute_not_exists(PK) OR expiresAt <= :now \
 
 fn record_from_item(item: &HashMap<String, AttributeValue>) -> StoreResult<IdempotencyRecord> {
     let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-    let fingerprint =
-        text("fingerprint").ok_or_else(|| StoreError::corrupt("idempotency key without fingerprint"))?;
+    let fingerprint = text("fingerprint")
+        .ok_or_else(|| StoreError::corrupt("idempotency key without fingerprint"))?;
     let response = match item.get("responseStatus") {
         None => None,
         Some(status) => {
@@ -173,7 +173,9 @@ impl IdempotencyStore for DynamoStore {
             .delete_item()
             .table_name(self.table())
             .set_key(Some(slot(account, idempotency_key)))
-            .condition_expression("fingerprint = :fingerprint AND attribute_not_exists(responseStatus)")
+            .condition_expression(
+                "fingerprint = :fingerprint AND attribute_not_exists(responseStatus)",
+            )
             .expression_attribute_values(":fingerprint", s(fingerprint))
             .send()
             .await;

@@ -605,7 +605,10 @@ impl IdempotencyStore for MemoryStore {
         response: &StoredResponse,
     ) -> StoreResult<()> {
         let mut state = self.state();
-        match state.idempotency.get_mut(&(account.clone(), key.to_string())) {
+        match state
+            .idempotency
+            .get_mut(&(account.clone(), key.to_string()))
+        {
             Some(held) if held.record.fingerprint == fingerprint => {
                 held.record.response = Some(response.clone());
                 Ok(())
@@ -617,11 +620,9 @@ impl IdempotencyStore for MemoryStore {
     async fn release(&self, account: &AccountId, key: &str, fingerprint: &str) -> StoreResult<()> {
         let mut state = self.state();
         let slot = (account.clone(), key.to_string());
-        if state
-            .idempotency
-            .get(&slot)
-            .is_some_and(|held| held.record.fingerprint == fingerprint && held.record.response.is_none())
-        {
+        if state.idempotency.get(&slot).is_some_and(|held| {
+            held.record.fingerprint == fingerprint && held.record.response.is_none()
+        }) {
             state.idempotency.remove(&slot);
         }
         Ok(())

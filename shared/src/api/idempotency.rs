@@ -142,9 +142,7 @@ where
             None => Err(ApiError::idempotency_in_progress()),
         };
     }
-    let response = next
-        .run(Request::from_parts(parts, Body::from(body)))
-        .await;
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
     if response.status().is_server_error() {
         if let Err(err) = gate.store.release(&account, &key, &fingerprint).await {
             // The key stays held until its lease ends; then a retry runs.
@@ -205,8 +203,16 @@ mod tests {
 
     #[test]
     fn a_key_is_1_to_255_visible_ascii_characters() {
-        for good in ["a", "order-42", "550e8400-e29b-41d4-a716-446655440000", &"k".repeat(255)] {
-            assert!(parse_key(&HeaderValue::from_str(good).unwrap()).is_ok(), "{good}");
+        for good in [
+            "a",
+            "order-42",
+            "550e8400-e29b-41d4-a716-446655440000",
+            &"k".repeat(255),
+        ] {
+            assert!(
+                parse_key(&HeaderValue::from_str(good).unwrap()).is_ok(),
+                "{good}"
+            );
         }
         for bad in ["", "has space", &"k".repeat(256)] {
             let err = parse_key(&HeaderValue::from_str(bad).unwrap()).unwrap_err();

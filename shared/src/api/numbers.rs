@@ -5,13 +5,13 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use super::shape;
 use super::{ApiError, ApiState, Caller, NumberView};
 use crate::domain::lifecycle::{Command, DisconnectedBy, Refusal};
 use crate::domain::messages::{StepMessage, TeardownMessage};
+use crate::domain::number_cursor::phone_digits;
 use crate::domain::{AccountId, Number, NumberId, Status, time};
 use crate::lifecycle::{self, Changed};
-use super::shape;
-use crate::domain::number_cursor::phone_digits;
 use crate::ports::{
     EventLog, LifecycleStore, MessageQueue, NumberCursor, NumberFinder, NumberReader, NumberSearch,
     PageStart, ProvisioningStore,
@@ -23,7 +23,14 @@ pub const MAX_LIMIT: u32 = 100;
 /// What `GET /api/numbers` was asked for.
 pub type ListQuery = NumberSearch;
 
-const KNOWN: [&str; 6] = ["status", "limit", "offset", "cursor", "phoneNumber", "wabaId"];
+const KNOWN: [&str; 6] = [
+    "status",
+    "limit",
+    "offset",
+    "cursor",
+    "phoneNumber",
+    "wabaId",
+];
 
 /// Unknown parameters are ignored; a bad value of a known one is a 400 that says what is wanted.
 pub fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
@@ -273,7 +280,10 @@ mod tests {
     fn a_phone_number_is_searched_by_its_digits() {
         for given in ["%2B15550100123", "15550100123", "%2B1%20555%20010%200123"] {
             assert_eq!(
-                parsed(&format!("phoneNumber={given}")).unwrap().display_digits.as_deref(),
+                parsed(&format!("phoneNumber={given}"))
+                    .unwrap()
+                    .display_digits
+                    .as_deref(),
                 Some("15550100123"),
                 "{given}"
             );
@@ -282,9 +292,17 @@ mod tests {
 
     #[test]
     fn a_bad_phone_number_or_waba_id_says_what_is_wanted() {
-        for bad in ["phoneNumber=abc", "phoneNumber=", "phoneNumber=1234567890123456"] {
+        for bad in [
+            "phoneNumber=abc",
+            "phoneNumber=",
+            "phoneNumber=1234567890123456",
+        ] {
             let err = parsed(bad).unwrap_err();
-            assert!(err.message.starts_with("phoneNumber"), "{bad}: {}", err.message);
+            assert!(
+                err.message.starts_with("phoneNumber"),
+                "{bad}: {}",
+                err.message
+            );
         }
         for bad in ["wabaId=abc", "wabaId=", "wabaId=12%2034"] {
             let err = parsed(bad).unwrap_err();
@@ -304,7 +322,12 @@ mod tests {
 
     #[test]
     fn a_malformed_cursor_or_a_cursor_with_an_offset_is_refused() {
-        assert!(parsed("cursor=garbage").unwrap_err().message.starts_with("cursor"));
+        assert!(
+            parsed("cursor=garbage")
+                .unwrap_err()
+                .message
+                .starts_with("cursor")
+        );
         let both = parsed("cursor=1768471200123.abc123&offset=3").unwrap_err();
         assert!(both.message.contains("together"), "{}", both.message);
     }

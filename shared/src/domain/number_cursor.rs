@@ -117,7 +117,15 @@ mod tests {
 
     #[test]
     fn anything_but_a_phone_number_is_refused() {
-        for bad in ["", "+", "abc", "+1555x", "1".repeat(16).as_str(), "++1555", "1555;"] {
+        for bad in [
+            "",
+            "+",
+            "abc",
+            "+1555x",
+            "1".repeat(16).as_str(),
+            "++1555",
+            "1555;",
+        ] {
             assert_eq!(phone_digits(bad), None, "{bad}");
         }
     }

@@ -211,7 +211,11 @@ where
         let started = std::time::Instant::now();
         let posted = self.post(&endpoint, &message).await;
         crate::metrics::webhook_delivery(
-            if posted.is_ok() { "delivered" } else { "failed" },
+            if posted.is_ok() {
+                "delivered"
+            } else {
+                "failed"
+            },
             started.elapsed().as_secs_f64() * 1000.0,
         );
         match posted {
