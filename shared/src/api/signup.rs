@@ -176,7 +176,10 @@ where
     match state.store.create_pending(&number, link.as_deref()).await? {
         CreateOutcome::Created => {
             tracing::info!(number_id = %number.id, "signup received; provisioning started");
-            crate::metrics::signup(crate::metrics::onboarding_name(number.onboarding));
+            crate::metrics::signup(
+                number.id.as_str(),
+                crate::metrics::onboarding_name(number.onboarding),
+            );
             Ok((
                 StatusCode::ACCEPTED,
                 Json(json!({ "data": NumberView::from(&number) })),

@@ -50,10 +50,16 @@ impl NumberCursor {
     }
 }
 
+/// The longest `phoneNumber` taken (the document's `maxLength`).
+pub const MAX_PHONE_CHARS: usize = 40;
+
 /// The digits of a phone number as a customer types it (`+1 555-0100`, `15550100`): what the
 /// display number is matched on. `None` unless it is E.164 (`+` and 1 to 15 digits) or 1 to 15
 /// digits, optionally grouped by spaces, dashes, dots or parentheses.
 pub fn phone_digits(text: &str) -> Option<String> {
+    if text.len() > MAX_PHONE_CHARS {
+        return None;
+    }
     let rest = text.strip_prefix('+').unwrap_or(text);
     if !rest
         .chars()
