@@ -97,7 +97,6 @@ where
                     // number (`finish_publishing`) sends it.
                     publish(store, queue, event).await?;
                 }
-                crate::metrics::status_change(&current, &changed);
                 if current.status != changed.status {
                     tracing::info!(number_id = %changed.id, from = %current.status, to = %changed.status, command = command.name(), event_id = ?change.event.as_ref().map(|e| &e.id), "status changed");
                 } else {
@@ -132,6 +131,7 @@ pub async fn publish<S: EventLog, Q: MessageQueue>(
 ) -> Result<(), LifecycleError> {
     queue.send(event).await?;
     store.mark_published(&event.id).await?;
+    crate::metrics::event_published(event);
     Ok(())
 }
 

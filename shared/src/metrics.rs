@@ -168,37 +168,37 @@ pub fn onboarding_name(onboarding: crate::domain::Onboarding) -> &'static str {
     }
 }
 
-/// What a committed status change measures: an onboarding ending `ACTIVE` (and how long it
-/// took from the signup) or `FAILED` (at which step, with which code). Called from the one
-/// path every change takes (`lifecycle::apply`), so every function reports them alike.
-pub fn status_change(before: &crate::domain::Number, after: &crate::domain::Number) {
-    use crate::domain::Status;
-    if before.status != Status::Pending || before.status == after.status {
-        return;
-    }
-    match after.status {
-        Status::Active => {
-            let took = (after.updated_at - after.created_at)
-                .num_milliseconds()
-                .max(0);
+/// What a published lifecycle event measures: an onboarding ending `ACTIVE` (and how long it
+/// took from the signup) or `FAILED` (at which step, with which code). Measured where the event
+/// is published (`lifecycle::publish`), the one place every function's changes pass once they
+/// are written, including an event a crash left unpublished and a later reader published.
+pub fn event_published(event: &crate::domain::EventEnvelope) {
+    use crate::domain::EventType;
+    let text = |pointer: &str| {
+        event
+            .data
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_str)
+    };
+    match event.event_type {
+        EventType::NumberActivated => {
+            let took = text("/createdAt")
+                .and_then(|at| crate::domain::time::parse(at).ok())
+                .map_or(0, |created| {
+                    (event.created_at - created).num_milliseconds().max(0)
+                });
             Metrics::new()
-                .property("NumberId", after.id.as_str())
-                .dimension("Onboarding", onboarding_name(after.onboarding))
+                .property("NumberId", event.number_id.clone())
+                .dimension("Onboarding", text("/onboarding").unwrap_or("cloud_api"))
                 .count("Activations")
                 .value("TimeToActive", Unit::Seconds, took as f64 / 1000.0)
                 .emit();
         }
-        Status::Failed => {
-            let (step, code) = after
-                .failure_reason
-                .as_ref()
-                .map_or(("UNKNOWN", "unknown"), |r| {
-                    (r.step.as_str(), r.code.as_str())
-                });
+        EventType::NumberFailed => {
             Metrics::new()
-                .property("NumberId", after.id.as_str())
-                .dimension("Step", step)
-                .dimension("Code", code)
+                .property("NumberId", event.number_id.clone())
+                .dimension("Step", text("/failureReason/step").unwrap_or("UNKNOWN"))
+                .dimension("Code", text("/failureReason/code").unwrap_or("unknown"))
                 .count("ActivationFailures")
                 .emit();
         }

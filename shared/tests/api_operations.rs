@@ -48,13 +48,18 @@ impl Api {
     }
 
     fn router(&self) -> axum::Router {
-        let routes = api::numbers_routes(self.store.clone(), self.queue.clone()).merge(
-            api::signup_link_routes(
+        let signer = LinkSigner::new(Secret::new("test-signing-key"));
+        let routes = api::numbers_routes(self.store.clone(), self.queue.clone())
+            .merge(api::signup_link_routes(
                 self.store.clone(),
-                LinkSigner::new(Secret::new("test-signing-key")),
+                signer.clone(),
                 "https://signup.example.com/start".into(),
-            ),
-        );
+            ))
+            .merge(api::signup_callback_routes(
+                self.store.clone(),
+                self.queue.clone(),
+                signer,
+            ));
         api::finish(routes, self.store.clone(), api::ApiLimits::UNLIMITED)
     }
 
@@ -315,6 +320,26 @@ async fn a_read_key_on_a_write_route_is_forbidden_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_read_key_cannot_finish_a_signup() {
+    let api = Api::new();
+    let body = r#"{"code": "AQBx", "wabaId": "100", "phoneNumberId": "200"}"#;
+    let refused = api
+        .call(
+            "POST",
+            "/api/signup/callback",
+            READ_KEY,
+            Some("signup-1"),
+            body,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.body["error"]["code"], "forbidden");
+    assert!(api.store.all_numbers().is_empty());
+    assert!(api.queue.sent().is_empty());
+    assert_eq!(api.store.idempotency_keys(&api.account), 0);
+}
+
+#[tokio::test]
 async fn a_keys_use_is_recorded_to_the_hour() {
     let api = Api::new();
     assert_eq!(api.store.key_last_used_hour(READ_KEY), None);
@@ -457,4 +482,31 @@ async fn every_answer_emits_an_api_request_metric_by_route_template_and_status()
         request["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
         json!([[], ["Route", "Method", "Status"]])
     );
+}
+
+#[tokio::test]
+async fn an_activation_emits_activations_and_time_to_active_for_its_number() {
+    let api = Api::new();
+    let mut pending = number(&api.account, "100", None, 90);
+    pending.status = Status::Pending;
+    pending.provisioning_step = Some(muchaw_shared::domain::Step::ActivateNumber);
+    api.store.insert_number(pending.clone());
+    let (changed, lines) = muchaw_shared::metrics::capture(muchaw_shared::lifecycle::apply(
+        &api.store,
+        &api.queue,
+        &pending,
+        muchaw_shared::domain::lifecycle::Command::Activate,
+    ))
+    .await;
+    assert_eq!(changed.unwrap().number().status, Status::Active);
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let activation = lines
+        .iter()
+        .find(|l| l.get("Activations").is_some())
+        .unwrap_or_else(|| panic!("no Activations line in {lines:?}"));
+    assert_eq!(activation["NumberId"], pending.id.as_str());
+    assert!(activation["TimeToActive"].as_f64().unwrap() >= 90.0 * 60.0);
 }

@@ -625,6 +625,54 @@ impl DynamoStore {
         Ok(order.iter().filter_map(|sk| found.remove(sk)).collect())
     }
 
+    /// Rewrites every number item as this version lays it out, so items written before an
+    /// index existed (GSI4 display number, GSI5 WABA) get its keys. An operator's one-off after
+    /// a deploy (`muchaw-admin numbers reindex`), never a request path: it Scans. Each write is
+    /// conditioned on the version read, so a number changed meanwhile is left to that change
+    /// (which wrote the new layout itself). Returns (rewritten, skipped as changed meanwhile).
+    pub async fn reindex_numbers(&self) -> StoreResult<(u64, u64)> {
+        let (mut rewritten, mut skipped) = (0u64, 0u64);
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("entity = :number")
+                .expression_attribute_values(":number", s("NUMBER"))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_unavailable)?;
+            for item in page.items.unwrap_or_default() {
+                let number = number_from_item(item)?;
+                let layout =
+                    serde_dynamo::to_item(NumberItem::from_number(&number)).map_err(unavailable)?;
+                let result = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(layout))
+                    .condition_expression("version = :version")
+                    .expression_attribute_values(
+                        ":version",
+                        n(i64::try_from(number.version).map_err(unavailable)?),
+                    )
+                    .send()
+                    .await;
+                if conditionally_written(result)? {
+                    rewritten += 1;
+                } else {
+                    skipped += 1;
+                }
+            }
+            match page.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => return Ok((rewritten, skipped)),
+            }
+        }
+    }
+
     /// Writes numbers in bulk, with their counters and phone guards, without per-number
     /// transactions: for importing an account from elsewhere and for seeding large tests.
     pub async fn import_numbers(&self, numbers: &[Number]) -> StoreResult<()> {

@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: WebhookSecretCommand,
     },
+    /// Numbers in the table.
+    Numbers {
+        #[command(subcommand)]
+        command: NumbersCommand,
+    },
     /// Dead-letter queues.
     Dlq {
         #[command(subcommand)]
@@ -90,6 +95,14 @@ enum WebhookSecretCommand {
         /// The secret; `-` reads it from standard input.
         secret: String,
     },
+}
+
+#[derive(Subcommand)]
+enum NumbersCommand {
+    /// Rewrites every number in the current layout, so numbers stored before an index existed
+    /// are found through it (`GET /api/numbers?phoneNumber=` / `?wabaId=`). Run once after
+    /// deploying a version that adds one; safe to repeat and to run while the API serves.
+    Reindex,
 }
 
 #[derive(Subcommand)]
@@ -221,6 +234,12 @@ async fn run(command: Command) -> Result<serde_json::Value> {
                     "note": "a whsec_ secret without the whsec_mUch marker carries no checksum: older, or not ours",
                 })),
             }
+        }
+        Command::Numbers {
+            command: NumbersCommand::Reindex,
+        } => {
+            let (rewritten, skipped) = store().await?.reindex_numbers().await?;
+            Ok(json!({"rewritten": rewritten, "changedMeanwhile": skipped}))
         }
         Command::Dlq {
             command: DlqCommand::Redrive { queue },

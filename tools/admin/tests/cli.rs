@@ -266,3 +266,36 @@ async fn an_unknown_scope_is_refused_and_creates_no_key() {
     let (_, listed, _) = admin(&env, &["api-key", "list", "--account", &account_id]);
     assert_eq!(listed["keys"], serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn reindexing_makes_numbers_stored_before_the_indexes_findable() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let env = TestEnv::new().await;
+    let (account, key) = env.account_with_key("reindex").await;
+    let mut number =
+        muchaw_tests::sample_number(&account, muchaw_shared::domain::Status::Active, 3);
+    number.waba_id = "555000000000001".into();
+    env.store
+        .import_numbers(std::slice::from_ref(&number))
+        .await
+        .unwrap();
+    // Given the number as an older version stored it: without the GSI5 keys
+    let client = aws_sdk_dynamodb::Client::new(&env.sdk);
+    client
+        .update_item()
+        .table_name(env.store.table())
+        .key("PK", AttributeValue::S(format!("ACCOUNT#{account}")))
+        .key("SK", AttributeValue::S(format!("NUMBER#{}", number.id)))
+        .update_expression("REMOVE GSI5PK, GSI5SK")
+        .send()
+        .await
+        .unwrap();
+    let by_waba = || env.get(Some(&key), "/api/numbers", "wabaId=555000000000001");
+    assert_eq!(by_waba().await.body["data"], serde_json::json!([]));
+    // When the operator reindexes
+    let (ok, output, stderr) = admin(&env, &["numbers", "reindex"]);
+    assert!(ok, "{stderr}");
+    assert!(output["rewritten"].as_u64().unwrap() >= 1);
+    // Then it is found
+    assert_eq!(by_waba().await.body["data"][0]["id"], number.id.as_str());
+}
