@@ -286,7 +286,15 @@ async fn a_signup_run_to_active_emits_its_metrics_as_embedded_metric_format() {
     let number = p.settled(&account, &id, Duration::from_secs(60)).await;
     assert_eq!(number.status, Status::Active);
 
-    let lines = lines_about(&listener, &id);
+    // The status is visible before its event is published, where the activation is measured.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut lines = lines_about(&listener, &id);
+    while !lines.iter().any(|l| l.get("Activations").is_some())
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lines = lines_about(&listener, &id);
+    }
     let signups: Vec<&Value> = lines
         .iter()
         .filter(|l| l.get("Signups").is_some())
