@@ -1,8 +1,20 @@
-//! The scheduled health sync: Meta no longer pushes quality changes (META.md), so every `ACTIVE`
-//! number's profile is polled, a changed `quality_rating` is written (conditioned on the old
-//! value, so overlapping runs emit once) and announced as `number.quality_updated`; a token
-//! expiring within a week is announced as `number.token_expiring`, at most once a day per
-//! number (the day is kept on the number as `tokenExpiryWarnedOn`).
+//! The scheduled health sync: every `ACTIVE` number is held against what Meta shows of it, so a
+//! webhook Meta never sent (or we missed) is made up for within the hour. For each number:
+//!
+//! - its token is checked with Graph `debug_token`: an invalid one is `tokenStatus: INVALID`
+//!   with `number.token_invalid` (and nothing else is read with it);
+//! - the phone's `status`: `BANNED` bans the number (`number.banned`), `DISCONNECTED`
+//!   disconnects it (`disconnectedBy: meta`, `number.disconnected`, torn down), `RESTRICTED`
+//!   records the restriction `PHONE_NUMBER_RESTRICTED` (`number.restricted`, lifted with
+//!   `number.restriction_lifted` when Meta no longer shows it);
+//! - `health_status` (`health`, `number.health_changed`: `BLOCKED`/`LIMITED` with Meta's errors
+//!   per entity), the messaging limit and throughput (`number.quality_updated` with the previous
+//!   limit), `name_status` (`number.display_name_updated`) and the quality rating
+//!   (`number.quality_updated`);
+//! - a token expiring within a week is announced as `number.token_expiring`, at most once a day.
+//!
+//! Every change goes through the lifecycle, conditioned on the version read, so overlapping
+//! runs announce each change once; a first reading of a healthy value is recorded quietly.
 //!
 //! Meta's rate limits end the run early: the next schedule starts over, and numbers already
 //! synced are unchanged then, so nothing is emitted twice.
@@ -12,11 +24,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::domain::lifecycle::{Command, teardown_due};
+use crate::domain::lifecycle::{Command, DisconnectedBy, teardown_due};
 use crate::domain::messages::TeardownMessage;
 use crate::domain::meta::MetaError;
+use crate::domain::number::meta_label;
 use crate::domain::time;
-use crate::domain::{AccountId, Number, QualityRating, Status};
+use crate::domain::{AccountId, Number, QualityRating, RestrictionMarker, Status, TokenStatus};
 use crate::lifecycle::{self, Changed, LifecycleError};
 use crate::ports::{
     AccountDirectory, EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, Page,
@@ -231,12 +244,33 @@ where
             }
             number = warned;
         }
-        let number = &number;
         let Some(secrets) = self.vault.load(&number.id).await? else {
             counters.errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(number_id = %number.id, "active number without a stored token; quality not checked");
             return Ok(Checked::Done);
         };
+        // The token first: a revoked one answers nothing else.
+        match self.meta.debug_token(&secrets.token).await {
+            Ok(info) => {
+                let status = if info.is_valid {
+                    TokenStatus::Valid
+                } else {
+                    TokenStatus::Invalid
+                };
+                number = self
+                    .record(&number, Command::TokenChecked(status), counters)
+                    .await?;
+                if status == TokenStatus::Invalid {
+                    tracing::warn!(number_id = %number.id, "Meta says the number's token is not valid; the customer must sign up again");
+                    return Ok(Checked::Done);
+                }
+            }
+            Err(err) if is_rate_limited(&err) => return Ok(Checked::RateLimited),
+            Err(err) => {
+                // The app's own token may be the problem; the phone is still read.
+                tracing::warn!(number_id = %number.id, code = %err.code, http_status = err.http_status, "Meta refused debug_token; token not checked");
+            }
+        }
         let profile = match self
             .meta
             .phone_profile(&secrets.token, &number.phone_number_id)
@@ -250,23 +284,59 @@ where
                 return Ok(Checked::Done);
             }
         };
-        // Meta shows the number banned while we hold it ACTIVE: the webhook was missed. It is
-        // moved, with its event, now; the rest of the check waits for the next run.
-        if profile.status.as_deref() == Some("BANNED") {
-            if let Changed::Now(banned) =
-                lifecycle::apply(&self.store, &self.queue, number, Command::Ban).await?
-            {
-                counters.updated.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(number_id = %banned.id, "Meta shows the number banned; moved to BANNED");
+        // Meta shows the number banned or disconnected while we hold it ACTIVE: the webhook
+        // was missed. It is moved, with its event, now; the rest waits for the next run.
+        match profile.status.as_deref() {
+            Some("BANNED") => {
+                if let Changed::Now(banned) =
+                    lifecycle::apply(&self.store, &self.queue, &number, Command::Ban).await?
+                {
+                    counters.updated.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(number_id = %banned.id, "Meta shows the number banned; moved to BANNED");
+                }
+                return Ok(Checked::Done);
             }
-            return Ok(Checked::Done);
+            Some("DISCONNECTED") => {
+                let command = Command::Disconnect(DisconnectedBy::Meta);
+                match lifecycle::apply(&self.store, &self.queue, &number, command).await? {
+                    Changed::Now(disconnected) | Changed::Already(disconnected) => {
+                        counters.updated.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(number_id = %disconnected.id, "Meta shows the number disconnected; moved to DISCONNECTED and torn down");
+                        let message = TeardownMessage::new(
+                            disconnected.id.clone(),
+                            disconnected.account_id.clone(),
+                        );
+                        self.queue.send(&message).await?;
+                    }
+                    Changed::Refused(_, why) => {
+                        tracing::info!(number_id = %number.id, %why, "Meta shows the number disconnected; not moved");
+                    }
+                }
+                return Ok(Checked::Done);
+            }
+            _ => {}
         }
-        if let Some(can_send) = profile
-            .can_send_message
-            .as_deref()
-            .filter(|c| *c != "AVAILABLE")
-        {
-            tracing::warn!(number_id = %number.id, can_send_message = can_send, status = ?profile.status, name_status = ?profile.name_status, limit = ?profile.messaging_limit_tier, throughput = ?profile.throughput_level, "Meta limits what the number can send");
+        let restricted = profile.status.as_deref() == Some("RESTRICTED");
+        let marker = Command::MarkRestriction {
+            marker: RestrictionMarker::PhoneNumberRestricted,
+            on: restricted,
+        };
+        number = self.record(&number, marker, counters).await?;
+        if let Some(health) = profile.health.clone() {
+            number = self
+                .record(&number, Command::HealthRead(health), counters)
+                .await?;
+        }
+        let limit = Command::LimitRead {
+            messaging_limit: profile.messaging_limit_tier.as_deref().and_then(meta_label),
+            throughput: profile.throughput_level.as_deref().and_then(meta_label),
+            announce_first: false,
+        };
+        number = self.record(&number, limit, counters).await?;
+        if let Some(name_status) = profile.name_status.as_deref().and_then(meta_label) {
+            number = self
+                .record(&number, Command::NameStatusRead(name_status), counters)
+                .await?;
         }
         let rating = profile
             .quality_rating
@@ -278,7 +348,7 @@ where
         if let Changed::Now(updated) = lifecycle::apply(
             &self.store,
             &self.queue,
-            number,
+            &number,
             Command::QualityChanged(rating),
         )
         .await?
@@ -287,6 +357,34 @@ where
             tracing::info!(number_id = %updated.id, previous = ?previous, now = ?rating, "quality rating changed");
         }
         Ok(Checked::Done)
+    }
+
+    /// Applies what Meta shows of the number; the number as it is after (`updated` counts the
+    /// changes announced).
+    async fn record(
+        &self,
+        number: &Number,
+        command: Command,
+        counters: &Counters,
+    ) -> Result<Number, HealthError> {
+        let name = command.name();
+        Ok(
+            match lifecycle::apply(&self.store, &self.queue, number, command).await? {
+                Changed::Now(after) => {
+                    // Counted when announced; a quiet first reading is bookkeeping.
+                    if after.last_event_id != number.last_event_id {
+                        counters.updated.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::info!(number_id = %after.id, change = name, "recorded what Meta shows");
+                    after
+                }
+                Changed::Already(number) => number,
+                Changed::Refused(number, why) => {
+                    tracing::info!(number_id = %number.id, %why, change = name, "not recorded");
+                    number
+                }
+            },
+        )
     }
 }
 
@@ -337,6 +435,8 @@ mod sync_tests {
         number.status = Status::Active;
         number.provisioning_step = None;
         number.quality_rating = rating;
+        // Checked before: a valid token is not news.
+        number.token_status = Some(crate::domain::TokenStatus::Valid);
         sync.store.insert_number(number.clone());
         sync.vault.put(
             &number.id,
@@ -456,7 +556,7 @@ mod sync_tests {
         sync.meta.set_profile(PhoneProfile {
             quality_rating: Some("GREEN".into()),
             status: Some("BANNED".into()),
-            can_send_message: Some("BLOCKED".into()),
+            health: Some(blocked_health()),
             ..PhoneProfile::default()
         });
 
@@ -470,5 +570,182 @@ mod sync_tests {
         // Banned numbers are not polled as active ones: the next run changes nothing.
         sync.run().await.unwrap();
         assert_eq!(event_types(&sync), vec!["number.banned"]);
+    }
+
+    fn blocked_health() -> crate::domain::Health {
+        crate::domain::Health {
+            can_send_message: crate::domain::CanSendMessage::Blocked,
+            errors: vec![crate::domain::HealthIssue {
+                error_code: 141006,
+                error_description: "There is an error with the payment method.".into(),
+                possible_solution: Some("Add a new payment method to the account.".into()),
+                entity: "WABA".into(),
+            }],
+        }
+    }
+
+    fn stored(sync: &Sync, number: &Number) -> Number {
+        sync.store.number(&number.account_id, &number.id).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_number_meta_shows_disconnected_is_disconnected_by_meta_and_torn_down_in_one_run() {
+        let sync = sync();
+        let number = active(&sync, "1", None);
+        sync.meta.set_profile(PhoneProfile {
+            status: Some("DISCONNECTED".into()),
+            ..PhoneProfile::default()
+        });
+
+        sync.run().await.unwrap();
+
+        let after = stored(&sync, &number);
+        assert_eq!(after.status, Status::Disconnected);
+        assert_eq!(
+            after.disconnected_by,
+            Some(crate::domain::lifecycle::DisconnectedBy::Meta)
+        );
+        assert_eq!(event_types(&sync), vec!["number.disconnected"]);
+        assert_eq!(sync.queue.sent_to(Queue::Teardown).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_blocked_number_shows_meta_s_errors_and_is_announced_once() {
+        let sync = sync();
+        let number = active(&sync, "1", None);
+        sync.meta.set_profile(PhoneProfile {
+            status: Some("CONNECTED".into()),
+            health: Some(blocked_health()),
+            ..PhoneProfile::default()
+        });
+
+        let first = sync.run().await.unwrap();
+        let second = sync.run().await.unwrap();
+
+        assert_eq!((first.updated, second.updated), (1, 0));
+        let after = stored(&sync, &number);
+        assert_eq!(after.status, Status::Active);
+        assert_eq!(after.health, Some(blocked_health()));
+        assert_eq!(event_types(&sync), vec!["number.health_changed"]);
+        let event = &sync.queue.sent_to(Queue::Events)[0];
+        assert_eq!(event["data"]["health"]["errors"][0]["errorCode"], 141006);
+    }
+
+    #[tokio::test]
+    async fn a_number_meta_shows_restricted_is_restricted_until_meta_no_longer_does() {
+        let sync = sync();
+        let number = active(&sync, "1", None);
+        sync.meta.set_profile(PhoneProfile {
+            status: Some("RESTRICTED".into()),
+            ..PhoneProfile::default()
+        });
+        sync.run().await.unwrap();
+        let kinds: Vec<String> = stored(&sync, &number)
+            .restrictions
+            .iter()
+            .map(|r| r.kind.clone())
+            .collect();
+        assert_eq!(kinds, ["PHONE_NUMBER_RESTRICTED"]);
+
+        sync.meta.set_profile(PhoneProfile {
+            status: Some("CONNECTED".into()),
+            ..PhoneProfile::default()
+        });
+        sync.run().await.unwrap();
+
+        assert!(stored(&sync, &number).restrictions.is_empty());
+        assert_eq!(
+            event_types(&sync),
+            vec!["number.restricted", "number.restriction_lifted"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_checked_for_the_first_time_is_recorded_valid_without_an_event() {
+        let sync = sync();
+        let mut number = active(&sync, "1", None);
+        number.token_status = None;
+        sync.store.insert_number(number.clone());
+
+        let summary = sync.run().await.unwrap();
+
+        assert_eq!(summary.updated, 0);
+        assert_eq!(
+            stored(&sync, &number).token_status,
+            Some(crate::domain::TokenStatus::Valid)
+        );
+        assert!(event_types(&sync).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_shows_on_the_number_and_is_announced_once() {
+        let sync = sync();
+        let number = active(&sync, "1", None);
+        sync.meta.set_token_info(crate::ports::TokenInfo {
+            is_valid: false,
+            expires_at: None,
+            scopes: Vec::new(),
+        });
+
+        sync.run().await.unwrap();
+        sync.run().await.unwrap();
+
+        assert_eq!(
+            stored(&sync, &number).token_status,
+            Some(crate::domain::TokenStatus::Invalid)
+        );
+        assert_eq!(event_types(&sync), vec!["number.token_invalid"]);
+        // Nothing else is asked with a token Meta refuses.
+        assert_eq!(sync.meta.count(MetaCallKind::PhoneProfile), 0);
+    }
+
+    #[tokio::test]
+    async fn a_first_healthy_reading_is_recorded_without_an_event() {
+        let sync = sync();
+        let number = active(&sync, "1", Some(QualityRating::Green));
+        sync.meta.set_profile(PhoneProfile {
+            quality_rating: Some("GREEN".into()),
+            status: Some("CONNECTED".into()),
+            name_status: Some("APPROVED".into()),
+            messaging_limit_tier: Some("TIER_1K".into()),
+            throughput_level: Some("STANDARD".into()),
+            health: Some(crate::domain::Health {
+                can_send_message: crate::domain::CanSendMessage::Available,
+                errors: Vec::new(),
+            }),
+            ..PhoneProfile::default()
+        });
+
+        let summary = sync.run().await.unwrap();
+
+        assert_eq!(summary.updated, 0);
+        let after = stored(&sync, &number);
+        assert_eq!(after.messaging_limit.as_deref(), Some("TIER_1K"));
+        assert_eq!(after.throughput.as_deref(), Some("STANDARD"));
+        assert_eq!(after.name_status.as_deref(), Some("APPROVED"));
+        assert!(event_types(&sync).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_changed_messaging_limit_is_announced_with_the_previous_one() {
+        let sync = sync();
+        let mut number = active(&sync, "1", None);
+        number.messaging_limit = Some("TIER_1K".into());
+        sync.store.insert_number(number.clone());
+        sync.meta.set_profile(PhoneProfile {
+            messaging_limit_tier: Some("TIER_250".into()),
+            ..PhoneProfile::default()
+        });
+
+        sync.run().await.unwrap();
+
+        assert_eq!(
+            stored(&sync, &number).messaging_limit.as_deref(),
+            Some("TIER_250")
+        );
+        let events = sync.queue.sent_to(Queue::Events);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["type"], "number.quality_updated");
+        assert_eq!(events[0]["data"]["previousMessagingLimit"], "TIER_1K");
     }
 }

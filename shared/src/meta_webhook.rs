@@ -1,6 +1,7 @@
 //! Meta's webhooks (`GET`/`POST /webhooks/meta`): the subscription handshake, the signature
-//! check over the raw body, and what `account_update` and `phone_number_name_update` changes do
-//! to our numbers.
+//! check over the raw body, and what `account_update`, `phone_number_quality_update` and
+//! `phone_number_name_update` changes do to our numbers (the table in `docs/openapi.yaml`,
+//! `receiveMetaWebhook`, lists each effect).
 //!
 //! Changes are handled inline, before answering: each is one GSI3 query for the WABA and a few
 //! conditional writes (every change through [`lifecycle::apply`]), which stays
@@ -25,8 +26,9 @@ use subtle::ConstantTimeEq;
 
 use crate::domain::lifecycle::{Command, DisconnectedBy};
 use crate::domain::messages::TeardownMessage;
+use crate::domain::number::meta_label;
 use crate::domain::secrets::Secret;
-use crate::domain::{Number, Restriction};
+use crate::domain::{NameDecision, Number, Restriction, RestrictionMarker};
 use crate::lifecycle::{self, Changed, LifecycleError};
 use crate::ports::{
     EventLog, LifecycleStore, MessageQueue, ProvisioningStore, QueueError, StoreError,
@@ -223,14 +225,35 @@ pub struct WabaInfo {
     pub waba_id: Option<String>,
 }
 
+/// `phone_number_name_update`: Meta's decision on a requested display name.
 #[derive(Debug, Default, Deserialize)]
 pub struct NameUpdate {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_string_or_number")]
     pub display_phone_number: Option<String>,
+    /// `APPROVED`, `DEFERRED` or `REJECTED`.
     #[serde(default)]
     pub decision: Option<String>,
     #[serde(default)]
     pub requested_verified_name: Option<String>,
+    #[serde(default)]
+    pub rejection_reason: Option<String>,
+}
+
+/// `phone_number_quality_update`: a change of the phone's messaging limit or throughput.
+#[derive(Debug, Default, Deserialize)]
+pub struct QualityUpdate {
+    #[serde(default, deserialize_with = "opt_string_or_number")]
+    pub display_phone_number: Option<String>,
+    /// `ONBOARDING`, `UPGRADE`, `DOWNGRADE`, `FLAGGED`, `UNFLAGGED`, `THROUGHPUT_UPGRADE`...
+    #[serde(default)]
+    pub event: Option<String>,
+    /// Being removed by Meta (February 2026) in favour of the next one.
+    #[serde(default)]
+    pub current_limit: Option<String>,
+    #[serde(default)]
+    pub old_limit: Option<String>,
+    #[serde(default)]
+    pub max_daily_conversations_per_business: Option<String>,
 }
 
 fn id_text(value: Value) -> Option<String> {
@@ -266,10 +289,25 @@ pub enum Action {
     ScheduleBan {
         waba_id: String,
     },
-    SetDisplayName {
+    /// Meta decided on the display name requested for the WABA's number with this display
+    /// phone number.
+    NameDecided {
         waba_id: String,
         display_phone_number: String,
-        name: String,
+        decision: NameDecision,
+    },
+    /// The messaging limit (and throughput) of the WABA's number with this display phone number.
+    Limit {
+        waba_id: String,
+        display_phone_number: String,
+        messaging_limit: Option<String>,
+        throughput: Option<String>,
+    },
+    /// A restriction known from an event rather than Meta's list, on or lifted.
+    Mark {
+        waba_id: String,
+        marker: RestrictionMarker,
+        on: bool,
     },
     /// Logged, nothing changes.
     Ignore {
@@ -324,6 +362,19 @@ pub fn action_of(entry_id: &str, change: &Change) -> Action {
                 "PARTNER_REMOVED" | "PARTNER_APP_UNINSTALLED" | "ACCOUNT_DELETED" => {
                     Action::Disconnect { waba_id }
                 }
+                // A coexistence number's Cloud API companion was offboarded (the customer
+                // changed devices or registered the number again in the app); Meta reconnects
+                // it when the customer keeps the opt-in.
+                "ACCOUNT_OFFBOARDED" => Action::Mark {
+                    waba_id,
+                    marker: RestrictionMarker::AccountOffboarded,
+                    on: true,
+                },
+                "ACCOUNT_RECONNECTED" => Action::Mark {
+                    waba_id,
+                    marker: RestrictionMarker::AccountOffboarded,
+                    on: false,
+                },
                 "ACCOUNT_RESTRICTION" => match restrictions_of(&change.value) {
                     Some(restrictions) => Action::Restrict {
                         waba_id,
@@ -354,21 +405,61 @@ pub fn action_of(entry_id: &str, change: &Change) -> Action {
         "phone_number_name_update" => {
             let update: NameUpdate =
                 serde_json::from_value(change.value.clone()).unwrap_or_default();
-            match (
-                update.decision.as_deref(),
-                update.display_phone_number,
-                update.requested_verified_name,
-            ) {
-                (Some("APPROVED"), Some(display), Some(name)) if !name.is_empty() => {
-                    Action::SetDisplayName {
+            let decision = update
+                .decision
+                .filter(|d| matches!(d.as_str(), "APPROVED" | "DEFERRED" | "REJECTED"));
+            let name = update.requested_verified_name.unwrap_or_default();
+            match (decision, update.display_phone_number) {
+                (Some(decision), Some(display)) if !(decision == "APPROVED" && name.is_empty()) => {
+                    Action::NameDecided {
                         waba_id: entry_id.to_string(),
                         display_phone_number: display,
-                        name,
+                        decision: NameDecision {
+                            decision,
+                            requested_verified_name: name,
+                            rejection_reason: update
+                                .rejection_reason
+                                .filter(|r| !r.is_empty() && r != "NONE"),
+                        },
                     }
                 }
-                (decision, _, _) => Action::Ignore {
-                    reason: format!("name update {}", decision.unwrap_or("without decision")),
+                (decision, _) => Action::Ignore {
+                    reason: format!(
+                        "name update {}",
+                        decision
+                            .as_deref()
+                            .unwrap_or("without a known decision or number")
+                    ),
                 },
+            }
+        }
+        "phone_number_quality_update" => {
+            let update: QualityUpdate =
+                serde_json::from_value(change.value.clone()).unwrap_or_default();
+            let event = update.event.unwrap_or_default();
+            let Some(display) = update.display_phone_number else {
+                return Action::Ignore {
+                    reason: format!("quality update {event} without display_phone_number"),
+                };
+            };
+            // Meta replaces `current_limit` with `max_daily_conversations_per_business`.
+            let messaging_limit = update
+                .max_daily_conversations_per_business
+                .or(update.current_limit)
+                .as_deref()
+                .and_then(meta_label)
+                .filter(|limit| limit.starts_with("TIER_"));
+            let throughput = (event == "THROUGHPUT_UPGRADE").then(|| "HIGH".to_string());
+            if messaging_limit.is_none() && throughput.is_none() {
+                return Action::Ignore {
+                    reason: format!("quality update {event} without a limit"),
+                };
+            }
+            Action::Limit {
+                waba_id: entry_id.to_string(),
+                display_phone_number: display,
+                messaging_limit,
+                throughput,
             }
         }
         other => Action::Ignore {
@@ -504,33 +595,77 @@ where
                     handled.teardowns += 1;
                 }
             }
-            Action::SetDisplayName {
+            Action::NameDecided {
                 waba_id,
                 display_phone_number,
-                name,
+                decision,
             } => {
-                let wanted = digits(&display_phone_number);
-                let numbers = self.store.numbers_of_waba(&waba_id).await?;
-                if numbers.is_empty() {
-                    tracing::info!(waba_id = %waba_id, "name update for an unknown WABA; ignored");
-                }
-                for number in numbers {
-                    let matches = !wanted.is_empty()
-                        && number.display_number.as_deref().map(digits) == Some(wanted.clone());
-                    if !matches {
-                        continue;
-                    }
-                    let command = Command::DisplayNameApproved(name.clone());
-                    if let Changed::Now(number) =
-                        lifecycle::apply(&self.store, &self.queue, &number, command).await?
-                    {
-                        tracing::info!(number_id = %number.id, "display name approved by Meta");
-                        handled.names_set += 1;
-                    }
-                }
+                let command = Command::NameDecided(decision);
+                let changed = self
+                    .apply_to_phone(&waba_id, &display_phone_number, command)
+                    .await?;
+                handled.names_set += changed;
+            }
+            Action::Limit {
+                waba_id,
+                display_phone_number,
+                messaging_limit,
+                throughput,
+            } => {
+                let command = Command::LimitRead {
+                    messaging_limit,
+                    throughput,
+                    announce_first: true,
+                };
+                let changed = self
+                    .apply_to_phone(&waba_id, &display_phone_number, command)
+                    .await?;
+                handled.status_changes += changed;
+            }
+            Action::Mark {
+                waba_id,
+                marker,
+                on,
+            } => {
+                let command = Command::MarkRestriction { marker, on };
+                self.apply_to_waba(&waba_id, command, None, handled).await?;
             }
         }
         Ok(())
+    }
+
+    /// Applies `command` to the WABA's numbers whose display number is `display_phone_number`
+    /// (digits compared); how many changed.
+    async fn apply_to_phone(
+        &self,
+        waba_id: &str,
+        display_phone_number: &str,
+        command: Command,
+    ) -> Result<usize, HandleError> {
+        let wanted = digits(display_phone_number);
+        let numbers = self.store.numbers_of_waba(waba_id).await?;
+        if numbers.is_empty() {
+            tracing::info!(waba_id = %waba_id, "Meta webhook for an unknown WABA; ignored");
+        }
+        let mut changed = 0;
+        for number in numbers {
+            let matches = !wanted.is_empty()
+                && number.display_number.as_deref().map(digits) == Some(wanted.clone());
+            if !matches {
+                continue;
+            }
+            match lifecycle::apply(&self.store, &self.queue, &number, command.clone()).await? {
+                Changed::Now(number) => {
+                    tracing::info!(number_id = %number.id, command = command.name(), "Meta's phone change recorded");
+                    changed += 1;
+                }
+                Changed::Already(_) => {}
+                Changed::Refused(number, why) => {
+                    tracing::info!(number_id = %number.id, %why, command = command.name(), "Meta webhook change does not apply to this number");
+                }
+            }
+        }
+        Ok(changed)
     }
 
     /// Applies `command` to every number of the WABA, through the lifecycle (which decides what
@@ -791,25 +926,103 @@ mod tests {
     }
 
     #[test]
-    fn only_approved_name_updates_set_the_name() {
+    fn name_updates_carry_meta_s_decision_as_published() {
         let approved = change(
             "phone_number_name_update",
-            json!({"display_phone_number":"+55 11 9000","decision":"APPROVED","requested_verified_name":"Acme Ltd"}),
+            json!({"display_phone_number":"+55 11 9000","decision":"APPROVED","requested_verified_name":"Acme Ltd","rejection_reason":"NONE"}),
         );
         assert_eq!(
             action_of("1", &approved),
-            Action::SetDisplayName {
+            Action::NameDecided {
                 waba_id: "1".into(),
                 display_phone_number: "+55 11 9000".into(),
-                name: "Acme Ltd".into()
+                decision: NameDecision {
+                    decision: "APPROVED".into(),
+                    requested_verified_name: "Acme Ltd".into(),
+                    rejection_reason: None,
+                },
             }
         );
         let rejected = change(
             "phone_number_name_update",
-            json!({"display_phone_number":"+55 11 9000","decision":"REJECTED","requested_verified_name":"Acme Ltd"}),
+            json!({"display_phone_number":"15550783881","decision":"REJECTED","requested_verified_name":"Bank","rejection_reason":"NAME_NOT_ALLOWED"}),
         );
-        assert!(matches!(action_of("1", &rejected), Action::Ignore { .. }));
+        let Action::NameDecided { decision, .. } = action_of("1", &rejected) else {
+            panic!("a rejection is a decision");
+        };
+        assert_eq!(
+            decision.rejection_reason.as_deref(),
+            Some("NAME_NOT_ALLOWED")
+        );
+        let unknown = change(
+            "phone_number_name_update",
+            json!({"display_phone_number":"1","decision":"MAYBE","requested_verified_name":"X"}),
+        );
+        assert!(matches!(action_of("1", &unknown), Action::Ignore { .. }));
         assert_eq!(digits("+55 (11) 9000-1"), "551190001");
+    }
+
+    #[test]
+    fn a_quality_update_prefers_max_daily_conversations_per_business_over_current_limit() {
+        let update = change(
+            "phone_number_quality_update",
+            json!({"display_phone_number":"15550783881","event":"UPGRADE","old_limit":"TIER_250","current_limit":"TIER_1K","max_daily_conversations_per_business":"TIER_2K"}),
+        );
+        assert_eq!(
+            action_of("1", &update),
+            Action::Limit {
+                waba_id: "1".into(),
+                display_phone_number: "15550783881".into(),
+                messaging_limit: Some("TIER_2K".into()),
+                throughput: None,
+            }
+        );
+        let old_style = change(
+            "phone_number_quality_update",
+            json!({"display_phone_number":"15550783881","event":"DOWNGRADE","current_limit":"TIER_250"}),
+        );
+        assert!(matches!(
+            action_of("1", &old_style),
+            Action::Limit { messaging_limit: Some(limit), .. } if limit == "TIER_250"
+        ));
+        let throughput = change(
+            "phone_number_quality_update",
+            json!({"display_phone_number":"15550783881","event":"THROUGHPUT_UPGRADE","current_limit":"TIER_UNLIMITED"}),
+        );
+        assert!(matches!(
+            action_of("1", &throughput),
+            Action::Limit { throughput: Some(level), .. } if level == "HIGH"
+        ));
+        let flagged = change(
+            "phone_number_quality_update",
+            json!({"display_phone_number":"15550783881","event":"FLAGGED"}),
+        );
+        assert!(matches!(action_of("1", &flagged), Action::Ignore { .. }));
+    }
+
+    #[test]
+    fn an_offboarding_marks_the_waba_s_numbers_and_a_reconnection_lifts_it() {
+        let offboarded = change(
+            "account_update",
+            json!({"event":"ACCOUNT_OFFBOARDED","waba_info":{"waba_id":"2"}}),
+        );
+        assert_eq!(
+            action_of("1", &offboarded),
+            Action::Mark {
+                waba_id: "2".into(),
+                marker: RestrictionMarker::AccountOffboarded,
+                on: true
+            }
+        );
+        let reconnected = change("account_update", json!({"event":"ACCOUNT_RECONNECTED"}));
+        assert_eq!(
+            action_of("1", &reconnected),
+            Action::Mark {
+                waba_id: "1".into(),
+                marker: RestrictionMarker::AccountOffboarded,
+                on: false
+            }
+        );
     }
 
     #[test]
@@ -1302,5 +1515,120 @@ mod handling_tests {
         let signature = sign("new-secret", body.as_bytes());
         assert_eq!(post(rotated, &body, Some(signature)).await, StatusCode::OK);
         assert_eq!(status_of(&handler, &number), Status::Banned);
+    }
+
+    fn phone_change(field: &str, value: Value) -> Envelope {
+        serde_json::from_value(json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "1000", "time": 100, "changes": [{"field": field, "value": value}]}]
+        }))
+        .unwrap()
+    }
+
+    fn stored(handler: &MetaWebhook<MemoryStore, MemoryQueue>, number: &Number) -> Number {
+        handler
+            .store
+            .number(&number.account_id, &number.id)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_quality_update_records_the_limit_of_that_phone_and_announces_it_once() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        let other = number_of_waba(&handler, "2", Status::Active);
+        let upgrade = phone_change(
+            "phone_number_quality_update",
+            json!({"display_phone_number": "55111", "event": "UPGRADE",
+                   "old_limit": "TIER_1K", "current_limit": "TIER_10K",
+                   "max_daily_conversations_per_business": "TIER_10K"}),
+        );
+
+        handler.handle(&upgrade).await.unwrap();
+        handler.handle(&upgrade).await.unwrap();
+
+        assert_eq!(
+            stored(&handler, &number).messaging_limit.as_deref(),
+            Some("TIER_10K")
+        );
+        assert_eq!(stored(&handler, &other).messaging_limit, None);
+        assert_eq!(event_types(&handler), vec!["number.quality_updated"]);
+        let event = &handler.queue.sent_to(Queue::Events)[0];
+        assert_eq!(event["data"]["messagingLimit"], "TIER_10K");
+    }
+
+    #[tokio::test]
+    async fn a_rejected_name_is_announced_with_meta_s_reason_and_keeps_the_name() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        let rejected = phone_change(
+            "phone_number_name_update",
+            json!({"display_phone_number": "55111", "decision": "REJECTED",
+                   "requested_verified_name": "Bank", "rejection_reason": "NAME_NOT_ALLOWED"}),
+        );
+
+        handler.handle(&rejected).await.unwrap();
+
+        let after = stored(&handler, &number);
+        assert_eq!(after.display_name, None);
+        assert_eq!(after.name_status.as_deref(), Some("DECLINED"));
+        let events = handler.queue.sent_to(Queue::Events);
+        assert_eq!(events[0]["type"], "number.display_name_updated");
+        assert_eq!(
+            events[0]["data"]["nameDecision"]["rejectionReason"],
+            "NAME_NOT_ALLOWED"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_offboarded_waba_restricts_its_numbers_until_it_is_reconnected() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+
+        handler
+            .handle(&envelope(100, json!({"event": "ACCOUNT_OFFBOARDED"})))
+            .await
+            .unwrap();
+        let kinds: Vec<String> = stored(&handler, &number)
+            .restrictions
+            .iter()
+            .map(|r| r.kind.clone())
+            .collect();
+        assert_eq!(kinds, ["ACCOUNT_OFFBOARDED"]);
+        assert_eq!(status_of(&handler, &number), Status::Active);
+
+        handler
+            .handle(&envelope(101, json!({"event": "ACCOUNT_RECONNECTED"})))
+            .await
+            .unwrap();
+        assert!(stored(&handler, &number).restrictions.is_empty());
+        assert_eq!(
+            event_types(&handler),
+            vec!["number.restricted", "number.restriction_lifted"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_uninstalled_app_disconnects_the_waba_named_in_waba_info_by_meta() {
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        let uninstalled: Envelope = serde_json::from_value(json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "777000", "time": 100, "changes": [{"field": "account_update", "value": {
+                "event": "PARTNER_APP_UNINSTALLED",
+                "waba_info": {"waba_id": "1000", "owner_business_id": "555", "partner_app_id": "42"}
+            }}]}]
+        }))
+        .unwrap();
+
+        handler.handle(&uninstalled).await.unwrap();
+
+        let after = stored(&handler, &number);
+        assert_eq!(after.status, Status::Disconnected);
+        assert_eq!(
+            after.disconnected_by,
+            Some(crate::domain::lifecycle::DisconnectedBy::Meta)
+        );
+        assert_eq!(handler.queue.sent_to(Queue::Teardown).len(), 1);
     }
 }

@@ -255,6 +255,7 @@ pub trait MessageQueue: Send + Sync {
 
 // ---- Provisioning -------------------------------------------------------------------------
 
+use crate::domain::Health;
 use crate::domain::meta::MetaError;
 use crate::domain::secrets::{NumberSecrets, Secret};
 
@@ -272,12 +273,37 @@ pub struct PhoneProfile {
     pub quality_rating: Option<String>,
     /// Meta's phone `status`: CONNECTED, BANNED, RESTRICTED, FLAGGED, DISCONNECTED, ...
     pub status: Option<String>,
-    /// `health_status.can_send_message`: AVAILABLE, LIMITED or BLOCKED.
-    pub can_send_message: Option<String>,
+    /// `health_status`: whether the number can send, and Meta's errors per entity.
+    pub health: Option<Health>,
     pub name_status: Option<String>,
+    pub code_verification_status: Option<String>,
     pub messaging_limit_tier: Option<String>,
     /// `throughput.level`.
     pub throughput_level: Option<String>,
+}
+
+impl PhoneProfile {
+    /// The fields that tell whether Meta's view of the phone moved on since an earlier
+    /// reading (register waiting on `2388001` compares them).
+    pub fn fingerprint(&self) -> String {
+        [
+            self.status.as_deref(),
+            self.name_status.as_deref(),
+            self.verified_name.as_deref(),
+            self.code_verification_status.as_deref(),
+        ]
+        .map(|field| field.unwrap_or("-"))
+        .join("|")
+    }
+}
+
+/// What Graph `debug_token` says of a token.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub is_valid: bool,
+    /// Unix seconds; `None` (Meta's `0`) when it does not expire.
+    pub expires_at: Option<i64>,
+    pub scopes: Vec<String>,
 }
 
 pub type MetaResult<T> = Result<T, MetaError>;
@@ -317,6 +343,8 @@ pub trait MetaGraph: Send + Sync {
         token: &Secret,
         phone_number_id: &str,
     ) -> impl Future<Output = MetaResult<PhoneProfile>> + Send;
+    /// Graph `debug_token` for `token`, asked with the app's own token.
+    fn debug_token(&self, token: &Secret) -> impl Future<Output = MetaResult<TokenInfo>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]

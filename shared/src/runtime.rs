@@ -253,7 +253,8 @@ pub async fn run_meta_webhook() -> Result<(), Error> {
 pub async fn run_health_sync() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    let provisioner = provisioner(&clients, &[Queue::Events, Queue::Teardown], false).await?;
+    // With the app secret: `debug_token` is asked with the app's own token.
+    let provisioner = provisioner(&clients, &[Queue::Events, Queue::Teardown], true).await?;
     let sync = Arc::new(crate::health::HealthSync {
         store: provisioner.store,
         queue: provisioner.queue,

@@ -31,11 +31,11 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::api_key::{KeyHash, KeyScope, PlainApiKey};
-use crate::domain::lifecycle::{Change, PhoneGuard};
+use crate::domain::lifecycle::{Change, DisconnectedBy, PhoneGuard};
 use crate::domain::time::{self, Timestamp};
 use crate::domain::{
-    AccountId, ApiKeyId, EventEnvelope, FailureReason, Number, NumberId, Onboarding, QualityRating,
-    Restriction, Status, Step,
+    AccountId, ApiKeyId, EventEnvelope, FailureReason, Health, NameDecision, Number, NumberId,
+    Onboarding, QualityRating, Restriction, Status, Step, TokenStatus,
 };
 use crate::ports::{
     ApiKeyVerifier, CommitOutcome, CreateOutcome, EventLog, LifecycleStore, NumberPage,
@@ -210,6 +210,22 @@ struct NumberItem {
     restrictions: Vec<Restriction>,
     #[serde(default)]
     ban_scheduled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    health: Option<Health>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    messaging_limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    throughput: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name_decision: Option<NameDecision>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_status: Option<TokenStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    disconnected_by: Option<DisconnectedBy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    register_waiting_on: Option<String>,
     version: u64,
 }
 
@@ -261,6 +277,14 @@ impl NumberItem {
             register_calls: number.register_calls.iter().map(time::format).collect(),
             restrictions: number.restrictions.clone(),
             ban_scheduled: number.ban_scheduled,
+            health: number.health.clone(),
+            messaging_limit: number.messaging_limit.clone(),
+            throughput: number.throughput.clone(),
+            name_status: number.name_status.clone(),
+            name_decision: number.name_decision.clone(),
+            token_status: number.token_status,
+            disconnected_by: number.disconnected_by,
+            register_waiting_on: number.register_waiting_on.clone(),
             version: number.version,
         }
     }
@@ -296,6 +320,14 @@ impl NumberItem {
                 .collect::<StoreResult<_>>()?,
             restrictions: self.restrictions,
             ban_scheduled: self.ban_scheduled,
+            health: self.health,
+            messaging_limit: self.messaging_limit,
+            throughput: self.throughput,
+            name_status: self.name_status,
+            name_decision: self.name_decision,
+            token_status: self.token_status,
+            disconnected_by: self.disconnected_by,
+            register_waiting_on: self.register_waiting_on,
             version: self.version,
         })
     }

@@ -22,8 +22,8 @@ use crate::ports::{
     AccountDirectory, ApiKeyVerifier, BanClock, CommitOutcome, CreateOutcome, DeliveryLog,
     EventLog, ExchangedToken, LifecycleStore, Message, MessageQueue, MetaGraph, MetaResult,
     NumberPage, NumberReader, Page, PhoneOwner, PhoneProfile, ProvisioningStore, Queue, QueueError,
-    Redelivery, RequestQuota, SignupLinks, StoreError, StoreResult, TokenVault, VaultError,
-    WebhookEndpoints,
+    Redelivery, RequestQuota, SignupLinks, StoreError, StoreResult, TokenInfo, TokenVault,
+    VaultError, WebhookEndpoints,
 };
 use crate::ports::{
     Claim, FoundNumbers, IdempotencyRecord, IdempotencyStore, NumberCursor, NumberFinder,
@@ -834,6 +834,7 @@ pub enum MetaCall {
     Deregister { phone_number_id: String },
     SetPin { phone_number_id: String },
     PhoneProfile { phone_number_id: String },
+    DebugToken,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -845,6 +846,7 @@ pub enum MetaCallKind {
     Deregister,
     SetPin,
     PhoneProfile,
+    DebugToken,
 }
 
 impl MetaCall {
@@ -857,6 +859,7 @@ impl MetaCall {
             MetaCall::Deregister { .. } => MetaCallKind::Deregister,
             MetaCall::SetPin { .. } => MetaCallKind::SetPin,
             MetaCall::PhoneProfile { .. } => MetaCallKind::PhoneProfile,
+            MetaCall::DebugToken => MetaCallKind::DebugToken,
         }
     }
 }
@@ -866,7 +869,11 @@ struct Script {
     calls: Vec<MetaCall>,
     errors: HashMap<MetaCallKind, VecDeque<MetaError>>,
     profile: PhoneProfile,
+    /// Profiles answered before `profile`, one per call (a phone that changes between reads).
+    next_profiles: VecDeque<PhoneProfile>,
     token_expires_in: Option<u64>,
+    /// `debug_token`'s answer; `None`: the token is valid.
+    token_info: Option<TokenInfo>,
 }
 
 /// Meta answering from a script: every call succeeds unless an error was queued for its kind
@@ -888,6 +895,17 @@ impl ScriptedMeta {
 
     pub fn set_profile(&self, profile: PhoneProfile) {
         locked(&self.script).profile = profile;
+    }
+
+    /// The next profile read answers `profile` (queue several for several reads); the one set
+    /// with `set_profile` answers after them.
+    pub fn profile_next(&self, profile: PhoneProfile) {
+        locked(&self.script).next_profiles.push_back(profile);
+    }
+
+    /// What `debug_token` answers from now on.
+    pub fn set_token_info(&self, info: TokenInfo) {
+        locked(&self.script).token_info = Some(info);
     }
 
     pub fn set_token_expires_in(&self, seconds: Option<u64>) {
@@ -970,6 +988,25 @@ impl MetaGraph for ScriptedMeta {
         self.answer(MetaCall::PhoneProfile {
             phone_number_id: phone_number_id.into(),
         })?;
-        Ok(locked(&self.script).profile.clone())
+        let mut script = locked(&self.script);
+        Ok(match script.next_profiles.pop_front() {
+            Some(profile) => profile,
+            None => script.profile.clone(),
+        })
+    }
+
+    async fn debug_token(&self, _token: &Secret) -> MetaResult<TokenInfo> {
+        self.answer(MetaCall::DebugToken)?;
+        Ok(locked(&self.script)
+            .token_info
+            .clone()
+            .unwrap_or_else(|| TokenInfo {
+                is_valid: true,
+                expires_at: None,
+                scopes: vec![
+                    "whatsapp_business_management".into(),
+                    "whatsapp_business_messaging".into(),
+                ],
+            }))
     }
 }

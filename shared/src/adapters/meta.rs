@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use crate::domain::meta::{ErrorKind, MetaError, UserText, classify, kind_of};
 use crate::domain::secrets::Secret;
-use crate::ports::{ExchangedToken, MetaGraph, MetaResult, PhoneProfile};
+use crate::domain::{CanSendMessage, Health, HealthIssue};
+use crate::ports::{ExchangedToken, MetaGraph, MetaResult, PhoneProfile, TokenInfo};
 use crate::secret_cache::SecretCache;
 
 pub const PROFILE_FIELDS: &str = "display_phone_number,verified_name,quality_rating,name_status,code_verification_status,platform_type,throughput,status,messaging_limit_tier,health_status";
@@ -263,16 +264,137 @@ impl MetaGraph for GraphClient {
             verified_name: text("verified_name"),
             quality_rating: text("quality_rating"),
             status: text("status"),
-            can_send_message: body
-                .pointer("/health_status/can_send_message")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            health: body.get("health_status").and_then(health_of),
             name_status: text("name_status"),
+            code_verification_status: text("code_verification_status"),
             messaging_limit_tier: text("messaging_limit_tier"),
             throughput_level: body
                 .pointer("/throughput/level")
                 .and_then(Value::as_str)
                 .map(str::to_string),
         })
+    }
+
+    async fn debug_token(&self, token: &Secret) -> MetaResult<TokenInfo> {
+        let app_token = Secret::new(format!(
+            "{}|{}",
+            self.config.app_id,
+            self.app_secret().await.expose()
+        ));
+        let request = self
+            .request(Method::GET, "debug_token", &app_token)
+            .query(&[("input_token", token.expose())]);
+        let body = self.send(request).await?;
+        let data = body.get("data").cloned().unwrap_or(Value::Null);
+        Ok(TokenInfo {
+            is_valid: data.get("is_valid").and_then(Value::as_bool) == Some(true),
+            expires_at: data
+                .get("expires_at")
+                .and_then(Value::as_i64)
+                .filter(|at| *at > 0),
+            scopes: data
+                .get("scopes")
+                .and_then(Value::as_array)
+                .map(|scopes| {
+                    scopes
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// Meta's `health_status`: `can_send_message` overall, and `entities[]` each with its
+/// `entity_type` and, when it cannot send freely, `errors[{error_code, error_description,
+/// possible_solution}]`. Unreadable parts are dropped; `None` without a readable overall answer.
+pub fn health_of(health_status: &Value) -> Option<Health> {
+    let can_send_message = health_status
+        .get("can_send_message")
+        .and_then(Value::as_str)
+        .and_then(CanSendMessage::from_meta)?;
+    let mut errors = Vec::new();
+    for entity in health_status
+        .get("entities")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let kind = entity
+            .get("entity_type")
+            .and_then(Value::as_str)
+            .and_then(crate::domain::number::meta_label)
+            .unwrap_or_else(|| "UNKNOWN".into());
+        for error in entity
+            .get("errors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let code = match error.get("error_code") {
+                Some(Value::Number(n)) => n.as_i64(),
+                Some(Value::String(s)) => s.parse().ok(),
+                _ => None,
+            };
+            let Some(error_code) = code else { continue };
+            let text = |field: &str| {
+                error
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .map(|t| t.chars().take(1000).collect::<String>())
+            };
+            errors.push(HealthIssue {
+                error_code,
+                error_description: text("error_description").unwrap_or_default(),
+                possible_solution: text("possible_solution"),
+                entity: kind.clone(),
+            });
+        }
+    }
+    Some(Health {
+        can_send_message,
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    #[test]
+    fn health_status_is_read_with_each_entity_s_errors_as_meta_documents_it() {
+        let health = health_of(&json!({
+            "can_send_message": "BLOCKED",
+            "entities": [
+                {"entity_type": "PHONE_NUMBER", "id": "1", "can_send_message": "AVAILABLE"},
+                {"entity_type": "WABA", "id": "2", "can_send_message": "BLOCKED", "errors": [
+                    {"error_code": 141006, "error_description": "Payment issue",
+                     "possible_solution": "Add a payment method"}
+                ]},
+                {"entity_type": "BUSINESS", "id": "3", "can_send_message": "LIMITED", "errors": [
+                    {"error_code": "141010", "error_description": "Not verified"}
+                ]}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(health.can_send_message, CanSendMessage::Blocked);
+        assert_eq!(health.errors.len(), 2);
+        assert_eq!(health.errors[0].entity, "WABA");
+        assert_eq!(health.errors[0].error_code, 141006);
+        assert_eq!(
+            health.errors[0].possible_solution.as_deref(),
+            Some("Add a payment method")
+        );
+        assert_eq!(health.errors[1].entity, "BUSINESS");
+        assert_eq!(health.errors[1].error_code, 141010);
+        assert_eq!(health.errors[1].possible_solution, None);
+    }
+
+    #[test]
+    fn a_health_status_without_a_known_answer_is_not_read() {
+        assert_eq!(health_of(&json!({"can_send_message": "MAYBE"})), None);
+        assert_eq!(health_of(&json!({})), None);
     }
 }

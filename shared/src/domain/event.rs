@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::AccountId;
-use super::number::{Number, QualityRating};
+use super::number::{NameDecision, Number, QualityRating};
 use super::status::{Move, Transition};
 use super::time::{self, Timestamp};
 use super::view::NumberView;
@@ -34,6 +34,12 @@ pub enum EventType {
     NumberRestrictionLifted,
     #[serde(rename = "number.ban_scheduled")]
     NumberBanScheduled,
+    #[serde(rename = "number.health_changed")]
+    NumberHealthChanged,
+    #[serde(rename = "number.display_name_updated")]
+    NumberDisplayNameUpdated,
+    #[serde(rename = "number.token_invalid")]
+    NumberTokenInvalid,
 }
 
 impl EventType {
@@ -50,6 +56,9 @@ impl EventType {
             EventType::NumberRestricted => "number.restricted",
             EventType::NumberRestrictionLifted => "number.restriction_lifted",
             EventType::NumberBanScheduled => "number.ban_scheduled",
+            EventType::NumberHealthChanged => "number.health_changed",
+            EventType::NumberDisplayNameUpdated => "number.display_name_updated",
+            EventType::NumberTokenInvalid => "number.token_invalid",
         }
     }
 
@@ -66,14 +75,20 @@ impl EventType {
     }
 }
 
-/// `data` of an event: the Number object, plus `previousQualityRating` where it applies.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// `data` of an event: the Number object, plus what the event is about where it applies
+/// (`previousQualityRating` and `previousMessagingLimit` for `number.quality_updated`,
+/// `nameDecision` for `number.display_name_updated`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventData {
     #[serde(flatten)]
-    pub number: NumberView,
+    pub number: Option<NumberView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_quality_rating: Option<Option<QualityRating>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_messaging_limit: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_decision: Option<NameDecision>,
 }
 
 /// What travels on the events queue: the customer-facing body plus the account to deliver to.
@@ -93,20 +108,14 @@ pub struct EventEnvelope {
 
 impl EventEnvelope {
     pub fn new(event_type: EventType, number: &Number, at: Timestamp) -> EventEnvelope {
-        EventEnvelope::with_data(
-            event_type,
-            number,
-            at,
-            EventData {
-                number: NumberView::from(number),
-                previous_quality_rating: None,
-            },
-        )
+        EventEnvelope::with_data(event_type, number, at, EventData::default())
     }
 
+    /// `number.quality_updated`: the rating, or the messaging limit, or both, changed.
     pub fn quality_updated(
         number: &Number,
-        previous: Option<QualityRating>,
+        previous_rating: Option<QualityRating>,
+        previous_limit: Option<String>,
         at: Timestamp,
     ) -> EventEnvelope {
         EventEnvelope::with_data(
@@ -114,13 +123,32 @@ impl EventEnvelope {
             number,
             at,
             EventData {
-                number: NumberView::from(number),
-                previous_quality_rating: Some(previous),
+                previous_quality_rating: Some(previous_rating),
+                previous_messaging_limit: Some(previous_limit),
+                ..EventData::default()
             },
         )
     }
 
-    fn with_data(
+    /// `number.display_name_updated`, with Meta's decision when one caused it.
+    pub fn display_name_updated(
+        number: &Number,
+        decision: Option<NameDecision>,
+        at: Timestamp,
+    ) -> EventEnvelope {
+        EventEnvelope::with_data(
+            EventType::NumberDisplayNameUpdated,
+            number,
+            at,
+            EventData {
+                name_decision: decision,
+                ..EventData::default()
+            },
+        )
+    }
+
+    /// `data.number` is filled in here from `number`.
+    pub fn with_data(
         event_type: EventType,
         number: &Number,
         at: Timestamp,
@@ -133,7 +161,11 @@ impl EventEnvelope {
             account_id: number.account_id.clone(),
             number_id: number.id.to_string(),
             created_at: at,
-            data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
+            data: serde_json::to_value(EventData {
+                number: Some(NumberView::from(number)),
+                ..data
+            })
+            .unwrap_or(serde_json::Value::Null),
         }
     }
 

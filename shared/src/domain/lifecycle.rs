@@ -10,7 +10,10 @@
 use chrono::Duration;
 
 use super::event::{EventEnvelope, EventType};
-use super::number::{FailureReason, Number, QualityRating, Restriction};
+use super::number::{
+    FailureReason, Health, NameDecision, Number, QualityRating, Restriction, RestrictionMarker,
+    TokenStatus,
+};
 use super::status::{Move, RefusedTransition, Status, Transition};
 use super::step::Step;
 use super::time::Timestamp;
@@ -43,12 +46,31 @@ pub fn register_budget_frees_at(number: &Number, now: Timestamp) -> Option<Times
         .then(|| calls[calls.len() - REGISTER_BUDGET] + Duration::hours(REGISTER_WINDOW_HOURS))
 }
 
-/// Who ended a number. Both end it the same way; logs say which.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Of the budget, how many requests may go to registering again blindly while Meta keeps
+/// answering `2388001` and the phone shows no change: the rest is kept for when it does.
+pub const BLIND_REGISTER_CALLS: usize = REGISTER_BUDGET / 2;
+
+/// Whether a register that waits on `2388001` is sent again now: when the phone as read now
+/// (`phone`, see `RegisterWaits`) differs from what it was when Meta refused, or when fewer than
+/// [`BLIND_REGISTER_CALLS`] requests were sent in the window. Without a reading (Meta did not
+/// answer it) only the budget decides.
+pub fn register_again(number: &Number, phone: Option<&str>, now: Timestamp) -> bool {
+    let changed = match (number.register_waiting_on.as_deref(), phone) {
+        (Some(before), Some(now)) => before != now,
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    changed || register_calls_in_window(number, now).len() < BLIND_REGISTER_CALLS
+}
+
+/// Who ended a number. Both end it the same way; the number shows which (`disconnectedBy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DisconnectedBy {
     /// The API's `DELETE`.
     Customer,
-    /// Meta told us (partner removed, app uninstalled, account deleted).
+    /// Meta told us (partner removed, app uninstalled, account deleted), or the health sync
+    /// found the phone `DISCONNECTED` at Meta.
     Meta,
 }
 
@@ -61,6 +83,10 @@ pub struct StepRecord {
     pub quality_rating: Option<QualityRating>,
     pub subscribed: bool,
     pub registered: bool,
+    pub health: Option<Health>,
+    pub messaging_limit: Option<String>,
+    pub throughput: Option<String>,
+    pub name_status: Option<String>,
 }
 
 /// Everything that changes a number after its creation.
@@ -91,8 +117,33 @@ pub enum Command {
     },
     /// Meta's quality rating as read now (`None`: not rated).
     QualityChanged(Option<QualityRating>),
-    /// Meta approved a display name.
-    DisplayNameApproved(String),
+    /// Meta decided on a requested display name (`phone_number_name_update`).
+    NameDecided(NameDecision),
+    /// Meta's `name_status` as read now.
+    NameStatusRead(String),
+    /// Meta's `health_status` as read now.
+    HealthRead(Health),
+    /// Meta's messaging limit and throughput level as reported now (`None`: not reported,
+    /// kept). `announce_first`: a first value is announced too (Meta pushed it as a change);
+    /// otherwise a first reading is recorded quietly.
+    LimitRead {
+        messaging_limit: Option<String>,
+        throughput: Option<String>,
+        announce_first: bool,
+    },
+    /// What `debug_token` says of the number's stored token.
+    TokenChecked(TokenStatus),
+    /// A restriction known from another signal than Meta's restriction list, on or lifted.
+    MarkRestriction {
+        marker: RestrictionMarker,
+        on: bool,
+    },
+    /// Register was answered `2388001`: Meta's reason, and the phone's fields as read then
+    /// (`None` when they could not be read).
+    RegisterWaits {
+        reason: FailureReason,
+        phone: Option<String>,
+    },
     /// The health sync's daily look at the token's expiry.
     WarnTokenExpiry,
     /// Meta-side teardown of a disconnected or failed number ran: what it undid at Meta, and
@@ -127,7 +178,13 @@ impl Command {
             Command::StepDone { .. } => "finish a step",
             Command::StepRetried { .. } => "retry a step",
             Command::QualityChanged(_) => "change the quality rating",
-            Command::DisplayNameApproved(_) => "set the display name",
+            Command::NameDecided(_) => "record Meta's display name decision",
+            Command::NameStatusRead(_) => "record the display name's status",
+            Command::HealthRead(_) => "record Meta's health status",
+            Command::LimitRead { .. } => "record the messaging limit",
+            Command::TokenChecked(_) => "record the token's status",
+            Command::MarkRestriction { .. } => "mark a restriction",
+            Command::RegisterWaits { .. } => "wait on Meta before registering again",
             Command::WarnTokenExpiry => "warn of the token's expiry",
             Command::TornDown(_) => "record the teardown",
             Command::CountRegisterCall => "count a register request",
@@ -241,27 +298,26 @@ pub fn decide(number: &Number, command: Command, now: Timestamp) -> Decision {
     match command {
         Command::Activate => move_status(number, Move::Activate, None, now),
         Command::Fail(reason) => move_status(number, Move::Fail, Some(reason), now),
-        Command::Disconnect(_) => move_status(number, Move::Disconnect, None, now),
+        Command::Disconnect(by) => move_status_with(number, Move::Disconnect, None, now, |after| {
+            after.disconnected_by = Some(by);
+        }),
         Command::Ban => move_status(number, Move::Ban, None, now),
         Command::Reinstate => move_status(number, Move::Reinstate, None, now),
         Command::Retry { token_usable } => retry(number, token_usable, now),
         Command::StepDone { step, record } => step_done(number, step, record, now),
         Command::StepRetried { step, reason } => step_retried(number, step, reason),
         Command::QualityChanged(rating) => quality_changed(number, rating, now),
-        Command::DisplayNameApproved(name) => {
-            if number.status.is_final() {
-                return refused(Refusal::Final {
-                    status: number.status,
-                });
-            }
-            if number.display_name.as_deref() == Some(name.as_str()) {
-                return Decision::Already;
-            }
-            let mut after = number.clone();
-            after.display_name = Some(name);
-            after.updated_at = now;
-            change(number, after, Vec::new(), PhoneGuard::Keep, None)
-        }
+        Command::NameDecided(decision) => name_decided(number, decision, now),
+        Command::NameStatusRead(status) => name_status_read(number, status, now),
+        Command::HealthRead(health) => health_read(number, health, now),
+        Command::LimitRead {
+            messaging_limit,
+            throughput,
+            announce_first,
+        } => limit_read(number, messaging_limit, throughput, announce_first, now),
+        Command::TokenChecked(status) => token_checked(number, status, now),
+        Command::MarkRestriction { marker, on } => mark_restriction(number, marker, on, now),
+        Command::RegisterWaits { reason, phone } => register_waits(number, reason, phone),
         Command::WarnTokenExpiry => warn_token_expiry(number, now),
         Command::CountRegisterCall => count_register_call(number, now),
         Command::Restrict(restrictions) => restrict(number, restrictions, now),
@@ -279,6 +335,17 @@ fn move_status(
     by: Move,
     failure: Option<FailureReason>,
     now: Timestamp,
+) -> Decision {
+    move_status_with(number, by, failure, now, |_| {})
+}
+
+/// A status move; `record` adds what the move records beside the status.
+fn move_status_with(
+    number: &Number,
+    by: Move,
+    failure: Option<FailureReason>,
+    now: Timestamp,
+    record: impl FnOnce(&mut Number),
 ) -> Decision {
     let transition = match Transition::by(number.status, by) {
         Ok(transition) => transition,
@@ -307,6 +374,7 @@ fn move_status(
     if matches!(by, Move::Ban | Move::Reinstate) {
         after.ban_scheduled = false;
     }
+    record(&mut after);
     let event = EventEnvelope::new(EventType::for_transition(transition), &after, now);
     // Only a live number holds its phone: a FAILED one gave it up when it failed.
     let guard = match (transition.from().is_live(), to.is_live()) {
@@ -462,6 +530,19 @@ fn step_done(number: &Number, step: Step, record: StepRecord, now: Timestamp) ->
     }
     after.subscribed |= record.subscribed;
     after.registered |= record.registered;
+    if record.health.is_some() {
+        after.health = record.health;
+    }
+    if record.messaging_limit.is_some() {
+        after.messaging_limit = record.messaging_limit;
+    }
+    if record.throughput.is_some() {
+        after.throughput = record.throughput;
+    }
+    if record.name_status.is_some() {
+        after.name_status = record.name_status;
+    }
+    after.register_waiting_on = None;
     change(number, after, Vec::new(), PhoneGuard::Keep, None)
 }
 
@@ -494,7 +575,8 @@ fn quality_changed(number: &Number, rating: Option<QualityRating>, now: Timestam
     let mut after = number.clone();
     after.quality_rating = rating;
     after.updated_at = now;
-    let event = EventEnvelope::quality_updated(&after, previous, now);
+    let event =
+        EventEnvelope::quality_updated(&after, previous, number.messaging_limit.clone(), now);
     change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
 }
 
@@ -528,6 +610,24 @@ fn restrict(number: &Number, restrictions: Vec<Restriction>, now: Timestamp) -> 
             status: number.status,
         });
     }
+    // Meta's list replaces its earlier list; restrictions known from other signals stay.
+    let mut restrictions = restrictions;
+    restrictions.retain(|r| !RestrictionMarker::is_marker(&r.kind));
+    let markers = number
+        .restrictions
+        .iter()
+        .filter(|r| RestrictionMarker::is_marker(&r.kind))
+        .cloned();
+    restrictions.extend(markers);
+    restrictions_changed(number, restrictions, now)
+}
+
+/// Records the restrictions in force now, announced like [`restrict`].
+fn restrictions_changed(
+    number: &Number,
+    restrictions: Vec<Restriction>,
+    now: Timestamp,
+) -> Decision {
     if number.restrictions == restrictions {
         return Decision::Already;
     }
@@ -541,6 +641,169 @@ fn restrict(number: &Number, restrictions: Vec<Restriction>, now: Timestamp) -> 
     };
     let event = EventEnvelope::new(event_type, &after, now);
     change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
+}
+
+fn mark_restriction(
+    number: &Number,
+    marker: RestrictionMarker,
+    on: bool,
+    now: Timestamp,
+) -> Decision {
+    if let Some(refusal) = final_refusal(number) {
+        return refused(refusal);
+    }
+    let mut restrictions: Vec<Restriction> = number
+        .restrictions
+        .iter()
+        .filter(|r| r.kind != marker.as_str())
+        .cloned()
+        .collect();
+    if on {
+        restrictions.push(Restriction {
+            kind: marker.as_str().to_string(),
+            expires_at: None,
+        });
+    }
+    restrictions_changed(number, restrictions, now)
+}
+
+/// Final numbers record nothing Meta says any more.
+fn final_refusal(number: &Number) -> Option<Refusal> {
+    number.status.is_final().then_some(Refusal::Final {
+        status: number.status,
+    })
+}
+
+/// Announced as `number.display_name_updated` with the decision; once per decision.
+fn name_decided(number: &Number, decision: NameDecision, now: Timestamp) -> Decision {
+    if let Some(refusal) = final_refusal(number) {
+        return refused(refusal);
+    }
+    if number.name_decision.as_ref() == Some(&decision) {
+        return Decision::Already;
+    }
+    let mut after = number.clone();
+    match decision.decision.as_str() {
+        "APPROVED" => {
+            if !decision.requested_verified_name.is_empty() {
+                after.display_name = Some(decision.requested_verified_name.clone());
+            }
+            after.name_status = Some("APPROVED".into());
+        }
+        // Meta's `name_status` for a rejected name.
+        "REJECTED" => after.name_status = Some("DECLINED".into()),
+        _ => {}
+    }
+    after.name_decision = Some(decision.clone());
+    after.updated_at = now;
+    let event = EventEnvelope::display_name_updated(&after, Some(decision), now);
+    change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
+}
+
+/// A changed `name_status` is announced; the first one read is recorded quietly.
+fn name_status_read(number: &Number, status: String, now: Timestamp) -> Decision {
+    if let Some(refusal) = final_refusal(number) {
+        return refused(refusal);
+    }
+    if number.name_status.as_deref() == Some(status.as_str()) {
+        return Decision::Already;
+    }
+    let announce = number.name_status.is_some();
+    let mut after = number.clone();
+    after.name_status = Some(status);
+    after.updated_at = now;
+    let event = announce.then(|| EventEnvelope::display_name_updated(&after, None, now));
+    change(number, after, Vec::new(), PhoneGuard::Keep, event)
+}
+
+/// A changed health is announced (`number.health_changed`); a first reading only when it is
+/// not `AVAILABLE`.
+fn health_read(number: &Number, health: Health, now: Timestamp) -> Decision {
+    if let Some(refusal) = final_refusal(number) {
+        return refused(refusal);
+    }
+    if number.health.as_ref() == Some(&health) {
+        return Decision::Already;
+    }
+    let announce = number.health.is_some()
+        || health.can_send_message != super::number::CanSendMessage::Available;
+    let mut after = number.clone();
+    after.health = Some(health);
+    after.updated_at = now;
+    let event = announce.then(|| EventEnvelope::new(EventType::NumberHealthChanged, &after, now));
+    change(number, after, Vec::new(), PhoneGuard::Keep, event)
+}
+
+/// A changed messaging limit or throughput is announced as `number.quality_updated` with the
+/// previous limit.
+fn limit_read(
+    number: &Number,
+    messaging_limit: Option<String>,
+    throughput: Option<String>,
+    announce_first: bool,
+    now: Timestamp,
+) -> Decision {
+    if let Some(refusal) = final_refusal(number) {
+        return refused(refusal);
+    }
+    let limit = messaging_limit.or_else(|| number.messaging_limit.clone());
+    let throughput = throughput.or_else(|| number.throughput.clone());
+    let limit_changed = limit != number.messaging_limit;
+    let throughput_changed = throughput != number.throughput;
+    if !limit_changed && !throughput_changed {
+        return Decision::Already;
+    }
+    let announce = announce_first
+        || (limit_changed && number.messaging_limit.is_some())
+        || (throughput_changed && number.throughput.is_some());
+    let mut after = number.clone();
+    after.messaging_limit = limit;
+    after.throughput = throughput;
+    after.updated_at = now;
+    let event = announce.then(|| {
+        EventEnvelope::quality_updated(
+            &after,
+            number.quality_rating,
+            number.messaging_limit.clone(),
+            now,
+        )
+    });
+    change(number, after, Vec::new(), PhoneGuard::Keep, event)
+}
+
+/// An invalid token is announced (`number.token_invalid`) once until it is valid again.
+fn token_checked(number: &Number, status: TokenStatus, now: Timestamp) -> Decision {
+    if let Some(refusal) = final_refusal(number) {
+        return refused(refusal);
+    }
+    if number.token_status == Some(status) {
+        return Decision::Already;
+    }
+    let mut after = number.clone();
+    after.token_status = Some(status);
+    after.updated_at = now;
+    let event = (status == TokenStatus::Invalid)
+        .then(|| EventEnvelope::new(EventType::NumberTokenInvalid, &after, now));
+    change(number, after, Vec::new(), PhoneGuard::Keep, event)
+}
+
+/// Like a retried register step, with the phone as read when Meta refused.
+fn register_waits(number: &Number, reason: FailureReason, phone: Option<String>) -> Decision {
+    let step = Step::RegisterNumber;
+    match readiness(number, step) {
+        Readiness::Stopped { status } => return refused(Refusal::NotPending { status }),
+        Readiness::Done { .. } => return Decision::Already,
+        Readiness::Early { at } => return refused(Refusal::StepNotReached { step, at }),
+        Readiness::Run => {}
+    }
+    if number.provisioning_error.as_ref() == Some(&reason) && number.register_waiting_on == phone {
+        return Decision::Already;
+    }
+    // Bookkeeping like a retried step: `updatedAt` stays.
+    let mut after = number.clone();
+    after.provisioning_error = Some(reason);
+    after.register_waiting_on = phone;
+    change(number, after, Vec::new(), PhoneGuard::Keep, None)
 }
 
 /// Announced once per schedule, to numbers Meta has not banned yet.

@@ -16,7 +16,10 @@ pub mod view;
 
 pub use event::{EventEnvelope, EventType};
 pub use ids::{AccountId, ApiKeyId, NumberId};
-pub use number::{FailureReason, Number, Onboarding, QualityRating, Restriction};
+pub use number::{
+    CanSendMessage, FailureReason, Health, HealthIssue, NameDecision, Number, Onboarding,
+    QualityRating, Restriction, RestrictionMarker, TokenStatus,
+};
 pub use status::{Move, RefusedTransition, Status, Transition, UnknownStatus, transition};
 pub use step::Step;
 pub use time::Timestamp;

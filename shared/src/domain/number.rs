@@ -57,6 +57,108 @@ pub struct Restriction {
     pub expires_at: Option<Timestamp>,
 }
 
+/// Whether Meta lets the number send (`health_status.can_send_message`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CanSendMessage {
+    Available,
+    Limited,
+    Blocked,
+}
+
+impl CanSendMessage {
+    pub fn from_meta(value: &str) -> Option<CanSendMessage> {
+        match value {
+            "AVAILABLE" => Some(CanSendMessage::Available),
+            "LIMITED" => Some(CanSendMessage::Limited),
+            "BLOCKED" => Some(CanSendMessage::Blocked),
+            _ => None,
+        }
+    }
+}
+
+/// One reason Meta gives in `health_status` why an entity (the phone number, its WABA, the
+/// business, the app) cannot send freely.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthIssue {
+    pub error_code: i64,
+    pub error_description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub possible_solution: Option<String>,
+    /// Meta's `entity_type`: `PHONE_NUMBER`, `WABA`, `BUSINESS` or `APP`.
+    pub entity: String,
+}
+
+/// Meta's `health_status` of the number, as last read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub can_send_message: CanSendMessage,
+    #[serde(default)]
+    pub errors: Vec<HealthIssue>,
+}
+
+/// Whether the number's stored token still works at Meta (Graph `debug_token`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TokenStatus {
+    Valid,
+    /// Revoked, expired or otherwise refused by Meta: the customer must sign up again.
+    Invalid,
+}
+
+/// A restriction that does not come from Meta's `restriction_info` list but from another
+/// signal; it is kept when an `ACCOUNT_RESTRICTION` replaces the list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestrictionMarker {
+    /// `account_update` `ACCOUNT_OFFBOARDED` (a coexistence number's Cloud API companion was
+    /// offboarded); lifted by `ACCOUNT_RECONNECTED`.
+    AccountOffboarded,
+    /// The health sync found the phone's `status` `RESTRICTED`; lifted when it no longer is.
+    PhoneNumberRestricted,
+}
+
+impl RestrictionMarker {
+    pub const ALL: [RestrictionMarker; 2] = [
+        RestrictionMarker::AccountOffboarded,
+        RestrictionMarker::PhoneNumberRestricted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestrictionMarker::AccountOffboarded => "ACCOUNT_OFFBOARDED",
+            RestrictionMarker::PhoneNumberRestricted => "PHONE_NUMBER_RESTRICTED",
+        }
+    }
+
+    pub fn is_marker(kind: &str) -> bool {
+        RestrictionMarker::ALL.iter().any(|m| m.as_str() == kind)
+    }
+}
+
+/// Meta's decision on a requested display name (`phone_number_name_update`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NameDecision {
+    /// `APPROVED`, `DEFERRED` or `REJECTED`.
+    pub decision: String,
+    pub requested_verified_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection_reason: Option<String>,
+}
+
+/// A Meta enumeration value as we keep it (`TIER_1K`, `STANDARD`, `PENDING_REVIEW`...): upper
+/// case letters, digits and `_`, at most 64 of them; anything else Meta might send is dropped.
+pub fn meta_label(value: &str) -> Option<String> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    ok.then(|| value.to_string())
+}
+
 /// Why a number failed (`failureReason`) or is still waiting (`pendingReason`): our step, Meta's
 /// code, and Meta's text, including the text Meta writes for the end user when it sends one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +218,23 @@ pub struct Number {
     /// Meta announced that the WABA will be disabled (`SCHEDULE_FOR_DISABLE`); cleared by a
     /// ban or a reinstatement.
     pub ban_scheduled: bool,
+    /// Meta's `health_status` as last read (`None`: not read yet).
+    pub health: Option<Health>,
+    /// Meta's messaging limit tier (`TIER_250`, `TIER_1K`, ... `TIER_UNLIMITED`).
+    pub messaging_limit: Option<String>,
+    /// Meta's `throughput.level` (`STANDARD`, `HIGH`, `NOT_APPLICABLE`).
+    pub throughput: Option<String>,
+    /// Meta's `name_status` of the display name (`APPROVED`, `PENDING_REVIEW`, `DECLINED`...).
+    pub name_status: Option<String>,
+    /// Meta's last decision on a requested display name, so a redelivery announces it once.
+    pub name_decision: Option<NameDecision>,
+    /// What `debug_token` said of the stored token at the last health sync.
+    pub token_status: Option<TokenStatus>,
+    /// Who disconnected the number, once `DISCONNECTED`.
+    pub disconnected_by: Option<super::lifecycle::DisconnectedBy>,
+    /// While register waits on Meta's `2388001`: the phone's fields as read then, so the next
+    /// attempt registers again only when something changed (or the budget has room to spare).
+    pub register_waiting_on: Option<String>,
     /// Bumped by every write; each write is conditioned on the version it read.
     pub version: u64,
 }
@@ -153,6 +272,14 @@ impl Number {
             register_calls: Vec::new(),
             restrictions: Vec::new(),
             ban_scheduled: false,
+            health: None,
+            messaging_limit: None,
+            throughput: None,
+            name_status: None,
+            name_decision: None,
+            token_status: None,
+            disconnected_by: None,
+            register_waiting_on: None,
             version: 1,
         }
     }

@@ -1,7 +1,11 @@
 use serde::Serialize;
 
+use crate::domain::lifecycle::DisconnectedBy;
 use crate::domain::time::{self, Timestamp};
-use crate::domain::{FailureReason, Number, Onboarding, QualityRating, Restriction, Status, Step};
+use crate::domain::{
+    FailureReason, Health, Number, Onboarding, QualityRating, Restriction, Status, Step,
+    TokenStatus,
+};
 
 /// The contract's Number object. Built field by field from the domain, so nothing reaches a
 /// client by accident: no account id, no token, no secret reference.
@@ -35,6 +39,20 @@ pub struct NumberView {
     /// Meta's restrictions in force; absent when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub restrictions: Vec<Restriction>,
+    /// Meta's `health_status`, once read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messaging_limit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_status: Option<String>,
+    /// What Meta's `debug_token` said of the number's token at the last health sync.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_status: Option<TokenStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disconnected_by: Option<DisconnectedBy>,
 }
 
 impl From<&Number> for NumberView {
@@ -60,6 +78,14 @@ impl From<&Number> for NumberView {
                 .clone()
                 .filter(|_| number.status == Status::Pending),
             restrictions: number.restrictions.clone(),
+            health: number.health.clone(),
+            messaging_limit: number.messaging_limit.clone(),
+            throughput: number.throughput.clone(),
+            name_status: number.name_status.clone(),
+            token_status: number.token_status,
+            disconnected_by: number
+                .disconnected_by
+                .filter(|_| number.status == Status::Disconnected),
         }
     }
 }

@@ -17,12 +17,13 @@ use tracing::Instrument;
 use crate::domain::lifecycle::{self as lifecycle_rules, Command, Readiness, Refusal, StepRecord};
 use crate::domain::messages::{self, StepMessage, TeardownMessage};
 use crate::domain::meta::{ErrorKind, MetaError, Retry};
+use crate::domain::number::meta_label;
 use crate::domain::secrets::{NumberSecrets, generate_pin};
 use crate::domain::{FailureReason, Number, QualityRating, Status, Step, time};
 use crate::lifecycle::{self, Changed, LifecycleError};
 use crate::ports::{
-    EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, ProvisioningStore, Queue,
-    QueueError, Redelivery, StoreError, TokenVault, VaultError,
+    EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, PhoneProfile,
+    ProvisioningStore, Queue, QueueError, Redelivery, StoreError, TokenVault, VaultError,
 };
 use crate::sqs_batch::{Delivery, Outcome, process_batch};
 
@@ -210,6 +211,10 @@ where
         // Every register request counts toward Meta's limit whatever its answer: it is
         // written before the request is sent, and none is sent beyond the budget.
         let number = if step == Step::RegisterNumber {
+            let number = match self.before_register(&number, delivery).await? {
+                Ok(number) => number,
+                Err(outcome) => return Ok(outcome),
+            };
             match self.count_register_call(&number).await? {
                 Ok(number) => number,
                 Err(outcome) => return Ok(outcome),
@@ -275,6 +280,23 @@ where
                 lifecycle::apply(&self.store, &self.queue, &number, retried).await?;
                 Ok(Outcome::RetryAfter(
                     self.retry.delay(delivery.receive_count, Retry::Soon),
+                ))
+            }
+            Err(StepFailure::Meta(err))
+                if step == Step::RegisterNumber && err.kind == ErrorKind::DisplayNameNotReady =>
+            {
+                // 2388001: often the customer's to fix (edit the name, free the number from
+                // another WhatsApp account). The phone is read now, so the next attempt
+                // registers again only when Meta's view of it moved on.
+                tracing::warn!(code = %err.code, subcode = ?err.subcode, "Meta has not processed the display name; waiting");
+                let (number, phone) = self.read_phone(&number).await?;
+                let waits = Command::RegisterWaits {
+                    reason: err.failure_reason(step),
+                    phone: phone.as_ref().map(PhoneProfile::fingerprint),
+                };
+                lifecycle::apply(&self.store, &self.queue, &number, waits).await?;
+                Ok(Outcome::RetryAfter(
+                    self.retry.delay(delivery.receive_count, Retry::Slowly),
                 ))
             }
             Err(StepFailure::Meta(err)) => {
@@ -384,6 +406,10 @@ where
                         .quality_rating
                         .as_deref()
                         .and_then(QualityRating::from_meta),
+                    health: profile.health,
+                    messaging_limit: profile.messaging_limit_tier.as_deref().and_then(meta_label),
+                    throughput: profile.throughput_level.as_deref().and_then(meta_label),
+                    name_status: profile.name_status.as_deref().and_then(meta_label),
                     ..StepRecord::default()
                 }
             }
@@ -397,6 +423,80 @@ where
             }
         };
         Ok(Some(record))
+    }
+
+    /// While register waits on `2388001`: the phone is read again (its `name_status` recorded
+    /// on the number), and register is sent again only when the phone changed or the blind
+    /// share of the budget has room (`lifecycle::register_again`). Otherwise the step waits
+    /// again, slowly, and fails with Meta's text once the number has waited as long as it may.
+    async fn before_register(
+        &self,
+        number: &Number,
+        delivery: &Delivery,
+    ) -> Result<Result<Number, Outcome>, StepError> {
+        if number.register_waiting_on.is_none() {
+            return Ok(Ok(number.clone()));
+        }
+        let (number, phone) = self.read_phone(number).await?;
+        let now = time::now();
+        let phone = phone.as_ref().map(PhoneProfile::fingerprint);
+        if lifecycle_rules::register_again(&number, phone.as_deref(), now) {
+            return Ok(Ok(number));
+        }
+        if self.retry.waited_too_long(&number, now) {
+            let reason = number.provisioning_error.clone().unwrap_or(FailureReason {
+                step: Step::RegisterNumber.as_str().into(),
+                code: "display_name_not_ready".into(),
+                message: "Meta did not accept the display name in time".into(),
+                ..FailureReason::default()
+            });
+            tracing::warn!(code = %reason.code, "waited for Meta as long as a number may; the number fails");
+            self.fail(&number, reason).await?;
+            return Ok(Err(Outcome::Done));
+        }
+        tracing::info!(
+            "the phone is as it was when Meta answered 2388001; waiting before registering again"
+        );
+        Ok(Err(Outcome::RetryAfter(
+            self.retry.delay(delivery.receive_count, Retry::Slowly),
+        )))
+    }
+
+    /// Meta's view of the phone now, its `name_status` recorded on the number; `None` when
+    /// Meta does not answer (logged: waiting goes on without it).
+    async fn read_phone(
+        &self,
+        number: &Number,
+    ) -> Result<(Number, Option<PhoneProfile>), StepError> {
+        let Some(secrets) = self.vault.load(&number.id).await? else {
+            return Ok((number.clone(), None));
+        };
+        let profile = match self
+            .meta
+            .phone_profile(&secrets.token, &number.phone_number_id)
+            .await
+        {
+            Ok(profile) => profile,
+            Err(err) => {
+                tracing::warn!(code = %err.code, http_status = err.http_status, "the phone could not be read");
+                return Ok((number.clone(), None));
+            }
+        };
+        let mut number = number.clone();
+        if let Some(status) = profile.name_status.as_deref().and_then(meta_label) {
+            match lifecycle::apply(
+                &self.store,
+                &self.queue,
+                &number,
+                Command::NameStatusRead(status),
+            )
+            .await?
+            {
+                Changed::Now(read) | Changed::Already(read) => number = read,
+                Changed::Refused(_, why) => tracing::info!(%why, "name status not recorded"),
+            }
+        }
+        Ok((number, Some(profile)))
     }
 
     /// Counts a register request against the number's budget. `Err` is what to do instead of

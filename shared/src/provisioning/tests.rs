@@ -574,6 +574,114 @@ async fn a_display_name_meta_has_not_processed_keeps_the_number_pending_with_met
     );
 }
 
+fn phone_in_review() -> PhoneProfile {
+    PhoneProfile {
+        status: Some("PENDING".into()),
+        name_status: Some("PENDING_REVIEW".into()),
+        verified_name: Some("Acme".into()),
+        code_verification_status: Some("VERIFIED".into()),
+        ..PhoneProfile::default()
+    }
+}
+
+/// A number whose register Meta answered 2388001 `calls` times, with the phone in review.
+async fn given_waiting_on_the_display_name(calls: usize) -> Given {
+    let given = given_pending_at(Step::RegisterNumber);
+    given.meta().set_profile(phone_in_review());
+    for _ in 0..calls {
+        given
+            .meta()
+            .fail_next(MetaCallKind::Register, display_name_not_ready());
+        given.run(Step::RegisterNumber).await;
+    }
+    given
+}
+
+#[tokio::test]
+async fn on_2388001_the_phone_is_read_and_its_name_status_shown() {
+    let given = given_waiting_on_the_display_name(1).await;
+
+    let number = given.now();
+    assert_eq!(given.meta().count(MetaCallKind::PhoneProfile), 1);
+    assert_eq!(number.name_status.as_deref(), Some("PENDING_REVIEW"));
+    assert_eq!(
+        number.register_waiting_on,
+        Some(phone_in_review().fingerprint())
+    );
+}
+
+#[tokio::test]
+async fn an_unchanged_phone_is_not_registered_again_once_the_blind_share_is_spent() {
+    let given =
+        given_waiting_on_the_display_name(crate::domain::lifecycle::BLIND_REGISTER_CALLS).await;
+    assert_eq!(
+        given.meta().count(MetaCallKind::Register),
+        crate::domain::lifecycle::BLIND_REGISTER_CALLS
+    );
+
+    let outcome = given.run(Step::RegisterNumber).await;
+
+    // The phone was read again, showed nothing new, and no register request went out.
+    assert!(matches!(outcome, Outcome::RetryAfter(seconds) if seconds > 0));
+    assert_eq!(
+        given.meta().count(MetaCallKind::Register),
+        crate::domain::lifecycle::BLIND_REGISTER_CALLS
+    );
+    assert_eq!(given.now().status, Status::Pending);
+    assert_eq!(
+        given.now().register_calls.len(),
+        crate::domain::lifecycle::BLIND_REGISTER_CALLS
+    );
+}
+
+#[tokio::test]
+async fn a_phone_whose_name_meta_approved_meanwhile_is_registered_again_at_once() {
+    let given =
+        given_waiting_on_the_display_name(crate::domain::lifecycle::BLIND_REGISTER_CALLS).await;
+    given.meta().set_profile(PhoneProfile {
+        name_status: Some("APPROVED".into()),
+        ..phone_in_review()
+    });
+
+    let outcome = given.run(Step::RegisterNumber).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(
+        given.meta().count(MetaCallKind::Register),
+        crate::domain::lifecycle::BLIND_REGISTER_CALLS + 1
+    );
+    let number = given.now();
+    assert_eq!(number.provisioning_step, Some(Step::ConfigurePin));
+    assert_eq!(number.name_status.as_deref(), Some("APPROVED"));
+    assert_eq!(number.register_waiting_on, None);
+    assert_eq!(given.steps_sent().last(), Some(&Step::ConfigurePin));
+}
+
+#[tokio::test]
+async fn an_unchanged_phone_past_the_bound_fails_with_meta_s_text_without_registering() {
+    let given =
+        given_waiting_on_the_display_name(crate::domain::lifecycle::BLIND_REGISTER_CALLS).await;
+    let mut number = given.now();
+    number.created_at = time::now() - chrono::Duration::days(8);
+    given.store().insert_number(number);
+
+    given.run(Step::RegisterNumber).await;
+
+    let number = given.now();
+    assert_eq!(number.status, Status::Failed);
+    assert_eq!(
+        number
+            .failure_reason
+            .and_then(|r| r.user_message)
+            .as_deref(),
+        Some("Edit the display name in WhatsApp Manager.")
+    );
+    assert_eq!(
+        given.meta().count(MetaCallKind::Register),
+        crate::domain::lifecycle::BLIND_REGISTER_CALLS
+    );
+}
+
 #[tokio::test]
 async fn no_register_request_is_sent_beyond_the_budget_and_the_step_waits_for_it() {
     let given = given_pending_at(Step::RegisterNumber);

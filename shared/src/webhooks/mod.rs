@@ -16,7 +16,7 @@ use crate::domain::{AccountId, EventType, Timestamp};
 pub const MAX_ENDPOINTS_PER_ACCOUNT: usize = 20;
 
 /// Every event type a customer can subscribe to, in the order the contract lists them.
-pub const SUBSCRIBABLE_EVENTS: [EventType; 10] = [
+pub const SUBSCRIBABLE_EVENTS: [EventType; 13] = [
     EventType::NumberActivated,
     EventType::NumberFailed,
     EventType::NumberDisconnected,
@@ -27,6 +27,9 @@ pub const SUBSCRIBABLE_EVENTS: [EventType; 10] = [
     EventType::NumberRestricted,
     EventType::NumberRestrictionLifted,
     EventType::NumberBanScheduled,
+    EventType::NumberHealthChanged,
+    EventType::NumberDisplayNameUpdated,
+    EventType::NumberTokenInvalid,
 ];
 
 #[derive(Clone, Debug, PartialEq)]

@@ -222,7 +222,7 @@ impl TestEnv {
                 let sorted: std::collections::BTreeMap<_, _> = item
                     .into_iter()
                     .filter(|(k, _)| k != "lastUsedHour")
-                    .map(|(k, v)| (k, format!("{v:?}")))
+                    .map(|(k, v)| (k, canonical(&v)))
                     .collect();
                 items.push(format!("{sorted:?}"));
             }
@@ -424,6 +424,22 @@ pub fn authorization_event(
     })
 }
 
+/// An attribute as text with nested maps in key order, so equal items print alike.
+fn canonical(value: &AttributeValue) -> String {
+    match value {
+        AttributeValue::M(map) => {
+            let sorted: std::collections::BTreeMap<_, _> =
+                map.iter().map(|(k, v)| (k, canonical(v))).collect();
+            format!("M({sorted:?})")
+        }
+        AttributeValue::L(list) => {
+            let items: Vec<String> = list.iter().map(canonical).collect();
+            format!("L({items:?})")
+        }
+        other => format!("{other:?}"),
+    }
+}
+
 pub fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_string())
 }
@@ -448,6 +464,23 @@ pub fn sample_number(
         number.provisioning_step = None;
         number.display_number = Some("+55 11 99999-0000".into());
         number.quality_rating = Some(QualityRating::Green);
+        // What the health sync reads from Meta.
+        number.health = Some(muchaw_shared::domain::Health {
+            can_send_message: muchaw_shared::domain::CanSendMessage::Limited,
+            errors: vec![muchaw_shared::domain::HealthIssue {
+                error_code: 141006,
+                error_description: "There is an error with the payment method.".into(),
+                possible_solution: Some("Add a new payment method to the account.".into()),
+                entity: "WABA".into(),
+            }],
+        });
+        number.messaging_limit = Some("TIER_1K".into());
+        number.throughput = Some("STANDARD".into());
+        number.name_status = Some("APPROVED".into());
+        number.token_status = Some(muchaw_shared::domain::TokenStatus::Valid);
+    }
+    if status == Status::Disconnected {
+        number.disconnected_by = Some(muchaw_shared::domain::lifecycle::DisconnectedBy::Customer);
     }
     number
 }

@@ -13,6 +13,8 @@
 //!   `"displayNameNotReady"`, `"registerLimit"`), `{"error":{"httpStatus","code","subcode"?,
 //!   "isTransient"?,"message"?}}` or `{"delayMs":N}`
 //! - `POST /_fake/quality {"phoneNumberId","rating"}`
+//! - `POST /_fake/webhooks {"entryId","field","value","callbackUrl"?}`: sends Meta's webhook
+//!   (signed with the app secret, as Meta signs it) to the callback URL → `{"status"}`
 //! - `GET /_fake/calls` (the call log as JSON) and `DELETE /_fake/calls`
 //!
 //! For pages running Embedded Signup, `GET /sdk.js` is a stand-in for Meta's JavaScript SDK
@@ -37,7 +39,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 mod signup_sdk;
+pub mod webhooks;
 pub use signup_sdk::{SIGNUP_CONFIG_ID, SdkRequest, SignupScript};
+pub use webhooks::WebhookError;
 
 /// How long an Embedded-Signup code can be exchanged.
 pub const CODE_LIFETIME: Duration = Duration::from_secs(30);
@@ -248,6 +252,25 @@ struct Phone {
     status: Option<String>,
     /// `health_status.can_send_message`: AVAILABLE, LIMITED or BLOCKED.
     can_send_message: String,
+    /// Errors per entity of `health_status` when set (else one generic error on the phone's
+    /// entity when it cannot send freely).
+    health_errors: Vec<HealthError>,
+    /// `name_status`: while `PENDING_REVIEW` or `DECLINED`, register answers `100/2388001`
+    /// (the display name is not processed), as Meta does until the customer's name is accepted.
+    name_status: String,
+    messaging_limit_tier: String,
+    throughput_level: String,
+}
+
+/// One error of an entity in `health_status`, as Meta documents it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct HealthError {
+    /// `PHONE_NUMBER`, `WABA`, `BUSINESS` or `APP`.
+    pub entity_type: String,
+    pub error_code: i64,
+    pub error_description: String,
+    #[serde(default)]
+    pub possible_solution: Option<String>,
 }
 
 #[derive(Default)]
@@ -268,6 +291,9 @@ struct FakeState {
     sdk_requests: Vec<SdkRequest>,
     /// The options of each `FB.login` call the stand-in SDK saw.
     signup_logins: Vec<Value>,
+    /// The app's webhook callback URL (App Dashboard, Webhooks), where the fake sends
+    /// Meta's webhooks.
+    webhook_callback: Option<String>,
 }
 
 struct Inner {
@@ -327,6 +353,19 @@ impl Inner {
                 can_send_message: previous
                     .as_ref()
                     .map_or_else(|| "AVAILABLE".to_string(), |p| p.can_send_message.clone()),
+                health_errors: previous
+                    .as_ref()
+                    .map(|p| p.health_errors.clone())
+                    .unwrap_or_default(),
+                name_status: previous
+                    .as_ref()
+                    .map_or_else(|| "APPROVED".to_string(), |p| p.name_status.clone()),
+                messaging_limit_tier: previous
+                    .as_ref()
+                    .map_or_else(|| "TIER_1K".to_string(), |p| p.messaging_limit_tier.clone()),
+                throughput_level: previous
+                    .as_ref()
+                    .map_or_else(|| "STANDARD".to_string(), |p| p.throughput_level.clone()),
                 register_events: previous.map(|p| p.register_events).unwrap_or_default(),
             },
         );
@@ -354,6 +393,23 @@ impl Inner {
         if let Some(phone) = self.state().phones.get_mut(phone_number_id) {
             phone.profile.quality_rating = rating.to_string();
         }
+    }
+
+    async fn send_webhook(
+        &self,
+        entry_id: &str,
+        field: &str,
+        value: Value,
+    ) -> Result<u16, WebhookError> {
+        let callback = self
+            .state()
+            .webhook_callback
+            .clone()
+            .ok_or(WebhookError::NoCallback)?;
+        let body = webhooks::delivery(entry_id, field, value);
+        let status = webhooks::post(&callback, &self.config.app_secret, &body).await?;
+        tracing::info!(%field, entry_id, status, "webhook sent");
+        Ok(status)
     }
 
     fn fail_next(&self, route: Route, times: usize, fault: Fault) {
@@ -490,6 +546,137 @@ impl FakeMeta {
         self.inner.state().tokens.clear();
     }
 
+    /// Meta's `name_status` of the phone's display name. While `PENDING_REVIEW` or
+    /// `DECLINED`, register answers `100/2388001`.
+    pub fn set_name_status(&self, phone_number_id: &str, name_status: &str) {
+        if let Some(phone) = self.inner.state().phones.get_mut(phone_number_id) {
+            phone.name_status = name_status.to_string();
+        }
+    }
+
+    /// The phone's `messaging_limit_tier` and `throughput.level`.
+    pub fn set_limits(&self, phone_number_id: &str, messaging_limit_tier: &str, throughput: &str) {
+        if let Some(phone) = self.inner.state().phones.get_mut(phone_number_id) {
+            phone.messaging_limit_tier = messaging_limit_tier.to_string();
+            phone.throughput_level = throughput.to_string();
+        }
+    }
+
+    /// `health_status`: the overall `can_send_message` and the errors of each entity.
+    pub fn set_health(
+        &self,
+        phone_number_id: &str,
+        can_send_message: &str,
+        errors: Vec<HealthError>,
+    ) {
+        if let Some(phone) = self.inner.state().phones.get_mut(phone_number_id) {
+            phone.can_send_message = can_send_message.to_string();
+            phone.health_errors = errors;
+        }
+    }
+
+    /// Where the fake sends Meta's webhooks (the app's callback URL).
+    pub fn set_webhook_callback(&self, url: &str) {
+        self.inner.state().webhook_callback = Some(url.to_string());
+    }
+
+    /// Sends one change to the callback as Meta does (signed with the app secret); the
+    /// callback's HTTP status.
+    pub async fn send_webhook(
+        &self,
+        entry_id: &str,
+        field: &str,
+        value: Value,
+    ) -> Result<u16, WebhookError> {
+        self.inner.send_webhook(entry_id, field, value).await
+    }
+
+    /// Meta disables (`DISABLE`), reinstates (`REINSTATE`) or schedules to disable the WABA:
+    /// its phones show it (`status` `BANNED` / `CONNECTED`) and the `account_update` is sent.
+    pub async fn set_waba_ban_state(
+        &self,
+        waba_id: &str,
+        state: &str,
+    ) -> Result<u16, WebhookError> {
+        for phone in self.inner.state().phones.values_mut() {
+            if phone.waba_id == waba_id {
+                match state {
+                    "DISABLE" => {
+                        phone.status = Some("BANNED".into());
+                        phone.can_send_message = "BLOCKED".into();
+                    }
+                    "REINSTATE" => {
+                        phone.status = None;
+                        phone.can_send_message = "AVAILABLE".into();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.send_webhook(waba_id, "account_update", webhooks::account_ban(state))
+            .await
+    }
+
+    /// Meta changes the phone's messaging limit (`event` `UPGRADE`, `DOWNGRADE`...): the phone
+    /// shows the new tier and `phone_number_quality_update` is sent.
+    pub async fn change_messaging_limit(
+        &self,
+        phone_number_id: &str,
+        event: &str,
+        limit: &str,
+    ) -> Result<u16, WebhookError> {
+        let (waba_id, display, old) = {
+            let mut state = self.inner.state();
+            let Some(phone) = state.phones.get_mut(phone_number_id) else {
+                return Err(WebhookError::UnknownPhone);
+            };
+            let old = std::mem::replace(&mut phone.messaging_limit_tier, limit.to_string());
+            (
+                phone.waba_id.clone(),
+                phone.profile.display_phone_number.clone(),
+                old,
+            )
+        };
+        let display: String = display.chars().filter(char::is_ascii_digit).collect();
+        let value = webhooks::quality_update(&display, event, Some(&old), limit);
+        self.send_webhook(&waba_id, "phone_number_quality_update", value)
+            .await
+    }
+
+    /// Meta decides on a requested display name: `APPROVED` makes it the phone's
+    /// `verified_name` (`name_status` `APPROVED`), `REJECTED` leaves the old one (`DECLINED`);
+    /// `phone_number_name_update` is sent.
+    pub async fn decide_display_name(
+        &self,
+        phone_number_id: &str,
+        decision: &str,
+        requested: &str,
+        rejection_reason: Option<&str>,
+    ) -> Result<u16, WebhookError> {
+        let (waba_id, display) = {
+            let mut state = self.inner.state();
+            let Some(phone) = state.phones.get_mut(phone_number_id) else {
+                return Err(WebhookError::UnknownPhone);
+            };
+            match decision {
+                "APPROVED" => {
+                    phone.name_status = "APPROVED".into();
+                    phone.profile.verified_name = requested.to_string();
+                }
+                "REJECTED" => phone.name_status = "DECLINED".into(),
+                _ => {}
+            }
+            (
+                phone.waba_id.clone(),
+                phone.profile.display_phone_number.clone(),
+            )
+        };
+        let display: String = display.chars().filter(char::is_ascii_digit).collect();
+        let value = webhooks::name_update(&display, decision, requested, rejection_reason);
+        self.send_webhook(&waba_id, "phone_number_name_update", value)
+            .await
+    }
+
     /// The next `times` calls of `route` get `fault` (queued after any already scripted).
     pub fn fail_next(&self, route: Route, times: usize, fault: Fault) {
         self.inner.fail_next(route, times, fault);
@@ -602,6 +789,7 @@ fn router(inner: Arc<Inner>) -> Router {
         .route("/_fake/phones", post(control_phone))
         .route("/_fake/faults", post(control_fault))
         .route("/_fake/quality", post(control_quality))
+        .route("/_fake/webhooks", post(control_webhook))
         .route(
             "/_fake/calls",
             get(control_calls).delete(control_clear_calls),
@@ -1120,7 +1308,7 @@ fn authorized(inner: &Inner, endpoint: Endpoint, request: &GraphRequest<'_>) -> 
             if !wabas.contains(&phone.waba_id) {
                 return permissions_error();
             }
-            phone_call(route, phone, request)
+            phone_call(route, phone, request, &inner.config.app_id)
         }
     }
 }
@@ -1140,7 +1328,7 @@ fn register_limited() -> Answer {
     )
 }
 
-fn phone_call(route: Route, phone: &mut Phone, request: &GraphRequest<'_>) -> Answer {
+fn phone_call(route: Route, phone: &mut Phone, request: &GraphRequest<'_>, app_id: &str) -> Answer {
     let now = Instant::now();
     phone
         .register_events
@@ -1158,6 +1346,10 @@ fn phone_call(route: Route, phone: &mut Phone, request: &GraphRequest<'_>) -> An
             let Some(pin) = six_digits(request.param("pin")) else {
                 return invalid_parameter("pin must be a string of 6 digits");
             };
+            // Meta does not register a number whose display name it has not accepted.
+            if matches!(phone.name_status.as_str(), "PENDING_REVIEW" | "DECLINED") {
+                return meta_error(400, 100, Some(2388001), false, "(#100) Invalid parameter");
+            }
             if phone.pin.as_ref().is_some_and(|existing| *existing != pin) {
                 return meta_error(
                     400,
@@ -1186,36 +1378,58 @@ fn phone_call(route: Route, phone: &mut Phone, request: &GraphRequest<'_>) -> An
             phone.pin = Some(pin);
             success()
         }
-        _ => get_phone(phone, request),
+        _ => get_phone(phone, request, app_id),
     }
 }
 
-/// `health_status` as Meta documents it: the overall answer and one entity per level, with
-/// an error on the phone number's entity when it cannot send freely.
-fn health_status(phone: &Phone) -> Value {
+/// `health_status` as Meta documents it: the overall answer and one entity per level (phone
+/// number, WABA, business, app), each with its `errors` when it cannot send freely.
+fn health_status(phone: &Phone, app_id: &str) -> Value {
     let can_send = phone.can_send_message.as_str();
-    let mut number = json!({
-        "entity_type": "PHONE_NUMBER",
-        "id": phone.profile.phone_number_id,
-        "can_send_message": can_send,
-    });
-    if can_send != "AVAILABLE" {
-        number["errors"] = json!([{
-            "error_code": 141006,
-            "error_description": "The number cannot send messages freely.",
-            "possible_solution": "Check the number in WhatsApp Manager.",
-        }]);
+    let mut errors = phone.health_errors.clone();
+    if errors.is_empty() && can_send != "AVAILABLE" {
+        errors.push(HealthError {
+            entity_type: "PHONE_NUMBER".into(),
+            error_code: 141006,
+            error_description: "The number cannot send messages freely.".into(),
+            possible_solution: Some("Check the number in WhatsApp Manager.".into()),
+        });
     }
-    json!({
-        "can_send_message": can_send,
-        "entities": [
-            number,
-            {"entity_type": "WABA", "id": phone.waba_id, "can_send_message": "AVAILABLE"},
-        ],
-    })
+    let entities = [
+        ("PHONE_NUMBER", phone.profile.phone_number_id.as_str()),
+        ("WABA", phone.waba_id.as_str()),
+        ("BUSINESS", "1000000000000001"),
+        ("APP", app_id),
+    ]
+    .map(|(kind, id)| {
+        let own: Vec<Value> = errors
+            .iter()
+            .filter(|e| e.entity_type == kind)
+            .map(|e| {
+                let mut error = json!({
+                    "error_code": e.error_code,
+                    "error_description": e.error_description,
+                });
+                if let Some(solution) = &e.possible_solution {
+                    error["possible_solution"] = json!(solution);
+                }
+                error
+            })
+            .collect();
+        let mut entity = json!({
+            "entity_type": kind,
+            "id": id,
+            "can_send_message": if own.is_empty() { "AVAILABLE" } else { can_send },
+        });
+        if !own.is_empty() {
+            entity["errors"] = json!(own);
+        }
+        entity
+    });
+    json!({"can_send_message": can_send, "entities": entities})
 }
 
-fn get_phone(phone: &Phone, request: &GraphRequest<'_>) -> Answer {
+fn get_phone(phone: &Phone, request: &GraphRequest<'_>, app_id: &str) -> Answer {
     let requested: Vec<&str> = match request.query.get("fields") {
         Some(fields) => fields
             .split(',')
@@ -1231,14 +1445,14 @@ fn get_phone(phone: &Phone, request: &GraphRequest<'_>) -> Answer {
             "display_phone_number" => json!(phone.profile.display_phone_number),
             "verified_name" => json!(phone.profile.verified_name),
             "quality_rating" => json!(phone.profile.quality_rating),
-            "name_status" => json!("APPROVED"),
+            "name_status" => json!(phone.name_status),
             "code_verification_status" => json!("VERIFIED"),
             "platform_type" => json!(if phone.registered {
                 "CLOUD_API"
             } else {
                 "NOT_APPLICABLE"
             }),
-            "throughput" => json!({"level": "STANDARD"}),
+            "throughput" => json!({"level": phone.throughput_level}),
             "status" => match &phone.status {
                 Some(status) => json!(status),
                 None => json!(if phone.registered {
@@ -1247,8 +1461,8 @@ fn get_phone(phone: &Phone, request: &GraphRequest<'_>) -> Answer {
                     "PENDING"
                 }),
             },
-            "messaging_limit_tier" => json!("TIER_1K"),
-            "health_status" => health_status(phone),
+            "messaging_limit_tier" => json!(phone.messaging_limit_tier),
+            "health_status" => health_status(phone, app_id),
             other => {
                 return meta_error(
                     400,
@@ -1395,6 +1609,37 @@ async fn control_quality(
 ) -> Json<Value> {
     inner.set_quality(&request.phone_number_id, &request.rating);
     Json(json!({"success": true}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookRequest {
+    /// Replaces the configured callback URL when given.
+    #[serde(default)]
+    callback_url: Option<String>,
+    entry_id: String,
+    field: String,
+    value: Value,
+}
+
+async fn control_webhook(
+    State(inner): State<Arc<Inner>>,
+    Json(request): Json<WebhookRequest>,
+) -> Response {
+    if let Some(url) = request.callback_url {
+        inner.state().webhook_callback = Some(url);
+    }
+    match inner
+        .send_webhook(&request.entry_id, &request.field, request.value)
+        .await
+    {
+        Ok(status) => Json(json!({"status": status})).into_response(),
+        Err(err) => (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({"error": err.to_string()})),
+        )
+            .into_response(),
+    }
 }
 
 async fn control_calls(State(inner): State<Arc<Inner>>) -> Json<Vec<Call>> {

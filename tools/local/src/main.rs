@@ -117,6 +117,9 @@ async fn up(args: Args) -> Result<()> {
         "SignupLinkBaseUrl".to_string(),
         format!("http://{}/signup", args.listen),
     );
+    // The fake Meta sends its webhooks (`POST /_fake/webhooks`) to this process, as Meta sends
+    // them to the app's callback URL.
+    meta.set_webhook_callback(&format!("http://{}/webhooks/meta", args.listen));
     // A moto someone else started may already hold a stack: never collide with it.
     let prefix = if args.moto_endpoint.is_some() {
         muchaw_local::provision::random_prefix()

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::domain::time;
-use crate::domain::{AccountId, EventType};
+use crate::domain::{AccountId, CanSendMessage, EventType, HealthIssue};
 
 fn at(text: &str) -> Timestamp {
     time::parse(text).unwrap()
@@ -65,8 +65,16 @@ fn quality_red() -> Command {
     Command::QualityChanged(Some(QualityRating::Red))
 }
 
+fn approved(name: &str) -> NameDecision {
+    NameDecision {
+        decision: "APPROVED".into(),
+        requested_verified_name: name.into(),
+        rejection_reason: None,
+    }
+}
+
 fn display_name() -> Command {
-    Command::DisplayNameApproved("New name".into())
+    Command::NameDecided(approved("New name"))
 }
 
 fn disconnect() -> Command {
@@ -665,14 +673,34 @@ fn a_teardown_is_recorded_once() {
 }
 
 #[test]
-fn the_same_display_name_is_no_change() {
+fn an_approved_name_is_set_and_announced_once_with_meta_s_decision() {
+    let change = change_of(Status::Active, display_name());
+    assert_eq!(change.number.display_name.as_deref(), Some("New name"));
+    assert_eq!(change.number.name_status.as_deref(), Some("APPROVED"));
+    let event = change.event.clone().expect("an event");
+    assert_eq!(event.event_type, EventType::NumberDisplayNameUpdated);
+    assert_eq!(event.data["displayName"], "New name");
+    assert_eq!(event.data["nameDecision"]["decision"], "APPROVED");
     assert_eq!(
-        decide(
-            &number(Status::Active),
-            Command::DisplayNameApproved("Old name".into()),
-            now()
-        ),
+        decide(&change.number, display_name(), now()),
         Decision::Already
+    );
+}
+
+#[test]
+fn a_rejected_name_keeps_the_old_name_and_shows_it_declined_with_the_reason() {
+    let rejected = NameDecision {
+        decision: "REJECTED".into(),
+        requested_verified_name: "Best Bank".into(),
+        rejection_reason: Some("NAME_NOT_ALLOWED".into()),
+    };
+    let change = change_of(Status::Active, Command::NameDecided(rejected));
+    assert_eq!(change.number.display_name.as_deref(), Some("Old name"));
+    assert_eq!(change.number.name_status.as_deref(), Some("DECLINED"));
+    let event = change.event.expect("an event");
+    assert_eq!(
+        event.data["nameDecision"]["rejectionReason"],
+        "NAME_NOT_ALLOWED"
     );
 }
 
@@ -1060,4 +1088,395 @@ fn no_restriction_means_none_is_lifted() {
         ),
         Decision::Already
     );
+}
+
+// ---- What Meta reports of the phone: health, limit, name status, token, markers -------------
+
+fn health(can_send: CanSendMessage) -> Health {
+    Health {
+        can_send_message: can_send,
+        errors: if can_send == CanSendMessage::Available {
+            Vec::new()
+        } else {
+            vec![HealthIssue {
+                error_code: 141006,
+                error_description: "Payment method issue".into(),
+                possible_solution: Some("Add a payment method".into()),
+                entity: "WABA".into(),
+            }]
+        },
+    }
+}
+
+fn blocked() -> Command {
+    Command::HealthRead(health(CanSendMessage::Blocked))
+}
+
+fn limit_10k() -> Command {
+    Command::LimitRead {
+        messaging_limit: Some("TIER_10K".into()),
+        throughput: None,
+        announce_first: false,
+    }
+}
+
+fn token_invalid() -> Command {
+    Command::TokenChecked(TokenStatus::Invalid)
+}
+
+fn offboarded() -> Command {
+    Command::MarkRestriction {
+        marker: RestrictionMarker::AccountOffboarded,
+        on: true,
+    }
+}
+
+fn name_pending_review() -> Command {
+    Command::NameStatusRead("PENDING_REVIEW".into())
+}
+
+pair!(
+    pending_health_is_recorded,
+    Pending,
+    blocked(),
+    Changes(Pending)
+);
+pair!(
+    active_health_is_recorded,
+    Active,
+    blocked(),
+    Changes(Active)
+);
+pair!(
+    banned_health_is_recorded,
+    Banned,
+    blocked(),
+    Changes(Banned)
+);
+pair!(failed_health_is_refused, Failed, blocked(), Refused);
+pair!(
+    disconnected_health_is_refused,
+    Disconnected,
+    blocked(),
+    Refused
+);
+pair!(
+    pending_limit_is_recorded,
+    Pending,
+    limit_10k(),
+    Changes(Pending)
+);
+pair!(
+    active_limit_is_recorded,
+    Active,
+    limit_10k(),
+    Changes(Active)
+);
+pair!(
+    banned_limit_is_recorded,
+    Banned,
+    limit_10k(),
+    Changes(Banned)
+);
+pair!(failed_limit_is_refused, Failed, limit_10k(), Refused);
+pair!(
+    disconnected_limit_is_refused,
+    Disconnected,
+    limit_10k(),
+    Refused
+);
+pair!(
+    pending_token_status_is_recorded,
+    Pending,
+    token_invalid(),
+    Changes(Pending)
+);
+pair!(
+    active_token_status_is_recorded,
+    Active,
+    token_invalid(),
+    Changes(Active)
+);
+pair!(
+    banned_token_status_is_recorded,
+    Banned,
+    token_invalid(),
+    Changes(Banned)
+);
+pair!(
+    failed_token_status_is_refused,
+    Failed,
+    token_invalid(),
+    Refused
+);
+pair!(
+    disconnected_token_status_is_refused,
+    Disconnected,
+    token_invalid(),
+    Refused
+);
+pair!(
+    pending_marker_is_recorded,
+    Pending,
+    offboarded(),
+    Changes(Pending)
+);
+pair!(
+    active_marker_is_recorded,
+    Active,
+    offboarded(),
+    Changes(Active)
+);
+pair!(
+    banned_marker_is_recorded,
+    Banned,
+    offboarded(),
+    Changes(Banned)
+);
+pair!(failed_marker_is_refused, Failed, offboarded(), Refused);
+pair!(
+    disconnected_marker_is_refused,
+    Disconnected,
+    offboarded(),
+    Refused
+);
+pair!(
+    pending_name_status_is_recorded,
+    Pending,
+    name_pending_review(),
+    Changes(Pending)
+);
+pair!(
+    active_name_status_is_recorded,
+    Active,
+    name_pending_review(),
+    Changes(Active)
+);
+pair!(
+    banned_name_status_is_recorded,
+    Banned,
+    name_pending_review(),
+    Changes(Banned)
+);
+pair!(
+    failed_name_status_is_refused,
+    Failed,
+    name_pending_review(),
+    Refused
+);
+pair!(
+    disconnected_name_status_is_refused,
+    Disconnected,
+    name_pending_review(),
+    Refused
+);
+
+#[test]
+fn a_blocked_health_is_announced_and_the_same_health_is_no_change() {
+    let change = change_of(Status::Active, blocked());
+    let event = change.event.clone().expect("an event");
+    assert_eq!(event.event_type, EventType::NumberHealthChanged);
+    assert_eq!(event.data["health"]["canSendMessage"], "BLOCKED");
+    assert_eq!(event.data["health"]["errors"][0]["errorCode"], 141006);
+    assert_eq!(event.data["health"]["errors"][0]["entity"], "WABA");
+    assert_eq!(decide(&change.number, blocked(), now()), Decision::Already);
+    let Decision::Change(back) = decide(
+        &change.number,
+        Command::HealthRead(health(CanSendMessage::Available)),
+        now(),
+    ) else {
+        panic!("available again is a change");
+    };
+    assert_eq!(
+        back.event.map(|e| e.event_type),
+        Some(EventType::NumberHealthChanged)
+    );
+}
+
+#[test]
+fn a_first_health_reading_that_is_available_is_recorded_quietly() {
+    let change = change_of(
+        Status::Active,
+        Command::HealthRead(health(CanSendMessage::Available)),
+    );
+    assert!(change.number.health.is_some());
+    assert_eq!(change.event, None);
+}
+
+#[test]
+fn a_changed_limit_is_announced_as_a_quality_update_with_the_previous_limit() {
+    let mut before = number(Status::Active);
+    before.messaging_limit = Some("TIER_1K".into());
+    let Decision::Change(change) = decide(&before, limit_10k(), now()) else {
+        panic!("a new limit is a change");
+    };
+    assert_eq!(change.number.messaging_limit.as_deref(), Some("TIER_10K"));
+    let event = change.event.clone().expect("an event");
+    assert_eq!(event.event_type, EventType::NumberQualityUpdated);
+    assert_eq!(event.data["messagingLimit"], "TIER_10K");
+    assert_eq!(event.data["previousMessagingLimit"], "TIER_1K");
+    assert_eq!(event.data["previousQualityRating"], "GREEN");
+    assert_eq!(
+        decide(&change.number, limit_10k(), now()),
+        Decision::Already
+    );
+}
+
+#[test]
+fn a_first_limit_is_quiet_when_read_and_announced_when_meta_pushed_it() {
+    let read = change_of(Status::Active, limit_10k());
+    assert_eq!(read.event, None);
+    let pushed = change_of(
+        Status::Active,
+        Command::LimitRead {
+            messaging_limit: Some("TIER_10K".into()),
+            throughput: Some("HIGH".into()),
+            announce_first: true,
+        },
+    );
+    assert_eq!(pushed.number.throughput.as_deref(), Some("HIGH"));
+    assert_eq!(
+        pushed.event.map(|e| e.event_type),
+        Some(EventType::NumberQualityUpdated)
+    );
+}
+
+#[test]
+fn an_invalid_token_is_announced_once() {
+    let change = change_of(Status::Active, token_invalid());
+    assert_eq!(change.number.token_status, Some(TokenStatus::Invalid));
+    let event = change.event.clone().expect("an event");
+    assert_eq!(event.event_type, EventType::NumberTokenInvalid);
+    assert_eq!(event.data["tokenStatus"], "INVALID");
+    assert_eq!(
+        decide(&change.number, token_invalid(), now()),
+        Decision::Already
+    );
+    let valid = change_of(Status::Active, Command::TokenChecked(TokenStatus::Valid));
+    assert_eq!(valid.event, None);
+}
+
+#[test]
+fn an_offboarding_marks_a_restriction_that_meta_s_list_keeps_and_reconnection_lifts() {
+    let change = change_of(Status::Active, offboarded());
+    assert_eq!(
+        change.event.as_ref().map(|e| e.event_type),
+        Some(EventType::NumberRestricted)
+    );
+    let Decision::Change(listed) = decide(&change.number, restrict(), now()) else {
+        panic!("Meta's list is a change");
+    };
+    let kinds: Vec<&str> = listed
+        .number
+        .restrictions
+        .iter()
+        .map(|r| r.kind.as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["RESTRICTED_BIZ_INITIATED_MESSAGING", "ACCOUNT_OFFBOARDED"]
+    );
+    let reconnected = Command::MarkRestriction {
+        marker: RestrictionMarker::AccountOffboarded,
+        on: false,
+    };
+    let Decision::Change(lifted) = decide(&change.number, reconnected.clone(), now()) else {
+        panic!("the reconnection lifts it");
+    };
+    assert!(lifted.number.restrictions.is_empty());
+    assert_eq!(
+        lifted.event.map(|e| e.event_type),
+        Some(EventType::NumberRestrictionLifted)
+    );
+    assert_eq!(
+        decide(&lifted.number, reconnected, now()),
+        Decision::Already
+    );
+}
+
+#[test]
+fn a_changed_name_status_is_announced_and_a_first_one_is_quiet() {
+    let first = change_of(Status::Pending, name_pending_review());
+    assert_eq!(first.event, None);
+    let Decision::Change(approved) = decide(
+        &first.number,
+        Command::NameStatusRead("APPROVED".into()),
+        now(),
+    ) else {
+        panic!("a new name status is a change");
+    };
+    assert_eq!(
+        approved.event.map(|e| e.event_type),
+        Some(EventType::NumberDisplayNameUpdated)
+    );
+}
+
+#[test]
+fn a_disconnection_records_who_disconnected() {
+    let change = change_of(Status::Active, Command::Disconnect(DisconnectedBy::Meta));
+    assert_eq!(change.number.disconnected_by, Some(DisconnectedBy::Meta));
+    let event = change.event.expect("an event");
+    assert_eq!(event.data["disconnectedBy"], "meta");
+}
+
+// ---- Register waiting on 2388001 ------------------------------------------------------------
+
+fn at_register() -> Number {
+    let mut number = number(Status::Pending);
+    number.provisioning_step = Some(Step::RegisterNumber);
+    number
+}
+
+fn name_not_ready() -> FailureReason {
+    FailureReason {
+        step: "REGISTER_NUMBER".into(),
+        code: "100/2388001".into(),
+        message: "(#100) Invalid parameter".into(),
+        ..FailureReason::default()
+    }
+}
+
+#[test]
+fn a_register_waiting_on_meta_keeps_the_phone_as_read_and_its_step_done_forgets_it() {
+    let waits = Command::RegisterWaits {
+        reason: name_not_ready(),
+        phone: Some("CONNECTED|PENDING_REVIEW".into()),
+    };
+    let Decision::Change(change) = decide(&at_register(), waits.clone(), now()) else {
+        panic!("waiting is recorded");
+    };
+    assert_eq!(change.number.provisioning_error, Some(name_not_ready()));
+    assert_eq!(
+        change.number.register_waiting_on.as_deref(),
+        Some("CONNECTED|PENDING_REVIEW")
+    );
+    assert_eq!(change.number.updated_at, at_register().updated_at);
+    assert_eq!(decide(&change.number, waits, now()), Decision::Already);
+    let done = Command::StepDone {
+        step: Step::RegisterNumber,
+        record: StepRecord {
+            registered: true,
+            ..StepRecord::default()
+        },
+    };
+    let Decision::Change(done) = decide(&change.number, done, now()) else {
+        panic!("the step is done");
+    };
+    assert_eq!(done.number.register_waiting_on, None);
+}
+
+#[test]
+fn an_unchanged_phone_is_registered_again_only_while_the_blind_share_of_the_budget_lasts() {
+    let mut number = at_register();
+    number.register_waiting_on = Some("CONNECTED|PENDING_REVIEW".into());
+    let unchanged = Some("CONNECTED|PENDING_REVIEW");
+    for hour in 0..BLIND_REGISTER_CALLS as i64 {
+        assert!(register_again(&number, unchanged, now()));
+        number.register_calls.push(now() - Duration::hours(hour));
+    }
+    assert!(!register_again(&number, unchanged, now()));
+    assert!(!register_again(&number, None, now()));
+    assert!(register_again(&number, Some("CONNECTED|APPROVED"), now()));
+    let window_later = now() + Duration::hours(REGISTER_WINDOW_HOURS);
+    assert!(register_again(&number, unchanged, window_later));
 }

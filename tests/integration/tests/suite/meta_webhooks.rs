@@ -461,7 +461,11 @@ async fn an_approved_name_update_sets_the_display_name() {
         Some("Acme Brasil")
     );
     assert_eq!(reread(&p, &ours[0]).await.display_name, None);
-    assert!(sent(&p, Queue::Events).is_empty());
+    let events = events_of(&p, &ours[1].id);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "number.display_name_updated");
+    assert_eq!(events[0]["data"]["nameDecision"]["decision"], "APPROVED");
+    assert!(events_of(&p, &ours[0].id).is_empty());
 }
 
 // ---- Health sync ----------------------------------------------------------------------------
@@ -625,4 +629,302 @@ async fn a_meta_rate_limit_stops_the_run_early() {
     let summary = health_sync(&p).await;
     assert!(summary.stopped_early, "{summary:?}");
     assert_eq!(summary.updated, 0);
+}
+
+// ---- Webhooks the fake Meta sends itself, to the real handler over HTTP ---------------------
+
+/// The real `/webhooks/meta` router served on a local port, set as the fake Meta's callback
+/// (as the app's callback URL is set in the App Dashboard).
+async fn serve_callback(p: &ProvisioningEnv) -> String {
+    let router = meta_webhook::routes(webhook(p).await);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.ok();
+    });
+    let url = format!("http://{addr}{}", meta_webhook::PATH);
+    p.meta.set_webhook_callback(&url);
+    url
+}
+
+#[tokio::test]
+async fn a_messaging_limit_upgrade_meta_sends_shows_on_the_number_and_is_announced_once() {
+    let p = ProvisioningEnv::new().await;
+    serve_callback(&p).await;
+    let number = active(&p, "400000000000021", None).await;
+    assert_eq!(number.messaging_limit.as_deref(), Some("TIER_1K"));
+
+    let status = p
+        .meta
+        .change_messaging_limit("400000000000021", "UPGRADE", "TIER_10K")
+        .await
+        .expect("sent");
+    assert_eq!(status, 200);
+
+    let after = reread(&p, &number).await;
+    assert_eq!(after.messaging_limit.as_deref(), Some("TIER_10K"));
+    let events = of_type(&p, &number, "number.quality_updated");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["data"]["messagingLimit"], "TIER_10K");
+    assert_eq!(events[0]["data"]["previousMessagingLimit"], "TIER_1K");
+    // The health sync then reads the same tier from the phone: nothing new to announce.
+    health_sync(&p).await;
+    assert_eq!(of_type(&p, &number, "number.quality_updated").len(), 1);
+}
+
+#[tokio::test]
+async fn display_name_decisions_meta_sends_show_on_the_number_with_meta_s_reason() {
+    let p = ProvisioningEnv::new().await;
+    serve_callback(&p).await;
+    let number = active(&p, "400000000000022", None).await;
+
+    let rejected = p
+        .meta
+        .decide_display_name(
+            "400000000000022",
+            "REJECTED",
+            "Best Bank Ever",
+            Some("NAME_NOT_ALLOWED"),
+        )
+        .await
+        .expect("sent");
+    assert_eq!(rejected, 200);
+    let after = reread(&p, &number).await;
+    assert_eq!(after.name_status.as_deref(), Some("DECLINED"));
+    assert_eq!(after.display_name, number.display_name);
+
+    let approved = p
+        .meta
+        .decide_display_name("400000000000022", "APPROVED", "Acme Brasil", None)
+        .await
+        .expect("sent");
+    assert_eq!(approved, 200);
+    let after = reread(&p, &number).await;
+    assert_eq!(after.display_name.as_deref(), Some("Acme Brasil"));
+    assert_eq!(after.name_status.as_deref(), Some("APPROVED"));
+
+    let events = of_type(&p, &number, "number.display_name_updated");
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["data"]["nameDecision"]["decision"], "REJECTED");
+    assert_eq!(
+        events[0]["data"]["nameDecision"]["rejectionReason"],
+        "NAME_NOT_ALLOWED"
+    );
+    assert_eq!(events[1]["data"]["displayName"], "Acme Brasil");
+}
+
+#[tokio::test]
+async fn an_offboarding_meta_sends_restricts_the_number_until_meta_reconnects_it() {
+    let p = ProvisioningEnv::new().await;
+    serve_callback(&p).await;
+    let number = active(&p, "400000000000023", None).await;
+
+    let offboarded = fake_meta::webhooks::account_event("ACCOUNT_OFFBOARDED");
+    let status = p
+        .meta
+        .send_webhook(WABA, "account_update", offboarded)
+        .await
+        .expect("sent");
+    assert_eq!(status, 200);
+    let after = reread(&p, &number).await;
+    assert_eq!(after.status, Status::Active);
+    let kinds: Vec<&str> = after.restrictions.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(kinds, ["ACCOUNT_OFFBOARDED"]);
+
+    let reconnected = fake_meta::webhooks::account_event("ACCOUNT_RECONNECTED");
+    p.meta
+        .send_webhook(WABA, "account_update", reconnected)
+        .await
+        .expect("sent");
+    assert!(reread(&p, &number).await.restrictions.is_empty());
+    assert_eq!(of_type(&p, &number, "number.restricted").len(), 1);
+    assert_eq!(of_type(&p, &number, "number.restriction_lifted").len(), 1);
+}
+
+#[tokio::test]
+async fn a_ban_meta_sends_bans_the_number_through_the_real_handler() {
+    let p = ProvisioningEnv::new().await;
+    serve_callback(&p).await;
+    let number = active(&p, "400000000000024", None).await;
+
+    let status = p
+        .meta
+        .set_waba_ban_state(WABA, "DISABLE")
+        .await
+        .expect("sent");
+
+    assert_eq!(status, 200);
+    assert_eq!(reread(&p, &number).await.status, Status::Banned);
+    assert_eq!(of_type(&p, &number, "number.banned").len(), 1);
+}
+
+#[tokio::test]
+async fn an_uninstalled_app_meta_sends_from_the_partner_s_entry_disconnects_the_number() {
+    let p = ProvisioningEnv::new().await;
+    serve_callback(&p).await;
+    let number = active(&p, "400000000000025", None).await;
+
+    // For PARTNER_* events Meta's entry is the partner's business; the WABA is in waba_info.
+    let value = fake_meta::webhooks::partner_event(
+        "PARTNER_APP_UNINSTALLED",
+        WABA,
+        "880000000000001",
+        p.meta.app_id(),
+    );
+    let status = p
+        .meta
+        .send_webhook("770000000000001", "account_update", value)
+        .await
+        .expect("sent");
+
+    assert_eq!(status, 200);
+    let after = reread(&p, &number).await;
+    assert_eq!(after.status, Status::Disconnected);
+    assert_eq!(
+        after.disconnected_by,
+        Some(muchaw_shared::domain::lifecycle::DisconnectedBy::Meta)
+    );
+    assert_eq!(of_type(&p, &number, "number.disconnected").len(), 1);
+    assert_eq!(sent(&p, Queue::Teardown).len(), 1);
+}
+
+#[tokio::test]
+async fn an_account_deleted_meta_sends_disconnects_the_number() {
+    let p = ProvisioningEnv::new().await;
+    serve_callback(&p).await;
+    let number = active(&p, "400000000000026", None).await;
+
+    let value = fake_meta::webhooks::account_event("ACCOUNT_DELETED");
+    let status = p
+        .meta
+        .send_webhook(WABA, "account_update", value)
+        .await
+        .expect("sent");
+
+    assert_eq!(status, 200);
+    assert_eq!(reread(&p, &number).await.status, Status::Disconnected);
+}
+
+#[tokio::test]
+async fn a_webhook_signed_with_another_secret_is_refused_by_the_real_handler() {
+    let p = ProvisioningEnv::new().await;
+    let callback = serve_callback(&p).await;
+    let number = active(&p, "400000000000027", None).await;
+    let body = fake_meta::webhooks::delivery(
+        WABA,
+        "account_update",
+        fake_meta::webhooks::account_ban("DISABLE"),
+    );
+    let status = fake_meta::webhooks::post(&callback, "not-the-app-secret", &body)
+        .await
+        .expect("sent");
+    assert_eq!(status, 401);
+    assert_eq!(reread(&p, &number).await.status, Status::Active);
+}
+
+// ---- Health sync: what Meta shows of the phone ----------------------------------------------
+
+#[tokio::test]
+async fn a_blocked_number_shows_meta_s_errors_per_entity_and_is_announced_once() {
+    let p = ProvisioningEnv::new().await;
+    let number = active(&p, "400000000000031", None).await;
+    p.meta.set_health(
+        "400000000000031",
+        "BLOCKED",
+        vec![fake_meta::HealthError {
+            entity_type: "WABA".into(),
+            error_code: 141006,
+            error_description: "There is an error with the payment method.".into(),
+            possible_solution: Some("Add a new payment method to the account.".into()),
+        }],
+    );
+
+    let summary = health_sync(&p).await;
+    health_sync(&p).await;
+
+    assert_eq!(summary.updated, 1, "{summary:?}");
+    let after = reread(&p, &number).await;
+    assert_eq!(after.status, Status::Active);
+    let health = after.health.expect("health");
+    assert_eq!(
+        health.can_send_message,
+        muchaw_shared::domain::CanSendMessage::Blocked
+    );
+    assert_eq!(health.errors.len(), 1);
+    assert_eq!(health.errors[0].entity, "WABA");
+    assert_eq!(health.errors[0].error_code, 141006);
+    let events = of_type(&p, &number, "number.health_changed");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["data"]["health"]["canSendMessage"], "BLOCKED");
+}
+
+#[tokio::test]
+async fn a_number_meta_shows_disconnected_is_disconnected_by_meta_in_one_sync() {
+    let p = ProvisioningEnv::new().await;
+    let number = active(&p, "400000000000032", None).await;
+    p.meta
+        .set_phone_status("400000000000032", "DISCONNECTED", "BLOCKED");
+
+    health_sync(&p).await;
+
+    let after = reread(&p, &number).await;
+    assert_eq!(after.status, Status::Disconnected);
+    assert_eq!(
+        after.disconnected_by,
+        Some(muchaw_shared::domain::lifecycle::DisconnectedBy::Meta)
+    );
+    assert_eq!(of_type(&p, &number, "number.disconnected").len(), 1);
+    assert_eq!(sent(&p, Queue::Teardown).len(), 1);
+}
+
+#[tokio::test]
+async fn a_number_meta_shows_restricted_is_restricted_until_it_no_longer_is() {
+    let p = ProvisioningEnv::new().await;
+    let number = active(&p, "400000000000033", None).await;
+    p.meta
+        .set_phone_status("400000000000033", "RESTRICTED", "LIMITED");
+
+    health_sync(&p).await;
+    let kinds: Vec<String> = reread(&p, &number)
+        .await
+        .restrictions
+        .iter()
+        .map(|r| r.kind.clone())
+        .collect();
+    assert_eq!(kinds, ["PHONE_NUMBER_RESTRICTED"]);
+
+    p.meta
+        .set_phone_status("400000000000033", "CONNECTED", "AVAILABLE");
+    health_sync(&p).await;
+
+    assert!(reread(&p, &number).await.restrictions.is_empty());
+    assert_eq!(of_type(&p, &number, "number.restricted").len(), 1);
+    assert_eq!(of_type(&p, &number, "number.restriction_lifted").len(), 1);
+}
+
+#[tokio::test]
+async fn a_token_revoked_at_meta_shows_on_the_number_and_is_announced_once() {
+    let p = ProvisioningEnv::new().await;
+    let number = active(&p, "400000000000034", None).await;
+    health_sync(&p).await;
+    assert_eq!(
+        reread(&p, &number).await.token_status,
+        Some(muchaw_shared::domain::TokenStatus::Valid)
+    );
+    p.meta.revoke_all_tokens();
+
+    health_sync(&p).await;
+    health_sync(&p).await;
+
+    let after = reread(&p, &number).await;
+    assert_eq!(
+        after.token_status,
+        Some(muchaw_shared::domain::TokenStatus::Invalid)
+    );
+    assert_eq!(after.status, Status::Active);
+    let events = of_type(&p, &number, "number.token_invalid");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["data"]["tokenStatus"], "INVALID");
 }

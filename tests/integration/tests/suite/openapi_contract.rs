@@ -1062,12 +1062,42 @@ fn customer_events_match_the_documented_webhook_payload() {
     events.push(EventEnvelope::quality_updated(
         &number,
         Some(QualityRating::Yellow),
+        Some("TIER_250".into()),
         time::now(),
     ));
-    events.push(EventEnvelope::quality_updated(&number, None, time::now()));
-    events.push(EventEnvelope::new(
-        EventType::NumberTokenExpiring,
+    events.push(EventEnvelope::quality_updated(
         &number,
+        None,
+        None,
+        time::now(),
+    ));
+    for event_type in [
+        EventType::NumberTokenExpiring,
+        EventType::NumberTokenInvalid,
+        EventType::NumberHealthChanged,
+        EventType::NumberRestricted,
+    ] {
+        events.push(EventEnvelope::new(event_type, &number, time::now()));
+    }
+    events.push(EventEnvelope::display_name_updated(
+        &number,
+        Some(muchaw_shared::domain::NameDecision {
+            decision: "REJECTED".into(),
+            requested_verified_name: "Best Bank".into(),
+            rejection_reason: Some("NAME_NOT_ALLOWED".into()),
+        }),
+        time::now(),
+    ));
+    let mut meta_view = sample_number(&account, Status::Disconnected, 5);
+    meta_view.disconnected_by = Some(muchaw_shared::domain::lifecycle::DisconnectedBy::Meta);
+    meta_view.restrictions = vec![muchaw_shared::domain::Restriction {
+        kind: "ACCOUNT_OFFBOARDED".into(),
+        expires_at: None,
+    }];
+    meta_view.onboarding = muchaw_shared::domain::Onboarding::Coexistence;
+    events.push(EventEnvelope::new(
+        EventType::NumberDisconnected,
+        &meta_view,
         time::now(),
     ));
     for event in events {

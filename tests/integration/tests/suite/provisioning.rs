@@ -318,6 +318,51 @@ async fn display_name_not_ready_keeps_the_number_pending_and_retrying() {
     assert_eq!(number.status, Status::Active);
 }
 
+#[tokio::test]
+async fn a_name_in_review_holds_register_within_its_blind_share_until_meta_approves_it() {
+    let p = ProvisioningEnv::new().await;
+    let phone = "200000000000010";
+    p.meta_phone(WABA, phone);
+    // Meta answers 2388001 to register while it reviews the display name.
+    p.meta.set_name_status(phone, "PENDING_REVIEW");
+    let (account, key, id) = signup(&p, phone).await;
+
+    let waiting = until(&p, &account, &id, |n| {
+        n.register_calls.len() >= muchaw_shared::domain::lifecycle::BLIND_REGISTER_CALLS
+            && n.name_status.is_some()
+    })
+    .await;
+    assert_eq!(waiting.status, Status::Pending, "{waiting:?}");
+    let view = p
+        .env
+        .get(Some(&key), &format!("/api/numbers/{id}"), "")
+        .await;
+    assert_eq!(view.body["data"]["nameStatus"], "PENDING_REVIEW");
+    assert_eq!(view.body["data"]["pendingReason"]["code"], "100/2388001");
+    // While the phone shows nothing new, the step keeps reading it without registering.
+    let reads_before = p.meta.calls_to(Route::GetPhone).len();
+    let more_reads = until(&p, &account, &id, |_| {
+        p.meta.calls_to(Route::GetPhone).len() >= reads_before + 3
+    })
+    .await;
+    assert_eq!(more_reads.status, Status::Pending);
+    assert_eq!(
+        p.meta.calls_to(Route::Register).len(),
+        muchaw_shared::domain::lifecycle::BLIND_REGISTER_CALLS
+    );
+
+    // Meta approves the name (no callback configured: only the phone shows it).
+    p.meta.set_name_status(phone, "APPROVED");
+    let number = p.settled(&account, &id, SETTLE).await;
+
+    assert_eq!(number.status, Status::Active, "{number:?}");
+    assert_eq!(number.name_status.as_deref(), Some("APPROVED"));
+    assert_eq!(
+        p.meta.calls_to(Route::Register).len(),
+        muchaw_shared::domain::lifecycle::BLIND_REGISTER_CALLS + 1
+    );
+}
+
 /// Waits (bounded) until `done` holds for the number, and returns it.
 async fn until(
     p: &ProvisioningEnv,
