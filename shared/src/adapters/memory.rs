@@ -26,11 +26,11 @@ use crate::ports::{
     Redelivery, RequestQuota, SignupLinks, StoreError, StoreResult, TokenInfo, TokenVault,
     VaultError, WebhookEndpoints,
 };
-use crate::ports::{EndpointChange, EventHistory, EventPage};
 use crate::ports::{
     Claim, FoundNumbers, IdempotencyRecord, IdempotencyStore, NumberCursor, NumberFinder,
     NumberSearch, PageStart, StoredResponse, VerifiedKey,
 };
+use crate::ports::{EndpointChange, EventHistory, EventPage};
 use crate::ports::{LinkCursor, LinkPage, Report, RevokeOutcome, SignupSessions};
 use crate::webhooks::WebhookEndpoint;
 use crate::webhooks::log::{Attempt, DeliveryKey, DeliveryPage, DeliveryRecord, DeliveryStatus};
@@ -135,8 +135,14 @@ impl MemoryStore {
     }
 
     /// A copy of everything stored now: equal snapshots mean nothing was written in between.
+    /// A key's last use is left out: authenticating records it (once an hour) whatever the
+    /// request turns out to be, as bookkeeping, not as the request's effect.
     pub fn snapshot(&self) -> StoreSnapshot {
-        StoreSnapshot(self.state().clone())
+        let mut state = self.state().clone();
+        for key in state.keys.values_mut() {
+            key.last_used_hour = None;
+        }
+        StoreSnapshot(state)
     }
 
     /// Stores a number as it is, holding its phone while it is live (seeding tests).
