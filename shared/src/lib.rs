@@ -9,6 +9,7 @@ pub mod domain;
 pub mod health;
 pub mod lifecycle;
 pub mod meta_webhook;
+pub mod metrics;
 pub mod ports;
 pub mod provisioning;
 pub mod runtime;

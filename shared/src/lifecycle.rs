@@ -131,6 +131,7 @@ pub async fn publish<S: EventLog, Q: MessageQueue>(
 ) -> Result<(), LifecycleError> {
     queue.send(event).await?;
     store.mark_published(&event.id).await?;
+    crate::metrics::event_published(event);
     Ok(())
 }
 

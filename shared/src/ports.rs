@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use crate::domain::api_key::KeyHash;
+use crate::domain::api_key::{KeyHash, KeyScope};
 use crate::domain::lifecycle::Change;
 use crate::domain::{AccountId, EventEnvelope, Number, NumberId, Status, Timestamp};
 
@@ -61,6 +61,45 @@ pub trait NumberReader: Send + Sync {
         page: Page,
     ) -> impl Future<Output = StoreResult<NumberPage>> + Send;
 }
+
+/// Where a page of a search starts: after `offset` matches, or after a cursor (the last number
+/// of an earlier page).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PageStart {
+    Offset(u32),
+    After(NumberCursor),
+}
+
+/// The account's numbers matching every filter given, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NumberSearch {
+    pub status: Option<Status>,
+    /// Digits of the display number, matched exactly.
+    pub display_digits: Option<String>,
+    pub waba_id: Option<String>,
+    pub limit: u32,
+    pub start: PageStart,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FoundNumbers {
+    pub numbers: Vec<Number>,
+    /// Every number of the account matching the filters.
+    pub total: u64,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<NumberCursor>,
+}
+
+/// Finding numbers by status, display number or WABA, each through an index (never a Scan).
+pub trait NumberFinder: Send + Sync {
+    fn find(
+        &self,
+        account: &AccountId,
+        search: &NumberSearch,
+    ) -> impl Future<Output = StoreResult<FoundNumbers>> + Send;
+}
+
+pub use crate::domain::number_cursor::NumberCursor;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum CommitOutcome {
@@ -123,12 +162,100 @@ pub trait RequestQuota: Send + Sync {
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 
+/// A live key as authentication finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedKey {
+    pub account: AccountId,
+    pub scope: KeyScope,
+    /// The hour it was last used in ([`crate::domain::api_key::use_hour`]), if recorded.
+    pub last_used_hour: Option<i64>,
+}
+
 pub trait ApiKeyVerifier: Send + Sync {
-    /// The account of a live (not revoked) key with this hash.
+    /// A live (not revoked) key with this hash.
+    fn verify_key(
+        &self,
+        hash: &KeyHash,
+    ) -> impl Future<Output = StoreResult<Option<VerifiedKey>>> + Send;
+
+    /// Records that the key was used in the hour starting at `hour`, unless a later hour is
+    /// recorded already. Called once per key per hour, not per request.
+    fn record_key_use(
+        &self,
+        hash: &KeyHash,
+        hour: i64,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The account of a live key with this hash.
     fn account_for_key(
         &self,
         hash: &KeyHash,
-    ) -> impl Future<Output = StoreResult<Option<AccountId>>> + Send;
+    ) -> impl Future<Output = StoreResult<Option<AccountId>>> + Send {
+        async move { Ok(self.verify_key(hash).await?.map(|key| key.account)) }
+    }
+}
+
+// ---- Idempotency keys ------------------------------------------------------------------------
+
+/// A response kept for replaying to a retry with the same `Idempotency-Key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub location: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// What an idempotency key holds: the fingerprint of the request that first used it, and that
+/// request's response once it has one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub fingerprint: String,
+    /// `None` while the first request still runs (or died before answering: then its lease
+    /// runs out and the next request with the key runs instead).
+    pub response: Option<StoredResponse>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is this request's: run it, then `complete` or `release`.
+    Claimed,
+    /// The key is held by an earlier request.
+    Held(IdempotencyRecord),
+}
+
+/// Idempotency keys, per account, kept for a day (TTL).
+pub trait IdempotencyStore: Send + Sync {
+    /// Takes `key` for a request with `fingerprint`, unless a live record holds it: one that has
+    /// not expired, and is either answered or still within its lease (a request running). An
+    /// unanswered record of the same fingerprint whose lease ran out is taken over.
+    #[allow(clippy::too_many_arguments)]
+    fn claim(
+        &self,
+        account: &AccountId,
+        key: &str,
+        fingerprint: &str,
+        now: i64,
+        lease_until: i64,
+        expires_at: i64,
+    ) -> impl Future<Output = StoreResult<Claim>> + Send;
+
+    /// Keeps the response of the request that holds `key`.
+    fn complete(
+        &self,
+        account: &AccountId,
+        key: &str,
+        fingerprint: &str,
+        response: &StoredResponse,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Lets go of `key` without a response (the request failed on our side), so a retry runs.
+    fn release(
+        &self,
+        account: &AccountId,
+        key: &str,
+        fingerprint: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
 pub use crate::domain::messages::{Message, Queue};

@@ -3,6 +3,12 @@
 //! | item              | PK                           | SK                  | GSI1 (status, keys only)            | GSI2 (all, keys only)   | GSI3 (WABA, all) |
 //! |-------------------|------------------------------|---------------------|--------------------------------------|-------------------------|------------------|
 //! | number            | `ACCOUNT#{a}`                | `NUMBER#{id}`       | `ACCOUNT#{a}#STATUS#{s}` / `{created}#{id}` | `ACCOUNT#{a}` / `{created}#{id}` | `WABA#{w}` / `NUMBER#{id}` |
+//!
+//! Numbers are also in GSI4 (`ACCOUNT#{a}#DISPLAY#{digits of the display number}` /
+//! `{created}#{id}`, once Meta gave a display number) and GSI5 (`ACCOUNT#{a}#WABA#{w}` /
+//! `{created}#{id}`), both keys plus `status`, `wabaId`: how `GET /api/numbers?phoneNumber=` and
+//! `?wabaId=` find them (`dynamo_find.rs`). Idempotency keys: `IDEMPOTENCY#{a}` /
+//! `KEY#{sha256 of the key}` (`dynamo_idempotency.rs`).
 //! | status counters   | `ACCOUNT#{a}`                | `COUNTERS`          |                                      |                         |                  |
 //! | phone guard       | `PHONE#{phoneNumberId}`      | `PHONE`             |                                      |                         |                  |
 //! | account           | `ACCOUNT#{a}`                | `ACCOUNT`           |                                      |                         |                  |
@@ -27,7 +33,7 @@ use aws_sdk_dynamodb::types::{
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::api_key::{KeyHash, PlainApiKey};
+use crate::domain::api_key::{KeyHash, KeyScope, PlainApiKey};
 use crate::domain::lifecycle::{Change, DisconnectedBy, PhoneGuard};
 use crate::domain::time::{self, Timestamp};
 use crate::domain::{
@@ -37,7 +43,7 @@ use crate::domain::{
 use crate::ports::{
     ApiKeyVerifier, CommitOutcome, CreateOutcome, EventLog, LifecycleStore, NumberPage,
     NumberReader, Page, PhoneOwner, ProvisioningStore, QuotaSubject, RequestQuota, StoreError,
-    StoreResult,
+    StoreResult, VerifiedKey,
 };
 
 pub mod keys {
@@ -59,6 +65,12 @@ pub mod keys {
     }
     pub fn newest_first(created_at: &Timestamp, id: &NumberId) -> String {
         format!("{}#{id}", time::format(created_at))
+    }
+    pub fn account_display(account: &AccountId, digits: &str) -> String {
+        format!("ACCOUNT#{account}#DISPLAY#{digits}")
+    }
+    pub fn account_waba(account: &AccountId, waba_id: &str) -> String {
+        format!("ACCOUNT#{account}#WABA#{waba_id}")
     }
     pub fn waba(waba_id: &str) -> String {
         format!("WABA#{waba_id}")
@@ -154,6 +166,16 @@ struct NumberItem {
     gsi3pk: String,
     #[serde(rename = "GSI3SK")]
     gsi3sk: String,
+    /// The account's numbers by display number (its digits); absent until Meta gave one.
+    #[serde(rename = "GSI4PK", default, skip_serializing_if = "Option::is_none")]
+    gsi4pk: Option<String>,
+    #[serde(rename = "GSI4SK", default, skip_serializing_if = "Option::is_none")]
+    gsi4sk: Option<String>,
+    /// The account's numbers by WABA.
+    #[serde(rename = "GSI5PK", default, skip_serializing_if = "Option::is_none")]
+    gsi5pk: Option<String>,
+    #[serde(rename = "GSI5SK", default, skip_serializing_if = "Option::is_none")]
+    gsi5sk: Option<String>,
     entity: String,
     id: NumberId,
     account_id: AccountId,
@@ -231,6 +253,18 @@ impl NumberItem {
             gsi2sk: keys::newest_first(&number.created_at, &number.id),
             gsi3pk: keys::waba(&number.waba_id),
             gsi3sk: keys::number(&number.id),
+            gsi4pk: number
+                .display_number
+                .as_deref()
+                .and_then(crate::domain::number_cursor::display_digits)
+                .map(|digits| keys::account_display(&number.account_id, &digits)),
+            gsi4sk: number
+                .display_number
+                .as_deref()
+                .and_then(crate::domain::number_cursor::display_digits)
+                .map(|_| keys::newest_first(&number.created_at, &number.id)),
+            gsi5pk: Some(keys::account_waba(&number.account_id, &number.waba_id)),
+            gsi5sk: Some(keys::newest_first(&number.created_at, &number.id)),
             entity: "NUMBER".into(),
             id: number.id.clone(),
             account_id: number.account_id.clone(),
@@ -340,7 +374,7 @@ pub struct ReadStatsSnapshot {
 }
 
 impl ReadStats {
-    fn record(&self, items: u64) {
+    pub(crate) fn record(&self, items: u64) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.items_read.fetch_add(items, Ordering::Relaxed);
     }
@@ -383,6 +417,20 @@ pub struct CreatedApiKey {
     pub id: ApiKeyId,
     pub account_id: AccountId,
     pub key: PlainApiKey,
+    pub scope: KeyScope,
+}
+
+/// A key as the operator lists it: never the key, nor its hash.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeySummary {
+    pub id: ApiKeyId,
+    pub name: String,
+    pub scope: KeyScope,
+    pub created_at: String,
+    /// The start of the hour of its last use (uses are recorded to the hour).
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
 }
 
 const MAX_TRANSACTION_ATTEMPTS: u32 = 8;
@@ -538,7 +586,11 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    async fn count(&self, account: &AccountId, status: Option<Status>) -> StoreResult<u64> {
+    pub(crate) async fn count(
+        &self,
+        account: &AccountId,
+        status: Option<Status>,
+    ) -> StoreResult<u64> {
         let Some(item) = self
             .get_item(keys::account(account), keys::COUNTERS)
             .await?
@@ -612,7 +664,7 @@ impl DynamoStore {
         }
     }
 
-    async fn batch_get_numbers(
+    pub(crate) async fn batch_get_numbers(
         &self,
         keys: Vec<HashMap<String, AttributeValue>>,
     ) -> StoreResult<Vec<Number>> {
@@ -662,6 +714,54 @@ impl DynamoStore {
             }
         }
         Ok(order.iter().filter_map(|sk| found.remove(sk)).collect())
+    }
+
+    /// Rewrites every number item as this version lays it out, so items written before an
+    /// index existed (GSI4 display number, GSI5 WABA) get its keys. An operator's one-off after
+    /// a deploy (`muchaw-admin numbers reindex`), never a request path: it Scans. Each write is
+    /// conditioned on the version read, so a number changed meanwhile is left to that change
+    /// (which wrote the new layout itself). Returns (rewritten, skipped as changed meanwhile).
+    pub async fn reindex_numbers(&self) -> StoreResult<(u64, u64)> {
+        let (mut rewritten, mut skipped) = (0u64, 0u64);
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("entity = :number")
+                .expression_attribute_values(":number", s("NUMBER"))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_unavailable)?;
+            for item in page.items.unwrap_or_default() {
+                let number = number_from_item(item)?;
+                let layout =
+                    serde_dynamo::to_item(NumberItem::from_number(&number)).map_err(unavailable)?;
+                let result = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(layout))
+                    .condition_expression("version = :version")
+                    .expression_attribute_values(
+                        ":version",
+                        n(i64::try_from(number.version).map_err(unavailable)?),
+                    )
+                    .send()
+                    .await;
+                if conditionally_written(result)? {
+                    rewritten += 1;
+                } else {
+                    skipped += 1;
+                }
+            }
+            match page.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => return Ok((rewritten, skipped)),
+            }
+        }
     }
 
     /// Writes numbers in bulk, with their counters and phone guards, without per-number
@@ -765,7 +865,18 @@ impl DynamoStore {
         account: &AccountId,
         label: Option<&str>,
     ) -> StoreResult<CreatedApiKey> {
-        self.store_api_key(account, label, PlainApiKey::generate())
+        self.create_scoped_api_key(account, label, KeyScope::Write)
+            .await
+    }
+
+    /// A new key limited to `scope` (`read`: `GET` only).
+    pub async fn create_scoped_api_key(
+        &self,
+        account: &AccountId,
+        label: Option<&str>,
+        scope: KeyScope,
+    ) -> StoreResult<CreatedApiKey> {
+        self.store_scoped_api_key(account, label, PlainApiKey::generate(), scope)
             .await
     }
 
@@ -775,6 +886,17 @@ impl DynamoStore {
         account: &AccountId,
         label: Option<&str>,
         key_value: PlainApiKey,
+    ) -> StoreResult<CreatedApiKey> {
+        self.store_scoped_api_key(account, label, key_value, KeyScope::Write)
+            .await
+    }
+
+    pub async fn store_scoped_api_key(
+        &self,
+        account: &AccountId,
+        label: Option<&str>,
+        key_value: PlainApiKey,
+        scope: KeyScope,
     ) -> StoreResult<CreatedApiKey> {
         let id = ApiKeyId::generate();
         let hash = key_value.hash();
@@ -786,11 +908,13 @@ impl DynamoStore {
         lookup.insert("accountId".into(), s(account.as_str()));
         lookup.insert("keyId".into(), s(id.as_str()));
         lookup.insert("createdAt".into(), s(now.clone()));
+        lookup.insert("scope".into(), s(scope.as_str()));
         let mut owned = key(keys::account(account), keys::owned_api_key(&id));
         owned.insert("entity".into(), s("APIKEY"));
         owned.insert("keyHash".into(), s(hash.as_str()));
         owned.insert("name".into(), s(label));
         owned.insert("createdAt".into(), s(now));
+        owned.insert("scope".into(), s(scope.as_str()));
 
         let items = vec![
             TransactWriteItem::builder()
@@ -811,9 +935,112 @@ impl DynamoStore {
                 id,
                 account_id: account.clone(),
                 key: key_value,
+                scope,
             }),
             Err(_) => Err(StoreError::NotFound),
         }
+    }
+
+    /// The account's keys, oldest first, with the hour each was last used in: the owner items
+    /// (one Query of the account's partition) and their lookup items (where authentication
+    /// records the use), by `BatchGetItem`.
+    pub async fn list_api_keys(&self, account: &AccountId) -> StoreResult<Vec<ApiKeySummary>> {
+        let mut owned = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+                .expression_attribute_values(":pk", s(keys::account(account)))
+                .expression_attribute_values(":prefix", s("APIKEY#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_unavailable)?;
+            owned.extend(output.items.unwrap_or_default());
+            match output.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => break,
+            }
+        }
+        let text = |item: &HashMap<String, AttributeValue>, name: &str| {
+            item.get(name).and_then(|v| v.as_s().ok()).cloned()
+        };
+        let mut last_used: HashMap<String, i64> = HashMap::new();
+        for chunk in owned.chunks(100) {
+            let lookups: Vec<_> = chunk
+                .iter()
+                .filter_map(|item| text(item, "keyHash"))
+                .map(|hash| key(keys::api_key(&KeyHash::from_stored(hash)), keys::API_KEY))
+                .collect();
+            if lookups.is_empty() {
+                continue;
+            }
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(lookups))
+                    .build()
+                    .map_err(unavailable)?,
+            );
+            let mut attempt = 0;
+            while let Some(request) = pending.take() {
+                attempt += 1;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(sdk_unavailable)?;
+                for item in output
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    let hour = item
+                        .get("lastUsedHour")
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|v| v.parse::<i64>().ok());
+                    if let (Some(id), Some(hour)) = (text(&item, "keyId"), hour) {
+                        last_used.insert(id, hour);
+                    }
+                }
+                pending = output
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .filter(|k| !k.keys().is_empty());
+                if pending.is_some() {
+                    if attempt >= MAX_TRANSACTION_ATTEMPTS {
+                        return Err(StoreError::unavailable("batch read left keys unprocessed"));
+                    }
+                    backoff(attempt).await;
+                }
+            }
+        }
+        let mut summaries = owned
+            .iter()
+            .map(|item| {
+                let sk = text(item, "SK").unwrap_or_default();
+                let id = sk.strip_prefix("APIKEY#").unwrap_or(&sk).to_string();
+                Ok(ApiKeySummary {
+                    last_used_at: last_used
+                        .get(&id)
+                        .and_then(|hour| chrono::DateTime::from_timestamp(*hour, 0))
+                        .map(|at| time::format(&at)),
+                    id: ApiKeyId::from(id),
+                    name: text(item, "name").unwrap_or_default(),
+                    scope: KeyScope::from_stored(text(item, "scope").as_deref())
+                        .map_err(StoreError::corrupt)?,
+                    created_at: text(item, "createdAt").unwrap_or_default(),
+                    revoked_at: text(item, "revokedAt"),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        summaries.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        Ok(summaries)
     }
 
     /// Revokes a key of this account; revoking twice is harmless. `NotFound` when the account
@@ -928,7 +1155,7 @@ fn guard_item(number: &Number) -> HashMap<String, AttributeValue> {
     item
 }
 
-async fn backoff(attempt: u32) {
+pub(crate) async fn backoff(attempt: u32) {
     let base = 10u64 << attempt.min(6);
     let jitter = rand::rng().random_range(0..=base);
     tokio::time::sleep(Duration::from_millis(base + jitter)).await;
@@ -1101,18 +1328,45 @@ impl RequestQuota for DynamoStore {
 }
 
 impl ApiKeyVerifier for DynamoStore {
-    async fn account_for_key(&self, hash: &KeyHash) -> StoreResult<Option<AccountId>> {
+    async fn verify_key(&self, hash: &KeyHash) -> StoreResult<Option<VerifiedKey>> {
         let Some(item) = self.get_item(keys::api_key(hash), keys::API_KEY).await? else {
             return Ok(None);
         };
         if item.contains_key("revokedAt") {
             return Ok(None);
         }
-        Ok(item
-            .get("accountId")
-            .and_then(|v| v.as_s().ok())
-            .cloned()
-            .map(AccountId::from))
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let Some(account) = text("accountId") else {
+            return Ok(None);
+        };
+        let scope = KeyScope::from_stored(text("scope").as_deref()).map_err(StoreError::corrupt)?;
+        let last_used_hour = item
+            .get("lastUsedHour")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok());
+        Ok(Some(VerifiedKey {
+            account: AccountId::from(account),
+            scope,
+            last_used_hour,
+        }))
+    }
+
+    /// One conditional update per key per hour; a concurrent request that recorded the same
+    /// hour first makes this one a no-op (its condition fails, harmlessly).
+    async fn record_key_use(&self, hash: &KeyHash, hour: i64) -> StoreResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::api_key(hash), keys::API_KEY)))
+            .update_expression("SET lastUsedHour = :hour")
+            .condition_expression(
+                "attribute_exists(PK) AND (attribute_not_exists(lastUsedHour) OR lastUsedHour < :hour)",
+            )
+            .expression_attribute_values(":hour", n(hour))
+            .send()
+            .await;
+        conditionally_written(result).map(|_| ())
     }
 }
 

@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::domain::api_key::KeyHash;
+use crate::domain::api_key::{KeyHash, KeyScope};
 use crate::domain::lifecycle::{Change, PhoneGuard};
 use crate::domain::meta::MetaError;
 use crate::domain::secrets::{NumberSecrets, Secret};
@@ -25,6 +25,10 @@ use crate::ports::{
     NumberPage, NumberReader, Page, PhoneOwner, PhoneProfile, ProvisioningStore, Queue, QueueError,
     QuotaSubject, Redelivery, RequestQuota, SignupLinks, StoreError, StoreResult, TokenInfo,
     TokenVault, VaultError, WebhookEndpoints,
+};
+use crate::ports::{
+    Claim, FoundNumbers, IdempotencyRecord, IdempotencyStore, NumberCursor, NumberFinder,
+    NumberSearch, PageStart, StoredResponse, VerifiedKey,
 };
 use crate::ports::{EndpointChange, EventHistory, EventPage};
 use crate::ports::{LinkCursor, LinkPage, Report, RevokeOutcome, SignupSessions};
@@ -42,6 +46,21 @@ type Order = Reverse<(Timestamp, NumberId)>;
 
 type SignupLink = crate::domain::signup_session::SignupSession;
 
+#[derive(Clone, Debug, PartialEq)]
+struct MemoryKey {
+    account: AccountId,
+    scope: KeyScope,
+    revoked: bool,
+    last_used_hour: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct MemoryIdempotency {
+    record: IdempotencyRecord,
+    lease_until: i64,
+    expires_at: i64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 struct State {
     numbers: HashMap<(AccountId, NumberId), Number>,
@@ -51,7 +70,8 @@ struct State {
     by_status: HashMap<(AccountId, Status), BTreeSet<Order>>,
     phones: HashMap<String, PhoneOwner>,
     links: HashMap<String, SignupLink>,
-    keys: HashMap<KeyHash, (AccountId, bool)>,
+    keys: HashMap<KeyHash, MemoryKey>,
+    idempotency: HashMap<(AccountId, String), MemoryIdempotency>,
     events: HashMap<String, (EventEnvelope, bool)>,
     requests: HashMap<(String, i64), u32>,
     accounts: Vec<AccountId>,
@@ -115,8 +135,14 @@ impl MemoryStore {
     }
 
     /// A copy of everything stored now: equal snapshots mean nothing was written in between.
+    /// A key's last use is left out: authenticating records it (once an hour) whatever the
+    /// request turns out to be, as bookkeeping, not as the request's effect.
     pub fn snapshot(&self) -> StoreSnapshot {
-        StoreSnapshot(self.state().clone())
+        let mut state = self.state().clone();
+        for key in state.keys.values_mut() {
+            key.last_used_hour = None;
+        }
+        StoreSnapshot(state)
     }
 
     /// Stores a number as it is, holding its phone while it is live (seeding tests).
@@ -145,15 +171,42 @@ impl MemoryStore {
     }
 
     pub fn add_key(&self, key: &str, account: &AccountId) {
-        self.state()
-            .keys
-            .insert(KeyHash::of(key), (account.clone(), false));
+        self.add_scoped_key(key, account, KeyScope::Write);
+    }
+
+    pub fn add_scoped_key(&self, key: &str, account: &AccountId, scope: KeyScope) {
+        self.state().keys.insert(
+            KeyHash::of(key),
+            MemoryKey {
+                account: account.clone(),
+                scope,
+                revoked: false,
+                last_used_hour: None,
+            },
+        );
     }
 
     pub fn revoke_key(&self, key: &str) {
         if let Some(entry) = self.state().keys.get_mut(&KeyHash::of(key)) {
-            entry.1 = true;
+            entry.revoked = true;
         }
+    }
+
+    /// The hour a key's last use is recorded for.
+    pub fn key_last_used_hour(&self, key: &str) -> Option<i64> {
+        self.state()
+            .keys
+            .get(&KeyHash::of(key))
+            .and_then(|k| k.last_used_hour)
+    }
+
+    /// How many idempotency keys the account holds (answered or running).
+    pub fn idempotency_keys(&self, account: &AccountId) -> usize {
+        self.state()
+            .idempotency
+            .keys()
+            .filter(|(a, _)| a == account)
+            .count()
     }
 
     pub fn all_numbers(&self) -> Vec<Number> {
@@ -292,6 +345,56 @@ impl EventLog for MemoryStore {
             entry.1 = true;
         }
         Ok(())
+    }
+}
+
+impl NumberFinder for MemoryStore {
+    async fn find(&self, account: &AccountId, search: &NumberSearch) -> StoreResult<FoundNumbers> {
+        let state = self.state();
+        let Some(order) = state.by_account.get(account) else {
+            return Ok(FoundNumbers {
+                numbers: Vec::new(),
+                total: 0,
+                next: None,
+            });
+        };
+        let matching: Vec<&Number> = order
+            .iter()
+            .filter_map(|Reverse((_, id))| state.numbers.get(&(account.clone(), id.clone())))
+            .filter(|number| search.status.is_none_or(|s| number.status == s))
+            .filter(|number| {
+                search.display_digits.as_ref().is_none_or(|digits| {
+                    number
+                        .display_number
+                        .as_deref()
+                        .and_then(crate::domain::number_cursor::display_digits)
+                        .as_ref()
+                        == Some(digits)
+                })
+            })
+            .filter(|number| search.waba_id.as_ref().is_none_or(|w| &number.waba_id == w))
+            .collect();
+        let total = matching.len() as u64;
+        let after: Vec<&Number> = match &search.start {
+            PageStart::Offset(offset) => matching.into_iter().skip(*offset as usize).collect(),
+            PageStart::After(cursor) => {
+                let position = Reverse((cursor.created_at, cursor.number_id.clone()));
+                matching
+                    .into_iter()
+                    .filter(|n| Reverse((n.created_at, n.id.clone())) > position)
+                    .collect()
+            }
+        };
+        let limit = search.limit as usize;
+        let numbers: Vec<Number> = after.iter().take(limit).map(|n| (*n).clone()).collect();
+        let next = (after.len() > limit)
+            .then(|| numbers.last().map(NumberCursor::of))
+            .flatten();
+        Ok(FoundNumbers {
+            numbers,
+            total,
+            next,
+        })
     }
 }
 
@@ -475,13 +578,91 @@ impl BanClock for MemoryStore {
 }
 
 impl ApiKeyVerifier for MemoryStore {
-    async fn account_for_key(&self, hash: &KeyHash) -> StoreResult<Option<AccountId>> {
+    async fn verify_key(&self, hash: &KeyHash) -> StoreResult<Option<VerifiedKey>> {
         Ok(self
             .state()
             .keys
             .get(hash)
-            .filter(|(_, revoked)| !revoked)
-            .map(|(account, _)| account.clone()))
+            .filter(|key| !key.revoked)
+            .map(|key| VerifiedKey {
+                account: key.account.clone(),
+                scope: key.scope,
+                last_used_hour: key.last_used_hour,
+            }))
+    }
+
+    async fn record_key_use(&self, hash: &KeyHash, hour: i64) -> StoreResult<()> {
+        if let Some(key) = self.state().keys.get_mut(hash) {
+            key.last_used_hour = Some(key.last_used_hour.map_or(hour, |h| h.max(hour)));
+        }
+        Ok(())
+    }
+}
+
+impl IdempotencyStore for MemoryStore {
+    async fn claim(
+        &self,
+        account: &AccountId,
+        key: &str,
+        fingerprint: &str,
+        now: i64,
+        lease_until: i64,
+        expires_at: i64,
+    ) -> StoreResult<Claim> {
+        let mut state = self.state();
+        let slot = (account.clone(), key.to_string());
+        if let Some(held) = state.idempotency.get(&slot) {
+            let live = held.expires_at > now;
+            let running = held.record.response.is_none() && held.lease_until > now;
+            let answered = held.record.response.is_some();
+            let taken_over = held.record.fingerprint == fingerprint && !answered && !running;
+            if live && !taken_over {
+                return Ok(Claim::Held(held.record.clone()));
+            }
+        }
+        state.idempotency.insert(
+            slot,
+            MemoryIdempotency {
+                record: IdempotencyRecord {
+                    fingerprint: fingerprint.to_string(),
+                    response: None,
+                },
+                lease_until,
+                expires_at,
+            },
+        );
+        Ok(Claim::Claimed)
+    }
+
+    async fn complete(
+        &self,
+        account: &AccountId,
+        key: &str,
+        fingerprint: &str,
+        response: &StoredResponse,
+    ) -> StoreResult<()> {
+        let mut state = self.state();
+        match state
+            .idempotency
+            .get_mut(&(account.clone(), key.to_string()))
+        {
+            Some(held) if held.record.fingerprint == fingerprint => {
+                held.record.response = Some(response.clone());
+                Ok(())
+            }
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn release(&self, account: &AccountId, key: &str, fingerprint: &str) -> StoreResult<()> {
+        let mut state = self.state();
+        let slot = (account.clone(), key.to_string());
+        if state.idempotency.get(&slot).is_some_and(|held| {
+            held.record.fingerprint == fingerprint && held.record.response.is_none()
+        }) {
+            state.idempotency.remove(&slot);
+        }
+        Ok(())
     }
 }
 

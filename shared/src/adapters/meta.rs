@@ -114,9 +114,17 @@ impl GraphClient {
             .bearer_auth(token.expose())
     }
 
+    /// Every Graph API call goes through here: each error Meta (or the network) answers with is
+    /// counted, by Meta's code.
     async fn send(&self, request: RequestBuilder) -> MetaResult<Value> {
-        let response = request.send().await.map_err(transport_error)?;
-        read(response).await
+        let result = match request.send().await {
+            Ok(response) => read(response).await,
+            Err(err) => Err(transport_error(err)),
+        };
+        if let Err(err) = &result {
+            crate::metrics::meta_error(&err.code, err.http_status);
+        }
+        result
     }
 
     async fn expect_success(&self, request: RequestBuilder) -> MetaResult<()> {

@@ -1,5 +1,7 @@
 pub mod dynamo;
+pub mod dynamo_find;
 pub mod dynamo_history;
+pub mod dynamo_idempotency;
 pub mod dynamo_profile;
 pub mod dynamo_signup;
 pub mod dynamo_webhooks;

@@ -83,6 +83,34 @@ impl ApiError {
         }
     }
 
+    /// A read-only key on a route that changes something.
+    pub fn forbidden() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this API key is read-only: it may only make GET requests",
+        )
+    }
+
+    pub fn idempotency_conflict() -> ApiError {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_conflict",
+            "this Idempotency-Key was used for another request (a different path or body); use a new key",
+        )
+    }
+
+    pub fn idempotency_in_progress() -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_in_progress",
+                "a request with this Idempotency-Key is still running; retry it shortly",
+            )
+        }
+    }
+
     /// Internal failures are logged where they happen; the client learns nothing of them.
     pub fn internal() -> ApiError {
         ApiError::new(

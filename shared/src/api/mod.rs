@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod history;
+pub mod idempotency;
 pub mod numbers;
 pub mod page_limit;
 pub mod shape;
@@ -26,12 +27,12 @@ pub use crate::domain::view::NumberView;
 pub use error::ApiError;
 
 use crate::domain::AccountId;
-use crate::domain::api_key::{KeyHash, bearer_key};
+use crate::domain::api_key::{KeyHash, bearer_key, use_hour};
 use crate::domain::signup_link::LinkSigner;
 use crate::ports::{
-    ApiKeyVerifier, DeliveryLog, EventHistory, EventLog, LifecycleStore, MessageQueue,
-    NumberReader, ProvisioningStore, QuotaSubject, RequestQuota, SignupLinks, SignupSessions,
-    WebhookEndpoints,
+    ApiKeyVerifier, DeliveryLog, EventHistory, EventLog, IdempotencyStore, LifecycleStore,
+    MessageQueue, NumberFinder, NumberReader, ProvisioningStore, QuotaSubject, RequestQuota,
+    SignupLinks, SignupSessions, VerifiedKey, WebhookEndpoints,
 };
 use crate::webhooks::resolver::GuardedResolver;
 use crate::webhooks::sender::Sender;
@@ -65,12 +66,14 @@ impl ApiLimits {
 pub fn router<S, Q>(store: S, queue: Q) -> Router
 where
     S: NumberReader
+        + NumberFinder
         + LifecycleStore
         + EventLog
         + EventHistory
         + ProvisioningStore
         + ApiKeyVerifier
         + RequestQuota
+        + IdempotencyStore
         + Clone
         + 'static,
     Q: MessageQueue + 'static,
@@ -85,7 +88,13 @@ where
 /// Numbers, their history and events.
 pub fn numbers_routes<S, Q>(store: S, queue: Q) -> Router
 where
-    S: NumberReader + LifecycleStore + EventLog + EventHistory + ProvisioningStore + 'static,
+    S: NumberReader
+        + NumberFinder
+        + LifecycleStore
+        + EventLog
+        + EventHistory
+        + ProvisioningStore
+        + 'static,
     Q: MessageQueue + 'static,
 {
     Router::new()
@@ -217,20 +226,47 @@ where
 }
 
 /// What every API function serves around its routes: API-key authentication for `/api/*`
-/// (the signup callback authenticates itself) with the account's rate limit, the body limit,
-/// and the error envelope for unknown routes and methods.
+/// (the signup callback authenticates itself) with the key's scope and the account's rate
+/// limit, `Idempotency-Key` on every `POST`, the body limit, the error envelope for unknown
+/// routes and methods, and a metric for every answer.
 pub fn finish<K>(routes: Router, keys: K, limits: ApiLimits) -> Router
 where
-    K: ApiKeyVerifier + RequestQuota + 'static,
+    K: ApiKeyVerifier + RequestQuota + IdempotencyStore + Clone + 'static,
 {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(
+            Arc::new(idempotency::IdempotencyGate {
+                store: keys.clone(),
+            }),
+            idempotency::idempotent::<K>,
+        ))
+        .layer(from_fn_with_state(
             Arc::new(Gate { keys, limits }),
             authenticate::<K>,
         ))
         .layer(from_fn(limit_body_size))
+        .layer(from_fn(observe))
+}
+
+/// One `ApiRequests` metric per answer, by route template (never the ids in the path), method
+/// and status.
+async fn observe(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    crate::metrics::api_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0,
+    );
+    response
 }
 
 struct Gate<K> {
@@ -265,16 +301,41 @@ async fn authenticate<K: ApiKeyVerifier + RequestQuota>(
         .and_then(|value| value.to_str().ok())
         .and_then(bearer_key)
         .ok_or_else(ApiError::unauthorized)?;
-    let account = gate
+    let hash = KeyHash::of(key);
+    let verified = gate
         .keys
-        .account_for_key(&KeyHash::of(key))
+        .verify_key(&hash)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
+    note_use(&gate.keys, &hash, &verified).await;
+    let account = authorize(verified, request.method())?;
     if let Some(limit) = gate.limits.requests_per_minute {
         admit(&gate.keys, &account, limit).await?;
     }
     request.extensions_mut().insert(Caller(account));
     Ok(next.run(request).await)
+}
+
+/// The key's account, if its scope allows this method: a read key on anything but `GET` is
+/// `403` `forbidden`, before the route runs (so it changes nothing).
+pub fn authorize(key: VerifiedKey, method: &axum::http::Method) -> Result<AccountId, ApiError> {
+    if key.scope.allows(method) {
+        Ok(key.account)
+    } else {
+        Err(ApiError::forbidden())
+    }
+}
+
+/// Records the key's use when the hour changed since the last record: at most one write per
+/// key per hour. A failure to record costs only the record (the request goes on).
+pub async fn note_use<K: ApiKeyVerifier>(keys: &K, hash: &KeyHash, key: &VerifiedKey) {
+    let hour = use_hour(crate::domain::time::now());
+    if key.last_used_hour.is_some_and(|last| last >= hour) {
+        return;
+    }
+    if let Err(err) = keys.record_key_use(hash, hour).await {
+        tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "key use not recorded");
+    }
 }
 
 /// Counts the request in the account's current minute; a full minute is `429` with the seconds

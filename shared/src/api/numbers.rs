@@ -5,36 +5,47 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use super::shape;
 use super::{ApiError, ApiState, Caller, NumberView};
 use crate::domain::lifecycle::{Command, DisconnectedBy, Refusal};
 use crate::domain::messages::{StepMessage, TeardownMessage};
+use crate::domain::number_cursor::phone_digits;
 use crate::domain::{AccountId, Number, NumberId, Status, time};
 use crate::lifecycle::{self, Changed};
-use crate::ports::{EventLog, LifecycleStore, MessageQueue, NumberReader, Page, ProvisioningStore};
+use crate::ports::{
+    EventLog, LifecycleStore, MessageQueue, NumberCursor, NumberFinder, NumberReader, NumberSearch,
+    PageStart, ProvisioningStore,
+};
 
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListQuery {
-    pub status: Option<Status>,
-    pub page: Page,
-}
+/// What `GET /api/numbers` was asked for.
+pub type ListQuery = NumberSearch;
+
+const KNOWN: [&str; 6] = [
+    "status",
+    "limit",
+    "offset",
+    "cursor",
+    "phoneNumber",
+    "wabaId",
+];
 
 /// Unknown parameters are ignored; a bad value of a known one is a 400 that says what is wanted.
 pub fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
         .map_err(|_| ApiError::invalid_request("the query string is not valid"))?;
-    let mut query = ListQuery {
+    let mut query = NumberSearch {
         status: None,
-        page: Page {
-            limit: DEFAULT_LIMIT,
-            offset: 0,
-        },
+        display_digits: None,
+        waba_id: None,
+        limit: DEFAULT_LIMIT,
+        start: PageStart::Offset(0),
     };
-    let mut seen = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
     for (name, value) in pairs {
-        if !matches!(name.as_str(), "status" | "limit" | "offset") {
+        if !KNOWN.contains(&name.as_str()) {
             continue;
         }
         if seen.contains(&name) {
@@ -49,7 +60,7 @@ pub fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
                 })?)
             }
             "limit" => {
-                query.page.limit = value
+                query.limit = value
                     .parse::<u32>()
                     .ok()
                     .filter(|l| (1..=MAX_LIMIT).contains(l))
@@ -59,33 +70,61 @@ pub fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
                         ))
                     })?
             }
-            _ => {
-                query.page.offset = value.parse::<u32>().map_err(|_| {
+            "offset" => {
+                query.start = PageStart::Offset(value.parse::<u32>().map_err(|_| {
                     ApiError::invalid_request("offset must be an integer of 0 or more")
-                })?
+                })?)
+            }
+            "cursor" => {
+                query.start = PageStart::After(NumberCursor::parse(&value).ok_or_else(|| {
+                    ApiError::invalid_request(
+                        "cursor must be a pagination.nextCursor of an earlier page",
+                    )
+                })?)
+            }
+            "phoneNumber" => {
+                query.display_digits = Some(phone_digits(&value).ok_or_else(|| {
+                    ApiError::invalid_request(
+                        "phoneNumber must be E.164 (+ and up to 15 digits) or up to 15 digits",
+                    )
+                })?)
+            }
+            _ => {
+                if !shape::is_meta_id(&value) {
+                    return Err(ApiError::invalid_request(
+                        "wabaId must be Meta's WABA id (1 to 32 digits)",
+                    ));
+                }
+                query.waba_id = Some(value)
             }
         }
         seen.push(name);
     }
+    if seen.iter().any(|n| n == "offset") && seen.iter().any(|n| n == "cursor") {
+        return Err(ApiError::invalid_request(
+            "offset and cursor cannot be given together: a cursor already says where the page starts",
+        ));
+    }
     Ok(query)
 }
 
-pub async fn list<S: NumberReader, Q>(
+pub async fn list<S: NumberFinder, Q>(
     State(state): State<Arc<ApiState<S, Q>>>,
     Extension(Caller(account)): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let query = parse_list_query(raw.as_deref())?;
-    let page = state.store.list(&account, query.status, query.page).await?;
-    let data: Vec<NumberView> = page.numbers.iter().map(NumberView::from).collect();
-    Ok(Json(json!({
-        "data": data,
-        "pagination": {
-            "total": page.total,
-            "limit": query.page.limit,
-            "offset": query.page.offset,
-        }
-    })))
+    let found = state.store.find(&account, &query).await?;
+    let data: Vec<NumberView> = found.numbers.iter().map(NumberView::from).collect();
+    let mut pagination = json!({
+        "total": found.total,
+        "limit": query.limit,
+        "nextCursor": found.next.as_ref().map(NumberCursor::encode),
+    });
+    if let PageStart::Offset(offset) = query.start {
+        pagination["offset"] = json!(offset);
+    }
+    Ok(Json(json!({ "data": data, "pagination": pagination })))
 }
 
 /// The account's number with this id; `404` for an id of another account, as for one that
@@ -231,13 +270,66 @@ mod tests {
     fn defaults_are_limit_20_offset_0_and_no_filter() {
         let query = parse_list_query(None).unwrap();
         assert_eq!(query.status, None);
-        assert_eq!(
-            query.page,
-            Page {
-                limit: 20,
-                offset: 0
-            }
+        assert_eq!(query.display_digits, None);
+        assert_eq!(query.waba_id, None);
+        assert_eq!(query.limit, 20);
+        assert_eq!(query.start, PageStart::Offset(0));
+    }
+
+    #[test]
+    fn a_phone_number_is_searched_by_its_digits() {
+        for given in ["%2B15550100123", "15550100123", "%2B1%20555%20010%200123"] {
+            assert_eq!(
+                parsed(&format!("phoneNumber={given}"))
+                    .unwrap()
+                    .display_digits
+                    .as_deref(),
+                Some("15550100123"),
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_phone_number_or_waba_id_says_what_is_wanted() {
+        for bad in [
+            "phoneNumber=abc",
+            "phoneNumber=",
+            "phoneNumber=1234567890123456",
+        ] {
+            let err = parsed(bad).unwrap_err();
+            assert!(
+                err.message.starts_with("phoneNumber"),
+                "{bad}: {}",
+                err.message
+            );
+        }
+        for bad in ["wabaId=abc", "wabaId=", "wabaId=12%2034"] {
+            let err = parsed(bad).unwrap_err();
+            assert!(err.message.starts_with("wabaId"), "{bad}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn a_cursor_starts_the_page_after_its_number() {
+        let query = parsed("cursor=1768471200123.abc123&limit=5").unwrap();
+        let PageStart::After(cursor) = query.start else {
+            panic!("expected a cursor start, got {:?}", query.start);
+        };
+        assert_eq!(cursor.number_id.as_str(), "abc123");
+        assert_eq!(query.limit, 5);
+    }
+
+    #[test]
+    fn a_malformed_cursor_or_a_cursor_with_an_offset_is_refused() {
+        assert!(
+            parsed("cursor=garbage")
+                .unwrap_err()
+                .message
+                .starts_with("cursor")
         );
+        let both = parsed("cursor=1768471200123.abc123&offset=3").unwrap_err();
+        assert!(both.message.contains("together"), "{}", both.message);
     }
 
     #[test]

@@ -89,10 +89,13 @@ async fn caller<S: ApiKeyVerifier>(
             .ok()
             .and_then(bearer_key)
             .ok_or_else(ApiError::unauthorized)?;
-        let account = store
-            .account_for_key(&KeyHash::of(key))
+        let hash = KeyHash::of(key);
+        let verified = store
+            .verify_key(&hash)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
+        super::note_use(store, &hash, &verified).await;
+        let account = super::authorize(verified, &axum::http::Method::POST)?;
         return Ok((account, None));
     }
     let state = state.ok_or_else(ApiError::unauthorized)?;
@@ -250,6 +253,10 @@ where
     match state.store.create_pending(&number, link.as_deref()).await? {
         CreateOutcome::Created => {
             tracing::info!(number_id = %number.id, "signup received; provisioning started");
+            crate::metrics::signup(
+                number.id.as_str(),
+                crate::metrics::onboarding_name(number.onboarding),
+            );
             Ok((
                 StatusCode::ACCEPTED,
                 Json(json!({ "data": NumberView::from(&number) })),

@@ -132,6 +132,68 @@ fn well_formed(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// What a key may do: `read` keys only read (`GET`), `write` keys do everything. Keys stored
+/// before scopes existed carry none and are `write`, as they always were.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyScope {
+    Read,
+    #[default]
+    Write,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a key's scope is read or write, not {0:?}")]
+pub struct UnknownScope(pub String);
+
+impl KeyScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyScope::Read => "read",
+            KeyScope::Write => "write",
+        }
+    }
+
+    /// The scope as stored; absent (a key from before scopes) is `write`.
+    pub fn from_stored(stored: Option<&str>) -> Result<KeyScope, UnknownScope> {
+        stored.map_or(Ok(KeyScope::Write), str::parse)
+    }
+
+    /// Whether a request with this method is within the scope: a read key may only make
+    /// requests that change nothing.
+    pub fn allows(self, method: &http::Method) -> bool {
+        match self {
+            KeyScope::Write => true,
+            KeyScope::Read => matches!(*method, http::Method::GET | http::Method::HEAD),
+        }
+    }
+}
+
+impl std::str::FromStr for KeyScope {
+    type Err = UnknownScope;
+
+    fn from_str(text: &str) -> Result<KeyScope, UnknownScope> {
+        match text {
+            "read" => Ok(KeyScope::Read),
+            "write" => Ok(KeyScope::Write),
+            other => Err(UnknownScope(other.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for KeyScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The start of the hour a key was last used in (unix seconds): last use is kept to the hour
+/// so that recording it costs one write per key per hour, not one per request.
+pub fn use_hour(at: chrono::DateTime<chrono::Utc>) -> i64 {
+    let seconds = at.timestamp();
+    seconds - seconds.rem_euclid(3_600)
+}
+
 /// Pulls the key out of `Authorization: Bearer <key>`; `None` for any other shape.
 pub fn bearer_key(header: &str) -> Option<&str> {
     let (scheme, rest) = header.split_once(' ')?;
@@ -145,6 +207,35 @@ pub fn bearer_key(header: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_stored_without_a_scope_is_a_write_key() {
+        assert_eq!(KeyScope::from_stored(None), Ok(KeyScope::Write));
+        assert_eq!(KeyScope::from_stored(Some("read")), Ok(KeyScope::Read));
+        assert!(KeyScope::from_stored(Some("admin")).is_err());
+    }
+
+    #[test]
+    fn a_read_key_allows_only_get_and_head() {
+        use http::Method;
+        assert!(KeyScope::Read.allows(&Method::GET));
+        assert!(KeyScope::Read.allows(&Method::HEAD));
+        for method in [Method::POST, Method::DELETE, Method::PATCH, Method::PUT] {
+            assert!(!KeyScope::Read.allows(&method), "{method}");
+            assert!(KeyScope::Write.allows(&method), "{method}");
+        }
+    }
+
+    #[test]
+    fn last_use_is_rounded_down_to_the_hour() {
+        let at = crate::domain::time::parse("2026-03-01T10:59:59.999Z").unwrap();
+        assert_eq!(
+            use_hour(at),
+            crate::domain::time::parse("2026-03-01T10:00:00Z")
+                .unwrap()
+                .timestamp()
+        );
+    }
 
     #[test]
     fn generated_keys_are_distinct_and_prefixed() {

@@ -6,6 +6,7 @@ pub mod lifecycle;
 pub mod messages;
 pub mod meta;
 pub mod number;
+pub mod number_cursor;
 pub mod secrets;
 pub mod signup_link;
 pub mod signup_session;

@@ -211,6 +211,14 @@ where
             .sender()
             .send(&endpoint, &message.event_id, &message.body)
             .await;
+        crate::metrics::webhook_delivery(
+            if attempt.succeeded() {
+                "delivered"
+            } else {
+                "failed"
+            },
+            attempt.duration_ms as f64,
+        );
         let retry_left = delivery.receive_count as usize <= self.retry_schedule.len();
         let delay = self.retry_delay(delivery.receive_count);
         let next_retry_at = (retry_left && !attempt.succeeded())

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
 use muchaw_shared::adapters::dynamo::DynamoStore;
-use muchaw_shared::domain::api_key::{KeyFormat, check_key};
+use muchaw_shared::domain::api_key::{KeyFormat, KeyScope, check_key};
 use muchaw_shared::domain::{AccountId, ApiKeyId};
 use muchaw_shared::ports::StoreError;
 use muchaw_shared::webhooks::{SecretFormat, check_secret};
@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: WebhookSecretCommand,
     },
+    /// Numbers in the table.
+    Numbers {
+        #[command(subcommand)]
+        command: NumbersCommand,
+    },
     /// Dead-letter queues.
     Dlq {
         #[command(subcommand)]
@@ -60,6 +65,14 @@ enum ApiKeyCommand {
         account: String,
         #[arg(long)]
         name: Option<String>,
+        /// `read` (GET requests only) or `write` (everything).
+        #[arg(long, default_value = "write", value_parser = parse_scope)]
+        scope: KeyScope,
+    },
+    /// The account's keys (never the keys themselves), with the hour each was last used in.
+    List {
+        #[arg(long)]
+        account: String,
     },
     Revoke {
         #[arg(long)]
@@ -85,6 +98,14 @@ enum WebhookSecretCommand {
 }
 
 #[derive(Subcommand)]
+enum NumbersCommand {
+    /// Rewrites every number in the current layout, so numbers stored before an index existed
+    /// are found through it (`GET /api/numbers?phoneNumber=` / `?wabaId=`). Run once after
+    /// deploying a version that adds one; safe to repeat and to run while the API serves.
+    Reindex,
+}
+
+#[derive(Subcommand)]
 enum DlqCommand {
     /// Moves every message of a dead-letter queue back to the queue it came from.
     Redrive {
@@ -107,6 +128,11 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn parse_scope(text: &str) -> Result<KeyScope, String> {
+    text.parse()
+        .map_err(|e: muchaw_shared::domain::api_key::UnknownScope| e.to_string())
 }
 
 async fn store() -> Result<DynamoStore> {
@@ -136,12 +162,17 @@ async fn run(command: Command) -> Result<serde_json::Value> {
             Ok(json!({"id": account.id, "name": account.name}))
         }
         Command::ApiKey {
-            command: ApiKeyCommand::Create { account, name },
+            command:
+                ApiKeyCommand::Create {
+                    account,
+                    name,
+                    scope,
+                },
         } => {
             let account = AccountId::from(account);
             let created = store()
                 .await?
-                .create_api_key(&account, name.as_deref())
+                .create_scoped_api_key(&account, name.as_deref(), scope)
                 .await
                 .map_err(|e| match e {
                     StoreError::NotFound => anyhow!("no account {account}"),
@@ -151,7 +182,15 @@ async fn run(command: Command) -> Result<serde_json::Value> {
                 "id": created.id,
                 "key": created.key.expose(),
                 "accountId": created.account_id,
+                "scope": created.scope,
             }))
+        }
+        Command::ApiKey {
+            command: ApiKeyCommand::List { account },
+        } => {
+            let account = AccountId::from(account);
+            let keys = store().await?.list_api_keys(&account).await?;
+            Ok(json!({"accountId": account, "keys": keys}))
         }
         Command::ApiKey {
             command: ApiKeyCommand::Revoke { account, key_id },
@@ -195,6 +234,12 @@ async fn run(command: Command) -> Result<serde_json::Value> {
                     "note": "a whsec_ secret without the whsec_mUch marker carries no checksum: older, or not ours",
                 })),
             }
+        }
+        Command::Numbers {
+            command: NumbersCommand::Reindex,
+        } => {
+            let (rewritten, skipped) = store().await?.reindex_numbers().await?;
+            Ok(json!({"rewritten": rewritten, "changedMeanwhile": skipped}))
         }
         Command::Dlq {
             command: DlqCommand::Redrive { queue },

@@ -206,3 +206,96 @@ fn webhook_secret_verify_checks_the_checksum_inside_the_base64() {
     assert!(!ok);
     assert!(printed.contains("checksum does not match"), "{printed}");
 }
+
+#[tokio::test]
+async fn an_operator_creates_a_read_key_and_lists_keys_with_their_scope_and_last_use() {
+    let env = TestEnv::new().await;
+    let (_, account, _) = admin(&env, &["account", "create", "--name", "Scoped"]);
+    let account_id = account["id"].as_str().unwrap().to_string();
+    let (ok, read, _) = admin(
+        &env,
+        &[
+            "api-key",
+            "create",
+            "--account",
+            &account_id,
+            "--scope",
+            "read",
+        ],
+    );
+    assert!(ok);
+    assert_eq!(read["scope"], "read");
+    let plain = read["key"].as_str().unwrap().to_string();
+    // A read key reads, and may not write.
+    assert_eq!(env.get(Some(&plain), "/api/numbers", "").await.status, 200);
+    let path = "/api/numbers/abc";
+    assert_eq!(env.delete(Some(&plain), path).await.status, 403);
+
+    let (ok, listed, _) = admin(&env, &["api-key", "list", "--account", &account_id]);
+    assert!(ok);
+    let keys = listed["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["id"], read["id"]);
+    assert_eq!(keys[0]["scope"], "read");
+    let last_used = keys[0]["lastUsedAt"].as_str().expect("a last use");
+    assert!(last_used.ends_with(":00:00.000Z"), "{last_used}");
+    assert!(
+        !listed.to_string().contains(&plain),
+        "the key is never listed"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_scope_is_refused_and_creates_no_key() {
+    let env = TestEnv::new().await;
+    let (_, account, _) = admin(&env, &["account", "create", "--name", "Scoped"]);
+    let account_id = account["id"].as_str().unwrap().to_string();
+    let (ok, _, stderr) = admin(
+        &env,
+        &[
+            "api-key",
+            "create",
+            "--account",
+            &account_id,
+            "--scope",
+            "admin",
+        ],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("read or write"), "{stderr}");
+    let (_, listed, _) = admin(&env, &["api-key", "list", "--account", &account_id]);
+    assert_eq!(listed["keys"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn reindexing_makes_numbers_stored_before_the_indexes_findable() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let env = TestEnv::new().await;
+    let (account, key) = env.account_with_key("reindex").await;
+    let mut number =
+        muchaw_tests::sample_number(&account, muchaw_shared::domain::Status::Active, 3);
+    number.waba_id = "555000000000001".into();
+    env.store
+        .import_numbers(std::slice::from_ref(&number))
+        .await
+        .unwrap();
+    // Given the number as an older version stored it: without the GSI5 keys
+    let client = aws_sdk_dynamodb::Client::new(&env.sdk);
+    client
+        .update_item()
+        .table_name(env.store.table())
+        .key("PK", AttributeValue::S(format!("ACCOUNT#{account}")))
+        .key("SK", AttributeValue::S(format!("NUMBER#{}", number.id)))
+        .update_expression("REMOVE GSI5PK, GSI5SK")
+        .send()
+        .await
+        .unwrap();
+    let by_waba = || env.get(Some(&key), "/api/numbers", "wabaId=555000000000001");
+    assert_eq!(by_waba().await.body["data"], serde_json::json!([]));
+    // When the operator reindexes
+    let (ok, output, stderr) = admin(&env, &["numbers", "reindex"]);
+    assert!(ok, "{stderr}");
+    assert!(output["rewritten"].as_u64().unwrap() >= 1);
+    // Then it is found
+    assert_eq!(by_waba().await.body["data"][0]["id"], number.id.as_str());
+}

@@ -174,12 +174,19 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &Val
                 .map(|p| field(p, "ProjectionType"))
                 .transpose()?
                 .unwrap_or_else(|| "ALL".into());
+            // An INCLUDE projection names the attributes it adds to the keys.
+            let included: Option<Vec<String>> = index
+                .get("Projection")
+                .and_then(|p| p.get("NonKeyAttributes"))
+                .and_then(|a| a.as_sequence())
+                .map(|names| names.iter().filter_map(scalar).collect());
             Ok(GlobalSecondaryIndex::builder()
                 .index_name(field(index, "IndexName")?)
                 .set_key_schema(Some(key_schema(index)?))
                 .projection(
                     Projection::builder()
                         .projection_type(ProjectionType::from(projection.as_str()))
+                        .set_non_key_attributes(included)
                         .build(),
                 )
                 .build()?)

@@ -1,6 +1,7 @@
 //! Every integration test, one binary: CI links once. Each module is one area of the system,
 //! against moto and the fake Meta, through the real handlers.
 
+mod api_operations;
 mod dynamo_store;
 mod key_formats;
 mod large_account;

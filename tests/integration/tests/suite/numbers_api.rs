@@ -32,10 +32,23 @@ async fn listing_active_numbers_returns_the_contract_shape() {
             "qualityRating": "GREEN",
             "status": "ACTIVE",
             "tokenExpiresAt": null,
+            "messagingLimit": "TIER_1K",
+            "throughput": "STANDARD",
+            "nameStatus": "APPROVED",
+            "tokenStatus": "VALID",
+            "health": {
+                "canSendMessage": "LIMITED",
+                "errors": [{
+                    "entity": "WABA",
+                    "errorCode": 141006,
+                    "errorDescription": "There is an error with the payment method.",
+                    "possibleSolution": "Add a new payment method to the account.",
+                }],
+            },
             "createdAt": muchaw_shared::domain::time::format(&number.created_at),
             "updatedAt": muchaw_shared::domain::time::format(&number.updated_at),
         }],
-        "pagination": {"total": 1, "limit": 20, "offset": 0}
+        "pagination": {"total": 1, "limit": 20, "offset": 0, "nextCursor": null}
     });
     assert_eq!(response.body, expected);
     let created = response.body["data"][0]["createdAt"].as_str().unwrap();
@@ -51,7 +64,7 @@ async fn limit_and_offset_are_echoed_in_pagination() {
     assert_eq!(response.status, 200);
     assert_eq!(
         response.body["pagination"],
-        json!({"total": 1, "limit": 5, "offset": 1})
+        json!({"total": 1, "limit": 5, "offset": 1, "nextCursor": null})
     );
     assert_eq!(response.body["data"], json!([]));
 }

@@ -578,7 +578,7 @@ async fn listing_numbers_answers_as_documented() {
     let all = list("", 200).await;
     assert_eq!(
         all.body["pagination"],
-        json!({"total": 5, "limit": 20, "offset": 0})
+        json!({"total": 5, "limit": 20, "offset": 0, "nextCursor": null})
     );
     let page = list("status=ACTIVE&limit=1&offset=0", 200).await;
     assert_eq!(page.body["data"][0]["displayName"], "Acme");
