@@ -2,6 +2,7 @@
 //! against moto and the fake Meta, through the real handlers.
 
 mod api_operations;
+mod burst;
 mod dynamo_store;
 mod key_formats;
 mod large_account;

@@ -560,7 +560,7 @@ async fn the_hosted_page_runs_each_embedded_signup_sequence_in_a_real_browser() 
 
 /// The link's view once the page's report arrived (it is sent without waiting).
 async fn wait_for_view(p: &ProvisioningEnv, key: &str, id: &str, state: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let view = session_view(p, key, id).await;
         if view["state"] == state || tokio::time::Instant::now() > deadline {
