@@ -95,6 +95,7 @@ fn from_item(item: HashMap<String, AttributeValue>) -> StoreResult<WebhookEndpoi
 struct EndpointUpdate {
     set: Vec<String>,
     remove: Vec<String>,
+    names: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
 }
 
@@ -103,13 +104,34 @@ impl EndpointUpdate {
         EndpointUpdate {
             set: Vec::new(),
             remove: Vec::new(),
+            names: HashMap::new(),
             values: HashMap::new(),
         }
     }
 
-    fn set(&mut self, name: &str, value: AttributeValue) {
-        self.set.push(format!("{name} = :{name}"));
-        self.values.insert(format!(":{name}"), value);
+    /// Attributes go by placeholder: some of ours (`url`) are DynamoDB reserved words.
+    fn name(&mut self, attribute: &str) -> String {
+        let placeholder = format!("#{attribute}");
+        self.names
+            .insert(placeholder.clone(), attribute.to_string());
+        placeholder
+    }
+
+    fn set(&mut self, attribute: &str, value: AttributeValue) {
+        let name = self.name(attribute);
+        self.set.push(format!("{name} = :{attribute}"));
+        self.values.insert(format!(":{attribute}"), value);
+    }
+
+    /// `attribute = source`: a copy inside the write.
+    fn copy(&mut self, attribute: &str, source: &str) {
+        let (name, source) = (self.name(attribute), self.name(source));
+        self.set.push(format!("{name} = {source}"));
+    }
+
+    fn remove(&mut self, attribute: &str) {
+        let name = self.name(attribute);
+        self.remove.push(name);
     }
 
     fn expression(&self) -> String {
@@ -141,6 +163,7 @@ impl DynamoStore {
             .set_key(Some(endpoint_key(account, id)))
             .update_expression(update.expression())
             .condition_expression("attribute_exists(PK)")
+            .set_expression_attribute_names(Some(update.names))
             .set_expression_attribute_values((!update.values.is_empty()).then_some(update.values))
             .return_values(ReturnValue::AllNew)
             .send()
@@ -258,7 +281,7 @@ impl WebhookEndpoints for DynamoStore {
         }
         match &change.events {
             None => {}
-            Some(None) => update.remove.push("events".into()),
+            Some(None) => update.remove("events"),
             Some(Some(events)) => update.set(
                 "events",
                 AttributeValue::L(events.iter().map(|e| s(e.as_str())).collect()),
@@ -267,8 +290,8 @@ impl WebhookEndpoints for DynamoStore {
         if let Some(enabled) = change.enabled {
             update.set("disabled", AttributeValue::Bool(!enabled));
             if enabled {
-                update.remove.push("failingSince".into());
-                update.remove.push("disabledEventId".into());
+                update.remove("failingSince");
+                update.remove("disabledEventId");
             }
         }
         self.update_existing_endpoint(account, id, update).await
@@ -283,7 +306,7 @@ impl WebhookEndpoints for DynamoStore {
     ) -> StoreResult<Option<WebhookEndpoint>> {
         let mut update = EndpointUpdate::new();
         // The replaced secret is copied inside the write: two rotations at once cannot lose one.
-        update.set.push("previousSecret = secret".into());
+        update.copy("previousSecret", "secret");
         update.set("secret", s(secret.expose()));
         update.set("previousSecretExpiresAt", s(time::format(&previous_until)));
         self.update_existing_endpoint(account, id, update).await

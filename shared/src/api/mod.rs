@@ -22,6 +22,7 @@ use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 pub use crate::domain::view::NumberView;
 pub use error::ApiError;
@@ -392,7 +393,13 @@ where
         if bytes.len() > MAX_BODY_BYTES {
             return Err(ApiError::payload_too_large());
         }
-        serde_json::from_slice(&bytes)
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))?;
+        // Every body of this API is an object: serde would also read a struct from an array.
+        if !value.is_object() {
+            return Err(ApiError::invalid_request("the body must be a JSON object"));
+        }
+        serde_json::from_value(value)
             .map(JsonBody)
             .map_err(|e| ApiError::invalid_request(format!("invalid JSON body: {e}")))
     }

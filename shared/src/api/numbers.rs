@@ -44,6 +44,7 @@ pub fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
         start: PageStart::Offset(0),
     };
     let mut seen: Vec<String> = Vec::new();
+    let (mut offset, mut cursor) = (0, None);
     for (name, value) in pairs {
         if !KNOWN.contains(&name.as_str()) {
             continue;
@@ -71,12 +72,12 @@ pub fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
                     })?
             }
             "offset" => {
-                query.start = PageStart::Offset(value.parse::<u32>().map_err(|_| {
+                offset = value.parse::<u32>().map_err(|_| {
                     ApiError::invalid_request("offset must be an integer of 0 or more")
-                })?)
+                })?
             }
             "cursor" => {
-                query.start = PageStart::After(NumberCursor::parse(&value).ok_or_else(|| {
+                cursor = Some(NumberCursor::parse(&value).ok_or_else(|| {
                     ApiError::invalid_request(
                         "cursor must be a pagination.nextCursor of an earlier page",
                     )
@@ -100,11 +101,17 @@ pub fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
         }
         seen.push(name);
     }
-    if seen.iter().any(|n| n == "offset") && seen.iter().any(|n| n == "cursor") {
-        return Err(ApiError::invalid_request(
-            "offset and cursor cannot be given together: a cursor already says where the page starts",
-        ));
-    }
+    // `offset=0` is the default, which generated clients often send anyway: it goes with a
+    // cursor. Any other offset beside a cursor would say twice where the page starts.
+    query.start = match (cursor, offset) {
+        (None, offset) => PageStart::Offset(offset),
+        (Some(cursor), 0) => PageStart::After(cursor),
+        (Some(_), _) => {
+            return Err(ApiError::invalid_request(
+                "offset and cursor cannot be given together: a cursor already says where the page starts",
+            ));
+        }
+    };
     Ok(query)
 }
 
@@ -329,6 +336,21 @@ mod tests {
                 .starts_with("cursor")
         );
         let both = parsed("cursor=1768471200123.abc123&offset=3").unwrap_err();
+        assert!(both.message.contains("together"), "{}", both.message);
+    }
+
+    #[test]
+    fn the_default_offset_beside_a_cursor_is_the_cursor_s_page_in_either_order() {
+        for raw in [
+            "cursor=1768471200123.abc123&offset=0",
+            "offset=0&cursor=1768471200123.abc123",
+        ] {
+            let PageStart::After(cursor) = parsed(raw).unwrap().start else {
+                panic!("{raw}: not a cursor page");
+            };
+            assert_eq!(cursor.number_id.as_str(), "abc123");
+        }
+        let both = parsed("offset=3&cursor=1768471200123.abc123").unwrap_err();
         assert!(both.message.contains("together"), "{}", both.message);
     }
 

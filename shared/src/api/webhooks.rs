@@ -50,14 +50,23 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+/// A field that may be left out but is never `null` (the document gives it no null).
+fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEndpoint {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     url: Option<String>,
     #[serde(default, deserialize_with = "present")]
     events: Option<Option<Vec<EventType>>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     enabled: Option<bool>,
 }
 

@@ -104,6 +104,17 @@ async fn activated(p: &ProvisioningEnv, account: &AccountId) -> Number {
         .clone()
 }
 
+/// The endpoint as `GET /api/webhooks` lists it.
+async fn listed(p: &ProvisioningEnv, key: &str, id: &str) -> Value {
+    let list = call(p, "GET", "/api/webhooks", "", key, None).await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    list.body["data"]
+        .as_array()
+        .and_then(|all| all.iter().find(|e| e["id"] == id))
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} not listed: {}", list.body))
+}
+
 /// Polls the endpoint's delivery log until its first delivery has `status`.
 async fn delivery_with_status(
     p: &ProvisioningEnv,
@@ -351,4 +362,68 @@ async fn a_disabled_endpoint_gets_nothing_and_the_numbers_history_and_event_are_
     .await;
     let received: Value = serde_json::from_str(&enabled.received()[0].1).unwrap();
     assert_eq!(event.body["data"], received);
+}
+
+#[tokio::test]
+async fn a_patch_changes_url_events_and_enabled_together_and_a_second_read_shows_them() {
+    // Given an endpoint on moto
+    let p = ProvisioningEnv::new().await;
+    let (_, key) = p.env.account_with_key("patch-all").await;
+    let first = Receiver::start(200).await;
+    let second = Receiver::start(200).await;
+    let (id, _) = endpoint(&p, &key, &first.url).await;
+
+    // When url, events and enabled change in one PATCH (`url` is a DynamoDB reserved word)
+    let patched = call(
+        &p,
+        "PATCH",
+        &format!("/api/webhooks/{id}"),
+        "",
+        &key,
+        Some(json!({"url": second.url, "events": ["number.banned"], "enabled": false})),
+    )
+    .await;
+
+    // Then the answer and a later read show all three
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    let read = listed(&p, &key, &id).await;
+    for view in [&patched.body["data"], &read] {
+        assert_eq!(view["url"], second.url.as_str(), "{view}");
+        assert_eq!(view["events"], json!(["number.banned"]));
+        assert_eq!(view["enabled"], false);
+        assert!(view.get("secret").is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_patch_body_that_is_not_an_object_or_has_a_null_flag_is_refused_and_changes_nothing() {
+    // Given an endpoint subscribed to one event
+    let p = ProvisioningEnv::new().await;
+    let (_, key) = p.env.account_with_key("patch-bad").await;
+    let receiver = Receiver::start(200).await;
+    let (id, _) = endpoint(&p, &key, &receiver.url).await;
+    let before = listed(&p, &key, &id).await;
+
+    for body in [
+        json!([null, null]),
+        json!({"enabled": null}),
+        json!({"url": null}),
+        json!("enabled"),
+    ] {
+        // When the PATCH body is an array, a string, or gives a non-nullable field as null
+        let answer = call(
+            &p,
+            "PATCH",
+            &format!("/api/webhooks/{id}"),
+            "",
+            &key,
+            Some(body.clone()),
+        )
+        .await;
+
+        // Then it is a 400 in the envelope and the endpoint is as it was
+        assert_eq!(answer.status, 400, "{body}: {}", answer.body);
+        assert_eq!(answer.body["error"]["code"], "invalid_request");
+        assert_eq!(listed(&p, &key, &id).await, before, "{body}");
+    }
 }
