@@ -77,6 +77,77 @@ impl EventType {
         }
     }
 
+    /// Every event type, in declaration order: walked along `next`, whose exhaustive match
+    /// makes a new variant a compile error until it is placed in the chain.
+    pub const ALL: [EventType; EventType::COUNT] = {
+        let mut all = [EventType::FIRST; EventType::COUNT];
+        let mut at = EventType::FIRST;
+        let mut i = 1;
+        while let Some(next) = at.next() {
+            all[i] = next;
+            at = next;
+            i += 1;
+        }
+        all
+    };
+    const COUNT: usize = {
+        let mut count = 1;
+        let mut at = EventType::FIRST;
+        while let Some(next) = at.next() {
+            count += 1;
+            at = next;
+        }
+        count
+    };
+    const FIRST: EventType = EventType::NumberActivated;
+
+    const fn next(self) -> Option<EventType> {
+        match self {
+            EventType::NumberActivated => Some(EventType::NumberFailed),
+            EventType::NumberFailed => Some(EventType::NumberDisconnected),
+            EventType::NumberDisconnected => Some(EventType::NumberBanned),
+            EventType::NumberBanned => Some(EventType::NumberReinstated),
+            EventType::NumberReinstated => Some(EventType::NumberRetried),
+            EventType::NumberRetried => Some(EventType::NumberQualityUpdated),
+            EventType::NumberQualityUpdated => Some(EventType::NumberTokenExpiring),
+            EventType::NumberTokenExpiring => Some(EventType::NumberRestricted),
+            EventType::NumberRestricted => Some(EventType::NumberRestrictionLifted),
+            EventType::NumberRestrictionLifted => Some(EventType::NumberBanScheduled),
+            EventType::NumberBanScheduled => Some(EventType::NumberReconnected),
+            EventType::NumberReconnected => Some(EventType::NumberReconnectFailed),
+            EventType::NumberReconnectFailed => Some(EventType::NumberHealthChanged),
+            EventType::NumberHealthChanged => Some(EventType::NumberDisplayNameUpdated),
+            EventType::NumberDisplayNameUpdated => Some(EventType::NumberTokenInvalid),
+            EventType::NumberTokenInvalid => Some(EventType::WebhookTest),
+            EventType::WebhookTest => Some(EventType::WebhookDisabled),
+            EventType::WebhookDisabled => None,
+        }
+    }
+
+    /// Whether an endpoint can subscribe to it (exhaustive: a new type must be decided here).
+    pub const fn is_subscribable(self) -> bool {
+        match self {
+            EventType::WebhookTest => false,
+            EventType::NumberActivated
+            | EventType::NumberFailed
+            | EventType::NumberDisconnected
+            | EventType::NumberBanned
+            | EventType::NumberReinstated
+            | EventType::NumberRetried
+            | EventType::NumberQualityUpdated
+            | EventType::NumberTokenExpiring
+            | EventType::NumberRestricted
+            | EventType::NumberRestrictionLifted
+            | EventType::NumberBanScheduled
+            | EventType::NumberReconnected
+            | EventType::NumberReconnectFailed
+            | EventType::NumberHealthChanged
+            | EventType::NumberDisplayNameUpdated
+            | EventType::NumberTokenInvalid
+            | EventType::WebhookDisabled => true,
+        }
+    }
+
     /// The event each allowed status change emits.
     pub fn for_transition(transition: Transition) -> EventType {
         match transition.by_move() {

@@ -17,25 +17,31 @@ use crate::domain::{AccountId, EventType, Timestamp};
 /// The most endpoints one account may register: each event fans out to all of them.
 pub const MAX_ENDPOINTS_PER_ACCOUNT: usize = 20;
 
-/// Every event type a customer can subscribe to, in the order the contract lists them.
-pub const SUBSCRIBABLE_EVENTS: [EventType; 16] = [
-    EventType::NumberActivated,
-    EventType::NumberFailed,
-    EventType::NumberDisconnected,
-    EventType::NumberBanned,
-    EventType::NumberReinstated,
-    EventType::NumberQualityUpdated,
-    EventType::NumberTokenExpiring,
-    EventType::NumberRestricted,
-    EventType::NumberRestrictionLifted,
-    EventType::NumberBanScheduled,
-    EventType::NumberHealthChanged,
-    EventType::NumberDisplayNameUpdated,
-    EventType::NumberTokenInvalid,
-    EventType::NumberReconnected,
-    EventType::NumberReconnectFailed,
-    EventType::WebhookDisabled,
-];
+/// Every event type a customer can subscribe to, derived from `EventType::ALL` and
+/// `EventType::is_subscribable` so a new event type cannot be left out.
+pub const SUBSCRIBABLE_EVENTS: [EventType; subscribable_count()] = {
+    let mut subscribable = [EventType::NumberActivated; subscribable_count()];
+    let (mut from, mut to) = (0, 0);
+    while from < EventType::ALL.len() {
+        if EventType::ALL[from].is_subscribable() {
+            subscribable[to] = EventType::ALL[from];
+            to += 1;
+        }
+        from += 1;
+    }
+    subscribable
+};
+
+const fn subscribable_count() -> usize {
+    let (mut at, mut count) = (0, 0);
+    while at < EventType::ALL.len() {
+        if EventType::ALL[at].is_subscribable() {
+            count += 1;
+        }
+        at += 1;
+    }
+    count
+}
 
 /// How long a replaced secret keeps signing after a rotation (both signatures are sent).
 pub const SECRET_ROTATION_GRACE_HOURS: i64 = 24;
@@ -223,6 +229,27 @@ impl EndpointView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_event_type_but_the_test_event_can_be_subscribed_to() {
+        // Given every event type the contract's EventType lists
+        let every: Vec<&str> = EventType::ALL.iter().map(|e| e.as_str()).collect();
+        // When the subscribable ones are listed
+        let subscribable: Vec<&str> = SUBSCRIBABLE_EVENTS.iter().map(|e| e.as_str()).collect();
+        // Then each is there once, `webhook.test` excepted (number.retried included)
+        let mut expected: Vec<&str> = every
+            .iter()
+            .copied()
+            .filter(|e| *e != "webhook.test")
+            .collect();
+        expected.dedup();
+        assert_eq!(subscribable, expected);
+        assert!(subscribable.contains(&"number.retried"));
+        let mut unique = every.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), every.len());
+    }
 
     #[test]
     fn a_secret_is_whsec_and_base64_of_at_least_24_bytes() {
