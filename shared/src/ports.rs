@@ -311,6 +311,11 @@ impl PhoneProfile {
     pub fn is_unregistered(&self) -> bool {
         self.platform_type.as_deref() == Some("NOT_APPLICABLE")
     }
+
+    /// Meta says the number is registered for the Cloud API.
+    pub fn is_registered(&self) -> bool {
+        self.platform_type.as_deref() == Some("CLOUD_API")
+    }
 }
 
 impl PhoneProfile {

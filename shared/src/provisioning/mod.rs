@@ -218,19 +218,33 @@ where
         }
         // Every register request counts toward Meta's limit whatever its answer: it is
         // written before the request is sent, and none is sent beyond the budget.
-        let number = if step == Step::RegisterNumber {
+        let (number, registered_at_meta) = if step == Step::RegisterNumber {
             let number = match self.before_register(&number, delivery).await? {
                 Ok(number) => number,
                 Err(outcome) => return Ok(outcome),
             };
-            match self.count_register_call(&number).await? {
-                Ok(number) => number,
-                Err(outcome) => return Ok(outcome),
+            match self.registered_at_meta(&number).await? {
+                (number, true) => (number, true),
+                (number, false) => match self.count_register_call(&number).await? {
+                    Ok(number) => (number, false),
+                    Err(outcome) => return Ok(outcome),
+                },
             }
         } else {
-            number
+            (number, false)
         };
-        match self.perform(step, &number, message).await {
+        let performed = if registered_at_meta {
+            tracing::info!(
+                "Meta shows the number registered by an earlier request; not registering again"
+            );
+            Ok(Some(StepRecord {
+                registered: true,
+                ..StepRecord::default()
+            }))
+        } else {
+            self.perform(step, &number, message).await
+        };
+        match performed {
             Ok(Some(record)) => {
                 let done = Command::StepDone { step, record };
                 match lifecycle::apply(&self.store, &self.queue, &number, done).await? {
@@ -469,6 +483,19 @@ where
         Ok(Err(Outcome::RetryAfter(
             self.retry.delay(delivery.receive_count, Retry::Slowly),
         )))
+    }
+
+    /// Whether an earlier register request of this number took effect at Meta though its answer
+    /// never reached the number (a timeout, a crash before the step was recorded). Asked only
+    /// when a register request was already counted and Meta did not refuse it (`2388001` is
+    /// read by `before_register`): one read instead of a request that spends Meta's budget.
+    async fn registered_at_meta(&self, number: &Number) -> Result<(Number, bool), StepError> {
+        if number.register_calls.is_empty() || number.register_waiting_on.is_some() {
+            return Ok((number.clone(), false));
+        }
+        let (number, phone) = self.read_phone(number).await?;
+        let registered = phone.as_ref().is_some_and(PhoneProfile::is_registered);
+        Ok((number, registered))
     }
 
     /// Meta's view of the phone now, its `name_status` recorded on the number; `None` when

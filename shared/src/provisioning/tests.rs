@@ -1048,3 +1048,55 @@ async fn a_reconnect_step_already_done_resends_the_next_message() {
     assert!(given.meta().calls().is_empty());
     assert_eq!(given.reconnect_messages_sent(), vec![Step::FetchProfile]);
 }
+
+#[tokio::test]
+async fn a_register_whose_answer_was_lost_is_not_sent_again_when_meta_shows_the_number_registered()
+{
+    // Given a register request that took effect at Meta but whose answer was lost
+    let given = given_pending_at(Step::RegisterNumber);
+    given.meta().fail_next(
+        MetaCallKind::Register,
+        MetaError::transport("timeout", "timed out"),
+    );
+    given.run(Step::RegisterNumber).await;
+    given.meta().set_profile(PhoneProfile {
+        platform_type: Some("CLOUD_API".into()),
+        ..PhoneProfile::default()
+    });
+
+    // When the step runs again
+    let outcome = given.run(Step::RegisterNumber).await;
+
+    // Then the phone is read, no second register is sent or counted, and the chain moves on
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(given.meta().count(MetaCallKind::Register), 1);
+    let number = given.now();
+    assert!(number.registered);
+    assert_eq!(number.register_calls.len(), 1);
+    assert_eq!(number.provisioning_step, Some(Step::ConfigurePin));
+    assert_eq!(given.steps_sent(), vec![Step::ConfigurePin]);
+}
+
+#[tokio::test]
+async fn a_register_retry_is_sent_again_when_meta_shows_the_number_not_registered() {
+    // Given a register request that failed before it took effect
+    let given = given_pending_at(Step::RegisterNumber);
+    given.meta().fail_next(
+        MetaCallKind::Register,
+        MetaError::transport("timeout", "timed out"),
+    );
+    given.run(Step::RegisterNumber).await;
+    given.meta().set_profile(PhoneProfile {
+        platform_type: Some("NOT_APPLICABLE".into()),
+        ..PhoneProfile::default()
+    });
+
+    // When the step runs again
+    given.run(Step::RegisterNumber).await;
+
+    // Then it registers again, counted
+    assert_eq!(given.meta().count(MetaCallKind::Register), 2);
+    let number = given.now();
+    assert!(number.registered);
+    assert_eq!(number.register_calls.len(), 2);
+}
