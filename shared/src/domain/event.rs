@@ -11,7 +11,7 @@ use super::status::{Move, Transition};
 use super::time::{self, Timestamp};
 use super::view::NumberView;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, strum::VariantArray)]
 pub enum EventType {
     #[serde(rename = "number.activated")]
     NumberActivated,
@@ -74,53 +74,6 @@ impl EventType {
             EventType::NumberTokenInvalid => "number.token_invalid",
             EventType::WebhookTest => "webhook.test",
             EventType::WebhookDisabled => "webhook.disabled",
-        }
-    }
-
-    /// Every event type, in declaration order: walked along `next`, whose exhaustive match
-    /// makes a new variant a compile error until it is placed in the chain.
-    pub const ALL: [EventType; EventType::COUNT] = {
-        let mut all = [EventType::FIRST; EventType::COUNT];
-        let mut at = EventType::FIRST;
-        let mut i = 1;
-        while let Some(next) = at.next() {
-            all[i] = next;
-            at = next;
-            i += 1;
-        }
-        all
-    };
-    const COUNT: usize = {
-        let mut count = 1;
-        let mut at = EventType::FIRST;
-        while let Some(next) = at.next() {
-            count += 1;
-            at = next;
-        }
-        count
-    };
-    const FIRST: EventType = EventType::NumberActivated;
-
-    const fn next(self) -> Option<EventType> {
-        match self {
-            EventType::NumberActivated => Some(EventType::NumberFailed),
-            EventType::NumberFailed => Some(EventType::NumberDisconnected),
-            EventType::NumberDisconnected => Some(EventType::NumberBanned),
-            EventType::NumberBanned => Some(EventType::NumberReinstated),
-            EventType::NumberReinstated => Some(EventType::NumberRetried),
-            EventType::NumberRetried => Some(EventType::NumberQualityUpdated),
-            EventType::NumberQualityUpdated => Some(EventType::NumberTokenExpiring),
-            EventType::NumberTokenExpiring => Some(EventType::NumberRestricted),
-            EventType::NumberRestricted => Some(EventType::NumberRestrictionLifted),
-            EventType::NumberRestrictionLifted => Some(EventType::NumberBanScheduled),
-            EventType::NumberBanScheduled => Some(EventType::NumberReconnected),
-            EventType::NumberReconnected => Some(EventType::NumberReconnectFailed),
-            EventType::NumberReconnectFailed => Some(EventType::NumberHealthChanged),
-            EventType::NumberHealthChanged => Some(EventType::NumberDisplayNameUpdated),
-            EventType::NumberDisplayNameUpdated => Some(EventType::NumberTokenInvalid),
-            EventType::NumberTokenInvalid => Some(EventType::WebhookTest),
-            EventType::WebhookTest => Some(EventType::WebhookDisabled),
-            EventType::WebhookDisabled => None,
         }
     }
 

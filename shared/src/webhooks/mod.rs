@@ -12,35 +12,20 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::secrets::Secret;
+use strum::VariantArray;
+
 use crate::domain::{AccountId, EventType, Timestamp};
 
 /// The most endpoints one account may register: each event fans out to all of them.
 pub const MAX_ENDPOINTS_PER_ACCOUNT: usize = 20;
 
-/// Every event type a customer can subscribe to, derived from `EventType::ALL` and
-/// `EventType::is_subscribable` so a new event type cannot be left out.
-pub const SUBSCRIBABLE_EVENTS: [EventType; subscribable_count()] = {
-    let mut subscribable = [EventType::NumberActivated; subscribable_count()];
-    let (mut from, mut to) = (0, 0);
-    while from < EventType::ALL.len() {
-        if EventType::ALL[from].is_subscribable() {
-            subscribable[to] = EventType::ALL[from];
-            to += 1;
-        }
-        from += 1;
-    }
-    subscribable
-};
-
-const fn subscribable_count() -> usize {
-    let (mut at, mut count) = (0, 0);
-    while at < EventType::ALL.len() {
-        if EventType::ALL[at].is_subscribable() {
-            count += 1;
-        }
-        at += 1;
-    }
-    count
+/// Every event type a customer can subscribe to, in declaration order: every variant
+/// (`strum::VariantArray`) that `EventType::is_subscribable` admits, so none can be left out.
+pub fn subscribable_events() -> impl Iterator<Item = EventType> {
+    EventType::VARIANTS
+        .iter()
+        .copied()
+        .filter(|event| event.is_subscribable())
 }
 
 /// How long a replaced secret keeps signing after a rotation (both signatures are sent).
@@ -209,7 +194,7 @@ impl EndpointView {
             events: endpoint
                 .events
                 .clone()
-                .unwrap_or_else(|| SUBSCRIBABLE_EVENTS.to_vec()),
+                .unwrap_or_else(|| subscribable_events().collect()),
             secret: with_secret.then(|| endpoint.secret.expose().to_string()),
             created_at: crate::domain::time::format(&endpoint.created_at),
             enabled: endpoint.enabled,
@@ -233,9 +218,9 @@ mod tests {
     #[test]
     fn every_event_type_but_the_test_event_can_be_subscribed_to() {
         // Given every event type the contract's EventType lists
-        let every: Vec<&str> = EventType::ALL.iter().map(|e| e.as_str()).collect();
+        let every: Vec<&str> = EventType::VARIANTS.iter().map(|e| e.as_str()).collect();
         // When the subscribable ones are listed
-        let subscribable: Vec<&str> = SUBSCRIBABLE_EVENTS.iter().map(|e| e.as_str()).collect();
+        let subscribable: Vec<&str> = subscribable_events().map(|e| e.as_str()).collect();
         // Then each is there once, `webhook.test` excepted (number.retried included)
         let mut expected: Vec<&str> = every
             .iter()
@@ -343,7 +328,7 @@ mod tests {
             None,
             crate::domain::time::now(),
         );
-        assert!(SUBSCRIBABLE_EVENTS.iter().all(|e| endpoint.wants(*e)));
+        assert!(subscribable_events().all(|e| endpoint.wants(e)));
     }
 
     #[test]
@@ -356,7 +341,7 @@ mod tests {
         );
         assert!(!endpoint.wants(EventType::WebhookTest));
         endpoint.enabled = false;
-        assert!(SUBSCRIBABLE_EVENTS.iter().all(|e| !endpoint.wants(*e)));
+        assert!(subscribable_events().all(|e| !endpoint.wants(e)));
     }
 
     #[test]
