@@ -3,8 +3,13 @@
 
 use aws_config::{BehaviorVersion, SdkConfig};
 
+/// The configuration every client is built from, on the process's one HTTP client (which builds
+/// nothing until the first request; `http_client.rs` says why).
 pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(crate::http_client::aws_http_client())
+        .load()
+        .await
 }
 
 pub async fn dynamodb() -> aws_sdk_dynamodb::Client {

@@ -16,6 +16,9 @@
 //! Every change goes through the lifecycle, conditioned on the version read, so overlapping
 //! runs announce each change once; a first reading of a healthy value is recorded quietly.
 //!
+//! It also settles what a crash left undone: `FAILED` numbers whose teardown is due, and numbers
+//! whose signup never sent its first message (see [`STARTLESS_AFTER`]).
+//!
 //! Meta's rate limits end the run early: the next schedule starts over, and numbers already
 //! synced are unchanged then, so nothing is emitted twice.
 
@@ -25,11 +28,13 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::domain::lifecycle::{Command, DisconnectedBy, teardown_due};
-use crate::domain::messages::TeardownMessage;
+use crate::domain::messages::{StepMessage, TeardownMessage};
 use crate::domain::meta::MetaError;
 use crate::domain::number::meta_label;
 use crate::domain::time;
-use crate::domain::{AccountId, Number, QualityRating, RestrictionMarker, Status, TokenStatus};
+use crate::domain::{
+    AccountId, Number, QualityRating, RestrictionMarker, Status, Step, TokenStatus,
+};
 use crate::lifecycle::{self, Changed, LifecycleError};
 use crate::ports::{
     AccountDirectory, EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, Page,
@@ -40,6 +45,14 @@ use crate::ports::{
 const RATE_LIMIT_CODES: [&str; 4] = ["4", "17", "80007", "130429"];
 pub use crate::domain::lifecycle::TOKEN_WARNING_DAYS;
 const PAGE_SIZE: u32 = 100;
+
+/// A `PENDING` number still at the token exchange this long after its signup, with no error
+/// recorded, never got its first message: the signup callback sends it right after writing the
+/// number, and a crash in between loses it. Meta's code lived ~30 s, so nothing can exchange it
+/// now; the sync sends the exchange a message without the code, and the exchange fails the
+/// number the usual way (`missing_code`, `number.failed`, teardown), or carries on if a token
+/// was stored after all. An hour is far past any exchange's retries of a live message.
+pub const STARTLESS_AFTER: chrono::Duration = chrono::Duration::hours(1);
 
 pub fn is_rate_limited(err: &MetaError) -> bool {
     RATE_LIMIT_CODES.contains(&err.code.as_str())
@@ -53,6 +66,8 @@ pub struct HealthSummary {
     pub warned: usize,
     /// FAILED numbers whose teardown (the token's deletion, after the retention) was sent.
     pub teardowns: usize,
+    /// PENDING numbers whose first message a crash lost, sent to the exchange again.
+    pub restarted: usize,
     /// Numbers skipped for an error (no token, Meta refusing, storage); logged each.
     pub errors: usize,
     pub stopped_early: bool,
@@ -98,6 +113,7 @@ struct Counters {
     updated: AtomicUsize,
     warned: AtomicUsize,
     teardowns: AtomicUsize,
+    restarted: AtomicUsize,
     errors: AtomicUsize,
     stop: AtomicBool,
 }
@@ -105,6 +121,15 @@ struct Counters {
 enum Checked {
     Done,
     RateLimited,
+}
+
+/// Still at the exchange, nothing recorded, long after the signup.
+fn never_started(number: &Number, now: time::Timestamp) -> bool {
+    number.status == Status::Pending
+        && number.provisioning_step == Some(Step::FIRST)
+        && number.provisioning_error.is_none()
+        && number.reconnect.is_none()
+        && now - number.created_at >= STARTLESS_AFTER
 }
 
 impl<S, Q, M, V> HealthSync<S, Q, M, V>
@@ -136,12 +161,14 @@ where
                 offset += fetched;
             }
             self.sweep_failed(account, &counters).await?;
+            self.sweep_startless(account, &counters).await?;
         }
         let summary = HealthSummary {
             checked: counters.checked.load(Ordering::Relaxed),
             updated: counters.updated.load(Ordering::Relaxed),
             warned: counters.warned.load(Ordering::Relaxed),
             teardowns: counters.teardowns.load(Ordering::Relaxed),
+            restarted: counters.restarted.load(Ordering::Relaxed),
             errors: counters.errors.load(Ordering::Relaxed),
             stopped_early: counters.stop.load(Ordering::Relaxed),
         };
@@ -150,6 +177,7 @@ where
             checked = summary.checked,
             updated = summary.updated,
             warned = summary.warned,
+            restarted = summary.restarted,
             errors = summary.errors,
             stopped_early = summary.stopped_early,
             "health sync finished"
@@ -204,6 +232,35 @@ where
                     self.queue.send(&message).await?;
                     counters.teardowns.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+            if (page.len() as u32) < PAGE_SIZE {
+                return Ok(());
+            }
+            offset += PAGE_SIZE;
+        }
+    }
+
+    /// PENDING numbers that never started (see [`STARTLESS_AFTER`]) get their exchange message;
+    /// a repeat is harmless, the exchange decides on what it reads.
+    async fn sweep_startless(
+        &self,
+        account: &AccountId,
+        counters: &Counters,
+    ) -> Result<(), HealthError> {
+        let now = time::now();
+        let mut offset = 0;
+        loop {
+            let page = self.page(account, Status::Pending, offset).await?;
+            for number in page.iter().filter(|n| never_started(n, now)) {
+                let message = StepMessage::new(
+                    number.id.clone(),
+                    number.account_id.clone(),
+                    Step::FIRST,
+                    format!("trc_{}", cuid2::create_id()),
+                );
+                self.queue.send(&message).await?;
+                tracing::warn!(number_id = %number.id, "a signup that never started; its exchange is sent without the code");
+                counters.restarted.fetch_add(1, Ordering::Relaxed);
             }
             if (page.len() as u32) < PAGE_SIZE {
                 return Ok(());
@@ -533,6 +590,60 @@ mod sync_tests {
         let sent = sync.queue.sent_to(Queue::Teardown);
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0]["numberId"], failed.id.as_str());
+    }
+
+    fn pending_at_exchange(sync: &Sync, phone: &str, age: chrono::Duration) -> Number {
+        let number = Number::new_pending(
+            AccountId::from("acc_1".to_string()),
+            "1000".into(),
+            phone.into(),
+            time::now() - age,
+        );
+        sync.store.insert_number(number.clone());
+        number
+    }
+
+    #[tokio::test]
+    async fn a_signup_whose_first_message_was_lost_is_sent_to_the_exchange_without_its_code() {
+        // Given a number at the exchange for over an hour, with nothing recorded
+        let sync = sync();
+        let lost = pending_at_exchange(&sync, "1", STARTLESS_AFTER + chrono::Duration::minutes(1));
+
+        // When the health sync runs
+        let summary = sync.run().await.unwrap();
+
+        // Then the exchange gets a message for it, without a code
+        assert_eq!(summary.restarted, 1);
+        let sent = sync.queue.sent_to(Queue::Step(Step::ExchangeToken));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0]["numberId"], lost.id.as_str());
+        assert!(sent[0].get("code").is_none_or(|code| code.is_null()));
+    }
+
+    #[tokio::test]
+    async fn a_recent_or_retrying_signup_at_the_exchange_is_left_to_its_own_message() {
+        // Given a signup from a minute ago, and an old one whose exchange recorded an error
+        let sync = sync();
+        pending_at_exchange(&sync, "1", chrono::Duration::minutes(1));
+        let mut retrying = pending_at_exchange(&sync, "2", chrono::Duration::hours(3));
+        retrying.provisioning_error = Some(crate::domain::FailureReason {
+            step: "EXCHANGE_TOKEN".into(),
+            code: "2".into(),
+            message: "Service temporarily unavailable".into(),
+            ..Default::default()
+        });
+        sync.store.insert_number(retrying);
+
+        // When the health sync runs
+        let summary = sync.run().await.unwrap();
+
+        // Then neither is sent again
+        assert_eq!(summary.restarted, 0);
+        assert!(
+            sync.queue
+                .sent_to(Queue::Step(Step::ExchangeToken))
+                .is_empty()
+        );
     }
 
     #[tokio::test]

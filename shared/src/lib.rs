@@ -7,6 +7,7 @@ pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod health;
+pub mod http_client;
 pub mod lifecycle;
 pub mod meta_webhook;
 pub mod metrics;

@@ -736,6 +736,17 @@ where
         .with_state(Arc::new(handler))
 }
 
+/// The app secrets could not be read (first use, Secrets Manager down): `503`, so Meta tries
+/// again later rather than the delivery being judged forged.
+fn secrets_unavailable(err: &crate::ports::VaultError) -> Response {
+    tracing::error!(error = %crate::telemetry::ErrorChain(err), "Meta app secrets not read");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "temporarily unavailable",
+    )
+}
+
 async fn verify<S, Q>(
     State(handler): State<Arc<MetaWebhook<S, Q>>>,
     Query(params): Query<HashMap<String, String>>,
@@ -745,10 +756,21 @@ async fn verify<S, Q>(
         let expected = token.expose().as_bytes();
         !expected.is_empty() && given.is_some_and(|given| bool::from(given.ct_eq(expected)))
     };
-    let mut token_ok = matches(&handler.secrets.current().await.webhook_verify_token);
+    let secrets = match handler.secrets.current().await {
+        Ok(secrets) => secrets,
+        Err(err) => return secrets_unavailable(&err),
+    };
+    if secrets.webhook_verify_token.expose().is_empty() {
+        tracing::warn!("webhookVerifyToken is empty: Meta's subscription handshake is refused");
+    }
+    let mut token_ok = matches(&secrets.webhook_verify_token);
     // The token may have been changed since it was read.
     if !token_ok && handler.secrets.refresh().await {
-        token_ok = matches(&handler.secrets.current().await.webhook_verify_token);
+        token_ok = handler
+            .secrets
+            .current()
+            .await
+            .is_ok_and(|secrets| matches(&secrets.webhook_verify_token));
     }
     let mode_ok = params.get("hub.mode").map(String::as_str) == Some("subscribe");
     match params.get("hub.challenge") {
@@ -775,19 +797,19 @@ where
     Q: MessageQueue,
 {
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    let mut valid = signature_valid(
-        &handler.secrets.current().await.app_secret,
-        signature,
-        &body,
-    );
+    let secrets = match handler.secrets.current().await {
+        Ok(secrets) => secrets,
+        Err(err) => return secrets_unavailable(&err),
+    };
+    let mut valid = signature_valid(&secrets.app_secret, signature, &body);
     // The app secret may have been reset since it was read: read it again (spaced, so forged
     // deliveries cannot turn into a flood of reads) and check once more.
     if !valid && signature.is_some() && handler.secrets.refresh().await {
-        valid = signature_valid(
-            &handler.secrets.current().await.app_secret,
-            signature,
-            &body,
-        );
+        valid = handler
+            .secrets
+            .current()
+            .await
+            .is_ok_and(|secrets| signature_valid(&secrets.app_secret, signature, &body));
     }
     if !valid {
         tracing::warn!(

@@ -13,11 +13,10 @@ use crate::adapters::sqs::SqsQueue;
 use crate::aws::Clients;
 use crate::config::{self, MetaEnv, QueueUrls};
 use crate::domain::secrets::Secret;
-use crate::domain::signup_link::LinkSigner;
 use crate::domain::{Onboarding, Step};
 use crate::ports::Queue;
 use crate::provisioning::Provisioner;
-use crate::secret_cache::SecretCache;
+use crate::secret_cache::{LinkKeys, SecretCache};
 use crate::{api, telemetry};
 
 pub type LiveProvisioner = Provisioner<DynamoStore, SqsQueue, GraphClient, SecretsVault>;
@@ -36,7 +35,7 @@ pub async fn provisioner(
             .app_secret_arn
             .clone()
             .ok_or(config::ConfigError::Missing(config::META_APP_SECRET_ARN))?;
-        Some(app_secret_cache(clients, arn).await?)
+        Some(app_secret_cache(clients, arn))
     } else {
         None
     };
@@ -68,16 +67,16 @@ fn table_store(clients: &Clients) -> Result<DynamoStore, Error> {
     )
 }
 
-/// The app secrets as read now, re-read from the same secret while the function stays warm.
-async fn app_secret_cache(clients: &Clients, arn: String) -> Result<SecretCache, Error> {
+/// The app secrets, read on first use and re-read from the same secret while the function
+/// stays warm.
+fn app_secret_cache(clients: &Clients, arn: String) -> SecretCache {
     let client = clients.secrets.clone();
-    let first = read_app_secrets(&client, &arn).await?;
     let loader: crate::secret_cache::Loader = Arc::new(move || {
         let client = client.clone();
         let arn = arn.clone();
         Box::pin(async move { read_app_secrets(&client, &arn).await })
     });
-    Ok(SecretCache::new(first, loader))
+    SecretCache::lazy(loader)
 }
 
 async fn run_sqs<F, Fut>(handler: F) -> Result<(), Error>
@@ -86,7 +85,9 @@ where
     Fut: Future<Output = SqsBatchResponse>,
 {
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
-        let response = handler(event.payload);
+        // Boxed: one allocation per invocation keeps the binary's future type shallow (its
+        // layout otherwise nests past the compiler's default recursion limit).
+        let response = Box::pin(handler(event.payload));
         async move { Ok::<_, Error>(response.await) }
     }))
     .await
@@ -149,11 +150,16 @@ pub async fn run_teardown() -> Result<(), Error> {
     .await
 }
 
-async fn link_signer(clients: &Clients) -> Result<LinkSigner, Error> {
+/// The signup links' signer, its key read on first use (no Secrets Manager round trip at init).
+fn link_signer(clients: &Clients) -> Result<LinkKeys, Error> {
     let arn = config::signup_link_secret_arn()?;
-    Ok(LinkSigner::new(
-        read_secret_string(&clients.secrets, &arn).await?,
-    ))
+    let client = clients.secrets.clone();
+    let loader: crate::secret_cache::KeyLoader = Arc::new(move || {
+        let client = client.clone();
+        let arn = arn.clone();
+        Box::pin(async move { read_secret_string(&client, &arn).await })
+    });
+    Ok(LinkKeys::lazy(loader))
 }
 
 /// The numbers API function: numbers and signup links.
@@ -166,7 +172,7 @@ pub async fn run_numbers_api() -> Result<(), Error> {
     sends.extend(Step::ALL.into_iter().skip(1).map(Queue::Step));
     let queues = QueueUrls::from_env().require(&sends)?;
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
-    let signer = link_signer(&clients).await?;
+    let signer = link_signer(&clients)?;
     let base_url = config::signup_link_base_url()?;
     let policy = config::webhook_url_policy()?;
     let webhook_settings = config::WebhookDeliveryConfig::from_env()?;
@@ -185,7 +191,7 @@ pub async fn run_signup_callback() -> Result<(), Error> {
     let store = table_store(&clients)?;
     let queues = QueueUrls::from_env().require(&[Queue::Step(Step::FIRST)])?;
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
-    let signer = link_signer(&clients).await?;
+    let signer = link_signer(&clients)?;
     let page = config::signup_page_config()?;
     if page.config_id.is_empty() {
         tracing::warn!(
@@ -246,18 +252,7 @@ pub async fn run_meta_webhook() -> Result<(), Error> {
     let queues = QueueUrls::from_env().require(&[Queue::Events, Queue::Teardown])?;
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
     let arn = config::meta_app_secret_arn()?;
-    let cache = app_secret_cache(&clients, arn).await?;
-    if cache
-        .current()
-        .await
-        .webhook_verify_token
-        .expose()
-        .is_empty()
-    {
-        tracing::warn!(
-            "webhookVerifyToken is empty: Meta's subscription handshake will be refused"
-        );
-    }
+    let cache = app_secret_cache(&clients, arn);
     let handler = crate::meta_webhook::MetaWebhook {
         store,
         queue,
@@ -270,8 +265,10 @@ pub async fn run_meta_webhook() -> Result<(), Error> {
 pub async fn run_health_sync() -> Result<(), Error> {
     telemetry::init();
     let clients = Clients::load().await;
-    // With the app secret: `debug_token` is asked with the app's own token.
-    let provisioner = provisioner(&clients, &[Queue::Events, Queue::Teardown], true).await?;
+    // With the app secret: `debug_token` is asked with the app's own token. The exchange's
+    // queue: a signup whose first message a crash lost is sent there again.
+    let sends = [Queue::Events, Queue::Teardown, Queue::Step(Step::FIRST)];
+    let provisioner = provisioner(&clients, &sends, true).await?;
     let sync = Arc::new(crate::health::HealthSync {
         store: provisioner.store,
         queue: provisioner.queue,

@@ -1,5 +1,5 @@
-//! The Meta app secret and the webhook verify token, as a warm function sees them: read at
-//! start, re-read when older than [`MAX_AGE`], and re-read at once (at most every
+//! The Meta app secret and the webhook verify token, as a warm function sees them: read on
+//! first use (not at init), re-read when older than [`MAX_AGE`], and re-read at once (at most every
 //! [`MIN_REFRESH`]) when Meta says the secret is wrong or a webhook signature does not match.
 //! So a secret put in place after the deploy, or reset by the app's owner, takes effect without
 //! a cold start.
@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 
 use crate::adapters::secrets::AppSecrets;
+use crate::domain::secrets::Secret;
+use crate::domain::signup_link::LinkSigner;
 use crate::ports::VaultError;
 
 /// The longest a read secret is used before it is read again.
@@ -34,8 +36,9 @@ struct Inner {
 }
 
 struct State {
-    secrets: AppSecrets,
-    read_at: Instant,
+    /// `None` until the first read (a lazy cache, before its first use).
+    secrets: Option<AppSecrets>,
+    read_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for SecretCache {
@@ -47,39 +50,38 @@ impl std::fmt::Debug for SecretCache {
 impl SecretCache {
     /// Secrets that never change (tests, the local stack).
     pub fn fixed(secrets: AppSecrets) -> SecretCache {
-        SecretCache::build(secrets, None, MAX_AGE, MIN_REFRESH)
+        SecretCache::build(Some(secrets), None, MAX_AGE, MIN_REFRESH)
     }
 
-    /// `secrets` as read at start, re-read through `loader`.
-    pub fn new(secrets: AppSecrets, loader: Loader) -> SecretCache {
-        SecretCache::build(secrets, Some(loader), MAX_AGE, MIN_REFRESH)
+    /// Secrets read through `loader` when first needed (not at init: a cold start makes no
+    /// Secrets Manager round trip), then as [`SecretCache::current`] says.
+    pub fn lazy(loader: Loader) -> SecretCache {
+        SecretCache::build(None, Some(loader), MAX_AGE, MIN_REFRESH)
     }
 
-    /// As [`SecretCache::new`], with other ages (tests).
+    /// `secrets` as held now, re-read through `loader` with other ages (tests).
     pub fn with_ages(
         secrets: AppSecrets,
         loader: Loader,
         max_age: Duration,
         min_refresh: Duration,
     ) -> SecretCache {
-        SecretCache::build(secrets, Some(loader), max_age, min_refresh)
+        SecretCache::build(Some(secrets), Some(loader), max_age, min_refresh)
     }
 
     fn build(
-        secrets: AppSecrets,
+        secrets: Option<AppSecrets>,
         loader: Option<Loader>,
         max_age: Duration,
         min_refresh: Duration,
     ) -> SecretCache {
+        let read_at = secrets.as_ref().map(|_| Instant::now());
         SecretCache {
             inner: Arc::new(Inner {
                 loader,
                 max_age,
                 min_refresh,
-                state: Mutex::new(State {
-                    secrets,
-                    read_at: Instant::now(),
-                }),
+                state: Mutex::new(State { secrets, read_at }),
             }),
         }
     }
@@ -91,20 +93,47 @@ impl SecretCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The secrets, re-read first when older than the cache's age. A failed read keeps the
-    /// secrets held (logged); the next call tries again.
-    pub async fn current(&self) -> AppSecrets {
-        let stale = self.state().read_at.elapsed() >= self.inner.max_age;
-        if stale {
-            self.reload().await;
+    /// The secrets: read first when none are held yet (an error only then: nothing to fall
+    /// back on), re-read when older than the cache's age. A failed re-read keeps the secrets
+    /// held (logged); the next call tries again.
+    pub async fn current(&self) -> Result<AppSecrets, VaultError> {
+        let (held, stale) = {
+            let state = self.state();
+            let stale = state
+                .read_at
+                .is_none_or(|at| at.elapsed() >= self.inner.max_age);
+            (state.secrets.clone(), stale)
+        };
+        match held {
+            None => self.first_read().await,
+            Some(held) if stale => {
+                self.reload().await;
+                Ok(self.state().secrets.clone().unwrap_or(held))
+            }
+            Some(held) => Ok(held),
         }
-        self.state().secrets.clone()
+    }
+
+    async fn first_read(&self) -> Result<AppSecrets, VaultError> {
+        let Some(loader) = &self.inner.loader else {
+            // Only `fixed` has no loader, and it holds its secrets from the start.
+            return Err(VaultError::Unavailable("no secrets to read".into()));
+        };
+        // Two first requests at once may both read; the first answer stays.
+        let secrets = loader().await?;
+        let mut state = self.state();
+        state.read_at = Some(Instant::now());
+        Ok(state.secrets.get_or_insert(secrets).clone())
     }
 
     /// Re-reads now, unless the last read is younger than the minimum interval. `true` when
     /// the secrets read differ from the ones held (a retry with them may succeed).
     pub async fn refresh(&self) -> bool {
-        if self.inner.loader.is_none() || self.state().read_at.elapsed() < self.inner.min_refresh {
+        let recent = self
+            .state()
+            .read_at
+            .is_some_and(|at| at.elapsed() < self.inner.min_refresh);
+        if self.inner.loader.is_none() || recent {
             return false;
         }
         self.reload().await
@@ -115,23 +144,89 @@ impl SecretCache {
             return false;
         };
         // Stamped first, so concurrent callers do not all read at once.
-        self.state().read_at = Instant::now();
+        self.state().read_at = Some(Instant::now());
         match loader().await {
             Ok(secrets) => {
                 let mut state = self.state();
-                let changed = state.secrets.app_secret.expose() != secrets.app_secret.expose()
-                    || state.secrets.webhook_verify_token.expose()
-                        != secrets.webhook_verify_token.expose();
-                if changed {
+                let changed = state.secrets.as_ref().is_none_or(|held| {
+                    held.app_secret.expose() != secrets.app_secret.expose()
+                        || held.webhook_verify_token.expose()
+                            != secrets.webhook_verify_token.expose()
+                });
+                if changed && state.secrets.is_some() {
                     tracing::info!("Meta app secrets changed; the new ones are in use");
                 }
-                state.secrets = secrets;
+                state.secrets = Some(secrets);
                 changed
             }
             Err(err) => {
                 tracing::error!(error = %crate::telemetry::ErrorChain(&err), "Meta app secrets could not be read again; the ones held stay in use");
                 false
             }
+        }
+    }
+}
+
+/// Reads the signup links' signing key from where it is kept.
+pub type KeyLoader = Arc<dyn Fn() -> BoxFuture<'static, Result<Secret, VaultError>> + Send + Sync>;
+
+/// The signup links' signer, its key read from Secrets Manager on the first link issued or
+/// checked (not at init: no round trip in a cold start), then kept while the function is warm
+/// (the key changes only with a deploy). A failed read is not kept: the next request reads again.
+#[derive(Clone)]
+pub struct LinkKeys {
+    loader: Option<KeyLoader>,
+    signer: Arc<tokio::sync::OnceCell<LinkSigner>>,
+}
+
+impl std::fmt::Debug for LinkKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkKeys")
+            .field("read", &self.signer.initialized())
+            .finish()
+    }
+}
+
+/// The signing key could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the signup links' signing key is unavailable")]
+pub struct KeyUnavailable(#[source] pub VaultError);
+
+impl LinkKeys {
+    /// A key read through `loader` on first use.
+    pub fn lazy(loader: KeyLoader) -> LinkKeys {
+        LinkKeys {
+            loader: Some(loader),
+            signer: Arc::new(tokio::sync::OnceCell::new()),
+        }
+    }
+
+    /// Whether the key has been read.
+    pub fn is_read(&self) -> bool {
+        self.signer.initialized()
+    }
+
+    pub async fn signer(&self) -> Result<&LinkSigner, KeyUnavailable> {
+        self.signer
+            .get_or_try_init(|| async {
+                match &self.loader {
+                    Some(loader) => loader().await.map(LinkSigner::new).map_err(KeyUnavailable),
+                    // Built `From<LinkSigner>`, whose cell is never empty.
+                    None => Err(KeyUnavailable(VaultError::Unavailable(
+                        "no key source".into(),
+                    ))),
+                }
+            })
+            .await
+    }
+}
+
+/// A signer whose key is already known (tests, the local stack).
+impl From<LinkSigner> for LinkKeys {
+    fn from(signer: LinkSigner) -> LinkKeys {
+        LinkKeys {
+            loader: None,
+            signer: Arc::new(tokio::sync::OnceCell::new_with(Some(signer))),
         }
     }
 }
@@ -171,10 +266,13 @@ mod tests {
             Duration::ZERO,
         );
         *stored.lock().unwrap() = "real".into();
-        assert_eq!(cache.current().await.app_secret.expose(), "change-me");
+        assert_eq!(
+            cache.current().await.unwrap().app_secret.expose(),
+            "change-me"
+        );
 
         assert!(cache.refresh().await);
-        assert_eq!(cache.current().await.app_secret.expose(), "real");
+        assert_eq!(cache.current().await.unwrap().app_secret.expose(), "real");
         assert!(!cache.refresh().await, "nothing changed this time");
         assert_eq!(*reads.lock().unwrap(), 2);
     }
@@ -207,14 +305,83 @@ mod tests {
             Duration::from_secs(60),
         );
         *stored.lock().unwrap() = "b".into();
-        assert_eq!(cache.current().await.app_secret.expose(), "b");
+        assert_eq!(cache.current().await.unwrap().app_secret.expose(), "b");
     }
 
     #[tokio::test]
     async fn fixed_secrets_are_never_read_again() {
         let cache = SecretCache::fixed(secrets("a"));
         assert!(!cache.refresh().await);
-        assert_eq!(cache.current().await.app_secret.expose(), "a");
+        assert_eq!(cache.current().await.unwrap().app_secret.expose(), "a");
+    }
+
+    #[tokio::test]
+    async fn a_lazy_cache_reads_nothing_until_the_secrets_are_first_needed() {
+        // Given a lazy cache, as a function builds it at init
+        let stored = Arc::new(Mutex::new("s".to_string()));
+        let reads = Arc::new(Mutex::new(0));
+        let cache = SecretCache::lazy(loader(stored, reads.clone()));
+        // Then init made no read
+        assert_eq!(*reads.lock().unwrap(), 0);
+        // When the secrets are first needed, twice
+        assert_eq!(cache.current().await.unwrap().app_secret.expose(), "s");
+        assert_eq!(cache.current().await.unwrap().app_secret.expose(), "s");
+        // Then they were read once
+        assert_eq!(*reads.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_first_read_is_an_error_and_the_next_use_reads_again() {
+        let fail = Arc::new(Mutex::new(true));
+        let flag = fail.clone();
+        let cache = SecretCache::lazy(Arc::new(move || {
+            let fail = *flag.lock().unwrap();
+            Box::pin(async move {
+                if fail {
+                    Err(VaultError::Unavailable("down".into()))
+                } else {
+                    Ok(secrets("s"))
+                }
+            })
+        }));
+        assert!(cache.current().await.is_err());
+        *fail.lock().unwrap() = false;
+        assert_eq!(cache.current().await.unwrap().app_secret.expose(), "s");
+    }
+
+    #[tokio::test]
+    async fn the_link_signing_key_is_read_on_first_use_and_kept() {
+        // Given link keys read through a counting loader that fails once
+        let reads = Arc::new(Mutex::new(0));
+        let counter = reads.clone();
+        let keys = LinkKeys::lazy(Arc::new(move || {
+            let counter = counter.clone();
+            Box::pin(async move {
+                let mut reads = counter.lock().unwrap();
+                *reads += 1;
+                if *reads == 1 {
+                    Err(VaultError::Unavailable("down".into()))
+                } else {
+                    Ok(Secret::new("k".repeat(32)))
+                }
+            })
+        }));
+        // Then nothing is read at init
+        assert!(!keys.is_read());
+        // When the first use fails, the next one reads again, and later ones keep the key
+        assert!(keys.signer().await.is_err());
+        let signer = keys.signer().await.unwrap().clone();
+        let issued = signer.issue(
+            &crate::domain::ids::AccountId::from("acct".to_string()),
+            crate::domain::time::now(),
+        );
+        let again = keys.signer().await.unwrap();
+        assert!(
+            again
+                .verify(&issued.state, crate::domain::time::now())
+                .is_ok()
+        );
+        assert_eq!(*reads.lock().unwrap(), 2);
     }
 
     #[test]

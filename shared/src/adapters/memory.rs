@@ -1018,6 +1018,8 @@ pub struct MemoryVault {
     deleted: Arc<Mutex<Vec<NumberId>>>,
     /// Versions written by `replace` after the first (absent: one version).
     versions: Arc<Mutex<HashMap<NumberId, u32>>>,
+    /// Reads by `load` (each a Secrets Manager request in production).
+    loads: Arc<Mutex<usize>>,
 }
 
 impl MemoryVault {
@@ -1045,10 +1047,16 @@ impl MemoryVault {
     pub fn deleted(&self) -> Vec<NumberId> {
         locked(&self.deleted).clone()
     }
+
+    /// How many times a secret was read.
+    pub fn loads(&self) -> usize {
+        *locked(&self.loads)
+    }
 }
 
 impl TokenVault for MemoryVault {
     async fn load(&self, number: &NumberId) -> Result<Option<NumberSecrets>, VaultError> {
+        *locked(&self.loads) += 1;
         Ok(locked(&self.secrets).get(number).cloned())
     }
 

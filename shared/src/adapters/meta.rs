@@ -61,11 +61,12 @@ struct ErrorData {
 }
 
 impl GraphClient {
-    pub fn new(config: MetaConfig) -> Result<GraphClient, reqwest::Error> {
+    pub fn new(config: MetaConfig) -> Result<GraphClient, crate::http_client::ClientBuildError> {
         let http = Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .tls_backend_preconfigured(crate::http_client::rustls_config()?)
             .build()?;
         Ok(GraphClient {
             http,
@@ -81,10 +82,20 @@ impl GraphClient {
         self
     }
 
-    async fn app_secret(&self) -> Secret {
+    /// An unreadable secret is a transient failure: the step is retried, as for Meta's own.
+    async fn app_secret(&self) -> MetaResult<Secret> {
         match &self.secrets {
-            Some(cache) => cache.current().await.app_secret,
-            None => self.config.app_secret.clone(),
+            Some(cache) => match cache.current().await {
+                Ok(secrets) => Ok(secrets.app_secret),
+                Err(err) => {
+                    tracing::error!(error = %crate::telemetry::ErrorChain(&err), "Meta app secret not read");
+                    Err(MetaError::transport(
+                        "app_secret_unavailable",
+                        "the Meta app secret could not be read",
+                    ))
+                }
+            },
+            None => Ok(self.config.app_secret.clone()),
         }
     }
 
@@ -189,12 +200,12 @@ async fn read(response: Response) -> MetaResult<Value> {
 
 impl MetaGraph for GraphClient {
     async fn exchange_code(&self, code: &str) -> MetaResult<ExchangedToken> {
-        let body = match self.exchange_once(code, &self.app_secret().await).await {
+        let body = match self.exchange_once(code, &self.app_secret().await?).await {
             // Meta refuses the secret before it looks at the code, so the code is still good
             // for one more try with a secret read again (if it changed).
             Err(err) if err.kind == ErrorKind::ClientSecret => match &self.secrets {
                 Some(cache) if cache.refresh().await => {
-                    self.exchange_once(code, &self.app_secret().await).await?
+                    self.exchange_once(code, &self.app_secret().await?).await?
                 }
                 _ => return Err(err),
             },
@@ -280,7 +291,7 @@ impl MetaGraph for GraphClient {
         let app_token = Secret::new(format!(
             "{}|{}",
             self.config.app_id,
-            self.app_secret().await.expose()
+            self.app_secret().await?.expose()
         ));
         let request = self
             .request(Method::GET, "debug_token", &app_token)

@@ -128,6 +128,13 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::secret_cache::KeyUnavailable> for ApiError {
+    fn from(err: crate::secret_cache::KeyUnavailable) -> ApiError {
+        tracing::error!(error = %crate::telemetry::ErrorChain(&err), "signing key not read");
+        ApiError::internal()
+    }
+}
+
 impl From<QueueError> for ApiError {
     fn from(err: QueueError) -> ApiError {
         tracing::error!(error = %crate::telemetry::ErrorChain(&err), "queue failed");

@@ -29,12 +29,12 @@ pub use error::ApiError;
 
 use crate::domain::AccountId;
 use crate::domain::api_key::{KeyHash, bearer_key, use_hour};
-use crate::domain::signup_link::LinkSigner;
 use crate::ports::{
     ApiKeyVerifier, DeliveryLog, EventHistory, EventLog, IdempotencyStore, LifecycleStore,
     MessageQueue, NumberFinder, NumberReader, ProvisioningStore, QuotaSubject, RequestQuota,
     SignupLinks, SignupSessions, VerifiedKey, WebhookEndpoints,
 };
+use crate::secret_cache::LinkKeys;
 use crate::webhooks::resolver::GuardedResolver;
 use crate::webhooks::sender::Sender;
 
@@ -115,7 +115,7 @@ where
 
 /// Signup links for the account (API key): issue, list, read, revoke. An empty `base_url`
 /// points links at this API's own hosted page (`/signup`).
-pub fn signup_link_routes<S>(store: S, signer: LinkSigner, base_url: String) -> Router
+pub fn signup_link_routes<S>(store: S, signer: impl Into<LinkKeys>, base_url: String) -> Router
 where
     S: SignupLinks + SignupSessions + 'static,
 {
@@ -130,12 +130,12 @@ where
         )
         .with_state(Arc::new(signup::SignupLinkState {
             store,
-            signer,
+            signer: signer.into(),
             base_url,
         }))
 }
 
-pub fn signup_callback_routes<S, Q>(store: S, queue: Q, signer: LinkSigner) -> Router
+pub fn signup_callback_routes<S, Q>(store: S, queue: Q, signer: impl Into<LinkKeys>) -> Router
 where
     S: ApiKeyVerifier + NumberReader + ProvisioningStore + LifecycleStore + EventLog + 'static,
     Q: MessageQueue + 'static,
@@ -145,7 +145,7 @@ where
         .with_state(Arc::new(signup::CallbackState {
             store,
             queue,
-            signer,
+            signer: signer.into(),
         }))
 }
 
@@ -153,13 +153,14 @@ where
 /// rate limited per source IP and per link (`page_limit`).
 pub fn signup_page_routes<S>(
     store: S,
-    signer: LinkSigner,
+    signer: impl Into<LinkKeys>,
     page: signup_page::PageConfig,
     limits: page_limit::PageLimits,
 ) -> Router
 where
     S: SignupSessions + NumberReader + RequestQuota + Clone + 'static,
 {
+    let signer: LinkKeys = signer.into();
     Router::new()
         .route("/signup", get(signup_page::page::<S>))
         .route("/signup/status", get(signup_page::status::<S>))

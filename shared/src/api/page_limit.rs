@@ -16,9 +16,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::signup_page::{Lang, rate_limited_page, state_param};
 use super::{ApiError, MAX_BODY_BYTES};
-use crate::domain::signup_link::LinkSigner;
 use crate::domain::time;
 use crate::ports::{QuotaSubject, RequestQuota};
+use crate::secret_cache::LinkKeys;
 
 /// Requests per minute on the page's routes (`None`: no limit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +40,7 @@ impl PageLimits {
 
 pub struct PageGate<Q> {
     pub quota: Q,
-    pub signer: LinkSigner,
+    pub signer: LinkKeys,
     pub limits: PageLimits,
 }
 
@@ -139,7 +139,11 @@ pub async fn limit_page_requests<Q: RequestQuota>(
         Err(err) => return err.into_response(),
     };
     // Only a state that verifies names a link; anything else is counted by its source alone.
-    let link = state.and_then(|state| gate.signer.verify(&state, time::now()).ok());
+    // (An unreadable key counts nothing here; the page itself answers "unavailable".)
+    let link = match (state, gate.signer.signer().await) {
+        (Some(state), Ok(signer)) => signer.verify(&state, time::now()).ok(),
+        _ => None,
+    };
     if let Some(link) = link
         && let Verdict::Limited { limit, retry_after } =
             count(&gate.quota, QuotaSubject::SignupLink(&link.link_id), limit).await

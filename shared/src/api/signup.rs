@@ -15,18 +15,19 @@ use crate::domain::api_key::{KeyHash, bearer_key};
 use crate::domain::lifecycle::Command;
 use crate::domain::messages::StepMessage;
 use crate::domain::secrets::Secret;
-use crate::domain::signup_link::{LinkError, LinkSigner};
+use crate::domain::signup_link::LinkError;
 use crate::domain::{AccountId, Number, Onboarding, Status, Step, time};
 use crate::lifecycle::{self, Changed};
 use crate::ports::{
     ApiKeyVerifier, CreateOutcome, EventLog, LifecycleStore, MessageQueue, NumberReader,
     PhoneOwner, ProvisioningStore, SignupLinks,
 };
+use crate::secret_cache::LinkKeys;
 
 pub struct CallbackState<S, Q> {
     pub store: S,
     pub queue: Q,
-    pub signer: LinkSigner,
+    pub signer: LinkKeys,
 }
 
 #[derive(Deserialize)]
@@ -79,7 +80,7 @@ fn validate(body: &CallbackBody) -> Result<(), ApiError> {
 /// The account calling: an API key when one is sent, else a signup link's `state`.
 async fn caller<S: ApiKeyVerifier>(
     store: &S,
-    signer: &LinkSigner,
+    signer: &LinkKeys,
     headers: &HeaderMap,
     state: Option<&str>,
 ) -> Result<(AccountId, Option<String>), ApiError> {
@@ -99,7 +100,7 @@ async fn caller<S: ApiKeyVerifier>(
         return Ok((account, None));
     }
     let state = state.ok_or_else(ApiError::unauthorized)?;
-    match signer.verify(state, time::now()) {
+    match signer.signer().await?.verify(state, time::now()) {
         Ok(link) => Ok((link.account_id, Some(link.link_id))),
         Err(LinkError::Expired) => Err(ApiError {
             message: "the signup link has expired".into(),
@@ -239,19 +240,20 @@ where
         time::now(),
     )
     .onboarded_as(body.mode);
-    // The exchange must start within a second or two of the callback (Meta's code lives ~30 s),
-    // so the first message goes out before the write: a crash in between leaves a message about
-    // a number that never existed, which the step drops, rather than a number nobody provisions.
-    let mut message = StepMessage::new(
-        number.id.clone(),
-        account.clone(),
-        Step::FIRST,
-        format!("trc_{}", cuid2::create_id()),
-    );
-    message.code = Some(Secret::new(body.code.as_str()));
-    state.queue.send(&message).await?;
     match state.store.create_pending(&number, link.as_deref()).await? {
         CreateOutcome::Created => {
+            // The first message goes out right after the write, so the exchange finds the
+            // number on its first run and starts within Meta's ~30 s of the code. A crash in
+            // between leaves a number at the exchange with no message: the health sync fails it
+            // (`health::STARTLESS_AFTER`) through the exchange itself, which finds no code.
+            let mut message = StepMessage::new(
+                number.id.clone(),
+                account.clone(),
+                Step::FIRST,
+                format!("trc_{}", cuid2::create_id()),
+            );
+            message.code = Some(Secret::new(body.code.as_str()));
+            state.queue.send(&message).await?;
             tracing::info!(number_id = %number.id, "signup received; provisioning started");
             crate::metrics::signup(
                 number.id.as_str(),
@@ -276,7 +278,7 @@ where
 
 pub struct SignupLinkState<S> {
     pub store: S,
-    pub signer: LinkSigner,
+    pub signer: LinkKeys,
     pub base_url: String,
 }
 
@@ -307,7 +309,7 @@ pub async fn create_link<S: SignupLinks>(
         ));
     }
     let now = time::now();
-    let issued = state.signer.issue(&account, now);
+    let issued = state.signer.signer().await?.issue(&account, now);
     let link = crate::domain::signup_session::SignupSession::new(
         issued.link_id.clone(),
         account.clone(),

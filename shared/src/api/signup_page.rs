@@ -23,13 +23,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, JsonBody};
-use crate::domain::signup_link::{LinkError, LinkSigner};
+use crate::domain::signup_link::LinkError;
 use crate::domain::signup_session::{
     MAX_ERROR_ID_LEN, MAX_ERROR_MESSAGE_LEN, MAX_STEP_LEN, MetaSignupError, Report, SessionState,
     SignupSession,
 };
 use crate::domain::time;
 use crate::ports::{NumberReader, SignupSessions};
+use crate::secret_cache::LinkKeys;
 
 /// Meta's side of the page: what `FB.init`/`FB.login` need and where Meta's code comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +50,7 @@ pub const DEFAULT_META_ORIGIN: &str = "https://www.facebook.com";
 
 pub struct PageState<S> {
     pub store: S,
-    pub signer: LinkSigner,
+    pub signer: LinkKeys,
     pub page: PageConfig,
 }
 
@@ -423,11 +424,15 @@ fn mode_param(raw: Option<&str>) -> Option<&'static str> {
 /// The link a state names, if it is this account's and still usable.
 async fn usable_link<S: SignupSessions>(
     store: &S,
-    signer: &LinkSigner,
+    signer: &LinkKeys,
     state: Option<&str>,
 ) -> Result<SignupSession, Refusal> {
     let state = state.ok_or(Refusal::Invalid)?;
     let now = time::now();
+    let signer = signer.signer().await.map_err(|err| {
+        tracing::error!(error = %crate::telemetry::ErrorChain(&err), "signup link not checked");
+        Refusal::Unavailable
+    })?;
     let verified = signer.verify(state, now).map_err(|e| match e {
         LinkError::Expired => Refusal::Expired,
         LinkError::Invalid => Refusal::Invalid,
@@ -703,7 +708,7 @@ const SCRIPT: &str = r#"(function () {
 /// The state's link, as the JSON routes answer a bad one: the contract's `401`.
 async fn link_for_state<S: SignupSessions>(
     store: &S,
-    signer: &LinkSigner,
+    signer: &LinkKeys,
     state: Option<&str>,
 ) -> Result<SignupSession, ApiError> {
     let refuse = |message: &str| ApiError {
@@ -712,6 +717,8 @@ async fn link_for_state<S: SignupSessions>(
     };
     let state = state.ok_or_else(|| refuse("the signup link's state is required"))?;
     let verified = signer
+        .signer()
+        .await?
         .verify(state, time::now())
         .map_err(|e| refuse(&e.to_string()))?;
     store

@@ -9,7 +9,6 @@ mod teardown;
 #[cfg(test)]
 mod tests;
 
-use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use rand::Rng;
@@ -84,10 +83,6 @@ impl RetryPolicy {
         jitter.min(self.max_seconds)
     }
 }
-
-/// A message about a number not written yet: the callback sends the first step before its
-/// write lands, so for a short while this is expected.
-const CREATION_GRACE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 enum StepError {
@@ -178,12 +173,7 @@ where
             .get(&message.account_id, &message.number_id)
             .await?
         else {
-            let young = delivery.sent_at.is_none_or(|sent| {
-                (time::now() - sent).to_std().unwrap_or_default() < CREATION_GRACE
-            });
-            if young {
-                return Ok(Outcome::RetryAfter(self.retry.base_seconds.max(1)));
-            }
+            // Every message is sent after its number's write: this one's number is gone.
             tracing::warn!("no such number; dropping the message");
             return Ok(Outcome::Done);
         };
@@ -242,7 +232,7 @@ where
                 ..StepRecord::default()
             }))
         } else {
-            self.perform(step, &number, message).await
+            self.perform(step, &number, message, delivery).await
         };
         match performed {
             Ok(Some(record)) => {
@@ -348,10 +338,22 @@ where
         step: Step,
         number: &Number,
         message: &StepMessage,
+        delivery: &Delivery,
     ) -> Result<Option<StepRecord>, StepFailure> {
         let record = match step {
             Step::ExchangeToken => {
-                let secrets = match self.vault.load(&number.id).await? {
+                // A first delivery with its code has nothing stored to find (the callback sent
+                // it after writing the number), so it spares Secrets Manager a read; a retry,
+                // or a message without the code, looks for the token an earlier run stored.
+                let first_run = delivery.receive_count <= 1
+                    && message.code.is_some()
+                    && number.provisioning_error.is_none();
+                let stored = if first_run {
+                    None
+                } else {
+                    self.vault.load(&number.id).await?
+                };
+                let secrets = match stored {
                     // A retry after the exchange: the code is spent, the token is kept.
                     Some(secrets) => secrets,
                     None => {

@@ -48,11 +48,19 @@ impl Given {
     }
 
     async fn run_message(&self, message: StepMessage) -> Outcome {
+        self.deliver(message, 1).await
+    }
+
+    /// The message again after an earlier delivery's run ended without deleting it.
+    async fn run_redelivered(&self, message: StepMessage) -> Outcome {
+        self.deliver(message, 2).await
+    }
+
+    async fn deliver(&self, message: StepMessage, receive_count: u32) -> Outcome {
         let delivery = Delivery {
             message_id: "m-1".into(),
             body: serde_json::to_string(&message).unwrap(),
-            receive_count: 1,
-            sent_at: Some(time::now()),
+            receive_count,
         };
         self.provisioner.handle_step(message.step, delivery).await
     }
@@ -276,14 +284,34 @@ async fn the_retry_after_a_transient_error_succeeds_and_forgets_it() {
 #[tokio::test]
 async fn a_retried_exchange_reuses_the_stored_token_instead_of_the_spent_code() {
     let given = given_pending_at(Step::ExchangeToken);
+    // Given a token an earlier run stored before it crashed
     given.vault().put(&given.number.id, secrets());
     let mut message = step_message(&given.number, Step::ExchangeToken);
     message.code = Some(Secret::new("AQB-code"));
 
-    given.run_message(message).await;
+    // When the message comes back
+    given.run_redelivered(message).await;
 
+    // Then the stored token is used and the spent code not sent again
     assert_eq!(given.meta().count(MetaCallKind::ExchangeCode), 0);
     assert_eq!(given.now().provisioning_step, Some(Step::SubscribeWaba));
+}
+
+#[tokio::test]
+async fn a_first_exchange_with_its_code_reads_no_stored_token() {
+    // Given a new signup's first message (sent after the number was written)
+    let given = given_pending_at(Step::ExchangeToken);
+    let mut message = step_message(&given.number, Step::ExchangeToken);
+    message.code = Some(Secret::new("AQB-code"));
+
+    // When the exchange runs
+    given.run_message(message).await;
+
+    // Then it exchanges and stores the token without first reading the vault
+    assert_eq!(given.meta().count(MetaCallKind::ExchangeCode), 1);
+    assert!(given.vault().holds(&given.number.id));
+    assert_eq!(given.vault().loads(), 0);
+    assert_eq!(given.steps_sent(), vec![Step::SubscribeWaba]);
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use super::resolver::{GuardedResolver, find_resolve_error};
 use super::url_policy::UrlPolicy;
 use crate::domain::secrets::Secret;
 use crate::domain::time::{self, Timestamp};
+use crate::http_client::ClientBuildError;
 
 /// The HTTP client deliveries use: the contract's 10 s; no redirects (a redirect could lead
 /// anywhere, past the URL policy); no proxy (a proxy would resolve the name itself); and names
@@ -19,15 +20,16 @@ use crate::domain::time::{self, Timestamp};
 pub fn http_client(
     timeout: Duration,
     resolver: GuardedResolver,
-) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+) -> Result<reqwest::Client, ClientBuildError> {
+    Ok(reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .dns_resolver(std::sync::Arc::new(resolver))
         .user_agent("Muchaw-Webhooks/1")
-        .build()
+        .tls_backend_preconfigured(crate::http_client::rustls_config()?)
+        .build()?)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +68,7 @@ pub struct Sender {
 
 impl Sender {
     /// A sender whose client resolves through the policy's own guarded resolver.
-    pub fn new(policy: UrlPolicy, timeout: Duration) -> reqwest::Result<Sender> {
+    pub fn new(policy: UrlPolicy, timeout: Duration) -> Result<Sender, ClientBuildError> {
         Ok(Sender {
             http: http_client(timeout, policy.resolver())?,
             policy,

@@ -256,8 +256,7 @@ fn attribute_number(
             }
             continue;
         }
-        // The callback sends the first message before its write: that write may land after the
-        // exchange step has started, but it is the callback's.
+        // The number's creation is the callback's whichever step's requests surround it.
         // Records are logged as answers arrive: the next step's receive can come back before the
         // send that fed it. A send to the queue of the step now running is the previous step's.
         let feeds_current = record.action.starts_with("SendMessage")
