@@ -52,6 +52,7 @@ fn record_from_item(item: &HashMap<String, AttributeValue>) -> StoreResult<Idemp
                 content_type: text("responseContentType"),
                 location: text("responseLocation"),
                 body,
+                secret_of: text("responseSecretOf"),
             })
         }
     };
@@ -150,6 +151,10 @@ impl IdempotencyStore for DynamoStore {
         if let Some(location) = &response.location {
             update = update.expression_attribute_values(":location", s(location.clone()));
             sets.push("responseLocation = :location");
+        }
+        if let Some(endpoint) = &response.secret_of {
+            update = update.expression_attribute_values(":secretOf", s(endpoint.clone()));
+            sets.push("responseSecretOf = :secretOf");
         }
         let result = update
             .update_expression(format!("SET {} REMOVE leaseUntil", sets.join(", ")))

@@ -5,6 +5,9 @@
 //! `409` `idempotency_in_progress`. Keys are per account. One middleware, so every `POST`
 //! route, present and future, has it.
 //!
+//! An answer that shows a webhook secret (an endpoint's creation, a rotation) is kept without
+//! it: a replay reads the endpoint's secret again, so the key's item never holds one.
+//!
 //! A `5xx` answer is not kept: the request may not have done its work, and a retry should run.
 //! A request whose Lambda dies mid-way holds its key for [`LEASE_SECONDS`], then a retry runs.
 
@@ -21,7 +24,7 @@ use super::{ApiError, Caller, MAX_BODY_BYTES};
 use crate::domain::AccountId;
 use crate::domain::api_key::{KeyHash, bearer_key};
 use crate::domain::time;
-use crate::ports::{ApiKeyVerifier, Claim, IdempotencyStore, StoredResponse};
+use crate::ports::{ApiKeyVerifier, Claim, IdempotencyStore, StoredResponse, WebhookEndpoints};
 
 pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -63,6 +66,10 @@ pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// Set on an answer that shows the secret of this webhook endpoint (`data.secret`).
+#[derive(Clone, Debug)]
+pub struct ShowsSecret(pub String);
+
 pub struct IdempotencyGate<K> {
     pub store: K,
 }
@@ -95,7 +102,7 @@ pub async fn idempotent<K>(
     next: Next,
 ) -> Result<Response, ApiError>
 where
-    K: IdempotencyStore + ApiKeyVerifier,
+    K: IdempotencyStore + ApiKeyVerifier + WebhookEndpoints,
 {
     if request.method() != Method::POST {
         return Ok(next.run(request).await);
@@ -138,7 +145,7 @@ where
             return Err(ApiError::idempotency_conflict());
         }
         return match record.response {
-            Some(kept) => Ok(replay(kept)),
+            Some(kept) => replay(&gate.store, &account, kept).await,
             None => Err(ApiError::idempotency_in_progress()),
         };
     }
@@ -162,11 +169,17 @@ where
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
+    let secret_of = parts.extensions.get::<ShowsSecret>().map(|s| s.0.clone());
+    let kept_body = match &secret_of {
+        Some(_) => without_secret(&bytes)?,
+        None => bytes.to_vec(),
+    };
     let kept = StoredResponse {
         status: parts.status.as_u16(),
         content_type: text(header::CONTENT_TYPE),
         location: text(header::LOCATION),
-        body: bytes.to_vec(),
+        body: kept_body,
+        secret_of,
     };
     if let Err(err) = gate
         .store
@@ -180,9 +193,45 @@ where
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
-fn replay(kept: StoredResponse) -> Response {
+/// The answer's JSON without `data.secret`.
+fn without_secret(body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let mut answer: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
+        tracing::error!(error = %err, "an answer showing a secret is not JSON");
+        ApiError::internal()
+    })?;
+    if let Some(data) = answer.get_mut("data").and_then(|d| d.as_object_mut()) {
+        data.remove("secret");
+    }
+    serde_json::to_vec(&answer).map_err(|_| ApiError::internal())
+}
+
+/// The kept answer again; one that showed a secret shows the endpoint's secret as it is now
+/// (the same one, unless it was rotated since).
+async fn replay<K: WebhookEndpoints>(
+    store: &K,
+    account: &AccountId,
+    kept: StoredResponse,
+) -> Result<Response, ApiError> {
+    let body = match &kept.secret_of {
+        None => kept.body,
+        Some(endpoint_id) => {
+            let endpoint = store.endpoint(account, endpoint_id).await?.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "the webhook endpoint this request made has been deleted since",
+                )
+            })?;
+            let mut answer: serde_json::Value =
+                serde_json::from_slice(&kept.body).map_err(|_| ApiError::internal())?;
+            if let Some(data) = answer.get_mut("data").and_then(|d| d.as_object_mut()) {
+                data.insert("secret".into(), endpoint.secret.expose().into());
+            }
+            serde_json::to_vec(&answer).map_err(|_| ApiError::internal())?
+        }
+    };
     let status = StatusCode::from_u16(kept.status).unwrap_or(StatusCode::OK);
-    let mut response = (status, kept.body).into_response();
+    let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.remove(header::CONTENT_TYPE);
     for (name, value) in [
@@ -194,7 +243,7 @@ fn replay(kept: StoredResponse) -> Response {
         }
     }
     headers.insert(REPLAYED, HeaderValue::from_static("true"));
-    response
+    Ok(response)
 }
 
 #[cfg(test)]

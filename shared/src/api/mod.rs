@@ -75,6 +75,7 @@ where
         + ApiKeyVerifier
         + RequestQuota
         + IdempotencyStore
+        + WebhookEndpoints
         + Clone
         + 'static,
     Q: MessageQueue + 'static,
@@ -233,7 +234,7 @@ where
 /// routes and methods, and a metric for every answer.
 pub fn finish<K>(routes: Router, keys: K, limits: ApiLimits) -> Router
 where
-    K: ApiKeyVerifier + RequestQuota + IdempotencyStore + Clone + 'static,
+    K: ApiKeyVerifier + RequestQuota + IdempotencyStore + WebhookEndpoints + Clone + 'static,
 {
     routes
         .fallback(not_found)

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use super::history::parse_page_query;
+use super::idempotency::ShowsSecret;
 use super::{ApiError, Caller, JsonBody, shape};
 use crate::domain::history::EventPosition;
 use crate::domain::{AccountId, EventType, new_event_id, time};
@@ -131,7 +132,7 @@ pub async fn create<S: WebhookEndpoints>(
     State(state): State<Arc<WebhookState<S>>>,
     Extension(Caller(account)): Extension<Caller>,
     JsonBody(request): JsonBody<CreateEndpoint>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Extension<ShowsSecret>, Json<Value>), ApiError> {
     let events = subscription(request.events)?;
     let url = state.checked_url(&request.url).await?;
     if state.store.endpoints(&account).await?.len() >= MAX_ENDPOINTS_PER_ACCOUNT {
@@ -144,6 +145,7 @@ pub async fn create<S: WebhookEndpoints>(
     tracing::info!(endpoint_id = %endpoint.id, account_id = %endpoint.account_id, "webhook endpoint created");
     Ok((
         StatusCode::CREATED,
+        Extension(ShowsSecret(endpoint.id.clone())),
         Json(json!({ "data": EndpointView::of(&endpoint, true) })),
     ))
 }
@@ -214,7 +216,7 @@ pub async fn rotate_secret<S: WebhookEndpoints>(
     State(state): State<Arc<WebhookState<S>>>,
     Extension(Caller(account)): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(Extension<ShowsSecret>, Json<Value>), ApiError> {
     owned_endpoint(&state.store, &account, &id).await?;
     let secret = generate_secret();
     let grace_ends = time::now() + chrono::Duration::hours(SECRET_ROTATION_GRACE_HOURS);
@@ -224,7 +226,10 @@ pub async fn rotate_secret<S: WebhookEndpoints>(
         .await?
         .ok_or_else(not_found)?;
     tracing::info!(endpoint_id = %id, account_id = %account, "webhook secret rotated");
-    Ok(Json(json!({ "data": EndpointView::of(&endpoint, true) })))
+    Ok((
+        Extension(ShowsSecret(endpoint.id.clone())),
+        Json(json!({ "data": EndpointView::of(&endpoint, true) })),
+    ))
 }
 
 /// What the endpoint answered to a test event.

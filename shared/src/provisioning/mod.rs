@@ -9,7 +9,6 @@ mod teardown;
 #[cfg(test)]
 mod tests;
 
-
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use rand::Rng;
 use tracing::Instrument;

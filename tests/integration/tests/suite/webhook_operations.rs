@@ -427,3 +427,100 @@ async fn a_patch_body_that_is_not_an_object_or_has_a_null_flag_is_refused_and_ch
         assert_eq!(listed(&p, &key, &id).await, before, "{body}");
     }
 }
+
+/// The idempotency record a key holds, as DynamoDB keeps it.
+async fn kept_answer(p: &ProvisioningEnv, account: &AccountId, idempotency_key: &str) -> String {
+    use muchaw_shared::ports::{Claim, IdempotencyStore};
+    let now = chrono::Utc::now().timestamp();
+    let claim = p
+        .env
+        .store
+        .claim(account, idempotency_key, "", now, now + 60, now + 86_400)
+        .await
+        .unwrap();
+    let Claim::Held(record) = claim else {
+        panic!("the key holds no record");
+    };
+    String::from_utf8(record.response.expect("a kept answer").body).unwrap()
+}
+
+async fn post_with_key(
+    p: &ProvisioningEnv,
+    path: &str,
+    key: &str,
+    idempotency_key: &str,
+    body: Value,
+) -> ApiResponse {
+    let mut event = http_event("POST", path, "", Some(key), Some(&body.to_string()));
+    event["headers"]["idempotency-key"] = json!(idempotency_key);
+    p.invoke(event).await
+}
+
+#[tokio::test]
+async fn a_replayed_endpoint_creation_shows_its_secret_though_the_key_keeps_none() {
+    // Given an endpoint created with an idempotency key
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("idem-secret").await;
+    let receiver = Receiver::start(200).await;
+    let body = json!({ "url": receiver.url });
+    let first = post_with_key(&p, "/api/webhooks", &key, "hook-1", body.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let secret = first.body["data"]["secret"].as_str().unwrap().to_string();
+
+    // When the request is retried with the same key
+    let again = post_with_key(&p, "/api/webhooks", &key, "hook-1", body).await;
+
+    // Then the first answer comes back, secret included, and nothing more was created
+    assert_eq!(again.status, 201);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body, first.body);
+    let listed = call(&p, "GET", "/api/webhooks", "", &key, None).await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 1);
+    // and the key's item in DynamoDB holds the answer without the secret
+    let kept = kept_answer(&p, &account, "hook-1").await;
+    assert!(kept.contains(first.body["data"]["id"].as_str().unwrap()));
+    assert!(!kept.contains(&secret), "the secret is kept with the key");
+}
+
+#[tokio::test]
+async fn a_replayed_rotation_shows_the_new_secret_though_the_key_keeps_none() {
+    // Given a rotation made with an idempotency key
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("idem-rotate").await;
+    let receiver = Receiver::start(200).await;
+    let (endpoint, _) = endpoint(&p, &key, &receiver.url).await;
+    let path = format!("/api/webhooks/{endpoint}/rotate-secret");
+    let rotated = post_with_key(&p, &path, &key, "rotate-1", json!({})).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let new = rotated.body["data"]["secret"].as_str().unwrap().to_string();
+
+    // When it is retried with the same key
+    let again = post_with_key(&p, &path, &key, "rotate-1", json!({})).await;
+
+    // Then the same new secret is shown (not rotated a second time), and the key keeps none
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body["data"]["secret"], new.as_str());
+    assert!(!kept_answer(&p, &account, "rotate-1").await.contains(&new));
+}
+
+#[tokio::test]
+async fn a_replayed_creation_of_an_endpoint_deleted_since_is_a_404() {
+    // Given an endpoint created with a key, then deleted
+    let p = ProvisioningEnv::new().await;
+    let (_, key) = p.env.account_with_key("idem-deleted").await;
+    let receiver = Receiver::start(200).await;
+    let body = json!({ "url": receiver.url });
+    let first = post_with_key(&p, "/api/webhooks", &key, "hook-2", body.clone()).await;
+    let id = first.body["data"]["id"].as_str().unwrap().to_string();
+    let deleted = call(&p, "DELETE", &format!("/api/webhooks/{id}"), "", &key, None).await;
+    assert_eq!(deleted.status, 204);
+
+    // When the creation is retried with the same key
+    let again = post_with_key(&p, "/api/webhooks", &key, "hook-2", body).await;
+
+    // Then it is a 404 in the envelope, and no endpoint is made again
+    assert_eq!(again.status, 404, "{}", again.body);
+    assert_eq!(again.body["error"]["code"], "not_found");
+    let listed = call(&p, "GET", "/api/webhooks", "", &key, None).await;
+    assert!(listed.body["data"].as_array().unwrap().is_empty());
+}
