@@ -63,6 +63,11 @@ pub struct ProvisioningResult {
     pub counts: Counts,
     /// One-at-a-time runs only: what each function did, summed over the numbers.
     pub per_step: Vec<StepCounts>,
+    /// Receives of a message while a run of it was still working, which the local pipeline held
+    /// back (impossible on Lambda: a function's timeout is under its queue's visibility).
+    pub held_back: u64,
+    /// The longest a batch ran in its function.
+    pub longest_batch: Duration,
 }
 
 impl ProvisioningResult {
@@ -436,6 +441,8 @@ pub async fn run(
         }
     }
     drop(pipeline);
+    let held_back = local.pipeline.held_back();
+    let longest_batch = local.pipeline.longest_run();
     meta.set_latency(None, Duration::ZERO);
     let records = proxy.records_since(mark);
     let counts = Counts::of(&records);
@@ -484,5 +491,7 @@ pub async fn run(
         calls_outside_sequence,
         counts,
         per_step,
+        held_back,
+        longest_batch,
     })
 }

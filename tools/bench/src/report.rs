@@ -285,11 +285,13 @@ fn summary(out: &mut String, report: &Report) {
         let mode = if r.burst { "at once" } else { "one at a time" };
         let _ = writeln!(
             out,
-            "| Meta calls per number = the documented {expected:.0}, no repeats ({} signups {mode}, {} ms) | {calls:.2} per number, {} repeats, {} outside the sequence | {} |",
+            "| Meta calls per number = the documented {expected:.0}, no repeats ({} signups {mode}, {} ms) | {calls:.2} per number, {} repeats, {} outside the sequence; longest batch run {:.1} s, {} receives of a message still running held back | {} |",
             r.signups,
             r.meta_latency_ms,
             r.repeated_calls,
             r.calls_outside_sequence,
+            r.longest_batch.as_secs_f64(),
+            r.held_back,
             verdict(
                 r.activated == r.signups
                     && (calls - expected).abs() < 1e-9

@@ -2,13 +2,21 @@
 //! template's `BatchSize`, hand the batch to the function, delete what succeeded and leave
 //! `batchItemFailures` to come back. Which queue feeds which function, and the batch size, come
 //! from template.yaml.
+//!
+//! One thing Lambda guarantees needs help here: a function's timeout (10 s) is well under its
+//! queues' visibility timeout (60 s), so a message can never come back while a run of it is
+//! still working. In-process handlers are not stopped at a timeout, and an emulator slowed by a
+//! burst can keep a batch running past the visibility timeout; the queue then hands the message
+//! out again. The pipeline holds such a receive back (the message comes back after the
+//! visibility timeout, when its first run has finished and deleted it, or finds it done) and
+//! counts it, so the local stack never runs one message twice at once, as Lambda never does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -92,6 +100,51 @@ pub struct Pipeline {
     bindings: Vec<(SqsSource, String, String, SqsHandler)>,
     handled: Arc<AtomicU64>,
     twice: Arc<AtomicBool>,
+    runs: Arc<Runs>,
+}
+
+/// The messages being run now, and what the pipeline saw of the runs' lengths.
+#[derive(Default)]
+struct Runs {
+    in_flight: Mutex<HashSet<String>>,
+    held_back: AtomicU64,
+    longest_ms: AtomicU64,
+}
+
+impl Runs {
+    /// Marks the messages not already running as running; returns which of them to run.
+    fn start<'m>(
+        &self,
+        messages: &'m [aws_sdk_sqs::types::Message],
+    ) -> Vec<&'m aws_sdk_sqs::types::Message> {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut run = Vec::new();
+        for message in messages {
+            let id = message.message_id.clone().unwrap_or_default();
+            if in_flight.insert(id) {
+                run.push(message);
+            } else {
+                self.held_back.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(function_message = ?message.message_id, "received while a run of it is still working; held back");
+            }
+        }
+        run
+    }
+
+    fn finish(&self, messages: &[&aws_sdk_sqs::types::Message], took: Duration) {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for message in messages {
+            in_flight.remove(message.message_id.as_deref().unwrap_or_default());
+        }
+        self.longest_ms
+            .fetch_max(took.as_millis() as u64, Ordering::Relaxed);
+    }
 }
 
 impl Pipeline {
@@ -125,6 +178,7 @@ impl Pipeline {
             bindings,
             handled: Arc::default(),
             twice: Arc::default(),
+            runs: Arc::default(),
         })
     }
 
@@ -143,6 +197,17 @@ impl Pipeline {
         self.handled.load(Ordering::Relaxed)
     }
 
+    /// Receives of a message while a run of it was still working, held back (on Lambda there
+    /// are none: the function's timeout ends a run before its message's visibility timeout).
+    pub fn held_back(&self) -> u64 {
+        self.runs.held_back.load(Ordering::Relaxed)
+    }
+
+    /// The longest a batch took in its function so far.
+    pub fn longest_run(&self) -> Duration {
+        Duration::from_millis(self.runs.longest_ms.load(Ordering::Relaxed))
+    }
+
     /// `concurrency` pollers per source, each long-polling its queue, until the handle is
     /// dropped.
     pub fn start(&self) -> PipelineHandle {
@@ -156,10 +221,19 @@ impl Pipeline {
                 let stop = stop.clone();
                 let handled = self.handled.clone();
                 let twice = self.twice.clone();
+                let runs = self.runs.clone();
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let twice = twice.load(Ordering::Relaxed);
-                        match poll(&sqs, &source, &url, &arn, &handler, 1, twice).await {
+                        let target = Target {
+                            sqs: &sqs,
+                            source: &source,
+                            url: &url,
+                            arn: &arn,
+                            handler: &handler,
+                            runs: &runs,
+                        };
+                        match poll(target, 1, twice).await {
                             Ok(n) => {
                                 handled.fetch_add(n as u64, Ordering::Relaxed);
                             }
@@ -190,29 +264,52 @@ impl Drop for PipelineHandle {
     }
 }
 
+/// One event source's queue and function, as a poller sees them.
+struct Target<'a> {
+    sqs: &'a aws_sdk_sqs::Client,
+    source: &'a SqsSource,
+    url: &'a str,
+    arn: &'a str,
+    handler: &'a SqsHandler,
+    runs: &'a Runs,
+}
+
 /// Receives one batch and runs it through the function as its event source mapping would.
-async fn poll(
-    sqs: &aws_sdk_sqs::Client,
-    source: &SqsSource,
-    url: &str,
-    arn: &str,
-    handler: &SqsHandler,
-    wait_seconds: i32,
-    twice: bool,
-) -> Result<usize> {
-    let messages = sqs
+async fn poll(target: Target<'_>, wait_seconds: i32, twice: bool) -> Result<usize> {
+    let received = target
+        .sqs
         .receive_message()
-        .queue_url(url)
-        .max_number_of_messages(source.batch_size.clamp(1, 10))
+        .queue_url(target.url)
+        .max_number_of_messages(target.source.batch_size.clamp(1, 10))
         .wait_time_seconds(wait_seconds)
         .message_system_attribute_names(MessageSystemAttributeName::All)
         .send()
         .await?
         .messages
         .unwrap_or_default();
+    let messages = target.runs.start(&received);
     if messages.is_empty() {
         return Ok(0);
     }
+    let started = Instant::now();
+    let handled = run_batch(&target, &messages, twice).await;
+    target.runs.finish(&messages, started.elapsed());
+    handled
+}
+
+async fn run_batch(
+    target: &Target<'_>,
+    messages: &[&aws_sdk_sqs::types::Message],
+    twice: bool,
+) -> Result<usize> {
+    let Target {
+        sqs,
+        source,
+        url,
+        arn,
+        handler,
+        ..
+    } = *target;
     let records: Vec<serde_json::Value> = messages
         .iter()
         .map(|m| {
@@ -270,4 +367,52 @@ async fn poll(
             .await?;
     }
     Ok(messages.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sqs::types::Message;
+
+    fn message(id: &str) -> Message {
+        Message::builder().message_id(id).build()
+    }
+
+    #[test]
+    fn a_message_received_again_while_its_run_is_working_is_held_back() {
+        // Given a batch of two messages being run
+        let runs = Runs::default();
+        let first = [message("m1"), message("m2")];
+        let running = runs.start(&first);
+        assert_eq!(running.len(), 2);
+
+        // When the queue hands one of them out again (its visibility ran out) beside a new one
+        let again = [message("m2"), message("m3")];
+        let second = runs.start(&again);
+
+        // Then only the new one runs, and the repeat is counted
+        let ids: Vec<_> = second
+            .iter()
+            .map(|m| m.message_id().unwrap_or_default())
+            .collect();
+        assert_eq!(ids, ["m3"]);
+        assert_eq!(runs.held_back.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_message_runs_again_once_its_earlier_run_has_finished() {
+        // Given a message whose run finished without deleting it (a retry)
+        let runs = Runs::default();
+        let batch = [message("m1")];
+        let running = runs.start(&batch);
+        runs.finish(&running, Duration::from_millis(30));
+
+        // When it comes back
+        let again = runs.start(&batch);
+
+        // Then it runs, and the longest run is remembered
+        assert_eq!(again.len(), 1);
+        assert_eq!(runs.held_back.load(Ordering::Relaxed), 0);
+        assert_eq!(runs.longest_ms.load(Ordering::Relaxed), 30);
+    }
 }
