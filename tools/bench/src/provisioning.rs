@@ -68,6 +68,55 @@ pub struct ProvisioningResult {
     pub held_back: u64,
     /// The longest a batch ran in its function.
     pub longest_batch: Duration,
+    /// One-at-a-time runs: where each number's time to active went.
+    pub decomposition: Option<Decomposition>,
+}
+
+/// One signup at a time: each number's time to active split into what the chain waited on
+/// (p50 over the numbers of each part; "own code" is what is left, per number).
+#[derive(Clone, Debug)]
+pub struct Decomposition {
+    pub meta: f64,
+    /// The emulators' answers to our code's requests, as the counting proxy timed them.
+    pub aws_answers: Summary,
+    pub queue_waits: Summary,
+    pub backoff: Summary,
+    pub own_code: Summary,
+    /// Step messages handled per number (each a queue hop on AWS).
+    pub hops: f64,
+    /// Our code's requests per number, by service.
+    pub requests: BTreeMap<String, f64>,
+}
+
+/// AWS's own p50 latencies, to project a time to active onto AWS. Assumptions, stated in the
+/// report: DynamoDB answers in single-digit milliseconds (AWS's product page); an SQS-to-Lambda
+/// hop is ~16 ms p50 (AWS's published event-source figures); SQS `SendMessage` and Secrets
+/// Manager `GetSecretValue`/`CreateSecret` about 10 and 20 ms from within the region.
+pub const AWS_P50_MS: [(&str, f64); 3] =
+    [("dynamodb", 5.0), ("sqs", 10.0), ("secretsmanager", 20.0)];
+pub const SQS_TO_LAMBDA_HOP_MS: f64 = 16.0;
+
+impl Decomposition {
+    /// The time to active on AWS: Meta, AWS's answers at its published latencies, a hop per
+    /// step message, our own code as measured here, and the backoff as measured.
+    pub fn projected_on_aws(&self) -> f64 {
+        let answers: f64 = self
+            .requests
+            .iter()
+            .map(|(service, count)| {
+                let p50 = AWS_P50_MS
+                    .iter()
+                    .find(|(s, _)| s == service)
+                    .map_or(20.0, |(_, ms)| *ms);
+                count * p50
+            })
+            .sum();
+        self.meta
+            + answers
+            + self.hops * SQS_TO_LAMBDA_HOP_MS
+            + self.own_code.p50
+            + self.backoff.p50
+    }
 }
 
 impl ProvisioningResult {
@@ -442,6 +491,15 @@ pub async fn run(
     }
     drop(pipeline);
     let held_back = local.pipeline.held_back();
+    let decomposition = (!burst).then(|| {
+        decompose(
+            &sent,
+            &watcher.settled,
+            &step_records,
+            meta_latency,
+            &queue_functions,
+        )
+    });
     let longest_batch = local.pipeline.longest_run();
     meta.set_latency(None, Duration::ZERO);
     let records = proxy.records_since(mark);
@@ -493,5 +551,74 @@ pub async fn run(
         per_step,
         held_back,
         longest_batch,
+        decomposition,
     })
+}
+
+/// Per number: time to active − Meta − the emulators' answers − queue waits − backoff = our own
+/// code (handlers, SDK signing and parsing, the local poller's hand-off).
+fn decompose(
+    sent: &[(String, Instant)],
+    settled: &HashMap<String, (String, Instant)>,
+    step_records: &[Vec<Record>],
+    meta_latency: Duration,
+    queue_functions: &HashMap<String, String>,
+) -> Decomposition {
+    let meta = DOCUMENTED_SEQUENCE.len() as f64 * ms(meta_latency);
+    let mut answers = Vec::new();
+    let mut own = Vec::new();
+    let mut waits = Vec::new();
+    let mut backoffs = Vec::new();
+    let mut hops = 0u64;
+    let mut requests: BTreeMap<String, f64> = BTreeMap::new();
+    let numbers = step_records.len().max(1) as f64;
+    for (i, records) in step_records.iter().enumerate() {
+        let Some((at, activated)) = sent.get(i).and_then(|(id, at)| {
+            settled
+                .get(id)
+                .filter(|(to, _)| to == "ACTIVE")
+                .map(|(_, when)| (*at, *when))
+        }) else {
+            continue;
+        };
+        // Up to the activation: the event's fan-out and delivery after it are not waited on.
+        let before_active: Vec<Record> = records
+            .iter()
+            .filter(|r| r.at.is_some_and(|t| t <= activated))
+            .cloned()
+            .collect();
+        let answered: f64 = before_active
+            .iter()
+            .filter(|r| !r.is_event_source())
+            .map(|r| r.elapsed_ms)
+            .sum();
+        for r in before_active.iter().filter(|r| !r.is_event_source()) {
+            *requests.entry(r.service.clone()).or_default() += 1.0 / numbers;
+        }
+        hops += before_active
+            .iter()
+            .filter(|r| {
+                r.action == "ReceiveMessage"
+                    && r.received > 0
+                    && r.queue
+                        .as_ref()
+                        .is_some_and(|q| queue_functions.contains_key(q))
+            })
+            .map(|r| r.received as u64)
+            .sum::<u64>();
+        answers.push(answered);
+        let (waited, backoff) = queue_wait(&before_active);
+        waits.push(waited);
+        backoffs.push(backoff);
+        own.push(ms(activated.duration_since(at)) - meta - answered - waited - backoff);
+    }
+    Decomposition {
+        meta,
+        aws_answers: Summary::of(&answers),
+        queue_waits: Summary::of(&waits),
+        backoff: Summary::of(&backoffs),
+        own_code: Summary::of(&own),
+        hops: hops as f64 / numbers,
+        requests,
+    }
 }
