@@ -973,6 +973,18 @@ async fn webhook_endpoints_answer_as_documented() {
     create(&filtered, 201).await;
     let listed = expect(&p, 200, "GET", path, path, "", key, None).await;
     assert_eq!(listed.body["data"].as_array().unwrap().len(), 2);
+    // An endpoint created without a filter lists every subscribable type, in the document's order.
+    let documented = contract
+        .doc
+        .pointer("/components/schemas/SubscribableEventType/enum")
+        .expect("SubscribableEventType lists the types");
+    let unfiltered = listed.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == created.body["data"]["id"])
+        .expect("the unfiltered endpoint is listed");
+    assert_eq!(&unfiltered["events"], documented);
 
     for bad in [
         json!({"url": "http://127.0.0.1:9/hooks", "events": []}),
