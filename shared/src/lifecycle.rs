@@ -3,11 +3,11 @@
 //! status, step and version it expects), and publishes the change's event. A conflict (another
 //! writer came first) is decided again against the number as it is now.
 
+use crate::domain::lifecycle::waba::{self, WabaCommand, WabaDecision, WabaRefusal};
 use crate::domain::lifecycle::{Command, Decision, Refusal, decide};
 use crate::domain::messages::{Message, StepMessage};
-use crate::domain::{EventEnvelope, Number, NumberId, time};
-use crate::domain::lifecycle::waba::{self, WabaCommand, WabaDecision, WabaRefusal};
 use crate::domain::waba_signup::WabaSignup;
+use crate::domain::{EventEnvelope, Number, NumberId, time};
 use crate::ports::{CommitOutcome, EventLog, LifecycleStore, MessageQueue, QueueError, StoreError};
 use crate::ports::{WabaCommit, WabaSignups};
 

@@ -102,9 +102,9 @@ impl WabaSignupItem {
                 number_ids: self.number_ids.into_iter().map(NumberId::from).collect(),
                 skipped: self.skipped,
             }),
-            "failed" => Some(WabaOutcome::Failed(self.failure_reason.ok_or_else(|| {
-                StoreError::corrupt("failed WABA signup without its reason")
-            })?)),
+            "failed" => Some(WabaOutcome::Failed(self.failure_reason.ok_or_else(
+                || StoreError::corrupt("failed WABA signup without its reason"),
+            )?)),
             other => {
                 return Err(StoreError::corrupt(format!(
                     "WABA signup in unknown state {other}"
@@ -131,7 +131,9 @@ fn to_item(signup: &WabaSignup) -> StoreResult<Item> {
 }
 
 /// How the link records the outcome of the WABA signup that consumed it.
-pub(crate) fn link_outcome_attributes(outcome: &WabaOutcome) -> StoreResult<Vec<(&'static str, AttributeValue)>> {
+pub(crate) fn link_outcome_attributes(
+    outcome: &WabaOutcome,
+) -> StoreResult<Vec<(&'static str, AttributeValue)>> {
     let list = |items: Vec<String>| AttributeValue::L(items.into_iter().map(s).collect());
     Ok(match outcome {
         WabaOutcome::Completed {
@@ -166,10 +168,17 @@ pub(crate) fn link_outcome(item: &Item) -> StoreResult<Option<WabaOutcome>> {
             .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
             .unwrap_or_default()
     };
-    match item.get("wabaState").and_then(|v| v.as_s().ok()).map(String::as_str) {
+    match item
+        .get("wabaState")
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+    {
         None => Ok(None),
         Some("completed") => Ok(Some(WabaOutcome::Completed {
-            number_ids: strings("wabaNumberIds").into_iter().map(NumberId::from).collect(),
+            number_ids: strings("wabaNumberIds")
+                .into_iter()
+                .map(NumberId::from)
+                .collect(),
             skipped: strings("wabaSkipped"),
         })),
         Some("failed") => {
@@ -213,7 +222,9 @@ impl WabaSignups for DynamoStore {
         }
         match self.transact(items).await? {
             Ok(()) => Ok(true),
-            Err(codes) if codes.get(1).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed") => {
+            Err(codes)
+                if codes.get(1).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed") =>
+            {
                 Ok(false)
             }
             Err(codes) => Err(StoreError::unavailable(format!(
@@ -272,7 +283,9 @@ impl WabaSignups for DynamoStore {
         }
         match self.transact(items).await? {
             Ok(()) => Ok(WabaCommit::Committed(change.signup.clone())),
-            Err(codes) if codes.first().and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed") => {
+            Err(codes)
+                if codes.first().and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed") =>
+            {
                 let current = self
                     .waba_signup(&change.signup.account_id, &change.signup.id)
                     .await?

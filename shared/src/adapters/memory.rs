@@ -19,6 +19,8 @@ use crate::domain::secrets::{NumberSecrets, Secret};
 use crate::domain::{AccountId, EventEnvelope, Number, NumberId, Status, Timestamp, time};
 
 use crate::domain::history::EventPosition;
+use crate::domain::lifecycle::waba::WabaChange;
+use crate::domain::waba_signup::WabaSignup;
 use crate::ports::{
     AccountDirectory, ApiKeyVerifier, BanClock, CommitOutcome, CreateOutcome, DeliveryLog,
     EventLog, ExchangedToken, LifecycleStore, Message, MessageQueue, MetaGraph, MetaResult,
@@ -33,8 +35,6 @@ use crate::ports::{
 use crate::ports::{EndpointChange, EventHistory, EventPage};
 use crate::ports::{LinkCursor, LinkPage, Report, RevokeOutcome, SignupSessions};
 use crate::ports::{ListedPhone, PhonePage, WabaCommit, WabaSignups};
-use crate::domain::lifecycle::waba::WabaChange;
-use crate::domain::waba_signup::WabaSignup;
 use crate::webhooks::WebhookEndpoint;
 use crate::webhooks::log::{Attempt, DeliveryKey, DeliveryPage, DeliveryRecord, DeliveryStatus};
 
@@ -1153,14 +1153,29 @@ impl TokenVault for MemoryVault {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum MetaCall {
     ExchangeCode,
-    SubscribeApp { waba_id: String },
-    UnsubscribeApp { waba_id: String },
-    Register { phone_number_id: String },
-    Deregister { phone_number_id: String },
-    SetPin { phone_number_id: String },
-    PhoneProfile { phone_number_id: String },
+    SubscribeApp {
+        waba_id: String,
+    },
+    UnsubscribeApp {
+        waba_id: String,
+    },
+    Register {
+        phone_number_id: String,
+    },
+    Deregister {
+        phone_number_id: String,
+    },
+    SetPin {
+        phone_number_id: String,
+    },
+    PhoneProfile {
+        phone_number_id: String,
+    },
     DebugToken,
-    PhoneNumbers { waba_id: String, after: Option<String> },
+    PhoneNumbers {
+        waba_id: String,
+        after: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

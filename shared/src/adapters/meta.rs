@@ -289,10 +289,7 @@ impl MetaGraph for GraphClient {
         waba_id: &str,
         after: Option<&str>,
     ) -> MetaResult<PhonePage> {
-        let mut query = vec![
-            ("fields", LISTED_PHONE_FIELDS),
-            ("limit", PHONE_PAGE_LIMIT),
-        ];
+        let mut query = vec![("fields", LISTED_PHONE_FIELDS), ("limit", PHONE_PAGE_LIMIT)];
         if let Some(after) = after {
             query.push(("after", after));
         }
@@ -340,7 +337,10 @@ impl MetaGraph for GraphClient {
 /// not one we could onboard: the answer is refused rather than half read.
 fn phone_page(body: &Value) -> MetaResult<PhonePage> {
     let invalid = || MetaError::transport("invalid_response", "Meta's phone list was not readable");
-    let data = body.get("data").and_then(Value::as_array).ok_or_else(invalid)?;
+    let data = body
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(invalid)?;
     let mut phones = Vec::with_capacity(data.len());
     for phone in data {
         let id = phone
@@ -468,7 +468,10 @@ mod health_tests {
         }))
         .unwrap();
         assert_eq!(last.after, None, "no next: the last page");
-        assert_eq!(phone_page(&json!({"data": []})).unwrap(), PhonePage::default());
+        assert_eq!(
+            phone_page(&json!({"data": []})).unwrap(),
+            PhonePage::default()
+        );
     }
 
     #[test]

@@ -14,9 +14,9 @@ use super::{ApiError, Caller, JsonBody, NumberView, shape};
 use crate::domain::api_key::{KeyHash, bearer_key};
 use crate::domain::lifecycle::Command;
 use crate::domain::messages::{StepMessage, WabaSignupMessage};
-use crate::domain::waba_signup::WabaSignup;
 use crate::domain::secrets::Secret;
 use crate::domain::signup_link::{LinkError, LinkSigner};
+use crate::domain::waba_signup::WabaSignup;
 use crate::domain::{AccountId, Number, Onboarding, Status, Step, time};
 use crate::lifecycle::{self, Changed};
 use crate::ports::{

@@ -822,7 +822,9 @@ pub async fn status<S: SignupSessions + NumberReader>(
         let mut numbers = Vec::new();
         for number_id in link.number_ids() {
             if let Some(number) = state.store.get(&link.account_id, &number_id).await? {
-                numbers.push(json!({"numberId": number.id.as_str(), "status": number.status.as_str()}));
+                numbers.push(
+                    json!({"numberId": number.id.as_str(), "status": number.status.as_str()}),
+                );
             }
         }
         data["wabaSignup"] = waba;

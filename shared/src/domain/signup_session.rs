@@ -359,7 +359,10 @@ mod tests {
         assert!(!link.is_usable(now));
         assert_eq!(link.view(now)["numberIds"], serde_json::json!([]));
 
-        let numbers = vec![NumberId::from("n1".to_string()), NumberId::from("n2".to_string())];
+        let numbers = vec![
+            NumberId::from("n1".to_string()),
+            NumberId::from("n2".to_string()),
+        ];
         link.waba_signup = Some((
             "wsu_1".into(),
             Some(WabaOutcome::Completed {
@@ -367,14 +370,20 @@ mod tests {
                 skipped: vec![],
             }),
         ));
-        assert_eq!(link.state(now + Duration::hours(25)), SessionState::Completed);
+        assert_eq!(
+            link.state(now + Duration::hours(25)),
+            SessionState::Completed
+        );
         assert_eq!(link.number_ids(), numbers);
         assert_eq!(link.view(now)["numberIds"], serde_json::json!(["n1", "n2"]));
 
         let reason = crate::domain::lifecycle::waba::no_eligible_phones(0);
         link.waba_signup = Some(("wsu_1".into(), Some(WabaOutcome::Failed(reason))));
         assert_eq!(link.state(now), SessionState::Failed);
-        assert_eq!(link.view(now)["failureReason"]["code"], "no_eligible_phones");
+        assert_eq!(
+            link.view(now)["failureReason"]["code"],
+            "no_eligible_phones"
+        );
         assert!(!link.is_usable(now), "a used link is not tried again");
     }
 

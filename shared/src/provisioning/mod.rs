@@ -6,9 +6,9 @@
 
 mod reconnect;
 mod teardown;
-mod waba_only;
 #[cfg(test)]
 mod tests;
+mod waba_only;
 
 use std::time::Duration;
 
@@ -634,7 +634,8 @@ where
         let message: StepMessage = match messages::parse_step_body(&delivery.body) {
             Ok(ExchangeBody::Step(message)) => message,
             Ok(ExchangeBody::WabaSignup(message)) => {
-                let span = tracing::info_span!("dead_letter", waba_signup_id = %message.waba_signup_id);
+                let span =
+                    tracing::info_span!("dead_letter", waba_signup_id = %message.waba_signup_id);
                 return match self.waba_dead_letter(&message).instrument(span).await {
                     Ok(()) => Outcome::Done,
                     Err(err) => {

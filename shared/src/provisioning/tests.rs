@@ -1100,3 +1100,5 @@ async fn a_register_retry_is_sent_again_when_meta_shows_the_number_not_registere
     assert!(number.registered);
     assert_eq!(number.register_calls.len(), 2);
 }
+
+mod waba_only;

@@ -163,9 +163,9 @@ where
             token: exchanged.token,
             // The secret's shape wants one; each number gets its own PIN.
             pin: generate_pin(),
-            token_expires_at: exchanged.expires_in_seconds.map(|s| {
-                time::now() + chrono::Duration::seconds(s.min(i64::MAX as u64) as i64)
-            }),
+            token_expires_at: exchanged
+                .expires_in_seconds
+                .map(|s| time::now() + chrono::Duration::seconds(s.min(i64::MAX as u64) as i64)),
             reconnect_id: None,
         };
         Ok(self.vault.create(&signup.vault_key(), &secrets).await?)

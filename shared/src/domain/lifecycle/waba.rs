@@ -7,10 +7,10 @@
 //! `pending` → `completed` (the numbers it created) | `failed` (why nothing was onboarded), then
 //! the signup's own copy of the token is deleted. Nothing changes after that.
 
+use crate::domain::NumberId;
 use crate::domain::number::FailureReason;
 use crate::domain::time::Timestamp;
 use crate::domain::waba_signup::{WabaOutcome, WabaSignup};
-use crate::domain::NumberId;
 
 /// The step name a WABA signup's failures carry (it is no step of a number's chain).
 pub const LIST_PHONES: &str = "LIST_PHONE_NUMBERS";
@@ -232,7 +232,10 @@ mod tests {
         assert_eq!(change.expected_version, 3);
         assert_eq!(change.signup.version, 4);
         let outcome = WabaOutcome::Completed {
-            number_ids: vec![NumberId::from("n1".to_string()), NumberId::from("n2".to_string())],
+            number_ids: vec![
+                NumberId::from("n1".to_string()),
+                NumberId::from("n2".to_string()),
+            ],
             skipped: vec!["201".into()],
         };
         assert_eq!(change.signup.outcome, Some(outcome.clone()));
@@ -247,14 +250,22 @@ mod tests {
             panic!("expected a failure");
         };
         assert_eq!(reason.code, "no_eligible_phones");
-        assert!(reason.message.contains("already connected"), "{}", reason.message);
+        assert!(
+            reason.message.contains("already connected"),
+            "{}",
+            reason.message
+        );
         assert_eq!(change.link_outcome, None, "no link to tell");
 
         let empty = changed(decide(&pending(None), listed(&[], &[]), now()));
         let Some(WabaOutcome::Failed(reason)) = empty.signup.outcome else {
             panic!("expected a failure");
         };
-        assert!(reason.message.contains("has no phone numbers"), "{}", reason.message);
+        assert!(
+            reason.message.contains("has no phone numbers"),
+            "{}",
+            reason.message
+        );
     }
 
     #[test]
