@@ -466,9 +466,11 @@ async fn usable_link<S: SignupSessions>(
         .filter(|link| link.account_id == verified.account_id)
         .ok_or(Refusal::Invalid)?;
     match link.state(now) {
-        SessionState::Completed => Err(Refusal::Used),
         SessionState::Revoked => Err(Refusal::Revoked),
         SessionState::Expired => Err(Refusal::Expired),
+        // Completed, or consumed by a WABA-only signup (connecting, or failed with nothing
+        // onboarded): the link cannot start another signup.
+        _ if !link.is_usable(now) => Err(Refusal::Used),
         _ => Ok(link),
     }
 }

@@ -8,10 +8,10 @@
 //! the token is deleted.
 //!
 //! Safe to run twice or to crash anywhere: the exchange is skipped when the token is stored; a
-//! number found under its derived id was created by an earlier run (its first message is sent
-//! again while it waits at the exchange); a phone skipped as live elsewhere loses any secret an
-//! earlier run stored for it; the end is a conditioned write, and the token's deletion is
-//! recorded after it is done.
+//! number found under its derived id was created by an earlier run (its copy of the token is
+//! stored and its first message sent again while it waits at the exchange); a number is written
+//! before its secret, so a skipped phone never has one; the end is a conditioned write, and the
+//! token's deletion is recorded after it is done.
 
 use tracing::Instrument;
 
@@ -209,7 +209,10 @@ where
     }
 
     /// The number of `phone` (created now, or found from an earlier run), or `None` when the
-    /// phone is live in another number and is left alone.
+    /// phone is live in another number and is left alone. The number is written before its
+    /// copy of the token, so no secret is ever stored for a number that does not exist (a
+    /// phone taken meanwhile leaves nothing behind); the copy is stored before the number's
+    /// first message, whose exchange step then finds it.
     async fn onboard_phone(
         &self,
         signup: &WabaSignup,
@@ -218,9 +221,18 @@ where
         trace_id: &str,
     ) -> Result<Option<NumberId>, StepError> {
         let id = signup.number_id_for(&phone.phone_number_id);
+        // Its own copy of the token, in its own secret: its teardown deletes only that one.
+        let copy = NumberSecrets {
+            token: token.token.clone(),
+            pin: generate_pin(),
+            token_expires_at: token.token_expires_at,
+            reconnect_id: None,
+        };
         if let Some(number) = self.store.get(&signup.account_id, &id).await? {
-            // Created by an earlier run, whose first message a crash may have lost.
+            // Created by an earlier run, which may have crashed before storing its copy of the
+            // token or sending its first message (a stored copy is kept as it is).
             if readiness(&number, Step::ExchangeToken) == Readiness::Run {
+                self.vault.create(&id, &copy).await?;
                 self.send_first_step(&number, trace_id).await?;
             }
             return Ok(Some(id));
@@ -231,8 +243,6 @@ where
             .await?
             .is_some()
         {
-            // An earlier run may have stored this number's secret before the phone was taken.
-            self.vault.schedule_deletion(&id).await?;
             tracing::info!(phone_number_id = %phone.phone_number_id, "phone live in another number; skipped");
             return Ok(None);
         }
@@ -243,16 +253,9 @@ where
             time::now(),
         );
         number.id = id.clone();
-        // Its own copy of the token, in its own secret: its teardown deletes only that one.
-        let secrets = NumberSecrets {
-            token: token.token.clone(),
-            pin: generate_pin(),
-            token_expires_at: token.token_expires_at,
-            reconnect_id: None,
-        };
-        self.vault.create(&id, &secrets).await?;
         match self.store.create_pending(&number, None).await? {
             CreateOutcome::Created => {
+                self.vault.create(&id, &copy).await?;
                 self.send_first_step(&number, trace_id).await?;
                 crate::metrics::signup(
                     number.id.as_str(),
@@ -262,7 +265,6 @@ where
                 Ok(Some(id))
             }
             CreateOutcome::PhoneTaken | CreateOutcome::LinkUnusable => {
-                self.vault.schedule_deletion(&id).await?;
                 tracing::info!(phone_number_id = %phone.phone_number_id, "phone taken meanwhile; skipped");
                 Ok(None)
             }

@@ -514,6 +514,24 @@ mod waba_only {
             .callback_waba_only(None, "AQBagain", waba, Some(&state))
             .await;
         assert_eq!(again.status, 401, "the link is used: {}", again.body);
+        let page = p
+            .invoke(http_event(
+                "GET",
+                "/signup",
+                &format!("state={state}"),
+                None,
+                None,
+            ))
+            .await;
+        assert_eq!(page.status, 410, "the page cannot start another signup");
+        assert!(
+            page.body
+                .as_str()
+                .unwrap_or_default()
+                .contains("data-reason=\"used\""),
+            "{}",
+            page.body
+        );
 
         let (numbers, _) = onboarded(&p, &account, &id).await;
         let read = p
