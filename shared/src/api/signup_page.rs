@@ -689,8 +689,12 @@ const SCRIPT: &str = r#"(function () {
     if (session.phoneNumberId) body.phoneNumberId = session.phoneNumberId;
     if (session.businessId) body.businessId = session.businessId;
     if (session.event === "FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING") body.mode = "coexistence";
-    // Meta's FINISH_ONLY_WABA names a WABA and no phone: its phones are listed server-side.
-    if (session.event === "FINISH_ONLY_WABA") { body.mode = "waba_only"; delete body.phoneNumberId; }
+    // Meta's FINISH_ONLY_WABA (or a FINISH without a phone) names a WABA and no phone: its
+    // phones are listed server-side.
+    if (session.event === "FINISH_ONLY_WABA" || !session.phoneNumberId) {
+      body.mode = "waba_only";
+      delete body.phoneNumberId;
+    }
     show("submitting", t.provisioning);
     send("/api/signup/callback", body).then(function (r) {
       return r.json().catch(function () { return {}; }).then(function (j) {

@@ -265,8 +265,17 @@ where
                 Ok(Some(id))
             }
             CreateOutcome::PhoneTaken | CreateOutcome::LinkUnusable => {
-                tracing::info!(phone_number_id = %phone.phone_number_id, "phone taken meanwhile; skipped");
-                Ok(None)
+                // A concurrent delivery of this signup may have created this very number just
+                // now: then it is one of ours (that delivery stores its token and sends it on).
+                let ours = self
+                    .store
+                    .phone_owner(&phone.phone_number_id)
+                    .await?
+                    .is_some_and(|owner| owner.number_id == id);
+                if !ours {
+                    tracing::info!(phone_number_id = %phone.phone_number_id, "phone taken meanwhile; skipped");
+                }
+                Ok(ours.then_some(id))
             }
         }
     }
