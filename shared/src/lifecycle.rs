@@ -3,10 +3,13 @@
 //! status, step and version it expects), and publishes the change's event. A conflict (another
 //! writer came first) is decided again against the number as it is now.
 
+use crate::domain::lifecycle::waba::{self, WabaCommand, WabaDecision, WabaRefusal};
 use crate::domain::lifecycle::{Command, Decision, Refusal, decide};
 use crate::domain::messages::{Message, StepMessage};
+use crate::domain::waba_signup::WabaSignup;
 use crate::domain::{EventEnvelope, Number, NumberId, time};
 use crate::ports::{CommitOutcome, EventLog, LifecycleStore, MessageQueue, QueueError, StoreError};
+use crate::ports::{WabaCommit, WabaSignups};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -19,6 +22,8 @@ pub enum LifecycleError {
         number_id: NumberId,
         attempts: usize,
     },
+    #[error("WABA signup {id} kept changing under {attempts} attempts to write it")]
+    WabaContended { id: String, attempts: usize },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,4 +150,49 @@ pub async fn finish_publishing<S: EventLog, Q: MessageQueue>(
         publish(store, queue, &event).await?;
     }
     Ok(())
+}
+
+/// What [`apply_waba`] did to a WABA-only signup.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WabaChanged {
+    Now(WabaSignup),
+    Already(WabaSignup),
+    Refused(WabaSignup, WabaRefusal),
+}
+
+impl WabaChanged {
+    pub fn signup(&self) -> &WabaSignup {
+        match self {
+            WabaChanged::Now(s) | WabaChanged::Already(s) | WabaChanged::Refused(s, _) => s,
+        }
+    }
+}
+
+/// Runs a WABA-only signup's lifecycle as [`apply`] runs a number's: decide
+/// (`domain::lifecycle::waba::decide`), commit conditioned on the version, decide again on a
+/// conflict.
+pub async fn apply_waba<S: WabaSignups>(
+    store: &S,
+    signup: &WabaSignup,
+    command: WabaCommand,
+) -> Result<WabaChanged, LifecycleError> {
+    let mut current = signup.clone();
+    for _ in 0..ATTEMPTS {
+        let change = match waba::decide(&current, command.clone(), time::now()) {
+            WabaDecision::Change(change) => change,
+            WabaDecision::Already => return Ok(WabaChanged::Already(current)),
+            WabaDecision::Refused(why) => return Ok(WabaChanged::Refused(current, why)),
+        };
+        match store.commit_waba_signup(&change).await? {
+            WabaCommit::Committed(changed) => {
+                tracing::info!(waba_signup_id = %changed.id, command = command.name(), state = changed.outcome.as_ref().map_or("pending", |o| o.state()), "WABA signup changed");
+                return Ok(WabaChanged::Now(changed));
+            }
+            WabaCommit::Conflict(now) => current = now,
+        }
+    }
+    Err(LifecycleError::WabaContended {
+        id: signup.id.clone(),
+        attempts: ATTEMPTS,
+    })
 }

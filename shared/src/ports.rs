@@ -337,6 +337,21 @@ impl PhoneProfile {
     }
 }
 
+/// One phone of a WABA as `GET /{waba_id}/phone_numbers` lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListedPhone {
+    pub phone_number_id: String,
+    pub display_phone_number: Option<String>,
+    pub verified_name: Option<String>,
+}
+
+/// A page of a WABA's phones; `after` is the cursor of the next page, `None` on the last.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PhonePage {
+    pub phones: Vec<ListedPhone>,
+    pub after: Option<String>,
+}
+
 /// What Graph `debug_token` says of a token.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TokenInfo {
@@ -385,6 +400,13 @@ pub trait MetaGraph: Send + Sync {
     ) -> impl Future<Output = MetaResult<PhoneProfile>> + Send;
     /// Graph `debug_token` for `token`, asked with the app's own token.
     fn debug_token(&self, token: &Secret) -> impl Future<Output = MetaResult<TokenInfo>> + Send;
+    /// One page of `GET /{waba_id}/phone_numbers`, after the cursor `after` of an earlier one.
+    fn phone_numbers(
+        &self,
+        token: &Secret,
+        waba_id: &str,
+        after: Option<&str>,
+    ) -> impl Future<Output = MetaResult<PhonePage>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -462,6 +484,39 @@ pub trait ProvisioningStore: Send + Sync {
         &self,
         waba_id: &str,
     ) -> impl Future<Output = StoreResult<Vec<Number>>> + Send;
+}
+
+use crate::domain::lifecycle::waba::WabaChange;
+use crate::domain::waba_signup::WabaSignup;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum WabaCommit {
+    /// Written; the signup as it is now.
+    Committed(WabaSignup),
+    /// The stored signup was not at the version the change expected; as it is now.
+    Conflict(WabaSignup),
+}
+
+/// WABA-only signups (`domain::waba_signup`): created by the callback, changed only through
+/// `commit_waba_signup` (a change decided by `domain::lifecycle::waba::decide`).
+pub trait WabaSignups: Send + Sync {
+    /// Creates the signup, consuming the signup link if one came, in one write; `false`
+    /// (nothing written) when the link was used already or has expired.
+    fn create_waba_signup(
+        &self,
+        signup: &WabaSignup,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn waba_signup(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<Option<WabaSignup>>> + Send;
+    /// Writes the change if the stored signup is still at `expected_version`, with the outcome
+    /// on its link (`link_outcome`) in the same write.
+    fn commit_waba_signup(
+        &self,
+        change: &WabaChange,
+    ) -> impl Future<Output = StoreResult<WabaCommit>> + Send;
 }
 
 /// The longest a redelivery can be delayed: SQS's ceiling for a message's invisibility, 12 h.

@@ -3,8 +3,10 @@
 //! visibility.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use chrono::DateTime;
 use futures::future::join_all;
 
+use crate::domain::Timestamp;
 use crate::ports::{Queue, Redelivery};
 
 /// One received message.
@@ -14,6 +16,7 @@ pub struct Delivery {
     pub body: String,
     /// 1 on the first delivery.
     pub receive_count: u32,
+    pub sent_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +41,9 @@ fn delivery(message: &SqsMessage) -> Delivery {
         receive_count: attribute("ApproximateReceiveCount")
             .and_then(|c| c.parse().ok())
             .unwrap_or(1),
+        sent_at: attribute("SentTimestamp")
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .and_then(DateTime::from_timestamp_millis),
     }
 }
 

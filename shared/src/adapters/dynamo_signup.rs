@@ -3,7 +3,8 @@
 //! under `ACCOUNT#{a}#SIGNUPLINKS` / `{createdAt}#{id}`, newest first. `linkExpiresAt` is when
 //! the link stops working; `expiresAt` (the table's TTL) keeps the record readable for
 //! [`RECORD_RETENTION`] after that. The number's creation consumes the link (`usedAt`,
-//! `usedBy`) in its own transaction (`dynamo.rs`).
+//! `usedBy`) in its own transaction (`dynamo.rs`); a WABA-only signup's creation consumes it
+//! (`usedByWabaSignup`) and its end records the outcome on it (`dynamo_waba.rs`).
 
 use std::collections::HashMap;
 
@@ -81,6 +82,10 @@ fn from_item(item: &Item) -> StoreResult<SignupSession> {
         revoked_at: timestamp(item, "revokedAt")?,
         opened_at: timestamp(item, "openedAt")?,
         last_report: report.zip(report_at),
+        waba_signup: match text(item, "usedByWabaSignup") {
+            Some(id) => Some((id, super::dynamo_waba::link_outcome(item)?)),
+            None => None,
+        },
     })
 }
 

@@ -19,6 +19,8 @@ use crate::domain::secrets::{NumberSecrets, Secret};
 use crate::domain::{AccountId, EventEnvelope, Number, NumberId, Status, Timestamp, time};
 
 use crate::domain::history::EventPosition;
+use crate::domain::lifecycle::waba::WabaChange;
+use crate::domain::waba_signup::WabaSignup;
 use crate::ports::{
     AccountDirectory, ApiKeyVerifier, BanClock, CommitOutcome, CreateOutcome, DeliveryLog,
     EventLog, ExchangedToken, LifecycleStore, Message, MessageQueue, MetaGraph, MetaResult,
@@ -32,6 +34,7 @@ use crate::ports::{
 };
 use crate::ports::{EndpointChange, EventHistory, EventPage};
 use crate::ports::{LinkCursor, LinkPage, Report, RevokeOutcome, SignupSessions};
+use crate::ports::{ListedPhone, PhonePage, WabaCommit, WabaSignups};
 use crate::webhooks::WebhookEndpoint;
 use crate::webhooks::log::{Attempt, DeliveryKey, DeliveryPage, DeliveryRecord, DeliveryStatus};
 
@@ -70,6 +73,7 @@ struct State {
     by_status: HashMap<(AccountId, Status), BTreeSet<Order>>,
     phones: HashMap<String, PhoneOwner>,
     links: HashMap<String, SignupLink>,
+    waba_signups: HashMap<String, WabaSignup>,
     keys: HashMap<KeyHash, MemoryKey>,
     idempotency: HashMap<(AccountId, String), MemoryIdempotency>,
     events: HashMap<String, (EventEnvelope, bool)>,
@@ -548,7 +552,7 @@ impl SignupSessions for MemoryStore {
         let mut state = self.state();
         match state.links.get_mut(link_id) {
             Some(link) if &link.account_id == account => {
-                if link.number_id.is_some() {
+                if link.used_at.is_some() {
                     return Ok(RevokeOutcome::AlreadyUsed(link.clone()));
                 }
                 link.revoked_at.get_or_insert(at);
@@ -556,6 +560,62 @@ impl SignupSessions for MemoryStore {
             }
             _ => Ok(RevokeOutcome::NotFound),
         }
+    }
+}
+
+impl MemoryStore {
+    /// Every WABA-only signup, whatever its account.
+    pub fn all_waba_signups(&self) -> Vec<WabaSignup> {
+        self.state().waba_signups.values().cloned().collect()
+    }
+}
+
+impl WabaSignups for MemoryStore {
+    async fn create_waba_signup(&self, signup: &WabaSignup) -> StoreResult<bool> {
+        let mut state = self.state();
+        if state.waba_signups.contains_key(&signup.id) {
+            return Err(StoreError::unavailable("WABA signup id written twice"));
+        }
+        if let Some(link_id) = &signup.link_id {
+            let now = time::now();
+            match state.links.get_mut(link_id) {
+                Some(link) if link.account_id == signup.account_id && link.is_usable(now) => {
+                    link.used_at = Some(now);
+                    link.waba_signup = Some((signup.id.clone(), None));
+                }
+                _ => return Ok(false),
+            }
+        }
+        state.waba_signups.insert(signup.id.clone(), signup.clone());
+        Ok(true)
+    }
+
+    async fn waba_signup(&self, account: &AccountId, id: &str) -> StoreResult<Option<WabaSignup>> {
+        Ok(self
+            .state()
+            .waba_signups
+            .get(id)
+            .filter(|s| &s.account_id == account)
+            .cloned())
+    }
+
+    async fn commit_waba_signup(&self, change: &WabaChange) -> StoreResult<WabaCommit> {
+        let mut state = self.state();
+        let Some(stored) = state.waba_signups.get(&change.signup.id).cloned() else {
+            return Err(StoreError::NotFound);
+        };
+        if stored.version != change.expected_version {
+            return Ok(WabaCommit::Conflict(stored));
+        }
+        if let Some((link_id, outcome)) = &change.link_outcome
+            && let Some(link) = state.links.get_mut(link_id)
+        {
+            link.waba_signup = Some((change.signup.id.clone(), Some(outcome.clone())));
+        }
+        state
+            .waba_signups
+            .insert(change.signup.id.clone(), change.signup.clone());
+        Ok(WabaCommit::Committed(change.signup.clone()))
     }
 }
 
@@ -1101,13 +1161,29 @@ impl TokenVault for MemoryVault {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum MetaCall {
     ExchangeCode,
-    SubscribeApp { waba_id: String },
-    UnsubscribeApp { waba_id: String },
-    Register { phone_number_id: String },
-    Deregister { phone_number_id: String },
-    SetPin { phone_number_id: String },
-    PhoneProfile { phone_number_id: String },
+    SubscribeApp {
+        waba_id: String,
+    },
+    UnsubscribeApp {
+        waba_id: String,
+    },
+    Register {
+        phone_number_id: String,
+    },
+    Deregister {
+        phone_number_id: String,
+    },
+    SetPin {
+        phone_number_id: String,
+    },
+    PhoneProfile {
+        phone_number_id: String,
+    },
     DebugToken,
+    PhoneNumbers {
+        waba_id: String,
+        after: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -1120,6 +1196,7 @@ pub enum MetaCallKind {
     SetPin,
     PhoneProfile,
     DebugToken,
+    PhoneNumbers,
 }
 
 impl MetaCall {
@@ -1133,6 +1210,7 @@ impl MetaCall {
             MetaCall::SetPin { .. } => MetaCallKind::SetPin,
             MetaCall::PhoneProfile { .. } => MetaCallKind::PhoneProfile,
             MetaCall::DebugToken => MetaCallKind::DebugToken,
+            MetaCall::PhoneNumbers { .. } => MetaCallKind::PhoneNumbers,
         }
     }
 }
@@ -1147,6 +1225,9 @@ struct Script {
     token_expires_in: Option<u64>,
     /// `debug_token`'s answer; `None`: the token is valid.
     token_info: Option<TokenInfo>,
+    /// The phones `phone_numbers` lists, in Meta's order, `page_size` per page (0: all).
+    waba_phones: Vec<String>,
+    page_size: usize,
 }
 
 /// Meta answering from a script: every call succeeds unless an error was queued for its kind
@@ -1179,6 +1260,13 @@ impl ScriptedMeta {
     /// What `debug_token` answers from now on.
     pub fn set_token_info(&self, info: TokenInfo) {
         locked(&self.script).token_info = Some(info);
+    }
+
+    /// The phones the WABA lists (any WABA asked), `page_size` per page (0: one page).
+    pub fn set_waba_phones(&self, phones: &[&str], page_size: usize) {
+        let mut script = locked(&self.script);
+        script.waba_phones = phones.iter().map(|p| p.to_string()).collect();
+        script.page_size = page_size;
     }
 
     pub fn set_token_expires_in(&self, seconds: Option<u64>) {
@@ -1265,6 +1353,38 @@ impl MetaGraph for ScriptedMeta {
         Ok(match script.next_profiles.pop_front() {
             Some(profile) => profile,
             None => script.profile.clone(),
+        })
+    }
+
+    async fn phone_numbers(
+        &self,
+        _token: &Secret,
+        waba_id: &str,
+        after: Option<&str>,
+    ) -> MetaResult<PhonePage> {
+        self.answer(MetaCall::PhoneNumbers {
+            waba_id: waba_id.into(),
+            after: after.map(str::to_string),
+        })?;
+        let script = locked(&self.script);
+        // The cursor is the position the page starts at.
+        let start: usize = after.and_then(|a| a.parse().ok()).unwrap_or(0);
+        let size = match script.page_size {
+            0 => script.waba_phones.len().max(1),
+            size => size,
+        };
+        let end = (start + size).min(script.waba_phones.len());
+        let phones = script.waba_phones[start.min(end)..end]
+            .iter()
+            .map(|id| ListedPhone {
+                phone_number_id: id.clone(),
+                display_phone_number: Some(format!("+55 11 9{id}")),
+                verified_name: Some("Scripted".into()),
+            })
+            .collect();
+        Ok(PhonePage {
+            phones,
+            after: (end < script.waba_phones.len()).then(|| end.to_string()),
         })
     }
 

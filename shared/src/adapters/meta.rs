@@ -9,8 +9,15 @@ use serde_json::{Value, json};
 use crate::domain::meta::{ErrorKind, MetaError, UserText, classify, kind_of};
 use crate::domain::secrets::Secret;
 use crate::domain::{CanSendMessage, Health, HealthIssue};
-use crate::ports::{ExchangedToken, MetaGraph, MetaResult, PhoneProfile, TokenInfo};
+use crate::ports::{
+    ExchangedToken, ListedPhone, MetaGraph, MetaResult, PhonePage, PhoneProfile, TokenInfo,
+};
 use crate::secret_cache::SecretCache;
+
+/// What the WABA-only signup reads of each phone `GET /{waba_id}/phone_numbers` lists.
+pub const LISTED_PHONE_FIELDS: &str = "id,display_phone_number,verified_name";
+/// Phones per page of that listing.
+pub const PHONE_PAGE_LIMIT: &str = "100";
 
 pub const PROFILE_FIELDS: &str = "display_phone_number,verified_name,quality_rating,name_status,code_verification_status,platform_type,throughput,status,messaging_limit_tier,health_status";
 
@@ -287,6 +294,23 @@ impl MetaGraph for GraphClient {
         })
     }
 
+    async fn phone_numbers(
+        &self,
+        token: &Secret,
+        waba_id: &str,
+        after: Option<&str>,
+    ) -> MetaResult<PhonePage> {
+        let mut query = vec![("fields", LISTED_PHONE_FIELDS), ("limit", PHONE_PAGE_LIMIT)];
+        if let Some(after) = after {
+            query.push(("after", after));
+        }
+        let path = format!("{waba_id}/phone_numbers");
+        let body = self
+            .send(self.request(Method::GET, &path, token).query(&query))
+            .await?;
+        phone_page(&body)
+    }
+
     async fn debug_token(&self, token: &Secret) -> MetaResult<TokenInfo> {
         let app_token = Secret::new(format!(
             "{}|{}",
@@ -317,6 +341,42 @@ impl MetaGraph for GraphClient {
                 .unwrap_or_default(),
         })
     }
+}
+
+/// A page of `GET /{waba_id}/phone_numbers`: `data[]` and, only while more pages follow,
+/// `paging.next` (then `paging.cursors.after` continues). A phone without a numeric id is
+/// not one we could onboard: the answer is refused rather than half read.
+fn phone_page(body: &Value) -> MetaResult<PhonePage> {
+    let invalid = || MetaError::transport("invalid_response", "Meta's phone list was not readable");
+    let data = body
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(invalid)?;
+    let mut phones = Vec::with_capacity(data.len());
+    for phone in data {
+        let id = phone
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| crate::api::shape::is_meta_id(id))
+            .ok_or_else(invalid)?;
+        let text = |field: &str| phone.get(field).and_then(Value::as_str).map(str::to_string);
+        phones.push(ListedPhone {
+            phone_number_id: id.to_string(),
+            display_phone_number: text("display_phone_number"),
+            verified_name: text("verified_name"),
+        });
+    }
+    let after = match body.pointer("/paging/next") {
+        Some(Value::String(_)) => Some(
+            body.pointer("/paging/cursors/after")
+                .and_then(Value::as_str)
+                .filter(|after| !after.is_empty())
+                .ok_or_else(invalid)?
+                .to_string(),
+        ),
+        _ => None,
+    };
+    Ok(PhonePage { phones, after })
 }
 
 /// Meta's `health_status`: `can_send_message` overall, and `entities[]` each with its
@@ -402,6 +462,39 @@ mod health_tests {
         assert_eq!(health.errors[1].entity, "BUSINESS");
         assert_eq!(health.errors[1].error_code, 141010);
         assert_eq!(health.errors[1].possible_solution, None);
+    }
+
+    #[test]
+    fn a_phone_page_continues_after_its_cursor_only_while_meta_names_a_next_page() {
+        let page = phone_page(&json!({
+            "data": [{"id": "200", "display_phone_number": "+55 11 9", "verified_name": "A"}],
+            "paging": {"cursors": {"before": "b", "after": "c1"}, "next": "https://graph/next"},
+        }))
+        .unwrap();
+        assert_eq!(page.phones[0].phone_number_id, "200");
+        assert_eq!(page.after.as_deref(), Some("c1"));
+        let last = phone_page(&json!({
+            "data": [{"id": "201"}],
+            "paging": {"cursors": {"before": "b", "after": "c2"}},
+        }))
+        .unwrap();
+        assert_eq!(last.after, None, "no next: the last page");
+        assert_eq!(
+            phone_page(&json!({"data": []})).unwrap(),
+            PhonePage::default()
+        );
+    }
+
+    #[test]
+    fn a_phone_list_that_is_not_meta_s_shape_is_refused() {
+        for body in [
+            json!({}),
+            json!({"data": [{"id": "../x"}]}),
+            json!({"data": [{"display_phone_number": "+1"}]}),
+            json!({"data": [], "paging": {"next": "https://graph/next"}}),
+        ] {
+            assert!(phone_page(&body).is_err(), "{body}");
+        }
     }
 
     #[test]

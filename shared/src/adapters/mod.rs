@@ -4,6 +4,7 @@ pub mod dynamo_history;
 pub mod dynamo_idempotency;
 pub mod dynamo_profile;
 pub mod dynamo_signup;
+pub mod dynamo_waba;
 pub mod dynamo_webhooks;
 pub mod memory;
 pub mod meta;

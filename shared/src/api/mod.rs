@@ -138,7 +138,13 @@ where
 
 pub fn signup_callback_routes<S, Q>(store: S, queue: Q, signer: impl Into<LinkKeys>) -> Router
 where
-    S: ApiKeyVerifier + NumberReader + ProvisioningStore + LifecycleStore + EventLog + 'static,
+    S: ApiKeyVerifier
+        + NumberReader
+        + ProvisioningStore
+        + LifecycleStore
+        + EventLog
+        + crate::ports::WabaSignups
+        + 'static,
     Q: MessageQueue + 'static,
 {
     Router::new()

@@ -13,14 +13,15 @@ use serde_json::{Value, json};
 use super::{ApiError, Caller, JsonBody, NumberView, shape};
 use crate::domain::api_key::{KeyHash, bearer_key};
 use crate::domain::lifecycle::Command;
-use crate::domain::messages::StepMessage;
+use crate::domain::messages::{StepMessage, WabaSignupMessage};
 use crate::domain::secrets::Secret;
 use crate::domain::signup_link::LinkError;
+use crate::domain::waba_signup::WabaSignup;
 use crate::domain::{AccountId, Number, Onboarding, Status, Step, time};
 use crate::lifecycle::{self, Changed};
 use crate::ports::{
     ApiKeyVerifier, CreateOutcome, EventLog, LifecycleStore, MessageQueue, NumberReader,
-    PhoneOwner, ProvisioningStore, SignupLinks,
+    PhoneOwner, ProvisioningStore, SignupLinks, WabaSignups,
 };
 use crate::secret_cache::LinkKeys;
 
@@ -30,12 +31,27 @@ pub struct CallbackState<S, Q> {
     pub signer: LinkKeys,
 }
 
+/// What the signup onboards, from the message Meta's flow ended with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignupMode {
+    /// `FINISH`: a phone for the Cloud API.
+    #[default]
+    CloudApi,
+    /// `FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING`: a phone that stays on the Business app.
+    Coexistence,
+    /// `FINISH_ONLY_WABA`: a WABA and no phone; its phones are listed after the exchange.
+    WabaOnly,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CallbackBody {
     code: String,
     waba_id: String,
-    phone_number_id: String,
+    /// Absent exactly for a WABA-only signup.
+    #[serde(default)]
+    phone_number_id: Option<String>,
     #[serde(default)]
     state: Option<String>,
     /// Meta's business portfolio id (the FINISH message's `business_id`), as the hosted page
@@ -43,9 +59,10 @@ pub struct CallbackBody {
     #[serde(default)]
     business_id: Option<String>,
     /// `coexistence` for a signup that keeps the number on the WhatsApp Business app (the
-    /// `FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING` message); `cloud_api` by default.
+    /// `FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING` message), `waba_only` for `FINISH_ONLY_WABA`;
+    /// `cloud_api` by default.
     #[serde(default)]
-    mode: Onboarding,
+    mode: SignupMode,
 }
 
 fn meta_id(name: &str, value: &str) -> Result<(), ApiError> {
@@ -68,7 +85,20 @@ fn validate(body: &CallbackBody) -> Result<(), ApiError> {
     if let Some(business) = &body.business_id {
         meta_id("businessId", business)?;
     }
-    meta_id("phoneNumberId", &body.phone_number_id)?;
+    match (&body.phone_number_id, body.mode) {
+        (Some(_), SignupMode::WabaOnly) => {
+            return Err(ApiError::invalid_request(
+                "a waba_only signup names no phone: phoneNumberId must be absent",
+            ));
+        }
+        (None, SignupMode::CloudApi | SignupMode::Coexistence) => {
+            return Err(ApiError::invalid_request(
+                "phoneNumberId is required (only a waba_only signup has none)",
+            ));
+        }
+        (Some(phone), _) => meta_id("phoneNumberId", phone)?,
+        (None, SignupMode::WabaOnly) => {}
+    }
     match &body.state {
         Some(state) if !shape::is_signup_state(state) => Err(ApiError::invalid_request(
             "state must be a signup link's state (v1.<payload>.<signature>)",
@@ -213,33 +243,70 @@ fn link_unusable() -> ApiError {
     }
 }
 
+/// A WABA-only signup (`FINISH_ONLY_WABA`): `202` with the signup; the exchange-token function
+/// exchanges the code, lists the WABA's phones and creates their numbers.
+async fn waba_only<S, Q>(
+    state: &CallbackState<S, Q>,
+    account: AccountId,
+    link: Option<String>,
+    body: &CallbackBody,
+) -> Result<(StatusCode, Json<Value>), ApiError>
+where
+    S: WabaSignups,
+    Q: MessageQueue,
+{
+    let signup = WabaSignup::new(account.clone(), body.waba_id.clone(), link, time::now());
+    // Unlike a number's, this message goes out before the write: a crash in between leaves a
+    // message about a signup that never existed, which the step drops, and the link unused for
+    // a retry (written first, a crash would leave the link spent on a signup nothing lists).
+    let mut message = WabaSignupMessage::new(
+        signup.id.clone(),
+        account,
+        format!("trc_{}", cuid2::create_id()),
+    );
+    message.code = Some(Secret::new(body.code.as_str()));
+    state.queue.send(&message).await?;
+    if !state.store.create_waba_signup(&signup).await? {
+        return Err(link_unusable());
+    }
+    tracing::info!(waba_signup_id = %signup.id, "WABA-only signup received; listing its phones");
+    Ok((StatusCode::ACCEPTED, Json(json!({ "data": signup.view() }))))
+}
+
 pub async fn callback<S, Q>(
     State(state): State<Arc<CallbackState<S, Q>>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<CallbackBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError>
 where
-    S: ApiKeyVerifier + NumberReader + ProvisioningStore + LifecycleStore + EventLog,
+    S: ApiKeyVerifier + NumberReader + ProvisioningStore + LifecycleStore + EventLog + WabaSignups,
     Q: MessageQueue,
 {
     let (account, link) =
         caller(&state.store, &state.signer, &headers, body.state.as_deref()).await?;
     validate(&body)?;
+    let Some(phone_number_id) = body.phone_number_id.clone() else {
+        return waba_only(&state, account, link, &body).await;
+    };
     // A signup link is single use whatever the phone: the transaction creating the number
     // consumes it, so with a link that transaction decides (a used state is refused even for a
     // phone already connected here). With a key, a phone already connected is answered at once.
     if link.is_none()
-        && let Some(owner) = state.store.phone_owner(&body.phone_number_id).await?
+        && let Some(owner) = state.store.phone_owner(&phone_number_id).await?
     {
         return existing(&state, &owner, &account, None, &body.code).await;
     }
+    let onboarding = match body.mode {
+        SignupMode::Coexistence => Onboarding::Coexistence,
+        SignupMode::CloudApi | SignupMode::WabaOnly => Onboarding::CloudApi,
+    };
     let number = Number::new_pending(
         account.clone(),
         body.waba_id.clone(),
-        body.phone_number_id.clone(),
+        phone_number_id.clone(),
         time::now(),
     )
-    .onboarded_as(body.mode);
+    .onboarded_as(onboarding);
     match state.store.create_pending(&number, link.as_deref()).await? {
         CreateOutcome::Created => {
             // The first message goes out right after the write, so the exchange finds the
@@ -267,7 +334,7 @@ where
         CreateOutcome::PhoneTaken => {
             let owner = state
                 .store
-                .phone_owner(&body.phone_number_id)
+                .phone_owner(&phone_number_id)
                 .await?
                 .ok_or_else(|| ApiError::conflict("this phone number changed hands; try again"))?;
             existing(&state, &owner, &account, link.as_deref(), &body.code).await

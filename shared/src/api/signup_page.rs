@@ -150,6 +150,12 @@ struct Text {
     provisioning: &'static str,
     active: &'static str,
     failed: &'static str,
+    listing: &'static str,
+    connecting_many: &'static str,
+    active_many: &'static str,
+    some_failed: &'static str,
+    waba_failed: &'static str,
+    reconnect_failed: &'static str,
     continue_label: &'static str,
     sdk_failed: &'static str,
     expired: &'static str,
@@ -176,6 +182,12 @@ fn text(lang: Lang) -> &'static Text {
             provisioning: "Connecting your number… this takes a moment.",
             active: "Your WhatsApp number is connected.",
             failed: "Your number could not be connected.",
+            listing: "Finding the numbers of your WhatsApp Business account…",
+            connecting_many: "Connecting your numbers… {done} of {total} done.",
+            active_many: "Your WhatsApp numbers are connected ({total}).",
+            some_failed: "{active} of {total} numbers are connected; the others could not be.",
+            waba_failed: "No number of your WhatsApp Business account could be connected:",
+            reconnect_failed: "Your number could not be reconnected; it keeps working as before:",
             continue_label: "Continue",
             sdk_failed: "Facebook could not be loaded. Check your connection and reload the page.",
             expired: "This signup link has expired.",
@@ -199,6 +211,12 @@ fn text(lang: Lang) -> &'static Text {
             provisioning: "Conectando seu número… isso leva um instante.",
             active: "Seu número do WhatsApp está conectado.",
             failed: "Não foi possível conectar seu número.",
+            listing: "Procurando os números da sua conta do WhatsApp Business…",
+            connecting_many: "Conectando seus números… {done} de {total} prontos.",
+            active_many: "Seus números do WhatsApp estão conectados ({total}).",
+            some_failed: "{active} de {total} números estão conectados; os outros não puderam ser.",
+            waba_failed: "Nenhum número da sua conta do WhatsApp Business pôde ser conectado:",
+            reconnect_failed: "Não foi possível reconectar seu número; ele continua funcionando como antes:",
             continue_label: "Continuar",
             sdk_failed: "Não foi possível carregar o Facebook. Verifique sua conexão e recarregue a página.",
             expired: "Este link de cadastro expirou.",
@@ -222,6 +240,12 @@ fn text(lang: Lang) -> &'static Text {
             provisioning: "Conectando tu número… esto tarda un momento.",
             active: "Tu número de WhatsApp está conectado.",
             failed: "No se pudo conectar tu número.",
+            listing: "Buscando los números de tu cuenta de WhatsApp Business…",
+            connecting_many: "Conectando tus números… {done} de {total} listos.",
+            active_many: "Tus números de WhatsApp están conectados ({total}).",
+            some_failed: "{active} de {total} números están conectados; los demás no se pudieron conectar.",
+            waba_failed: "No se pudo conectar ningún número de tu cuenta de WhatsApp Business:",
+            reconnect_failed: "No se pudo volver a conectar tu número; sigue funcionando como antes:",
             continue_label: "Continuar",
             sdk_failed: "No se pudo cargar Facebook. Revisa tu conexión y recarga la página.",
             expired: "Este enlace de registro ha caducado.",
@@ -447,9 +471,11 @@ async fn usable_link<S: SignupSessions>(
         .filter(|link| link.account_id == verified.account_id)
         .ok_or(Refusal::Invalid)?;
     match link.state(now) {
-        SessionState::Completed => Err(Refusal::Used),
         SessionState::Revoked => Err(Refusal::Revoked),
         SessionState::Expired => Err(Refusal::Expired),
+        // Completed, or consumed by a WABA-only signup (connecting, or failed with nothing
+        // onboarded): the link cannot start another signup.
+        _ if !link.is_usable(now) => Err(Refusal::Used),
         _ => Ok(link),
     }
 }
@@ -500,6 +526,12 @@ pub async fn page<S: SignupSessions>(
             "provisioning": t.provisioning,
             "active": t.active,
             "failed": t.failed,
+            "listing": t.listing,
+            "connectingMany": t.connecting_many,
+            "activeMany": t.active_many,
+            "someFailed": t.some_failed,
+            "wabaFailed": t.waba_failed,
+            "reconnectFailed": t.reconnect_failed,
             "sdkFailed": t.sdk_failed,
         },
     });
@@ -578,17 +610,61 @@ const SCRIPT: &str = r#"(function () {
     retry();
   }
 
+  function leave(query) {
+    if (!cfg.redirectUrl) return;
+    var url = new URL(cfg.redirectUrl);
+    query.forEach(function (pair) { url.searchParams.append(pair[0], pair[1]); });
+    next.href = url.toString();
+    next.hidden = false;
+    setTimeout(function () { window.location.assign(url.toString()); }, 1500);
+  }
   function finish(data) {
     finished = true;
     show(data.status === "ACTIVE" ? "active" : "number-failed",
       data.status === "ACTIVE" ? t.active : t.failed);
-    if (!cfg.redirectUrl) return;
-    var url = new URL(cfg.redirectUrl);
-    url.searchParams.set("numberId", data.numberId);
-    url.searchParams.set("status", data.status);
-    next.href = url.toString();
-    next.hidden = false;
-    setTimeout(function () { window.location.assign(url.toString()); }, 1500);
+    leave([["numberId", data.numberId], ["status", data.status]]);
+  }
+  // A reconnect that did not finish: the number keeps its status and its old token.
+  function finishReconnect(data) {
+    finished = true;
+    var reason = data.reconnectFailure || {};
+    show("reconnect-failed", t.reconnectFailed + " " + String(reason.userMessage || reason.message || reason.code || "?"));
+    leave([["numberId", data.numberId], ["status", data.status], ["reconnect", "failed"]]);
+  }
+  // A WABA-only signup: its phones are listed, then each number is provisioned on its own.
+  // Returns whether it is over.
+  function followWaba(data) {
+    var waba = data.wabaSignup, numbers = data.numbers || [];
+    if (waba.state === "failed") {
+      finished = true;
+      var reason = waba.failureReason || {};
+      show("waba-failed", t.wabaFailed + " " + String(reason.userMessage || reason.message || reason.code || "?"));
+      leave([["status", "FAILED"]]);
+      return true;
+    }
+    if (waba.state !== "completed" || numbers.length === 0) {
+      show("listing", t.listing);
+      return false;
+    }
+    var active = numbers.filter(function (n) { return n.status === "ACTIVE"; }).length;
+    var ended = numbers.filter(function (n) { return n.status === "ACTIVE" || n.status === "FAILED"; }).length;
+    var total = String(numbers.length);
+    if (ended < numbers.length) {
+      show("provisioning", t.connectingMany.replace("{done}", String(ended)).replace("{total}", total));
+      return false;
+    }
+    finished = true;
+    if (active === numbers.length) {
+      show("active", t.activeMany.replace("{total}", total));
+    } else if (active === 0) {
+      show("number-failed", t.failed);
+    } else {
+      show("partly-active", t.someFailed.replace("{active}", String(active)).replace("{total}", total));
+    }
+    var query = numbers.map(function (n) { return ["numberId", n.numberId]; });
+    query.push(["status", active === numbers.length ? "ACTIVE" : "FAILED"]);
+    leave(query);
+    return true;
   }
   function poll(failures) {
     fetch("/signup/status?state=" + encodeURIComponent(cfg.state), {
@@ -598,7 +674,11 @@ const SCRIPT: &str = r#"(function () {
       return r.json();
     }).then(function (body) {
       var d = body.data || {};
-      if (!d.reconnecting && (d.status === "ACTIVE" || d.status === "FAILED")) {
+      if (d.wabaSignup) {
+        if (!followWaba(d)) setTimeout(function () { poll(0); }, 1500);
+      } else if (!d.reconnecting && d.reconnectFailure) {
+        finishReconnect(d);
+      } else if (!d.reconnecting && (d.status === "ACTIVE" || d.status === "FAILED")) {
         finish(d);
       } else {
         setTimeout(function () { poll(0); }, 1500);
@@ -614,6 +694,12 @@ const SCRIPT: &str = r#"(function () {
     if (session.phoneNumberId) body.phoneNumberId = session.phoneNumberId;
     if (session.businessId) body.businessId = session.businessId;
     if (session.event === "FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING") body.mode = "coexistence";
+    // Meta's FINISH_ONLY_WABA (or a FINISH without a phone) names a WABA and no phone: its
+    // phones are listed server-side.
+    if (session.event === "FINISH_ONLY_WABA" || !session.phoneNumberId) {
+      body.mode = "waba_only";
+      delete body.phoneNumberId;
+    }
     show("submitting", t.provisioning);
     send("/api/signup/callback", body).then(function (r) {
       return r.json().catch(function () { return {}; }).then(function (j) {
@@ -621,7 +707,8 @@ const SCRIPT: &str = r#"(function () {
       });
     }).then(function (answer) {
       if (answer.status === 200 || answer.status === 202) {
-        show("provisioning", t.provisioning);
+        show(body.mode === "waba_only" ? "listing" : "provisioning",
+          body.mode === "waba_only" ? t.listing : t.provisioning);
         poll(0);
       } else {
         var e = answer.body && answer.body.error;
@@ -736,14 +823,36 @@ pub async fn status<S: SignupSessions + NumberReader>(
     let token = state_param(raw.as_deref());
     let link = link_for_state(&state.store, &state.signer, token.as_deref()).await?;
     let mut data = json!({ "link": link.state(time::now()).as_str() });
-    if let Some(number_id) = &link.number_id
+    if let Some((id, outcome)) = &link.waba_signup {
+        // A WABA-only signup: its state, then each number it created.
+        let mut waba = json!({
+            "id": id,
+            "state": outcome.as_ref().map_or("pending", |o| o.state()),
+        });
+        if let Some(reason) = link.waba_failure() {
+            waba["failureReason"] = serde_json::to_value(reason).unwrap_or_default();
+        }
+        let mut numbers = Vec::new();
+        for number_id in link.number_ids() {
+            if let Some(number) = state.store.get(&link.account_id, &number_id).await? {
+                numbers.push(
+                    json!({"numberId": number.id.as_str(), "status": number.status.as_str()}),
+                );
+            }
+        }
+        data["wabaSignup"] = waba;
+        data["numbers"] = json!(numbers);
+    } else if let Some(number_id) = &link.number_id
         && let Some(number) = state.store.get(&link.account_id, number_id).await?
     {
         data["numberId"] = json!(number.id.as_str());
         data["status"] = json!(number.status.as_str());
-        // A signup of a live number reconnects it: the page waits for the reconnect.
+        // A signup of a live number reconnects it: the page waits for the reconnect, and is
+        // told when it did not finish (the number then stays as it was, `ACTIVE` included).
         if number.reconnect.is_some() {
             data["reconnecting"] = json!(true);
+        } else if let Some(reason) = &number.reconnect_failure {
+            data["reconnectFailure"] = serde_json::to_value(reason).unwrap_or_default();
         }
     }
     Ok(Json(json!({ "data": data })))

@@ -119,7 +119,7 @@ pub async fn revoke<S: SignupSessions>(
             Ok(Json(json!({ "data": link.view(now) })))
         }
         RevokeOutcome::AlreadyUsed(_) => Err(ApiError::conflict(
-            "this signup link already created a number; disconnect the number instead",
+            "this signup link was already used (it created its numbers); disconnect them instead",
         )),
         RevokeOutcome::NotFound => Err(not_found()),
     }

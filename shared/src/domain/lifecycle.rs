@@ -9,6 +9,8 @@
 
 use chrono::Duration;
 
+pub mod waba;
+
 use super::event::{EventEnvelope, EventType};
 use super::number::{
     FailureReason, Health, NameDecision, Number, QualityRating, Reconnect, Restriction,

@@ -43,6 +43,59 @@ impl Message for super::event::EventEnvelope {
     }
 }
 
+/// A WABA-only signup to run: exchange its code, list the WABA's phones, create their numbers.
+/// It rides the exchange-token queue, since its first act is the code exchange (Meta's code
+/// lives ~30 s): the exchange-token function and the dead-letter consumer read both bodies
+/// ([`ExchangeBody`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WabaSignupMessage {
+    pub v: u32,
+    pub waba_signup_id: String,
+    pub account_id: AccountId,
+    pub trace_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<Secret>,
+}
+
+impl WabaSignupMessage {
+    pub fn new(waba_signup_id: String, account_id: AccountId, trace_id: String) -> Self {
+        WabaSignupMessage {
+            v: MESSAGE_VERSION,
+            waba_signup_id,
+            account_id,
+            trace_id,
+            code: None,
+        }
+    }
+}
+
+impl Message for WabaSignupMessage {
+    fn queue(&self) -> Queue {
+        Queue::Step(Step::ExchangeToken)
+    }
+}
+
+/// What the exchange-token queue (and its dead letters) carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExchangeBody {
+    Step(StepMessage),
+    WabaSignup(WabaSignupMessage),
+}
+
+/// Reads a step queue's body: a number's step, or a WABA-only signup (told apart by their
+/// fields, each message refusing the other's).
+pub fn parse_step_body(body: &str) -> Result<ExchangeBody, MessageError> {
+    match parse::<StepMessage>(body) {
+        Ok(message) => Ok(ExchangeBody::Step(message)),
+        Err(MessageError::Malformed(step_error)) => match parse::<WabaSignupMessage>(body) {
+            Ok(message) => Ok(ExchangeBody::WabaSignup(message)),
+            Err(_) => Err(MessageError::Malformed(step_error)),
+        },
+        Err(other) => Err(other),
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TeardownMessage {
@@ -141,6 +194,34 @@ mod tests {
         let body = serde_json::to_string(&message).unwrap();
         assert!(!body.contains("code"));
         assert_eq!(parse::<StepMessage>(&body).unwrap(), message);
+    }
+
+    #[test]
+    fn a_waba_signup_message_is_told_apart_from_a_step_message() {
+        let mut message = WabaSignupMessage::new(
+            "wsu_1".into(),
+            AccountId::from("a1".to_string()),
+            "t".into(),
+        );
+        message.code = Some(Secret::new("AQB-code"));
+        let body = serde_json::to_string(&message).unwrap();
+        assert_eq!(
+            parse_step_body(&body).unwrap(),
+            ExchangeBody::WabaSignup(message.clone())
+        );
+        assert_eq!(message.queue(), Queue::Step(Step::ExchangeToken));
+        let step = StepMessage::new(
+            NumberId::from("n1".to_string()),
+            AccountId::from("a1".to_string()),
+            Step::ExchangeToken,
+            "t".into(),
+        );
+        let body = serde_json::to_string(&step).unwrap();
+        assert_eq!(parse_step_body(&body).unwrap(), ExchangeBody::Step(step));
+        assert!(matches!(
+            parse_step_body(r#"{"v":1,"numberId":"n"}"#),
+            Err(MessageError::Malformed(_))
+        ));
     }
 
     #[test]

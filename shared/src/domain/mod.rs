@@ -14,6 +14,7 @@ pub mod status;
 pub mod step;
 pub mod time;
 pub mod view;
+pub mod waba_signup;
 
 pub use event::{EventEnvelope, EventType, new_event_id};
 pub use ids::{AccountId, ApiKeyId, NumberId};

@@ -5,7 +5,9 @@
 use serde::Serialize;
 
 use super::ids::{AccountId, NumberId};
+use super::number::FailureReason;
 use super::time::{self, Timestamp};
+use super::waba_signup::WabaOutcome;
 
 /// Longest texts the page may report (Meta's error messages are short sentences).
 pub const MAX_STEP_LEN: usize = 64;
@@ -63,6 +65,8 @@ pub struct SignupSession {
     pub opened_at: Option<Timestamp>,
     /// The page's latest report and when it came.
     pub last_report: Option<(Report, Timestamp)>,
+    /// The WABA-only signup that consumed the link (`wsu_…`), and how it ended once it did.
+    pub waba_signup: Option<(String, Option<WabaOutcome>)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -72,6 +76,8 @@ pub enum SessionState {
     Opened,
     Cancelled,
     Failed,
+    /// A WABA-only signup used the link and is listing the WABA's phones.
+    Connecting,
     Completed,
     Expired,
     Revoked,
@@ -84,6 +90,7 @@ impl SessionState {
             SessionState::Opened => "opened",
             SessionState::Cancelled => "cancelled",
             SessionState::Failed => "failed",
+            SessionState::Connecting => "connecting",
             SessionState::Completed => "completed",
             SessionState::Expired => "expired",
             SessionState::Revoked => "revoked",
@@ -110,6 +117,26 @@ impl SignupSession {
             revoked_at: None,
             opened_at: None,
             last_report: None,
+            waba_signup: None,
+        }
+    }
+
+    /// The numbers the link created: its own, or those of its WABA-only signup.
+    pub fn number_ids(&self) -> Vec<NumberId> {
+        match (&self.number_id, &self.waba_signup) {
+            (Some(number), _) => vec![number.clone()],
+            (None, Some((_, Some(WabaOutcome::Completed { number_ids, .. })))) => {
+                number_ids.clone()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Why the link's WABA-only signup onboarded nothing.
+    pub fn waba_failure(&self) -> Option<&FailureReason> {
+        match &self.waba_signup {
+            Some((_, Some(WabaOutcome::Failed(reason)))) => Some(reason),
+            _ => None,
         }
     }
 
@@ -117,8 +144,15 @@ impl SignupSession {
     /// the page's latest report (a cancelled or failed signup can be tried again while the link
     /// lives).
     pub fn state(&self, now: Timestamp) -> SessionState {
-        if self.number_id.is_some() {
+        if !self.number_ids().is_empty() {
             return SessionState::Completed;
+        }
+        // A WABA-only signup consumed the link: it ends with its own outcome.
+        if let Some((_, outcome)) = &self.waba_signup {
+            return match outcome {
+                None => SessionState::Connecting,
+                Some(_) => SessionState::Failed,
+            };
         }
         if self.revoked_at.is_some() {
             return SessionState::Revoked;
@@ -136,7 +170,11 @@ impl SignupSession {
 
     /// Whether a callback or the page may still use the link.
     pub fn is_usable(&self, now: Timestamp) -> bool {
-        self.number_id.is_none() && self.revoked_at.is_none() && self.expires_at > now
+        self.used_at.is_none()
+            && self.number_id.is_none()
+            && self.waba_signup.is_none()
+            && self.revoked_at.is_none()
+            && self.expires_at > now
     }
 
     /// The contract's `SignupLink` object.
@@ -157,6 +195,16 @@ impl SignupSession {
         }
         if let Some(number) = &self.number_id {
             set("numberId", number.as_str().into());
+        }
+        if let Some((id, outcome)) = &self.waba_signup {
+            set("wabaSignupId", id.clone().into());
+            set("numberIds", serde_json::json!(self.number_ids()));
+            if let Some(WabaOutcome::Failed(reason)) = outcome {
+                set(
+                    "failureReason",
+                    serde_json::to_value(reason).unwrap_or_default(),
+                );
+            }
         }
         if let Some(at) = &self.used_at {
             set("completedAt", time::format(at).into());
@@ -299,6 +347,44 @@ mod tests {
         ] {
             assert_eq!(LinkCursor::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_waba_only_signup_connects_then_completes_with_its_numbers_or_fails_with_why() {
+        let now = time::now();
+        let mut link = session();
+        link.used_at = Some(now);
+        link.waba_signup = Some(("wsu_1".into(), None));
+        assert_eq!(link.state(now), SessionState::Connecting);
+        assert!(!link.is_usable(now));
+        assert_eq!(link.view(now)["numberIds"], serde_json::json!([]));
+
+        let numbers = vec![
+            NumberId::from("n1".to_string()),
+            NumberId::from("n2".to_string()),
+        ];
+        link.waba_signup = Some((
+            "wsu_1".into(),
+            Some(WabaOutcome::Completed {
+                number_ids: numbers.clone(),
+                skipped: vec![],
+            }),
+        ));
+        assert_eq!(
+            link.state(now + Duration::hours(25)),
+            SessionState::Completed
+        );
+        assert_eq!(link.number_ids(), numbers);
+        assert_eq!(link.view(now)["numberIds"], serde_json::json!(["n1", "n2"]));
+
+        let reason = crate::domain::lifecycle::waba::no_eligible_phones(0);
+        link.waba_signup = Some(("wsu_1".into(), Some(WabaOutcome::Failed(reason))));
+        assert_eq!(link.state(now), SessionState::Failed);
+        assert_eq!(
+            link.view(now)["failureReason"]["code"],
+            "no_eligible_phones"
+        );
+        assert!(!link.is_usable(now), "a used link is not tried again");
     }
 
     #[test]

@@ -8,13 +8,14 @@ mod reconnect;
 mod teardown;
 #[cfg(test)]
 mod tests;
+mod waba_only;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use rand::Rng;
 use tracing::Instrument;
 
 use crate::domain::lifecycle::{self as lifecycle_rules, Command, Readiness, Refusal, StepRecord};
-use crate::domain::messages::{self, StepMessage, TeardownMessage};
+use crate::domain::messages::{self, ExchangeBody, StepMessage, TeardownMessage};
 use crate::domain::meta::{ErrorKind, MetaError, Retry};
 use crate::domain::number::meta_label;
 use crate::domain::secrets::{NumberSecrets, generate_pin};
@@ -23,6 +24,7 @@ use crate::lifecycle::{self, Changed, LifecycleError};
 use crate::ports::{
     EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, PhoneProfile,
     ProvisioningStore, Queue, QueueError, Redelivery, StoreError, TokenVault, VaultError,
+    WabaSignups,
 };
 use crate::sqs_batch::{Delivery, Outcome, process_batch};
 
@@ -117,7 +119,7 @@ pub struct Provisioner<S, Q, M, V> {
 
 impl<S, Q, M, V> Provisioner<S, Q, M, V>
 where
-    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore,
+    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore + WabaSignups,
     Q: MessageQueue + Redelivery,
     M: MetaGraph,
     V: TokenVault,
@@ -130,8 +132,15 @@ where
     }
 
     pub async fn handle_step(&self, step: Step, delivery: Delivery) -> Outcome {
-        let message: StepMessage = match messages::parse(&delivery.body) {
-            Ok(message) => message,
+        let message: StepMessage = match messages::parse_step_body(&delivery.body) {
+            Ok(ExchangeBody::Step(message)) => message,
+            Ok(ExchangeBody::WabaSignup(message)) if step == Step::ExchangeToken => {
+                return self.handle_waba_signup(&message, &delivery).await;
+            }
+            Ok(ExchangeBody::WabaSignup(_)) => {
+                tracing::error!(message_id = %delivery.message_id, %step, "WABA signup on another step's queue");
+                return Outcome::Unreadable;
+            }
             Err(err) => {
                 tracing::error!(error = %crate::telemetry::ErrorChain(&err), message_id = %delivery.message_id, %step, "unreadable step message");
                 return Outcome::Unreadable;
@@ -623,8 +632,19 @@ where
     }
 
     async fn handle_dead_letter(&self, delivery: Delivery) -> Outcome {
-        let message: StepMessage = match messages::parse(&delivery.body) {
-            Ok(message) => message,
+        let message: StepMessage = match messages::parse_step_body(&delivery.body) {
+            Ok(ExchangeBody::Step(message)) => message,
+            Ok(ExchangeBody::WabaSignup(message)) => {
+                let span =
+                    tracing::info_span!("dead_letter", waba_signup_id = %message.waba_signup_id);
+                return match self.waba_dead_letter(&message).instrument(span).await {
+                    Ok(()) => Outcome::Done,
+                    Err(err) => {
+                        tracing::error!(error = %crate::telemetry::ErrorChain(&err), "dead letter not handled; will retry");
+                        Outcome::RetryAfter(self.retry.base_seconds)
+                    }
+                };
+            }
             Err(err) => {
                 tracing::error!(error = %crate::telemetry::ErrorChain(&err), message_id = %delivery.message_id, "unreadable dead letter kept in its queue");
                 return Outcome::Unreadable;

@@ -21,13 +21,13 @@ use crate::domain::{FailureReason, Number, Onboarding, QualityRating, Step, time
 use crate::lifecycle::{self, Changed};
 use crate::ports::{
     EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, ProvisioningStore, Redelivery,
-    TokenVault,
+    TokenVault, WabaSignups,
 };
 use crate::sqs_batch::{Delivery, Outcome};
 
 impl<S, Q, M, V> Provisioner<S, Q, M, V>
 where
-    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore,
+    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore + WabaSignups,
     Q: MessageQueue + Redelivery,
     M: MetaGraph,
     V: TokenVault,

@@ -16,7 +16,7 @@ use crate::domain::{Number, time};
 use crate::lifecycle::{self, Changed};
 use crate::ports::{
     EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, ProvisioningStore, Queue,
-    Redelivery, TokenVault,
+    Redelivery, TokenVault, WabaSignups,
 };
 use crate::sqs_batch::{Delivery, Outcome, process_batch};
 
@@ -35,7 +35,7 @@ impl<E: Into<StepError>> From<E> for TeardownError {
 
 impl<S, Q, M, V> Provisioner<S, Q, M, V>
 where
-    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore,
+    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore + WabaSignups,
     Q: MessageQueue + Redelivery,
     M: MetaGraph,
     V: TokenVault,

@@ -61,6 +61,7 @@ impl Given {
             message_id: "m-1".into(),
             body: serde_json::to_string(&message).unwrap(),
             receive_count,
+            sent_at: Some(time::now()),
         };
         self.provisioner.handle_step(message.step, delivery).await
     }
@@ -1128,3 +1129,5 @@ async fn a_register_retry_is_sent_again_when_meta_shows_the_number_not_registere
     assert!(number.registered);
     assert_eq!(number.register_calls.len(), 2);
 }
+
+mod waba_only;

@@ -294,6 +294,54 @@ impl ProvisioningEnv {
         .await
     }
 
+    /// A WABA-only callback (`mode: waba_only`, no phone), with the key or, without one, a
+    /// signup link's `state`.
+    pub async fn callback_waba_only(
+        &self,
+        key: Option<&str>,
+        code: &str,
+        waba_id: &str,
+        state: Option<&str>,
+    ) -> ApiResponse {
+        let mut body = json!({"code": code, "wabaId": waba_id, "mode": "waba_only"});
+        if let Some(state) = state {
+            body["state"] = json!(state);
+        }
+        self.invoke(http_event(
+            "POST",
+            "/api/signup/callback",
+            "",
+            key,
+            Some(&body.to_string()),
+        ))
+        .await
+    }
+
+    /// Waits (bounded) until the WABA-only signup has ended and its token is deleted.
+    pub async fn waba_settled(
+        &self,
+        account: &AccountId,
+        id: &str,
+        limit: Duration,
+    ) -> muchaw_shared::domain::waba_signup::WabaSignup {
+        use muchaw_shared::ports::WabaSignups;
+        self.start();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let signup = self
+                .env
+                .store
+                .waba_signup(account, id)
+                .await
+                .expect("read")
+                .expect("WABA signup exists");
+            if signup.token_deleted_at.is_some() || tokio::time::Instant::now() > deadline {
+                return signup;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn number(&self, account: &AccountId, id: &str) -> Number {
         self.env
             .store

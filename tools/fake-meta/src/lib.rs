@@ -4,7 +4,8 @@
 //! envelope and HTTP statuses. Tests script it (fail the next N calls of a route, add latency,
 //! hang past a client's timeout) and read its log of calls.
 //!
-//! Graph paths live under `/{version}` (any `vN.M`). A control API under `/_fake/` scripts the
+//! Graph paths live under `/{version}` (any `vN.M`). `GET /{waba_id}/phone_numbers` lists a
+//! WABA's phones as Meta's edge does (`fields`, `limit`, `after`/`before` cursors, `paging`). A control API under `/_fake/` scripts the
 //! same state from another process:
 //! - `POST /_fake/codes {"wabaIds":[..],"expiresIn"?}` → `{"code"}`
 //! - `POST /_fake/phones {"wabaId","phoneNumberId","displayPhoneNumber","verifiedName","qualityRating"}`
@@ -50,9 +51,14 @@ pub const REGISTER_LIMIT: usize = 10;
 pub const REGISTER_WINDOW: Duration = Duration::from_secs(72 * 3600);
 /// `expires_in` of a token from `grant_type=fb_exchange_token`.
 pub const USER_TOKEN_EXPIRES_IN: u64 = 5_183_944;
-/// Fields a `GET /{phone_number_id}` without `fields` answers (besides `id`).
+/// Fields a `GET /{phone_number_id}` without `fields` answers (besides `id`); Meta's
+/// `GET /{waba_id}/phone_numbers` answers the same ones for each phone.
 pub const DEFAULT_PHONE_FIELDS: [&str; 3] =
     ["display_phone_number", "verified_name", "quality_rating"];
+/// Phones per page of `GET /{waba_id}/phone_numbers` without `limit` (Graph's default).
+pub const DEFAULT_PAGE_LIMIT: usize = 25;
+/// The largest `limit` the edge takes; more is refused with code 100.
+pub const MAX_PAGE_LIMIT: usize = 100;
 
 #[derive(Clone, Debug)]
 pub struct FakeMetaConfig {
@@ -99,6 +105,8 @@ pub enum Route {
     SetPin,
     /// `GET /{phone_number_id}?fields=`
     GetPhone,
+    /// `GET /{waba_id}/phone_numbers?fields&limit&after|before` (Meta's paged edge)
+    ListPhoneNumbers,
 }
 
 #[derive(Clone, Debug)]
@@ -294,6 +302,9 @@ struct Phone {
     name_status: String,
     messaging_limit_tier: String,
     throughput_level: String,
+    /// When the phone was added to its WABA (in the fake's order): Meta lists a WABA's phones
+    /// by `last_onboarded_time`, most recent first.
+    onboarded: u64,
 }
 
 /// One error of an entity in `health_status`, as Meta documents it.
@@ -318,6 +329,8 @@ struct FakeState {
     latency: HashMap<Option<Route>, Duration>,
     calls: Vec<Call>,
     next_seq: u64,
+    /// Orders phones by when they were added (see `Phone::onboarded`).
+    next_onboarded: u64,
     code_age: Duration,
     /// `None`: Meta's 30 s.
     code_lifetime: Option<Duration>,
@@ -377,6 +390,10 @@ impl Inner {
         let mut state = self.state();
         state.subscribed.entry(waba_id.to_string()).or_insert(false);
         let previous = state.phones.remove(&phone.phone_number_id);
+        state.next_onboarded += 1;
+        let onboarded = previous
+            .as_ref()
+            .map_or(state.next_onboarded, |p| p.onboarded);
         state.phones.insert(
             phone.phone_number_id.clone(),
             Phone {
@@ -402,6 +419,7 @@ impl Inner {
                     .as_ref()
                     .map_or_else(|| "STANDARD".to_string(), |p| p.throughput_level.clone()),
                 register_events: previous.map(|p| p.register_events).unwrap_or_default(),
+                onboarded,
             },
         );
     }
@@ -981,6 +999,7 @@ fn classify(
         }
         ("GET", ["debug_token"]) => Route::DebugToken,
         ("GET", [_, "subscribed_apps"]) => return Some(Endpoint::ListSubscribedApps),
+        ("GET", [_, "phone_numbers"]) => Route::ListPhoneNumbers,
         ("POST", [_, "subscribed_apps"]) => Route::SubscribeApp,
         ("DELETE", [_, "subscribed_apps"]) => Route::UnsubscribeApp,
         ("POST", [_, "register"]) => Route::Register,
@@ -1004,6 +1023,10 @@ fn is_version(segment: &str) -> bool {
 /// A Graph request, parsed.
 struct GraphRequest<'a> {
     method: &'a Method,
+    /// The Graph version of the path (`v25.0`).
+    version: &'a str,
+    /// `http://host:port` the request came to, for the `paging.next` URLs it answers.
+    base: String,
     /// Path segments after the version.
     segments: &'a [&'a str],
     query: &'a BTreeMap<String, String>,
@@ -1050,10 +1073,19 @@ async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
         .unwrap_or_default();
     let body = parse_body(&headers, &bytes);
     let all_segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (endpoint, segments) = match all_segments.split_first() {
-        Some((version, rest)) if is_version(version) => (classify(&method, rest, &query), rest),
-        _ => (None, &all_segments[..]),
+    let (endpoint, version, segments) = match all_segments.split_first() {
+        Some((version, rest)) if is_version(version) => {
+            (classify(&method, rest, &query), *version, rest)
+        }
+        _ => (None, "", &all_segments[..]),
     };
+    let base = format!(
+        "http://{}",
+        headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("127.0.0.1")
+    );
     let route = match endpoint {
         Some(Endpoint::Route(route)) => Some(route),
         _ => None,
@@ -1110,6 +1142,8 @@ async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
     }
     let request = GraphRequest {
         method: &method,
+        version,
+        base,
         segments,
         query: &query,
         body: &body,
@@ -1391,6 +1425,15 @@ fn authorized(inner: &Inner, endpoint: Endpoint, request: &GraphRequest<'_>) -> 
                 }
             }
         }
+        Endpoint::Route(Route::ListPhoneNumbers) => {
+            if !state.subscribed.contains_key(object) {
+                return unknown_object(request.method, object);
+            }
+            if !wabas.iter().any(|w| w == object) {
+                return permissions_error();
+            }
+            list_phone_numbers(&state, object, request, &inner.config.app_id)
+        }
         Endpoint::Route(route) => {
             let Some(phone) = state.phones.get_mut(object) else {
                 return unknown_object(request.method, object);
@@ -1401,6 +1444,114 @@ fn authorized(inner: &Inner, endpoint: Endpoint, request: &GraphRequest<'_>) -> 
             phone_call(route, phone, request, &inner.config.app_id)
         }
     }
+}
+
+/// A page cursor: opaque to callers, as Meta's are (base64 of the phone's place in the list).
+fn cursor(onboarded: u64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("onboarded:{onboarded}"))
+}
+
+fn read_cursor(text: &str) -> Option<u64> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?;
+    String::from_utf8(bytes)
+        .ok()?
+        .strip_prefix("onboarded:")?
+        .parse()
+        .ok()
+}
+
+/// `GET /{waba_id}/phone_numbers` as Meta documents it: the WABA's phones, most recently
+/// onboarded first, each with the requested `fields` (the phone node's defaults otherwise), in
+/// pages of `limit` with `paging.cursors.before/after`, and `paging.next` only while more
+/// follow. `after`/`before` take a cursor of an earlier page.
+fn list_phone_numbers(
+    state: &FakeState,
+    waba_id: &str,
+    request: &GraphRequest<'_>,
+    app_id: &str,
+) -> Answer {
+    let limit = match request.query.get("limit") {
+        None => DEFAULT_PAGE_LIMIT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) if (1..=MAX_PAGE_LIMIT).contains(&limit) => limit,
+            _ => {
+                return invalid_parameter(&format!(
+                    "limit must be a whole number from 1 to {MAX_PAGE_LIMIT}"
+                ));
+            }
+        },
+    };
+    let bound = |name: &str| -> Result<Option<u64>, Answer> {
+        match request.query.get(name) {
+            None => Ok(None),
+            Some(text) => read_cursor(text)
+                .map(Some)
+                .ok_or_else(|| invalid_parameter(&format!("{name} is not a cursor of this edge"))),
+        }
+    };
+    let (after, before) = match (bound("after"), bound("before")) {
+        (Ok(after), Ok(before)) => (after, before),
+        (Err(answer), _) | (_, Err(answer)) => return answer,
+    };
+    let mut phones: Vec<&Phone> = state
+        .phones
+        .values()
+        .filter(|p| p.waba_id == waba_id)
+        .collect();
+    phones.sort_by_key(|p| std::cmp::Reverse(p.onboarded));
+    // Most recent first: `after` continues with older phones, `before` goes back to newer ones.
+    let page: Vec<&Phone> = match (after, before) {
+        (Some(after), _) => phones
+            .iter()
+            .filter(|p| p.onboarded < after)
+            .take(limit)
+            .copied()
+            .collect(),
+        (None, Some(before)) => {
+            let newer: Vec<&Phone> = phones
+                .iter()
+                .filter(|p| p.onboarded > before)
+                .copied()
+                .collect();
+            newer[newer.len().saturating_sub(limit)..].to_vec()
+        }
+        (None, None) => phones.iter().take(limit).copied().collect(),
+    };
+    let mut data = Vec::with_capacity(page.len());
+    for phone in &page {
+        let answer = get_phone(phone, request, app_id);
+        if answer.status != StatusCode::OK {
+            return answer;
+        }
+        data.push(answer.body);
+    }
+    let mut answer = json!({ "data": data });
+    if let (Some(first), Some(last)) = (page.first(), page.last()) {
+        let mut paging = json!({"cursors": {
+            "before": cursor(first.onboarded),
+            "after": cursor(last.onboarded),
+        }});
+        if phones.iter().any(|p| p.onboarded < last.onboarded) {
+            let mut query: Vec<(&str, String)> = vec![
+                ("limit", limit.to_string()),
+                ("after", cursor(last.onboarded)),
+            ];
+            if let Some(fields) = request.query.get("fields") {
+                query.push(("fields", fields.clone()));
+            }
+            let query = serde_urlencoded::to_string(&query).unwrap_or_default();
+            paging["next"] = json!(format!(
+                "{}/{}/{waba_id}/phone_numbers?{query}",
+                request.base, request.version
+            ));
+        }
+        answer["paging"] = paging;
+    }
+    ok(answer)
 }
 
 fn six_digits(pin: Option<&str>) -> Option<String> {

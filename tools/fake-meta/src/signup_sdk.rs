@@ -45,6 +45,18 @@ impl SignupScript {
         }
     }
 
+    /// The user shared a WABA but picked no phone number (Meta's `FINISH_ONLY_WABA`, e.g. with
+    /// `featureType: only_waba_sharing`): the ids of the WABA and the business, no phone.
+    pub fn finish_only_waba(waba_id: &str, business_id: &str, code: &str) -> Self {
+        SignupScript {
+            messages: vec![message(
+                "FINISH_ONLY_WABA",
+                json!({"waba_id": waba_id, "business_id": business_id}),
+            )],
+            code: Some(code.to_string()),
+        }
+    }
+
     /// The user onboarded a number that stays on the WhatsApp Business app (coexistence).
     pub fn coexistence(
         waba_id: &str,

@@ -1001,3 +1001,190 @@ async fn chaos_at_rate_zero_faults_nothing() {
     assert_eq!(env.register(&token, PHONE, "123456").await.status, 200);
     assert!(env.fake.chaos_injected().is_empty());
 }
+
+// ---- GET /{waba_id}/phone_numbers ------------------------------------------------------------
+
+const THIRD_PHONE: &str = "200000000000003";
+
+/// The demo WABA with two more phones (added after the demo phone, so listed before it).
+async fn env_with_three_phones() -> Env {
+    let env = Env::new().await;
+    for (id, display) in [
+        ("200000000000004", "+55 11 99999-0004"),
+        (THIRD_PHONE, "+55 11 99999-0003"),
+    ] {
+        env.fake.add_phone(
+            WABA,
+            PhoneProfile {
+                phone_number_id: id.into(),
+                display_phone_number: display.into(),
+                verified_name: "Muchaw Demo".into(),
+                quality_rating: "GREEN".into(),
+            },
+        );
+    }
+    env
+}
+
+fn ids(reply: &Reply) -> Vec<String> {
+    reply.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn phone_numbers_lists_the_waba_s_phones_newest_first_with_the_default_fields() {
+    let env = env_with_three_phones().await;
+    let token = env.token().await;
+    let reply = env.get(&token, &format!("/{WABA}/phone_numbers")).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(
+        ids(&reply),
+        [THIRD_PHONE, "200000000000004", PHONE],
+        "most recently onboarded first"
+    );
+    assert_eq!(
+        reply.body["data"][2],
+        json!({
+            "id": PHONE,
+            "display_phone_number": "+55 11 99999-0000",
+            "verified_name": "Muchaw Demo",
+            "quality_rating": "GREEN",
+        })
+    );
+    assert!(reply.body["paging"]["cursors"]["before"].is_string());
+    assert!(reply.body["paging"]["cursors"]["after"].is_string());
+    assert!(
+        reply.body["paging"].get("next").is_none(),
+        "the last page has no next"
+    );
+    assert!(
+        ids(&reply).iter().all(|id| id != OTHER_PHONE),
+        "another WABA's phone is not listed"
+    );
+}
+
+#[tokio::test]
+async fn phone_numbers_answers_only_the_requested_fields() {
+    let env = env_with_three_phones().await;
+    let token = env.token().await;
+    let reply = env
+        .get(
+            &token,
+            &format!("/{WABA}/phone_numbers?fields=display_phone_number,platform_type"),
+        )
+        .await;
+    assert_eq!(
+        reply.body["data"][0],
+        json!({"id": THIRD_PHONE, "display_phone_number": "+55 11 99999-0003", "platform_type": "NOT_APPLICABLE"})
+    );
+    let unknown = env
+        .get(&token, &format!("/{WABA}/phone_numbers?fields=colour"))
+        .await;
+    assert_eq!((unknown.status, unknown.code()), (400, 100));
+}
+
+#[tokio::test]
+async fn phone_numbers_pages_by_limit_with_after_cursors_and_a_next_url() {
+    let env = env_with_three_phones().await;
+    let token = env.token().await;
+    let first = env
+        .get(&token, &format!("/{WABA}/phone_numbers?limit=2"))
+        .await;
+    assert_eq!(ids(&first), [THIRD_PHONE, "200000000000004"]);
+    let next = first.body["paging"]["next"].as_str().expect("a next page");
+    assert!(
+        next.contains("/phone_numbers?") && next.contains("after="),
+        "{next}"
+    );
+
+    let after = first.body["paging"]["cursors"]["after"].as_str().unwrap();
+    let second = env
+        .get(
+            &token,
+            &format!("/{WABA}/phone_numbers?limit=2&after={after}"),
+        )
+        .await;
+    assert_eq!(ids(&second), [PHONE]);
+    assert!(second.body["paging"].get("next").is_none());
+
+    // The next URL, followed as it is, gives the same page.
+    let followed = env.send(env.http.get(next).bearer_auth(&token)).await;
+    assert_eq!(ids(&followed), [PHONE]);
+
+    let before = second.body["paging"]["cursors"]["before"].as_str().unwrap();
+    let back = env
+        .get(
+            &token,
+            &format!("/{WABA}/phone_numbers?limit=2&before={before}"),
+        )
+        .await;
+    assert_eq!(ids(&back), [THIRD_PHONE, "200000000000004"]);
+}
+
+#[tokio::test]
+async fn phone_numbers_of_a_waba_without_phones_is_an_empty_list_without_paging() {
+    let env = Env::new().await;
+    const EMPTY_WABA: &str = "100000000000009";
+    let code = env.fake.issue_code(&[EMPTY_WABA]);
+    let token = env.exchange(&code).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = env
+        .get(&token, &format!("/{EMPTY_WABA}/phone_numbers"))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, json!({"data": []}));
+}
+
+#[tokio::test]
+async fn phone_numbers_refuses_a_bad_limit_or_cursor_with_100() {
+    let env = env_with_three_phones().await;
+    let token = env.token().await;
+    for query in ["limit=0", "limit=abc", "limit=101", "after=not-a-cursor"] {
+        let reply = env
+            .get(&token, &format!("/{WABA}/phone_numbers?{query}"))
+            .await;
+        assert_eq!((reply.status, reply.code()), (400, 100), "{query}");
+    }
+}
+
+#[tokio::test]
+async fn phone_numbers_of_an_unknown_waba_is_100_subcode_33() {
+    let env = Env::new().await;
+    let token = env.token().await;
+    let reply = env.get(&token, "/100000000000777/phone_numbers").await;
+    assert_eq!((reply.status, reply.code()), (400, 100));
+    assert_eq!(reply.subcode(), Some(33));
+}
+
+#[tokio::test]
+async fn phone_numbers_needs_a_token_of_that_waba() {
+    let env = Env::new().await;
+    let token = env.token().await;
+    let foreign = env
+        .get(&token, &format!("/{OTHER_WABA}/phone_numbers"))
+        .await;
+    assert_eq!((foreign.status, foreign.code()), (403, 200));
+    let unknown = env
+        .get("EAAGnot-a-token", &format!("/{WABA}/phone_numbers"))
+        .await;
+    assert_eq!((unknown.status, unknown.code()), (401, 190));
+}
+
+#[tokio::test]
+async fn phone_numbers_is_a_scriptable_route() {
+    let env = Env::new().await;
+    let token = env.token().await;
+    env.fake
+        .fail_next(Route::ListPhoneNumbers, 1, Fault::transient_5xx());
+    let faulted = env.get(&token, &format!("/{WABA}/phone_numbers")).await;
+    assert_eq!(faulted.status, 500);
+    let answered = env.get(&token, &format!("/{WABA}/phone_numbers")).await;
+    assert_eq!(ids(&answered), [PHONE]);
+    assert_eq!(env.fake.calls_to(Route::ListPhoneNumbers).len(), 2);
+}

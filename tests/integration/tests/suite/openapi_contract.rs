@@ -941,6 +941,99 @@ async fn the_signup_callback_answers_as_documented() {
 }
 
 #[tokio::test]
+async fn a_waba_only_signup_answers_as_documented() {
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("acme").await;
+    let contract = contract();
+    let path = "/api/signup/callback";
+    let waba = "100000000000301";
+    let phone = "230000000000031";
+    let code = p.meta_phone(waba, phone);
+    let links = "/api/signup-links";
+    let link = expect(&p, 201, "POST", links, links, "", Some(&key), None).await;
+    let state = state_of(&link);
+    let link_id = link.body["data"]["id"].as_str().unwrap().to_string();
+
+    // Meta's FINISH_ONLY_WABA: a WABA, no phone.
+    let body = json!({"code": code, "wabaId": waba, "mode": "waba_only", "state": state});
+    contract.assert_request_documented("POST", path, &body);
+    let started = expect(
+        &p,
+        202,
+        "POST",
+        path,
+        path,
+        "",
+        None,
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(started.body["data"]["state"], "pending");
+    let id = started.body["data"]["id"].as_str().unwrap().to_string();
+
+    for bad in [
+        json!({"code": "AQB", "wabaId": waba, "mode": "waba_only", "phoneNumberId": phone}),
+        json!({"code": "AQB", "wabaId": waba, "mode": "coexistence"}),
+        json!({"code": "AQB", "wabaId": waba, "mode": "cloud_api"}),
+        json!({"code": "AQB", "wabaId": waba, "mode": "only_waba"}),
+    ] {
+        contract.assert_request_refused("POST", path, &bad);
+        expect(
+            &p,
+            400,
+            "POST",
+            path,
+            path,
+            "",
+            Some(&key),
+            Some(&bad.to_string()),
+        )
+        .await;
+    }
+
+    let status = "/signup/status";
+    let connecting = expect(
+        &p,
+        200,
+        "GET",
+        status,
+        status,
+        &query_of(&state),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(connecting.body["data"]["link"], "connecting");
+
+    let signup = p
+        .waba_settled(&account, &id, std::time::Duration::from_secs(60))
+        .await;
+    assert!(signup.outcome.is_some());
+    let one = "/api/signup-links/{id}";
+    let uri = format!("/api/signup-links/{link_id}");
+    let read = expect(&p, 200, "GET", one, &uri, "", Some(&key), None).await;
+    assert_eq!(read.body["data"]["state"], "completed");
+    let listed = expect(&p, 200, "GET", links, links, "", Some(&key), None).await;
+    assert_eq!(listed.body["data"][0]["wabaSignupId"], id.as_str());
+    let done = expect(
+        &p,
+        200,
+        "GET",
+        status,
+        status,
+        &query_of(&state),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(done.body["data"]["wabaSignup"]["state"], "completed");
+    assert_eq!(
+        done.body["data"]["numbers"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+#[tokio::test]
 async fn webhook_endpoints_answer_as_documented() {
     let p = ProvisioningEnv::new().await;
     let (_, key) = p.env.account_with_key("acme").await;

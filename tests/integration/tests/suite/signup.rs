@@ -357,3 +357,372 @@ async fn unreadable_messages_fail_alone_without_crashing_the_batch() {
         "the old message about an unknown number is dropped"
     );
 }
+
+// ---- WABA-only signups (FINISH_ONLY_WABA) ----------------------------------------------------
+
+mod waba_only {
+    use super::*;
+    use muchaw_shared::domain::waba_signup::WabaOutcome;
+    use muchaw_shared::domain::{AccountId, NumberId};
+    use muchaw_shared::ports::TokenVault;
+
+    /// A WABA at the fake Meta with these phones, and a code for it.
+    fn waba_with_phones(p: &ProvisioningEnv, waba: &str, phones: &[&str]) -> String {
+        let mut code = String::new();
+        for phone in phones {
+            code = p.meta_phone(waba, phone);
+        }
+        if phones.is_empty() {
+            code = p.meta.issue_code(&[waba]);
+        }
+        code
+    }
+
+    async fn onboarded(
+        p: &ProvisioningEnv,
+        account: &AccountId,
+        id: &str,
+    ) -> (Vec<NumberId>, Vec<String>) {
+        match p.waba_settled(account, id, SETTLE).await.outcome {
+            Some(WabaOutcome::Completed {
+                number_ids,
+                skipped,
+            }) => (number_ids, skipped),
+            other => panic!("the WABA signup did not complete: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waba_only_signup_onboards_every_phone_of_the_waba_to_active() {
+        let p = ProvisioningEnv::new().await;
+        let (account, key) = p.env.account_with_key("acme").await;
+        let waba = "100000000000201";
+        let phones = ["220000000000001", "220000000000002"];
+        let code = waba_with_phones(&p, waba, &phones);
+
+        let response = p.callback_waba_only(Some(&key), &code, waba, None).await;
+
+        assert_eq!(response.status, 202, "{}", response.body);
+        let data = &response.body["data"];
+        assert_eq!(data["state"], "pending");
+        assert_eq!(data["wabaId"], waba);
+        let id = data["id"].as_str().unwrap().to_string();
+        let (numbers, skipped) = onboarded(&p, &account, &id).await;
+        assert_eq!(numbers.len(), 2);
+        assert!(skipped.is_empty());
+        let mut seen = Vec::new();
+        for number in &numbers {
+            let number = p.settled(&account, number.as_str(), SETTLE).await;
+            assert_eq!(number.status, Status::Active, "{}", number.phone_number_id);
+            assert_eq!(number.waba_id, waba);
+            assert!(p.meta.phone(&number.phone_number_id).unwrap().registered);
+            seen.push(number.phone_number_id);
+        }
+        seen.sort();
+        assert_eq!(seen, phones);
+        assert_eq!(p.meta.calls_to(Route::ExchangeCode).len(), 1);
+        assert_eq!(p.meta.calls_to(Route::ListPhoneNumbers).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn each_number_keeps_its_own_copy_of_the_token_and_the_signup_s_copy_is_deleted() {
+        let p = ProvisioningEnv::new().await;
+        let (account, key) = p.env.account_with_key("acme").await;
+        let waba = "100000000000202";
+        let code = waba_with_phones(&p, waba, &["220000000000011", "220000000000012"]);
+        let response = p.callback_waba_only(Some(&key), &code, waba, None).await;
+        let id = response.body["data"]["id"].as_str().unwrap().to_string();
+
+        let (numbers, _) = onboarded(&p, &account, &id).await;
+
+        let vault = &p.provisioner.vault;
+        let mut tokens = Vec::new();
+        for number in &numbers {
+            let secrets = vault.load(number).await.unwrap().expect("its own secret");
+            tokens.push(secrets.token.expose().to_string());
+        }
+        assert_eq!(tokens[0], tokens[1]);
+        assert!(p.meta.issued_tokens().contains(&tokens[0]));
+        let signup_secret = vault.load(&NumberId::from(id.clone())).await.unwrap();
+        assert!(signup_secret.is_none(), "the signup's copy is deleted");
+
+        // One number's teardown deletes its copy only; the sibling keeps working.
+        p.env
+            .delete(Some(&key), &format!("/api/numbers/{}", numbers[0]))
+            .await;
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        while p
+            .number(&account, numbers[0].as_str())
+            .await
+            .token_deleted_at
+            .is_none()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(vault.load(&numbers[0]).await.unwrap().is_none());
+        assert!(vault.load(&numbers[1]).await.unwrap().is_some());
+        assert!(
+            p.meta.is_subscribed(waba),
+            "the sibling still uses the WABA"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_phone_live_in_another_account_is_skipped_and_the_rest_onboarded() {
+        let p = ProvisioningEnv::new().await;
+        let (_, other_key) = p.env.account_with_key("other").await;
+        let (account, key) = p.env.account_with_key("acme").await;
+        let waba = "100000000000203";
+        let taken = "220000000000021";
+        let code = p.meta_phone(waba, taken);
+        assert_eq!(p.callback(&other_key, &code, waba, taken).await.status, 202);
+        let code = waba_with_phones(&p, waba, &["220000000000022"]);
+
+        let response = p.callback_waba_only(Some(&key), &code, waba, None).await;
+        let id = response.body["data"]["id"].as_str().unwrap().to_string();
+        let (numbers, skipped) = onboarded(&p, &account, &id).await;
+
+        assert_eq!(skipped, [taken]);
+        assert_eq!(numbers.len(), 1);
+        let number = p.number(&account, numbers[0].as_str()).await;
+        assert_eq!(number.phone_number_id, "220000000000022");
+    }
+
+    #[tokio::test]
+    async fn a_waba_signup_through_a_link_shows_its_numbers_on_the_link_and_the_page_status() {
+        let p = ProvisioningEnv::new().await;
+        let (account, key) = p.env.account_with_key("acme").await;
+        let link = p
+            .invoke(http_event(
+                "POST",
+                "/api/signup-links",
+                "",
+                Some(&key),
+                None,
+            ))
+            .await;
+        let state = link.body["data"]["state"].as_str().unwrap().to_string();
+        let link_id = link.body["data"]["id"].as_str().unwrap().to_string();
+        let waba = "100000000000204";
+        let code = waba_with_phones(&p, waba, &["220000000000031"]);
+
+        let response = p.callback_waba_only(None, &code, waba, Some(&state)).await;
+        assert_eq!(response.status, 202, "{}", response.body);
+        let id = response.body["data"]["id"].as_str().unwrap().to_string();
+        let again = p
+            .callback_waba_only(None, "AQBagain", waba, Some(&state))
+            .await;
+        assert_eq!(again.status, 401, "the link is used: {}", again.body);
+        let page = p
+            .invoke(http_event(
+                "GET",
+                "/signup",
+                &format!("state={state}"),
+                None,
+                None,
+            ))
+            .await;
+        assert_eq!(page.status, 410, "the page cannot start another signup");
+        assert!(
+            page.body
+                .as_str()
+                .unwrap_or_default()
+                .contains("data-reason=\"used\""),
+            "{}",
+            page.body
+        );
+
+        let (numbers, _) = onboarded(&p, &account, &id).await;
+        let read = p
+            .invoke(http_event(
+                "GET",
+                &format!("/api/signup-links/{link_id}"),
+                "",
+                Some(&key),
+                None,
+            ))
+            .await;
+        assert_eq!(read.body["data"]["state"], "completed");
+        assert_eq!(read.body["data"]["wabaSignupId"], id.as_str());
+        assert_eq!(read.body["data"]["numberIds"], json!([numbers[0].as_str()]));
+
+        p.settled(&account, numbers[0].as_str(), SETTLE).await;
+        let status = p
+            .invoke(http_event(
+                "GET",
+                "/signup/status",
+                &format!("state={state}"),
+                None,
+                None,
+            ))
+            .await;
+        assert_eq!(
+            status.body["data"],
+            json!({
+                "link": "completed",
+                "wabaSignup": {"id": id, "state": "completed"},
+                "numbers": [{"numberId": numbers[0].as_str(), "status": "ACTIVE"}],
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waba_without_eligible_phones_fails_and_its_link_says_why() {
+        let p = ProvisioningEnv::new().await;
+        let (account, key) = p.env.account_with_key("acme").await;
+        let link = p
+            .invoke(http_event(
+                "POST",
+                "/api/signup-links",
+                "",
+                Some(&key),
+                None,
+            ))
+            .await;
+        let state = link.body["data"]["state"].as_str().unwrap().to_string();
+        let waba = "100000000000205";
+        let code = waba_with_phones(&p, waba, &[]);
+
+        let response = p.callback_waba_only(None, &code, waba, Some(&state)).await;
+        let id = response.body["data"]["id"].as_str().unwrap().to_string();
+        let signup = p.waba_settled(&account, &id, SETTLE).await;
+
+        let Some(WabaOutcome::Failed(reason)) = signup.outcome else {
+            panic!("the signup fails: {:?}", signup.outcome);
+        };
+        assert_eq!(reason.code, "no_eligible_phones");
+        let status = p
+            .invoke(http_event(
+                "GET",
+                "/signup/status",
+                &format!("state={state}"),
+                None,
+                None,
+            ))
+            .await;
+        assert_eq!(status.body["data"]["link"], "failed");
+        assert_eq!(status.body["data"]["wabaSignup"]["state"], "failed");
+        assert_eq!(
+            status.body["data"]["wabaSignup"]["failureReason"]["code"],
+            "no_eligible_phones"
+        );
+        assert_eq!(status.body["data"]["numbers"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_listing_creates_no_second_number_per_phone() {
+        let p = ProvisioningEnv::new().await;
+        let (account, key) = p.env.account_with_key("acme").await;
+        p.deliver_everything_twice();
+        let waba = "100000000000206";
+        let code = waba_with_phones(&p, waba, &["220000000000041", "220000000000042"]);
+
+        let response = p.callback_waba_only(Some(&key), &code, waba, None).await;
+        let id = response.body["data"]["id"].as_str().unwrap().to_string();
+        let (numbers, _) = onboarded(&p, &account, &id).await;
+
+        for number in &numbers {
+            assert_eq!(
+                p.settled(&account, number.as_str(), SETTLE).await.status,
+                Status::Active
+            );
+        }
+        let listed = p
+            .env
+            .store
+            .list(
+                &account,
+                None,
+                Page {
+                    limit: 10,
+                    offset: 0,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(listed.total, 2, "one number per phone");
+        assert_eq!(
+            p.meta
+                .calls_to(Route::ExchangeCode)
+                .iter()
+                .filter(|c| c.status == 200)
+                .count(),
+            1,
+            "the code is exchanged once"
+        );
+    }
+
+    #[tokio::test]
+    async fn meta_refusing_the_listing_fails_the_signup_with_meta_s_answer() {
+        let p = ProvisioningEnv::new().await;
+        let (account, key) = p.env.account_with_key("acme").await;
+        let waba = "100000000000207";
+        let code = waba_with_phones(&p, waba, &["220000000000051"]);
+        p.meta.fail_next(
+            Route::ListPhoneNumbers,
+            1,
+            fake_meta::Fault::Error {
+                http_status: 403,
+                code: 200,
+                subcode: None,
+                is_transient: false,
+                message: "(#200) Permissions error".into(),
+            },
+        );
+
+        let response = p.callback_waba_only(Some(&key), &code, waba, None).await;
+        let id = response.body["data"]["id"].as_str().unwrap().to_string();
+        let signup = p.waba_settled(&account, &id, SETTLE).await;
+
+        let Some(WabaOutcome::Failed(reason)) = signup.outcome else {
+            panic!("the signup fails: {:?}", signup.outcome);
+        };
+        assert_eq!(
+            (reason.step.as_str(), reason.code.as_str()),
+            ("LIST_PHONE_NUMBERS", "200")
+        );
+        let listed = p
+            .env
+            .store
+            .list(
+                &account,
+                None,
+                Page {
+                    limit: 10,
+                    offset: 0,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(listed.total, 0);
+    }
+
+    #[tokio::test]
+    async fn a_waba_only_callback_with_a_phone_or_a_phone_callback_without_one_is_400() {
+        let p = ProvisioningEnv::new().await;
+        let (_, key) = p.env.account_with_key("acme").await;
+        let before = p.env.table_snapshot().await;
+        for body in [
+            json!({"code": "AQB", "wabaId": WABA, "mode": "waba_only", "phoneNumberId": "210000000000009"}),
+            json!({"code": "AQB", "wabaId": WABA}),
+            json!({"code": "AQB", "wabaId": WABA, "mode": "coexistence"}),
+            json!({"code": "AQB", "wabaId": "abc", "mode": "waba_only"}),
+            json!({"code": "AQB", "wabaId": WABA, "mode": "waba"}),
+        ] {
+            let response = p
+                .invoke(http_event(
+                    "POST",
+                    "/api/signup/callback",
+                    "",
+                    Some(&key),
+                    Some(&body.to_string()),
+                ))
+                .await;
+            assert_eq!(response.status, 400, "{body}: {}", response.body);
+            assert_eq!(response.body["error"]["code"], "invalid_request");
+        }
+        assert_eq!(p.env.table_snapshot().await, before, "nothing written");
+        assert!(p.queue.sent.lock().unwrap().is_empty(), "nothing sent");
+    }
+}

@@ -570,3 +570,150 @@ async fn wait_for_view(p: &ProvisioningEnv, key: &str, id: &str, state: &str) ->
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits (bounded) until the page's status is one of `states`, and returns it.
+async fn wait_for_any_state(browser: &Browser, states: &[&str], limit: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let state = browser.status_state().await;
+        if states.contains(&state.as_str()) {
+            return state;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page never showed {states:?}; it shows {state}: {}",
+            browser.status_text().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn continue_href(browser: &Browser) -> String {
+    browser
+        .wait_for(
+            "the continue link",
+            "var a = document.getElementById('continue'); return a && !a.hidden ? a.href : ''",
+            Duration::from_secs(10),
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_hosted_page_follows_a_waba_only_signup_and_shows_a_failed_reconnect_in_a_real_browser()
+{
+    let Some((chromium, driver)) = browser() else {
+        return;
+    };
+    let p = ProvisioningEnv::new().await;
+    p.start();
+    let (account, key) = p.env.account_with_key("acme").await;
+    let api = serve(&p).await;
+    let browser = Browser::start(chromium, driver).await;
+
+    // FINISH_ONLY_WABA: no phone in Meta's message; the WABA's phones are listed and each is
+    // followed to ACTIVE, then the user goes back with every number.
+    let waba = "240000000000002";
+    let phones = ["240000000000021", "240000000000022"];
+    p.meta_phone(waba, phones[0]);
+    let code = p.meta_phone(waba, phones[1]);
+    // Listing takes a moment, so the page is seen saying what it waits for.
+    p.meta.set_latency(
+        Some(fake_meta::Route::ListPhoneNumbers),
+        Duration::from_millis(800),
+    );
+    p.meta
+        .script_signup(SignupScript::finish_only_waba(waba, BUSINESS, &code));
+    let (waba_link, waba_state) = link(&p, &key).await;
+    start_signup(&browser, &api, &waba_state).await;
+    browser.wait_for_state("listing", SETTLE).await;
+    assert!(
+        browser.status_text().await.contains("Finding the numbers"),
+        "{}",
+        browser.status_text().await
+    );
+    browser.wait_for_state("active", SETTLE).await;
+    // Read before the page leaves for the redirect URL (1.5 s after it ends).
+    let text = browser.status_text().await;
+    let href = continue_href(&browser).await;
+    assert!(text.contains("(2)"), "{text}");
+    let callback = api
+        .callbacks
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("posted");
+    assert_eq!(
+        callback,
+        json!({"code": code, "wabaId": waba, "businessId": BUSINESS, "state": waba_state, "mode": "waba_only"}),
+        "a WABA-only signup names no phone"
+    );
+    let view = session_view(&p, &key, &waba_link).await;
+    assert_eq!(view["state"], "completed", "{view}");
+    let numbers: Vec<String> = view["numberIds"]
+        .as_array()
+        .expect("numberIds")
+        .iter()
+        .map(|id| id.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(numbers.len(), 2);
+    for number in &numbers {
+        assert_eq!(number_settled(&p, &account, number).await, Status::Active);
+    }
+    assert_eq!(
+        href,
+        format!(
+            "{REDIRECT}?numberId={}&numberId={}&status=ACTIVE",
+            numbers[0], numbers[1]
+        )
+    );
+
+    // A reconnect Meta refuses: the number stays ACTIVE with its old token, and the page says
+    // the reconnect failed instead of "connected".
+    let number = &numbers[0];
+    let phone = p
+        .env
+        .store
+        .get(&account, &NumberId::from(number.clone()))
+        .await
+        .expect("read")
+        .expect("number")
+        .phone_number_id;
+    let code = p.meta.issue_code(&[waba]);
+    p.meta.fail_next(
+        fake_meta::Route::SubscribeApp,
+        1,
+        fake_meta::Fault::Error {
+            http_status: 403,
+            code: 200,
+            subcode: None,
+            is_transient: false,
+            message: "(#200) Permissions error".into(),
+        },
+    );
+    p.meta
+        .script_signup(SignupScript::finish(waba, &phone, BUSINESS, &code));
+    let (_, reconnect_state) = link(&p, &key).await;
+    start_signup(&browser, &api, &reconnect_state).await;
+    let shown = wait_for_any_state(&browser, &["reconnect-failed", "active"], SETTLE).await;
+    let text = browser.status_text().await;
+    let href = continue_href(&browser).await;
+    assert_eq!(shown, "reconnect-failed", "{text}");
+    assert!(text.contains("Permissions error"), "{text}");
+    let stored = p
+        .env
+        .store
+        .get(&account, &NumberId::from(number.clone()))
+        .await
+        .expect("read")
+        .expect("number");
+    assert_eq!(stored.status, Status::Active);
+    assert!(stored.reconnect_failure.is_some());
+    assert_eq!(
+        href,
+        format!("{REDIRECT}?numberId={number}&status=ACTIVE&reconnect=failed")
+    );
+}
