@@ -28,6 +28,80 @@ pub const SECRETS_API_CALL: f64 = 0.05 / 1e4;
 /// ("us-east-1, June 2026"), hykell.com (CloudWatch Logs pricing).
 pub const LOGS_INGESTED_GB: f64 = 0.50;
 
+use crate::provisioning::ProvisioningResult;
+
+/// A function's `MemorySize`: its own, else `Globals.Function`'s, else Lambda's default 128 MB.
+pub fn memory_mb(template: &muchaw_local::Template, function_id: &str) -> f64 {
+    let of = |props: Option<&serde_yaml::Value>| {
+        props
+            .and_then(|p| p.get("MemorySize"))
+            .and_then(muchaw_local::template::scalar)
+            .and_then(|m| m.parse::<f64>().ok())
+    };
+    let own = template
+        .resource(function_id)
+        .ok()
+        .and_then(|r| r.get("Properties"));
+    of(own)
+        .or_else(|| of(template.function_globals()))
+        .unwrap_or(128.0)
+}
+
+/// One onboarding, from a one-at-a-time run: every SQS-fed function's batches and time, the
+/// signup callback's, and the AWS requests, per activated number.
+pub fn onboarding(r: &ProvisioningResult, memory: impl Fn(&str) -> f64) -> Usage {
+    let numbers = r.activated.max(1) as f64;
+    let mut functions = vec![FunctionUse {
+        function: "SignupCallbackFunction".into(),
+        invocations: r.callback_time.n as f64 / numbers,
+        seconds: r.callback_time.mean * r.callback_time.n as f64 / 1000.0 / numbers,
+        memory_mb: memory("SignupCallbackFunction"),
+    }];
+    functions.extend(r.run_totals.iter().map(|(function, totals)| FunctionUse {
+        function: function.clone(),
+        invocations: totals.runs as f64 / numbers,
+        seconds: totals.time.as_secs_f64() / numbers,
+        memory_mb: memory(function),
+    }));
+    Usage {
+        functions,
+        write_units: r.counts.write_units / numbers,
+        read_units: r.counts.read_units / numbers,
+        sqs_requests: (r.counts.ours("sqs") + r.counts.event_source_deliveries) as f64 / numbers,
+        secrets_api_calls: r.counts.ours("secretsmanager") as f64 / numbers,
+        log_bytes: r.log_bytes.map(|b| b as f64 / numbers),
+    }
+}
+
+/// One live number for a month, from a one-at-a-time run: what the table and Secrets Manager
+/// keep per activated number, and one health-sync run's share per live number.
+pub fn live(r: &ProvisioningResult, memory: impl Fn(&str) -> f64) -> Option<LiveUsage> {
+    let sync = r.health_sync.as_ref()?;
+    let numbers = r.activated.max(1) as f64;
+    let live = sync.live_numbers.max(1) as f64;
+    let action = |name: &str| r.counts.ours_by_action.get(name).copied().unwrap_or(0) as f64;
+    Some(LiveUsage {
+        stored_bytes: r.stored.bytes as f64 / numbers,
+        secrets: (action("secretsmanager:CreateSecret") - action("secretsmanager:DeleteSecret"))
+            .max(0.0)
+            / numbers,
+        sync: Usage {
+            functions: vec![FunctionUse {
+                function: "HealthSyncFunction".into(),
+                invocations: 1.0 / live,
+                seconds: sync.took.as_secs_f64() / live,
+                memory_mb: memory("HealthSyncFunction"),
+            }],
+            write_units: sync.counts.write_units / live,
+            read_units: sync.counts.read_units / live,
+            sqs_requests: (sync.counts.ours("sqs") + sync.counts.event_source_deliveries) as f64
+                / live,
+            secrets_api_calls: sync.counts.ours("secretsmanager") as f64 / live,
+            log_bytes: sync.log_bytes.map(|b| b as f64 / live),
+        },
+    })
+}
+
 /// The price table for the report: (item, price, unit, source).
 pub fn prices() -> Vec<(&'static str, f64, &'static str, &'static str)> {
     vec![
@@ -309,7 +383,10 @@ mod tests {
             usd(&lines, "DynamoDB reads"),
             4.0 * 1000.0 * 0.125 / 1e6
         ));
-        assert!(close(usd(&lines, "SQS requests"), 5.0 * 1000.0 * 0.40 / 1e6));
+        assert!(close(
+            usd(&lines, "SQS requests"),
+            5.0 * 1000.0 * 0.40 / 1e6
+        ));
         assert!(close(
             usd(&lines, "Secrets Manager API calls"),
             3.0 * 1000.0 * 0.05 / 1e4
@@ -392,5 +469,81 @@ mod tests {
             dominant(&lines).map(|l| l.item.as_str()),
             Some("Secrets Manager secrets")
         );
+    }
+
+    #[test]
+    fn an_onboarding_is_a_runs_measurements_divided_by_its_activated_numbers() {
+        use crate::provisioning::{HealthSyncRun, Stored};
+        use crate::proxy::{Counts, Record};
+        use crate::stats::Summary;
+        use muchaw_local::pipeline::RunTotals;
+        use std::time::Duration;
+
+        // Given a run that activated 2 numbers: two callbacks of 100 and 300 ms, 4 batches of
+        // one step taking 2 s in all, and its AWS requests
+        let record = |service: &str, action: &str, received: usize| Record {
+            service: service.into(),
+            action: action.into(),
+            received,
+            write_units: if service == "dynamodb" { 3.0 } else { 0.0 },
+            read_units: if service == "dynamodb" { 0.5 } else { 0.0 },
+            ..Record::default()
+        };
+        let counts = Counts::of(&[
+            record("dynamodb", "TransactWriteItems", 0),
+            record("dynamodb", "GetItem", 0),
+            record("sqs", "SendMessage", 0),
+            record("sqs", "ReceiveMessage", 1),
+            record("sqs", "ReceiveMessage", 0),
+            record("sqs", "DeleteMessageBatch", 0),
+            record("secretsmanager", "CreateSecret", 0),
+            record("secretsmanager", "CreateSecret", 0),
+        ]);
+        let result = ProvisioningResult {
+            activated: 2,
+            callback_time: Summary::of(&[100.0, 300.0]),
+            run_totals: [(
+                "StepFunction".to_string(),
+                RunTotals {
+                    runs: 4,
+                    messages: 4,
+                    time: Duration::from_secs(2),
+                },
+            )]
+            .into(),
+            counts,
+            log_bytes: Some(1_000),
+            stored: Stored {
+                items: 6,
+                bytes: 6_000,
+            },
+            health_sync: Some(HealthSyncRun {
+                live_numbers: 2,
+                counts: Counts::of(&[record("dynamodb", "Query", 0)]),
+                meta_calls: 2,
+                took: Duration::from_millis(500),
+                log_bytes: None,
+            }),
+            ..ProvisioningResult::default()
+        };
+
+        // When its onboarding and live use are read, at 512 MB for every function
+        let usage = onboarding(&result, |_| 512.0);
+        let live = live(&result, |_| 512.0).unwrap();
+
+        // Then everything is per activated number
+        assert!(close(usage.invocations(), 1.0 + 2.0));
+        assert!(close(usage.gb_seconds(), (0.2 + 1.0) * 0.5));
+        assert!(close(usage.write_units, 6.0 / 2.0));
+        assert!(close(usage.read_units, 1.0 / 2.0));
+        // our SendMessage, plus the receive that returned a message and the delete
+        assert!(close(usage.sqs_requests, 3.0 / 2.0));
+        assert!(close(usage.secrets_api_calls, 1.0));
+        assert_eq!(usage.log_bytes, Some(500.0));
+        assert!(close(live.stored_bytes, 3_000.0));
+        assert!(close(live.secrets, 1.0));
+        assert!(close(live.sync.read_units, 0.25));
+        assert!(close(live.sync.invocations(), 0.5));
+        assert_eq!(live.sync.log_bytes, None);
     }
 }

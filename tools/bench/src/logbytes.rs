@@ -2,7 +2,7 @@
 //! template's `ApplicationLogLevel` (INFO), written nowhere, for the CloudWatch Logs estimate.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static BYTES: AtomicU64 = AtomicU64::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);

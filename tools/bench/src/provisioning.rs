@@ -54,7 +54,7 @@ pub struct Stored {
     pub bytes: u64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ProvisioningResult {
     /// The emulators it ran on (`moto`, `DynamoDB Local`).
     pub backend: String,
@@ -574,9 +574,14 @@ async fn stored(store: &muchaw_shared::adapters::dynamo::DynamoStore) -> Result<
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        for item in page.context("scanning the table")?.items.unwrap_or_default() {
+        for item in page
+            .context("scanning the table")?
+            .items
+            .unwrap_or_default()
+        {
             stored.items += 1;
-            stored.bytes += crate::cost::ITEM_OVERHEAD_BYTES + crate::dynamo_cost::item_bytes(&item);
+            stored.bytes +=
+                crate::cost::ITEM_OVERHEAD_BYTES + crate::dynamo_cost::item_bytes(&item);
         }
     }
     Ok(stored)

@@ -259,12 +259,10 @@ async fn forward_inner(state: &ProxyState, request: Request) -> Result<Response>
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let mut outgoing = state
-        .client
-        .request(
-            parts.method.clone(),
-            format!("{}{path}", state.upstreams.for_request(&parts.headers)),
-        );
+    let mut outgoing = state.client.request(
+        parts.method.clone(),
+        format!("{}{path}", state.upstreams.for_request(&parts.headers)),
+    );
     for (name, value) in &parts.headers {
         if !is_hop_header(name.as_str()) {
             outgoing = outgoing.header(name, value);
@@ -633,7 +631,10 @@ mod tests {
             record("sqs", "ReceiveMessage", 1000.0),
         ]);
         assert_eq!(counts.ours_elapsed_ms, 25.0);
-        assert_eq!(counts.ours_elapsed_ms_by_service.get("dynamodb"), Some(&5.0));
+        assert_eq!(
+            counts.ours_elapsed_ms_by_service.get("dynamodb"),
+            Some(&5.0)
+        );
         assert_eq!(counts.ours_elapsed_ms_by_service.get("sqs"), Some(&20.0));
     }
 

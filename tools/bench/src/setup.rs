@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use aws_config::SdkConfig;
 use fake_meta::FakeMeta;
+use muchaw_local::moto::sdk_config_for;
 use muchaw_local::provision::{Overrides, Stack, random_prefix};
 use muchaw_local::{Template, provision};
-use muchaw_local::moto::sdk_config_for;
 use muchaw_shared::adapters::dynamo::DynamoStore;
 
 use crate::proxy::{CountingProxy, Upstreams};
