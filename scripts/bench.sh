@@ -122,7 +122,7 @@ else
     jar=$(realpath "$jar")
   fi
 fi
-[[ -n "$skipped" ]] && echo "== DynamoDB Local $skipped" >&2
+if [[ -n "$skipped" ]]; then echo "== DynamoDB Local $skipped" >&2; fi
 
 export BENCH_STAGE_RUN=1 BENCH_BIN_DIR="$bin_dir" BENCH_ZIP_DIR="$zip_dir" BENCH_NOTE="$note"
 export BENCH_REPRODUCE="make bench   # or scripts/bench.sh; build $((built - started)) s here, warm cache"

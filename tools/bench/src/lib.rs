@@ -237,30 +237,32 @@ pub async fn run(options: &Options) -> Result<Report> {
     }
 
     if options.sections.contains(&Section::Provisioning) {
-        for backend in options.backends() {
-            // The bursts measure moto under load; on DynamoDB Local only the one-at-a-time
-            // signups run, to show our own time without moto's per-request cost.
-            let modes: &[bool] = if backend.upstreams.dynamodb.is_some() {
-                &[false]
-            } else {
-                &[false, true]
-            };
-            if backend.upstreams.dynamodb.is_some() {
-                // The JVM compiles DynamoDB Local's hot paths on first use; one unmeasured signup
-                // keeps that out of the measured ones.
-                eprintln!("provisioning on {}: one signup to warm it up", backend.name);
-                provisioning::run(
-                    &template,
-                    &backend,
-                    &meta,
-                    Duration::ZERO,
-                    1,
-                    false,
-                    options.provisioning_limit,
-                )
-                .await?;
-            }
-            for latency in &options.meta_latencies_ms {
+        let backends = options.backends();
+        if let Some(backend) = backends.iter().find(|b| b.upstreams.dynamodb.is_some()) {
+            // The JVM compiles DynamoDB Local's hot paths on first use; one unmeasured signup
+            // keeps that out of the measured ones.
+            eprintln!("provisioning on {}: one signup to warm it up", backend.name);
+            provisioning::run(
+                &template,
+                backend,
+                &meta,
+                Duration::ZERO,
+                1,
+                false,
+                options.provisioning_limit,
+            )
+            .await?;
+        }
+        // Backends inside each latency: runs compared side by side see the same machine load.
+        for latency in &options.meta_latencies_ms {
+            for backend in &backends {
+                // The bursts measure moto under load; on DynamoDB Local only the one-at-a-time
+                // signups run, to show our own time without moto's per-request cost.
+                let modes: &[bool] = if backend.upstreams.dynamodb.is_some() {
+                    &[false]
+                } else {
+                    &[false, true]
+                };
                 for &burst in modes {
                     let signups = if burst {
                         options.signups
@@ -277,7 +279,7 @@ pub async fn run(options: &Options) -> Result<Report> {
                     );
                     let result = provisioning::run(
                         &template,
-                        &backend,
+                        backend,
                         &meta,
                         Duration::from_millis(*latency),
                         signups,
@@ -326,13 +328,13 @@ async fn data_sections(
         for number in big_numbers.iter() {
             memory.insert_number(number.clone());
         }
-        memory.add_key(&big_key, &big);
+        memory.add_key(big_key, big);
         let memory_router = muchaw_shared::api::router(memory.clone(), MemoryQueue::default());
         let small_memory = MemoryStore::default();
         for number in small_numbers.iter() {
             small_memory.insert_number(number.clone());
         }
-        small_memory.add_key(&small_key, &small);
+        small_memory.add_key(small_key, small);
         let small_router = muchaw_shared::api::router(small_memory, MemoryQueue::default());
         let moto_router = muchaw_shared::api::router(store.clone(), MemoryQueue::default());
         let cases: Vec<(String, String, &axum::Router, String, &str, usize)> = vec![
@@ -457,35 +459,35 @@ async fn data_sections(
         let cases = [
             dynamo_cost::ListCase {
                 label: "all statuses, offset 0",
-                account: &big,
+                account: big,
                 account_size: n,
                 status: None,
                 offset: 0,
             },
             dynamo_cost::ListCase {
                 label: "status=ACTIVE, offset 0",
-                account: &big,
+                account: big,
                 account_size: n,
                 status: Some(active),
                 offset: 0,
             },
             dynamo_cost::ListCase {
                 label: "all statuses, deep offset",
-                account: &big,
+                account: big,
                 account_size: n,
                 status: None,
                 offset: deep,
             },
             dynamo_cost::ListCase {
                 label: "all statuses, offset 0",
-                account: &small,
+                account: small,
                 account_size: 20,
                 status: None,
                 offset: 0,
             },
         ];
         report.dynamo =
-            Some(dynamo_cost::measure(&proxy, &proxied, &queue, &store, &cases, &big).await?);
+            Some(dynamo_cost::measure(&proxy, &proxied, &queue, &store, &cases, big).await?);
     }
     Ok(())
 }

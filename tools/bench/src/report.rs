@@ -1014,7 +1014,7 @@ hop on loopback). On AWS the emulators' share is replaced by the services' own l
         let _ = writeln!(
             out,
             "Time to active, one signup at a time (ms per number; Meta = 5 calls × its latency; the rest = \
-time-to-active p50 − Meta − retry backoff − queue waits):\n\n| Meta latency | emulators | signups | time-to-active p50 / p99 | Meta | retry backoff p50 | queue waits p50 | the rest | emulators' answers (by service) | ours (the rest − emulators) |\n|---:|---|---:|---:|---:|---:|---:|---:|---|---:|"
+time-to-active p50 − Meta − retry backoff − queue waits):\n\n| Meta latency | emulators | signups | time-to-active p50 / p99 | Meta | retry backoff p50 | queue waits p50 | the rest | emulators' answers (by service) | ours (the rest − emulators) | error answers |\n|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"
         );
         for r in sequential {
             let meta = DOCUMENTED_SEQUENCE.len() as f64 * r.meta_latency_ms as f64;
@@ -1022,7 +1022,7 @@ time-to-active p50 − Meta − retry backoff − queue waits):\n\n| Meta latenc
             let emulators = r.per_number(r.counts.ours_elapsed_ms);
             let _ = writeln!(
                 out,
-                "| {} ms | {} | {} | {} / {} | {meta:.0} | {} | {} | {} | {} ({}) | {} |",
+                "| {} ms | {} | {} | {} / {} | {meta:.0} | {} | {} | {} | {} ({}) | {} | {} |",
                 r.meta_latency_ms,
                 r.backend,
                 r.activated,
@@ -1033,14 +1033,16 @@ time-to-active p50 − Meta − retry backoff − queue waits):\n\n| Meta latenc
                 fmt_ms(rest),
                 fmt_ms(emulators),
                 emulator_time_by_service(&r.counts, r.activated),
-                fmt_ms(rest - emulators)
+                fmt_ms(rest - emulators),
+                r.counts.errors
             );
         }
         let _ = writeln!(
             out,
             "\nQueue waits are the local event source's (one long-polling poller per concurrency slot); Lambda's own \
 pollers add their latency on AWS. The emulators' answers are summed over sequential requests; a step's requests run one \
-after another, so the sum is time on the number's path.\n"
+after another, so the sum is time on the number's path. Error answers: AWS requests answered 4xx/5xx (a condition \
+that failed as designed counts too); the two emulators should agree.\n"
         );
     }
 }
