@@ -68,17 +68,6 @@ pub struct Options {
 }
 
 impl Options {
-    /// moto, then DynamoDB Local (with moto for the rest) when there is one.
-    pub fn backends(&self) -> Vec<Backend> {
-        let mut backends = vec![Backend::moto(&self.moto_endpoint)];
-        if let Some(dynamodb) = &self.dynamodb_local {
-            backends.push(Backend::dynamodb_local(&self.moto_endpoint, dynamodb));
-        }
-        backends
-    }
-}
-
-impl Options {
     /// The counts.
     pub fn full(moto_endpoint: String, bin_dir: PathBuf) -> Options {
         Options {
@@ -107,6 +96,15 @@ impl Options {
             dynamodb_local: None,
             dynamodb_local_note: "not given (`--dynamodb-local-endpoint`)".into(),
         }
+    }
+
+    /// moto, then DynamoDB Local (with moto for the rest) when there is one.
+    pub fn backends(&self) -> Vec<Backend> {
+        let mut backends = vec![Backend::moto(&self.moto_endpoint)];
+        if let Some(dynamodb) = &self.dynamodb_local {
+            backends.push(Backend::dynamodb_local(&self.moto_endpoint, dynamodb));
+        }
+        backends
     }
 
     /// Tiny counts, for smoke tests.
@@ -238,7 +236,7 @@ pub async fn run(options: &Options) -> Result<Report> {
 
     if options.sections.contains(&Section::Provisioning) {
         let backends = options.backends();
-        if let Some(backend) = backends.iter().find(|b| b.upstreams.dynamodb.is_some()) {
+        if let Some(backend) = backends.iter().find(|b| b.is_dynamodb_local()) {
             // The JVM compiles DynamoDB Local's hot paths on first use; one unmeasured signup
             // keeps that out of the measured ones.
             eprintln!("provisioning on {}: one signup to warm it up", backend.name);
@@ -258,7 +256,7 @@ pub async fn run(options: &Options) -> Result<Report> {
             for backend in &backends {
                 // The bursts measure moto under load; on DynamoDB Local only the one-at-a-time
                 // signups run, to show our own time without moto's per-request cost.
-                let modes: &[bool] = if backend.upstreams.dynamodb.is_some() {
+                let modes: &[bool] = if backend.is_dynamodb_local() {
                     &[false]
                 } else {
                     &[false, true]
@@ -375,7 +373,7 @@ async fn data_sections(
         }
         let emulator_samples = (samples / 10).max(5);
         for backend in options.backends() {
-            let split = if backend.upstreams.dynamodb.is_none() {
+            let split = if !backend.is_dynamodb_local() {
                 split_latencies(&backend, &stack, &seeded, emulator_samples).await?
             } else {
                 // Its own stack: the table on DynamoDB Local, queues and secrets on moto.

@@ -505,8 +505,8 @@ fn api(out: &mut String, report: &Report) {
         out,
         "Handler time in process: the numbers API router (`shared::api::router`: authentication, routing, \
 the store, JSON) called through `tower::ServiceExt::oneshot` and its body read, after a few warm-up requests. \
-\"in-memory\" is `MemoryStore` (our own overhead); \"moto\" is `DynamoStore` against moto (end to end, moto's \
-Python dominating). Milliseconds.\n"
+\"in-memory\" is `MemoryStore` (our own overhead). Milliseconds. The same requests against moto and DynamoDB \
+Local, split into the emulators' answers and the rest, are under \"moto and DynamoDB Local side by side\".\n"
     );
     let _ = writeln!(
         out,
@@ -799,14 +799,14 @@ account of 20 answers in p50 {} / p99 {} ms, which is the handler's own overhead
     for r in report.provisioning.iter().filter(|r| !r.burst) {
         let numbers = r.signups.max(1) as f64;
         // The counts do not depend on the emulator: one note, from moto's run.
-        let first_of_its_latency = r.backend == "moto";
+        let on_moto = r.backend == crate::setup::MOTO;
         let over: Vec<_> = r
             .per_step
             .iter()
             .filter(|s| s.function != "SignupCallbackFunction")
             .filter(|s| s.counts.ours_total() as f64 / numbers > MAX_REQUESTS_PER_STEP)
             .collect();
-        if !over.is_empty() && first_of_its_latency {
+        if !over.is_empty() && on_moto {
             notes.push(format!(
                 "**AWS requests per step** ({} ms Meta): {}. {}Every step reads the number (GetItem) and, except \
 activation, the token (Secrets Manager GetSecretValue), records itself (UpdateItem) and sends the next message: \
@@ -1054,7 +1054,7 @@ fn cost_run(report: &Report) -> Option<&ProvisioningResult> {
         .provisioning
         .iter()
         .filter(|r| !r.burst && r.activated > 0 && r.health_sync.is_some())
-        .max_by_key(|r| (r.meta_latency_ms, r.backend != "moto"))
+        .max_by_key(|r| (r.meta_latency_ms, r.backend != crate::setup::MOTO))
 }
 
 fn cost(out: &mut String, report: &Report) {

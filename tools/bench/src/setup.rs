@@ -34,6 +34,9 @@ pub fn template() -> Result<Template> {
     Template::load(workspace_root().join("template.yaml"))
 }
 
+/// [`Backend::name`] of moto alone.
+pub const MOTO: &str = "moto";
+
 /// The AWS emulators a run talks to: moto for everything, or DynamoDB Local for DynamoDB and
 /// moto for the rest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +55,7 @@ pub struct Direct {
 impl Backend {
     pub fn moto(endpoint: &str) -> Backend {
         Backend {
-            name: "moto".into(),
+            name: MOTO.into(),
             upstreams: Upstreams::moto(endpoint),
         }
     }
@@ -64,10 +67,14 @@ impl Backend {
         }
     }
 
+    pub fn is_dynamodb_local(&self) -> bool {
+        self.upstreams.dynamodb.is_some()
+    }
+
     /// moto itself; with DynamoDB Local, a routing proxy whose records nobody reads (one SDK
     /// configuration has one endpoint).
     pub async fn direct(&self) -> Result<Direct> {
-        if self.upstreams.dynamodb.is_none() {
+        if !self.is_dynamodb_local() {
             return Ok(Direct {
                 sdk: sdk_config_for(&self.upstreams.moto).await,
                 _router: None,
