@@ -166,6 +166,12 @@ pub fn prices() -> Vec<(&'static str, f64, &'static str, &'static str)> {
 pub const HOURS_PER_MONTH: f64 = 730.0;
 /// DynamoDB bills 100 bytes of overhead per stored item.
 pub const ITEM_OVERHEAD_BYTES: u64 = 100;
+/// Lambda's SQS pollers per event source mapping when idle: five (Serverless Guru on the AWS
+/// partner blog, "Understanding Amazon SQS and AWS Lambda Event Source Mapping"), each long-polling
+/// 20 s: an estimate, as AWS does not document the idle poller count.
+pub const IDLE_POLLERS_PER_QUEUE: f64 = 5.0;
+pub const LONG_POLL_SECONDS: f64 = 20.0;
+
 /// When no log bytes were measured: one JSON line of ~300 bytes per invocation (an estimate).
 pub const ESTIMATED_LOG_BYTES_PER_INVOCATION: f64 = 300.0;
 
@@ -314,6 +320,20 @@ impl LiveUsage {
                 }),
         );
         lines
+    }
+}
+
+/// The event source's empty receives over a month, for `queues` SQS-fed functions: a fixed cost
+/// of the stack, whatever the numbers (estimated: see [`IDLE_POLLERS_PER_QUEUE`]).
+pub fn idle_polling(queues: usize) -> Line {
+    let receives =
+        queues as f64 * IDLE_POLLERS_PER_QUEUE * HOURS_PER_MONTH * 3600.0 / LONG_POLL_SECONDS;
+    Line {
+        item: format!("SQS: the event source's empty polls, {queues} queues (per stack, fixed)"),
+        quantity: receives,
+        unit: "requests",
+        usd: receives * SQS_REQUEST,
+        estimated: true,
     }
 }
 
@@ -545,5 +565,14 @@ mod tests {
         assert!(close(live.sync.read_units, 0.25));
         assert!(close(live.sync.invocations(), 0.5));
         assert_eq!(live.sync.log_bytes, None);
+    }
+
+    #[test]
+    fn idle_queues_cost_their_pollers_long_polls_whatever_the_numbers() {
+        // 5 pollers × 3 receives a minute × 43,800 minutes, per queue
+        let line = idle_polling(2);
+        assert!(close(line.quantity, 2.0 * 5.0 * 3.0 * 43_800.0));
+        assert!(close(line.usd, line.quantity * 0.40 / 1e6));
+        assert!(line.estimated);
     }
 }

@@ -1115,7 +1115,13 @@ the sync's fixed part, listing accounts and sweeping, weighs on each). Durations
     let Some(live) = live else {
         return;
     };
-    let monthly = live.monthly_lines(1000.0);
+    let mut monthly = live.monthly_lines(1000.0);
+    if let Some(queues) = template
+        .as_ref()
+        .and_then(|t| muchaw_local::pipeline::sqs_sources(t).ok())
+    {
+        monthly.push(crate::cost::idle_polling(queues.len()));
+    }
     let _ = writeln!(
         out,
         "\nPer live number: {:.0} bytes stored, {:.2} secrets; one health-sync run reads {:.2} RRU, writes {:.2} WRU, \
@@ -1147,8 +1153,7 @@ makes {:.2} SQS and {:.2} Secrets Manager requests and {:.2} Meta calls, and tak
     }
     let _ = writeln!(
         out,
-        "\nNot in the model: API Gateway (the signup callback's and the API's HTTP requests), the event source's empty \
-long polls (a fixed cost per queue and poller, not per number), KMS (Secrets Manager's default key is free), data \
+        "\nNot in the model: API Gateway (the signup callback's and the API's HTTP requests), KMS (Secrets Manager's default key is free), data \
 transfer, the writes each GSI adds (DynamoDB charges an index write for every item write that touches its keys: up to \
 {} more per item written here), and the Lambda platform's own log lines (none: `SystemLogLevel: WARN`).\n",
         template
