@@ -86,9 +86,10 @@ pub fn live(r: &ProvisioningResult, memory: impl Fn(&str) -> f64) -> Option<Live
             .max(0.0)
             / numbers,
         sync: Usage {
+            // One invocation an hour whatever the numbers: counted once in `monthly_lines`.
             functions: vec![FunctionUse {
                 function: "HealthSyncFunction".into(),
-                invocations: 1.0 / live,
+                invocations: 0.0,
                 seconds: sync.took.as_secs_f64() / live,
                 memory_mb: memory("HealthSyncFunction"),
             }],
@@ -314,11 +315,19 @@ impl LiveUsage {
             self.sync
                 .lines(numbers * HOURS_PER_MONTH)
                 .into_iter()
+                .filter(|l| l.item != "Lambda requests")
                 .map(|l| Line {
                     item: format!("Health sync: {}", l.item),
                     ..l
                 }),
         );
+        lines.push(Line {
+            item: "Health sync: Lambda requests (one run an hour, fixed)".into(),
+            quantity: HOURS_PER_MONTH,
+            unit: "invocations",
+            usd: HOURS_PER_MONTH * LAMBDA_REQUEST,
+            estimated: false,
+        });
         lines
     }
 }
@@ -485,6 +494,13 @@ mod tests {
             usd(&lines, "Health sync: DynamoDB reads"),
             0.5 * 1000.0 * 730.0 * 0.125 / 1e6
         ));
+        assert!(close(
+            usd(
+                &lines,
+                "Health sync: Lambda requests (one run an hour, fixed)"
+            ),
+            730.0 * 0.20 / 1e6
+        ));
         assert_eq!(
             dominant(&lines).map(|l| l.item.as_str()),
             Some("Secrets Manager secrets")
@@ -563,7 +579,8 @@ mod tests {
         assert!(close(live.stored_bytes, 3_000.0));
         assert!(close(live.secrets, 1.0));
         assert!(close(live.sync.read_units, 0.25));
-        assert!(close(live.sync.invocations(), 0.5));
+        assert!(close(live.sync.invocations(), 0.0));
+        assert!(close(live.sync.gb_seconds(), 0.25 * 0.5));
         assert_eq!(live.sync.log_bytes, None);
     }
 

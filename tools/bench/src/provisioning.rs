@@ -93,6 +93,9 @@ pub struct ProvisioningResult {
     pub run_totals: BTreeMap<String, RunTotals>,
     /// The signup callback's handler time, per signup.
     pub callback_time: Summary,
+    /// One-at-a-time runs: our code's requests from each signup to its `ACTIVE` commit, summed
+    /// over the numbers (what lies on the time-to-active path; events dispatched after it do not).
+    pub to_active: Counts,
     /// One-at-a-time runs: the health sync run once over the activated numbers.
     pub health_sync: Option<HealthSyncRun>,
     /// The table after the run (the account and its key included).
@@ -430,6 +433,7 @@ pub async fn run(
     let mut callback_times: Vec<f64> = Vec::new();
     let mut step_records: Vec<Vec<Record>> = Vec::new();
     let mut queue_waits: Vec<f64> = Vec::new();
+    let mut to_active: Vec<Record> = Vec::new();
     let mut backoffs: Vec<f64> = Vec::new();
     let mut timed_out = false;
     if burst {
@@ -463,12 +467,23 @@ pub async fn run(
             let id = signup(&local.router, &key, phone).await?;
             callback_times.push(ms(at.elapsed()));
             sent.push((id.clone(), at));
-            if !watcher.wait_for(&proxy, &[id], deadline).await {
+            if !watcher
+                .wait_for(&proxy, std::slice::from_ref(&id), deadline)
+                .await
+            {
                 timed_out = true;
                 break;
             }
             wait_quiet(&proxy, Duration::from_millis(1500), Duration::from_secs(30)).await;
             let records = proxy.records_since(before);
+            if let Some((_, active_at)) = watcher.settled.get(&id) {
+                to_active.extend(
+                    records
+                        .iter()
+                        .filter(|r| r.at.is_some_and(|r_at| r_at <= *active_at))
+                        .cloned(),
+                );
+            }
             if std::env::var_os("BENCH_TRACE").is_some() {
                 trace(&records, at);
             }
@@ -554,6 +569,7 @@ pub async fn run(
         longest_batch,
         run_totals,
         callback_time: Summary::of(&callback_times),
+        to_active: Counts::of(&to_active),
         health_sync,
         stored: stored(&store).await?,
         log_bytes,

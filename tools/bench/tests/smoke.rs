@@ -127,6 +127,8 @@ async fn a_quick_run_measures_every_section() {
     );
     // What the cost model reads: each step's batches and time, the table, one health sync.
     assert!(sequential.run_totals.contains_key("ActivateNumberFunction"));
+    let to_active = sequential.to_active.ours_total();
+    assert!(to_active > 0 && to_active <= sequential.counts.ours_total());
     assert!(sequential.stored.items > 0 && sequential.stored.bytes > 0);
     let sync = sequential.health_sync.as_ref().expect("a health-sync run");
     assert_eq!(sync.live_numbers, sequential.activated);
