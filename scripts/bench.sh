@@ -36,7 +36,7 @@ if [[ -n "${BENCH_STAGE_RUN:-}" ]]; then
     (cd "$jar_dir" && exec java -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
       -inMemory -sharedDb -port "$port") >"$log" 2>&1 &
     dynamodb_pid=$!
-    # The namespace outlives nothing, but its processes would: stop it on every exit.
+    # Leaving the namespace does not stop what runs in it: stop DynamoDB Local on every exit.
     stop_dynamodb() { kill "$dynamodb_pid" 2>/dev/null || true; wait "$dynamodb_pid" 2>/dev/null || true; rm -f "$log"; }
     trap stop_dynamodb EXIT
     # A JVM start on a loaded machine takes seconds.
