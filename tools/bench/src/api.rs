@@ -11,6 +11,7 @@ use http::Request;
 use muchaw_shared::domain::{AccountId, Number, QualityRating, Status, time};
 use tower::ServiceExt;
 
+use crate::proxy::{CountingProxy, Counts};
 use crate::stats::{Summary, ms};
 
 /// `count` numbers of one account, one second apart, 4 in 5 ACTIVE, phones numbered from
@@ -44,6 +45,23 @@ pub fn get(path: &str, key: &str) -> Result<Request<Body>> {
         .body(Body::empty())?)
 }
 
+/// One request through the router, in process, its body read: the time it took, in ms.
+pub async fn timed_get(router: &Router, path: &str, key: &str) -> Result<f64> {
+    let request = get(path, key)?;
+    let started = Instant::now();
+    let response = router.clone().oneshot(request).await?;
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+    let elapsed = started.elapsed();
+    if !status.is_success() {
+        bail!(
+            "GET {path}: {status} {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+    }
+    Ok(ms(elapsed))
+}
+
 /// Handler time of `samples` requests through the router, in process (routing, authentication,
 /// the store, serialisation; no network), after `warmup` unmeasured ones.
 pub async fn handler_latency(
@@ -55,23 +73,62 @@ pub async fn handler_latency(
 ) -> Result<Summary> {
     let mut times = Vec::with_capacity(samples);
     for i in 0..warmup + samples {
-        let request = get(path, key)?;
-        let started = Instant::now();
-        let response = router.clone().oneshot(request).await?;
-        let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
-        let elapsed = started.elapsed();
-        if !status.is_success() {
-            bail!(
-                "GET {path}: {status} {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            );
-        }
+        let took = timed_get(router, path, key).await?;
         if i >= warmup {
-            times.push(ms(elapsed));
+            times.push(took);
         }
     }
     Ok(Summary::of(&times))
+}
+
+/// A request's time against an emulator, split at the counting proxy its AWS calls go through.
+#[derive(Clone, Debug)]
+pub struct SplitLatency {
+    pub what: String,
+    /// `moto`, `DynamoDB Local`.
+    pub backend: String,
+    pub total: Summary,
+    /// The emulators' answer time per request (summed over its AWS calls).
+    pub emulator: Summary,
+    /// The rest: our code, the SDK, the proxy hop.
+    pub ours: Summary,
+    pub aws_requests_per_call: f64,
+}
+
+/// [`handler_latency`] with every sample split into the time the emulators took (seen at
+/// `proxy`, which the router's store must go through) and the rest.
+#[allow(clippy::too_many_arguments)]
+pub async fn split_latency(
+    what: String,
+    backend: &str,
+    router: &Router,
+    proxy: &CountingProxy,
+    path: &str,
+    key: &str,
+    warmup: usize,
+    samples: usize,
+) -> Result<SplitLatency> {
+    let (mut total, mut emulator, mut ours) = (Vec::new(), Vec::new(), Vec::new());
+    let mut requests = 0;
+    for i in 0..warmup + samples {
+        let mark = proxy.mark();
+        let took = timed_get(router, path, key).await?;
+        let counts = Counts::of(&proxy.records_since(mark));
+        if i >= warmup {
+            total.push(took);
+            emulator.push(counts.ours_elapsed_ms);
+            ours.push(took - counts.ours_elapsed_ms);
+            requests += counts.ours_total();
+        }
+    }
+    Ok(SplitLatency {
+        what,
+        backend: backend.to_string(),
+        total: Summary::of(&total),
+        emulator: Summary::of(&emulator),
+        ours: Summary::of(&ours),
+        aws_requests_per_call: requests as f64 / samples.max(1) as f64,
+    })
 }
 
 #[derive(Clone, Debug)]

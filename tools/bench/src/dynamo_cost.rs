@@ -101,10 +101,7 @@ pub async fn measure(
         .await?
         .item
         .unwrap_or_default();
-    let number_item_bytes = item
-        .iter()
-        .map(|(k, v)| k.len() as u64 + attribute_size(v))
-        .sum();
+    let number_item_bytes = item_bytes(&item);
     let mark = proxy.mark();
     muchaw_shared::lifecycle::apply(
         store,
@@ -129,6 +126,15 @@ pub async fn measure(
         status_change_label: "ACTIVE → BANNED (lifecycle::change_status)".into(),
         number_item_bytes,
     })
+}
+
+/// An item's size as DynamoDB counts it: attribute names plus values.
+pub fn item_bytes(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> u64 {
+    item.iter()
+        .map(|(k, v)| k.len() as u64 + attribute_size(v))
+        .sum()
 }
 
 fn attribute_size(value: &aws_sdk_dynamodb::types::AttributeValue) -> u64 {

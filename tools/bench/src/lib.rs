@@ -4,7 +4,9 @@
 
 pub mod api;
 pub mod cold;
+pub mod cost;
 pub mod dynamo_cost;
+pub mod logbytes;
 pub mod provisioning;
 pub mod proxy;
 pub mod report;
@@ -19,9 +21,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use muchaw_local::binaries::function_binaries;
 use muchaw_local::moto::sdk_config_for;
+use muchaw_shared::adapters::dynamo::DynamoStore;
 use muchaw_shared::adapters::memory::{MemoryQueue, MemoryStore};
 use muchaw_shared::adapters::sqs::SqsQueue;
 use muchaw_shared::config::QueueUrls;
+use muchaw_shared::domain::{AccountId, Number};
+
+use crate::setup::Backend;
 
 /// Which sections run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -54,6 +60,11 @@ pub struct Options {
     pub meta_latencies_ms: Vec<u64>,
     pub provisioning_limit: Duration,
     pub reproduce: String,
+    /// DynamoDB Local's endpoint: the API latency and the one-at-a-time signups run on it too
+    /// (DynamoDB there, SQS and Secrets Manager on moto), beside moto alone.
+    pub dynamodb_local: Option<String>,
+    /// Which DynamoDB Local it is, or why it was not measured (for the report).
+    pub dynamodb_local_note: String,
 }
 
 impl Options {
@@ -82,7 +93,18 @@ impl Options {
             meta_latencies_ms: vec![0, 150],
             provisioning_limit: Duration::from_secs(1200),
             reproduce: "make bench".into(),
+            dynamodb_local: None,
+            dynamodb_local_note: "not given (`--dynamodb-local-endpoint`)".into(),
         }
+    }
+
+    /// moto, then DynamoDB Local (with moto for the rest) when there is one.
+    pub fn backends(&self) -> Vec<Backend> {
+        let mut backends = vec![Backend::moto(&self.moto_endpoint)];
+        if let Some(dynamodb) = &self.dynamodb_local {
+            backends.push(Backend::dynamodb_local(&self.moto_endpoint, dynamodb));
+        }
+        backends
     }
 
     /// Tiny counts, for smoke tests.
@@ -107,6 +129,8 @@ pub struct ApiFigures {
     pub latency: Vec<(String, String, stats::Summary)>,
     /// (front, throughput)
     pub throughput: Vec<(String, api::Throughput)>,
+    /// Against the emulators, split at the proxy: moto, then DynamoDB Local.
+    pub emulators: Vec<api::SplitLatency>,
 }
 
 #[derive(Debug, Default)]
@@ -211,32 +235,59 @@ pub async fn run(options: &Options) -> Result<Report> {
     }
 
     if options.sections.contains(&Section::Provisioning) {
+        let backends = options.backends();
+        if let Some(backend) = backends.iter().find(|b| b.is_dynamodb_local()) {
+            // The JVM compiles DynamoDB Local's hot paths on first use; one unmeasured signup
+            // keeps that out of the measured ones.
+            eprintln!("provisioning on {}: one signup to warm it up", backend.name);
+            provisioning::run(
+                &template,
+                backend,
+                &meta,
+                Duration::ZERO,
+                1,
+                false,
+                options.provisioning_limit,
+            )
+            .await?;
+        }
+        // Backends inside each latency: runs compared side by side see the same machine load.
         for latency in &options.meta_latencies_ms {
-            for burst in [false, true] {
-                let signups = if burst {
-                    options.signups
+            for backend in &backends {
+                // The bursts measure moto under load; on DynamoDB Local only the one-at-a-time
+                // signups run, to show our own time without moto's per-request cost.
+                let modes: &[bool] = if backend.is_dynamodb_local() {
+                    &[false]
                 } else {
-                    options.sequential_signups
+                    &[false, true]
                 };
-                if signups == 0 {
-                    continue;
+                for &burst in modes {
+                    let signups = if burst {
+                        options.signups
+                    } else {
+                        options.sequential_signups
+                    };
+                    if signups == 0 {
+                        continue;
+                    }
+                    eprintln!(
+                        "provisioning on {}: {signups} signups {} at {latency} ms per Meta call",
+                        backend.name,
+                        if burst { "at once" } else { "one at a time" }
+                    );
+                    let result = provisioning::run(
+                        &template,
+                        backend,
+                        &meta,
+                        Duration::from_millis(*latency),
+                        signups,
+                        burst,
+                        options.provisioning_limit,
+                    )
+                    .await?;
+                    println!("{}", report::provisioning_line(&result));
+                    report.provisioning.push(result);
                 }
-                eprintln!(
-                    "provisioning: {signups} signups {} at {latency} ms per Meta call",
-                    if burst { "at once" } else { "one at a time" }
-                );
-                let result = provisioning::run(
-                    &template,
-                    &options.moto_endpoint,
-                    &meta,
-                    Duration::from_millis(*latency),
-                    signups,
-                    burst,
-                    options.provisioning_limit,
-                )
-                .await?;
-                println!("{}", report::provisioning_line(&result));
-                report.provisioning.push(result);
             }
         }
     }
@@ -254,42 +305,34 @@ async fn data_sections(
     let n = options.account_size;
     let stack = setup::stack(template, direct, meta).await?;
     let store = setup::table_store(&stack, direct)?;
-    let big = store.create_account("big").await?.id;
-    let small = store.create_account("small").await?.id;
-    let big_key = store.create_api_key(&big, Some("bench")).await?;
-    let big_key = big_key.key.expose().to_string();
-    let small_key = store.create_api_key(&small, Some("bench")).await?;
-    let small_key = small_key.key.expose().to_string();
-    let big_numbers = api::numbers(&big, n, 0);
-    let small_numbers = api::numbers(&small, 20, n);
-    let seeding = Instant::now();
-    for chunk in big_numbers.chunks(1000) {
-        store.import_numbers(chunk).await?;
-    }
-    store.import_numbers(&small_numbers).await?;
-    eprintln!(
-        "seeded {n} + 20 numbers on moto in {:.1} s",
-        seeding.elapsed().as_secs_f64()
-    );
+    let seeded = seed_accounts(&store, n, "moto").await?;
+    let Seeded {
+        big,
+        small,
+        big_key,
+        small_key,
+        big_numbers,
+        small_numbers,
+    } = &seeded;
     let some_id = big_numbers[n / 2].id.to_string();
 
     if options.sections.contains(&Section::Api) {
         let mut figures = ApiFigures::default();
-        let list = "/api/numbers?limit=20&offset=0";
+        let list = LIST;
         let one = format!("/api/numbers/{some_id}");
         let samples = options.api_samples;
         // Our own overhead: the same router over the in-memory store.
         let memory = MemoryStore::default();
-        for number in &big_numbers {
+        for number in big_numbers.iter() {
             memory.insert_number(number.clone());
         }
-        memory.add_key(&big_key, &big);
+        memory.add_key(big_key, big);
         let memory_router = muchaw_shared::api::router(memory.clone(), MemoryQueue::default());
         let small_memory = MemoryStore::default();
-        for number in &small_numbers {
+        for number in small_numbers.iter() {
             small_memory.insert_number(number.clone());
         }
-        small_memory.add_key(&small_key, &small);
+        small_memory.add_key(small_key, small);
         let small_router = muchaw_shared::api::router(small_memory, MemoryQueue::default());
         let moto_router = muchaw_shared::api::router(store.clone(), MemoryQueue::default());
         let cases: Vec<(String, String, &axum::Router, String, &str, usize)> = vec![
@@ -317,22 +360,6 @@ async fn data_sections(
                 small_key.as_str(),
                 samples,
             ),
-            (
-                format!("GET {list} (account of {n})"),
-                "moto".into(),
-                &moto_router,
-                list.to_string(),
-                big_key.as_str(),
-                (samples / 10).max(5),
-            ),
-            (
-                format!("GET /api/numbers/{{id}} (account of {n})"),
-                "moto".into(),
-                &moto_router,
-                one.clone(),
-                big_key.as_str(),
-                (samples / 10).max(5),
-            ),
         ];
         for (what, backend, router, path, key, samples) in cases {
             let summary = api::handler_latency(router, &path, key, 5.min(samples), samples).await?;
@@ -343,6 +370,32 @@ async fn data_sections(
                 summary.n
             );
             figures.latency.push((what, backend, summary));
+        }
+        let emulator_samples = (samples / 10).max(5);
+        for backend in options.backends() {
+            let split = if !backend.is_dynamodb_local() {
+                split_latencies(&backend, &stack, &seeded, emulator_samples).await?
+            } else {
+                // Its own stack: the table on DynamoDB Local, queues and secrets on moto.
+                let direct = backend.direct().await?;
+                let stack = setup::stack(template, &direct.sdk, meta).await?;
+                let store = setup::table_store(&stack, &direct.sdk)?;
+                let seeded = seed_accounts(&store, n, &backend.name).await?;
+                split_latencies(&backend, &stack, &seeded, emulator_samples).await?
+            };
+            for s in &split {
+                println!(
+                    "api {} [{}]: p50 {} ms p99 {} ms; emulator p50 {} ms over {:.1} requests; ours p50 {} ms",
+                    s.what,
+                    s.backend,
+                    stats::fmt_ms(s.total.p50),
+                    stats::fmt_ms(s.total.p99),
+                    stats::fmt_ms(s.emulator.p50),
+                    s.aws_requests_per_call,
+                    stats::fmt_ms(s.ours.p50)
+                );
+            }
+            figures.emulators.extend(split);
         }
         // The HTTP fronts, 16 clients each.
         let clients = options.throughput_clients;
@@ -404,35 +457,112 @@ async fn data_sections(
         let cases = [
             dynamo_cost::ListCase {
                 label: "all statuses, offset 0",
-                account: &big,
+                account: big,
                 account_size: n,
                 status: None,
                 offset: 0,
             },
             dynamo_cost::ListCase {
                 label: "status=ACTIVE, offset 0",
-                account: &big,
+                account: big,
                 account_size: n,
                 status: Some(active),
                 offset: 0,
             },
             dynamo_cost::ListCase {
                 label: "all statuses, deep offset",
-                account: &big,
+                account: big,
                 account_size: n,
                 status: None,
                 offset: deep,
             },
             dynamo_cost::ListCase {
                 label: "all statuses, offset 0",
-                account: &small,
+                account: small,
                 account_size: 20,
                 status: None,
                 offset: 0,
             },
         ];
         report.dynamo =
-            Some(dynamo_cost::measure(&proxy, &proxied, &queue, &store, &cases, &big).await?);
+            Some(dynamo_cost::measure(&proxy, &proxied, &queue, &store, &cases, big).await?);
     }
     Ok(())
 }
+
+/// The two accounts the data sections read: one of `n` numbers, one of 20, each with a key.
+struct Seeded {
+    big: AccountId,
+    small: AccountId,
+    big_key: String,
+    small_key: String,
+    big_numbers: Vec<Number>,
+    small_numbers: Vec<Number>,
+}
+
+async fn seed_accounts(store: &DynamoStore, n: usize, on: &str) -> Result<Seeded> {
+    let big = store.create_account("big").await?.id;
+    let small = store.create_account("small").await?.id;
+    let big_key = store.create_api_key(&big, Some("bench")).await?;
+    let big_key = big_key.key.expose().to_string();
+    let small_key = store.create_api_key(&small, Some("bench")).await?;
+    let small_key = small_key.key.expose().to_string();
+    let big_numbers = api::numbers(&big, n, 0);
+    let small_numbers = api::numbers(&small, 20, n);
+    let seeding = Instant::now();
+    for chunk in big_numbers.chunks(1000) {
+        store.import_numbers(chunk).await?;
+    }
+    store.import_numbers(&small_numbers).await?;
+    eprintln!(
+        "seeded {n} + 20 numbers on {on} in {:.1} s",
+        seeding.elapsed().as_secs_f64()
+    );
+    Ok(Seeded {
+        big,
+        small,
+        big_key,
+        small_key,
+        big_numbers,
+        small_numbers,
+    })
+}
+
+/// The list and a single number through the numbers API router, its store's AWS calls going
+/// through a counting proxy to `backend`, each request split at the proxy.
+async fn split_latencies(
+    backend: &Backend,
+    stack: &muchaw_local::provision::Stack,
+    seeded: &Seeded,
+    samples: usize,
+) -> Result<Vec<api::SplitLatency>> {
+    let proxy = proxy::CountingProxy::start_routed(backend.upstreams.clone()).await?;
+    let through = sdk_config_for(&proxy.url()).await;
+    let store = setup::table_store(stack, &through)?;
+    let router = muchaw_shared::api::router(store, MemoryQueue::default());
+    let n = seeded.big_numbers.len();
+    let one = format!("/api/numbers/{}", seeded.big_numbers[n / 2].id);
+    let mut rows = Vec::new();
+    for (what, path) in [
+        (format!("GET {LIST} (account of {n})"), LIST.to_string()),
+        (format!("GET /api/numbers/{{id}} (account of {n})"), one),
+    ] {
+        rows.push(
+            api::split_latency(
+                what,
+                &backend.name,
+                &router,
+                &proxy,
+                &path,
+                &seeded.big_key,
+                5.min(samples),
+                samples,
+            )
+            .await?,
+        );
+    }
+    Ok(rows)
+}
+
+/// The page every list benchmark reads.
+const LIST: &str = "/api/numbers?limit=20&offset=0";

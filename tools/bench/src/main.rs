@@ -53,6 +53,14 @@ struct Cli {
     meta_latencies: Vec<u64>,
     #[arg(long)]
     throughput_seconds: Option<f64>,
+    /// DynamoDB Local (AWS's emulator): the API latency and the one-at-a-time signups run on it
+    /// too, DynamoDB there and SQS/Secrets Manager on moto. Only inside a private network
+    /// namespace (it binds every interface): `scripts/bench.sh` starts it so.
+    #[arg(long, env = "DYNAMODB_LOCAL_ENDPOINT")]
+    dynamodb_local_endpoint: Option<String>,
+    /// Which DynamoDB Local that is, or why there is none (for the report).
+    #[arg(long, default_value = "")]
+    dynamodb_local_note: String,
     /// The command that reproduces this run, for the report.
     #[arg(long, default_value = "make bench")]
     reproduce: String,
@@ -61,6 +69,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    muchaw_bench::logbytes::install();
     let moto = match &cli.moto_endpoint {
         Some(endpoint) => Moto::external(endpoint.clone()),
         None => Moto::start()?,
@@ -81,6 +90,10 @@ async fn main() -> Result<()> {
     options.lambda_dir = cli.lambda_dir;
     options.build_note = cli.build_note;
     options.reproduce = cli.reproduce;
+    options.dynamodb_local = cli.dynamodb_local_endpoint;
+    if !cli.dynamodb_local_note.is_empty() {
+        options.dynamodb_local_note = cli.dynamodb_local_note;
+    }
     if !cli.sections.is_empty() {
         options.sections = cli.sections;
     }

@@ -12,10 +12,11 @@ use fake_meta::{FakeMeta, PhoneProfile, Route};
 use http::Request;
 use muchaw_local::Template;
 use muchaw_local::moto::sdk_config_for;
+use muchaw_local::pipeline::RunTotals;
 use tower::ServiceExt;
 
 use crate::proxy::{CountingProxy, Counts, Record};
-use crate::setup;
+use crate::setup::{self, Backend};
 use crate::stats::{Summary, ms};
 
 /// The Meta calls META.md documents for one number, in order.
@@ -35,8 +36,28 @@ pub struct StepCounts {
     pub counts: Counts,
 }
 
+/// One run of the hourly health sync over the numbers a run activated.
 #[derive(Clone, Debug)]
+pub struct HealthSyncRun {
+    pub live_numbers: usize,
+    pub counts: Counts,
+    pub meta_calls: u64,
+    pub took: Duration,
+    /// Bytes our code logged during the run (`None`: not counted).
+    pub log_bytes: Option<u64>,
+}
+
+/// What the table holds after a run: items and their billed bytes (100 bytes of overhead each).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stored {
+    pub items: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Default)]
 pub struct ProvisioningResult {
+    /// The emulators it ran on (`moto`, `DynamoDB Local`).
+    pub backend: String,
     pub meta_latency_ms: u64,
     /// All signups at once (`false`: one at a time, each to ACTIVE before the next).
     pub burst: bool,
@@ -70,6 +91,19 @@ pub struct ProvisioningResult {
     pub longest_batch: Duration,
     /// One-at-a-time runs: where each number's time to active went.
     pub decomposition: Option<Decomposition>,
+    /// Per SQS-fed function: its batches (invocations) and their summed time.
+    pub run_totals: BTreeMap<String, RunTotals>,
+    /// The signup callback's handler time, per signup.
+    pub callback_time: Summary,
+    /// One-at-a-time runs: our code's requests from each signup to its `ACTIVE` commit, summed
+    /// over the numbers (what lies on the time-to-active path; events dispatched after it do not).
+    pub to_active: Counts,
+    /// One-at-a-time runs: the health sync run once over the activated numbers.
+    pub health_sync: Option<HealthSyncRun>,
+    /// The table after the run (the account and its key included).
+    pub stored: Stored,
+    /// Bytes our code logged during the signups (`None`: not counted).
+    pub log_bytes: Option<u64>,
 }
 
 /// One signup at a time: each number's time to active split into what the chain waited on
@@ -352,12 +386,11 @@ pub fn step_order(function: &str) -> usize {
     .unwrap_or(99)
 }
 
-fn meta_analysis(meta: &FakeMeta) -> (BTreeMap<String, u64>, u64, u64, u64) {
-    let calls = meta.calls();
+fn meta_analysis(calls: &[fake_meta::Call]) -> (BTreeMap<String, u64>, u64, u64, u64) {
     let mut by_route: BTreeMap<String, u64> = BTreeMap::new();
     let mut per_key: HashMap<(String, String), u64> = HashMap::new();
     let mut outside = 0;
-    for call in &calls {
+    for call in calls {
         let route = call
             .route
             .map(|r| format!("{r:?}"))
@@ -381,16 +414,16 @@ fn meta_analysis(meta: &FakeMeta) -> (BTreeMap<String, u64>, u64, u64, u64) {
 /// One provisioning run on a fresh stack.
 pub async fn run(
     template: &Template,
-    moto_endpoint: &str,
+    backend: &Backend,
     meta: &FakeMeta,
     meta_latency: Duration,
     signups: usize,
     burst: bool,
     limit: Duration,
 ) -> Result<ProvisioningResult> {
-    let direct = sdk_config_for(moto_endpoint).await;
-    let stack = setup::stack(template, &direct, meta).await?;
-    let proxy = CountingProxy::start(moto_endpoint).await?;
+    let direct = backend.direct().await?;
+    let stack = setup::stack(template, &direct.sdk, meta).await?;
+    let proxy = CountingProxy::start_routed(backend.upstreams.clone()).await?;
     let sdk = sdk_config_for(&proxy.url()).await;
     let local = muchaw_local::stack::build(
         template,
@@ -400,7 +433,7 @@ pub async fn run(
         setup::VERIFY_TOKEN,
         setup::SIGNING_KEY,
     )?;
-    let store = setup::table_store(&stack, &direct)?;
+    let store = setup::table_store(&stack, &direct.sdk)?;
     let account = store.create_account("bench").await?;
     let key = store.create_api_key(&account.id, Some("bench")).await?;
     let key = key.key.expose().to_string();
@@ -442,11 +475,14 @@ pub async fn run(
         cursor: mark,
         settled: HashMap::new(),
     };
+    let logs_before = crate::logbytes::so_far();
     let started = Instant::now();
     let deadline = started + limit;
     let mut sent: Vec<(String, Instant)> = Vec::new();
+    let mut callback_times: Vec<f64> = Vec::new();
     let mut step_records: Vec<Vec<Record>> = Vec::new();
     let mut queue_waits: Vec<f64> = Vec::new();
+    let mut to_active: Vec<Record> = Vec::new();
     let mut backoffs: Vec<f64> = Vec::new();
     let mut timed_out = false;
     if burst {
@@ -455,13 +491,18 @@ pub async fn run(
             let key = &key;
             async move {
                 let at = Instant::now();
-                signup(router, key, phone).await.map(|id| (id, at))
+                signup(router, key, phone)
+                    .await
+                    .map(|id| (id, at, ms(at.elapsed())))
             }
         }))
         .await;
         for result in results {
             match result {
-                Ok(sent_one) => sent.push(sent_one),
+                Ok((id, at, took)) => {
+                    sent.push((id, at));
+                    callback_times.push(took);
+                }
                 Err(err) => eprintln!("signup failed: {err:#}"),
             }
         }
@@ -473,13 +514,25 @@ pub async fn run(
             let before = proxy.mark();
             let at = Instant::now();
             let id = signup(&local.router, &key, phone).await?;
+            callback_times.push(ms(at.elapsed()));
             sent.push((id.clone(), at));
-            if !watcher.wait_for(&proxy, &[id], deadline).await {
+            if !watcher
+                .wait_for(&proxy, std::slice::from_ref(&id), deadline)
+                .await
+            {
                 timed_out = true;
                 break;
             }
             wait_quiet(&proxy, Duration::from_millis(1500), Duration::from_secs(30)).await;
             let records = proxy.records_since(before);
+            if let Some((_, active_at)) = watcher.settled.get(&id) {
+                to_active.extend(
+                    records
+                        .iter()
+                        .filter(|r| r.at.is_some_and(|r_at| r_at <= *active_at))
+                        .cloned(),
+                );
+            }
             if std::env::var_os("BENCH_TRACE").is_some() {
                 trace(&records, at);
             }
@@ -501,8 +554,28 @@ pub async fn run(
         )
     });
     let longest_batch = local.pipeline.longest_run();
-    meta.set_latency(None, Duration::ZERO);
+    let run_totals = local.pipeline.run_totals();
     let records = proxy.records_since(mark);
+    let meta_log = meta.calls();
+    let log_bytes = logged_since(logs_before);
+    // The hourly sync's cost per live number, at the same Meta latency (its calls are Meta's).
+    let health_sync = if burst || timed_out {
+        None
+    } else {
+        meta.clear_calls();
+        let before = proxy.mark();
+        let logs = crate::logbytes::so_far();
+        let at = Instant::now();
+        let summary = local.health_sync.run().await.context("health sync")?;
+        Some(HealthSyncRun {
+            live_numbers: summary.checked,
+            counts: Counts::of(&proxy.records_since(before)),
+            meta_calls: meta.calls().len() as u64,
+            took: at.elapsed(),
+            log_bytes: logged_since(logs),
+        })
+    };
+    meta.set_latency(None, Duration::ZERO);
     let counts = Counts::of(&records);
     let mut times = Vec::new();
     let mut activated = 0;
@@ -520,7 +593,7 @@ pub async fn run(
         }
     }
     let (meta_calls_by_route, meta_calls, repeated_calls, calls_outside_sequence) =
-        meta_analysis(meta);
+        meta_analysis(&meta_log);
     let mut per_step = if burst {
         Vec::new()
     } else {
@@ -528,6 +601,7 @@ pub async fn run(
     };
     per_step.sort_by_key(|s| step_order(&s.function));
     Ok(ProvisioningResult {
+        backend: backend.name.clone(),
         meta_latency_ms: meta_latency.as_millis() as u64,
         burst,
         signups,
@@ -552,7 +626,40 @@ pub async fn run(
         held_back,
         longest_batch,
         decomposition,
+        run_totals,
+        callback_time: Summary::of(&callback_times),
+        to_active: Counts::of(&to_active),
+        health_sync,
+        stored: stored(&store).await?,
+        log_bytes,
     })
+}
+
+fn logged_since(before: Option<u64>) -> Option<u64> {
+    Some(crate::logbytes::so_far()?.saturating_sub(before?))
+}
+
+/// Every item of the table, with DynamoDB's billed size.
+async fn stored(store: &muchaw_shared::adapters::dynamo::DynamoStore) -> Result<Stored> {
+    let mut stored = Stored::default();
+    let mut pages = store
+        .client()
+        .scan()
+        .table_name(store.table())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for item in page
+            .context("scanning the table")?
+            .items
+            .unwrap_or_default()
+        {
+            stored.items += 1;
+            stored.bytes +=
+                crate::cost::ITEM_OVERHEAD_BYTES + crate::dynamo_cost::item_bytes(&item);
+        }
+    }
+    Ok(stored)
 }
 
 /// Per number: time to active − Meta − the emulators' answers − queue waits − backoff = our own

@@ -1,6 +1,7 @@
-//! A counting HTTP proxy in front of moto: forwards every AWS call unchanged and records its
-//! service, action, queue, the DynamoDB items it wrote or read and the capacity units those
-//! would cost on DynamoDB. Production code is untouched: only its endpoint points here.
+//! A counting HTTP proxy in front of the AWS emulators: forwards every AWS call unchanged (to
+//! moto, or DynamoDB's to DynamoDB Local when one is given) and records its service, action,
+//! queue, the DynamoDB items it wrote or read and the capacity units those would cost on
+//! DynamoDB. Production code is untouched: only its endpoint points here.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use serde_json::Value;
 #[derive(Clone, Debug, Default)]
 pub struct Record {
     pub at: Option<Instant>,
-    /// How long moto took to answer, in ms.
+    /// How long the emulator took to answer (request sent → body read at the proxy), in ms.
     pub elapsed_ms: f64,
     /// `dynamodb`, `sqs`, `secretsmanager`, ...
     pub service: String,
@@ -66,6 +67,9 @@ pub struct Counts {
     pub ours_by_action: BTreeMap<String, u64>,
     /// Event-source requests (receive/delete), by action.
     pub event_source: BTreeMap<String, u64>,
+    /// Of those, the ones a delivery costs: receives that returned messages, and deletes (the
+    /// rest are empty polls, which depend on time, not on traffic).
+    pub event_source_deliveries: u64,
     pub items_written: u64,
     pub write_units: f64,
     pub items_read: u64,
@@ -73,8 +77,10 @@ pub struct Counts {
     pub transactions: u64,
     pub max_transaction_size: usize,
     pub errors: u64,
-    /// Total time moto took over our code's requests, in ms.
+    /// Total time the emulators took over our code's requests, in ms.
     pub ours_elapsed_ms: f64,
+    /// The same, by service.
+    pub ours_elapsed_ms_by_service: BTreeMap<String, f64>,
 }
 
 impl Counts {
@@ -86,6 +92,9 @@ impl Counts {
             }
             if r.is_event_source() {
                 *counts.event_source.entry(r.action.clone()).or_default() += 1;
+                if r.received > 0 || r.action != "ReceiveMessage" {
+                    counts.event_source_deliveries += 1;
+                }
                 continue;
             }
             *counts.ours_by_service.entry(r.service.clone()).or_default() += 1;
@@ -94,6 +103,10 @@ impl Counts {
                 .entry(format!("{}:{}", r.service, r.action))
                 .or_default() += 1;
             counts.ours_elapsed_ms += r.elapsed_ms;
+            *counts
+                .ours_elapsed_ms_by_service
+                .entry(r.service.clone())
+                .or_default() += r.elapsed_ms;
             counts.items_written += r.items_written;
             counts.write_units += r.write_units;
             counts.items_read += r.items_read;
@@ -114,7 +127,7 @@ impl Counts {
         self.ours_by_service.get(service).copied().unwrap_or(0)
     }
 
-    /// Mean time moto took per request of our code, in ms.
+    /// Mean time the emulators took per request of our code, in ms.
     pub fn ours_mean_ms(&self) -> f64 {
         self.ours_elapsed_ms / self.ours_total().max(1) as f64
     }
@@ -124,8 +137,45 @@ impl Counts {
     }
 }
 
+/// Where the proxy sends what: everything to moto, DynamoDB's requests to DynamoDB Local when
+/// one is given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstreams {
+    pub moto: String,
+    pub dynamodb: Option<String>,
+}
+
+impl Upstreams {
+    pub fn moto(endpoint: &str) -> Upstreams {
+        Upstreams {
+            moto: endpoint.trim_end_matches('/').to_string(),
+            dynamodb: None,
+        }
+    }
+
+    pub fn with_dynamodb(moto: &str, dynamodb: &str) -> Upstreams {
+        Upstreams {
+            dynamodb: Some(dynamodb.trim_end_matches('/').to_string()),
+            ..Upstreams::moto(moto)
+        }
+    }
+
+    /// DynamoDB's JSON protocol names its API version in `X-Amz-Target`
+    /// (`DynamoDB_20120810.<Action>`); nothing else does.
+    pub fn for_request(&self, headers: &HeaderMap) -> &str {
+        let dynamodb_target = headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("DynamoDB_20120810."));
+        match &self.dynamodb {
+            Some(dynamodb) if dynamodb_target => dynamodb,
+            _ => &self.moto,
+        }
+    }
+}
+
 struct ProxyState {
-    upstream: String,
+    upstreams: Upstreams,
     client: reqwest::Client,
     log: Mutex<Vec<Record>>,
 }
@@ -145,8 +195,12 @@ impl Drop for CountingProxy {
 
 impl CountingProxy {
     pub async fn start(upstream: &str) -> Result<CountingProxy> {
+        CountingProxy::start_routed(Upstreams::moto(upstream)).await
+    }
+
+    pub async fn start_routed(upstreams: Upstreams) -> Result<CountingProxy> {
         let state = Arc::new(ProxyState {
-            upstream: upstream.trim_end_matches('/').to_string(),
+            upstreams,
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
                 .build()
@@ -205,9 +259,10 @@ async fn forward_inner(state: &ProxyState, request: Request) -> Result<Response>
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let mut outgoing = state
-        .client
-        .request(parts.method.clone(), format!("{}{path}", state.upstream));
+    let mut outgoing = state.client.request(
+        parts.method.clone(),
+        format!("{}{path}", state.upstreams.for_request(&parts.headers)),
+    );
     for (name, value) in &parts.headers {
         if !is_hop_header(name.as_str()) {
             outgoing = outgoing.header(name, value);
@@ -520,5 +575,85 @@ mod tests {
             (r.service.as_str(), r.action.as_str()),
             ("sqs", "SendMessage")
         );
+    }
+
+    fn target(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-amz-target", value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn dynamodb_requests_go_to_dynamodb_local_and_the_rest_to_moto() {
+        // Given a proxy routing DynamoDB to DynamoDB Local
+        let upstreams = Upstreams::with_dynamodb("http://moto:1/", "http://ddb:2");
+
+        // Then DynamoDB's JSON requests go there, SQS, Secrets Manager and query-protocol ones
+        // (no target) to moto
+        let query = HeaderMap::new();
+        assert_eq!(
+            upstreams.for_request(&target("DynamoDB_20120810.TransactWriteItems")),
+            "http://ddb:2"
+        );
+        assert_eq!(
+            upstreams.for_request(&target("AmazonSQS.SendMessage")),
+            "http://moto:1"
+        );
+        assert_eq!(
+            upstreams.for_request(&target("secretsmanager.GetSecretValue")),
+            "http://moto:1"
+        );
+        assert_eq!(upstreams.for_request(&query), "http://moto:1");
+    }
+
+    #[test]
+    fn without_dynamodb_local_everything_goes_to_moto() {
+        let upstreams = Upstreams::moto("http://moto:1");
+        assert_eq!(
+            upstreams.for_request(&target("DynamoDB_20120810.GetItem")),
+            "http://moto:1"
+        );
+    }
+
+    #[test]
+    fn emulator_time_is_summed_by_service_for_our_requests_only() {
+        let record = |service: &str, action: &str, elapsed_ms: f64| Record {
+            service: service.into(),
+            action: action.into(),
+            elapsed_ms,
+            ..Record::default()
+        };
+        let counts = Counts::of(&[
+            record("dynamodb", "GetItem", 2.0),
+            record("dynamodb", "UpdateItem", 3.0),
+            record("sqs", "SendMessage", 20.0),
+            // The event source's poll is not our code's
+            record("sqs", "ReceiveMessage", 1000.0),
+        ]);
+        assert_eq!(counts.ours_elapsed_ms, 25.0);
+        assert_eq!(
+            counts.ours_elapsed_ms_by_service.get("dynamodb"),
+            Some(&5.0)
+        );
+        assert_eq!(counts.ours_elapsed_ms_by_service.get("sqs"), Some(&20.0));
+    }
+
+    #[test]
+    fn only_receives_that_returned_messages_and_deletes_are_deliveries() {
+        let event_source = |action: &str, received: usize| Record {
+            service: "sqs".into(),
+            action: action.into(),
+            received,
+            ..Record::default()
+        };
+        let counts = Counts::of(&[
+            event_source("ReceiveMessage", 0),
+            event_source("ReceiveMessage", 0),
+            event_source("ReceiveMessage", 3),
+            event_source("DeleteMessageBatch", 0),
+        ]);
+        assert_eq!(counts.event_source_total(), 4);
+        assert_eq!(counts.event_source_deliveries, 2);
+        assert_eq!(counts.ours_total(), 0);
     }
 }

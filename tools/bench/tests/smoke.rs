@@ -72,8 +72,18 @@ async fn a_quick_run_measures_every_section() {
 
     // API latency and throughput: every case measured.
     let api = result.api.as_ref().expect("api figures");
-    assert_eq!(api.latency.len(), 5);
+    assert_eq!(api.latency.len(), 3);
     assert!(api.latency.iter().all(|(_, _, s)| s.n > 0));
+    // Against moto (no DynamoDB Local given): the list and one number, split at the proxy.
+    assert_eq!(api.emulators.len(), 2);
+    for row in &api.emulators {
+        assert_eq!(row.backend, "moto");
+        assert!(row.aws_requests_per_call >= 1.0, "{row:?}");
+        assert!(
+            row.emulator.p50 > 0.0 && row.emulator.p50 < row.total.p50,
+            "{row:?}"
+        );
+    }
     assert_eq!(api.throughput.len(), 3);
     assert!(
         api.throughput
@@ -115,6 +125,14 @@ async fn a_quick_run_measures_every_section() {
         "{:?}",
         sequential.per_step
     );
+    // What the cost model reads: each step's batches and time, the table, one health sync.
+    assert!(sequential.run_totals.contains_key("ActivateNumberFunction"));
+    let to_active = sequential.to_active.ours_total();
+    assert!(to_active > 0 && to_active <= sequential.counts.ours_total());
+    assert!(sequential.stored.items > 0 && sequential.stored.bytes > 0);
+    let sync = sequential.health_sync.as_ref().expect("a health-sync run");
+    assert_eq!(sync.live_numbers, sequential.activated);
+    assert!(sync.counts.ours("dynamodb") > 0);
 
     let text = report::markdown(&result);
     for heading in [
@@ -126,7 +144,10 @@ async fn a_quick_run_measures_every_section() {
         "## Provisioning",
         "## Machine",
         "## Reproduce",
+        "## moto and DynamoDB Local side by side",
+        "## Cost model",
     ] {
         assert!(text.contains(heading), "{heading} missing from the report");
     }
+    assert!(text.contains("DynamoDB Local was **not measured**"));
 }

@@ -11,7 +11,7 @@
 //! visibility timeout, when its first run has finished and deleted it, or finds it done) and
 //! counts it, so the local stack never runs one message twice at once, as Lambda never does.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -109,6 +109,16 @@ struct Runs {
     in_flight: Mutex<HashSet<String>>,
     held_back: AtomicU64,
     longest_ms: AtomicU64,
+    by_function: Mutex<BTreeMap<String, RunTotals>>,
+}
+
+/// What one function's batches added up to: the invocations Lambda would bill and their time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RunTotals {
+    /// Batches handed to the function (one invocation each).
+    pub runs: u64,
+    pub messages: u64,
+    pub time: Duration,
 }
 
 impl Runs {
@@ -134,7 +144,17 @@ impl Runs {
         run
     }
 
-    fn finish(&self, messages: &[&aws_sdk_sqs::types::Message], took: Duration) {
+    fn finish(&self, function: &str, messages: &[&aws_sdk_sqs::types::Message], took: Duration) {
+        {
+            let mut totals = self
+                .by_function
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let entry = totals.entry(function.to_string()).or_default();
+            entry.runs += 1;
+            entry.messages += messages.len() as u64;
+            entry.time += took;
+        }
         let mut in_flight = self
             .in_flight
             .lock()
@@ -206,6 +226,15 @@ impl Pipeline {
     /// The longest a batch took in its function so far.
     pub fn longest_run(&self) -> Duration {
         Duration::from_millis(self.runs.longest_ms.load(Ordering::Relaxed))
+    }
+
+    /// Per function: the batches it ran so far and the time they took (what Lambda bills).
+    pub fn run_totals(&self) -> BTreeMap<String, RunTotals> {
+        self.runs
+            .by_function
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// `concurrency` pollers per source, each long-polling its queue, until the handle is
@@ -293,7 +322,9 @@ async fn poll(target: Target<'_>, wait_seconds: i32, twice: bool) -> Result<usiz
     }
     let started = Instant::now();
     let handled = run_batch(&target, &messages, twice).await;
-    target.runs.finish(&messages, started.elapsed());
+    target
+        .runs
+        .finish(&target.source.function_id, &messages, started.elapsed());
     handled
 }
 
@@ -405,7 +436,7 @@ mod tests {
         let runs = Runs::default();
         let batch = [message("m1")];
         let running = runs.start(&batch);
-        runs.finish(&running, Duration::from_millis(30));
+        runs.finish("F", &running, Duration::from_millis(30));
 
         // When it comes back
         let again = runs.start(&batch);
@@ -414,5 +445,32 @@ mod tests {
         assert_eq!(again.len(), 1);
         assert_eq!(runs.held_back.load(Ordering::Relaxed), 0);
         assert_eq!(runs.longest_ms.load(Ordering::Relaxed), 30);
+    }
+
+    #[test]
+    fn each_functions_batches_and_their_time_add_up() {
+        // Given two batches of one function and one of another
+        let runs = Runs::default();
+        let two = [message("m1"), message("m2")];
+        let one = [message("m3")];
+        let other = [message("m4")];
+        let batch = runs.start(&two);
+        runs.finish("A", &batch, Duration::from_millis(30));
+        let batch = runs.start(&one);
+        runs.finish("A", &batch, Duration::from_millis(12));
+        let batch = runs.start(&other);
+        runs.finish("B", &batch, Duration::from_millis(5));
+
+        // When the totals are read
+        let totals = runs.by_function.lock().unwrap().clone();
+
+        // Then each function has its invocations, messages and summed time
+        let expected_a = RunTotals {
+            runs: 2,
+            messages: 3,
+            time: Duration::from_millis(42),
+        };
+        assert_eq!(totals.get("A"), Some(&expected_a));
+        assert_eq!(totals.get("B").map(|t| t.runs), Some(1));
     }
 }
