@@ -654,7 +654,7 @@ fn decomposition(out: &mut String, report: &Report) {
     );
     let _ = writeln!(
         out,
-        "| Meta latency | time to active | Meta | emulators' answers | queue waits | backoff | our own code (per step) | step messages | requests (by service) | projected onto AWS |\n|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+        "| Meta latency | emulators | time to active | Meta | emulators' answers (by service, mean) | queue waits | backoff | our own code (per step) | step messages | requests (by service) | error answers | projected onto AWS |\n|---:|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|"
     );
     for (r, d) in runs {
         let requests = d
@@ -666,16 +666,19 @@ fn decomposition(out: &mut String, report: &Report) {
         let projected = d.projected_on_aws();
         let _ = writeln!(
             out,
-            "| {} ms | {} ms | {:.0} ms | {} ms | {} ms | {} ms | {} ms ({} ms) | {:.1} | {requests} | {} ms ({:.2}×) |",
+            "| {} ms | {} | {} ms | {:.0} ms | {} ms ({}) | {} ms | {} ms | {} ms ({} ms) | {:.1} | {requests} | {} | {} ms ({:.2}×) |",
             r.meta_latency_ms,
+            r.backend,
             fmt_ms(r.time_to_active.p50),
             d.meta,
             fmt_ms(d.aws_answers.p50),
+            emulator_time_by_service(&r.to_active, r.activated),
             fmt_ms(d.queue_waits.p50),
             fmt_ms(d.backoff.p50),
             fmt_ms(d.own_code.p50),
             fmt_ms(d.own_code.p50 / d.hops.max(1.0)),
             d.hops,
+            r.counts.errors,
             fmt_ms(projected),
             projected / d.meta
         );
@@ -1088,36 +1091,10 @@ hop on loopback). On AWS the emulators' share is replaced by the services' own l
     if !sequential.is_empty() {
         let _ = writeln!(
             out,
-            "Time to active, one signup at a time (ms per number; Meta = 5 calls × its latency; the rest = \
-time-to-active p50 − Meta − retry backoff − queue waits):\n\n| Meta latency | emulators | signups | time-to-active p50 / p99 | Meta | retry backoff p50 | queue waits p50 | the rest | emulators' answers until ACTIVE, mean (by service) | ours (the rest − emulators) | error answers |\n|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"
-        );
-        for r in sequential {
-            let meta = DOCUMENTED_SEQUENCE.len() as f64 * r.meta_latency_ms as f64;
-            let rest = r.time_to_active.p50 - meta - r.retry_backoff.p50 - r.queue_wait.p50;
-            let emulators = r.per_number(r.to_active.ours_elapsed_ms);
-            let _ = writeln!(
-                out,
-                "| {} ms | {} | {} | {} / {} | {meta:.0} | {} | {} | {} | {} ({}) | {} | {} |",
-                r.meta_latency_ms,
-                r.backend,
-                r.activated,
-                fmt_ms(r.time_to_active.p50),
-                fmt_ms(r.time_to_active.p99),
-                fmt_ms(r.retry_backoff.p50),
-                fmt_ms(r.queue_wait.p50),
-                fmt_ms(rest),
-                fmt_ms(emulators),
-                emulator_time_by_service(&r.to_active, r.activated),
-                fmt_ms(rest - emulators),
-                r.counts.errors
-            );
-        }
-        let _ = writeln!(
-            out,
-            "\nQueue waits are the local event source's (one long-polling poller per concurrency slot); Lambda's own \
-pollers add their latency on AWS. The emulators' answers are summed over sequential requests; a step's requests run one \
-after another, so the sum is time on the number's path. Error answers: AWS requests answered 4xx/5xx (a condition \
-that failed as designed counts too); the two emulators should agree.\n"
+            "Time to active on each, one signup at a time, part by part: \"Time to active, decomposed\" above (a row \
+per emulator). Queue waits are the local event source's (one long-polling poller per concurrency slot); Lambda's own \
+pollers add their latency on AWS. Error answers: AWS requests answered 4xx/5xx (a condition that failed as designed \
+counts too); the two emulators should agree.\n"
         );
     }
 }
