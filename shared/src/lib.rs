@@ -10,6 +10,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod meta_webhook;
 pub mod metrics;
+pub mod outbox;
 pub mod ports;
 pub mod provisioning;
 pub mod runtime;

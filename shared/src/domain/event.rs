@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::history::FieldChange;
 use super::ids::AccountId;
-use super::number::{NameDecision, Number, QualityRating};
+use super::number::{FailureReason, NameDecision, Number, QualityRating};
 use super::status::{Move, Transition};
 use super::time::{self, Timestamp};
 use super::view::NumberView;
@@ -51,6 +51,10 @@ pub enum EventType {
     /// An endpoint failing every delivery for days was disabled; sent to the others.
     #[serde(rename = "webhook.disabled")]
     WebhookDisabled,
+    /// A provisioning or reconnect step failed transiently and will be tried again: the
+    /// number's history only, never published (see [`EventType::is_published`]).
+    #[serde(rename = "number.step_retried")]
+    NumberStepRetried,
 }
 
 impl EventType {
@@ -74,13 +78,14 @@ impl EventType {
             EventType::NumberTokenInvalid => "number.token_invalid",
             EventType::WebhookTest => "webhook.test",
             EventType::WebhookDisabled => "webhook.disabled",
+            EventType::NumberStepRetried => "number.step_retried",
         }
     }
 
     /// Whether an endpoint can subscribe to it (exhaustive: a new type must be decided here).
     pub const fn is_subscribable(self) -> bool {
         match self {
-            EventType::WebhookTest => false,
+            EventType::WebhookTest | EventType::NumberStepRetried => false,
             EventType::NumberActivated
             | EventType::NumberFailed
             | EventType::NumberDisconnected
@@ -97,6 +102,34 @@ impl EventType {
             | EventType::NumberHealthChanged
             | EventType::NumberDisplayNameUpdated
             | EventType::NumberTokenInvalid
+            | EventType::WebhookDisabled => true,
+        }
+    }
+
+    /// Whether it goes to the events queue (and from there to webhooks). A history-only event
+    /// stays in the outbox as an entry of the number's history: a transient step failure is
+    /// what a support team looks for afterwards, not something a customer's system acts on,
+    /// and the retries of one number would otherwise fan out to every endpoint.
+    pub const fn is_published(self) -> bool {
+        match self {
+            EventType::NumberStepRetried => false,
+            EventType::NumberActivated
+            | EventType::NumberFailed
+            | EventType::NumberDisconnected
+            | EventType::NumberBanned
+            | EventType::NumberReinstated
+            | EventType::NumberRetried
+            | EventType::NumberQualityUpdated
+            | EventType::NumberTokenExpiring
+            | EventType::NumberRestricted
+            | EventType::NumberRestrictionLifted
+            | EventType::NumberBanScheduled
+            | EventType::NumberReconnected
+            | EventType::NumberReconnectFailed
+            | EventType::NumberHealthChanged
+            | EventType::NumberDisplayNameUpdated
+            | EventType::NumberTokenInvalid
+            | EventType::WebhookTest
             | EventType::WebhookDisabled => true,
         }
     }
@@ -135,6 +168,17 @@ pub struct EventData {
     pub previous_messaging_limit: Option<Option<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name_decision: Option<NameDecision>,
+    /// `number.step_retried`: which attempt of the step Meta failed, and how.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<StepRetry>,
+}
+
+/// A step's attempt that Meta failed transiently (its delivery's receive count: 1 is the first).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRetry {
+    pub attempt: u32,
+    pub reason: FailureReason,
 }
 
 /// `number.token_expiring`'s remedy: a signup of the same phone in the same account reconnects
@@ -204,6 +248,19 @@ impl EventEnvelope {
             at,
             EventData {
                 name_decision: decision,
+                ..EventData::default()
+            },
+        )
+    }
+
+    /// `number.step_retried` (history only): the attempt and Meta's answer to it.
+    pub fn step_retried(number: &Number, retry: StepRetry, at: Timestamp) -> EventEnvelope {
+        EventEnvelope::with_data(
+            EventType::NumberStepRetried,
+            number,
+            at,
+            EventData {
+                retry: Some(retry),
                 ..EventData::default()
             },
         )

@@ -298,6 +298,7 @@ where
                 let retried = Command::StepRetried {
                     step,
                     reason: err.failure_reason(step),
+                    attempt: delivery.receive_count,
                 };
                 lifecycle::apply(&self.store, &self.queue, &number, retried).await?;
                 Ok(Outcome::RetryAfter(
@@ -315,6 +316,7 @@ where
                 let waits = Command::RegisterWaits {
                     reason: err.failure_reason(step),
                     phone: phone.as_ref().map(PhoneProfile::fingerprint),
+                    attempt: delivery.receive_count,
                 };
                 lifecycle::apply(&self.store, &self.queue, &number, waits).await?;
                 Ok(Outcome::RetryAfter(
@@ -326,6 +328,7 @@ where
                 let retried = Command::StepRetried {
                     step,
                     reason: err.failure_reason(step),
+                    attempt: delivery.receive_count,
                 };
                 lifecycle::apply(&self.store, &self.queue, &number, retried).await?;
                 Ok(Outcome::RetryAfter(
