@@ -292,3 +292,29 @@ pub async fn run_health_sync() -> Result<(), Error> {
     }))
     .await
 }
+
+/// The scheduled outbox relay: publishes events whose send failed after their commit.
+pub async fn run_outbox_relay() -> Result<(), Error> {
+    telemetry::init();
+    let clients = Clients::load().await;
+    // The events queue, and the steps a retried number resumes at (never the code exchange).
+    let mut sends = vec![Queue::Events];
+    sends.extend(Step::ALL.into_iter().skip(1).map(Queue::Step));
+    let queues = QueueUrls::from_env().require(&sends)?;
+    let relay = Arc::new(crate::outbox::OutboxRelay {
+        store: table_store(&clients)?,
+        queue: SqsQueue::new(clients.sqs.clone(), queues),
+        grace: config::outbox_relay_grace()?,
+    });
+    lambda_runtime::run(service_fn(|_event: LambdaEvent<serde_json::Value>| {
+        let relay = relay.clone();
+        async move {
+            let summary = relay.run().await.map_err(|e| {
+                tracing::error!(error = %crate::telemetry::ErrorChain(&e), "outbox relay failed");
+                Error::from(e.to_string())
+            })?;
+            Ok::<_, Error>(summary)
+        }
+    }))
+    .await
+}

@@ -88,6 +88,10 @@ pub const META_TIMEOUT_MS: u64 = 2_000;
 pub const WEBHOOK_TIMEOUT_SECONDS: u64 = 2;
 /// How long a hang lasts: past both timeouts.
 pub const HANG: Duration = Duration::from_secs(4);
+/// The outbox relay's grace period in a run, and how often it runs meanwhile (its schedule;
+/// every minute deployed).
+pub const OUTBOX_RELAY_GRACE_SECONDS: u64 = 3;
+pub const OUTBOX_RELAY_EVERY: Duration = Duration::from_secs(10);
 /// How many times a Meta webhook delivery is attempted before the run gives up on it.
 pub const META_REDELIVERIES: u32 = 8;
 
@@ -105,6 +109,9 @@ pub struct Operations {
     pub reinstatements: u64,
     pub quality_changes: u64,
     pub health_syncs: u64,
+    /// Scheduled runs of the outbox relay, and the events they published.
+    pub outbox_relays: u64,
+    pub outbox_relayed: u64,
     pub api_requests: u64,
     /// API requests repeated by the client after a 5xx or a transport error.
     pub api_retries: u64,
@@ -311,6 +318,12 @@ async fn start(config: &Config) -> Result<World> {
         (
             "WEBHOOK_TIMEOUT_SECONDS",
             WEBHOOK_TIMEOUT_SECONDS.to_string(),
+        ),
+        // The relay takes events its writer left unpublished for this long (a minute
+        // deployed): seconds here, so a run settles in seconds.
+        (
+            "OUTBOX_RELAY_GRACE_SECONDS",
+            OUTBOX_RELAY_GRACE_SECONDS.to_string(),
         ),
         ("RUST_LOG", "info".to_string()),
     ]
@@ -684,6 +697,41 @@ async fn operate(
     Ok(())
 }
 
+/// Runs the outbox relay as its schedule would; the events it found unpublished past the grace
+/// period (`None`: the invocation failed, as a scheduled one can).
+async fn relay_outbox(world: &World, runs: &AtomicU64, relayed: &AtomicU64) -> Option<u64> {
+    runs.fetch_add(1, Ordering::Relaxed);
+    match world.binaries.invoke("OutboxRelayFunction", json!({})).await {
+        Ok(muchaw_local::runtime_api::Invocation::Response(summary)) => {
+            relayed.fetch_add(summary["published"].as_u64().unwrap_or(0), Ordering::Relaxed);
+            summary["found"].as_u64()
+        }
+        Ok(muchaw_local::runtime_api::Invocation::Error(error)) => {
+            tracing::info!(%error, "outbox relay run failed");
+            None
+        }
+        Err(err) => {
+            tracing::info!(error = %err, "outbox relay not invoked");
+            None
+        }
+    }
+}
+
+/// The relay's schedule until `stop`.
+fn start_relay_schedule(
+    world: Arc<World>,
+    stop: Arc<AtomicBool>,
+    runs: Arc<AtomicU64>,
+    relayed: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(OUTBOX_RELAY_EVERY).await;
+            relay_outbox(&world, &runs, &relayed).await;
+        }
+    })
+}
+
 async fn wait_until(limit: Duration, mut done: impl AsyncFnMut() -> Result<bool>) -> Result<bool> {
     let started = Instant::now();
     while started.elapsed() < limit {
@@ -718,7 +766,16 @@ pub async fn run(config: Config) -> Result<Outcome> {
         "chaos: seed {} (replay with --seed {}), {} signups over {} accounts, fault rate {}",
         config.seed, config.seed, config.signups, config.accounts, config.fault_rate
     );
-    let world = start(&config).await?;
+    let world = Arc::new(start(&config).await?);
+    let stop_relay = Arc::new(AtomicBool::new(false));
+    let relay_runs = Arc::new(AtomicU64::new(0));
+    let relayed = Arc::new(AtomicU64::new(0));
+    let relay_schedule = start_relay_schedule(
+        world.clone(),
+        stop_relay.clone(),
+        relay_runs.clone(),
+        relayed.clone(),
+    );
     let accounts = create_accounts(&world, &config).await?;
     let mut signups = plan_signups(&world, &config);
 
@@ -774,7 +831,9 @@ pub async fn run(config: Config) -> Result<Outcome> {
         let busy = depths
             .iter()
             .any(|(id, depth)| !id.contains("DeadLetter") && *depth > 0);
-        quiet_polls = if pending == 0 && !busy {
+        // Settled includes an outbox with nothing left past the relay's grace period.
+        let outbox_left = relay_outbox(&world, &relay_runs, &relayed).await != Some(0);
+        quiet_polls = if pending == 0 && !busy && !outbox_left {
             quiet_polls + 1
         } else {
             0
@@ -783,6 +842,8 @@ pub async fn run(config: Config) -> Result<Outcome> {
     })
     .await?;
     let time_to_settle = settled.then(|| calm.elapsed());
+    stop_relay.store(true, Ordering::SeqCst);
+    relay_schedule.abort();
     println!(
         "chaos: {}; checking invariants",
         match time_to_settle {
@@ -797,6 +858,8 @@ pub async fn run(config: Config) -> Result<Outcome> {
     ops.signups_abandoned = counters.signups_abandoned.load(Ordering::Relaxed);
     ops.api_requests = world.client.requests.load(Ordering::Relaxed);
     ops.api_retries = world.client.retries.load(Ordering::Relaxed);
+    ops.outbox_relays = relay_runs.load(Ordering::Relaxed);
+    ops.outbox_relayed = relayed.load(Ordering::Relaxed);
 
     let found = invariants::check(&world, &accounts, &signups).await?;
     let restarts = world

@@ -21,7 +21,6 @@ fn build_function_binaries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "finds a real gap (docs/RELIABILITY.md): under faults an outbox event can stay unpublished; run with --ignored"]
 async fn a_small_run_under_every_kind_of_fault_keeps_every_invariant() {
     build_function_binaries();
     let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_muchaw-chaos"))
