@@ -76,7 +76,12 @@ where
             }
         }
         if summary.found > 0 {
-            tracing::info!(found = summary.found, published = summary.published, failed = summary.failed, "outbox relayed");
+            tracing::info!(
+                found = summary.found,
+                published = summary.published,
+                failed = summary.failed,
+                "outbox relayed"
+            );
         }
         Ok(summary)
     }

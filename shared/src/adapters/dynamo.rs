@@ -92,7 +92,9 @@ pub mod keys {
     /// Unpublished events on GSI6 (sparse: the keys go when the event is published), spread
     /// over [`OUTBOX_SHARDS`] partitions so a burst of events never heats one index key.
     pub fn outbox(event_id: &str) -> String {
-        let shard = event_id.bytes().fold(0u32, |h, b| h.wrapping_add(u32::from(b)));
+        let shard = event_id
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_add(u32::from(b)));
         outbox_shard(shard % OUTBOX_SHARDS)
     }
     pub fn outbox_shard(shard: u32) -> String {

@@ -4,10 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::event::StepRetry;
 use super::number::{FailureReason, Number};
 use super::time::{self, Timestamp};
 use super::view::NumberView;
-use super::event::StepRetry;
 use super::{EventEnvelope, EventType};
 
 /// One field of the Number object a change moved, with its value before and after (`null`

@@ -42,7 +42,11 @@ fn failed_at(store: &MemoryStore, step: &str) -> Number {
     number
 }
 
-fn relay(store: &MemoryStore, queue: &MemoryQueue, grace: Duration) -> OutboxRelay<MemoryStore, MemoryQueue> {
+fn relay(
+    store: &MemoryStore,
+    queue: &MemoryQueue,
+    grace: Duration,
+) -> OutboxRelay<MemoryStore, MemoryQueue> {
     OutboxRelay {
         store: store.clone(),
         queue: queue.clone(),
@@ -171,7 +175,13 @@ async fn a_retried_number_that_moved_on_gets_no_second_step_message() {
     let (store, queue) = (MemoryStore::default(), MemoryQueue::default());
     let number = failed_at(&store, "FETCH_PROFILE");
     queue.fail_next_sends(1);
-    let lost = apply(&store, &queue, &number, Command::Retry { token_usable: true }).await;
+    let lost = apply(
+        &store,
+        &queue,
+        &number,
+        Command::Retry { token_usable: true },
+    )
+    .await;
     assert!(lost.is_err(), "the event's send fails");
     let retried = store.number(&number.account_id, &number.id).unwrap();
     let message = StepMessage::resuming(&retried).expect("a step to resume at");
@@ -186,6 +196,9 @@ async fn a_retried_number_that_moved_on_gets_no_second_step_message() {
     past_grace().await;
     relay(&store, &queue, Duration::ZERO).run().await.unwrap();
     // Then only the event goes out
-    let after: Vec<Queue> = queue.sent()[steps_before..].iter().map(|(q, _)| *q).collect();
+    let after: Vec<Queue> = queue.sent()[steps_before..]
+        .iter()
+        .map(|(q, _)| *q)
+        .collect();
     assert_eq!(after, [Queue::Events]);
 }

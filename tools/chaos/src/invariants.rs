@@ -324,9 +324,8 @@ async fn webhooks_invariant(
             continue;
         };
         // A history-only entry (`number.step_retried`) is never published, by design.
-        let to_publish =
-            serde_json::from_value::<EventType>(Value::String(event_type.clone()))
-                .map_or(true, EventType::is_published);
+        let to_publish = serde_json::from_value::<EventType>(Value::String(event_type.clone()))
+            .map_or(true, EventType::is_published);
         if !published && to_publish {
             broken.push(format!(
                 "{event_type} {id} was never published from the outbox"

@@ -701,9 +701,16 @@ async fn operate(
 /// period (`None`: the invocation failed, as a scheduled one can).
 async fn relay_outbox(world: &World, runs: &AtomicU64, relayed: &AtomicU64) -> Option<u64> {
     runs.fetch_add(1, Ordering::Relaxed);
-    match world.binaries.invoke("OutboxRelayFunction", json!({})).await {
+    match world
+        .binaries
+        .invoke("OutboxRelayFunction", json!({}))
+        .await
+    {
         Ok(muchaw_local::runtime_api::Invocation::Response(summary)) => {
-            relayed.fetch_add(summary["published"].as_u64().unwrap_or(0), Ordering::Relaxed);
+            relayed.fetch_add(
+                summary["published"].as_u64().unwrap_or(0),
+                Ordering::Relaxed,
+            );
             summary["found"].as_u64()
         }
         Ok(muchaw_local::runtime_api::Invocation::Error(error)) => {

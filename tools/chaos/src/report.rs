@@ -175,7 +175,10 @@ pub fn markdown(outcome: &Outcome, note: &str) -> String {
         ("WABA reinstatements (Meta webhook)", o.reinstatements),
         ("quality changes at Meta", o.quality_changes),
         ("health-sync runs", o.health_syncs),
-        ("outbox relay runs (scheduled and while settling)", o.outbox_relays),
+        (
+            "outbox relay runs (scheduled and while settling)",
+            o.outbox_relays,
+        ),
         ("outbox events published by the relay", o.outbox_relayed),
         ("Meta webhooks posted", o.meta_webhooks),
         ("API requests", o.api_requests),

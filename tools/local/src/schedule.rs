@@ -162,8 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn the_workspace_template_schedules_the_health_sync_hourly_and_the_outbox_relay_every_minute()
-    {
+    fn the_workspace_template_schedules_the_health_sync_hourly_and_the_outbox_relay_every_minute() {
         let template = Template::workspace().unwrap();
         let schedules = schedules(&template).unwrap();
         let every: Vec<(&str, Option<Duration>)> = schedules

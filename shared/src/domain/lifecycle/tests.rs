@@ -1776,7 +1776,8 @@ fn a_register_waiting_on_meta_is_in_the_history_once_per_reason_not_per_phone_re
         phone: Some(phone.into()),
         attempt,
     };
-    let Decision::Change(first) = decide(&at_register(), waits("CONNECTED|PENDING_REVIEW", 1), now())
+    let Decision::Change(first) =
+        decide(&at_register(), waits("CONNECTED|PENDING_REVIEW", 1), now())
     else {
         panic!("waiting is recorded");
     };

@@ -631,3 +631,73 @@ async fn an_app_secret_put_in_place_after_start_is_used_without_a_restart() {
     let exchanged = graph.exchange_code(&code).await.expect("exchanged");
     assert!(!exchanged.token.expose().is_empty());
 }
+
+#[tokio::test]
+async fn transient_step_failures_are_in_the_number_s_history_once_per_answer_with_the_attempt() {
+    // Given Meta failing the WABA subscription twice alike, then once with a rate limit
+    let p = ProvisioningEnv::new().await;
+    p.meta
+        .fail_next(Route::SubscribeApp, 2, Fault::transient_5xx());
+    p.meta
+        .fail_next(Route::SubscribeApp, 1, Fault::rate_limited());
+    let (account, key, id) = signup(&p, "200000000000032").await;
+    let number = p.settled(&account, &id, SETTLE).await;
+    assert_eq!(number.status, Status::Active, "{number:?}");
+    // When the number's history is read
+    let history = p
+        .invoke(muchaw_tests::http_event(
+            "GET",
+            &format!("/api/numbers/{id}/events"),
+            "",
+            Some(&key),
+            None,
+        ))
+        .await;
+    assert_eq!(history.status, 200, "{:?}", history.body);
+    let retried: Vec<&Value> = history.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "number.step_retried")
+        .collect();
+    // Then each new answer is one entry (newest first): the step, Meta's code and text, and
+    // the attempt it ended; the second identical failure added none
+    let seen: Vec<(&str, &str, u64)> = retried
+        .iter()
+        .map(|e| {
+            (
+                e["reason"]["step"].as_str().unwrap(),
+                e["reason"]["code"].as_str().unwrap(),
+                e["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("SUBSCRIBE_WABA", "4", 3), ("SUBSCRIBE_WABA", "2", 1)],
+        "{:?}",
+        history.body
+    );
+    assert_eq!(
+        retried[1]["reason"]["message"],
+        "An unexpected error has occurred. Please retry your request later."
+    );
+    assert_eq!(retried[1]["changes"][0]["field"], "pendingReason");
+    // And they are the history's alone: never published, not an event customers received
+    assert!(
+        events_of(&p, &id)
+            .iter()
+            .all(|e| e["type"] != "number.step_retried")
+    );
+    let entry_id = retried[0]["id"].as_str().unwrap();
+    let event = p
+        .invoke(muchaw_tests::http_event(
+            "GET",
+            &format!("/api/events/{entry_id}"),
+            "",
+            Some(&key),
+            None,
+        ))
+        .await;
+    assert_eq!(event.status, 404);
+}
