@@ -1141,6 +1141,7 @@ pub(crate) fn event_item(
     expires_at: i64,
 ) -> StoreResult<HashMap<String, AttributeValue>> {
     let mut item = key(keys::event(&event.id), keys::EVENT);
+    let position = crate::domain::history::EventPosition::of(event).sort_key();
     item.insert("entity".into(), s("EVENT"));
     item.insert("type".into(), s(event.event_type.as_str()));
     item.insert("accountId".into(), s(event.account_id.as_str()));
@@ -1150,17 +1151,11 @@ pub(crate) fn event_item(
             "GSI3PK".into(),
             s(keys::history(&event.account_id, &event.number_id)),
         );
-        item.insert(
-            "GSI3SK".into(),
-            s(crate::domain::history::EventPosition::of(event).sort_key()),
-        );
+        item.insert("GSI3SK".into(), s(position.clone()));
     }
     if event.event_type.is_published() {
         item.insert("GSI6PK".into(), s(keys::outbox(&event.id)));
-        item.insert(
-            "GSI6SK".into(),
-            s(crate::domain::history::EventPosition::of(event).sort_key()),
-        );
+        item.insert("GSI6SK".into(), s(position));
     }
     item.insert(
         "body".into(),
@@ -1319,9 +1314,10 @@ impl EventLog for DynamoStore {
         Ok(())
     }
 
-    /// Each shard of GSI6 below `before`, newest first within a shard; the index is eventually
-    /// consistent, so an id may be of an event published a moment ago (`unpublished_event`
-    /// reads the item itself).
+    /// Each shard of GSI6 below `before`, newest first within a shard (a backlog beyond `limit`
+    /// per run, which only a long SQS outage makes, drains over the next runs); the index is
+    /// eventually consistent, so an id may be of an event published a moment ago
+    /// (`unpublished_event` reads the item itself).
     async fn unpublished_before(&self, before: Timestamp, limit: u32) -> StoreResult<Vec<String>> {
         let below = crate::domain::history::EventPosition {
             created_at: before,

@@ -832,6 +832,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
     );
     let calm = Instant::now();
     let mut quiet_polls = 0;
+    let mut last_waiting: Vec<String> = Vec::new();
     let settled = wait_until(config.settle_limit, async || {
         let (pending, _) = pending_count(&world, &accounts).await?;
         let depths = world.queue_depths().await?;
@@ -840,6 +841,26 @@ pub async fn run(config: Config) -> Result<Outcome> {
             .any(|(id, depth)| !id.contains("DeadLetter") && *depth > 0);
         // Settled includes an outbox with nothing left past the relay's grace period.
         let outbox_left = relay_outbox(&world, &relay_runs, &relayed).await != Some(0);
+        // What the run waits on, printed when it changes (why settling takes what it takes).
+        let waiting: Vec<String> = depths
+            .iter()
+            .filter(|(id, depth)| !id.contains("DeadLetter") && **depth > 0)
+            .map(|(id, depth)| format!("{id} {depth}"))
+            .chain((pending > 0).then(|| format!("{pending} PENDING")))
+            .chain(outbox_left.then(|| "unpublished outbox events".to_string()))
+            .collect();
+        if waiting != last_waiting {
+            println!(
+                "chaos: +{:.0} s waiting on: {}",
+                calm.elapsed().as_secs_f64(),
+                if waiting.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    waiting.join(", ")
+                }
+            );
+            last_waiting = waiting;
+        }
         quiet_polls = if pending == 0 && !busy && !outbox_left {
             quiet_polls + 1
         } else {
