@@ -82,10 +82,14 @@ impl EventType {
         }
     }
 
-    /// Whether an endpoint can subscribe to it (exhaustive: a new type must be decided here).
-    pub const fn is_subscribable(self) -> bool {
+    /// Where it goes (exhaustive: a new type must be decided here).
+    pub const fn reach(self) -> Reach {
         match self {
-            EventType::WebhookTest | EventType::NumberStepRetried => false,
+            EventType::WebhookTest => Reach::OnRequest,
+            // A transient step failure is what a support team looks for afterwards, not
+            // something a customer's system acts on, and one number's retries would otherwise
+            // fan out to every endpoint.
+            EventType::NumberStepRetried => Reach::HistoryOnly,
             EventType::NumberActivated
             | EventType::NumberFailed
             | EventType::NumberDisconnected
@@ -102,36 +106,19 @@ impl EventType {
             | EventType::NumberHealthChanged
             | EventType::NumberDisplayNameUpdated
             | EventType::NumberTokenInvalid
-            | EventType::WebhookDisabled => true,
+            | EventType::WebhookDisabled => Reach::Subscribed,
         }
     }
 
-    /// Whether it goes to the events queue (and from there to webhooks). A history-only event
-    /// stays in the outbox as an entry of the number's history: a transient step failure is
-    /// what a support team looks for afterwards, not something a customer's system acts on,
-    /// and the retries of one number would otherwise fan out to every endpoint.
+    /// Whether an endpoint can subscribe to it.
+    pub const fn is_subscribable(self) -> bool {
+        matches!(self.reach(), Reach::Subscribed)
+    }
+
+    /// Whether it goes to the events queue (and from there to webhooks); a history-only event
+    /// stays in the outbox as an entry of the number's history.
     pub const fn is_published(self) -> bool {
-        match self {
-            EventType::NumberStepRetried => false,
-            EventType::NumberActivated
-            | EventType::NumberFailed
-            | EventType::NumberDisconnected
-            | EventType::NumberBanned
-            | EventType::NumberReinstated
-            | EventType::NumberRetried
-            | EventType::NumberQualityUpdated
-            | EventType::NumberTokenExpiring
-            | EventType::NumberRestricted
-            | EventType::NumberRestrictionLifted
-            | EventType::NumberBanScheduled
-            | EventType::NumberReconnected
-            | EventType::NumberReconnectFailed
-            | EventType::NumberHealthChanged
-            | EventType::NumberDisplayNameUpdated
-            | EventType::NumberTokenInvalid
-            | EventType::WebhookTest
-            | EventType::WebhookDisabled => true,
-        }
+        !matches!(self.reach(), Reach::HistoryOnly)
     }
 
     /// The event each allowed status change emits.
@@ -145,6 +132,17 @@ impl EventType {
             Move::Retry => EventType::NumberRetried,
         }
     }
+}
+
+/// Who receives an event type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Every endpoint subscribed to it (all types, unless the endpoint lists some).
+    Subscribed,
+    /// Only the endpoint it is sent to on request (`webhook.test`).
+    OnRequest,
+    /// No endpoint: an entry of the number's history, never published.
+    HistoryOnly,
 }
 
 pub fn new_event_id() -> String {

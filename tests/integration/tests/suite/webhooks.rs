@@ -188,14 +188,29 @@ async fn create_endpoint(p: &ProvisioningEnv, key: &str, body: Value) -> (u16, V
 
 /// A PENDING number moved to ACTIVE through the lifecycle: one `number.activated` event.
 async fn activate_a_number(p: &ProvisioningEnv, account: &AccountId, minutes_ago: i64) -> Number {
+    let number = pending_number(p, account, minutes_ago).await;
+    p.env.change_status(&number, Status::Active).await;
+    number
+}
+
+async fn pending_number(p: &ProvisioningEnv, account: &AccountId, minutes_ago: i64) -> Number {
     let number = sample_number(account, Status::Pending, minutes_ago);
     p.env
         .store
         .import_numbers(std::slice::from_ref(&number))
         .await
         .unwrap();
-    p.env.change_status(&number, Status::Active).await;
     number
+}
+
+/// The number as stored now.
+async fn stored(p: &ProvisioningEnv, number: &Number) -> Number {
+    p.env
+        .store
+        .get(&number.account_id, &number.id)
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -336,13 +351,7 @@ async fn an_endpoint_gets_only_the_events_it_subscribed_to() {
     create_endpoint(&p, &key, json!({"url": everything.url})).await;
     p.start();
     let number = activate_a_number(&p, &account, 1).await;
-    let active = p
-        .env
-        .store
-        .get(&account, &number.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let active = stored(&p, &number).await;
     p.env.change_status(&active, Status::Banned).await;
     let all = everything.wait_accepted(2, WAIT).await;
     let banned = banned_only.wait_accepted(1, WAIT).await;
@@ -361,22 +370,11 @@ async fn an_event_whose_publish_failed_after_its_commit_is_relayed_and_delivered
     let receiver = Receiver::start(Behaviour::Ok).await;
     create_endpoint(&p, &key, json!({"url": receiver.url})).await;
     p.start();
-    let number = sample_number(&account, Status::Pending, 1);
-    p.env
-        .store
-        .import_numbers(std::slice::from_ref(&number))
-        .await
-        .unwrap();
+    let number = pending_number(&p, &account, 1).await;
     p.queue.fail_sends(Queue::Events, 1);
     let lost = lifecycle::apply(&p.env.store, &p.queue, &number, Command::Activate).await;
     assert!(lost.is_err(), "the publish fails after the commit");
-    let active = p
-        .env
-        .store
-        .get(&account, &number.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let active = stored(&p, &number).await;
     assert_eq!(active.status, Status::Active);
     let event_id = active.last_event_id.clone().expect("the outbox event");
     let relay = OutboxRelay {
