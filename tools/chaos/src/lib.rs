@@ -62,6 +62,9 @@ pub struct Config {
     pub code_lifetime: Duration,
     /// Concurrent signups.
     pub concurrency: usize,
+    /// Caps the queues' visibility timeouts (see `Overrides::visibility_timeout_cap`): `None`
+    /// keeps the template's, as the full run does, so its time to settle is the deployment's.
+    pub visibility_timeout_cap: Option<u32>,
 }
 
 impl Config {
@@ -79,6 +82,7 @@ impl Config {
             moto_endpoint: std::env::var("MOTO_ENDPOINT").ok(),
             code_lifetime: Duration::from_secs(600),
             concurrency: 6,
+            visibility_timeout_cap: None,
         }
     }
 }
@@ -286,7 +290,10 @@ async fn start(config: &Config) -> Result<World> {
     let sdk = sdk_config_for(moto.endpoint()).await;
     let meta = FakeMeta::start(FakeMetaConfig::default()).await?;
     meta.set_code_lifetime(config.code_lifetime);
-    let overrides = Overrides::local(&meta, VERIFY_TOKEN, SIGNING_KEY);
+    let overrides = Overrides {
+        visibility_timeout_cap: config.visibility_timeout_cap,
+        ..Overrides::local(&meta, VERIFY_TOKEN, SIGNING_KEY)
+    };
     let stack = provision(&template, &sdk, &random_prefix(), &overrides)
         .await
         .context("creating the template's resources on moto")?;

@@ -72,6 +72,14 @@ pub fn markdown(outcome: &Outcome, note: &str) -> String {
         seconds(HANG),
         seconds(c.code_lifetime)
     );
+    if let Some(cap) = c.visibility_timeout_cap {
+        let _ = writeln!(
+            md,
+            "- Queue visibility timeouts capped at {cap} s (the template's are up to 180 s): a \
+             killed invocation's messages come back sooner, so the time to settle is shorter \
+             than a deployment's."
+        );
+    }
     let _ = writeln!(
         md,
         "- Faulted phase {}; then the faults stop and the system settles. Whole run {}.\n",
