@@ -24,6 +24,7 @@ declare -A FUNCTION_IDS=(
   [deliver-webhooks]=DeliverWebhooksFunction
   [meta-webhook]=MetaWebhookFunction
   [health-sync]=HealthSyncFunction
+  [relay-outbox]=OutboxRelayFunction
 )
 failures=0
 workdir=$(mktemp -d)
@@ -55,13 +56,14 @@ for dir in events/*/; do
       sleep 1
     done
     # What the expectation names: an HTTP function's statusCode, an SQS function's failure count,
-    # the health sync's stoppedEarly.
+    # the health sync's stoppedEarly, the outbox relay's failed count.
     got=$("$VENV/bin/python" - "$out" "$want" <<'PY' 2>/dev/null || echo none
 import json, sys
 out = json.load(open(sys.argv[1])); want = json.loads(sys.argv[2]); got = {}
 if "statusCode" in want: got["statusCode"] = out.get("statusCode")
 if "batchItemFailures" in want: got["batchItemFailures"] = len(out.get("batchItemFailures", []))
 if "stoppedEarly" in want: got["stoppedEarly"] = out.get("stoppedEarly")
+if "failed" in want: got["failed"] = out.get("failed")
 print(json.dumps(got, sort_keys=True))
 PY
 )

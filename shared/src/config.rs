@@ -239,6 +239,18 @@ pub fn retry_policy() -> Result<crate::provisioning::RetryPolicy, ConfigError> {
     })
 }
 
+/// How old an unpublished outbox event must be before the relay publishes it
+/// (`OUTBOX_RELAY_GRACE_SECONDS`, default `outbox::DEFAULT_GRACE`; short in local runs).
+pub const OUTBOX_RELAY_GRACE_SECONDS: &str = "OUTBOX_RELAY_GRACE_SECONDS";
+
+pub fn outbox_relay_grace() -> Result<std::time::Duration, ConfigError> {
+    let default = crate::outbox::DEFAULT_GRACE.as_secs() as u32;
+    Ok(std::time::Duration::from_secs(u64::from(seconds(
+        OUTBOX_RELAY_GRACE_SECONDS,
+        default,
+    )?)))
+}
+
 fn days(name: &'static str, default: u32) -> Result<u32, ConfigError> {
     match optional(name) {
         None => Ok(default),

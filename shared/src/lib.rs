@@ -11,6 +11,7 @@ pub mod http_client;
 pub mod lifecycle;
 pub mod meta_webhook;
 pub mod metrics;
+pub mod outbox;
 pub mod ports;
 pub mod provisioning;
 pub mod runtime;

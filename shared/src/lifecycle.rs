@@ -97,9 +97,13 @@ where
                 if let Some(message) = message_for(&changed) {
                     queue.send(&message).await?;
                 }
-                if let Some(event) = &change.event {
+                if let Some(event) = change
+                    .event
+                    .as_ref()
+                    .filter(|e| e.event_type.is_published())
+                {
                     // Written with the change: should this send fail, the next reader of the
-                    // number (`finish_publishing`) sends it.
+                    // number (`finish_publishing`) or the outbox relay sends it.
                     publish(store, queue, event).await?;
                 }
                 if current.status != changed.status {

@@ -125,6 +125,15 @@ pub trait EventLog: Send + Sync {
     ) -> impl Future<Output = StoreResult<Option<EventEnvelope>>> + Send;
 
     fn mark_published(&self, event_id: &str) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Ids of up to `limit` events written before `before` and not published yet (their send
+    /// failed after the commit, or the writer crashed in between): what the outbox relay
+    /// publishes. History-only events are never among them.
+    fn unpublished_before(
+        &self,
+        before: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
 }
 
 /// Whose requests a rate-limit window counts.

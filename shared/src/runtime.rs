@@ -277,15 +277,51 @@ pub async fn run_health_sync() -> Result<(), Error> {
         concurrency: 8,
         failed_token_retention_days: provisioner.retry.failed_token_retention_days,
     });
+    run_scheduled("health sync", sync, |sync| async move { sync.run().await }).await
+}
+
+/// A scheduled function: any event payload starts a run of `handler`, whose summary is the
+/// invocation's output; a failed run is logged with its whole cause and reported to Lambda.
+async fn run_scheduled<H, F, Fut, T, E>(
+    what: &'static str,
+    handler: Arc<H>,
+    run: F,
+) -> Result<(), Error>
+where
+    F: Fn(Arc<H>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    T: serde::Serialize,
+    E: std::error::Error,
+{
     lambda_runtime::run(service_fn(|_event: LambdaEvent<serde_json::Value>| {
-        let sync = sync.clone();
+        let run = run(handler.clone());
         async move {
-            let summary = sync.run().await.map_err(|e| {
-                tracing::error!(error = %crate::telemetry::ErrorChain(&e), "health sync failed");
+            run.await.map_err(|e| {
+                tracing::error!(error = %crate::telemetry::ErrorChain(&e), "{what} failed");
                 Error::from(e.to_string())
-            })?;
-            Ok::<_, Error>(summary)
+            })
         }
     }))
+    .await
+}
+
+/// The scheduled outbox relay: publishes events whose send failed after their commit.
+pub async fn run_outbox_relay() -> Result<(), Error> {
+    telemetry::init();
+    let clients = Clients::load().await;
+    // The events queue, and the steps a retried number resumes at (never the code exchange).
+    let mut sends = vec![Queue::Events];
+    sends.extend(Step::ALL.into_iter().skip(1).map(Queue::Step));
+    let queues = QueueUrls::from_env().require(&sends)?;
+    let relay = Arc::new(crate::outbox::OutboxRelay {
+        store: table_store(&clients)?,
+        queue: SqsQueue::new(clients.sqs.clone(), queues),
+        grace: config::outbox_relay_grace()?,
+    });
+    run_scheduled(
+        "outbox relay",
+        relay,
+        |relay| async move { relay.run().await },
+    )
     .await
 }

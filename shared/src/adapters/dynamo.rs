@@ -16,6 +16,9 @@
 //! | API key (owner)   | `ACCOUNT#{a}`                | `APIKEY#{keyId}`    |                                      |                         |                  |
 //! | event (outbox)    | `EVENT#{id}`                 | `EVENT`             |                                      |                         | `HISTORY#{a}#{number}` / `{created}#{id}` |
 //!
+//! An event not yet published is also on GSI6 (`OUTBOX#{0..3}` / `{created}#{id}`, keys only,
+//! removed when it is published): what the outbox relay (`crate::outbox`) sweeps.
+//!
 //! Webhook endpoints and deliveries: `dynamo_webhooks.rs`.
 
 use std::collections::HashMap;
@@ -86,6 +89,18 @@ pub mod keys {
         format!("HISTORY#{account}#{number_id}")
     }
     pub const EVENT: &str = "EVENT";
+    /// Unpublished events on GSI6 (sparse: the keys go when the event is published), spread
+    /// over [`OUTBOX_SHARDS`] partitions so a burst of events never heats one index key.
+    pub fn outbox(event_id: &str) -> String {
+        let shard = event_id
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_add(u32::from(b)));
+        outbox_shard(shard % OUTBOX_SHARDS)
+    }
+    pub fn outbox_shard(shard: u32) -> String {
+        format!("OUTBOX#{shard}")
+    }
+    pub const OUTBOX_SHARDS: u32 = 4;
     pub const SIGNUP_LINK: &str = "SIGNUPLINK";
     pub fn signup_link(id: &str) -> String {
         format!("SIGNUPLINK#{id}")
@@ -1119,12 +1134,14 @@ pub(crate) fn put_new(
 /// An outbox event, which is also an entry of its number's history: `GSI3PK =
 /// HISTORY#{account}#{number}`, `GSI3SK = {createdAt}#{eventId}`, so one Query on GSI3 (whose
 /// projection is ALL) reads a number's events newest first. Webhook events (no number) are not
-/// in a history.
+/// in a history. An event to publish is on GSI6 until it is (`mark_published`); a history-only
+/// one never is.
 pub(crate) fn event_item(
     event: &EventEnvelope,
     expires_at: i64,
 ) -> StoreResult<HashMap<String, AttributeValue>> {
     let mut item = key(keys::event(&event.id), keys::EVENT);
+    let position = crate::domain::history::EventPosition::of(event).sort_key();
     item.insert("entity".into(), s("EVENT"));
     item.insert("type".into(), s(event.event_type.as_str()));
     item.insert("accountId".into(), s(event.account_id.as_str()));
@@ -1134,10 +1151,11 @@ pub(crate) fn event_item(
             "GSI3PK".into(),
             s(keys::history(&event.account_id, &event.number_id)),
         );
-        item.insert(
-            "GSI3SK".into(),
-            s(crate::domain::history::EventPosition::of(event).sort_key()),
-        );
+        item.insert("GSI3SK".into(), s(position.clone()));
+    }
+    if event.event_type.is_published() {
+        item.insert("GSI6PK".into(), s(keys::outbox(&event.id)));
+        item.insert("GSI6SK".into(), s(position));
     }
     item.insert(
         "body".into(),
@@ -1278,9 +1296,8 @@ impl EventLog for DynamoStore {
             .get("body")
             .and_then(|v| v.as_s().ok())
             .ok_or_else(|| StoreError::corrupt("event without body"))?;
-        serde_json::from_str(body)
-            .map(Some)
-            .map_err(StoreError::corrupt)
+        let event: EventEnvelope = serde_json::from_str(body).map_err(StoreError::corrupt)?;
+        Ok(event.event_type.is_published().then_some(event))
     }
 
     async fn mark_published(&self, event_id: &str) -> StoreResult<()> {
@@ -1288,13 +1305,51 @@ impl EventLog for DynamoStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(keys::event(event_id), keys::EVENT)))
-            .update_expression("SET publishedAt = :at")
+            .update_expression("SET publishedAt = :at REMOVE GSI6PK, GSI6SK")
             .condition_expression("attribute_exists(PK)")
             .expression_attribute_values(":at", s(time::format(&time::now())))
             .send()
             .await
             .map_err(sdk_unavailable)?;
         Ok(())
+    }
+
+    /// Each shard of GSI6 below `before`, newest first within a shard (a backlog beyond `limit`
+    /// per run, which only a long SQS outage makes, drains over the next runs); the index is
+    /// eventually consistent, so an id may be of an event published a moment ago
+    /// (`unpublished_event` reads the item itself).
+    async fn unpublished_before(&self, before: Timestamp, limit: u32) -> StoreResult<Vec<String>> {
+        let below = crate::domain::history::EventPosition {
+            created_at: before,
+            event_id: "evt_".into(),
+        };
+        let mut ids = Vec::new();
+        for shard in 0..keys::OUTBOX_SHARDS {
+            let wanted = limit.saturating_sub(ids.len() as u32);
+            if wanted == 0 {
+                break;
+            }
+            let (items, _) = self
+                .newest_first(
+                    super::dynamo_history::NewestFirst {
+                        index: Some("GSI6"),
+                        pk_name: "GSI6PK",
+                        pk: keys::outbox_shard(shard),
+                        sk_name: "GSI6SK",
+                        before: Some(&below),
+                        filter: None,
+                    },
+                    wanted,
+                )
+                .await?;
+            ids.extend(items.iter().filter_map(|item| {
+                item.get("PK")
+                    .and_then(|pk| pk.as_s().ok())
+                    .and_then(|pk| pk.strip_prefix("EVENT#"))
+                    .map(str::to_string)
+            }));
+        }
+        Ok(ids)
     }
 }
 

@@ -308,9 +308,11 @@ impl LifecycleStore for MemoryStore {
             if state.events.contains_key(&event.id) {
                 return Err(StoreError::unavailable("event id written twice"));
             }
+            // A history-only event has nothing to publish: it counts as published.
+            let published = !event.event_type.is_published();
             state
                 .events
-                .insert(event.id.clone(), (event.clone(), false));
+                .insert(event.id.clone(), (event.clone(), published));
         }
         match change.phone_guard {
             PhoneGuard::Keep => {}
@@ -349,6 +351,22 @@ impl EventLog for MemoryStore {
             entry.1 = true;
         }
         Ok(())
+    }
+
+    async fn unpublished_before(&self, before: Timestamp, limit: u32) -> StoreResult<Vec<String>> {
+        let state = self.state();
+        let mut due: Vec<&EventEnvelope> = state
+            .events
+            .values()
+            .filter(|(event, published)| !published && event.created_at < before)
+            .map(|(event, _)| event)
+            .collect();
+        due.sort_by_key(|event| (event.created_at, event.id.clone()));
+        Ok(due
+            .into_iter()
+            .take(limit as usize)
+            .map(|event| event.id.clone())
+            .collect())
     }
 }
 

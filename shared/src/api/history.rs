@@ -111,10 +111,12 @@ where
     if !plausible_event_id(&id) {
         return Err(ApiError::not_found("event"));
     }
+    // A history-only entry (`number.step_retried`) was never sent: it is in the history alone.
     let event = state
         .store
         .event(&account, &id)
         .await?
+        .filter(|event| event.event_type.is_published())
         .ok_or_else(|| ApiError::not_found("event"))?;
     Ok(Json(json!({ "data": event.customer_body() })))
 }

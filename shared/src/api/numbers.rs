@@ -226,18 +226,8 @@ where
             .token_expires_at
             .is_none_or(|expires| expires > time::now());
     let command = Command::Retry { token_usable };
-    let step_message = |number: &Number| {
-        number.provisioning_step.map(|step| {
-            StepMessage::new(
-                number.id.clone(),
-                number.account_id.clone(),
-                step,
-                format!("trc_{}", cuid2::create_id()),
-            )
-        })
-    };
     let changed =
-        lifecycle::apply_then_send(&state.store, &state.queue, &number, command, step_message)
+        lifecycle::apply_then_send(&state.store, &state.queue, &number, command, StepMessage::resuming)
             .await
             .map_err(|e| {
                 tracing::error!(error = %crate::telemetry::ErrorChain(&e), number_id = %number.id, "retry failed");

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::history::FieldChange;
 use super::ids::AccountId;
-use super::number::{NameDecision, Number, QualityRating};
+use super::number::{FailureReason, NameDecision, Number, QualityRating};
 use super::status::{Move, Transition};
 use super::time::{self, Timestamp};
 use super::view::NumberView;
@@ -51,6 +51,10 @@ pub enum EventType {
     /// An endpoint failing every delivery for days was disabled; sent to the others.
     #[serde(rename = "webhook.disabled")]
     WebhookDisabled,
+    /// A provisioning or reconnect step failed transiently and will be tried again: the
+    /// number's history only, never published (see [`EventType::is_published`]).
+    #[serde(rename = "number.step_retried")]
+    NumberStepRetried,
 }
 
 impl EventType {
@@ -74,13 +78,18 @@ impl EventType {
             EventType::NumberTokenInvalid => "number.token_invalid",
             EventType::WebhookTest => "webhook.test",
             EventType::WebhookDisabled => "webhook.disabled",
+            EventType::NumberStepRetried => "number.step_retried",
         }
     }
 
-    /// Whether an endpoint can subscribe to it (exhaustive: a new type must be decided here).
-    pub const fn is_subscribable(self) -> bool {
+    /// Where it goes (exhaustive: a new type must be decided here).
+    pub const fn reach(self) -> Reach {
         match self {
-            EventType::WebhookTest => false,
+            EventType::WebhookTest => Reach::OnRequest,
+            // A transient step failure is what a support team looks for afterwards, not
+            // something a customer's system acts on, and one number's retries would otherwise
+            // fan out to every endpoint.
+            EventType::NumberStepRetried => Reach::HistoryOnly,
             EventType::NumberActivated
             | EventType::NumberFailed
             | EventType::NumberDisconnected
@@ -97,8 +106,19 @@ impl EventType {
             | EventType::NumberHealthChanged
             | EventType::NumberDisplayNameUpdated
             | EventType::NumberTokenInvalid
-            | EventType::WebhookDisabled => true,
+            | EventType::WebhookDisabled => Reach::Subscribed,
         }
+    }
+
+    /// Whether an endpoint can subscribe to it.
+    pub const fn is_subscribable(self) -> bool {
+        matches!(self.reach(), Reach::Subscribed)
+    }
+
+    /// Whether it goes to the events queue (and from there to webhooks); a history-only event
+    /// stays in the outbox as an entry of the number's history.
+    pub const fn is_published(self) -> bool {
+        !matches!(self.reach(), Reach::HistoryOnly)
     }
 
     /// The event each allowed status change emits.
@@ -112,6 +132,17 @@ impl EventType {
             Move::Retry => EventType::NumberRetried,
         }
     }
+}
+
+/// Who receives an event type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Every endpoint subscribed to it (all types, unless the endpoint lists some).
+    Subscribed,
+    /// Only the endpoint it is sent to on request (`webhook.test`).
+    OnRequest,
+    /// No endpoint: an entry of the number's history, never published.
+    HistoryOnly,
 }
 
 pub fn new_event_id() -> String {
@@ -135,6 +166,17 @@ pub struct EventData {
     pub previous_messaging_limit: Option<Option<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name_decision: Option<NameDecision>,
+    /// `number.step_retried`: which attempt of the step Meta failed, and how.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<StepRetry>,
+}
+
+/// A step's attempt that Meta failed transiently (its delivery's receive count: 1 is the first).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRetry {
+    pub attempt: u32,
+    pub reason: FailureReason,
 }
 
 /// `number.token_expiring`'s remedy: a signup of the same phone in the same account reconnects
@@ -204,6 +246,19 @@ impl EventEnvelope {
             at,
             EventData {
                 name_decision: decision,
+                ..EventData::default()
+            },
+        )
+    }
+
+    /// `number.step_retried` (history only): the attempt and Meta's answer to it.
+    pub fn step_retried(number: &Number, retry: StepRetry, at: Timestamp) -> EventEnvelope {
+        EventEnvelope::with_data(
+            EventType::NumberStepRetried,
+            number,
+            at,
+            EventData {
+                retry: Some(retry),
                 ..EventData::default()
             },
         )

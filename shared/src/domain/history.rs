@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::event::StepRetry;
 use super::number::{FailureReason, Number};
 use super::time::{self, Timestamp};
 use super::view::NumberView;
@@ -133,13 +134,20 @@ pub struct HistoryEntry {
     /// Why: Meta's code and user-facing text where the change came from one of Meta's answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<FailureReason>,
+    /// `number.step_retried`: which attempt of the step Meta failed (1 is the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 impl HistoryEntry {
     pub fn of(event: &EventEnvelope) -> HistoryEntry {
+        let retry: Option<StepRetry> = event
+            .data
+            .get("retry")
+            .and_then(|value| serde_json::from_value(value.clone()).ok());
         let reason_field = match event.event_type {
             EventType::NumberFailed => Some("failureReason"),
-            EventType::NumberRetried => None,
+            EventType::NumberRetried | EventType::NumberStepRetried => None,
             _ => Some("pendingReason"),
         };
         let reason = reason_field
@@ -150,7 +158,8 @@ impl HistoryEntry {
             event_type: event.event_type,
             created_at: event.created_at,
             changes: event.changes.clone(),
-            reason,
+            reason: retry.as_ref().map(|r| r.reason.clone()).or(reason),
+            attempt: retry.map(|r| r.attempt),
         }
     }
 }
@@ -184,6 +193,31 @@ mod tests {
         assert_eq!(changes[2].current, "ACTIVE");
         assert_eq!(changes[1].previous, Value::Null);
         assert_eq!(changes[0].current, Value::Null);
+    }
+
+    #[test]
+    fn a_step_retried_entry_shows_the_step_meta_s_answer_and_the_attempt() {
+        // Given a history-only event of a step's second attempt failing
+        let reason = FailureReason {
+            step: "REGISTER_NUMBER".into(),
+            code: "131000".into(),
+            message: "Something went wrong".into(),
+            user_message: Some("Try again later".into()),
+            ..FailureReason::default()
+        };
+        let retry = StepRetry {
+            attempt: 2,
+            reason: reason.clone(),
+        };
+        let event = EventEnvelope::step_retried(&number(), retry, time::now());
+        // When it is shown in the history
+        let entry = serde_json::to_value(HistoryEntry::of(&event)).unwrap();
+        // Then it carries the reason (step, code, user-facing text) and the attempt
+        assert_eq!(entry["type"], "number.step_retried");
+        assert_eq!(entry["attempt"], 2);
+        assert_eq!(entry["reason"]["step"], "REGISTER_NUMBER");
+        assert_eq!(entry["reason"]["code"], "131000");
+        assert_eq!(entry["reason"]["userMessage"], "Try again later");
     }
 
     #[test]

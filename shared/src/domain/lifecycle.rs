@@ -11,7 +11,7 @@ use chrono::Duration;
 
 pub mod waba;
 
-use super::event::{EventEnvelope, EventType};
+use super::event::{EventEnvelope, EventType, StepRetry};
 use super::number::{
     FailureReason, Health, NameDecision, Number, QualityRating, Reconnect, Restriction,
     RestrictionMarker, TokenStatus,
@@ -114,10 +114,12 @@ pub enum Command {
         record: StepRecord,
     },
     /// A provisioning step failed transiently and will be retried; the reason is kept for the
-    /// dead-letter consumer, should the retries run out.
+    /// dead-letter consumer, should the retries run out, and a new reason is an entry of the
+    /// number's history with the `attempt` it ended (the message's receive count).
     StepRetried {
         step: Step,
         reason: FailureReason,
+        attempt: u32,
     },
     /// Meta's quality rating as read now (`None`: not rated).
     QualityChanged(Option<QualityRating>),
@@ -143,10 +145,11 @@ pub enum Command {
         on: bool,
     },
     /// Register was answered `2388001`: Meta's reason, and the phone's fields as read then
-    /// (`None` when they could not be read).
+    /// (`None` when they could not be read); `attempt` as in `StepRetried`.
     RegisterWaits {
         reason: FailureReason,
         phone: Option<String>,
+        attempt: u32,
     },
     /// The health sync's daily look at the token's expiry.
     WarnTokenExpiry,
@@ -172,11 +175,13 @@ pub enum Command {
         step: Step,
         record: StepRecord,
     },
-    /// A step of reconnect `id` failed transiently and will be retried.
+    /// A step of reconnect `id` failed transiently and will be retried (history as
+    /// `StepRetried`).
     ReconnectStepRetried {
         id: String,
         step: Step,
         reason: FailureReason,
+        attempt: u32,
     },
     /// Every step of reconnect `id` is done: the number is reconnected.
     FinishReconnect {
@@ -375,7 +380,11 @@ pub fn decide(number: &Number, command: Command, now: Timestamp) -> Decision {
         Command::Reinstate => move_status(number, Move::Reinstate, None, now),
         Command::Retry { token_usable } => retry(number, token_usable, now),
         Command::StepDone { step, record } => step_done(number, step, record, now),
-        Command::StepRetried { step, reason } => step_retried(number, step, reason),
+        Command::StepRetried {
+            step,
+            reason,
+            attempt,
+        } => step_retried(number, step, StepRetry { attempt, reason }, now),
         Command::QualityChanged(rating) => quality_changed(number, rating, now),
         Command::NameDecided(decision) => name_decided(number, decision, now),
         Command::NameStatusRead(status) => name_status_read(number, status, now),
@@ -387,7 +396,11 @@ pub fn decide(number: &Number, command: Command, now: Timestamp) -> Decision {
         } => limit_read(number, messaging_limit, throughput, announce_first, now),
         Command::TokenChecked(status) => token_checked(number, status, now),
         Command::MarkRestriction { marker, on } => mark_restriction(number, marker, on, now),
-        Command::RegisterWaits { reason, phone } => register_waits(number, reason, phone),
+        Command::RegisterWaits {
+            reason,
+            phone,
+            attempt,
+        } => register_waits(number, StepRetry { attempt, reason }, phone, now),
         Command::WarnTokenExpiry => warn_token_expiry(number, now),
         Command::CountRegisterCall => count_register_call(number, now),
         Command::Restrict(restrictions) => restrict(number, restrictions, now),
@@ -397,9 +410,12 @@ pub fn decide(number: &Number, command: Command, now: Timestamp) -> Decision {
         Command::ReconnectStepDone { id, step, record } => {
             reconnect_step_done(number, &id, step, record, now)
         }
-        Command::ReconnectStepRetried { id, step, reason } => {
-            reconnect_step_retried(number, &id, step, reason)
-        }
+        Command::ReconnectStepRetried {
+            id,
+            step,
+            reason,
+            attempt,
+        } => reconnect_step_retried(number, &id, step, StepRetry { attempt, reason }, now),
         Command::FinishReconnect { id } => finish_reconnect(number, &id, now),
         Command::AbandonReconnect { id, reason } => abandon_reconnect(number, &id, reason, now),
     }
@@ -466,7 +482,8 @@ fn reconnect_step_retried(
     number: &Number,
     id: &str,
     step: Step,
-    reason: FailureReason,
+    retry: StepRetry,
+    now: Timestamp,
 ) -> Decision {
     if let Err(answer) = reconnect_at(number, id, step) {
         return answer;
@@ -474,16 +491,17 @@ fn reconnect_step_retried(
     if number
         .reconnect
         .as_ref()
-        .is_some_and(|r| r.last_error.as_ref() == Some(&reason))
+        .is_some_and(|r| r.last_error.as_ref() == Some(&retry.reason))
     {
         return Decision::Already;
     }
     // Bookkeeping for the dead-letter consumer: `updatedAt` stays.
     let mut after = number.clone();
     if let Some(reconnect) = after.reconnect.as_mut() {
-        reconnect.last_error = Some(reason);
+        reconnect.last_error = Some(retry.reason.clone());
     }
-    change(number, after, Vec::new(), PhoneGuard::Keep, None)
+    let event = EventEnvelope::step_retried(&after, retry, now);
+    change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
 }
 
 fn finish_reconnect(number: &Number, id: &str, now: Timestamp) -> Decision {
@@ -750,20 +768,24 @@ fn record_step(after: &mut Number, record: StepRecord) {
     after.register_waiting_on = None;
 }
 
-fn step_retried(number: &Number, step: Step, reason: FailureReason) -> Decision {
+/// A new reason is recorded, with a history entry; the same reason again (the next attempt
+/// failing alike) writes nothing, so a step retried for hours costs one entry per change.
+fn step_retried(number: &Number, step: Step, retry: StepRetry, now: Timestamp) -> Decision {
     match readiness(number, step) {
         Readiness::Stopped { status } => return refused(Refusal::NotPending { status }),
         Readiness::Done { .. } => return Decision::Already,
         Readiness::Early { at } => return refused(Refusal::StepNotReached { step, at }),
         Readiness::Superseded | Readiness::Run => {}
     }
-    if number.provisioning_error.as_ref() == Some(&reason) {
+    if number.provisioning_error.as_ref() == Some(&retry.reason) {
         return Decision::Already;
     }
-    // Bookkeeping for the dead-letter consumer, not a change clients see: `updatedAt` stays.
+    // Bookkeeping for the dead-letter consumer, not a change of the number clients follow:
+    // `updatedAt` stays; the history shows it.
     let mut after = number.clone();
-    after.provisioning_error = Some(reason);
-    change(number, after, Vec::new(), PhoneGuard::Keep, None)
+    after.provisioning_error = Some(retry.reason.clone());
+    let event = EventEnvelope::step_retried(&after, retry, now);
+    change(number, after, Vec::new(), PhoneGuard::Keep, Some(event))
 }
 
 fn quality_changed(number: &Number, rating: Option<QualityRating>, now: Timestamp) -> Decision {
@@ -991,8 +1013,14 @@ fn token_checked(number: &Number, status: TokenStatus, now: Timestamp) -> Decisi
     change(number, after, Vec::new(), PhoneGuard::Keep, event)
 }
 
-/// Like a retried register step, with the phone as read when Meta refused.
-fn register_waits(number: &Number, reason: FailureReason, phone: Option<String>) -> Decision {
+/// Like a retried register step, with the phone as read when Meta refused. The history has an
+/// entry when the reason is new; a changed phone alone is bookkeeping.
+fn register_waits(
+    number: &Number,
+    retry: StepRetry,
+    phone: Option<String>,
+    now: Timestamp,
+) -> Decision {
     let step = Step::RegisterNumber;
     match readiness(number, step) {
         Readiness::Stopped { status } => return refused(Refusal::NotPending { status }),
@@ -1000,14 +1028,16 @@ fn register_waits(number: &Number, reason: FailureReason, phone: Option<String>)
         Readiness::Early { at } => return refused(Refusal::StepNotReached { step, at }),
         Readiness::Superseded | Readiness::Run => {}
     }
-    if number.provisioning_error.as_ref() == Some(&reason) && number.register_waiting_on == phone {
+    let new_reason = number.provisioning_error.as_ref() != Some(&retry.reason);
+    if !new_reason && number.register_waiting_on == phone {
         return Decision::Already;
     }
     // Bookkeeping like a retried step: `updatedAt` stays.
     let mut after = number.clone();
-    after.provisioning_error = Some(reason);
+    after.provisioning_error = Some(retry.reason.clone());
     after.register_waiting_on = phone;
-    change(number, after, Vec::new(), PhoneGuard::Keep, None)
+    let event = new_reason.then(|| EventEnvelope::step_retried(&after, retry, now));
+    change(number, after, Vec::new(), PhoneGuard::Keep, event)
 }
 
 /// Announced once per schedule, to numbers Meta has not banned yet.
@@ -1059,7 +1089,11 @@ fn change(
 ) -> Decision {
     after.version = before.version + 1;
     if let Some(event) = &mut event {
-        after.last_event_id = Some(event.id.clone());
+        // `lastEventId` is the event a repeat may still have to publish; a history-only one
+        // is never published, and must not hide an earlier one that is not yet.
+        if event.event_type.is_published() {
+            after.last_event_id = Some(event.id.clone());
+        }
         event.changes = super::history::changed_fields(before, &after);
     }
     Decision::Change(Box::new(Change {

@@ -144,6 +144,19 @@ impl StepMessage {
         }
     }
 
+    /// What resumes a retried number (`POST /api/numbers/{id}/retry`) at its step, on a new
+    /// trace; `None` when it is at no step.
+    pub fn resuming(number: &super::Number) -> Option<Self> {
+        number.provisioning_step.map(|step| {
+            StepMessage::new(
+                number.id.clone(),
+                number.account_id.clone(),
+                step,
+                format!("trc_{}", cuid2::create_id()),
+            )
+        })
+    }
+
     /// A step of reconnect `reconnect_id`.
     pub fn reconnecting(
         number_id: NumberId,

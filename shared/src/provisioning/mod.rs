@@ -296,6 +296,7 @@ where
                 let retried = Command::StepRetried {
                     step,
                     reason: err.failure_reason(step),
+                    attempt: delivery.receive_count,
                 };
                 lifecycle::apply(&self.store, &self.queue, &number, retried).await?;
                 Ok(Outcome::RetryAfter(
@@ -313,6 +314,7 @@ where
                 let waits = Command::RegisterWaits {
                     reason: err.failure_reason(step),
                     phone: phone.as_ref().map(PhoneProfile::fingerprint),
+                    attempt: delivery.receive_count,
                 };
                 lifecycle::apply(&self.store, &self.queue, &number, waits).await?;
                 Ok(Outcome::RetryAfter(
@@ -324,6 +326,7 @@ where
                 let retried = Command::StepRetried {
                     step,
                     reason: err.failure_reason(step),
+                    attempt: delivery.receive_count,
                 };
                 lifecycle::apply(&self.store, &self.queue, &number, retried).await?;
                 Ok(Outcome::RetryAfter(

@@ -119,6 +119,7 @@ where
                     id: id.into(),
                     step,
                     reason: err.failure_reason(step),
+                    attempt: delivery.receive_count,
                 };
                 lifecycle::apply(&self.store, &self.queue, &number, retried).await?;
                 Ok(Outcome::RetryAfter(

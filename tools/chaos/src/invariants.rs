@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use anyhow::Result;
 use aws_sdk_dynamodb::types::AttributeValue;
 use fake_meta::{Call, ChaosFault, Route};
-use muchaw_shared::domain::Status;
+use muchaw_shared::domain::{EventType, Status};
 use serde_json::Value;
 
 use crate::{Account, Signup, World};
@@ -323,7 +323,10 @@ async fn webhooks_invariant(
         let Some(account) = ours.get(account_id.as_str()) else {
             continue;
         };
-        if !published {
+        // A history-only entry (`number.step_retried`) is never published, by design.
+        let to_publish = serde_json::from_value::<EventType>(Value::String(event_type.clone()))
+            .map_or(true, EventType::is_published);
+        if !published && to_publish {
             broken.push(format!(
                 "{event_type} {id} was never published from the outbox"
             ));

@@ -62,6 +62,9 @@ pub struct Config {
     pub code_lifetime: Duration,
     /// Concurrent signups.
     pub concurrency: usize,
+    /// Caps the queues' visibility timeouts (see `Overrides::visibility_timeout_cap`): `None`
+    /// keeps the template's, as the full run does, so its time to settle is the deployment's.
+    pub visibility_timeout_cap: Option<u32>,
 }
 
 impl Config {
@@ -79,6 +82,7 @@ impl Config {
             moto_endpoint: std::env::var("MOTO_ENDPOINT").ok(),
             code_lifetime: Duration::from_secs(600),
             concurrency: 6,
+            visibility_timeout_cap: None,
         }
     }
 }
@@ -88,6 +92,10 @@ pub const META_TIMEOUT_MS: u64 = 2_000;
 pub const WEBHOOK_TIMEOUT_SECONDS: u64 = 2;
 /// How long a hang lasts: past both timeouts.
 pub const HANG: Duration = Duration::from_secs(4);
+/// The outbox relay's grace period in a run, and how often it runs meanwhile (its schedule;
+/// every minute deployed).
+pub const OUTBOX_RELAY_GRACE_SECONDS: u64 = 3;
+pub const OUTBOX_RELAY_EVERY: Duration = Duration::from_secs(10);
 /// How many times a Meta webhook delivery is attempted before the run gives up on it.
 pub const META_REDELIVERIES: u32 = 8;
 
@@ -105,6 +113,9 @@ pub struct Operations {
     pub reinstatements: u64,
     pub quality_changes: u64,
     pub health_syncs: u64,
+    /// Scheduled runs of the outbox relay, and the events they published.
+    pub outbox_relays: u64,
+    pub outbox_relayed: u64,
     pub api_requests: u64,
     /// API requests repeated by the client after a 5xx or a transport error.
     pub api_retries: u64,
@@ -279,7 +290,10 @@ async fn start(config: &Config) -> Result<World> {
     let sdk = sdk_config_for(moto.endpoint()).await;
     let meta = FakeMeta::start(FakeMetaConfig::default()).await?;
     meta.set_code_lifetime(config.code_lifetime);
-    let overrides = Overrides::local(&meta, VERIFY_TOKEN, SIGNING_KEY);
+    let overrides = Overrides {
+        visibility_timeout_cap: config.visibility_timeout_cap,
+        ..Overrides::local(&meta, VERIFY_TOKEN, SIGNING_KEY)
+    };
     let stack = provision(&template, &sdk, &random_prefix(), &overrides)
         .await
         .context("creating the template's resources on moto")?;
@@ -311,6 +325,12 @@ async fn start(config: &Config) -> Result<World> {
         (
             "WEBHOOK_TIMEOUT_SECONDS",
             WEBHOOK_TIMEOUT_SECONDS.to_string(),
+        ),
+        // The relay takes events its writer left unpublished for this long (a minute
+        // deployed): seconds here, so a run settles in seconds.
+        (
+            "OUTBOX_RELAY_GRACE_SECONDS",
+            OUTBOX_RELAY_GRACE_SECONDS.to_string(),
         ),
         ("RUST_LOG", "info".to_string()),
     ]
@@ -684,6 +704,48 @@ async fn operate(
     Ok(())
 }
 
+/// Runs the outbox relay as its schedule would; the events it found unpublished past the grace
+/// period (`None`: the invocation failed, as a scheduled one can).
+async fn relay_outbox(world: &World, runs: &AtomicU64, relayed: &AtomicU64) -> Option<u64> {
+    runs.fetch_add(1, Ordering::Relaxed);
+    match world
+        .binaries
+        .invoke("OutboxRelayFunction", json!({}))
+        .await
+    {
+        Ok(muchaw_local::runtime_api::Invocation::Response(summary)) => {
+            relayed.fetch_add(
+                summary["published"].as_u64().unwrap_or(0),
+                Ordering::Relaxed,
+            );
+            summary["found"].as_u64()
+        }
+        Ok(muchaw_local::runtime_api::Invocation::Error(error)) => {
+            tracing::info!(%error, "outbox relay run failed");
+            None
+        }
+        Err(err) => {
+            tracing::info!(error = %err, "outbox relay not invoked");
+            None
+        }
+    }
+}
+
+/// The relay's schedule until `stop`.
+fn start_relay_schedule(
+    world: Arc<World>,
+    stop: Arc<AtomicBool>,
+    runs: Arc<AtomicU64>,
+    relayed: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(OUTBOX_RELAY_EVERY).await;
+            relay_outbox(&world, &runs, &relayed).await;
+        }
+    })
+}
+
 async fn wait_until(limit: Duration, mut done: impl AsyncFnMut() -> Result<bool>) -> Result<bool> {
     let started = Instant::now();
     while started.elapsed() < limit {
@@ -718,7 +780,16 @@ pub async fn run(config: Config) -> Result<Outcome> {
         "chaos: seed {} (replay with --seed {}), {} signups over {} accounts, fault rate {}",
         config.seed, config.seed, config.signups, config.accounts, config.fault_rate
     );
-    let world = start(&config).await?;
+    let world = Arc::new(start(&config).await?);
+    let stop_relay = Arc::new(AtomicBool::new(false));
+    let relay_runs = Arc::new(AtomicU64::new(0));
+    let relayed = Arc::new(AtomicU64::new(0));
+    let relay_schedule = start_relay_schedule(
+        world.clone(),
+        stop_relay.clone(),
+        relay_runs.clone(),
+        relayed.clone(),
+    );
     let accounts = create_accounts(&world, &config).await?;
     let mut signups = plan_signups(&world, &config);
 
@@ -768,13 +839,36 @@ pub async fn run(config: Config) -> Result<Outcome> {
     );
     let calm = Instant::now();
     let mut quiet_polls = 0;
+    let mut last_waiting: Vec<String> = Vec::new();
     let settled = wait_until(config.settle_limit, async || {
         let (pending, _) = pending_count(&world, &accounts).await?;
         let depths = world.queue_depths().await?;
         let busy = depths
             .iter()
             .any(|(id, depth)| !id.contains("DeadLetter") && *depth > 0);
-        quiet_polls = if pending == 0 && !busy {
+        // Settled includes an outbox with nothing left past the relay's grace period.
+        let outbox_left = relay_outbox(&world, &relay_runs, &relayed).await != Some(0);
+        // What the run waits on, printed when it changes (why settling takes what it takes).
+        let waiting: Vec<String> = depths
+            .iter()
+            .filter(|(id, depth)| !id.contains("DeadLetter") && **depth > 0)
+            .map(|(id, depth)| format!("{id} {depth}"))
+            .chain((pending > 0).then(|| format!("{pending} PENDING")))
+            .chain(outbox_left.then(|| "unpublished outbox events".to_string()))
+            .collect();
+        if waiting != last_waiting {
+            println!(
+                "chaos: +{:.0} s waiting on: {}",
+                calm.elapsed().as_secs_f64(),
+                if waiting.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    waiting.join(", ")
+                }
+            );
+            last_waiting = waiting;
+        }
+        quiet_polls = if pending == 0 && !busy && !outbox_left {
             quiet_polls + 1
         } else {
             0
@@ -783,6 +877,8 @@ pub async fn run(config: Config) -> Result<Outcome> {
     })
     .await?;
     let time_to_settle = settled.then(|| calm.elapsed());
+    stop_relay.store(true, Ordering::SeqCst);
+    relay_schedule.abort();
     println!(
         "chaos: {}; checking invariants",
         match time_to_settle {
@@ -797,6 +893,8 @@ pub async fn run(config: Config) -> Result<Outcome> {
     ops.signups_abandoned = counters.signups_abandoned.load(Ordering::Relaxed);
     ops.api_requests = world.client.requests.load(Ordering::Relaxed);
     ops.api_retries = world.client.retries.load(Ordering::Relaxed);
+    ops.outbox_relays = relay_runs.load(Ordering::Relaxed);
+    ops.outbox_relayed = relayed.load(Ordering::Relaxed);
 
     let found = invariants::check(&world, &accounts, &signups).await?;
     let restarts = world

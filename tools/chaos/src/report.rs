@@ -72,6 +72,14 @@ pub fn markdown(outcome: &Outcome, note: &str) -> String {
         seconds(HANG),
         seconds(c.code_lifetime)
     );
+    if let Some(cap) = c.visibility_timeout_cap {
+        let _ = writeln!(
+            md,
+            "- Queue visibility timeouts capped at {cap} s (the template's are up to 180 s): a \
+             killed invocation's messages come back sooner, so the time to settle is shorter \
+             than a deployment's."
+        );
+    }
     let _ = writeln!(
         md,
         "- Faulted phase {}; then the faults stop and the system settles. Whole run {}.\n",
@@ -175,6 +183,11 @@ pub fn markdown(outcome: &Outcome, note: &str) -> String {
         ("WABA reinstatements (Meta webhook)", o.reinstatements),
         ("quality changes at Meta", o.quality_changes),
         ("health-sync runs", o.health_syncs),
+        (
+            "outbox relay runs (scheduled and while settling)",
+            o.outbox_relays,
+        ),
+        ("outbox events published by the relay", o.outbox_relayed),
         ("Meta webhooks posted", o.meta_webhooks),
         ("API requests", o.api_requests),
         (

@@ -21,7 +21,6 @@ fn build_function_binaries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "finds a real gap (docs/RELIABILITY.md): under faults an outbox event can stay unpublished; run with --ignored"]
 async fn a_small_run_under_every_kind_of_fault_keeps_every_invariant() {
     build_function_binaries();
     let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_muchaw-chaos"))
@@ -34,6 +33,10 @@ async fn a_small_run_under_every_kind_of_fault_keeps_every_invariant() {
     config.accounts = 2;
     config.phones_per_waba = 2;
     config.settle_limit = Duration::from_secs(400);
+    // A message whose function was killed comes back within 40 s (above every SQS-fed
+    // function's timeout, 30 s at most) instead of the deliveries queue's 180 s: the run
+    // settles in seconds, the same faults met.
+    config.visibility_timeout_cap = Some(40);
 
     let outcome = run(config).await.expect("the chaos run");
 

@@ -176,7 +176,10 @@ async fn up(args: Args) -> Result<()> {
     };
     let runner = match &binaries {
         Some(binaries) => muchaw_local::schedule::ScheduledRunner::Binaries(binaries.clone()),
-        None => muchaw_local::schedule::ScheduledRunner::InProcess(local.health_sync.clone()),
+        None => muchaw_local::schedule::ScheduledRunner::InProcess {
+            health_sync: local.health_sync.clone(),
+            outbox_relay: local.outbox_relay.clone(),
+        },
     };
     let schedules = muchaw_local::schedule::schedules(&template)?;
     let (run_now, on_demand) = tokio::sync::mpsc::channel(8);

@@ -34,6 +34,10 @@ pub struct Overrides {
     pub parameters: HashMap<String, String>,
     /// `SecretString` of a secret resource, by logical id, instead of a generated one.
     pub secrets: HashMap<String, String>,
+    /// Caps every queue's `VisibilityTimeout` (seconds): a message whose function was killed
+    /// comes back this soon instead of after the template's (up to 180 s). For short runs
+    /// that kill functions on purpose; it must stay above the functions' timeouts.
+    pub visibility_timeout_cap: Option<u32>,
 }
 
 impl Overrides {
@@ -61,6 +65,7 @@ impl Overrides {
                 ),
                 ("SignupLinkSigningKey".to_string(), signing_key.to_string()),
             ]),
+            visibility_timeout_cap: None,
         }
     }
 }
@@ -104,9 +109,15 @@ pub async fn provision(
         .into_iter()
         .partition(|(_, props)| props.get("RedrivePolicy").is_none());
     for (id, props) in plain.into_iter().chain(redriven) {
-        create_queue(&sqs, &mut stack, &id, props)
-            .await
-            .with_context(|| format!("creating queue {id}"))?;
+        create_queue(
+            &sqs,
+            &mut stack,
+            &id,
+            props,
+            overrides.visibility_timeout_cap,
+        )
+        .await
+        .with_context(|| format!("creating queue {id}"))?;
     }
     let secrets = aws_sdk_secretsmanager::Client::new(config);
     for (id, props) in template.resources_of_type("AWS::SecretsManager::Secret") {
@@ -229,6 +240,7 @@ async fn create_queue(
     stack: &mut Stack,
     id: &str,
     props: &Value,
+    visibility_timeout_cap: Option<u32>,
 ) -> Result<()> {
     let mut attributes = HashMap::new();
     let copied = [
@@ -247,6 +259,17 @@ async fn create_queue(
         if let Some(value) = props.get(property) {
             attributes.insert(attribute, stack.resolve(value)?);
         }
+    }
+    if let Some(cap) = visibility_timeout_cap {
+        let visibility = attributes
+            .get(&QueueAttributeName::VisibilityTimeout)
+            .and_then(|v| v.parse::<u32>().ok())
+            // SQS's default when the template names none.
+            .unwrap_or(30);
+        attributes.insert(
+            QueueAttributeName::VisibilityTimeout,
+            visibility.min(cap).to_string(),
+        );
     }
     if let Some(redrive) = props.get("RedrivePolicy") {
         let target = redrive

@@ -162,12 +162,20 @@ mod tests {
     }
 
     #[test]
-    fn the_workspace_template_schedules_the_health_sync_hourly() {
+    fn the_workspace_template_schedules_the_health_sync_hourly_and_the_outbox_relay_every_minute() {
         let template = Template::workspace().unwrap();
         let schedules = schedules(&template).unwrap();
-        assert_eq!(schedules.len(), 1);
-        assert_eq!(schedules[0].function_id, "HealthSyncFunction");
-        assert_eq!(schedules[0].every, Some(Duration::from_secs(3600)));
+        let every: Vec<(&str, Option<Duration>)> = schedules
+            .iter()
+            .map(|s| (s.function_id.as_str(), s.every))
+            .collect();
+        assert_eq!(
+            every,
+            [
+                ("HealthSyncFunction", Some(Duration::from_secs(3600))),
+                ("OutboxRelayFunction", Some(Duration::from_secs(60))),
+            ]
+        );
     }
 
     #[test]
@@ -180,7 +188,10 @@ mod tests {
 #[derive(Clone)]
 pub enum ScheduledRunner {
     Binaries(std::sync::Arc<crate::binaries::BinaryStack>),
-    InProcess(std::sync::Arc<crate::stack::LocalHealthSync>),
+    InProcess {
+        health_sync: std::sync::Arc<crate::stack::LocalHealthSync>,
+        outbox_relay: std::sync::Arc<crate::stack::LocalOutboxRelay>,
+    },
 }
 
 impl ScheduledRunner {
@@ -197,13 +208,19 @@ impl ScheduledRunner {
                     }
                 }
             }
-            ScheduledRunner::InProcess(health_sync)
+            ScheduledRunner::InProcess { health_sync, .. }
                 if schedule.function_id == "HealthSyncFunction" =>
             {
                 let summary = health_sync.run().await?;
                 Ok(serde_json::to_value(summary)?)
             }
-            ScheduledRunner::InProcess(_) => {
+            ScheduledRunner::InProcess { outbox_relay, .. }
+                if schedule.function_id == "OutboxRelayFunction" =>
+            {
+                let summary = outbox_relay.run().await?;
+                Ok(serde_json::to_value(summary)?)
+            }
+            ScheduledRunner::InProcess { .. } => {
                 bail!(
                     "{}: no in-process handler; run without --in-process",
                     schedule.function_id

@@ -51,9 +51,12 @@ pub struct LocalStack {
     pub router: Router,
     pub pipeline: Pipeline,
     pub store: DynamoStore,
-    /// The scheduled function; `up` runs it on its schedule and on demand.
+    /// The scheduled functions; `up` runs them on their schedules and on demand.
     pub health_sync: Arc<LocalHealthSync>,
+    pub outbox_relay: Arc<LocalOutboxRelay>,
 }
+
+pub type LocalOutboxRelay = muchaw_shared::outbox::OutboxRelay<DynamoStore, SqsQueue>;
 
 pub type LocalHealthSync =
     muchaw_shared::health::HealthSync<DynamoStore, SqsQueue, GraphClient, SecretsVault>;
@@ -224,11 +227,21 @@ pub fn build(
         concurrency: 8,
         failed_token_retention_days: 7,
     });
+    let relay_env = environment(stack, template, "OutboxRelayFunction")?;
+    let outbox_relay = Arc::new(muchaw_shared::outbox::OutboxRelay {
+        store: store.clone(),
+        queue: queue_for("OutboxRelayFunction")?,
+        grace: relay_env
+            .get(muchaw_shared::config::OUTBOX_RELAY_GRACE_SECONDS)
+            .and_then(|seconds| seconds.parse().ok())
+            .map_or(muchaw_shared::outbox::DEFAULT_GRACE, Duration::from_secs),
+    });
     Ok(LocalStack {
         router,
         pipeline,
         store,
         health_sync,
+        outbox_relay,
     })
 }
 

@@ -55,9 +55,14 @@ fn step_done() -> Command {
 }
 
 fn step_retried() -> Command {
+    step_retried_with("2", 1)
+}
+
+fn step_retried_with(code: &str, attempt: u32) -> Command {
     Command::StepRetried {
         step: Step::SubscribeWaba,
-        reason: reason("2"),
+        reason: reason(code),
+        attempt,
     }
 }
 
@@ -606,6 +611,41 @@ fn a_retry_keeps_the_error_without_touching_updated_at_and_the_same_error_is_no_
         decide(&change.number, step_retried(), now()),
         Decision::Already
     );
+}
+
+#[test]
+fn a_step_retried_with_a_new_reason_is_a_history_entry_with_meta_s_answer_and_the_attempt() {
+    // Given a pending number whose step failed once with code 2
+    let first = change_of(Status::Pending, step_retried_with("2", 1));
+    // When its third attempt fails with another code
+    let Decision::Change(change) = decide(&first.number, step_retried_with("4", 3), now()) else {
+        panic!("a new reason is recorded");
+    };
+    // Then the change carries a history-only event with the step, Meta's answer and attempt 3
+    let event = change.event.expect("a history entry");
+    assert_eq!(event.event_type, EventType::NumberStepRetried);
+    assert!(!event.event_type.is_published());
+    assert_eq!(event.data["retry"]["attempt"], 3);
+    assert_eq!(event.data["retry"]["reason"]["step"], "SUBSCRIBE_WABA");
+    assert_eq!(event.data["retry"]["reason"]["code"], "4");
+    assert_eq!(event.created_at, now());
+    let changed: Vec<&str> = event.changes.iter().map(|c| c.field.as_str()).collect();
+    assert_eq!(changed, ["pendingReason"]);
+    assert_eq!(event.changes[0].previous["code"], "2");
+}
+
+#[test]
+fn a_history_only_entry_leaves_the_event_a_repeat_may_still_publish_as_the_latest() {
+    // Given a pending number whose latest published event is evt_retried
+    let mut before = number(Status::Pending);
+    before.last_event_id = Some("evt_retried".into());
+    // When a step of it is retried
+    let Decision::Change(change) = decide(&before, step_retried(), now()) else {
+        panic!("the retry is recorded");
+    };
+    // Then the history entry is written, and evt_retried stays the one to finish publishing
+    assert!(change.event.is_some());
+    assert_eq!(change.number.last_event_id.as_deref(), Some("evt_retried"));
 }
 
 #[test]
@@ -1162,6 +1202,30 @@ fn a_reconnect_starts_at_the_exchange_with_no_event_and_keeps_the_number() {
 }
 
 #[test]
+fn a_reconnect_step_retried_is_a_history_entry_once_per_reason() {
+    // Given an active number reconnecting, at the code exchange
+    let number = reconnecting(Status::Active);
+    let retried = |attempt| Command::ReconnectStepRetried {
+        id: "rcn_1".into(),
+        step: Step::ExchangeToken,
+        reason: reason("2"),
+        attempt,
+    };
+    // When the exchange fails transiently
+    let Decision::Change(change) = decide(&number, retried(1), now()) else {
+        panic!("the retry is recorded");
+    };
+    // Then the history has an entry with Meta's answer and the attempt, the status unchanged
+    let event = change.event.expect("a history entry");
+    assert_eq!(event.event_type, EventType::NumberStepRetried);
+    assert_eq!(event.data["retry"]["attempt"], 1);
+    assert_eq!(event.data["retry"]["reason"]["code"], "2");
+    assert_eq!(event.data["status"], "ACTIVE");
+    // And the same answer at the next attempt writes nothing
+    assert_eq!(decide(&change.number, retried(2), now()), Decision::Already);
+}
+
+#[test]
 fn a_second_signup_during_a_reconnect_restarts_nothing() {
     let number = reconnecting(Status::Active);
     let another = Command::StartReconnect { id: "rcn_2".into() };
@@ -1679,6 +1743,7 @@ fn a_register_waiting_on_meta_keeps_the_phone_as_read_and_its_step_done_forgets_
     let waits = Command::RegisterWaits {
         reason: name_not_ready(),
         phone: Some("CONNECTED|PENDING_REVIEW".into()),
+        attempt: 1,
     };
     let Decision::Change(change) = decide(&at_register(), waits.clone(), now()) else {
         panic!("waiting is recorded");
@@ -1701,6 +1766,31 @@ fn a_register_waiting_on_meta_keeps_the_phone_as_read_and_its_step_done_forgets_
         panic!("the step is done");
     };
     assert_eq!(done.number.register_waiting_on, None);
+}
+
+#[test]
+fn a_register_waiting_on_meta_is_in_the_history_once_per_reason_not_per_phone_reading() {
+    // Given a register that waits on 2388001 (a history entry)
+    let waits = |phone: &str, attempt| Command::RegisterWaits {
+        reason: name_not_ready(),
+        phone: Some(phone.into()),
+        attempt,
+    };
+    let Decision::Change(first) =
+        decide(&at_register(), waits("CONNECTED|PENDING_REVIEW", 1), now())
+    else {
+        panic!("waiting is recorded");
+    };
+    let event = first.event.clone().expect("a history entry");
+    assert_eq!(event.event_type, EventType::NumberStepRetried);
+    assert_eq!(event.data["retry"]["reason"]["code"], "100/2388001");
+    // When the next attempt meets the same answer with the phone read differently
+    let Decision::Change(second) = decide(&first.number, waits("CONNECTED|APPROVED", 2), now())
+    else {
+        panic!("the new reading is recorded");
+    };
+    // Then the reading is written without another entry
+    assert_eq!(second.event, None);
 }
 
 #[test]

@@ -6,9 +6,10 @@
 use std::sync::OnceLock;
 
 use muchaw_shared::domain::event::EventEnvelope;
+use muchaw_shared::domain::lifecycle::Command;
 use muchaw_shared::domain::secrets::Secret;
 use muchaw_shared::domain::{
-    AccountId, EventType, FailureReason, Number, QualityRating, Status, time,
+    AccountId, EventType, FailureReason, Number, QualityRating, Status, Step, time,
 };
 use muchaw_shared::meta_webhook::{self, MetaWebhook};
 use muchaw_tests::provisioning::ProvisioningEnv;
@@ -1593,12 +1594,33 @@ async fn number_histories_and_events_answer_as_documented() {
         .import_numbers(std::slice::from_ref(&number))
         .await
         .unwrap();
-    let active = p.env.change_status(&number, Status::Active).await;
+    let retried = Command::StepRetried {
+        step: number.provisioning_step.unwrap_or(Step::FIRST),
+        reason: FailureReason {
+            step: number
+                .provisioning_step
+                .unwrap_or(Step::FIRST)
+                .as_str()
+                .into(),
+            code: "131000".into(),
+            message: "Something went wrong".into(),
+            user_message: Some("Try again later.".into()),
+            ..FailureReason::default()
+        },
+        attempt: 2,
+    };
+    let retried = p.env.apply(&number, retried).await;
+    let active = p.env.change_status(retried.number(), Status::Active).await;
     p.env.change_status(active.number(), Status::Banned).await;
     let path = "/api/numbers/{id}/events";
     let uri = format!("/api/numbers/{}/events", number.id);
     let page = expect(&p, 200, "GET", path, &uri, "limit=1", key, None).await;
     assert_eq!(page.body["data"][0]["type"], "number.banned");
+    let all = expect(&p, 200, "GET", path, &uri, "", key, None).await;
+    let step_retried = &all.body["data"][2];
+    assert_eq!(step_retried["type"], "number.step_retried");
+    assert_eq!(step_retried["attempt"], 2);
+    assert_eq!(step_retried["reason"]["userMessage"], "Try again later.");
     let cursor = page.body["pagination"]["nextCursor"].as_str().unwrap();
     let rest = expect(
         &p,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use fake_meta::{Fault, Route};
 use muchaw_shared::domain::{AccountId, Status, Step};
 use muchaw_shared::ports::{NumberReader, Queue};
+use muchaw_tests::ApiResponse;
 use muchaw_tests::provisioning::{META_TIMEOUT, ProvisioningEnv};
 use serde_json::Value;
 
@@ -44,6 +45,12 @@ async fn signup(p: &ProvisioningEnv, phone: &str) -> (AccountId, String, String)
 
 fn meta_routes(p: &ProvisioningEnv) -> Vec<Route> {
     p.meta.calls().into_iter().filter_map(|c| c.route).collect()
+}
+
+/// An API request without a body, with `key`.
+async fn call(p: &ProvisioningEnv, method: &str, path: &str, key: &str) -> ApiResponse {
+    p.invoke(muchaw_tests::http_event(method, path, "", Some(key), None))
+        .await
 }
 
 fn events_of(p: &ProvisioningEnv, number_id: &str) -> Vec<Value> {
@@ -398,15 +405,7 @@ async fn a_failed_number_is_torn_down_at_meta_keeps_its_token_and_a_retry_brings
     assert_eq!(p.meta.calls_to(Route::Deregister).len(), 1);
     assert_eq!(p.meta.calls_to(Route::UnsubscribeApp).len(), 1);
 
-    let retried = p
-        .invoke(muchaw_tests::http_event(
-            "POST",
-            &format!("/api/numbers/{id}/retry"),
-            "",
-            Some(&key),
-            None,
-        ))
-        .await;
+    let retried = call(&p, "POST", &format!("/api/numbers/{id}/retry"), &key).await;
     assert_eq!(retried.status, 202, "{:?}", retried.body);
     assert_eq!(retried.body["data"]["provisioningStep"], "SUBSCRIBE_WABA");
 
@@ -448,15 +447,7 @@ async fn a_failed_code_exchange_deletes_the_token_at_once_and_needs_a_new_signup
     assert_eq!(failed.status, Status::Failed);
     assert!(failed.token_deleted_at.is_some(), "{failed:?}");
 
-    let retried = p
-        .invoke(muchaw_tests::http_event(
-            "POST",
-            &format!("/api/numbers/{id}/retry"),
-            "",
-            Some(&key),
-            None,
-        ))
-        .await;
+    let retried = call(&p, "POST", &format!("/api/numbers/{id}/retry"), &key).await;
     assert_eq!(retried.status, 409);
     assert_eq!(retried.body["error"]["code"], "reauthorization_required");
     assert_eq!(p.number(&account, &id).await.status, Status::Failed);
@@ -492,15 +483,7 @@ async fn a_coexistence_number_is_activated_without_register_or_pin_and_never_der
         meta_routes(&p),
         vec![Route::ExchangeCode, Route::SubscribeApp, Route::GetPhone]
     );
-    let gone = p
-        .invoke(muchaw_tests::http_event(
-            "DELETE",
-            &format!("/api/numbers/{id}"),
-            "",
-            Some(&key),
-            None,
-        ))
-        .await;
+    let gone = call(&p, "DELETE", &format!("/api/numbers/{id}"), &key).await;
     assert_eq!(gone.status, 200);
     let torn = until(&p, &account, &id, |n| n.torn_down_at.is_some()).await;
     assert!(torn.token_deleted_at.is_some());
@@ -630,4 +613,58 @@ async fn an_app_secret_put_in_place_after_start_is_used_without_a_restart() {
     let code = p.meta.issue_code(&[WABA]);
     let exchanged = graph.exchange_code(&code).await.expect("exchanged");
     assert!(!exchanged.token.expose().is_empty());
+}
+
+#[tokio::test]
+async fn transient_step_failures_are_in_the_number_s_history_once_per_answer_with_the_attempt() {
+    // Given Meta failing the WABA subscription twice alike, then once with a rate limit
+    let p = ProvisioningEnv::new().await;
+    p.meta
+        .fail_next(Route::SubscribeApp, 2, Fault::transient_5xx());
+    p.meta
+        .fail_next(Route::SubscribeApp, 1, Fault::rate_limited());
+    let (account, key, id) = signup(&p, "200000000000032").await;
+    let number = p.settled(&account, &id, SETTLE).await;
+    assert_eq!(number.status, Status::Active, "{number:?}");
+    // When the number's history is read
+    let history = call(&p, "GET", &format!("/api/numbers/{id}/events"), &key).await;
+    assert_eq!(history.status, 200, "{:?}", history.body);
+    let retried: Vec<&Value> = history.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "number.step_retried")
+        .collect();
+    // Then each new answer is one entry (newest first): the step, Meta's code and text, and
+    // the attempt it ended; the second identical failure added none
+    let seen: Vec<(&str, &str, u64)> = retried
+        .iter()
+        .map(|e| {
+            (
+                e["reason"]["step"].as_str().unwrap(),
+                e["reason"]["code"].as_str().unwrap(),
+                e["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("SUBSCRIBE_WABA", "4", 3), ("SUBSCRIBE_WABA", "2", 1)],
+        "{:?}",
+        history.body
+    );
+    assert_eq!(
+        retried[1]["reason"]["message"],
+        "An unexpected error has occurred. Please retry your request later."
+    );
+    assert_eq!(retried[1]["changes"][0]["field"], "pendingReason");
+    // And they are the history's alone: never published, not an event customers received
+    assert!(
+        events_of(&p, &id)
+            .iter()
+            .all(|e| e["type"] != "number.step_retried")
+    );
+    let entry_id = retried[0]["id"].as_str().unwrap();
+    let event = call(&p, "GET", &format!("/api/events/{entry_id}"), &key).await;
+    assert_eq!(event.status, 404);
 }

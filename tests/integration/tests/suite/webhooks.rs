@@ -11,8 +11,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use muchaw_shared::domain::lifecycle::Command;
 use muchaw_shared::domain::{AccountId, Number, Status};
-use muchaw_shared::ports::NumberReader;
+use muchaw_shared::lifecycle;
+use muchaw_shared::outbox::OutboxRelay;
+use muchaw_shared::ports::{EventHistory, MessageQueue, NumberReader, Queue};
 use muchaw_tests::provisioning::ProvisioningEnv;
 use muchaw_tests::{http_event, sample_number};
 use serde_json::{Value, json};
@@ -185,14 +188,29 @@ async fn create_endpoint(p: &ProvisioningEnv, key: &str, body: Value) -> (u16, V
 
 /// A PENDING number moved to ACTIVE through the lifecycle: one `number.activated` event.
 async fn activate_a_number(p: &ProvisioningEnv, account: &AccountId, minutes_ago: i64) -> Number {
+    let number = pending_number(p, account, minutes_ago).await;
+    p.env.change_status(&number, Status::Active).await;
+    number
+}
+
+async fn pending_number(p: &ProvisioningEnv, account: &AccountId, minutes_ago: i64) -> Number {
     let number = sample_number(account, Status::Pending, minutes_ago);
     p.env
         .store
         .import_numbers(std::slice::from_ref(&number))
         .await
         .unwrap();
-    p.env.change_status(&number, Status::Active).await;
     number
+}
+
+/// The number as stored now.
+async fn stored(p: &ProvisioningEnv, number: &Number) -> Number {
+    p.env
+        .store
+        .get(&number.account_id, &number.id)
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -333,13 +351,7 @@ async fn an_endpoint_gets_only_the_events_it_subscribed_to() {
     create_endpoint(&p, &key, json!({"url": everything.url})).await;
     p.start();
     let number = activate_a_number(&p, &account, 1).await;
-    let active = p
-        .env
-        .store
-        .get(&account, &number.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let active = stored(&p, &number).await;
     p.env.change_status(&active, Status::Banned).await;
     let all = everything.wait_accepted(2, WAIT).await;
     let banned = banned_only.wait_accepted(1, WAIT).await;
@@ -347,6 +359,52 @@ async fn an_endpoint_gets_only_the_events_it_subscribed_to() {
     assert_eq!(banned.len(), 1);
     let event: Value = serde_json::from_str(&banned[0].body).unwrap();
     assert_eq!(event["type"], "number.banned");
+}
+
+#[tokio::test]
+async fn an_event_whose_publish_failed_after_its_commit_is_relayed_and_delivered_once_under_its_id()
+{
+    // Given an endpoint, and an activation committed whose send to the events queue failed
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("relayed").await;
+    let receiver = Receiver::start(Behaviour::Ok).await;
+    create_endpoint(&p, &key, json!({"url": receiver.url})).await;
+    p.start();
+    let number = pending_number(&p, &account, 1).await;
+    p.queue.fail_sends(Queue::Events, 1);
+    let lost = lifecycle::apply(&p.env.store, &p.queue, &number, Command::Activate).await;
+    assert!(lost.is_err(), "the publish fails after the commit");
+    let active = stored(&p, &number).await;
+    assert_eq!(active.status, Status::Active);
+    let event_id = active.last_event_id.clone().expect("the outbox event");
+    let relay = OutboxRelay {
+        store: p.env.store.clone(),
+        queue: p.queue.clone(),
+        grace: Duration::ZERO,
+    };
+    // When the relay runs past the grace period
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let summary = relay.run().await.unwrap();
+    // Then it publishes the event, which reaches the endpoint under its own id
+    assert_eq!((summary.found, summary.published), (1, 1), "{summary:?}");
+    let delivered = receiver.wait_accepted(1, WAIT).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(header(&delivered[0], "webhook-id"), event_id);
+    let body: Value = serde_json::from_str(&delivered[0].body).unwrap();
+    assert_eq!(body["type"], "number.activated");
+    // And the next run finds nothing; the same event published again (the writer's own late
+    // send) is not delivered a second time
+    assert_eq!(relay.run().await.unwrap().found, 0);
+    let envelope = p
+        .env
+        .store
+        .event(&account, &event_id)
+        .await
+        .unwrap()
+        .unwrap();
+    p.queue.send(&envelope).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.received().len(), 1);
 }
 
 #[tokio::test]

@@ -1,0 +1,7 @@
+// The relay's future (a Query per outbox shard, then the SQS sends) nests deeper than the default limit.
+#![recursion_limit = "256"]
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    muchaw_shared::runtime::run_outbox_relay().await
+}
