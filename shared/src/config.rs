@@ -236,6 +236,7 @@ pub fn retry_policy() -> Result<crate::provisioning::RetryPolicy, ConfigError> {
             crate::provisioning::DEFAULT_MAX_PENDING_DAYS,
         )?
         .saturating_mul(24 * 3600),
+        step_settle_seconds: seconds("STEP_SETTLE_SECONDS", default.step_settle_seconds)?,
     })
 }
 

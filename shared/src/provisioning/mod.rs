@@ -39,7 +39,15 @@ pub struct RetryPolicy {
     /// How long after its signup a number waiting on Meta (2388001, the register budget) stays
     /// `PENDING` before it fails with Meta's last answer.
     pub max_pending_seconds: u32,
+    /// How long after a number ended its teardown waits before calling Meta: longer than a
+    /// step function's timeout (template.yaml: 10 s), so a step that read the number just
+    /// before it ended has made its Meta call by then (else a PIN could be set, or a phone
+    /// registered, after the teardown deregistered it: the chaos run found one).
+    pub step_settle_seconds: u32,
 }
+
+/// The default of [`RetryPolicy::step_settle_seconds`].
+pub const DEFAULT_STEP_SETTLE_SECONDS: u32 = 15;
 
 /// The default bound of a number's wait for Meta (template parameter `MaxPendingDays`).
 pub const DEFAULT_MAX_PENDING_DAYS: u32 = 7;
@@ -52,6 +60,7 @@ impl Default for RetryPolicy {
             max_seconds: crate::ports::MAX_REDELIVERY_DELAY_SECONDS,
             failed_token_retention_days: 7,
             max_pending_seconds: DEFAULT_MAX_PENDING_DAYS * 24 * 3600,
+            step_settle_seconds: DEFAULT_STEP_SETTLE_SECONDS,
         }
     }
 }

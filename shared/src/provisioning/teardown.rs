@@ -24,6 +24,9 @@ enum TeardownError {
     Meta(MetaError),
     /// The number's register budget is spent: deregister once it frees, in this many seconds.
     Deferred(u32),
+    /// The number ended moments ago: a step may still be calling Meta for it; in this many
+    /// seconds it has finished.
+    Settling(u32),
     Infra(StepError),
 }
 
@@ -67,6 +70,10 @@ where
                     tracing::info!(seconds, "register budget spent; deregistering later");
                     Outcome::RetryAfter(seconds)
                 }
+                Err(TeardownError::Settling(seconds)) => {
+                    tracing::info!(seconds, "the number just ended; tearing down once any step in flight has finished");
+                    Outcome::RetryAfter(seconds)
+                }
                 Err(TeardownError::Infra(err)) => {
                     tracing::error!(error = %crate::telemetry::ErrorChain(&err), "teardown failed; retrying");
                     Outcome::RetryAfter(self.retry.delay(delivery.receive_count, Retry::Soon))
@@ -92,6 +99,14 @@ where
         };
         let mut done = Teardown::default();
         if plan.meta {
+            let settled_at = number.updated_at
+                + chrono::Duration::seconds(i64::from(self.retry.step_settle_seconds));
+            let wait = (settled_at - time::now()).num_seconds();
+            if wait > 0 {
+                return Err(TeardownError::Settling(
+                    u32::try_from(wait).unwrap_or(u32::MAX),
+                ));
+            }
             let secrets = self.vault.load(&number.id).await?;
             if number.registered {
                 if let Some(secrets) = &secrets {

@@ -123,6 +123,8 @@ fn given_pending_at(step: Step) -> Given {
             slow_seconds: 600,
             max_seconds: 3600,
             failed_token_retention_days: 7,
+            // Teardowns at once: the wait for a step in flight has its own tests.
+            step_settle_seconds: 0,
             ..RetryPolicy::default()
         },
     };
@@ -470,6 +472,44 @@ async fn a_teardown_deregisters_unsubscribes_and_deletes_the_token() {
         ]
     );
     assert_eq!(given.vault().deleted(), vec![given.number.id.clone()]);
+    assert!(given.now().torn_down_at.is_some());
+}
+
+#[tokio::test]
+async fn a_teardown_right_after_the_number_ended_waits_for_a_step_still_calling_meta() {
+    // Given a number that ended a moment ago, and steps that may run up to their timeout
+    let mut given = given_disconnected().await;
+    given.provisioner.retry.step_settle_seconds = 15;
+
+    // When its teardown arrives at once
+    let response = given
+        .provisioner
+        .handle_teardowns(teardown_event(&given.number))
+        .await;
+
+    // Then nothing is asked of Meta yet, and the teardown comes back once the steps are done
+    assert!(given.meta().calls().is_empty());
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert!(given.now().torn_down_at.is_none());
+}
+
+#[tokio::test]
+async fn a_teardown_after_the_settle_time_deregisters() {
+    // Given a number that ended longer ago than any step runs
+    let mut given = given_disconnected().await;
+    given.provisioner.retry.step_settle_seconds = 15;
+    let mut ended = given.now();
+    ended.updated_at = time::now() - chrono::Duration::seconds(16);
+    given.store().insert_number(ended);
+
+    // When its teardown runs
+    given
+        .provisioner
+        .handle_teardowns(teardown_event(&given.number))
+        .await;
+
+    // Then it deregisters and unsubscribes
+    assert_eq!(given.meta().calls().len(), 2);
     assert!(given.now().torn_down_at.is_some());
 }
 

@@ -130,6 +130,8 @@ impl ProvisioningEnv {
                 slow_seconds: 1,
                 max_seconds: 2,
                 failed_token_retention_days: 7,
+                // Teardowns at once (nothing here kills a step mid-call; the chaos run does).
+                step_settle_seconds: 0,
                 ..RetryPolicy::default()
             },
         });

@@ -44,6 +44,9 @@ pub const LOCAL_RETRY: RetryPolicy = RetryPolicy {
     max_seconds: 30,
     failed_token_retention_days: 7,
     max_pending_seconds: 7 * 24 * 3600,
+    // In-process handlers are not stopped at a timeout; a step's Meta call is bounded by the
+    // Meta client's timeout (5 s locally).
+    step_settle_seconds: 6,
 };
 pub const LOCAL_WEBHOOK_RETRIES: [u32; 7] = [2, 5, 10, 20, 30, 60, 60];
 

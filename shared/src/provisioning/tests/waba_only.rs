@@ -27,6 +27,8 @@ fn provisioner() -> TestProvisioner {
             slow_seconds: 600,
             max_seconds: 3600,
             failed_token_retention_days: 7,
+            // Teardowns at once: the wait for a step in flight has its own tests.
+            step_settle_seconds: 0,
             ..RetryPolicy::default()
         },
     }
