@@ -18,7 +18,7 @@ use crate::domain::lifecycle::{self as lifecycle_rules, Command, Readiness, Refu
 use crate::domain::messages::{self, ExchangeBody, StepMessage, TeardownMessage};
 use crate::domain::meta::{ErrorKind, MetaError, Retry};
 use crate::domain::number::meta_label;
-use crate::domain::secrets::{NumberSecrets, generate_pin};
+use crate::domain::secrets::{NumberSecrets, Secret, generate_pin};
 use crate::domain::{FailureReason, Number, QualityRating, Status, Step, time};
 use crate::lifecycle::{self, Changed, LifecycleError};
 use crate::ports::{
@@ -351,6 +351,31 @@ where
         }
     }
 
+    /// Exchanges the signup's code for a long-lived token: `(token, when it expires)`. No code
+    /// (it never reached the exchange) is a permanent failure of the exchange.
+    async fn exchange_code(
+        &self,
+        code: Option<&Secret>,
+    ) -> Result<(Secret, Option<time::Timestamp>), StepFailure> {
+        let code = code.ok_or_else(|| {
+            StepFailure::Permanent(FailureReason {
+                step: Step::ExchangeToken.as_str().into(),
+                code: "missing_code".into(),
+                message: "the signup code never reached the exchange".into(),
+                ..FailureReason::default()
+            })
+        })?;
+        let exchanged = self
+            .meta
+            .exchange_code(code.expose())
+            .await
+            .map_err(StepFailure::Meta)?;
+        let expires_at = exchanged
+            .expires_in_seconds
+            .map(|s| time::now() + chrono::Duration::seconds(s.min(i64::MAX as u64) as i64));
+        Ok((exchanged.token, expires_at))
+    }
+
     /// Calls Meta for `step`. `Some(record)` is what to record as the step done; `None` when the
     /// step changed the number itself (activation).
     async fn perform(
@@ -377,26 +402,12 @@ where
                     // A retry after the exchange: the code is spent, the token is kept.
                     Some(secrets) => secrets,
                     None => {
-                        let code = message.code.as_ref().ok_or_else(|| {
-                            StepFailure::Permanent(FailureReason {
-                                step: step.as_str().into(),
-                                code: "missing_code".into(),
-                                message: "the signup code never reached the exchange".into(),
-                                ..FailureReason::default()
-                            })
-                        })?;
-                        let exchanged = self
-                            .meta
-                            .exchange_code(code.expose())
-                            .await
-                            .map_err(StepFailure::Meta)?;
+                        let (token, token_expires_at) =
+                            self.exchange_code(message.code.as_ref()).await?;
                         let secrets = NumberSecrets {
-                            token: exchanged.token,
+                            token,
                             pin: generate_pin(),
-                            token_expires_at: exchanged.expires_in_seconds.map(|s| {
-                                time::now()
-                                    + chrono::Duration::seconds(s.min(i64::MAX as u64) as i64)
-                            }),
+                            token_expires_at,
                             reconnect_id: None,
                         };
                         self.vault.create(&number.id, &secrets).await?

@@ -162,25 +162,12 @@ where
                         ..StepRecord::default()
                     }
                 } else {
-                    let code = message.code.as_ref().ok_or_else(|| {
-                        StepFailure::Permanent(FailureReason {
-                            step: step.as_str().into(),
-                            code: "missing_code".into(),
-                            message: "the signup code never reached the exchange".into(),
-                            ..FailureReason::default()
-                        })
-                    })?;
-                    let exchanged = self
-                        .meta
-                        .exchange_code(code.expose())
-                        .await
-                        .map_err(StepFailure::Meta)?;
+                    let (token, token_expires_at) =
+                        self.exchange_code(message.code.as_ref()).await?;
                     let secrets = NumberSecrets {
-                        token: exchanged.token,
+                        token,
                         pin: stored.pin,
-                        token_expires_at: exchanged.expires_in_seconds.map(|s| {
-                            time::now() + chrono::Duration::seconds(s.min(i64::MAX as u64) as i64)
-                        }),
+                        token_expires_at,
                         reconnect_id: Some(id.into()),
                     };
                     self.vault.replace(&number.id, &secrets).await?;

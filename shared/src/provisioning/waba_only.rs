@@ -150,26 +150,12 @@ where
         if let Some(stored) = self.vault.load(&signup.vault_key()).await? {
             return Ok(stored);
         }
-        let code = message.code.as_ref().ok_or_else(|| {
-            StepFailure::Permanent(FailureReason {
-                step: Step::ExchangeToken.as_str().into(),
-                code: "missing_code".into(),
-                message: "the signup code never reached the exchange".into(),
-                ..FailureReason::default()
-            })
-        })?;
-        let exchanged = self
-            .meta
-            .exchange_code(code.expose())
-            .await
-            .map_err(StepFailure::Meta)?;
+        let (token, token_expires_at) = self.exchange_code(message.code.as_ref()).await?;
         let secrets = NumberSecrets {
-            token: exchanged.token,
+            token,
             // The secret's shape wants one; each number gets its own PIN.
             pin: generate_pin(),
-            token_expires_at: exchanged
-                .expires_in_seconds
-                .map(|s| time::now() + chrono::Duration::seconds(s.min(i64::MAX as u64) as i64)),
+            token_expires_at,
             reconnect_id: None,
         };
         Ok(self.vault.create(&signup.vault_key(), &secrets).await?)
