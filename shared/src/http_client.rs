@@ -10,7 +10,7 @@
 //! and an HTTPS endpoint builds it once per process.
 //!
 //! The reqwest clients (Meta's Graph API, customer webhooks) take [`rustls_config`]: the same
-//! rustls and aws-lc as the SDK, with a verifier whose roots are loaded on first use and shared
+//! rustls and ring as the SDK, with a verifier whose roots are loaded on first use and shared
 //! by every reqwest client of the process.
 
 use std::collections::HashMap;
@@ -139,7 +139,7 @@ impl SchemeRouted {
     fn tls(&self) -> &Connector {
         self.tls.get_or_init(|| {
             Self::builder(&self.settings, &self.sleep)
-                .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+                .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
                 .build()
         })
     }
@@ -164,7 +164,7 @@ pub enum ClientBuildError {
     Http(#[from] reqwest::Error),
 }
 
-/// The TLS configuration of the process's reqwest clients: aws-lc, the safe default protocol
+/// The TLS configuration of the process's reqwest clients: ring, the safe default protocol
 /// versions, and the OS trust roots read on the first handshake (once per process).
 pub fn rustls_config() -> Result<rustls::ClientConfig, rustls::Error> {
     let verifier = lazy_roots_verifier();
@@ -183,7 +183,7 @@ fn lazy_roots_verifier() -> Arc<LazyRootsVerifier> {
     VERIFIER
         .get_or_init(|| {
             Arc::new(LazyRootsVerifier::new(
-                Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+                Arc::new(rustls::crypto::ring::default_provider()),
                 load_native_roots,
             ))
         })
@@ -314,10 +314,7 @@ mod tests {
     }
 
     fn verifier_without_roots() -> LazyRootsVerifier {
-        LazyRootsVerifier::new(
-            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-            no_roots,
-        )
+        LazyRootsVerifier::new(Arc::new(rustls::crypto::ring::default_provider()), no_roots)
     }
 
     #[test]

@@ -146,6 +146,7 @@ impl Moto {
 /// not); more retry attempts than the SDK's default three absorb that.
 pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(muchaw_shared::http_client::aws_http_client())
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(10))
         .endpoint_url(endpoint)
         .region(Region::new(REGION))
