@@ -164,6 +164,13 @@ pub enum ClientBuildError {
     Http(#[from] reqwest::Error),
 }
 
+/// Every reqwest client of the workspace starts here. reqwest is built without a crypto provider
+/// of its own (its default would bring aws-lc back into every zip), so a client built without a
+/// preconfigured TLS stack would panic at `build`.
+pub fn reqwest_builder() -> Result<reqwest::ClientBuilder, rustls::Error> {
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(rustls_config()?))
+}
+
 /// The TLS configuration of the process's reqwest clients: ring, the safe default protocol
 /// versions, and the OS trust roots read on the first handshake (once per process).
 pub fn rustls_config() -> Result<rustls::ClientConfig, rustls::Error> {
@@ -339,10 +346,7 @@ mod tests {
 
     #[test]
     fn a_reqwest_client_builds_with_the_lazy_tls_configuration() {
-        let config = rustls_config().unwrap();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .build();
+        let client = reqwest_builder().unwrap().build();
         assert!(client.is_ok());
     }
 }

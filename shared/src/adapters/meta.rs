@@ -69,11 +69,10 @@ struct ErrorData {
 
 impl GraphClient {
     pub fn new(config: MetaConfig) -> Result<GraphClient, crate::http_client::ClientBuildError> {
-        let http = Client::builder()
+        let http = crate::http_client::reqwest_builder()?
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .tls_backend_preconfigured(crate::http_client::rustls_config()?)
             .build()?;
         Ok(GraphClient {
             http,

@@ -21,14 +21,13 @@ pub fn http_client(
     timeout: Duration,
     resolver: GuardedResolver,
 ) -> Result<reqwest::Client, ClientBuildError> {
-    Ok(reqwest::Client::builder()
+    Ok(crate::http_client::reqwest_builder()?
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .dns_resolver(std::sync::Arc::new(resolver))
         .user_agent("Muchaw-Webhooks/1")
-        .tls_backend_preconfigured(crate::http_client::rustls_config()?)
         .build()?)
 }
 

@@ -151,7 +151,7 @@ pub async fn throughput(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let client = reqwest::Client::builder()
+        let client = muchaw_shared::http_client::reqwest_builder()?
             .pool_max_idle_per_host(1)
             .build()
             .context("http client")?;

@@ -201,7 +201,7 @@ impl CountingProxy {
     pub async fn start_routed(upstreams: Upstreams) -> Result<CountingProxy> {
         let state = Arc::new(ProxyState {
             upstreams,
-            client: reqwest::Client::builder()
+            client: muchaw_shared::http_client::reqwest_builder()?
                 .pool_max_idle_per_host(256)
                 .build()
                 .context("proxy client")?,

@@ -84,7 +84,7 @@ impl FaultProxy {
     pub async fn start(upstream: &str, rate: f64, seed: u64) -> Result<FaultProxy> {
         let state = Arc::new(ProxyState {
             upstream: upstream.trim_end_matches('/').to_string(),
-            client: reqwest::Client::builder()
+            client: muchaw_shared::http_client::reqwest_builder()?
                 .pool_max_idle_per_host(64)
                 .build()
                 .context("proxy client")?,

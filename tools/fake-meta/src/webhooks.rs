@@ -47,10 +47,19 @@ pub fn delivery(entry_id: &str, field: &str, value: Value) -> Value {
     })
 }
 
+/// A reqwest client builder for the fake's own requests. The workspace builds reqwest without a
+/// crypto provider of its own (ring is the workspace's, see muchaw-shared's `http_client`), so the
+/// fake installs ring as the process's default before its first client.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    // Err only when a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 /// Posts `body` to `callback` signed with `app_secret`; the callback's HTTP status.
 pub async fn post(callback: &str, app_secret: &str, body: &Value) -> Result<u16, WebhookError> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let client = reqwest::Client::builder()
+    let client = http_client_builder()
         .timeout(Duration::from_secs(20))
         .build()
         .map_err(WebhookError::Unreachable)?;

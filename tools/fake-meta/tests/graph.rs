@@ -44,7 +44,7 @@ impl Env {
         );
         Env {
             fake,
-            http: reqwest::Client::new(),
+            http: fake_meta::webhooks::http_client_builder().build().unwrap(),
         }
     }
 

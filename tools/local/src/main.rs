@@ -299,7 +299,7 @@ mod demo {
         );
         store.save_endpoint(&endpoint).await?;
         println!("[demo] webhook receiver at {receiver_url}");
-        let client = reqwest::Client::new();
+        let client = muchaw_shared::http_client::reqwest_builder()?.build()?;
         let response = client
             .post(format!("{base}/api/signup/callback"))
             .bearer_auth(api_key)

@@ -79,7 +79,11 @@ impl Running {
     fn post(&self, path: &str) -> (u16, serde_json::Value) {
         let url = format!("{}{path}", self.base);
         tokio::runtime::Runtime::new().unwrap().block_on(async {
-            let response = reqwest::Client::new().post(url).send().await.unwrap();
+            let client = muchaw_shared::http_client::reqwest_builder()
+                .unwrap()
+                .build()
+                .unwrap();
+            let response = client.post(url).send().await.unwrap();
             let status = response.status().as_u16();
             (status, response.json().await.unwrap())
         })

@@ -83,7 +83,10 @@ impl Browser {
             .expect("chromedriver starts");
         let profile =
             std::env::temp_dir().join(format!("muchaw-chromium-{}-{}", std::process::id(), port));
-        let http = reqwest::Client::new();
+        let http = muchaw_shared::http_client::reqwest_builder()
+            .expect("TLS configuration")
+            .build()
+            .expect("HTTP client");
         let base = format!("http://127.0.0.1:{port}");
         let mut browser = Browser {
             driver: child,
