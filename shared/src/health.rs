@@ -125,11 +125,7 @@ enum Checked {
 
 /// Still at the exchange, nothing recorded, long after the signup.
 fn never_started(number: &Number, now: time::Timestamp) -> bool {
-    number.status == Status::Pending
-        && number.provisioning_step == Some(Step::FIRST)
-        && number.provisioning_error.is_none()
-        && number.reconnect.is_none()
-        && now - number.created_at >= STARTLESS_AFTER
+    number.is_unstarted() && now - number.created_at >= STARTLESS_AFTER
 }
 
 impl<S, Q, M, V> HealthSync<S, Q, M, V>

@@ -144,6 +144,7 @@ where
         + LifecycleStore
         + EventLog
         + crate::ports::WabaSignups
+        + crate::ports::SignupSessions
         + 'static,
     Q: MessageQueue + 'static,
 {

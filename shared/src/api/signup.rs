@@ -21,7 +21,7 @@ use crate::domain::{AccountId, Number, Onboarding, Status, Step, time};
 use crate::lifecycle::{self, Changed};
 use crate::ports::{
     ApiKeyVerifier, CreateOutcome, EventLog, LifecycleStore, MessageQueue, NumberReader,
-    PhoneOwner, ProvisioningStore, SignupLinks, WabaSignups,
+    PhoneOwner, ProvisioningStore, SignupLinks, SignupSessions, WabaSignups,
 };
 use crate::secret_cache::LinkKeys;
 
@@ -144,8 +144,9 @@ async fn caller<S: ApiKeyVerifier>(
 }
 
 /// A callback for a phone a live number holds already. Another account's: refused. This
-/// account's `PENDING` number: nothing restarts. This account's `ACTIVE` or `BANNED` number: a
-/// reconnect with the new code (see `provisioning::reconnect`).
+/// account's `PENDING` number: nothing restarts, unless it never started (see
+/// [`restart_unstarted`]). This account's `ACTIVE` or `BANNED` number: a reconnect with the new
+/// code (see `provisioning::reconnect`).
 async fn existing<S, Q>(
     state: &CallbackState<S, Q>,
     owner: &PhoneOwner,
@@ -167,16 +168,51 @@ where
         .await?
         .ok_or_else(conflict)?;
     match number.status {
-        Status::Pending => Ok((
-            StatusCode::OK,
-            Json(json!({ "data": NumberView::from(&number) })),
-        )),
+        Status::Pending => {
+            restart_unstarted(state, &number, code).await?;
+            Ok((
+                StatusCode::OK,
+                Json(json!({ "data": NumberView::from(&number) })),
+            ))
+        }
         status if status.is_reconnectable() => reconnect(state, number, link, code).await,
         _ => Err(ApiError::conflict(format!(
             "this phone number is {} in this account",
             number.status
         ))),
     }
+}
+
+/// A callback repeated for a number whose first message may never have gone out: the first
+/// attempt wrote the number, then its send failed or its process died, and the client, seeing a
+/// 5xx, tried again. Nothing else would start the number until the health sync's
+/// `STARTLESS_AFTER`, long after Meta's code died; the repeat carries a fresh code, so it sends
+/// the exchange's message itself. When the first send did go out after all (its answer lost),
+/// the exchange runs twice: the copy sent here is marked `resent`, so it looks for the first
+/// run's token before spending the code, and the step's commit, conditioned on the version it
+/// read, lets only one run move the number on.
+async fn restart_unstarted<S, Q>(
+    state: &CallbackState<S, Q>,
+    number: &Number,
+    code: &str,
+) -> Result<(), ApiError>
+where
+    Q: MessageQueue,
+{
+    if !number.is_unstarted() {
+        return Ok(());
+    }
+    let mut message = StepMessage::new(
+        number.id.clone(),
+        number.account_id.clone(),
+        Step::FIRST,
+        format!("trc_{}", cuid2::create_id()),
+    );
+    message.code = Some(Secret::new(code));
+    message.resent = true;
+    state.queue.send(&message).await?;
+    tracing::warn!(number_id = %number.id, "a repeated signup of a number that never started; its exchange is sent again");
+    Ok(())
 }
 
 /// Starts a reconnect of `number` with the new `code` (`202`), consuming the signup link if
@@ -279,7 +315,13 @@ pub async fn callback<S, Q>(
     JsonBody(body): JsonBody<CallbackBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError>
 where
-    S: ApiKeyVerifier + NumberReader + ProvisioningStore + LifecycleStore + EventLog + WabaSignups,
+    S: ApiKeyVerifier
+        + NumberReader
+        + ProvisioningStore
+        + LifecycleStore
+        + EventLog
+        + WabaSignups
+        + SignupSessions,
     Q: MessageQueue,
 {
     let (account, link) =
@@ -339,8 +381,48 @@ where
                 .ok_or_else(|| ApiError::conflict("this phone number changed hands; try again"))?;
             existing(&state, &owner, &account, link.as_deref(), &body.code).await
         }
-        CreateOutcome::LinkUnusable => Err(link_unusable()),
+        CreateOutcome::LinkUnusable => {
+            // The same signup repeated (the hosted page's retry): the link created this phone's
+            // number, which may never have started.
+            if let Some(link) = link.as_deref()
+                && let Some(number) =
+                    created_by_link(&state.store, &account, link, &phone_number_id).await?
+            {
+                restart_unstarted(&state, &number, &body.code).await?;
+                return Ok((
+                    StatusCode::OK,
+                    Json(json!({ "data": NumberView::from(&number) })),
+                ));
+            }
+            Err(link_unusable())
+        }
     }
+}
+
+/// The `PENDING` number of `account` holding `phone_number_id` that `link` created, if any.
+async fn created_by_link<S>(
+    store: &S,
+    account: &AccountId,
+    link: &str,
+    phone_number_id: &str,
+) -> Result<Option<Number>, ApiError>
+where
+    S: ProvisioningStore + NumberReader + SignupSessions,
+{
+    let Some(owner) = store.phone_owner(phone_number_id).await? else {
+        return Ok(None);
+    };
+    if &owner.account_id != account {
+        return Ok(None);
+    }
+    let used_by = store.link(link).await?.and_then(|l| l.number_id);
+    if used_by.as_ref() != Some(&owner.number_id) {
+        return Ok(None);
+    }
+    Ok(store
+        .get(account, &owner.number_id)
+        .await?
+        .filter(|n| n.status == Status::Pending))
 }
 
 pub struct SignupLinkState<S> {

@@ -129,6 +129,10 @@ pub struct StepMessage {
     /// The reconnect this step belongs to (`rcn_…`); absent for provisioning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconnect: Option<String>,
+    /// Sent again by a repeated signup callback (see `api::signup`): a copy sent before may be
+    /// running, so the exchange looks for its token before spending the code.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resent: bool,
 }
 
 impl StepMessage {
@@ -141,6 +145,7 @@ impl StepMessage {
             trace_id,
             code: None,
             reconnect: None,
+            resent: false,
         }
     }
 

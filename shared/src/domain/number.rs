@@ -315,6 +315,16 @@ impl Number {
 }
 
 impl Number {
+    /// Still as its signup wrote it: at the exchange, nothing recorded since (no error, no
+    /// reconnect, no write). Its first message may never have gone out (see `api::signup`).
+    pub fn is_unstarted(&self) -> bool {
+        self.status == Status::Pending
+            && self.provisioning_step == Some(Step::FIRST)
+            && self.provisioning_error.is_none()
+            && self.reconnect.is_none()
+            && self.version == 1
+    }
+
     /// The same new number, onboarded another way.
     pub fn onboarded_as(mut self, onboarding: Onboarding) -> Number {
         self.onboarding = onboarding;

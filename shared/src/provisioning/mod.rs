@@ -388,10 +388,12 @@ where
         let record = match step {
             Step::ExchangeToken => {
                 // A first delivery with its code has nothing stored to find (the callback sent
-                // it after writing the number), so it spares Secrets Manager a read; a retry,
-                // or a message without the code, looks for the token an earlier run stored.
+                // it after writing the number), so it spares Secrets Manager a read; a retry, a
+                // message without the code, or one a repeated callback sent again looks for the
+                // token an earlier run stored.
                 let first_run = delivery.receive_count <= 1
                     && message.code.is_some()
+                    && !message.resent
                     && number.provisioning_error.is_none();
                 let stored = if first_run {
                     None

@@ -318,6 +318,24 @@ async fn a_first_exchange_with_its_code_reads_no_stored_token() {
 }
 
 #[tokio::test]
+async fn a_resent_first_exchange_uses_the_token_a_copy_sent_before_stored() {
+    // Given a token the first copy's run stored (its send's answer was lost, so a repeated
+    // callback sent the exchange again)
+    let given = given_pending_at(Step::ExchangeToken);
+    given.vault().put(&given.number.id, secrets());
+    let mut message = step_message(&given.number, Step::ExchangeToken);
+    message.code = Some(Secret::new("AQB-code"));
+    message.resent = true;
+
+    // When the resent copy is delivered for the first time
+    given.run_message(message).await;
+
+    // Then it finds that token and does not spend the code again
+    assert_eq!(given.meta().count(MetaCallKind::ExchangeCode), 0);
+    assert_eq!(given.now().provisioning_step, Some(Step::SubscribeWaba));
+}
+
+#[tokio::test]
 async fn the_exchange_stores_the_token_and_its_expiry() {
     let given = given_pending_at(Step::ExchangeToken);
     given.meta().set_token_expires_in(Some(60 * 24 * 3600));

@@ -1,4 +1,5 @@
-//! A fault proxy in front of moto: forwards the functions' AWS calls and, at the configured
+//! A fault proxy in front of the AWS emulators (moto, and DynamoDB Local for DynamoDB when one
+//! runs): forwards the functions' AWS calls and, at the configured
 //! rate, answers one instead with a fault in the service's own protocol (the AWS JSON protocols
 //! all three services speak): throttling, a 500, a connection reset before the call reaches
 //! AWS or after it took effect, or added latency. Nothing in production code changes: only the
@@ -18,6 +19,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+pub use muchaw_local::upstreams::Upstreams;
 
 /// One kind of AWS fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,7 +59,7 @@ impl AwsFault {
 }
 
 struct ProxyState {
-    upstream: String,
+    upstreams: Upstreams,
     client: reqwest::Client,
     rate: Mutex<f64>,
     rng: Mutex<StdRng>,
@@ -81,9 +84,9 @@ impl Drop for FaultProxy {
 }
 
 impl FaultProxy {
-    pub async fn start(upstream: &str, rate: f64, seed: u64) -> Result<FaultProxy> {
+    pub async fn start(upstreams: Upstreams, rate: f64, seed: u64) -> Result<FaultProxy> {
         let state = Arc::new(ProxyState {
-            upstream: upstream.trim_end_matches('/').to_string(),
+            upstreams,
             client: muchaw_shared::http_client::reqwest_builder()?
                 .pool_max_idle_per_host(64)
                 .build()
@@ -268,7 +271,10 @@ async fn forward_inner(state: &ProxyState, request: Request) -> Result<Response>
         .unwrap_or_else(|| "/".into());
     let mut outgoing = state
         .client
-        .request(parts.method.clone(), format!("{}{path}", state.upstream));
+        .request(
+            parts.method.clone(),
+            format!("{}{path}", state.upstreams.for_request(&parts.headers)),
+        );
     for (name, value) in &parts.headers {
         if !is_hop_header(name.as_str()) {
             outgoing = outgoing.header(name, value);

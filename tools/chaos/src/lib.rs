@@ -35,7 +35,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::aws_faults::{AwsFault, FaultProxy};
+use crate::aws_faults::{AwsFault, FaultProxy, Upstreams};
 use crate::customers::{CustomerFault, Customers};
 
 /// What a run does.
@@ -57,6 +57,10 @@ pub struct Config {
     pub template: PathBuf,
     /// A running moto (`MOTO_ENDPOINT`), else one is started.
     pub moto_endpoint: Option<String>,
+    /// A running DynamoDB Local (`DYNAMODB_LOCAL_ENDPOINT`; `scripts/chaos.sh` starts one): it
+    /// takes every DynamoDB request, moto the rest. moto's DynamoDB slows as the tables grow
+    /// (its queries read the whole table), which made a 300-signup run take over an hour.
+    pub dynamodb_local_endpoint: Option<String>,
     /// Meta's code lifetime: 30 s at Meta, where each step has its own concurrency; the local
     /// stack runs one process per function, so by default the 600 s `make run` gives codes.
     pub code_lifetime: Duration,
@@ -80,6 +84,7 @@ impl Config {
             bin_dir,
             template,
             moto_endpoint: std::env::var("MOTO_ENDPOINT").ok(),
+            dynamodb_local_endpoint: None,
             code_lifetime: Duration::from_secs(600),
             concurrency: 6,
             visibility_timeout_cap: None,
@@ -264,10 +269,13 @@ pub struct World {
     pub customers: Customers,
     pub binaries: Arc<BinaryStack>,
     pub moto_endpoint: String,
+    /// The harness's own view of AWS (creating the resources, the event source mappings, the
+    /// invariants' reads): through `router`, never faulted.
     pub sdk: aws_config::SdkConfig,
     pub logs: Arc<Mutex<Vec<String>>>,
     client: Client,
     _pipeline: muchaw_local::pipeline::PipelineHandle,
+    _router: FaultProxy,
     _moto: Moto,
 }
 
@@ -287,7 +295,13 @@ async fn start(config: &Config) -> Result<World> {
         Some(endpoint) => Moto::external(endpoint.clone()),
         None => Moto::start()?,
     };
-    let sdk = sdk_config_for(moto.endpoint()).await;
+    let upstreams = match &config.dynamodb_local_endpoint {
+        Some(dynamodb) => Upstreams::with_dynamodb(moto.endpoint(), dynamodb),
+        None => Upstreams::moto(moto.endpoint()),
+    };
+    // The same routing as the functions', with a rate of 0 and never set storming.
+    let router = FaultProxy::start(upstreams.clone(), 0.0, 0).await?;
+    let sdk = sdk_config_for(&router.url()).await;
     let meta = FakeMeta::start(FakeMetaConfig::default()).await?;
     meta.set_code_lifetime(config.code_lifetime);
     let overrides = Overrides {
@@ -296,9 +310,9 @@ async fn start(config: &Config) -> Result<World> {
     };
     let stack = provision(&template, &sdk, &random_prefix(), &overrides)
         .await
-        .context("creating the template's resources on moto")?;
+        .context("creating the template's resources on the emulators")?;
     let proxy = FaultProxy::start(
-        moto.endpoint(),
+        upstreams,
         config.fault_rate,
         sub_seed(config.seed, "aws"),
     )
@@ -369,6 +383,7 @@ async fn start(config: &Config) -> Result<World> {
         logs,
         client,
         _pipeline: pipeline,
+        _router: router,
         _moto: moto,
     })
 }

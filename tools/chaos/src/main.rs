@@ -33,6 +33,9 @@ struct Cli {
     concurrency: usize,
     #[arg(long, default_value_t = 600)]
     code_lifetime_seconds: u64,
+    /// DynamoDB Local's endpoint: DynamoDB goes there, the rest of AWS to moto.
+    #[arg(long, env = "DYNAMODB_LOCAL_ENDPOINT")]
+    dynamodb_local_endpoint: Option<String>,
     #[arg(long, default_value = "template.yaml")]
     template: PathBuf,
     /// Where to write the report (docs/RELIABILITY.md); nothing written when absent.
@@ -60,6 +63,7 @@ async fn main() -> Result<()> {
     config.kills_per_minute = cli.kills_per_minute;
     config.settle_limit = Duration::from_secs(cli.settle_limit_seconds);
     config.concurrency = cli.concurrency;
+    config.dynamodb_local_endpoint = cli.dynamodb_local_endpoint;
     config.code_lifetime = Duration::from_secs(cli.code_lifetime_seconds);
     let outcome = run(config).await?;
     let markdown = report::markdown(&outcome, &cli.note);

@@ -65,12 +65,17 @@ pub fn markdown(outcome: &Outcome, note: &str) -> String {
     let _ = writeln!(
         md,
         "- Each function runs as its binary under the local Lambda Runtime API (a killed or \
-         timed-out process is started again at its next invocation, as Lambda does); moto is AWS, \
+         timed-out process is started again at its next invocation, as Lambda does); {aws}, \
          behind the fault proxy; the fake Meta answers the Graph API. Client timeouts: Meta \
          {META_TIMEOUT_MS} ms, webhooks {WEBHOOK_TIMEOUT_SECONDS} s; hangs last {}. Meta's code \
          lifetime: {}.",
         seconds(HANG),
-        seconds(c.code_lifetime)
+        seconds(c.code_lifetime),
+        aws = if c.dynamodb_local_endpoint.is_some() {
+            "DynamoDB Local (AWS's emulator, in memory) is DynamoDB and moto the rest of AWS"
+        } else {
+            "moto is AWS"
+        }
     );
     if let Some(cap) = c.visibility_timeout_cap {
         let _ = writeln!(

@@ -5,6 +5,7 @@ pub mod moto;
 pub mod pipeline;
 pub mod provision;
 pub mod template;
+pub mod upstreams;
 
 pub use moto::Moto;
 pub use provision::{Stack, provision};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fake_meta::Route;
-use muchaw_shared::domain::Status;
+use muchaw_shared::domain::{Status, Step};
 use muchaw_shared::ports::{NumberReader, Page, Queue};
 use muchaw_tests::http_event;
 use muchaw_tests::provisioning::ProvisioningEnv;
@@ -13,27 +13,114 @@ use serde_json::json;
 const WABA: &str = "100000000000001";
 const SETTLE: Duration = Duration::from_secs(60);
 
-#[tokio::test]
-async fn the_same_phone_again_returns_the_existing_number_and_restarts_nothing() {
-    let p = ProvisioningEnv::new().await;
-    let (_, key) = p.env.account_with_key("acme").await;
-    let code = p.meta_phone(WABA, "210000000000001");
-    let first = p.callback(&key, &code, WABA, "210000000000001").await;
-    assert_eq!(first.status, 202);
-    let again = p
-        .callback(&key, "AQBanother", WABA, "210000000000001")
-        .await;
-    assert_eq!(again.status, 200);
-    assert_eq!(again.body["data"]["id"], first.body["data"]["id"]);
-    let exchanges = p
-        .queue
+fn exchanges_sent(p: &ProvisioningEnv) -> usize {
+    p.queue
         .sent
         .lock()
         .unwrap()
         .iter()
-        .filter(|(q, _)| *q == Queue::Step(muchaw_shared::domain::Step::ExchangeToken))
-        .count();
-    assert_eq!(exchanges, 1, "nothing restarted");
+        .filter(|(q, _)| *q == Queue::Step(Step::ExchangeToken))
+        .count()
+}
+
+#[tokio::test]
+async fn the_same_phone_again_returns_the_existing_number_and_restarts_nothing() {
+    // Given a number whose provisioning is under way (past the exchange, Meta slow to subscribe)
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("acme").await;
+    p.meta
+        .set_latency(Some(Route::SubscribeApp), Duration::from_secs(20));
+    let code = p.meta_phone(WABA, "210000000000001");
+    let first = p.callback(&key, &code, WABA, "210000000000001").await;
+    assert_eq!(first.status, 202);
+    let id = first.body["data"]["id"].as_str().unwrap().to_string();
+    p.start();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while p.number(&account, &id).await.provisioning_step == Some(Step::ExchangeToken) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the exchange never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // When the same phone signs up again
+    let again = p
+        .callback(&key, "AQBanother", WABA, "210000000000001")
+        .await;
+
+    // Then it gets the same number, and no second exchange is sent
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["data"]["id"], first.body["data"]["id"]);
+    assert_eq!(exchanges_sent(&p), 1, "nothing restarted");
+}
+
+#[tokio::test]
+async fn a_repeated_callback_starts_a_number_whose_first_message_never_went_out() {
+    // Given a callback that wrote its number and then failed to send the exchange's message
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("acme").await;
+    p.queue.fail_sends(Queue::Step(Step::ExchangeToken), 1);
+    let code = p.meta_phone(WABA, "210000000000011");
+    let first = p.callback(&key, &code, WABA, "210000000000011").await;
+    assert!(first.status >= 500, "{:?}", first.body);
+
+    // When the client repeats the callback
+    let again = p.callback(&key, &code, WABA, "210000000000011").await;
+
+    // Then the number is provisioned with the repeat's code
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    let id = again.body["data"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        p.settled(&account, &id, SETTLE).await.status,
+        Status::Active
+    );
+    assert_eq!(exchanges_sent(&p), 1);
+}
+
+#[tokio::test]
+async fn a_repeated_link_callback_starts_a_number_whose_first_message_never_went_out() {
+    // Given a signup link's callback that wrote its number (consuming the link) and then failed
+    // to send the exchange's message
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("acme").await;
+    let link = p
+        .invoke(http_event(
+            "POST",
+            "/api/signup-links",
+            "",
+            Some(&key),
+            Some("{}"),
+        ))
+        .await;
+    assert_eq!(link.status, 201, "{:?}", link.body);
+    let state = link.body["data"]["state"].as_str().unwrap().to_string();
+    p.queue.fail_sends(Queue::Step(Step::ExchangeToken), 1);
+    let code = p.meta_phone(WABA, "210000000000012");
+    let body =
+        json!({"code": code, "wabaId": WABA, "phoneNumberId": "210000000000012", "state": state})
+            .to_string();
+    let callback = || {
+        p.invoke(http_event(
+            "POST",
+            "/api/signup/callback",
+            "",
+            None,
+            Some(&body),
+        ))
+    };
+    assert!(callback().await.status >= 500);
+
+    // When the hosted page repeats it with the same state
+    let again = callback().await;
+
+    // Then the used link answers with its own number, which is provisioned
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    let id = again.body["data"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        p.settled(&account, &id, SETTLE).await.status,
+        Status::Active
+    );
 }
 
 #[tokio::test]
