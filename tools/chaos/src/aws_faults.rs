@@ -269,12 +269,10 @@ async fn forward_inner(state: &ProxyState, request: Request) -> Result<Response>
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let mut outgoing = state
-        .client
-        .request(
-            parts.method.clone(),
-            format!("{}{path}", state.upstreams.for_request(&parts.headers)),
-        );
+    let mut outgoing = state.client.request(
+        parts.method.clone(),
+        format!("{}{path}", state.upstreams.for_request(&parts.headers)),
+    );
     for (name, value) in &parts.headers {
         if !is_hop_header(name.as_str()) {
             outgoing = outgoing.header(name, value);

@@ -59,7 +59,7 @@ pub struct Config {
     pub moto_endpoint: Option<String>,
     /// A running DynamoDB Local (`DYNAMODB_LOCAL_ENDPOINT`; `scripts/chaos.sh` starts one): it
     /// takes every DynamoDB request, moto the rest. moto's DynamoDB slows as the tables grow
-    /// (its queries read the whole table), which made a 300-signup run take over an hour.
+    /// (each index query reads every item), which made a 300-signup run take over an hour.
     pub dynamodb_local_endpoint: Option<String>,
     /// Meta's code lifetime: 30 s at Meta, where each step has its own concurrency; the local
     /// stack runs one process per function, so by default the 600 s `make run` gives codes.
@@ -311,12 +311,8 @@ async fn start(config: &Config) -> Result<World> {
     let stack = provision(&template, &sdk, &random_prefix(), &overrides)
         .await
         .context("creating the template's resources on the emulators")?;
-    let proxy = FaultProxy::start(
-        upstreams,
-        config.fault_rate,
-        sub_seed(config.seed, "aws"),
-    )
-    .await?;
+    let proxy =
+        FaultProxy::start(upstreams, config.fault_rate, sub_seed(config.seed, "aws")).await?;
     let customers =
         Customers::start(config.fault_rate, sub_seed(config.seed, "customers"), HANG).await?;
     let logs: Arc<Mutex<Vec<String>>> = Arc::default();
