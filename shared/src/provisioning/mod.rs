@@ -225,31 +225,39 @@ where
         }
         // Every register request counts toward Meta's limit whatever its answer: it is
         // written before the request is sent, and none is sent beyond the budget.
-        let (number, registered_at_meta) = if step == Step::RegisterNumber {
+        let (number, known) = if step == Step::RegisterNumber {
             let number = match self.before_register(&number, delivery).await? {
                 Ok(number) => number,
                 Err(outcome) => return Ok(outcome),
             };
             match self.registered_at_meta(&number).await? {
-                (number, true) => (number, true),
-                (number, false) => match self.count_register_call(&number).await? {
-                    Ok(number) => (number, false),
+                (number, AtMeta::Registered) => {
+                    tracing::info!(
+                        "Meta shows the number registered by an earlier request; not registering again"
+                    );
+                    let record = StepRecord {
+                        registered: true,
+                        ..StepRecord::default()
+                    };
+                    (number, Some(Ok(Some(record))))
+                }
+                // Registering blind could repeat a request that took effect (and spend Meta's
+                // budget): the read is retried as a Meta error of the step.
+                (number, AtMeta::Unread(err)) => {
+                    tracing::warn!(code = %err.code, "an earlier register may have taken effect and the phone could not be read; retrying the read");
+                    (number, Some(Err(StepFailure::Meta(err))))
+                }
+                (number, AtMeta::NotRegistered) => match self.count_register_call(&number).await? {
+                    Ok(number) => (number, None),
                     Err(outcome) => return Ok(outcome),
                 },
             }
         } else {
-            (number, false)
+            (number, None)
         };
-        let performed = if registered_at_meta {
-            tracing::info!(
-                "Meta shows the number registered by an earlier request; not registering again"
-            );
-            Ok(Some(StepRecord {
-                registered: true,
-                ..StepRecord::default()
-            }))
-        } else {
-            self.perform(step, &number, message, delivery).await
+        let performed = match known {
+            Some(known) => known,
+            None => self.perform(step, &number, message, delivery).await,
         };
         match performed {
             Ok(Some(record)) => {
@@ -524,13 +532,18 @@ where
     /// never reached the number (a timeout, a crash before the step was recorded). Asked only
     /// when a register request was already counted and Meta did not refuse it (`2388001` is
     /// read by `before_register`): one read instead of a request that spends Meta's budget.
-    async fn registered_at_meta(&self, number: &Number) -> Result<(Number, bool), StepError> {
+    async fn registered_at_meta(&self, number: &Number) -> Result<(Number, AtMeta), StepError> {
         if number.register_calls.is_empty() || number.register_waiting_on.is_some() {
-            return Ok((number.clone(), false));
+            return Ok((number.clone(), AtMeta::NotRegistered));
         }
-        let (number, phone) = self.read_phone(number).await?;
-        let registered = phone.as_ref().is_some_and(PhoneProfile::is_registered);
-        Ok((number, registered))
+        let (number, phone) = self.try_read_phone(number).await?;
+        let at_meta = match phone {
+            Ok(Some(phone)) if phone.is_registered() => AtMeta::Registered,
+            // No token: the register itself fails the number (`token_missing`).
+            Ok(_) => AtMeta::NotRegistered,
+            Err(err) => AtMeta::Unread(err),
+        };
+        Ok((number, at_meta))
     }
 
     /// Meta's view of the phone now, its `name_status` recorded on the number; `None` when
@@ -539,8 +552,17 @@ where
         &self,
         number: &Number,
     ) -> Result<(Number, Option<PhoneProfile>), StepError> {
+        let (number, phone) = self.try_read_phone(number).await?;
+        Ok((number, phone.ok().flatten()))
+    }
+
+    /// [`Self::read_phone`] with Meta's error kept; `Ok(None)` when no token is stored.
+    async fn try_read_phone(
+        &self,
+        number: &Number,
+    ) -> Result<(Number, Result<Option<PhoneProfile>, MetaError>), StepError> {
         let Some(secrets) = self.vault.load(&number.id).await? else {
-            return Ok((number.clone(), None));
+            return Ok((number.clone(), Ok(None)));
         };
         let profile = match self
             .meta
@@ -550,7 +572,7 @@ where
             Ok(profile) => profile,
             Err(err) => {
                 tracing::warn!(code = %err.code, http_status = err.http_status, "the phone could not be read");
-                return Ok((number.clone(), None));
+                return Ok((number.clone(), Err(err)));
             }
         };
         let mut number = number.clone();
@@ -567,7 +589,7 @@ where
                 Changed::Refused(_, why) => tracing::info!(%why, "name status not recorded"),
             }
         }
-        Ok((number, Some(profile)))
+        Ok((number, Ok(Some(profile))))
     }
 
     /// Counts a register request against the number's budget. `Err` is what to do instead of
@@ -723,4 +745,12 @@ where
         .instrument(span)
         .await
     }
+}
+
+/// What Meta says of a phone an earlier register request of the number may have registered.
+enum AtMeta {
+    Registered,
+    NotRegistered,
+    /// The phone could not be read: Meta's answer.
+    Unread(MetaError),
 }

@@ -1165,6 +1165,36 @@ async fn a_register_whose_answer_was_lost_is_not_sent_again_when_meta_shows_the_
 }
 
 #[tokio::test]
+async fn a_register_retry_whose_phone_cannot_be_read_waits_instead_of_registering_blind() {
+    // Given a register request whose answer was lost (it may have taken effect)
+    let given = given_pending_at(Step::RegisterNumber);
+    given.meta().fail_next(
+        MetaCallKind::Register,
+        MetaError::transport("timeout", "timed out"),
+    );
+    given.run(Step::RegisterNumber).await;
+    // and Meta failing the read of the phone on the retry
+    given.meta().fail_next(
+        MetaCallKind::PhoneProfile,
+        MetaError::from_envelope(500, 2, None, true, "Service temporarily unavailable".into()),
+    );
+
+    // When the step runs again
+    let outcome = given.run(Step::RegisterNumber).await;
+
+    // Then no second register is sent or counted, and the step retries with the read's error
+    assert!(matches!(outcome, Outcome::RetryAfter(seconds) if seconds > 0));
+    assert_eq!(given.meta().count(MetaCallKind::Register), 1);
+    let number = given.now();
+    assert_eq!(number.register_calls.len(), 1);
+    assert_eq!(number.provisioning_step, Some(Step::RegisterNumber));
+    assert_eq!(
+        number.provisioning_error.map(|e| e.code),
+        Some("2".to_string())
+    );
+}
+
+#[tokio::test]
 async fn a_register_retry_is_sent_again_when_meta_shows_the_number_not_registered() {
     // Given a register request that failed before it took effect
     let given = given_pending_at(Step::RegisterNumber);

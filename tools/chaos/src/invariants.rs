@@ -9,7 +9,7 @@ use fake_meta::{Call, ChaosFault, Route};
 use muchaw_shared::domain::{EventType, Status};
 use serde_json::Value;
 
-use crate::{Account, Signup, World};
+use crate::{Account, Kill, Signup, World};
 
 #[derive(Clone, Debug)]
 pub struct Invariant {
@@ -43,7 +43,12 @@ fn text(value: &Value, key: &str) -> String {
     value[key].as_str().unwrap_or_default().to_string()
 }
 
-pub async fn check(world: &World, accounts: &[Account], signups: &[Signup]) -> Result<Found> {
+pub async fn check(
+    world: &World,
+    accounts: &[Account],
+    signups: &[Signup],
+    kills: &[Kill],
+) -> Result<Found> {
     let mut numbers: Vec<(usize, Value)> = Vec::new();
     for (index, account) in accounts.iter().enumerate() {
         for number in world.numbers(&account.key).await? {
@@ -214,7 +219,7 @@ pub async fn check(world: &World, accounts: &[Account], signups: &[Signup]) -> R
     // 6. Meta side effects within the documented sequence and budget.
     let calls = world.meta.calls();
     let (meta, duplicate_side_effects, repeats_after_lost_answers) =
-        meta_invariant(&calls, signups);
+        meta_invariant(&calls, signups, kills);
     invariants.push(meta);
 
     // 7. No secret in any log line or response.
@@ -386,9 +391,56 @@ fn signature_verifies(secret: &str, headers: &BTreeMap<String, String>, body: &[
         .any(|s| s == expected)
 }
 
+/// The function whose steps make `route`'s side effects.
+fn function_of(route: Route) -> Option<&'static str> {
+    match route {
+        Route::Register => Some("RegisterNumberFunction"),
+        Route::SetPin => Some("ConfigurePinFunction"),
+        _ => None,
+    }
+}
+
+/// The phone's Graph calls up to `upto` (the last few), for a broken case to be diagnosed.
+fn history(
+    calls: &[Call],
+    phone: &str,
+    upto: u64,
+    phone_of: impl Fn(&Call) -> Option<String>,
+) -> String {
+    let mine: Vec<String> = calls
+        .iter()
+        .filter(|c| c.seq <= upto && c.route.is_some() && phone_of(c).as_deref() == Some(phone))
+        .map(|c| {
+            let fault = c.chaos.map(|f| format!(" {f:?}")).unwrap_or_default();
+            format!(
+                "#{} {:?} {}{fault}",
+                c.seq,
+                c.route.unwrap_or(Route::GetPhone),
+                c.status
+            )
+        })
+        .collect();
+    let start = mine.len().saturating_sub(8);
+    mine[start..].join(", ")
+}
+
 /// Meta's documented sequence for a number: exchange, subscribe (its WABA), register, PIN,
-/// profile; the register budget: 10 register/deregister requests per phone in 72 hours.
-fn meta_invariant(calls: &[Call], signups: &[Signup]) -> (Invariant, Vec<String>, u64) {
+/// profile; the register budget: 10 register/deregister requests per phone in 72 hours. A
+/// register or PIN request sent again after an answered success is a duplicate side effect,
+/// unless the answer died with its process: a SIGKILL of the function that makes it came in
+/// between (at-least-once delivery then repeats it, which nothing can tell from a lost answer).
+fn meta_invariant(
+    calls: &[Call],
+    signups: &[Signup],
+    kills: &[Kill],
+) -> (Invariant, Vec<String>, u64) {
+    let crashed_between = |route: Route, after: u64, before: u64| {
+        function_of(route).is_some_and(|function| {
+            kills.iter().any(|k| {
+                k.function == function && k.after_meta_call >= after && k.after_meta_call < before
+            })
+        })
+    };
     let waba_of: BTreeMap<&str, &str> = signups
         .iter()
         .map(|s| (s.phone.as_str(), s.waba.as_str()))
@@ -406,8 +458,9 @@ fn meta_invariant(calls: &[Call], signups: &[Signup]) -> (Invariant, Vec<String>
     let mut subscribed: BTreeSet<String> = BTreeSet::new();
     let mut registered: BTreeSet<String> = BTreeSet::new();
     let mut budget: BTreeMap<String, u64> = BTreeMap::new();
-    // Per (route, phone): whether the last success was answered, since the last deregister.
-    let mut done: HashMap<(Route, String), bool> = HashMap::new();
+    // Per (route, phone): whether the last success was answered, and its seq, since the last
+    // deregister.
+    let mut done: HashMap<(Route, String), (bool, u64)> = HashMap::new();
     for call in calls {
         let Some(route) = call.route else { continue };
         let phone = phone_of(call).unwrap_or_default();
@@ -434,7 +487,10 @@ fn meta_invariant(calls: &[Call], signups: &[Signup]) -> (Invariant, Vec<String>
                 registered.insert(phone.clone());
             }
             Route::SetPin if !registered.contains(&phone) => {
-                broken.push(format!("phone {phone}: PIN set before it was registered"));
+                broken.push(format!(
+                    "phone {phone}: PIN set before it was registered (its calls: {})",
+                    history(calls, &phone, call.seq, phone_of)
+                ));
             }
             Route::Deregister => {
                 registered.remove(&phone);
@@ -444,14 +500,16 @@ fn meta_invariant(calls: &[Call], signups: &[Signup]) -> (Invariant, Vec<String>
         }
         if matches!(route, Route::Register | Route::SetPin) {
             match done.get(&(route, phone.clone())) {
-                Some(true) => duplicates.push(format!(
-                    "{route:?} of phone {phone} again after an answered success (call {})",
-                    call.seq
-                )),
-                Some(false) => repeats_after_lost += 1,
+                Some(&(true, at)) if !crashed_between(route, at, call.seq) => {
+                    duplicates.push(format!(
+                        "{route:?} of phone {phone} again after an answered success (its calls: {})",
+                        history(calls, &phone, call.seq, phone_of)
+                    ))
+                }
+                Some(_) => repeats_after_lost += 1,
                 None => {}
             }
-            done.insert((route, phone.clone()), !lost(call));
+            done.insert((route, phone.clone()), (!lost(call), call.seq));
         }
     }
     for (phone, count) in &budget {
@@ -636,4 +694,91 @@ pub fn listed(cases: &[String]) -> (Vec<&String>, usize) {
     let shown: Vec<&String> = cases.iter().take(LISTED).collect();
     let more = cases.len().saturating_sub(LISTED);
     (shown, more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WABA: &str = "70000001";
+    const PHONE: &str = "80000001";
+
+    fn call(seq: u64, route: Route, path: &str) -> Call {
+        Call {
+            seq,
+            route: Some(route),
+            method: "POST".into(),
+            path: path.into(),
+            query: BTreeMap::new(),
+            body: Value::Null,
+            status: 200,
+            authorization: None,
+            chaos: None,
+        }
+    }
+
+    /// One phone provisioned in Meta's order, then its PIN set again.
+    fn pin_set_twice() -> Vec<Call> {
+        vec![
+            call(
+                1,
+                Route::SubscribeApp,
+                &format!("/v25.0/{WABA}/subscribed_apps"),
+            ),
+            call(2, Route::Register, &format!("/v25.0/{PHONE}/register")),
+            call(3, Route::SetPin, &format!("/v25.0/{PHONE}")),
+            call(4, Route::SetPin, &format!("/v25.0/{PHONE}")),
+        ]
+    }
+
+    fn signups() -> Vec<Signup> {
+        vec![Signup {
+            account: 0,
+            waba: WABA.into(),
+            phone: PHONE.into(),
+            code: "code".into(),
+            number_id: None,
+        }]
+    }
+
+    #[test]
+    fn a_pin_set_again_with_no_crash_in_between_is_a_duplicate_side_effect() {
+        // Given a PIN set twice, both answered, nothing killed
+        let (invariant, duplicates, necessary) = meta_invariant(&pin_set_twice(), &signups(), &[]);
+
+        // Then the second is a duplicate, listed with the phone's calls
+        assert_eq!(duplicates.len(), 1, "{duplicates:?}");
+        assert!(duplicates[0].contains("#3 SetPin 200"), "{}", duplicates[0]);
+        assert_eq!(necessary, 0);
+        assert!(!invariant.held());
+    }
+
+    #[test]
+    fn a_pin_set_again_after_its_function_was_killed_is_a_necessary_repeat() {
+        // Given the PIN step's process killed after Meta answered the first PIN request
+        let kills = [Kill {
+            function: "ConfigurePinFunction".into(),
+            after_meta_call: 3,
+        }];
+
+        let (invariant, duplicates, necessary) =
+            meta_invariant(&pin_set_twice(), &signups(), &kills);
+
+        // Then the repeat is necessary, not a duplicate
+        assert!(duplicates.is_empty(), "{duplicates:?}");
+        assert_eq!(necessary, 1);
+        assert!(invariant.held(), "{:?}", invariant.broken);
+    }
+
+    #[test]
+    fn a_kill_of_another_function_does_not_excuse_a_repeat() {
+        let kills = [Kill {
+            function: "RegisterNumberFunction".into(),
+            after_meta_call: 3,
+        }];
+
+        let (_, duplicates, _) = meta_invariant(&pin_set_twice(), &signups(), &kills);
+
+        assert_eq!(duplicates.len(), 1);
+    }
 }

@@ -587,17 +587,28 @@ struct Counters {
     signups_abandoned: AtomicU64,
 }
 
-/// SIGKILLs a busy function process now and then until `stop`; counts per function.
+/// One SIGKILL of a function process mid-invocation.
+#[derive(Clone, Debug)]
+pub struct Kill {
+    /// The function's logical id.
+    pub function: String,
+    /// The `seq` of the last Graph call received before the kill: what the killed invocation
+    /// was answered from then on died with it.
+    pub after_meta_call: u64,
+}
+
+/// SIGKILLs a busy function process now and then until `stop`.
 fn start_killer(
     world: &World,
     config: &Config,
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<BTreeMap<String, u64>> {
+) -> tokio::task::JoinHandle<Vec<Kill>> {
     let processes = world.binaries.processes().to_vec();
+    let meta = world.meta.clone();
     let mut rng = StdRng::seed_from_u64(sub_seed(config.seed, "kills"));
     let per_minute = config.kills_per_minute;
     tokio::spawn(async move {
-        let mut kills = BTreeMap::new();
+        let mut kills = Vec::new();
         if per_minute <= 0.0 || processes.is_empty() {
             return kills;
         }
@@ -619,7 +630,10 @@ fn start_killer(
             if let Some((id, process)) = busy.first()
                 && process.kill_if_busy()
             {
-                *kills.entry(id.clone()).or_insert(0) += 1;
+                kills.push(Kill {
+                    function: id.clone(),
+                    after_meta_call: meta.last_seq(),
+                });
                 due = false;
             }
         }
@@ -907,7 +921,11 @@ pub async fn run(config: Config) -> Result<Outcome> {
     ops.outbox_relays = relay_runs.load(Ordering::Relaxed);
     ops.outbox_relayed = relayed.load(Ordering::Relaxed);
 
-    let found = invariants::check(&world, &accounts, &signups).await?;
+    let found = invariants::check(&world, &accounts, &signups, &kills).await?;
+    let mut kills_by_function = BTreeMap::new();
+    for kill in &kills {
+        *kills_by_function.entry(kill.function.clone()).or_insert(0) += 1;
+    }
     let restarts = world
         .binaries
         .processes()
@@ -929,7 +947,7 @@ pub async fn run(config: Config) -> Result<Outcome> {
         aws_requests: world.proxy.requests(),
         meta_faults: world.meta.chaos_injected(),
         meta_calls: world.meta.calls().len() as u64,
-        kills,
+        kills: kills_by_function,
         restarts,
         customer_faults,
         deliveries_received: received.len() as u64,

@@ -112,7 +112,7 @@ pub fn markdown(outcome: &Outcome, note: &str) -> String {
     );
     let _ = writeln!(
         md,
-        "| Meta calls repeated after a lost answer (necessary) | {} |",
+        "| Meta calls repeated after a lost answer or a crash of the calling function (necessary) | {} |",
         outcome.repeats_after_lost_answers
     );
     let _ = writeln!(

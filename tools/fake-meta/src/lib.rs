@@ -776,6 +776,12 @@ impl FakeMeta {
         }
     }
 
+    /// The `seq` of the last Graph call received (0 before the first): every call that arrives
+    /// from now on has a larger one.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.state().next_seq
+    }
+
     /// Every Graph call received, in arrival order, faulted ones included.
     pub fn calls(&self) -> Vec<Call> {
         self.inner.state().calls.clone()
@@ -1179,12 +1185,15 @@ async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
         }
         None => respond(&inner, endpoint, &request),
     };
+    // Recorded as soon as the call took effect: the caller of a lost answer gives up and
+    // closes the connection during the wait below, which drops this future (hyper cancels a
+    // request whose client went away), and a log without the status would hide the effect.
+    if let Some(call) = inner.state().calls.iter_mut().rev().find(|c| c.seq == seq) {
+        call.status = answer.status.as_u16();
+    }
     // A lost answer: the call took effect above; its answer leaves after the caller gave up.
     if let Some((ChaosFault::AnswerLost, hang)) = chaos_fault {
         tokio::time::sleep(hang).await;
-    }
-    if let Some(call) = inner.state().calls.iter_mut().rev().find(|c| c.seq == seq) {
-        call.status = answer.status.as_u16();
     }
     tracing::info!(
         target: "fake_meta",
