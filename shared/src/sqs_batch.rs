@@ -3,6 +3,8 @@
 //! visibility.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use std::collections::HashMap;
+
 use chrono::DateTime;
 use futures::future::join_all;
 
@@ -60,7 +62,47 @@ where
     F: Fn(Delivery) -> Fut,
     Fut: Future<Output = Outcome>,
 {
-    let outcomes = join_all(event.records.iter().map(|m| handle(delivery(m)))).await;
+    // Identical bodies in one batch are one message sent twice (a send the SDK retried after its
+    // answer was lost, or a copy SQS delivered again): handled once, so two runs of the same
+    // work never race each other to Meta (two register requests for one number). The copy is
+    // deleted whatever its twin's outcome: if that one comes back, one is enough.
+    let mut first_with_body: HashMap<&str, usize> = HashMap::new();
+    let twin_of: Vec<Option<usize>> = event
+        .records
+        .iter()
+        .enumerate()
+        .map(|(index, message)| {
+            let body = message.body.as_deref().unwrap_or_default();
+            match first_with_body.get(body) {
+                Some(first) => Some(*first),
+                None => {
+                    first_with_body.insert(body, index);
+                    None
+                }
+            }
+        })
+        .collect();
+    let handled = join_all(
+        event
+            .records
+            .iter()
+            .zip(&twin_of)
+            .filter(|(_, twin)| twin.is_none())
+            .map(|(m, _)| handle(delivery(m))),
+    )
+    .await;
+    let mut handled = handled.into_iter();
+    let outcomes: Vec<Outcome> = twin_of
+        .iter()
+        .map(|twin| match twin {
+            None => handled.next().unwrap_or(Outcome::Done),
+            Some(_) => Outcome::Done,
+        })
+        .collect();
+    let copies = twin_of.iter().filter(|t| t.is_some()).count();
+    if copies > 0 {
+        tracing::info!(copies, "identical messages in one batch handled once");
+    }
     let mut response = SqsBatchResponse::default();
     for (message, outcome) in event.records.iter().zip(outcomes) {
         let delay = match outcome {
@@ -79,4 +121,65 @@ where
         response.batch_item_failures.push(failure);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::adapters::memory::MemoryQueue;
+
+    fn record(id: &str, body: &str) -> SqsMessage {
+        let mut message = SqsMessage::default();
+        message.message_id = Some(id.into());
+        message.receipt_handle = Some(format!("receipt-{id}"));
+        message.body = Some(body.into());
+        message
+    }
+
+    fn batch(records: Vec<SqsMessage>) -> SqsEvent {
+        let mut event = SqsEvent::default();
+        event.records = records;
+        event
+    }
+
+    #[tokio::test]
+    async fn identical_messages_in_one_batch_are_handled_once_and_both_deleted() {
+        // Given a batch holding one message twice (a retried send) and another
+        let event = batch(vec![
+            record("m-1", r#"{"step":"REGISTER_NUMBER","numberId":"n1"}"#),
+            record("m-2", r#"{"step":"REGISTER_NUMBER","numberId":"n2"}"#),
+            record("m-3", r#"{"step":"REGISTER_NUMBER","numberId":"n1"}"#),
+        ]);
+        let handled = Mutex::new(Vec::new());
+
+        // When the batch is processed
+        let response = process_batch(event, None, &MemoryQueue::default(), |d| {
+            handled.lock().unwrap().push(d.message_id.clone());
+            async { Outcome::Done }
+        })
+        .await;
+
+        // Then the twin is not handled, and nothing comes back
+        assert_eq!(*handled.lock().unwrap(), vec!["m-1", "m-2"]);
+        assert!(response.batch_item_failures.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_retried_message_comes_back_once_though_the_batch_held_it_twice() {
+        let event = batch(vec![record("m-1", "same"), record("m-2", "same")]);
+
+        let response = process_batch(event, None, &MemoryQueue::default(), |_| async {
+            Outcome::RetryAfter(5)
+        })
+        .await;
+
+        let failed: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, vec!["m-1"]);
+    }
 }
