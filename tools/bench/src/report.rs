@@ -457,8 +457,8 @@ fn sizes(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "\nPublic anchors: a hello-world Rust Lambda zip ≈ 1 MB; with the AWS SDK ≈ 11 MB. Each function \
-links the AWS SDK clients it uses, reqwest and axum over rustls with ring (not aws-lc, whose C library alone \
-added over a megabyte to each zip); `profile.release` is \
+links the AWS SDK clients it uses, reqwest and axum over rustls with ring (the largest arm64 zip was \
+4.13 MB with aws-lc, the SDK's default, and 3.96 MB with ring, in builds a session apart); `profile.release` is \
 `opt-level = \"s\"`, thin LTO, one codegen unit, stripped, `panic = \"abort\"`.\n"
     );
 }
