@@ -493,6 +493,17 @@ pub trait ProvisioningStore: Send + Sync {
         &self,
         waba_id: &str,
     ) -> impl Future<Output = StoreResult<Vec<Number>>> + Send;
+    /// Takes the right to send a never-started number's first message again until `until`:
+    /// `true` for one caller among any number of concurrent repeats of its signup, and again
+    /// once the lease has run out (a resend whose own send failed); `false` when the lease is
+    /// held or the number has been written since its creation (it started).
+    fn lease_restart(
+        &self,
+        account: &AccountId,
+        number: &NumberId,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 
 use crate::domain::lifecycle::waba::WabaChange;

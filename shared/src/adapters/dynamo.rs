@@ -1532,4 +1532,32 @@ impl ProvisioningStore for DynamoStore {
             }
         }
     }
+
+    /// One conditional update of the number's item. The lease is an attribute outside
+    /// `NumberItem`: the first commit replaces the item whole and drops it, and the version
+    /// condition refuses a number that has been written since its creation.
+    async fn lease_restart(
+        &self,
+        account: &AccountId,
+        number: &NumberId,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::account(account), keys::number(number))))
+            .update_expression("SET restartLeaseUntil = :until")
+            .condition_expression(
+                "attribute_exists(PK) AND version = :created \
+                 AND (attribute_not_exists(restartLeaseUntil) OR restartLeaseUntil < :now)",
+            )
+            .expression_attribute_values(":until", n(until.timestamp_millis()))
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .expression_attribute_values(":created", n(1))
+            .send()
+            .await;
+        conditionally_written(result)
+    }
 }

@@ -83,6 +83,8 @@ struct State {
     endpoints: Vec<WebhookEndpoint>,
     /// By endpoint, then `{createdAt}#{eventId}`: the DynamoDB item's key.
     deliveries: BTreeMap<(String, String), DeliveryRecord>,
+    /// Never-started numbers whose first message is being sent again, until when.
+    restart_leases: HashMap<NumberId, Timestamp>,
 }
 
 impl State {
@@ -486,6 +488,29 @@ impl ProvisioningStore for MemoryStore {
             .collect();
         numbers.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(numbers)
+    }
+
+    async fn lease_restart(
+        &self,
+        account: &AccountId,
+        number: &NumberId,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut state = self.state();
+        let created_only = state
+            .numbers
+            .get(&(account.clone(), number.clone()))
+            .is_some_and(|n| n.version == 1);
+        let free = state
+            .restart_leases
+            .get(number)
+            .is_none_or(|held_until| *held_until < now);
+        if !(created_only && free) {
+            return Ok(false);
+        }
+        state.restart_leases.insert(number.clone(), until);
+        Ok(true)
     }
 }
 

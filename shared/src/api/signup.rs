@@ -189,18 +189,29 @@ where
 /// `STARTLESS_AFTER`, long after Meta's code died; the repeat carries a fresh code, so it sends
 /// the exchange's message itself. When the first send did go out after all (its answer lost),
 /// the exchange runs twice: the copy sent here is marked `resent`, so it looks for the first
-/// run's token before spending the code, and the step's commit, conditioned on the version it
-/// read, lets only one run move the number on.
+/// run's token before spending the code (and waits, rather than failing the number, when Meta
+/// says the code was spent by that run), and the step's commit, conditioned on the version it
+/// read, lets only one run move the number on. Of many concurrent repeats, the one holding the
+/// restart lease sends (`true`); the others send nothing (`false`).
 async fn restart_unstarted<S, Q>(
     state: &CallbackState<S, Q>,
     number: &Number,
     code: &str,
-) -> Result<(), ApiError>
+) -> Result<bool, ApiError>
 where
+    S: ProvisioningStore,
     Q: MessageQueue,
 {
     if !number.is_unstarted() {
-        return Ok(());
+        return Ok(false);
+    }
+    let now = time::now();
+    if !state
+        .store
+        .lease_restart(&number.account_id, &number.id, now, now + RESTART_LEASE)
+        .await?
+    {
+        return Ok(false);
     }
     let mut message = StepMessage::new(
         number.id.clone(),
@@ -212,8 +223,13 @@ where
     message.resent = true;
     state.queue.send(&message).await?;
     tracing::warn!(number_id = %number.id, "a repeated signup of a number that never started; its exchange is sent again");
-    Ok(())
+    Ok(true)
 }
+
+/// How long one repeat holds the right to resend a never-started number's first message: long
+/// enough for its send, short enough that a client retrying after that send failed (seconds
+/// later) takes it again.
+const RESTART_LEASE: chrono::Duration = chrono::Duration::seconds(5);
 
 /// Starts a reconnect of `number` with the new `code` (`202`), consuming the signup link if
 /// one came; a reconnect already under way is left to finish (`200`, nothing restarted).
@@ -388,11 +404,14 @@ where
                 && let Some(number) =
                     created_by_link(&state.store, &account, link, &phone_number_id).await?
             {
-                restart_unstarted(&state, &number, &body.code).await?;
-                return Ok((
-                    StatusCode::OK,
-                    Json(json!({ "data": NumberView::from(&number) })),
-                ));
+                // A link authenticates one signup: only the repeat that resends the first
+                // message may use it again; the rest are refused as any used link is.
+                if restart_unstarted(&state, &number, &body.code).await? {
+                    return Ok((
+                        StatusCode::OK,
+                        Json(json!({ "data": NumberView::from(&number) })),
+                    ));
+                }
             }
             Err(link_unusable())
         }

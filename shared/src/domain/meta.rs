@@ -120,6 +120,8 @@ pub enum ErrorKind {
 
 pub const DISPLAY_NAME_NOT_READY: i64 = 2388001;
 pub const REGISTER_LIMIT: i64 = 133016;
+/// 100/36009 on the code exchange: "This authorization code has been used."
+pub const CODE_USED: i64 = 36009;
 
 pub fn kind_of(http_status: u16, code: i64, subcode: Option<i64>, is_transient: bool) -> ErrorKind {
     match code {
@@ -186,6 +188,11 @@ impl MetaError {
             self.retry = Retry::Never;
         }
         self
+    }
+
+    /// Meta's answer to a code exchanged before (`100`/`36009`).
+    pub fn is_code_used(&self) -> bool {
+        self.code == "100" && self.subcode == Some(CODE_USED)
     }
 
     /// The same error with Meta's text for people.

@@ -94,6 +94,10 @@ impl RetryPolicy {
     }
 }
 
+/// Deliveries of an exchange that wait for another copy's token before a spent code fails
+/// the number.
+const CODE_USED_WAITS: u32 = 4;
+
 #[derive(Debug, thiserror::Error)]
 enum StepError {
     #[error(transparent)]
@@ -278,6 +282,22 @@ where
             Ok(None) => {
                 tracing::info!("step done");
                 Ok(Outcome::Done)
+            }
+            // Two copies of the first message (a repeated callback sent it again): the other
+            // copy's run spent the code and is storing the token or has moved the number on.
+            // The retry finds either; only when none of a few does was the token lost, and the
+            // number fails as Meta says.
+            Err(StepFailure::Meta(err))
+                if step == Step::ExchangeToken
+                    && err.is_code_used()
+                    && delivery.receive_count < CODE_USED_WAITS =>
+            {
+                tracing::info!(
+                    "the code was spent by another copy of this exchange; waiting for its token"
+                );
+                Ok(Outcome::RetryAfter(
+                    self.retry.delay(delivery.receive_count, Retry::Soon),
+                ))
             }
             Err(StepFailure::Meta(err)) if err.retry == Retry::Never => {
                 tracing::warn!(code = %err.code, subcode = ?err.subcode, "Meta refused; the number fails");

@@ -335,6 +335,63 @@ async fn a_resent_first_exchange_uses_the_token_a_copy_sent_before_stored() {
     assert_eq!(given.now().provisioning_step, Some(Step::SubscribeWaba));
 }
 
+fn code_used() -> MetaError {
+    MetaError::from_envelope(
+        400,
+        100,
+        Some(36009),
+        false,
+        "This authorization code has been used.".into(),
+    )
+}
+
+#[tokio::test]
+async fn an_exchange_whose_code_another_copy_spent_waits_for_that_copy_s_token() {
+    // Given two copies of the first message, the other one's run having spent the code
+    let given = given_pending_at(Step::ExchangeToken);
+    given
+        .meta()
+        .fail_next(MetaCallKind::ExchangeCode, code_used());
+    let mut message = step_message(&given.number, Step::ExchangeToken);
+    message.code = Some(Secret::new("AQB-code"));
+    message.resent = true;
+
+    // When this copy runs before that token is stored
+    let outcome = given.run_message(message.clone()).await;
+
+    // Then it waits, the number untouched
+    assert!(matches!(outcome, Outcome::RetryAfter(seconds) if seconds > 0));
+    assert_eq!(given.now(), given.number);
+
+    // And its retry, once the other copy stored the token, goes on without the code
+    given.vault().put(&given.number.id, secrets());
+    given.run_redelivered(message).await;
+    assert_eq!(given.meta().count(MetaCallKind::ExchangeCode), 1);
+    assert_eq!(given.now().provisioning_step, Some(Step::SubscribeWaba));
+}
+
+#[tokio::test]
+async fn a_spent_code_with_no_token_after_a_few_waits_fails_the_number() {
+    // Given a code spent by a run whose token was never stored
+    let given = given_pending_at(Step::ExchangeToken);
+    given
+        .meta()
+        .fail_next(MetaCallKind::ExchangeCode, code_used());
+    let mut message = step_message(&given.number, Step::ExchangeToken);
+    message.code = Some(Secret::new("AQB-code"));
+
+    // When its last waiting delivery gets Meta's answer again
+    given.deliver(message, CODE_USED_WAITS).await;
+
+    // Then the number fails with Meta's code
+    let number = given.now();
+    assert_eq!(number.status, Status::Failed);
+    assert_eq!(
+        number.failure_reason.map(|r| r.code),
+        Some("100/36009".to_string())
+    );
+}
+
 #[tokio::test]
 async fn the_exchange_stores_the_token_and_its_expiry() {
     let given = given_pending_at(Step::ExchangeToken);

@@ -1,9 +1,9 @@
 //! The DynamoDB adapter against moto: keys, indexes, conditions, counters and the phone guard.
 
-use muchaw_shared::domain::Status;
 use muchaw_shared::domain::api_key::KeyHash;
+use muchaw_shared::domain::{AccountId, Status, Timestamp, time};
 use muchaw_shared::lifecycle::Changed;
-use muchaw_shared::ports::{ApiKeyVerifier, NumberReader, Page, Queue};
+use muchaw_shared::ports::{ApiKeyVerifier, NumberReader, Page, ProvisioningStore, Queue};
 use muchaw_tests::{TestEnv, sample_number};
 
 fn page(limit: u32, offset: u32) -> Page {
@@ -301,4 +301,48 @@ async fn a_page_s_opened_report_arriving_after_its_cancel_does_not_undo_it() {
     let stored = env.store.link(&link.link_id).await.unwrap().unwrap();
     assert_eq!(stored.state(now), SessionState::Cancelled);
     assert_eq!(stored.last_report.map(|(r, _)| r), Some(cancelled));
+}
+
+#[tokio::test]
+async fn a_restart_lease_goes_to_one_caller_until_it_runs_out_and_never_after_the_first_commit() {
+    // Given a number as its signup created it
+    let env = TestEnv::new().await;
+    let account = env.account("acme").await;
+    let other = env.account("other").await;
+    let number = sample_number(&account, Status::Pending, 0);
+    env.store
+        .import_numbers(std::slice::from_ref(&number))
+        .await
+        .unwrap();
+    let now = time::now();
+    let lease = chrono::Duration::seconds(5);
+    let take = |account: &AccountId, at: Timestamp| {
+        let store = env.store.clone();
+        let (account, id) = (account.clone(), number.id.clone());
+        async move {
+            store
+                .lease_restart(&account, &id, at, at + lease)
+                .await
+                .unwrap()
+        }
+    };
+
+    // Then one caller takes the lease, the next is refused while it holds, and another
+    // account's caller never gets it
+    assert!(take(&account, now).await);
+    assert!(!take(&account, now + chrono::Duration::seconds(1)).await);
+    assert!(!take(&other, now + chrono::Duration::seconds(10)).await);
+    // and the number reads back unchanged
+    assert_eq!(
+        env.store.get(&account, &number.id).await.unwrap(),
+        Some(number.clone())
+    );
+    // and once the lease ran out it can be taken again
+    assert!(take(&account, now + chrono::Duration::seconds(6)).await);
+
+    // When the number is written (it started, or it failed)
+    env.change_status(&number, Status::Failed).await;
+
+    // Then no lease is granted any more
+    assert!(!take(&account, now + chrono::Duration::seconds(60)).await);
 }
