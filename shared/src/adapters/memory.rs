@@ -10,6 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::domain::api_key::{KeyHash, KeyScope};
@@ -375,16 +376,56 @@ impl EventLog for MemoryStore {
 impl NumberFinder for MemoryStore {
     async fn find(&self, account: &AccountId, search: &NumberSearch) -> StoreResult<FoundNumbers> {
         let state = self.state();
-        let Some(order) = state.by_account.get(account) else {
-            return Ok(FoundNumbers {
+        let filtered = search.display_digits.is_some() || search.waba_id.is_some();
+        Ok(if filtered {
+            state.find_by_scan(account, search)
+        } else {
+            state.find_by_index(account, search)
+        })
+    }
+}
+
+impl State {
+    /// The status filter alone, or none: a page costs its own size (plus the offset), read from
+    /// the list order, never a walk of the whole account.
+    fn find_by_index(&self, account: &AccountId, search: &NumberSearch) -> FoundNumbers {
+        let order = match search.status {
+            Some(status) => self.by_status.get(&(account.clone(), status)),
+            None => self.by_account.get(account),
+        };
+        let Some(order) = order else {
+            return FoundNumbers {
                 numbers: Vec::new(),
                 total: 0,
                 next: None,
-            });
+            };
+        };
+        let after: Box<dyn Iterator<Item = &Order>> = match &search.start {
+            PageStart::Offset(offset) => Box::new(order.iter().skip(*offset as usize)),
+            PageStart::After(cursor) => Box::new(order.range((
+                Bound::Excluded(Reverse((cursor.created_at, cursor.number_id.clone()))),
+                Bound::Unbounded,
+            ))),
+        };
+        let page = after
+            .filter_map(|Reverse((_, id))| self.numbers.get(&(account.clone(), id.clone())))
+            .take(search.limit as usize + 1);
+        found(page, order.len() as u64, search.limit)
+    }
+
+    /// Filters without an index here (display digits, WABA): every number of the account is
+    /// looked at.
+    fn find_by_scan(&self, account: &AccountId, search: &NumberSearch) -> FoundNumbers {
+        let Some(order) = self.by_account.get(account) else {
+            return FoundNumbers {
+                numbers: Vec::new(),
+                total: 0,
+                next: None,
+            };
         };
         let matching: Vec<&Number> = order
             .iter()
-            .filter_map(|Reverse((_, id))| state.numbers.get(&(account.clone(), id.clone())))
+            .filter_map(|Reverse((_, id))| self.numbers.get(&(account.clone(), id.clone())))
             .filter(|number| search.status.is_none_or(|s| number.status == s))
             .filter(|number| {
                 search.display_digits.as_ref().is_none_or(|digits| {
@@ -399,7 +440,7 @@ impl NumberFinder for MemoryStore {
             .filter(|number| search.waba_id.as_ref().is_none_or(|w| &number.waba_id == w))
             .collect();
         let total = matching.len() as u64;
-        let after: Vec<&Number> = match &search.start {
+        let page: Vec<&Number> = match &search.start {
             PageStart::Offset(offset) => matching.into_iter().skip(*offset as usize).collect(),
             PageStart::After(cursor) => {
                 let position = Reverse((cursor.created_at, cursor.number_id.clone()));
@@ -409,16 +450,22 @@ impl NumberFinder for MemoryStore {
                     .collect()
             }
         };
-        let limit = search.limit as usize;
-        let numbers: Vec<Number> = after.iter().take(limit).map(|n| (*n).clone()).collect();
-        let next = (after.len() > limit)
-            .then(|| numbers.last().map(NumberCursor::of))
-            .flatten();
-        Ok(FoundNumbers {
-            numbers,
-            total,
-            next,
-        })
+        found(page.into_iter(), total, search.limit)
+    }
+}
+
+/// A page of `limit` from the numbers after its start (one more than the page tells whether
+/// another follows).
+fn found<'a>(after: impl Iterator<Item = &'a Number>, total: u64, limit: u32) -> FoundNumbers {
+    let limit = limit as usize;
+    let mut numbers: Vec<Number> = after.take(limit + 1).cloned().collect();
+    let more = numbers.len() > limit;
+    numbers.truncate(limit);
+    let next = more.then(|| numbers.last().map(NumberCursor::of)).flatten();
+    FoundNumbers {
+        numbers,
+        total,
+        next,
     }
 }
 
@@ -1444,5 +1491,70 @@ impl MetaGraph for ScriptedMeta {
                     "whatsapp_business_messaging".into(),
                 ],
             }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account_of(count: i64) -> (MemoryStore, AccountId) {
+        let store = MemoryStore::default();
+        let account = AccountId::from("acc_find".to_string());
+        let start = time::now();
+        for i in 0..count {
+            let mut number = Number::new_pending(
+                account.clone(),
+                "1000".into(),
+                format!("2000{i}"),
+                start - chrono::Duration::seconds(i / 2),
+            );
+            number.status = [Status::Active, Status::Pending, Status::Failed][(i % 3) as usize];
+            store.insert_number(number);
+        }
+        (store, account)
+    }
+
+    fn search(status: Option<Status>, limit: u32, start: PageStart) -> NumberSearch {
+        NumberSearch {
+            status,
+            display_digits: None,
+            waba_id: None,
+            limit,
+            start,
+        }
+    }
+
+    #[test]
+    fn an_indexed_page_is_the_page_a_scan_of_the_account_finds() {
+        // Given an account of numbers in three statuses, some created in the same second
+        let (store, account) = account_of(47);
+        let state = store.state();
+        for status in [None, Some(Status::Active), Some(Status::Failed)] {
+            // When every page is read by offset and by cursor, through the index and by a scan
+            for limit in [1, 5, 20] {
+                for offset in [0, 3, 16, 46, 60] {
+                    let by_offset = search(status, limit, PageStart::Offset(offset));
+                    // Then both ways find the same numbers, total and next cursor
+                    assert_eq!(
+                        state.find_by_index(&account, &by_offset),
+                        state.find_by_scan(&account, &by_offset)
+                    );
+                }
+                let mut cursor: Option<NumberCursor> = None;
+                loop {
+                    let start = cursor
+                        .clone()
+                        .map_or(PageStart::Offset(0), PageStart::After);
+                    let page = search(status, limit, start);
+                    let indexed = state.find_by_index(&account, &page);
+                    assert_eq!(indexed, state.find_by_scan(&account, &page));
+                    match indexed.next {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+            }
+        }
     }
 }
