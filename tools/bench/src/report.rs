@@ -857,9 +857,10 @@ credentials and endpoint resolution the SDK does lazily.",
             .find(|(w, b, _)| b == "in-memory" && w.contains("of 20)"));
         if !big.is_empty() {
             notes.push(format!(
-                "**API handler overhead**: {}. `MemoryStore::list` filters and sorts the whole account on every request \
-(O(n log n) over 10,000 numbers) — the in-memory test adapter's cost, not the handler's; the same router over an \
-account of 20 answers in p50 {} / p99 {} ms, which is the handler's own overhead (routing, key check, JSON).",
+                "**API handler overhead**: {}. `MemoryStore` reads an unfiltered or status-filtered page from its \
+list order (the page's size plus the offset, whatever the account's size; `MemoryStore::find`); the same router \
+over an account of 20 answers in p50 {} / p99 {} ms, the handler's own overhead (routing, key check, JSON), so \
+compare the two before suspecting the handler.",
                 big.iter()
                     .map(|(w, _, s)| format!(
                         "{w} p99 {} ms, {:.1}× the 1 ms target",
@@ -886,8 +887,10 @@ account of 20 answers in p50 {} / p99 {} ms, which is the handler's own overhead
         if !over.is_empty() && on_moto {
             notes.push(format!(
                 "**AWS requests per step** ({} ms Meta): {}. {}Every step reads the number (GetItem) and, except \
-activation, the token (Secrets Manager GetSecretValue), records itself (UpdateItem) and sends the next message: \
-4 requests, the target exactly.",
+activation, the token (Secrets Manager GetSecretValue), records itself (one conditional PutItem of the number) \
+and sends the next message: 4 requests, the target exactly. The register step writes the number once more before \
+its request goes to Meta (the request counted against Meta's 10 per 72 h even if the function dies after it), the \
+one request it makes beyond the others.",
                 r.meta_latency_ms,
                 over.iter()
                     .map(|s| format!(
