@@ -1555,7 +1555,10 @@ impl ProvisioningStore for DynamoStore {
             )
             .expression_attribute_values(":until", n(until.timestamp_millis()))
             .expression_attribute_values(":now", n(now.timestamp_millis()))
-            .expression_attribute_values(":created", n(1))
+            .expression_attribute_values(
+                ":created",
+                n(i64::try_from(Number::CREATED_VERSION).map_err(unavailable)?),
+            )
             .send()
             .await;
         conditionally_written(result)

@@ -394,11 +394,7 @@ impl State {
             None => self.by_account.get(account),
         };
         let Some(order) = order else {
-            return FoundNumbers {
-                numbers: Vec::new(),
-                total: 0,
-                next: None,
-            };
+            return found(std::iter::empty(), 0, search.limit);
         };
         let after: Box<dyn Iterator<Item = &Order>> = match &search.start {
             PageStart::Offset(offset) => Box::new(order.iter().skip(*offset as usize)),
@@ -407,9 +403,8 @@ impl State {
                 Bound::Unbounded,
             ))),
         };
-        let page = after
-            .filter_map(|Reverse((_, id))| self.numbers.get(&(account.clone(), id.clone())))
-            .take(search.limit as usize + 1);
+        let page =
+            after.filter_map(|Reverse((_, id))| self.numbers.get(&(account.clone(), id.clone())));
         found(page, order.len() as u64, search.limit)
     }
 
@@ -417,11 +412,7 @@ impl State {
     /// looked at.
     fn find_by_scan(&self, account: &AccountId, search: &NumberSearch) -> FoundNumbers {
         let Some(order) = self.by_account.get(account) else {
-            return FoundNumbers {
-                numbers: Vec::new(),
-                total: 0,
-                next: None,
-            };
+            return found(std::iter::empty(), 0, search.limit);
         };
         let matching: Vec<&Number> = order
             .iter()
@@ -548,7 +539,7 @@ impl ProvisioningStore for MemoryStore {
         let created_only = state
             .numbers
             .get(&(account.clone(), number.clone()))
-            .is_some_and(|n| n.version == 1);
+            .is_some_and(|n| n.version == Number::CREATED_VERSION);
         let free = state
             .restart_leases
             .get(number)

@@ -266,6 +266,9 @@ pub struct Number {
 }
 
 impl Number {
+    /// The version a number has as its signup wrote it, before any change.
+    pub const CREATED_VERSION: u64 = 1;
+
     /// A number just signed up: `PENDING`, provisioning about to start with the first step.
     pub fn new_pending(
         account_id: AccountId,
@@ -309,7 +312,7 @@ impl Number {
             token_status: None,
             disconnected_by: None,
             register_waiting_on: None,
-            version: 1,
+            version: Number::CREATED_VERSION,
         }
     }
 }
@@ -322,7 +325,7 @@ impl Number {
             && self.provisioning_step == Some(Step::FIRST)
             && self.provisioning_error.is_none()
             && self.reconnect.is_none()
-            && self.version == 1
+            && self.version == Number::CREATED_VERSION
     }
 
     /// The same new number, onboarded another way.

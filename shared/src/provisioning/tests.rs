@@ -335,11 +335,12 @@ async fn a_resent_first_exchange_uses_the_token_a_copy_sent_before_stored() {
     assert_eq!(given.now().provisioning_step, Some(Step::SubscribeWaba));
 }
 
+/// Meta's answer to a code exchanged before.
 fn code_used() -> MetaError {
     MetaError::from_envelope(
         400,
         100,
-        Some(36009),
+        Some(crate::domain::meta::CODE_USED),
         false,
         "This authorization code has been used.".into(),
     )

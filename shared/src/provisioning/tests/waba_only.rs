@@ -393,16 +393,10 @@ async fn a_waba_without_phones_fails_saying_it_has_none() {
 #[tokio::test]
 async fn meta_refusing_the_exchange_fails_the_signup_with_meta_s_reason_and_lists_nothing() {
     let given = given_waba_signup(&["2001"], 0).await;
-    given.provisioner.meta.fail_next(
-        MetaCallKind::ExchangeCode,
-        MetaError::from_envelope(
-            400,
-            100,
-            Some(36009),
-            false,
-            "This authorization code has been used.".into(),
-        ),
-    );
+    given
+        .provisioner
+        .meta
+        .fail_next(MetaCallKind::ExchangeCode, code_used());
 
     given.run().await;
 
