@@ -252,7 +252,7 @@ where
                     number.id.clone(),
                     number.account_id.clone(),
                     Step::FIRST,
-                    format!("trc_{}", cuid2::create_id()),
+                    format!("trc_{}", crate::domain::ids::random_id()),
                 );
                 self.queue.send(&message).await?;
                 tracing::warn!(number_id = %number.id, "a signup that never started; its exchange is sent without the code");

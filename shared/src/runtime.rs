@@ -96,7 +96,7 @@ where
 /// A provisioning step's function.
 pub async fn run_step(step: Step) -> Result<(), Error> {
     telemetry::init();
-    let clients = Clients::load().await;
+    let clients = Clients::load()?;
     let mut sends = vec![Queue::Step(step), Queue::Events, Queue::Teardown];
     // Where the chain goes next depends on how the number is onboarded.
     for onboarding in [Onboarding::CloudApi, Onboarding::Coexistence] {
@@ -129,7 +129,7 @@ pub async fn run_step(step: Step) -> Result<(), Error> {
 /// The consumer of the steps' dead-letter queues.
 pub async fn run_provisioning_failed() -> Result<(), Error> {
     telemetry::init();
-    let clients = Clients::load().await;
+    let clients = Clients::load()?;
     let provisioner =
         Arc::new(provisioner(&clients, &[Queue::Events, Queue::Teardown], false).await?);
     run_sqs(|event| {
@@ -141,7 +141,7 @@ pub async fn run_provisioning_failed() -> Result<(), Error> {
 
 pub async fn run_teardown() -> Result<(), Error> {
     telemetry::init();
-    let clients = Clients::load().await;
+    let clients = Clients::load()?;
     let provisioner = Arc::new(provisioner(&clients, &[Queue::Teardown], false).await?);
     run_sqs(|event| {
         let provisioner = provisioner.clone();
@@ -165,7 +165,7 @@ fn link_signer(clients: &Clients) -> Result<LinkKeys, Error> {
 /// The numbers API function: numbers and signup links.
 pub async fn run_numbers_api() -> Result<(), Error> {
     telemetry::init();
-    let clients = Clients::load().await;
+    let clients = Clients::load()?;
     let store = table_store(&clients)?;
     // A retried number resumes at any step after the code exchange.
     let mut sends = vec![Queue::Teardown, Queue::Events];
@@ -181,13 +181,13 @@ pub async fn run_numbers_api() -> Result<(), Error> {
         .merge(api::signup_link_routes(store.clone(), signer, base_url))
         .merge(api::webhook_routes(store.clone(), sender));
     let limits = config::api_limits()?;
-    lambda_http::run(api::finish(routes, store, limits)).await
+    api::lambda_response::run(api::finish(routes, store, limits)).await
 }
 
 /// The signup callback function, with the hosted signup page and its status and report routes.
 pub async fn run_signup_callback() -> Result<(), Error> {
     telemetry::init();
-    let clients = Clients::load().await;
+    let clients = Clients::load()?;
     let store = table_store(&clients)?;
     let queues = QueueUrls::from_env().require(&[Queue::Step(Step::FIRST)])?;
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
@@ -203,13 +203,13 @@ pub async fn run_signup_callback() -> Result<(), Error> {
         api::signup_page_routes(store.clone(), signer, page, page_limits),
     );
     // Its routes authenticate themselves (a key or a signup link), outside the API key gate.
-    lambda_http::run(api::finish(routes, store, api::ApiLimits::UNLIMITED)).await
+    api::lambda_response::run(api::finish(routes, store, api::ApiLimits::UNLIMITED)).await
 }
 
 /// Fans the events queue out to one delivery per subscribed endpoint.
 pub async fn run_dispatch_events() -> Result<(), Error> {
     telemetry::init();
-    let clients = Clients::load().await;
+    let clients = Clients::load()?;
     let queues = QueueUrls::from_env().require(&[Queue::Events, Queue::WebhookDeliveries])?;
     let dispatcher = Arc::new(crate::webhooks::delivery::Dispatcher {
         store: table_store(&clients)?,
@@ -225,7 +225,7 @@ pub async fn run_dispatch_events() -> Result<(), Error> {
 /// Signs and posts each delivery to its endpoint.
 pub async fn run_deliver_webhooks() -> Result<(), Error> {
     telemetry::init();
-    let clients = Clients::load().await;
+    let clients = Clients::load()?;
     // Events: an endpoint disabled for failing announces it (`webhook.disabled`).
     let queues = QueueUrls::from_env().require(&[Queue::WebhookDeliveries, Queue::Events])?;
     let settings = config::WebhookDeliveryConfig::from_env()?;
@@ -247,7 +247,7 @@ pub async fn run_deliver_webhooks() -> Result<(), Error> {
 /// Meta's webhooks (`GET`/`POST /webhooks/meta`): no API key, Meta signs its deliveries.
 pub async fn run_meta_webhook() -> Result<(), Error> {
     telemetry::init();
-    let clients = Clients::load().await;
+    let clients = Clients::load()?;
     let store = table_store(&clients)?;
     let queues = QueueUrls::from_env().require(&[Queue::Events, Queue::Teardown])?;
     let queue = SqsQueue::new(clients.sqs.clone(), queues);
@@ -258,13 +258,13 @@ pub async fn run_meta_webhook() -> Result<(), Error> {
         queue,
         secrets: cache,
     };
-    lambda_http::run(crate::meta_webhook::routes(handler)).await
+    api::lambda_response::run(crate::meta_webhook::routes(handler)).await
 }
 
 /// The scheduled health sync (quality ratings, expiring tokens); any event payload starts a run.
 pub async fn run_health_sync() -> Result<(), Error> {
     telemetry::init();
-    let clients = Clients::load().await;
+    let clients = Clients::load()?;
     // With the app secret: `debug_token` is asked with the app's own token. The exchange's
     // queue: a signup whose first message a crash lost is sent there again.
     let sends = [Queue::Events, Queue::Teardown, Queue::Step(Step::FIRST)];
@@ -308,7 +308,7 @@ where
 /// The scheduled outbox relay: publishes events whose send failed after their commit.
 pub async fn run_outbox_relay() -> Result<(), Error> {
     telemetry::init();
-    let clients = Clients::load().await;
+    let clients = Clients::load()?;
     // The events queue, and the steps a retried number resumes at (never the code exchange).
     let mut sends = vec![Queue::Events];
     sends.extend(Step::ALL.into_iter().skip(1).map(Queue::Step));

@@ -100,7 +100,7 @@ async fn building_every_client_and_calling_plain_http_reads_no_trust_store_until
     let _ = std::fs::remove_file(&path);
     let trust_store = WatchedTrustStore::at(&path);
     local_environment(&path);
-    let clients = Clients::load().await;
+    let clients = Clients::load().unwrap();
     let _graph = GraphClient::new(MetaConfig {
         graph_url: format!("http://{CLOSED}"),
         graph_version: "v23.0".into(),

@@ -1377,7 +1377,7 @@ impl MetaGraph for ScriptedMeta {
     async fn exchange_code(&self, _code: &str) -> MetaResult<ExchangedToken> {
         self.answer(MetaCall::ExchangeCode)?;
         Ok(ExchangedToken {
-            token: Secret::new(format!("EAAG{}", cuid2::create_id())),
+            token: Secret::new(format!("EAAG{}", crate::domain::ids::random_id())),
             expires_in_seconds: locked(&self.script).token_expires_in,
         })
     }

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod history;
 pub mod idempotency;
+pub mod lambda_response;
 pub mod numbers;
 pub mod page_limit;
 pub mod shape;

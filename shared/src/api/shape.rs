@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex_lite::Regex;
 
 /// Meta's numeric ids (`wabaId`, `phoneNumberId`).
 pub const META_ID: &str = "^[0-9]{1,32}$";

@@ -217,7 +217,7 @@ where
         number.id.clone(),
         number.account_id.clone(),
         Step::FIRST,
-        format!("trc_{}", cuid2::create_id()),
+        format!("trc_{}", crate::domain::ids::random_id()),
     );
     message.code = Some(Secret::new(code));
     message.resent = true;
@@ -251,8 +251,8 @@ where
     {
         return Err(link_unusable());
     }
-    let id = format!("rcn_{}", cuid2::create_id());
-    let trace_id = format!("trc_{}", cuid2::create_id());
+    let id = format!("rcn_{}", crate::domain::ids::random_id());
+    let trace_id = format!("trc_{}", crate::domain::ids::random_id());
     let start = Command::StartReconnect { id: id.clone() };
     // The message goes out right after the write: a crash in between leaves a reconnect that
     // never runs, which a new signup replaces once it is stale (RECONNECT_STALE_MINUTES).
@@ -314,7 +314,7 @@ where
     let mut message = WabaSignupMessage::new(
         signup.id.clone(),
         account,
-        format!("trc_{}", cuid2::create_id()),
+        format!("trc_{}", crate::domain::ids::random_id()),
     );
     message.code = Some(Secret::new(body.code.as_str()));
     state.queue.send(&message).await?;
@@ -375,7 +375,7 @@ where
                 number.id.clone(),
                 account.clone(),
                 Step::FIRST,
-                format!("trc_{}", cuid2::create_id()),
+                format!("trc_{}", crate::domain::ids::random_id()),
             );
             message.code = Some(Secret::new(body.code.as_str()));
             state.queue.send(&message).await?;

@@ -146,7 +146,7 @@ pub enum Reach {
 }
 
 pub fn new_event_id() -> String {
-    format!("evt_{}", cuid2::create_id())
+    format!("evt_{}", crate::domain::ids::random_id())
 }
 
 /// `data` of an event: the Number object, plus what the event is about where it applies

@@ -157,7 +157,7 @@ impl StepMessage {
                 number.id.clone(),
                 number.account_id.clone(),
                 step,
-                format!("trc_{}", cuid2::create_id()),
+                format!("trc_{}", crate::domain::ids::random_id()),
             )
         })
     }

@@ -60,7 +60,7 @@ impl LinkSigner {
     }
 
     pub fn issue(&self, account: &AccountId, now: Timestamp) -> IssuedLink {
-        let link_id = format!("lnk_{}", cuid2::create_id());
+        let link_id = format!("lnk_{}", crate::domain::ids::random_id());
         let expires_at = now + LINK_LIFETIME;
         let claims = Claims {
             a: account.to_string(),

@@ -12,7 +12,7 @@ use super::time::{self, Timestamp};
 
 /// `wsu_…`: the signup's id, in its messages and in the callback's answer.
 pub fn generate_id() -> String {
-    format!("wsu_{}", cuid2::create_id())
+    format!("wsu_{}", crate::domain::ids::random_id())
 }
 
 /// Ids come from messages: anything [`generate_id`] could not have made is not one.

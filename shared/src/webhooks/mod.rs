@@ -60,7 +60,7 @@ impl WebhookEndpoint {
         at: Timestamp,
     ) -> Self {
         WebhookEndpoint {
-            id: format!("whk_{}", cuid2::create_id()),
+            id: format!("whk_{}", crate::domain::ids::random_id()),
             account_id,
             url,
             events,

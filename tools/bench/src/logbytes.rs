@@ -4,6 +4,9 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
 static BYTES: AtomicU64 = AtomicU64::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
@@ -23,13 +26,16 @@ impl io::Write for Counter {
 /// Counts what `muchaw_shared` logs at INFO and above from now on (once per process; a no-op
 /// when another subscriber is already installed).
 pub fn install() {
-    let installed = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("muchaw_shared=info"))
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_target(false)
-        .with_writer(|| Counter)
+    let installed = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_target(false)
+                .with_writer(|| Counter),
+        )
+        .with(muchaw_shared::telemetry::filter("muchaw_shared=info"))
         .try_init()
         .is_ok();
     if installed {

@@ -7,13 +7,18 @@ use std::time::Duration;
 use muchaw_shared::domain::Status;
 use muchaw_shared::ports::{NumberReader, Page};
 use muchaw_tests::provisioning::ProvisioningEnv;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 const WABA: &str = "100000000000001";
 
 #[tokio::test]
 async fn two_hundred_signups_at_once_all_become_active_with_exact_totals() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()))
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer())
+        .with(muchaw_shared::telemetry::filter(
+            &std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()),
+        ))
         .try_init();
     let p = ProvisioningEnv::new().await;
     let (account, key) = p.env.account_with_key("burst").await;

@@ -10,6 +10,8 @@ use muchaw_shared::domain::Status;
 use muchaw_shared::ports::Queue;
 use muchaw_tests::provisioning::ProvisioningEnv;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -35,13 +37,16 @@ impl<'a> MakeWriter<'a> for Captured {
 async fn tokens_pins_and_codes_never_reach_logs_tables_queues_or_responses() {
     let logs = Captured::default();
     // What the functions log in production (telemetry::init), captured.
-    tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            muchaw_shared::telemetry::DEFAULT_FILTER.replace("info", "debug"),
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_writer(logs.clone()),
+        )
+        .with(muchaw_shared::telemetry::filter(
+            &muchaw_shared::telemetry::DEFAULT_FILTER.replace("info", "debug"),
         ))
-        .with_writer(logs.clone())
         .init();
 
     let p = ProvisioningEnv::new().await;
