@@ -148,7 +148,12 @@ async fn a_function_missing_its_configuration_fails_its_init_and_says_why() {
     let mut function = LocalFunction::start(
         "DispatchEventsFunction",
         &binary,
-        &[("AWS_REGION".to_string(), "us-east-1".to_string())],
+        // What Lambda gives every function, and none of the function's own configuration.
+        &[
+            ("AWS_REGION".to_string(), "us-east-1".to_string()),
+            ("AWS_ACCESS_KEY_ID".to_string(), "test".to_string()),
+            ("AWS_SECRET_ACCESS_KEY".to_string(), "test".to_string()),
+        ],
         Duration::from_secs(30),
     )
     .await
