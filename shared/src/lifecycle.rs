@@ -77,8 +77,48 @@ where
     Q: MessageQueue,
     M: Message,
 {
+    apply_within(store, queue, number, command, message_for, ATTEMPTS)
+        .await?
+        .map_err(|_| LifecycleError::Contended {
+            number_id: number.id.clone(),
+            attempts: ATTEMPTS,
+        })
+}
+
+/// As [`apply`], only if `number` is the stored number (its version): `Err` with the number as
+/// it is now, nothing written, when it is not. For a caller whose `number` may be stale (a
+/// message's snapshot) and that would act differently on the current one than the command
+/// decided again would (the register step reads Meta first when a request was counted since).
+pub async fn apply_if_current<S, Q>(
+    store: &S,
+    queue: &Q,
+    number: &Number,
+    command: Command,
+) -> Result<Result<Changed, Number>, LifecycleError>
+where
+    S: LifecycleStore + EventLog,
+    Q: MessageQueue,
+{
+    apply_within(store, queue, number, command, |_| None::<StepMessage>, 1).await
+}
+
+/// Decides and commits up to `attempts` times, deciding again on each conflict; `Err` with the
+/// number as it is now when every attempt conflicted.
+async fn apply_within<S, Q, M>(
+    store: &S,
+    queue: &Q,
+    number: &Number,
+    command: Command,
+    message_for: impl Fn(&Number) -> Option<M>,
+    attempts: usize,
+) -> Result<Result<Changed, Number>, LifecycleError>
+where
+    S: LifecycleStore + EventLog,
+    Q: MessageQueue,
+    M: Message,
+{
     let mut current = number.clone();
-    for _ in 0..ATTEMPTS {
+    for _ in 0..attempts {
         let change = match decide(&current, command.clone(), time::now()) {
             Decision::Change(change) => change,
             Decision::Already => {
@@ -88,9 +128,9 @@ where
                     }
                     publish(store, queue, &event).await?;
                 }
-                return Ok(Changed::Already(current));
+                return Ok(Ok(Changed::Already(current)));
             }
-            Decision::Refused(why) => return Ok(Changed::Refused(current, why)),
+            Decision::Refused(why) => return Ok(Ok(Changed::Refused(current, why))),
         };
         match store.commit(&change).await? {
             CommitOutcome::Committed(changed) => {
@@ -111,15 +151,12 @@ where
                 } else {
                     tracing::debug!(number_id = %changed.id, command = command.name(), "number changed");
                 }
-                return Ok(Changed::Now(changed));
+                return Ok(Ok(Changed::Now(changed)));
             }
             CommitOutcome::Conflict(now) => current = now,
         }
     }
-    Err(LifecycleError::Contended {
-        number_id: number.id.clone(),
-        attempts: ATTEMPTS,
-    })
+    Ok(Err(current))
 }
 
 async fn unpublished_latest<S: EventLog>(

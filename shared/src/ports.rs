@@ -506,6 +506,16 @@ pub trait ProvisioningStore: Send + Sync {
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 }
 
+/// A number as text a queue message can carry beside its body (the SQS message attribute
+/// [`crate::domain::messages::NUMBER_SNAPSHOT_ATTRIBUTE`]), in the store's own layout so it
+/// reads back as a read of the store would have answered when it was taken. A step that is
+/// given one may act on it instead of reading the number, only through a write conditioned on
+/// the snapshot's version (`lifecycle::apply_if_current`): a stale one is caught by the store.
+pub trait NumberSnapshots: Send + Sync {
+    fn number_snapshot(&self, number: &Number) -> Result<String, StoreError>;
+    fn number_from_snapshot(&self, text: &str) -> Result<Number, StoreError>;
+}
+
 use crate::domain::lifecycle::waba::WabaChange;
 use crate::domain::waba_signup::WabaSignup;
 

@@ -9,6 +9,7 @@ use chrono::DateTime;
 use futures::future::join_all;
 
 use crate::domain::Timestamp;
+use crate::domain::messages::NUMBER_SNAPSHOT_ATTRIBUTE;
 use crate::ports::{Queue, Redelivery};
 
 /// One received message.
@@ -19,6 +20,9 @@ pub struct Delivery {
     /// 1 on the first delivery.
     pub receive_count: u32,
     pub sent_at: Option<Timestamp>,
+    /// The number as the sender committed it, when the message carries one
+    /// (`domain::messages::NUMBER_SNAPSHOT_ATTRIBUTE`).
+    pub number_snapshot: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +50,10 @@ fn delivery(message: &SqsMessage) -> Delivery {
         sent_at: attribute("SentTimestamp")
             .and_then(|ms| ms.parse::<i64>().ok())
             .and_then(DateTime::from_timestamp_millis),
+        number_snapshot: message
+            .message_attributes
+            .get(NUMBER_SNAPSHOT_ATTRIBUTE)
+            .and_then(|attribute| attribute.string_value.clone()),
     }
 }
 
@@ -181,5 +189,42 @@ mod tests {
             .map(|f| f.item_identifier.as_str())
             .collect();
         assert_eq!(failed, vec!["m-1"]);
+    }
+
+    #[tokio::test]
+    async fn a_message_s_number_snapshot_attribute_reaches_its_delivery() {
+        // Given a record carrying a number snapshot as a string message attribute
+        let mut with_snapshot = record("m-1", "body");
+        let attribute: aws_lambda_events::event::sqs::SqsMessageAttribute =
+            serde_json::from_value(serde_json::json!({
+                "stringValue": "{\"id\":\"num_1\"}",
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": "String"
+            }))
+            .unwrap();
+        with_snapshot
+            .message_attributes
+            .insert(NUMBER_SNAPSHOT_ATTRIBUTE.to_string(), attribute);
+        let without = record("m-2", "other body");
+        let seen = Mutex::new(Vec::new());
+
+        // When the batch is processed
+        process_batch(
+            batch(vec![with_snapshot, without]),
+            None,
+            &MemoryQueue::default(),
+            |d| {
+                seen.lock().unwrap().push(d.number_snapshot.clone());
+                async { Outcome::Done }
+            },
+        )
+        .await;
+
+        // Then the handler is given the snapshot of the one that has it
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![Some(r#"{"id":"num_1"}"#.to_string()), None]
+        );
     }
 }

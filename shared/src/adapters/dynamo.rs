@@ -367,6 +367,29 @@ impl NumberItem {
     }
 }
 
+/// A number as the JSON of its table item: what a message carries as its number's snapshot
+/// ([`crate::ports::NumberSnapshots`]). The memory store writes the same text.
+pub(crate) fn number_snapshot(number: &Number) -> StoreResult<String> {
+    serde_json::to_string(&NumberItem::from_number(number)).map_err(StoreError::corrupt)
+}
+
+/// The number a [`number_snapshot`] was taken of.
+pub(crate) fn number_from_snapshot(text: &str) -> StoreResult<Number> {
+    serde_json::from_str::<NumberItem>(text)
+        .map_err(StoreError::corrupt)?
+        .into_number()
+}
+
+impl crate::ports::NumberSnapshots for DynamoStore {
+    fn number_snapshot(&self, number: &Number) -> StoreResult<String> {
+        number_snapshot(number)
+    }
+
+    fn number_from_snapshot(&self, text: &str) -> StoreResult<Number> {
+        number_from_snapshot(text)
+    }
+}
+
 fn number_from_item(item: HashMap<String, AttributeValue>) -> StoreResult<Number> {
     serde_dynamo::from_item::<_, NumberItem>(item)
         .map_err(StoreError::corrupt)?

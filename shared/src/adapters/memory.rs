@@ -130,6 +130,8 @@ impl State {
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    /// Reads of a number through `NumberReader::get`, for tests of what a handler reads.
+    number_reads: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Everything a [`MemoryStore`] holds at one moment, to tell whether anything was written.
@@ -139,6 +141,11 @@ pub struct StoreSnapshot(State);
 impl MemoryStore {
     fn state(&self) -> MutexGuard<'_, State> {
         locked(&self.state)
+    }
+
+    /// How many times a number was read through `NumberReader::get`.
+    pub fn number_reads(&self) -> u64 {
+        self.number_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A copy of everything stored now: equal snapshots mean nothing was written in between.
@@ -251,6 +258,8 @@ impl MemoryStore {
 
 impl NumberReader for MemoryStore {
     async fn get(&self, account: &AccountId, id: &NumberId) -> StoreResult<Option<Number>> {
+        self.number_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(self.number(account, id))
     }
 
@@ -457,6 +466,16 @@ fn found<'a>(after: impl Iterator<Item = &'a Number>, total: u64, limit: u32) ->
         numbers,
         total,
         next,
+    }
+}
+
+impl crate::ports::NumberSnapshots for MemoryStore {
+    fn number_snapshot(&self, number: &Number) -> StoreResult<String> {
+        super::dynamo::number_snapshot(number)
+    }
+
+    fn number_from_snapshot(&self, text: &str) -> StoreResult<Number> {
+        super::dynamo::number_from_snapshot(text)
     }
 }
 
@@ -1089,6 +1108,8 @@ impl EventHistory for MemoryStore {
 #[derive(Default)]
 struct QueueState {
     sent: Vec<(Queue, String)>,
+    /// Each sent message's number snapshot (`Message::number_snapshot`), by its index in `sent`.
+    snapshots: Vec<Option<String>>,
     delays: Vec<(Queue, String, u32)>,
     failures_left: usize,
 }
@@ -1113,6 +1134,18 @@ impl MemoryQueue {
             .collect()
     }
 
+    /// The messages sent to `queue` as a consumer receives them: body and number snapshot.
+    pub fn received_from(&self, queue: Queue) -> Vec<(String, Option<String>)> {
+        let state = locked(&self.state);
+        state
+            .sent
+            .iter()
+            .zip(&state.snapshots)
+            .filter(|((q, _), _)| *q == queue)
+            .map(|((_, body), snapshot)| (body.clone(), snapshot.clone()))
+            .collect()
+    }
+
     /// The next `count` sends fail, as an unreachable SQS would.
     pub fn fail_next_sends(&self, count: usize) {
         locked(&self.state).failures_left = count;
@@ -1133,6 +1166,9 @@ impl MessageQueue for MemoryQueue {
             return Err(QueueError::Unavailable("injected send failure".into()));
         }
         state.sent.push((message.queue(), body));
+        state
+            .snapshots
+            .push(message.number_snapshot().map(str::to_string));
         Ok(())
     }
 }

@@ -1,6 +1,10 @@
+use std::collections::HashMap;
+
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::MessageAttributeValue;
 
 use crate::config::QueueUrls;
+use crate::domain::messages::NUMBER_SNAPSHOT_ATTRIBUTE;
 use crate::ports::{MAX_REDELIVERY_DELAY_SECONDS, Message, MessageQueue, Queue, QueueError};
 
 #[derive(Clone)]
@@ -23,10 +27,24 @@ impl MessageQueue for SqsQueue {
             .urls
             .url(queue)
             .map_err(|_| QueueError::Unconfigured(queue))?;
+        let snapshot = message
+            .number_snapshot()
+            .map(|snapshot| {
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(snapshot)
+                    .build()
+            })
+            .transpose()
+            .map_err(|e| QueueError::Unavailable(e.into()))?;
         self.client
             .send_message()
             .queue_url(url)
             .message_body(body)
+            .set_message_attributes(
+                snapshot
+                    .map(|value| HashMap::from([(NUMBER_SNAPSHOT_ATTRIBUTE.to_string(), value)])),
+            )
             .send()
             .await
             .map_err(|e| QueueError::Unavailable(e.into()))?;

@@ -23,6 +23,43 @@ pub enum Queue {
 /// to a queue whose consumer reads something else, and it is serialised by the queue adapter.
 pub trait Message: Serialize + Send + Sync {
     fn queue(&self) -> Queue;
+
+    /// The number as its sender last wrote it, to go beside the body as the message attribute
+    /// [`NUMBER_SNAPSHOT_ATTRIBUTE`] (see [`WithSnapshot`]).
+    fn number_snapshot(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// The SQS message attribute that carries a number's snapshot (`ports::NumberSnapshots`). An
+/// attribute, not a field of the body: a consumer that does not know it (the previous version,
+/// during a deploy) reads the body as before and ignores it, where an unknown body field would
+/// make the message unreadable (`deny_unknown_fields`).
+pub const NUMBER_SNAPSHOT_ATTRIBUTE: &str = "numberSnapshot";
+
+/// A step message with its number as the sender committed it, so the step can condition its
+/// first write on that version instead of reading the number first. The body is the step
+/// message's own.
+#[derive(Clone, Debug)]
+pub struct WithSnapshot<'a> {
+    pub message: &'a StepMessage,
+    pub snapshot: String,
+}
+
+impl Serialize for WithSnapshot<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.message.serialize(serializer)
+    }
+}
+
+impl Message for WithSnapshot<'_> {
+    fn queue(&self) -> Queue {
+        self.message.queue()
+    }
+
+    fn number_snapshot(&self) -> Option<&str> {
+        Some(&self.snapshot)
+    }
 }
 
 impl Message for TeardownMessage {

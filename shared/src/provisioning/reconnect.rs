@@ -27,7 +27,12 @@ use crate::sqs_batch::{Delivery, Outcome};
 
 impl<S, Q, M, V> Provisioner<S, Q, M, V>
 where
-    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore + WabaSignups,
+    S: NumberReader
+        + LifecycleStore
+        + EventLog
+        + ProvisioningStore
+        + WabaSignups
+        + crate::ports::NumberSnapshots,
     Q: MessageQueue + Redelivery,
     M: MetaGraph,
     V: TokenVault,

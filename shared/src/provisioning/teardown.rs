@@ -38,7 +38,12 @@ impl<E: Into<StepError>> From<E> for TeardownError {
 
 impl<S, Q, M, V> Provisioner<S, Q, M, V>
 where
-    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore + WabaSignups,
+    S: NumberReader
+        + LifecycleStore
+        + EventLog
+        + ProvisioningStore
+        + WabaSignups
+        + crate::ports::NumberSnapshots,
     Q: MessageQueue + Redelivery,
     M: MetaGraph,
     V: TokenVault,

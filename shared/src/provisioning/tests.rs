@@ -11,7 +11,7 @@ use crate::domain::lifecycle::{Command, DisconnectedBy};
 use crate::domain::messages::TeardownMessage;
 use crate::domain::secrets::Secret;
 use crate::domain::{AccountId, NumberId};
-use crate::ports::{NumberReader, PhoneProfile};
+use crate::ports::{NumberReader, NumberSnapshots, PhoneProfile};
 
 type TestProvisioner = Provisioner<MemoryStore, MemoryQueue, ScriptedMeta, MemoryVault>;
 
@@ -57,13 +57,34 @@ impl Given {
     }
 
     async fn deliver(&self, message: StepMessage, receive_count: u32) -> Outcome {
+        let body = serde_json::to_string(&message).unwrap();
+        self.deliver_received(message.step, body, None, receive_count)
+            .await
+    }
+
+    /// A message as the queue holds it (body and number snapshot), delivered to `step`.
+    async fn deliver_received(
+        &self,
+        step: Step,
+        body: String,
+        number_snapshot: Option<String>,
+        receive_count: u32,
+    ) -> Outcome {
         let delivery = Delivery {
             message_id: "m-1".into(),
-            body: serde_json::to_string(&message).unwrap(),
+            body,
             receive_count,
             sent_at: Some(time::now()),
+            number_snapshot,
         };
-        self.provisioner.handle_step(message.step, delivery).await
+        self.provisioner.handle_step(step, delivery).await
+    }
+
+    /// The one message sent to `step`'s queue, as received: body and number snapshot.
+    fn received_for(&self, step: Step) -> (String, Option<String>) {
+        let mut received = self.queue().received_from(Queue::Step(step));
+        assert_eq!(received.len(), 1, "one message to {step}");
+        received.remove(0)
     }
 
     fn steps_sent(&self) -> Vec<Step> {
@@ -1274,6 +1295,141 @@ async fn a_register_retry_is_sent_again_when_meta_shows_the_number_not_registere
     let number = given.now();
     assert!(number.registered);
     assert_eq!(number.register_calls.len(), 2);
+}
+
+#[tokio::test]
+async fn the_register_message_carries_its_number_as_the_step_before_committed_it() {
+    // Given a number at the subscribe step
+    let given = given_pending_at(Step::SubscribeWaba);
+
+    // When the subscribe step is done
+    given.run(Step::SubscribeWaba).await;
+
+    // Then the register message carries the number as stored, beside its usual body
+    let (body, snapshot) = given.received_for(Step::RegisterNumber);
+    let message: StepMessage = serde_json::from_str(&body).unwrap();
+    assert_eq!(message.step, Step::RegisterNumber);
+    let snapshot = given
+        .store()
+        .number_from_snapshot(&snapshot.expect("a number snapshot"))
+        .unwrap();
+    assert_eq!(snapshot, given.now());
+}
+
+#[tokio::test]
+async fn the_other_steps_messages_carry_no_snapshot() {
+    // Given a number at the register step
+    let given = given_pending_at(Step::RegisterNumber);
+
+    // When the register step is done
+    given.run(Step::RegisterNumber).await;
+
+    // Then the PIN step's message is the body alone
+    let (_, snapshot) = given.received_for(Step::ConfigurePin);
+    assert_eq!(snapshot, None);
+}
+
+#[tokio::test]
+async fn a_register_step_given_its_number_s_snapshot_counts_its_request_without_reading_the_number()
+{
+    // Given the register message the subscribe step sent, with its number's snapshot
+    let given = given_pending_at(Step::SubscribeWaba);
+    given.run(Step::SubscribeWaba).await;
+    let (body, snapshot) = given.received_for(Step::RegisterNumber);
+    let reads = given.store().number_reads();
+
+    // When the register step receives it
+    let outcome = given
+        .deliver_received(Step::RegisterNumber, body, snapshot, 1)
+        .await;
+
+    // Then it registers once, counted, and moves on, without reading the number
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(given.store().number_reads(), reads);
+    assert_eq!(given.meta().count(MetaCallKind::Register), 1);
+    let number = given.now();
+    assert!(number.registered);
+    assert_eq!(number.register_calls.len(), 1);
+    assert_eq!(number.provisioning_step, Some(Step::ConfigurePin));
+    assert_eq!(
+        given.steps_sent(),
+        vec![Step::RegisterNumber, Step::ConfigurePin]
+    );
+}
+
+#[tokio::test]
+async fn a_register_retry_with_its_stale_snapshot_reads_meta_before_registering_again() {
+    // Given a register request, counted from the message's snapshot, whose answer was lost
+    // though it took effect at Meta
+    let given = given_pending_at(Step::SubscribeWaba);
+    given.run(Step::SubscribeWaba).await;
+    let (body, snapshot) = given.received_for(Step::RegisterNumber);
+    given.meta().fail_next(
+        MetaCallKind::Register,
+        MetaError::transport("timeout", "timed out"),
+    );
+    let first = given
+        .deliver_received(Step::RegisterNumber, body.clone(), snapshot.clone(), 1)
+        .await;
+    assert!(matches!(first, Outcome::RetryAfter(_)), "{first:?}");
+    given.meta().set_profile(PhoneProfile {
+        platform_type: Some("CLOUD_API".into()),
+        ..PhoneProfile::default()
+    });
+
+    // When the same message comes back, its snapshot now older than the number
+    let outcome = given
+        .deliver_received(Step::RegisterNumber, body, snapshot, 2)
+        .await;
+
+    // Then the number as stored decides: the phone is read, no second register is sent or
+    // counted, and the chain moves on
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(given.meta().count(MetaCallKind::Register), 1);
+    assert_eq!(given.meta().count(MetaCallKind::PhoneProfile), 1);
+    let number = given.now();
+    assert!(number.registered);
+    assert_eq!(number.register_calls.len(), 1);
+    assert_eq!(number.provisioning_step, Some(Step::ConfigurePin));
+}
+
+#[tokio::test]
+async fn a_snapshot_of_another_number_is_not_used() {
+    // Given a register message whose snapshot is another number's
+    let given = given_pending_at(Step::RegisterNumber);
+    let mut other = given.now();
+    other.id = NumberId::from("num_other".to_string());
+    let snapshot = given.store().number_snapshot(&other).unwrap();
+    let body = serde_json::to_string(&step_message(&given.number, Step::RegisterNumber)).unwrap();
+
+    // When the register step receives it
+    let outcome = given
+        .deliver_received(Step::RegisterNumber, body, Some(snapshot), 1)
+        .await;
+
+    // Then it reads its own number and registers it
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(given.store().number_reads(), 1);
+    let number = given.now();
+    assert!(number.registered);
+    assert_eq!(number.register_calls.len(), 1);
+}
+
+#[tokio::test]
+async fn an_unreadable_snapshot_is_ignored_and_the_number_read() {
+    // Given a register message whose snapshot is not a number
+    let given = given_pending_at(Step::RegisterNumber);
+    let body = serde_json::to_string(&step_message(&given.number, Step::RegisterNumber)).unwrap();
+
+    // When the register step receives it
+    let outcome = given
+        .deliver_received(Step::RegisterNumber, body, Some("{not a number".into()), 1)
+        .await;
+
+    // Then the step runs on the number it read
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(given.store().number_reads(), 1);
+    assert!(given.now().registered);
 }
 
 mod waba_only;

@@ -40,7 +40,12 @@ const MAX_PHONE_PAGES: usize = 50;
 
 impl<S, Q, M, V> Provisioner<S, Q, M, V>
 where
-    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore + WabaSignups,
+    S: NumberReader
+        + LifecycleStore
+        + EventLog
+        + ProvisioningStore
+        + WabaSignups
+        + crate::ports::NumberSnapshots,
     Q: MessageQueue + Redelivery,
     M: MetaGraph,
     V: TokenVault,

@@ -312,6 +312,7 @@ async fn poll(target: Target<'_>, wait_seconds: i32, twice: bool) -> Result<usiz
         .max_number_of_messages(target.source.batch_size.clamp(1, 10))
         .wait_time_seconds(wait_seconds)
         .message_system_attribute_names(MessageSystemAttributeName::All)
+        .message_attribute_names("All")
         .send()
         .await?
         .messages
@@ -341,29 +342,7 @@ async fn run_batch(
         handler,
         ..
     } = *target;
-    let records: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|m| {
-            let attributes: HashMap<String, String> = m
-                .attributes
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k.as_str().to_string(), v))
-                .collect();
-            json!({
-                "messageId": m.message_id,
-                "receiptHandle": m.receipt_handle,
-                "body": m.body,
-                "md5OfBody": m.md5_of_body,
-                "attributes": attributes,
-                "messageAttributes": {},
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": REGION,
-            })
-        })
-        .collect();
+    let records: Vec<serde_json::Value> = messages.iter().map(|m| lambda_record(m, arn)).collect();
     let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
     if twice {
         handler(event.clone()).await;
@@ -400,6 +379,44 @@ async fn run_batch(
     Ok(messages.len())
 }
 
+/// A received message as Lambda's SQS event source hands it to a function: one record.
+fn lambda_record(m: &aws_sdk_sqs::types::Message, arn: &str) -> serde_json::Value {
+    let attributes: HashMap<String, String> = m
+        .attributes
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.as_str().to_string(), v))
+        .collect();
+    // As Lambda's event source hands them over: string attributes keep their value.
+    let message_attributes: serde_json::Map<String, serde_json::Value> = m
+        .message_attributes
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| {
+            let attribute = json!({
+                "stringValue": value.string_value,
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": value.data_type,
+            });
+            (name, attribute)
+        })
+        .collect();
+    json!({
+        "messageId": m.message_id,
+        "receiptHandle": m.receipt_handle,
+        "body": m.body,
+        "md5OfBody": m.md5_of_body,
+        "attributes": attributes,
+        "messageAttributes": message_attributes,
+        "eventSource": "aws:sqs",
+        "eventSourceARN": arn,
+        "awsRegion": REGION,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +424,32 @@ mod tests {
 
     fn message(id: &str) -> Message {
         Message::builder().message_id(id).build()
+    }
+
+    #[test]
+    fn a_message_attribute_reaches_the_function_as_lambda_s_event_source_hands_it_over() {
+        // Given a received message with a string message attribute
+        let received = Message::builder()
+            .message_id("m1")
+            .body("{}")
+            .message_attributes(
+                "numberSnapshot",
+                aws_sdk_sqs::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value("{\"id\":\"num_1\"}")
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+
+        // When it becomes a record of the function's SQS event
+        let record: aws_lambda_events::event::sqs::SqsMessage =
+            serde_json::from_value(lambda_record(&received, "arn:aws:sqs:us-east-1:1:q")).unwrap();
+
+        // Then the attribute is there with its value and type
+        let attribute = &record.message_attributes["numberSnapshot"];
+        assert_eq!(attribute.string_value.as_deref(), Some(r#"{"id":"num_1"}"#));
+        assert_eq!(attribute.data_type.as_deref(), Some("String"));
     }
 
     #[test]

@@ -74,6 +74,7 @@ impl WabaGiven {
             body: serde_json::to_string(&self.message()).unwrap(),
             receive_count: 1,
             sent_at: Some(time::now()),
+            number_snapshot: None,
         };
         self.provisioner
             .handle_step(Step::ExchangeToken, delivery)
@@ -486,6 +487,7 @@ async fn a_message_before_the_callback_s_write_is_retried_shortly() {
         body: serde_json::to_string(&message).unwrap(),
         receive_count: 1,
         sent_at: Some(time::now()),
+        number_snapshot: None,
     };
 
     let outcome = provisioner.handle_step(Step::ExchangeToken, delivery).await;
@@ -502,6 +504,7 @@ async fn a_waba_signup_on_another_step_s_queue_is_unreadable() {
         body: serde_json::to_string(&given.message()).unwrap(),
         receive_count: 1,
         sent_at: Some(time::now()),
+        number_snapshot: None,
     };
 
     let outcome = given
@@ -528,6 +531,7 @@ async fn drain_chain(given: &WabaGiven) {
                 body,
                 receive_count: 1,
                 sent_at: Some(time::now()),
+                number_snapshot: None,
             };
             given.provisioner.handle_step(step, delivery).await;
         }
