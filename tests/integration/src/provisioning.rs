@@ -353,6 +353,42 @@ impl ProvisioningEnv {
             .expect("number exists")
     }
 
+    /// Receives what waits in `step`'s queue (one batch) and runs it through the step's handler
+    /// as Lambda's event source would, message attributes included; the pipeline stays off.
+    pub async fn run_queued(
+        &self,
+        step: muchaw_shared::domain::Step,
+    ) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+        let queue = Queue::Step(step);
+        let url = self
+            .env
+            .stack
+            .queue_url(crate::queue_logical_id(queue))
+            .expect("queue in template")
+            .to_string();
+        let received = aws_sdk_sqs::Client::new(&self.env.sdk)
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
+        assert!(!received.is_empty(), "a message waits in {step}'s queue");
+        let records: Vec<Value> = received
+            .iter()
+            .map(|m| {
+                muchaw_local::pipeline::lambda_record(m, "arn:aws:sqs:us-east-1:123456789012:q")
+            })
+            .collect();
+        let event = serde_json::from_value(json!({ "Records": records })).expect("an SQS event");
+        self.provisioner.handle_batch(step, event).await
+    }
+
     /// Waits (bounded) until the number is no longer `PENDING` and returns it.
     pub async fn settled(&self, account: &AccountId, id: &str, limit: Duration) -> Number {
         self.start();

@@ -895,9 +895,9 @@ compare the two before suspecting the handler.",
             notes.push(format!(
                 "**AWS requests per step** ({} ms Meta): {}. {}Every step reads the number (GetItem) and, except \
 activation, the token (Secrets Manager GetSecretValue), records itself (one conditional PutItem of the number) \
-and sends the next message: 4 requests, the target exactly. The register step writes the number once more before \
-its request goes to Meta (the request counted against Meta's 10 per 72 h even if the function dies after it), the \
-one request it makes beyond the others.",
+and sends the next message: 4 requests, the target exactly. The register step writes the number before its \
+request goes to Meta (the request counted against Meta's 10 per 72 h even if the function dies after it) in place \
+of the read, on the snapshot its message carries; only when that snapshot is stale does it read the number as well.",
                 r.meta_latency_ms,
                 over.iter()
                     .map(|s| format!(

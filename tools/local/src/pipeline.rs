@@ -380,7 +380,7 @@ async fn run_batch(
 }
 
 /// A received message as Lambda's SQS event source hands it to a function: one record.
-fn lambda_record(m: &aws_sdk_sqs::types::Message, arn: &str) -> serde_json::Value {
+pub fn lambda_record(m: &aws_sdk_sqs::types::Message, arn: &str) -> serde_json::Value {
     let attributes: HashMap<String, String> = m
         .attributes
         .clone()

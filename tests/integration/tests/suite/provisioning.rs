@@ -91,6 +91,29 @@ async fn a_signup_becomes_active_with_the_documented_meta_calls_once_each() {
 }
 
 #[tokio::test]
+async fn the_register_step_writes_its_count_on_the_snapshot_its_message_carried_through_sqs() {
+    // Given a signup taken through the exchange and the subscription, its register message in
+    // the queue (moto), sent with the number's snapshot
+    let p = ProvisioningEnv::new().await;
+    let (account, _, id) = signup(&p, "200000000000061").await;
+    p.run_queued(Step::ExchangeToken).await;
+    p.run_queued(Step::SubscribeWaba).await;
+    p.env.dynamo_operations.reset();
+
+    // When the register step receives it as Lambda's event source hands it over
+    let response = p.run_queued(Step::RegisterNumber).await;
+
+    // Then the step wrote its count and its result, reading nothing from the table first
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(p.env.dynamo_operations.sent(), vec!["PutItem", "PutItem"]);
+    let number = p.number(&account, &id).await;
+    assert_eq!(number.provisioning_step, Some(Step::ConfigurePin));
+    assert!(number.registered);
+    assert_eq!(number.register_calls.len(), 1);
+    assert_eq!(p.meta.calls_to(Route::Register).len(), 1);
+}
+
+#[tokio::test]
 async fn an_expiring_token_sets_token_expires_at() {
     let p = ProvisioningEnv::new().await;
     let (account, key) = p.env.account_with_key("acme").await;
