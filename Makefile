@@ -1,4 +1,4 @@
-.PHONY: run demo test bench chaos bootstrap fmt lint
+.PHONY: run demo test bench chaos package bootstrap fmt lint
 
 ## Run the whole system locally (API on http://127.0.0.1:3000, moto as AWS).
 run:
@@ -20,6 +20,10 @@ bench:
 ## invariants; writes docs/RELIABILITY.md. SEED=<n> replays a run. (`make test` runs a small one.)
 chaos:
 	@scripts/chaos.sh
+
+## Build every function for Lambda as deployed (`sam build` with scripts/lambda-build-flags.sh).
+package:
+	@scripts/package.sh
 
 bootstrap:
 	@scripts/bootstrap.sh

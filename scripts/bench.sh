@@ -16,6 +16,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/muchaw-release}
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 
 source scripts/dynamodb-local.sh
+# Built as deployed (position-dependent executables), the baseline too.
+source scripts/lambda-build-flags.sh
 
 args=()
 want_dynamodb_local=1
@@ -57,9 +59,9 @@ if [[ "$native" != aarch64-* ]] && rustup target list --installed 2>/dev/null | 
   echo "== cargo lambda build --release --arm64 (package sizes)" >&2
   if cargo lambda build --release --arm64 --output-format zip --lambda-dir "$CARGO_TARGET_DIR/lambda-arm64"; then
     zip_dir="$CARGO_TARGET_DIR/lambda-arm64"
-    note="sizes: cargo lambda build --release --arm64 (zig); timings: native $native build, same profile"
+    note="sizes: cargo lambda build --release --arm64 (zig); timings: native $native build, same profile; both position-dependent ($lambda_rustflags)"
   else
-    note="arm64 build failed; sizes and timings from the native $native build (cargo lambda build --release --compiler cargo)"
+    note="arm64 build failed; sizes and timings from the native $native build (cargo lambda build --release --compiler cargo, $lambda_rustflags)"
   fi
 else
   note="aarch64-unknown-linux-gnu target not installed: sizes and timings from the native $native build (cargo lambda build --release --compiler cargo), not arm64 as deployed"

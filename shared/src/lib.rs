@@ -1,6 +1,10 @@
 //! Muchaw Numbers: the domain, the ports handlers are written against, their adapters, and
 //! the handlers themselves. Function binaries are thin wrappers around this crate.
 
+// The functions ship as position-dependent executables (docs/SECURITY.md): the code that reads
+// outside input must give an attacker no memory corruption to build on.
+#![forbid(unsafe_code)]
+
 pub mod adapters;
 pub mod api;
 pub mod aws;
