@@ -122,6 +122,18 @@ impl<E: Into<StepError>> From<E> for StepFailure {
     }
 }
 
+/// Everything the provisioning handlers (the steps, reconnects, WABA-only signups, teardown)
+/// ask of the store: one name for the bound their impls share.
+pub trait ProvisioningStores:
+    NumberReader + LifecycleStore + EventLog + ProvisioningStore + WabaSignups + NumberSnapshots
+{
+}
+
+impl<T> ProvisioningStores for T where
+    T: NumberReader + LifecycleStore + EventLog + ProvisioningStore + WabaSignups + NumberSnapshots
+{
+}
+
 pub struct Provisioner<S, Q, M, V> {
     pub store: S,
     pub queue: Q,
@@ -132,7 +144,7 @@ pub struct Provisioner<S, Q, M, V> {
 
 impl<S, Q, M, V> Provisioner<S, Q, M, V>
 where
-    S: NumberReader + LifecycleStore + EventLog + ProvisioningStore + WabaSignups + NumberSnapshots,
+    S: ProvisioningStores,
     Q: MessageQueue + Redelivery,
     M: MetaGraph,
     V: TokenVault,

@@ -19,20 +19,12 @@ use crate::domain::meta::Retry;
 use crate::domain::secrets::NumberSecrets;
 use crate::domain::{FailureReason, Number, Onboarding, QualityRating, Step, time};
 use crate::lifecycle::{self, Changed};
-use crate::ports::{
-    EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, ProvisioningStore, Redelivery,
-    TokenVault, WabaSignups,
-};
+use crate::ports::{MessageQueue, MetaGraph, Redelivery, TokenVault};
 use crate::sqs_batch::{Delivery, Outcome};
 
 impl<S, Q, M, V> Provisioner<S, Q, M, V>
 where
-    S: NumberReader
-        + LifecycleStore
-        + EventLog
-        + ProvisioningStore
-        + WabaSignups
-        + crate::ports::NumberSnapshots,
+    S: super::ProvisioningStores,
     Q: MessageQueue + Redelivery,
     M: MetaGraph,
     V: TokenVault,

@@ -14,10 +14,7 @@ use crate::domain::messages::{self, TeardownMessage};
 use crate::domain::meta::{MetaError, Retry};
 use crate::domain::{Number, time};
 use crate::lifecycle::{self, Changed};
-use crate::ports::{
-    EventLog, LifecycleStore, MessageQueue, MetaGraph, NumberReader, ProvisioningStore, Queue,
-    Redelivery, TokenVault, WabaSignups,
-};
+use crate::ports::{MessageQueue, MetaGraph, Queue, Redelivery, TokenVault};
 use crate::sqs_batch::{Delivery, Outcome, process_batch};
 
 enum TeardownError {
@@ -38,12 +35,7 @@ impl<E: Into<StepError>> From<E> for TeardownError {
 
 impl<S, Q, M, V> Provisioner<S, Q, M, V>
 where
-    S: NumberReader
-        + LifecycleStore
-        + EventLog
-        + ProvisioningStore
-        + WabaSignups
-        + crate::ports::NumberSnapshots,
+    S: super::ProvisioningStores,
     Q: MessageQueue + Redelivery,
     M: MetaGraph,
     V: TokenVault,

@@ -28,10 +28,7 @@ use crate::domain::secrets::{NumberSecrets, generate_pin};
 use crate::domain::waba_signup::WabaSignup;
 use crate::domain::{FailureReason, Number, NumberId, Step, time};
 use crate::lifecycle::{self, WabaChanged};
-use crate::ports::{
-    CreateOutcome, EventLog, LifecycleStore, ListedPhone, MessageQueue, MetaGraph, NumberReader,
-    ProvisioningStore, Redelivery, TokenVault, WabaSignups,
-};
+use crate::ports::{CreateOutcome, ListedPhone, MessageQueue, MetaGraph, Redelivery, TokenVault};
 use crate::sqs_batch::{Delivery, Outcome};
 
 /// Pages of a WABA's phones read at most (100 each): far beyond what Meta lets one WABA hold,
@@ -40,12 +37,7 @@ const MAX_PHONE_PAGES: usize = 50;
 
 impl<S, Q, M, V> Provisioner<S, Q, M, V>
 where
-    S: NumberReader
-        + LifecycleStore
-        + EventLog
-        + ProvisioningStore
-        + WabaSignups
-        + crate::ports::NumberSnapshots,
+    S: super::ProvisioningStores,
     Q: MessageQueue + Redelivery,
     M: MetaGraph,
     V: TokenVault,
