@@ -1,5 +1,8 @@
 //! What each function's `main` does: read configuration, build clients once, and hand events
-//! to a handler of this crate. Binaries stay a line or two.
+//! to a handler of this crate. Binaries stay a line or two, each on tokio's current-thread
+//! scheduler (`#[tokio::main(flavor = "current_thread")]`): Lambda gives an execution
+//! environment one invocation at a time, on a share of a vCPU, and a multi-thread runtime would
+//! only start worker threads at init (docs/PERFORMANCE.md, "Cold start").
 
 use std::sync::Arc;
 

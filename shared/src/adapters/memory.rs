@@ -1105,11 +1105,17 @@ impl EventHistory for MemoryStore {
 
 // ---- Queues --------------------------------------------------------------------------------
 
+/// One message as SQS would hold it: its queue, its JSON body and its number snapshot attribute
+/// (`Message::number_snapshot`).
+struct SentMessage {
+    queue: Queue,
+    body: String,
+    number_snapshot: Option<String>,
+}
+
 #[derive(Default)]
 struct QueueState {
-    sent: Vec<(Queue, String)>,
-    /// Each sent message's number snapshot (`Message::number_snapshot`), by its index in `sent`.
-    snapshots: Vec<Option<String>>,
+    sent: Vec<SentMessage>,
     delays: Vec<(Queue, String, u32)>,
     failures_left: usize,
 }
@@ -1122,7 +1128,11 @@ pub struct MemoryQueue {
 impl MemoryQueue {
     /// Every message sent, in order, as its queue and JSON body.
     pub fn sent(&self) -> Vec<(Queue, String)> {
-        locked(&self.state).sent.clone()
+        locked(&self.state)
+            .sent
+            .iter()
+            .map(|sent| (sent.queue, sent.body.clone()))
+            .collect()
     }
 
     /// The bodies sent to `queue`, parsed.
@@ -1136,13 +1146,11 @@ impl MemoryQueue {
 
     /// The messages sent to `queue` as a consumer receives them: body and number snapshot.
     pub fn received_from(&self, queue: Queue) -> Vec<(String, Option<String>)> {
-        let state = locked(&self.state);
-        state
+        locked(&self.state)
             .sent
             .iter()
-            .zip(&state.snapshots)
-            .filter(|((q, _), _)| *q == queue)
-            .map(|((_, body), snapshot)| (body.clone(), snapshot.clone()))
+            .filter(|sent| sent.queue == queue)
+            .map(|sent| (sent.body.clone(), sent.number_snapshot.clone()))
             .collect()
     }
 
@@ -1165,10 +1173,11 @@ impl MessageQueue for MemoryQueue {
             state.failures_left -= 1;
             return Err(QueueError::Unavailable("injected send failure".into()));
         }
-        state.sent.push((message.queue(), body));
-        state
-            .snapshots
-            .push(message.number_snapshot().map(str::to_string));
+        state.sent.push(SentMessage {
+            queue: message.queue(),
+            body,
+            number_snapshot: message.number_snapshot().map(str::to_string),
+        });
         Ok(())
     }
 }
