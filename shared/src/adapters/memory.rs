@@ -132,6 +132,8 @@ pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     /// Reads of a number through `NumberReader::get`, for tests of what a handler reads.
     number_reads: Arc<std::sync::atomic::AtomicU64>,
+    /// Held by a test to keep `NumberReader::get` from answering (see `hold_number_reads`).
+    number_read_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Everything a [`MemoryStore`] holds at one moment, to tell whether anything was written.
@@ -146,6 +148,12 @@ impl MemoryStore {
     /// How many times a number was read through `NumberReader::get`.
     pub fn number_reads(&self) -> u64 {
         self.number_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Keeps every `NumberReader::get` from answering until the returned guard is dropped, so a
+    /// test can see what a handler asks for while its read of a number is still in flight.
+    pub async fn hold_number_reads(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.number_read_gate.clone().write_owned().await
     }
 
     /// A copy of everything stored now: equal snapshots mean nothing was written in between.
@@ -258,6 +266,7 @@ impl MemoryStore {
 
 impl NumberReader for MemoryStore {
     async fn get(&self, account: &AccountId, id: &NumberId) -> StoreResult<Option<Number>> {
+        let _open = self.number_read_gate.read().await;
         self.number_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(self.number(account, id))

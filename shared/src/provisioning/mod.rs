@@ -110,6 +110,9 @@ enum StepError {
     Lifecycle(#[from] LifecycleError),
 }
 
+/// The number's secrets as read beside the number (`None`: not read ahead).
+type TokenReadAhead = Option<Result<Option<NumberSecrets>, VaultError>>;
+
 enum StepFailure {
     Meta(MetaError),
     Permanent(FailureReason),
@@ -201,24 +204,19 @@ where
         message: &StepMessage,
         delivery: &Delivery,
     ) -> Result<Outcome, StepError> {
-        let (number, register_counted) = match self
-            .count_register_call_from_snapshot(step, message, delivery)
-            .await?
-        {
-            Some(Ok(counted)) => (counted, true),
-            Some(Err(current)) => (current, false),
-            None => match self
-                .store
-                .get(&message.account_id, &message.number_id)
-                .await?
-            {
-                Some(number) => (number, false),
-                None => {
-                    // Every message is sent after its number's write: this one's number is gone.
-                    tracing::warn!("no such number; dropping the message");
-                    return Ok(Outcome::Done);
-                }
-            },
+        // The token is read beside the number, not after it: the two reads are independent
+        // (both keyed by the message's number), and a step that calls Meta needs both.
+        let (loaded, token) = futures::join!(
+            self.load_for_step(step, message, delivery),
+            self.read_token_ahead(step, message),
+        );
+        let (number, register_counted) = match loaded? {
+            Some(loaded) => loaded,
+            None => {
+                // Every message is sent after its number's write: this one's number is gone.
+                tracing::warn!("no such number; dropping the message");
+                return Ok(Outcome::Done);
+            }
         };
         if let Some(id) = &message.reconnect {
             return self
@@ -283,7 +281,7 @@ where
         };
         let performed = match known {
             Some(known) => known,
-            None => self.perform(step, &number, message, delivery).await,
+            None => self.perform(step, &number, message, delivery, token).await,
         };
         match performed {
             Ok(Some(record)) => {
@@ -434,6 +432,7 @@ where
         number: &Number,
         message: &StepMessage,
         delivery: &Delivery,
+        token: TokenReadAhead,
     ) -> Result<Option<StepRecord>, StepFailure> {
         let record = match step {
             Step::ExchangeToken => {
@@ -471,7 +470,7 @@ where
                 }
             }
             Step::SubscribeWaba => {
-                let secrets = self.secrets(step, number).await?;
+                let secrets = self.stored_secrets(step, number, token).await?;
                 self.meta
                     .subscribe_app(&secrets.token, &number.waba_id)
                     .await
@@ -482,7 +481,7 @@ where
                 }
             }
             Step::RegisterNumber => {
-                let secrets = self.secrets(step, number).await?;
+                let secrets = self.stored_secrets(step, number, token).await?;
                 self.meta
                     .register(&secrets.token, &number.phone_number_id, &secrets.pin)
                     .await
@@ -493,7 +492,7 @@ where
                 }
             }
             Step::ConfigurePin => {
-                let secrets = self.secrets(step, number).await?;
+                let secrets = self.stored_secrets(step, number, token).await?;
                 self.meta
                     .set_pin(&secrets.token, &number.phone_number_id, &secrets.pin)
                     .await
@@ -501,7 +500,7 @@ where
                 StepRecord::default()
             }
             Step::FetchProfile => {
-                let secrets = self.secrets(step, number).await?;
+                let secrets = self.stored_secrets(step, number, token).await?;
                 let profile = self
                     .meta
                     .phone_profile(&secrets.token, &number.phone_number_id)
@@ -641,6 +640,44 @@ where
     /// waiting on Meta), and written only if it is still the stored number, so the result is
     /// what the read would have led to. `None`: no usable snapshot, read the number;
     /// `Some(Err)`: the number changed since, as it is now (what the read would have found).
+    /// The number a step runs on, and whether the register budget's count was already written
+    /// on it (from the message's snapshot); `None` when the number is gone.
+    async fn load_for_step(
+        &self,
+        step: Step,
+        message: &StepMessage,
+        delivery: &Delivery,
+    ) -> Result<Option<(Number, bool)>, StepError> {
+        Ok(
+            match self
+                .count_register_call_from_snapshot(step, message, delivery)
+                .await?
+            {
+                Some(Ok(counted)) => Some((counted, true)),
+                Some(Err(current)) => Some((current, false)),
+                None => self
+                    .store
+                    .get(&message.account_id, &message.number_id)
+                    .await?
+                    .map(|number| (number, false)),
+            },
+        )
+    }
+
+    /// The token of the message's number, for a step that calls Meta with the stored token.
+    /// A message that finds its step done or its number ended has read it for nothing: rare
+    /// (redeliveries), and cheaper than a read in series on every first run.
+    async fn read_token_ahead(&self, step: Step, message: &StepMessage) -> TokenReadAhead {
+        let calls_meta_with_stored_token = matches!(
+            step,
+            Step::SubscribeWaba | Step::RegisterNumber | Step::ConfigurePin | Step::FetchProfile
+        );
+        if !calls_meta_with_stored_token || message.reconnect.is_some() {
+            return None;
+        }
+        Some(self.vault.load(&message.number_id).await)
+    }
+
     async fn count_register_call_from_snapshot(
         &self,
         step: Step,
@@ -722,7 +759,21 @@ where
     }
 
     async fn secrets(&self, step: Step, number: &Number) -> Result<NumberSecrets, StepFailure> {
-        self.vault.load(&number.id).await?.ok_or_else(|| {
+        self.stored_secrets(step, number, None).await
+    }
+
+    /// The number's token and PIN: as read ahead beside the number, else read now.
+    async fn stored_secrets(
+        &self,
+        step: Step,
+        number: &Number,
+        read_ahead: TokenReadAhead,
+    ) -> Result<NumberSecrets, StepFailure> {
+        let stored = match read_ahead {
+            Some(read) => read?,
+            None => self.vault.load(&number.id).await?,
+        };
+        stored.ok_or_else(|| {
             StepFailure::Permanent(FailureReason {
                 step: step.as_str().into(),
                 code: "token_missing".into(),

@@ -183,6 +183,67 @@ async fn a_step_at_its_turn_calls_meta_records_itself_and_sends_the_next() {
 }
 
 #[tokio::test]
+async fn a_step_asks_for_the_token_while_the_number_is_still_being_read() {
+    let given = given_pending_at(Step::ConfigurePin);
+    let held = given.store().hold_number_reads().await;
+    let run = given.run(Step::ConfigurePin);
+    tokio::pin!(run);
+
+    let while_held = futures::poll!(&mut run);
+
+    assert!(while_held.is_pending());
+    assert_eq!(given.store().number_reads(), 0);
+    assert_eq!(given.vault().loads(), 1);
+    drop(held);
+    assert_eq!(run.await, Outcome::Done);
+    assert_eq!(given.vault().loads(), 1);
+    assert_eq!(
+        given.meta().calls(),
+        vec![MetaCall::SetPin {
+            phone_number_id: "2000".into()
+        }]
+    );
+}
+
+#[tokio::test]
+async fn the_exchange_and_the_activation_read_no_token_ahead() {
+    for step in [Step::ExchangeToken, Step::ActivateNumber] {
+        let given = given_pending_at(step);
+        let held = given.store().hold_number_reads().await;
+        let run = given.run(step);
+        tokio::pin!(run);
+
+        let while_held = futures::poll!(&mut run);
+
+        assert!(while_held.is_pending());
+        assert_eq!(given.vault().loads(), 0, "{step}");
+        drop(held);
+        run.await;
+    }
+}
+
+#[tokio::test]
+async fn a_step_whose_token_is_gone_fails_the_number_with_token_missing() {
+    let given = given_pending_at(Step::FetchProfile);
+    given
+        .vault()
+        .schedule_deletion(&given.number.id)
+        .await
+        .unwrap();
+
+    let outcome = given.run(Step::FetchProfile).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    assert!(given.meta().calls().is_empty());
+    let number = given.now();
+    assert_eq!(number.status, Status::Failed);
+    assert_eq!(
+        number.failure_reason.map(|reason| reason.code),
+        Some("token_missing".to_string())
+    );
+}
+
+#[tokio::test]
 async fn a_number_no_longer_pending_stops_provisioning_without_calling_meta() {
     let given = given_pending_at(Step::SubscribeWaba);
     let disconnect = Command::Disconnect(DisconnectedBy::Customer);
