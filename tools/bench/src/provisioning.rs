@@ -120,6 +120,9 @@ pub struct Decomposition {
     pub hops: f64,
     /// Our code's requests per number, by service.
     pub requests: BTreeMap<String, f64>,
+    /// Our code's requests per number at AWS's p50s, requests awaited together counted once
+    /// (at the longest of them): see [`projected_answers_ms`].
+    pub projected_answers: f64,
 }
 
 /// AWS's own p50 latencies, to project a time to active onto AWS. Assumptions, stated in the
@@ -134,19 +137,8 @@ impl Decomposition {
     /// The time to active on AWS: Meta, AWS's answers at its published latencies, a hop per
     /// step message, our own code as measured here, and the backoff as measured.
     pub fn projected_on_aws(&self) -> f64 {
-        let answers: f64 = self
-            .requests
-            .iter()
-            .map(|(service, count)| {
-                let p50 = AWS_P50_MS
-                    .iter()
-                    .find(|(s, _)| s == service)
-                    .map_or(20.0, |(_, ms)| *ms);
-                count * p50
-            })
-            .sum();
         self.meta
-            + answers
+            + self.projected_answers
             + self.hops * SQS_TO_LAMBDA_HOP_MS
             + self.own_code.p50
             + self.backoff.p50
@@ -678,6 +670,7 @@ fn decompose(
     let mut backoffs = Vec::new();
     let mut hops = 0u64;
     let mut requests: BTreeMap<String, f64> = BTreeMap::new();
+    let mut projected_answers = 0.0;
     let numbers = step_records.len().max(1) as f64;
     for (i, records) in step_records.iter().enumerate() {
         let Some((at, activated)) = sent.get(i).and_then(|(id, at)| {
@@ -694,11 +687,17 @@ fn decompose(
             .filter(|r| r.at.is_some_and(|t| t <= activated))
             .cloned()
             .collect();
-        let answered: f64 = before_active
+        let ours: Vec<&Record> = before_active
             .iter()
             .filter(|r| !r.is_event_source())
-            .map(|r| r.elapsed_ms)
-            .sum();
+            .collect();
+        let groups = awaited_together(&ours);
+        let answered: f64 = groups.iter().map(|group| group.waited_ms).sum();
+        projected_answers += groups
+            .iter()
+            .map(AwaitedTogether::projected_ms)
+            .sum::<f64>()
+            / numbers;
         for r in before_active.iter().filter(|r| !r.is_event_source()) {
             *requests.entry(r.service.clone()).or_default() += 1.0 / numbers;
         }
@@ -727,5 +726,162 @@ fn decompose(
         own_code: Summary::of(&own),
         hops: hops as f64 / numbers,
         requests,
+        projected_answers,
+    }
+}
+
+/// AWS's p50 for a request to `service` (20 ms for a service without one of its own).
+fn aws_p50_ms(service: &str) -> f64 {
+    AWS_P50_MS
+        .iter()
+        .find(|(s, _)| *s == service)
+        .map_or(20.0, |(_, ms)| *ms)
+}
+
+/// Requests of our code whose answers were awaited over overlapping spans at the proxy: one
+/// request alone, or several asked before the others answered (a `join` of independent reads).
+#[derive(Debug)]
+struct AwaitedTogether {
+    /// The wall time from the first asked to the last answered.
+    waited_ms: f64,
+    /// Each request's service.
+    services: Vec<String>,
+    /// Whether every request was asked before any answered: truly concurrent, not a chain
+    /// that happens to overlap its neighbours.
+    all_at_once: bool,
+}
+
+impl AwaitedTogether {
+    /// At AWS's p50s: the longest request when all were in flight at once, else their sum
+    /// (conservative: a chain is not credited with its overlaps).
+    fn projected_ms(&self) -> f64 {
+        let each = self.services.iter().map(|service| aws_p50_ms(service));
+        if self.all_at_once {
+            each.fold(0.0, f64::max)
+        } else {
+            each.sum()
+        }
+    }
+}
+
+/// Groups `records` (one number's requests) by overlapping spans, each span the request's
+/// asked → answered at the proxy. Sequential requests are one group each, so for code that
+/// awaits one request at a time the groups' waits sum to the requests' own times.
+fn awaited_together(records: &[&Record]) -> Vec<AwaitedTogether> {
+    struct Open {
+        first_asked: Instant,
+        last_asked: Instant,
+        first_answered: Instant,
+        last_answered: Instant,
+        services: Vec<String>,
+    }
+    impl Open {
+        fn close(self) -> AwaitedTogether {
+            AwaitedTogether {
+                waited_ms: ms(self.last_answered.duration_since(self.first_asked)),
+                services: self.services,
+                all_at_once: self.last_asked < self.first_answered,
+            }
+        }
+    }
+    let mut spans: Vec<(Instant, Instant, &str)> = records
+        .iter()
+        .filter_map(|r| {
+            let answered = r.at?;
+            let asked = answered.checked_sub(Duration::from_secs_f64(r.elapsed_ms / 1000.0))?;
+            Some((asked, answered, r.service.as_str()))
+        })
+        .collect();
+    spans.sort_by_key(|(asked, _, _)| *asked);
+    let mut groups = Vec::new();
+    let mut open: Option<Open> = None;
+    for (asked, answered, service) in spans {
+        if let Some(group) = open.as_mut()
+            && asked < group.last_answered
+        {
+            group.last_asked = asked;
+            group.first_answered = group.first_answered.min(answered);
+            group.last_answered = group.last_answered.max(answered);
+            group.services.push(service.to_string());
+            continue;
+        }
+        groups.extend(open.take().map(Open::close));
+        open = Some(Open {
+            first_asked: asked,
+            last_asked: asked,
+            first_answered: answered,
+            last_answered: answered,
+            services: vec![service.to_string()],
+        });
+    }
+    groups.extend(open.map(Open::close));
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request of `service` asked `asked_ms` after `zero` and answered `answered_ms` after it.
+    fn request(zero: Instant, service: &str, asked_ms: u64, answered_ms: u64) -> Record {
+        Record {
+            at: Some(zero + Duration::from_millis(answered_ms)),
+            elapsed_ms: (answered_ms - asked_ms) as f64,
+            service: service.into(),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn requests_awaited_one_after_another_are_each_their_own_wait() {
+        let zero = Instant::now();
+        let records = [
+            request(zero, "dynamodb", 0, 10),
+            request(zero, "secretsmanager", 12, 30),
+            request(zero, "sqs", 31, 40),
+        ];
+        let records: Vec<&Record> = records.iter().collect();
+
+        let groups = awaited_together(&records);
+
+        assert_eq!(groups.len(), 3);
+        let waited: f64 = groups.iter().map(|g| g.waited_ms).sum();
+        assert!((waited - 37.0).abs() < 0.01, "{waited}");
+        let projected: f64 = groups.iter().map(AwaitedTogether::projected_ms).sum();
+        assert!((projected - 35.0).abs() < 0.01, "{projected}");
+    }
+
+    #[test]
+    fn requests_asked_together_wait_and_project_as_the_longest() {
+        let zero = Instant::now();
+        let records = [
+            request(zero, "secretsmanager", 0, 18),
+            request(zero, "dynamodb", 1, 12),
+        ];
+        let records: Vec<&Record> = records.iter().collect();
+
+        let groups = awaited_together(&records);
+
+        assert_eq!(groups.len(), 1);
+        assert!((groups[0].waited_ms - 18.0).abs() < 0.01);
+        assert!((groups[0].projected_ms() - 20.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_chain_of_overlapping_requests_projects_as_their_sum() {
+        let zero = Instant::now();
+        // b overlaps a and c, but c was asked after a answered.
+        let records = [
+            request(zero, "dynamodb", 0, 10),
+            request(zero, "dynamodb", 5, 20),
+            request(zero, "dynamodb", 15, 25),
+        ];
+        let records: Vec<&Record> = records.iter().collect();
+
+        let groups = awaited_together(&records);
+
+        assert_eq!(groups.len(), 1);
+        assert!((groups[0].waited_ms - 25.0).abs() < 0.01);
+        assert!((groups[0].projected_ms() - 15.0).abs() < 0.01);
     }
 }
