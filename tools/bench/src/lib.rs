@@ -195,6 +195,7 @@ pub async fn run(options: &Options) -> Result<Report> {
             event_file: "{\"hello\":\"world\"}".into(),
             event: serde_json::json!({"hello": "world"}),
             expected: None,
+            fresh_event: None,
         }];
         for (id, binary) in &functions {
             let (event_file, event) = cold::representative_event(&events, binary)?;
@@ -208,6 +209,8 @@ pub async fn run(options: &Options) -> Result<Report> {
                 binary: options.bin_dir.join(binary),
                 environment,
                 expected: cold::expected(&events, binary, &event_file),
+                fresh_event: (binary == "signup-callback")
+                    .then_some(cold::callback_with_new_phone as fn(&serde_json::Value, usize) -> _),
                 event_file,
                 event,
             });

@@ -973,6 +973,46 @@ summed: {}), which leaves ≈ {} ms for our code, the SDK and the local pipeline
             }
         }
     }
+    for r in report.provisioning.iter().filter(|r| !r.burst) {
+        let Some(d) = &r.decomposition else { continue };
+        let projected = d.projected_on_aws();
+        let limit = MAX_PROJECTED_RATIO * d.meta;
+        if projected <= limit {
+            continue;
+        }
+        let hops = d.hops * SQS_TO_LAMBDA_HOP_MS;
+        notes.push(format!(
+            "**Time-to-active projected onto AWS** ({} ms Meta, requests counted on {}): {} ms, {:.2}× the {:.0} ms of \
+Meta calls alone (target {MAX_PROJECTED_RATIO}×: {limit:.0} ms, which leaves {:.0} ms beside Meta's). Its parts: Meta {:.0} ms, \
+{:.1} step messages × {SQS_TO_LAMBDA_HOP_MS:.0} ms of SQS-to-Lambda hop = {} ms, our code's {:.1} AWS requests at AWS's p50s {} ms \
+({}), our own code {} ms, backoff {} ms. The hops and the requests alone take {} ms: each step reads its number and its \
+token, writes itself done (a condition on the version it read) and sends the next message, and none of that can go. A chain \
+of the 5 Meta calls one after another cannot meet the target on these p50s; Meta calls that run at once can (the profile \
+read beside the PIN, or the WABA's subscription beside registration). That needs parallel branches that each write their \
+own item (two branches putting the whole number, each conditioned on the version it read, would conflict on every run) \
+joined by the activation, and a fan-out step that keeps within 4 requests by dropping a read (as register reads no number: \
+the step before it sends the number along).",
+            r.meta_latency_ms,
+            r.backend,
+            fmt_ms(projected),
+            projected / d.meta,
+            d.meta,
+            limit - d.meta,
+            d.meta,
+            d.hops,
+            fmt_ms(hops),
+            d.requests.values().sum::<f64>(),
+            fmt_ms(d.projected_answers),
+            d.requests
+                .iter()
+                .map(|(service, n)| format!("{service} {n:.1}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            fmt_ms(d.own_code.p50),
+            fmt_ms(d.backoff.p50),
+            fmt_ms(hops + d.projected_answers),
+        ));
+    }
     for r in report
         .provisioning
         .iter()
