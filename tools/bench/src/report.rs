@@ -973,7 +973,11 @@ summed: {}), which leaves ≈ {} ms for our code, the SDK and the local pipeline
             }
         }
     }
-    for r in report.provisioning.iter().filter(|r| !r.burst) {
+    for r in report
+        .provisioning
+        .iter()
+        .filter(|r| !r.burst && r.meta_latency_ms > 0)
+    {
         let Some(d) = &r.decomposition else { continue };
         let projected = d.projected_on_aws();
         let limit = MAX_PROJECTED_RATIO * d.meta;

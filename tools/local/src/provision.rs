@@ -75,6 +75,33 @@ pub fn random_prefix() -> String {
     format!("t{:010x}", n & 0xff_ffff_ffff)
 }
 
+/// Deletes the stack's table `id` and creates it again, empty, as the template defines it: a
+/// benchmark that must start each measurement from the same state.
+pub async fn recreate_table(
+    template: &Template,
+    config: &SdkConfig,
+    stack: &Stack,
+    id: &str,
+) -> Result<()> {
+    let name = stack.table(id)?;
+    let props = template
+        .resources_of_type("AWS::DynamoDB::Table")
+        .into_iter()
+        .find(|(table, _)| table == id)
+        .map(|(_, props)| props)
+        .with_context(|| format!("no table {id} in the template"))?;
+    let dynamodb = aws_sdk_dynamodb::Client::new(config);
+    dynamodb
+        .delete_table()
+        .table_name(name)
+        .send()
+        .await
+        .with_context(|| format!("deleting table {id}"))?;
+    create_table(&dynamodb, name, props)
+        .await
+        .with_context(|| format!("creating table {id} again"))
+}
+
 pub async fn provision(
     template: &Template,
     config: &SdkConfig,
