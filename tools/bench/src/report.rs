@@ -483,7 +483,7 @@ fn cold(out: &mut String, report: &Report) {
         "Each binary started fresh under the local Lambda Runtime API (`tools/local/src/runtime_api.rs`), \
 its AWS calls going to moto, {} times, round-robin with the hello-world baseline. **init** = process start → \
 first `GET /runtime/invocation/next`; **cold request** = process start → first response posted, for the \
-function's representative `events/` file; **warm** = the same event again; **overhead** = cold − warm (per run). \
+function's representative `events/` file; **warm** = the same event again; **overhead** = cold − warm (per run). Each request starts from a fresh table (the example account, its key and its number; the signup callback signs up a new phone each time), so the warm request does the cold one's work: not a replay that finds the work done. \
 Milliseconds, p50 / p99. The baseline is the canonical hello-world (`tools/hello-lambda`: `#[tokio::main]`, \
 tokio's multi-thread scheduler, as `cargo lambda new` writes it), built with the same flags as the functions \
 (position-dependent, `scripts/lambda-build-flags.sh`). The functions run tokio's current-thread scheduler \
