@@ -633,13 +633,6 @@ where
         Ok((number, Ok(Some(profile))))
     }
 
-    /// The register step's first request counted on the snapshot its message carries (the
-    /// number as the step before committed it), in place of reading the number and then
-    /// counting: one write instead of a read and a write. Taken only when the snapshot is a
-    /// number whose register would be sent at once (at this step, no request counted, not
-    /// waiting on Meta), and written only if it is still the stored number, so the result is
-    /// what the read would have led to. `None`: no usable snapshot, read the number;
-    /// `Some(Err)`: the number changed since, as it is now (what the read would have found).
     /// The number a step runs on, and whether the register budget's count was already written
     /// on it (from the message's snapshot); `None` when the number is gone.
     async fn load_for_step(
@@ -678,6 +671,13 @@ where
         Some(self.vault.load(&message.number_id).await)
     }
 
+    /// The register step's first request counted on the snapshot its message carries (the
+    /// number as the step before committed it), in place of reading the number and then
+    /// counting: one write instead of a read and a write. Taken only when the snapshot is a
+    /// number whose register would be sent at once (at this step, no request counted, not
+    /// waiting on Meta), and written only if it is still the stored number, so the result is
+    /// what the read would have led to. `None`: no usable snapshot, read the number;
+    /// `Some(Err)`: the number changed since, as it is now (what the read would have found).
     async fn count_register_call_from_snapshot(
         &self,
         step: Step,
