@@ -114,6 +114,19 @@ impl SecretCache {
         }
     }
 
+    /// Whether [`SecretCache::current`] would wait on a read now (none held yet, or held too
+    /// long): a caller may do independent work while it does.
+    pub fn reads_on_next_use(&self) -> bool {
+        if self.inner.loader.is_none() {
+            return false;
+        }
+        let state = self.state();
+        state.secrets.is_none()
+            || state
+                .read_at
+                .is_none_or(|at| at.elapsed() >= self.inner.max_age)
+    }
+
     async fn first_read(&self) -> Result<AppSecrets, VaultError> {
         let Some(loader) = &self.inner.loader else {
             // Only `fixed` has no loader, and it holds its secrets from the start.
@@ -328,6 +341,24 @@ mod tests {
         assert_eq!(cache.current().await.unwrap().app_secret.expose(), "s");
         // Then they were read once
         assert_eq!(*reads.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cache_says_when_its_next_use_waits_on_a_read() {
+        let stored = Arc::new(Mutex::new("s".to_string()));
+        let reads = Arc::new(Mutex::new(0));
+        let lazy = SecretCache::lazy(loader(stored.clone(), reads.clone()));
+        assert!(lazy.reads_on_next_use(), "nothing held yet");
+        lazy.current().await.unwrap();
+        assert!(!lazy.reads_on_next_use(), "held and fresh");
+        let aged = SecretCache::with_ages(
+            secrets("a"),
+            loader(stored, reads),
+            Duration::ZERO,
+            Duration::from_secs(60),
+        );
+        assert!(aged.reads_on_next_use(), "held too long");
+        assert!(!SecretCache::fixed(secrets("a")).reads_on_next_use(), "never read");
     }
 
     #[tokio::test]

@@ -132,6 +132,8 @@ pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     /// Reads of a number through `NumberReader::get`, for tests of what a handler reads.
     number_reads: Arc<std::sync::atomic::AtomicU64>,
+    /// Reads of a WABA's numbers through `ProvisioningStore::numbers_of_waba`.
+    waba_reads: Arc<std::sync::atomic::AtomicU64>,
     /// Held by a test to keep `NumberReader::get` from answering (see `hold_number_reads`).
     number_read_gate: Arc<tokio::sync::RwLock<()>>,
 }
@@ -148,6 +150,11 @@ impl MemoryStore {
     /// How many times a number was read through `NumberReader::get`.
     pub fn number_reads(&self) -> u64 {
         self.number_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many times a WABA's numbers were read through `numbers_of_waba`.
+    pub fn waba_reads(&self) -> u64 {
+        self.waba_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Keeps every `NumberReader::get` from answering until the returned guard is dropped, so a
@@ -545,6 +552,8 @@ impl ProvisioningStore for MemoryStore {
     }
 
     async fn numbers_of_waba(&self, waba_id: &str) -> StoreResult<Vec<Number>> {
+        self.waba_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut numbers: Vec<Number> = self
             .state()
             .numbers
