@@ -609,10 +609,10 @@ where
         waba_id: &str,
         read_ahead: &mut Option<ReadAhead>,
     ) -> Result<Vec<Number>, HandleError> {
-        if let Some(ahead) = read_ahead.take() {
-            if ahead.waba_id == waba_id {
-                return Ok(ahead.numbers);
-            }
+        if let Some(ahead) = read_ahead.take()
+            && ahead.waba_id == waba_id
+        {
+            return Ok(ahead.numbers);
         }
         Ok(self.store.numbers_of_waba(waba_id).await?)
     }
@@ -641,8 +641,14 @@ where
                 waba_id,
                 restrictions,
             } => {
-                self.apply_to_waba(&waba_id, Command::Restrict(restrictions), None, handled, read_ahead)
-                    .await?;
+                self.apply_to_waba(
+                    &waba_id,
+                    Command::Restrict(restrictions),
+                    None,
+                    handled,
+                    read_ahead,
+                )
+                .await?;
             }
             Action::ScheduleBan { waba_id } => {
                 tracing::warn!(waba_id = %waba_id, "Meta scheduled the WABA to be disabled");
@@ -652,7 +658,10 @@ where
             Action::Disconnect { waba_id } => {
                 // Final: nothing comes after it, so no clock.
                 let command = Command::Disconnect(DisconnectedBy::Meta);
-                for number in self.apply_to_waba(&waba_id, command, None, handled, read_ahead).await? {
+                for number in self
+                    .apply_to_waba(&waba_id, command, None, handled, read_ahead)
+                    .await?
+                {
                     if number.torn_down_at.is_some() {
                         continue;
                     }
@@ -699,7 +708,8 @@ where
                 on,
             } => {
                 let command = Command::MarkRestriction { marker, on };
-                self.apply_to_waba(&waba_id, command, None, handled, read_ahead).await?;
+                self.apply_to_waba(&waba_id, command, None, handled, read_ahead)
+                    .await?;
             }
         }
         Ok(())
@@ -1729,7 +1739,10 @@ mod handling_tests {
 
         // Then the lift saw the ban (it read the numbers again): the number is active again
         assert_eq!(status_of(&handler, &number), Status::Active);
-        assert_eq!(event_types(&handler), ["number.banned", "number.reinstated"]);
+        assert_eq!(
+            event_types(&handler),
+            ["number.banned", "number.reinstated"]
+        );
         assert_eq!(handler.store.waba_reads(), 2);
     }
 

@@ -358,7 +358,10 @@ mod tests {
             Duration::from_secs(60),
         );
         assert!(aged.reads_on_next_use(), "held too long");
-        assert!(!SecretCache::fixed(secrets("a")).reads_on_next_use(), "never read");
+        assert!(
+            !SecretCache::fixed(secrets("a")).reads_on_next_use(),
+            "never read"
+        );
     }
 
     #[tokio::test]

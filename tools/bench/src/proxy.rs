@@ -36,6 +36,9 @@ pub struct Record {
     pub items_written: u64,
     /// Write capacity units this request would consume on DynamoDB (estimated from sizes).
     pub write_units: f64,
+    /// Of `items_written`, API key items (`APIKEY#…`): the key's last-use mark, written once an
+    /// hour per key whatever the requests are, not per number.
+    pub api_key_writes: u64,
     /// `TransactWriteItems`: the number of items in the transaction (condition checks included).
     pub transaction_size: usize,
     /// DynamoDB items read (returned, or scanned for a query).
@@ -73,6 +76,8 @@ pub struct Counts {
     /// rest are empty polls, which depend on time, not on traffic).
     pub event_source_deliveries: u64,
     pub items_written: u64,
+    /// Of `items_written`, API key items' (see [`Record::api_key_writes`]).
+    pub api_key_writes: u64,
     pub write_units: f64,
     pub items_read: u64,
     pub read_units: f64,
@@ -110,6 +115,7 @@ impl Counts {
                 .entry(r.service.clone())
                 .or_default() += r.elapsed_ms;
             counts.items_written += r.items_written;
+            counts.api_key_writes += r.api_key_writes;
             counts.write_units += r.write_units;
             counts.items_read += r.items_read;
             counts.read_units += r.read_units;
@@ -389,6 +395,8 @@ fn measure(record: &mut Record, body: &Bytes, answer: &Bytes) {
         "UpdateItem" | "DeleteItem" => {
             record.items_written = 1;
             record.write_units = 1.0;
+            let partition = request["Key"]["PK"]["S"].as_str().unwrap_or_default();
+            record.api_key_writes = u64::from(partition.starts_with("APIKEY#"));
         }
         "BatchWriteItem" => {
             for requests in request["RequestItems"]
@@ -505,6 +513,30 @@ mod tests {
         assert_eq!(record.items_written, 3);
         assert_eq!(record.transaction_size, 4);
         assert_eq!(record.status_changes, vec![("n1".into(), "ACTIVE".into())]);
+    }
+
+    #[test]
+    fn an_api_key_s_last_use_mark_is_counted_apart_from_the_numbers_writes() {
+        let update = |partition: &str| {
+            let mut record = Record {
+                service: "dynamodb".into(),
+                action: "UpdateItem".into(),
+                ..Record::default()
+            };
+            let body = json!({"Key": {"PK": {"S": partition}, "SK": {"S": "APIKEY"}},
+                "UpdateExpression": "SET lastUsedHour = :hour"});
+            measure(
+                &mut record,
+                &Bytes::from(body.to_string()),
+                &Bytes::from_static(b"{}"),
+            );
+            record
+        };
+
+        let counts = Counts::of(&[update("APIKEY#0a1b"), update("ACCOUNT#a")]);
+
+        assert_eq!(counts.items_written, 2);
+        assert_eq!(counts.api_key_writes, 1);
     }
 
     #[test]
