@@ -1379,9 +1379,16 @@ struct Script {
 #[derive(Clone, Default)]
 pub struct ScriptedMeta {
     script: Arc<Mutex<Script>>,
+    /// Held by a test to keep `set_pin` from answering (see `hold_pins`).
+    pin_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl ScriptedMeta {
+    /// Until the guard drops, PIN requests wait before they are answered (and logged).
+    pub async fn hold_pins(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.pin_gate.clone().write_owned().await
+    }
+
     /// The next call of `kind` answers `error` (queue several for several calls).
     pub fn fail_next(&self, kind: MetaCallKind, error: MetaError) {
         locked(&self.script)
@@ -1480,6 +1487,7 @@ impl MetaGraph for ScriptedMeta {
         phone_number_id: &str,
         _pin: &Secret,
     ) -> MetaResult<()> {
+        let _open = self.pin_gate.read().await;
         self.answer(MetaCall::SetPin {
             phone_number_id: phone_number_id.into(),
         })

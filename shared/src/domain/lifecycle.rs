@@ -91,6 +91,9 @@ pub struct StepRecord {
     pub messaging_limit: Option<String>,
     pub throughput: Option<String>,
     pub name_status: Option<String>,
+    /// The step also made the call of the step it runs beside ([`Step::runs_beside`]) and
+    /// this record holds that call's answer too: the chain goes past that step.
+    pub beside_done: bool,
 }
 
 /// Everything that changes a number after its creation.
@@ -335,8 +338,11 @@ pub fn readiness(number: &Number, step: Step) -> Readiness {
     }
     let at = number.provisioning_step.unwrap_or(Step::FIRST);
     if at.ordinal() > step.ordinal() {
+        // A crash may have lost the message this step's run sent: the next step's, or the one
+        // after it when the run made the next one's call beside its own.
+        let handed_over = step.may_hand_over_to(number.onboarding).contains(&Some(at));
         Readiness::Done {
-            resend: step.next_for(number.onboarding).filter(|next| *next == at),
+            resend: handed_over.then_some(at),
         }
     } else if at == step {
         Readiness::Run
@@ -726,9 +732,15 @@ fn step_done(number: &Number, step: Step, record: StepRecord, now: Timestamp) ->
         Readiness::Early { at } => return refused(Refusal::StepNotReached { step, at }),
         Readiness::Superseded | Readiness::Run => {}
     }
-    let Some(next) = step.next_for(number.onboarding) else {
+    let Some(mut next) = step.next_for(number.onboarding) else {
         return refused(Refusal::LastStep { step });
     };
+    if record.beside_done && step.runs_beside() == Some(next) {
+        match next.next_for(number.onboarding) {
+            Some(past_beside) => next = past_beside,
+            None => return refused(Refusal::LastStep { step: next }),
+        }
+    }
     let mut after = number.clone();
     after.provisioning_step = Some(next);
     after.provisioning_error = None;

@@ -46,6 +46,27 @@ impl Step {
         None
     }
 
+    /// The step whose Meta call this one makes beside its own: the PIN step reads the phone's
+    /// profile while it sets the PIN (Meta's two calls are independent, and the profile is what
+    /// registration made of the phone, which the PIN leaves as it is), so a chain whose two
+    /// answers both arrived skips [`Step::FetchProfile`] and one Meta call's wait.
+    pub fn runs_beside(self) -> Option<Step> {
+        match self {
+            Step::ConfigurePin => Some(Step::FetchProfile),
+            _ => None,
+        }
+    }
+
+    /// The steps a message of this step's run may have sent, done: the next one, and when this
+    /// step ran the next one's call beside its own, the one after it.
+    pub fn may_hand_over_to(self, onboarding: Onboarding) -> [Option<Step>; 2] {
+        let next = self.next_for(onboarding);
+        let past_beside = next
+            .filter(|next| self.runs_beside() == Some(*next))
+            .and_then(|beside| beside.next_for(onboarding));
+        [next, past_beside]
+    }
+
     /// The step after this one in a reconnect of a live number: the new code is exchanged, the
     /// WABA subscribed again, the profile refreshed (registering the number only if Meta says it
     /// is not), and `ActivateNumber` finishes the reconnect. Register and PIN are not its steps.
@@ -125,6 +146,30 @@ mod tests {
                 Step::FetchProfile,
                 Step::ActivateNumber
             ]
+        );
+    }
+
+    #[test]
+    fn the_pin_step_reads_the_profile_beside_the_pin_and_no_other_step_runs_one_beside() {
+        assert_eq!(Step::ConfigurePin.runs_beside(), Some(Step::FetchProfile));
+        for step in Step::ALL.into_iter().filter(|s| *s != Step::ConfigurePin) {
+            assert_eq!(step.runs_beside(), None, "{step}");
+        }
+    }
+
+    #[test]
+    fn the_pin_step_may_have_handed_over_to_the_profile_or_past_it_to_the_activation() {
+        assert_eq!(
+            Step::ConfigurePin.may_hand_over_to(Onboarding::CloudApi),
+            [Some(Step::FetchProfile), Some(Step::ActivateNumber)]
+        );
+        assert_eq!(
+            Step::RegisterNumber.may_hand_over_to(Onboarding::CloudApi),
+            [Some(Step::ConfigurePin), None]
+        );
+        assert_eq!(
+            Step::SubscribeWaba.may_hand_over_to(Onboarding::Coexistence),
+            [Some(Step::FetchProfile), None]
         );
     }
 

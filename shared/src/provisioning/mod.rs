@@ -493,11 +493,45 @@ where
             }
             Step::ConfigurePin => {
                 let secrets = self.stored_secrets(step, number, token).await?;
-                self.meta
-                    .set_pin(&secrets.token, &number.phone_number_id, &secrets.pin)
-                    .await
-                    .map_err(StepFailure::Meta)?;
-                StepRecord::default()
+                // The profile is read beside the PIN (`Step::runs_beside`) on the step's first
+                // delivery only: a PIN retried after a failure reads none, so a failing PIN
+                // costs Meta one unused read at most, and the profile step reads it then.
+                let read_beside = delivery.receive_count <= 1;
+                let (pin, profile) = futures::join!(
+                    self.meta
+                        .set_pin(&secrets.token, &number.phone_number_id, &secrets.pin),
+                    async {
+                        if read_beside {
+                            Some(
+                                self.meta
+                                    .phone_profile(&secrets.token, &number.phone_number_id)
+                                    .await,
+                            )
+                        } else {
+                            None
+                        }
+                    },
+                );
+                pin.map_err(StepFailure::Meta)?;
+                match profile {
+                    Some(Ok(profile)) => StepRecord {
+                        beside_done: true,
+                        ..profile_record(profile)
+                    },
+                    // Meta refused the read for good (the token is no longer valid, the phone
+                    // is not the app's): the profile step's read would be refused alike.
+                    Some(Err(err)) if err.retry == Retry::Never => {
+                        tracing::warn!(code = %err.code, subcode = ?err.subcode, "Meta refused the profile read beside the PIN; the number fails");
+                        return Err(StepFailure::Permanent(
+                            err.failure_reason(Step::FetchProfile),
+                        ));
+                    }
+                    Some(Err(err)) => {
+                        tracing::info!(code = %err.code, http_status = err.http_status, "the profile read beside the PIN failed; the profile step reads it");
+                        StepRecord::default()
+                    }
+                    None => StepRecord::default(),
+                }
             }
             Step::FetchProfile => {
                 let secrets = self.stored_secrets(step, number, token).await?;
@@ -506,19 +540,7 @@ where
                     .phone_profile(&secrets.token, &number.phone_number_id)
                     .await
                     .map_err(StepFailure::Meta)?;
-                StepRecord {
-                    display_number: profile.display_phone_number,
-                    display_name: profile.verified_name,
-                    quality_rating: profile
-                        .quality_rating
-                        .as_deref()
-                        .and_then(QualityRating::from_meta),
-                    health: profile.health,
-                    messaging_limit: profile.messaging_limit_tier.as_deref().and_then(meta_label),
-                    throughput: profile.throughput_level.as_deref().and_then(meta_label),
-                    name_status: profile.name_status.as_deref().and_then(meta_label),
-                    ..StepRecord::default()
-                }
+                profile_record(profile)
             }
             Step::ActivateNumber => {
                 let changed =
@@ -900,6 +922,23 @@ where
         }
         .instrument(span)
         .await
+    }
+}
+
+/// What the profile step records of the phone Meta answered with.
+fn profile_record(profile: PhoneProfile) -> StepRecord {
+    StepRecord {
+        display_number: profile.display_phone_number,
+        display_name: profile.verified_name,
+        quality_rating: profile
+            .quality_rating
+            .as_deref()
+            .and_then(QualityRating::from_meta),
+        health: profile.health,
+        messaging_limit: profile.messaging_limit_tier.as_deref().and_then(meta_label),
+        throughput: profile.throughput_level.as_deref().and_then(meta_label),
+        name_status: profile.name_status.as_deref().and_then(meta_label),
+        ..StepRecord::default()
     }
 }
 

@@ -199,9 +199,14 @@ async fn a_step_asks_for_the_token_while_the_number_is_still_being_read() {
     assert_eq!(given.vault().loads(), 1);
     assert_eq!(
         given.meta().calls(),
-        vec![MetaCall::SetPin {
-            phone_number_id: "2000".into()
-        }]
+        vec![
+            MetaCall::SetPin {
+                phone_number_id: "2000".into()
+            },
+            MetaCall::PhoneProfile {
+                phone_number_id: "2000".into()
+            },
+        ]
     );
 }
 
@@ -220,6 +225,132 @@ async fn the_exchange_and_the_activation_read_no_token_ahead() {
         drop(held);
         run.await;
     }
+}
+
+fn profile_of(name: &str) -> PhoneProfile {
+    PhoneProfile {
+        verified_name: Some(name.into()),
+        display_phone_number: Some("+1 555-0100".into()),
+        quality_rating: Some("GREEN".into()),
+        ..PhoneProfile::default()
+    }
+}
+
+#[tokio::test]
+async fn the_pin_step_reads_the_profile_while_meta_sets_the_pin() {
+    let given = given_pending_at(Step::ConfigurePin);
+    let held = given.meta().hold_pins().await;
+    let run = given.run(Step::ConfigurePin);
+    tokio::pin!(run);
+
+    let while_the_pin_is_unanswered = futures::poll!(&mut run);
+
+    assert!(while_the_pin_is_unanswered.is_pending());
+    assert_eq!(given.meta().count(MetaCallKind::PhoneProfile), 1);
+    drop(held);
+    assert_eq!(run.await, Outcome::Done);
+    assert_eq!(given.meta().count(MetaCallKind::SetPin), 1);
+}
+
+#[tokio::test]
+async fn a_pin_set_with_its_profile_read_records_the_profile_and_hands_over_to_the_activation() {
+    let given = given_pending_at(Step::ConfigurePin);
+    given.meta().set_profile(profile_of("Acme"));
+
+    let outcome = given.run(Step::ConfigurePin).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    let number = given.now();
+    assert_eq!(number.provisioning_step, Some(Step::ActivateNumber));
+    assert_eq!(number.display_name.as_deref(), Some("Acme"));
+    assert_eq!(number.display_number.as_deref(), Some("+1 555-0100"));
+    assert_eq!(number.quality_rating, Some(QualityRating::Green));
+    assert_eq!(given.steps_sent(), vec![Step::ActivateNumber]);
+}
+
+#[tokio::test]
+async fn a_profile_read_that_failed_beside_the_pin_leaves_the_profile_to_its_own_step() {
+    let given = given_pending_at(Step::ConfigurePin);
+    given.meta().fail_next(
+        MetaCallKind::PhoneProfile,
+        MetaError::from_envelope(503, 2, None, true, "Service temporarily unavailable".into()),
+    );
+
+    let outcome = given.run(Step::ConfigurePin).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    let number = given.now();
+    assert_eq!(number.status, Status::Pending);
+    assert_eq!(number.provisioning_step, Some(Step::FetchProfile));
+    assert_eq!(number.display_name, None);
+    assert_eq!(given.steps_sent(), vec![Step::FetchProfile]);
+}
+
+#[tokio::test]
+async fn a_profile_read_meta_refuses_beside_the_pin_fails_the_number_as_the_profile_step() {
+    let given = given_pending_at(Step::ConfigurePin);
+    given.meta().fail_next(MetaCallKind::PhoneProfile, refusal(190));
+
+    let outcome = given.run(Step::ConfigurePin).await;
+
+    assert_eq!(outcome, Outcome::Done);
+    let number = given.now();
+    assert_eq!(number.status, Status::Failed);
+    let reason = number.failure_reason.expect("failureReason");
+    assert_eq!(
+        (reason.step.as_str(), reason.code.as_str()),
+        ("FETCH_PROFILE", "190")
+    );
+    assert!(given.steps_sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_pin_meta_refuses_fails_the_number_as_the_pin_step_and_records_no_profile() {
+    let given = given_pending_at(Step::ConfigurePin);
+    given.meta().set_profile(profile_of("Acme"));
+    given.meta().fail_next(MetaCallKind::SetPin, refusal(190));
+
+    given.run(Step::ConfigurePin).await;
+
+    let number = given.now();
+    assert_eq!(number.status, Status::Failed);
+    assert_eq!(
+        number.failure_reason.map(|reason| reason.step),
+        Some("CONFIGURE_PIN".to_string())
+    );
+    assert_eq!(number.display_name, None);
+}
+
+#[tokio::test]
+async fn a_retried_pin_reads_no_profile_beside_it() {
+    let given = given_pending_at(Step::ConfigurePin);
+
+    let outcome = given
+        .run_redelivered(step_message(&given.number, Step::ConfigurePin))
+        .await;
+
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(
+        given.meta().calls(),
+        vec![MetaCall::SetPin {
+            phone_number_id: "2000".into()
+        }]
+    );
+    assert_eq!(given.now().provisioning_step, Some(Step::FetchProfile));
+    assert_eq!(given.steps_sent(), vec![Step::FetchProfile]);
+}
+
+#[tokio::test]
+async fn a_pin_message_again_after_its_run_went_past_the_profile_resends_the_activation() {
+    let given = given_pending_at(Step::ActivateNumber);
+
+    let outcome = given
+        .run_redelivered(step_message(&given.number, Step::ConfigurePin))
+        .await;
+
+    assert_eq!(outcome, Outcome::Done);
+    assert!(given.meta().calls().is_empty());
+    assert_eq!(given.steps_sent(), vec![Step::ActivateNumber]);
 }
 
 #[tokio::test]

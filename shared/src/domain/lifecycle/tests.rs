@@ -1808,3 +1808,79 @@ fn an_unchanged_phone_is_registered_again_only_while_the_blind_share_of_the_budg
     let window_later = now() + Duration::hours(REGISTER_WINDOW_HOURS);
     assert!(register_again(&number, unchanged, window_later));
 }
+
+fn pending_at(step: Step) -> Number {
+    let mut number = number(Status::Pending);
+    number.provisioning_step = Some(step);
+    number
+}
+
+fn pin_done(beside_done: bool) -> Command {
+    Command::StepDone {
+        step: Step::ConfigurePin,
+        record: StepRecord {
+            display_name: beside_done.then(|| "New name".to_string()),
+            beside_done,
+            ..StepRecord::default()
+        },
+    }
+}
+
+#[test]
+fn a_pin_done_with_the_profile_read_beside_it_goes_past_the_profile_step_to_the_activation() {
+    let number = pending_at(Step::ConfigurePin);
+
+    let after = changed(&number, pin_done(true), now());
+
+    assert_eq!(after.provisioning_step, Some(Step::ActivateNumber));
+    assert_eq!(after.display_name.as_deref(), Some("New name"));
+}
+
+#[test]
+fn a_pin_done_without_the_profile_goes_on_to_the_profile_step() {
+    let number = pending_at(Step::ConfigurePin);
+
+    let after = changed(&number, pin_done(false), now());
+
+    assert_eq!(after.provisioning_step, Some(Step::FetchProfile));
+}
+
+#[test]
+fn a_record_saying_beside_done_skips_nothing_after_a_step_that_runs_nothing_beside() {
+    let number = pending_at(Step::RegisterNumber);
+    let done = Command::StepDone {
+        step: Step::RegisterNumber,
+        record: StepRecord {
+            registered: true,
+            beside_done: true,
+            ..StepRecord::default()
+        },
+    };
+
+    let after = changed(&number, done, now());
+
+    assert_eq!(after.provisioning_step, Some(Step::ConfigurePin));
+}
+
+#[test]
+fn a_pin_step_whose_run_went_past_the_profile_resends_the_activation_it_handed_over_to() {
+    let past_the_profile = pending_at(Step::ActivateNumber);
+    let at_the_profile = pending_at(Step::FetchProfile);
+
+    assert_eq!(
+        readiness(&past_the_profile, Step::ConfigurePin),
+        Readiness::Done {
+            resend: Some(Step::ActivateNumber)
+        }
+    );
+    assert_eq!(
+        readiness(&at_the_profile, Step::ConfigurePin),
+        Readiness::Done {
+            resend: Some(Step::FetchProfile)
+        }
+    );
+    assert_eq!(
+        readiness(&past_the_profile, Step::RegisterNumber),
+        Readiness::Done { resend: None }
+    );
+}
