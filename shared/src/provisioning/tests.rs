@@ -289,7 +289,9 @@ async fn a_profile_read_that_failed_beside_the_pin_leaves_the_profile_to_its_own
 #[tokio::test]
 async fn a_profile_read_meta_refuses_beside_the_pin_fails_the_number_as_the_profile_step() {
     let given = given_pending_at(Step::ConfigurePin);
-    given.meta().fail_next(MetaCallKind::PhoneProfile, refusal(190));
+    given
+        .meta()
+        .fail_next(MetaCallKind::PhoneProfile, refusal(190));
 
     let outcome = given.run(Step::ConfigurePin).await;
 

@@ -110,6 +110,12 @@ pub struct ProvisioningResult {
 /// (p50 over the numbers of each part; "own code" is what is left, per number).
 #[derive(Clone, Debug)]
 pub struct Decomposition {
+    /// The documented Meta calls one after another at the fake's latency: the time to active's
+    /// yardstick ("the Meta time alone").
+    pub meta_alone: f64,
+    /// What a number waited on Meta's answers (p50), from the fake's log: calls asked
+    /// together (the PIN and the profile read) count once, from the first asked to the last
+    /// answered.
     pub meta: f64,
     /// The emulators' answers to our code's requests, as the counting proxy timed them.
     pub aws_answers: Summary,
@@ -541,6 +547,7 @@ pub async fn run(
             &sent,
             &watcher.settled,
             &step_records,
+            &meta.calls(),
             meta_latency,
             &queue_functions,
         )
@@ -660,10 +667,12 @@ fn decompose(
     sent: &[(String, Instant)],
     settled: &HashMap<String, (String, Instant)>,
     step_records: &[Vec<Record>],
+    meta_log: &[fake_meta::Call],
     meta_latency: Duration,
     queue_functions: &HashMap<String, String>,
 ) -> Decomposition {
-    let meta = DOCUMENTED_SEQUENCE.len() as f64 * ms(meta_latency);
+    let meta_alone = DOCUMENTED_SEQUENCE.len() as f64 * ms(meta_latency);
+    let mut metas = Vec::new();
     let mut answers = Vec::new();
     let mut own = Vec::new();
     let mut waits = Vec::new();
@@ -713,13 +722,17 @@ fn decompose(
             .map(|r| r.received as u64)
             .sum::<u64>();
         answers.push(answered);
+        // One signup at a time: the Meta calls between its signup and its activation are its.
+        let meta = meta_waited_ms(meta_log, at, activated);
+        metas.push(meta);
         let (waited, backoff) = queue_wait(&before_active);
         waits.push(waited);
         backoffs.push(backoff);
         own.push(ms(activated.duration_since(at)) - meta - answered - waited - backoff);
     }
     Decomposition {
-        meta,
+        meta_alone,
+        meta: Summary::of(&metas).p50,
         aws_answers: Summary::of(&answers),
         queue_waits: Summary::of(&waits),
         backoff: Summary::of(&backoffs),
@@ -728,6 +741,36 @@ fn decompose(
         requests,
         projected_answers,
     }
+}
+
+/// The time between `from` and `to` that some Meta call asked in it was unanswered: the union
+/// of the calls' spans, so calls asked together count once.
+fn meta_waited_ms(calls: &[fake_meta::Call], from: Instant, to: Instant) -> f64 {
+    let mut spans: Vec<(Instant, Instant)> = calls
+        .iter()
+        .filter_map(|call| {
+            let asked = call.asked_at?;
+            let answered = call.answered_at.unwrap_or(to).min(to);
+            (asked >= from && asked < to).then_some((asked, answered.max(asked)))
+        })
+        .collect();
+    spans.sort();
+    let mut waited = Duration::ZERO;
+    let mut open: Option<(Instant, Instant)> = None;
+    for (asked, answered) in spans {
+        open = match open {
+            Some((start, end)) if asked <= end => Some((start, end.max(answered))),
+            Some((start, end)) => {
+                waited += end - start;
+                Some((asked, answered))
+            }
+            None => Some((asked, answered)),
+        };
+    }
+    if let Some((start, end)) = open {
+        waited += end - start;
+    }
+    ms(waited)
 }
 
 /// AWS's p50 for a request to `service` (20 ms for a service without one of its own).
@@ -830,6 +873,53 @@ mod tests {
             service: service.into(),
             ..Record::default()
         }
+    }
+
+    /// A Meta call asked `asked_ms` after `zero` and answered `answered_ms` after it.
+    fn meta_call(zero: Instant, asked_ms: u64, answered_ms: u64) -> fake_meta::Call {
+        fake_meta::Call {
+            seq: asked_ms,
+            route: Some(Route::GetPhone),
+            method: "GET".into(),
+            path: "/v25.0/1".into(),
+            query: BTreeMap::new(),
+            body: serde_json::Value::Null,
+            status: 200,
+            authorization: None,
+            chaos: None,
+            asked_at: Some(zero + Duration::from_millis(asked_ms)),
+            answered_at: Some(zero + Duration::from_millis(answered_ms)),
+        }
+    }
+
+    #[test]
+    fn meta_calls_asked_together_are_waited_on_once_and_calls_in_series_add_up() {
+        let zero = Instant::now();
+        let calls = [
+            meta_call(zero, 0, 150),
+            meta_call(zero, 160, 310),
+            // The PIN and the profile read, asked together.
+            meta_call(zero, 320, 470),
+            meta_call(zero, 321, 475),
+        ];
+
+        let waited = meta_waited_ms(&calls, zero, zero + Duration::from_secs(1));
+
+        assert!((waited - 455.0).abs() < 0.01, "{waited}");
+    }
+
+    #[test]
+    fn meta_calls_asked_outside_a_number_s_time_to_active_are_not_its_wait() {
+        let zero = Instant::now();
+        let calls = [meta_call(zero, 0, 150), meta_call(zero, 500, 650)];
+
+        let waited = meta_waited_ms(
+            &calls,
+            zero + Duration::from_millis(200),
+            zero + Duration::from_millis(600),
+        );
+
+        assert!((waited - 100.0).abs() < 0.01, "{waited}");
     }
 
     #[test]

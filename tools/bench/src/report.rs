@@ -414,7 +414,7 @@ fn summary(out: &mut String, report: &Report) {
                         verdict(per_step <= MAX_OWN_CODE_PER_STEP_MS)
                     );
                     let projected = d.projected_on_aws();
-                    let ratio = projected / d.meta;
+                    let ratio = projected / d.meta_alone;
                     let _ = writeln!(
                         out,
                         "| time-to-active projected onto AWS ≤ {MAX_PROJECTED_RATIO}× the Meta time alone ({} ms Meta) | {} ms ({ratio:.2}×; see Provisioning) | {} |",
@@ -671,7 +671,7 @@ fn decomposition(out: &mut String, report: &Report) {
     );
     let _ = writeln!(
         out,
-        "Per number, p50 over the numbers: Meta (the documented calls at the fake's latency), the emulators' answers to our code's requests (timed at the counting proxy, each request from asked to answered; requests our code awaited together, such as a step's read of its number and of its token, count once, from the first asked to the last answered), waits in queues for the event source's poll, waiting out our own retry backoff, and what is left: our own code (handlers, SDK signing and parsing, the local poller's hand-off). Projected onto AWS: the same Meta time and our own code, each request at AWS's p50 ({}; requests that were all in flight at once at the longest of them, a chain that merely overlaps at their sum), an SQS-to-Lambda hop of {SQS_TO_LAMBDA_HOP_MS:.0} ms per step message, and the measured backoff; those p50s are assumptions (DynamoDB's \"single-digit millisecond\" and the event source's hop as AWS publishes them, SQS and Secrets Manager as measured in-region by others), not measured here.\n",
+        "Per number, p50 over the numbers: Meta (the time the number waited on the fake's answers, from its log: the PIN and the profile read, asked together, count once, so a clean run waits 4 of the 5 documented calls' latency), the emulators' answers to our code's requests (timed at the counting proxy, each request from asked to answered; requests our code awaited together, such as a step's read of its number and of its token, count once, from the first asked to the last answered), waits in queues for the event source's poll, waiting out our own retry backoff, and what is left: our own code (handlers, SDK signing and parsing, the local poller's hand-off). The ratios divide by the Meta time alone: the 5 documented calls one after another. Projected onto AWS: the same Meta time and our own code, each request at AWS's p50 ({}; requests that were all in flight at once at the longest of them, a chain that merely overlaps at their sum), an SQS-to-Lambda hop of {SQS_TO_LAMBDA_HOP_MS:.0} ms per step message, and the measured backoff; those p50s are assumptions (DynamoDB's \"single-digit millisecond\" and the event source's hop as AWS publishes them, SQS and Secrets Manager as measured in-region by others), not measured here.\n",
         AWS_P50_MS
             .iter()
             .map(|(service, ms)| format!("{service} {ms:.0} ms"))
@@ -706,7 +706,7 @@ fn decomposition(out: &mut String, report: &Report) {
             d.hops,
             r.counts.errors,
             fmt_ms(projected),
-            projected / d.meta
+            projected / d.meta_alone
         );
     }
     let _ = writeln!(out);
@@ -995,7 +995,7 @@ summed: {}), which leaves ≈ {} ms for our code, the SDK and the local pipeline
     {
         let Some(d) = &r.decomposition else { continue };
         let projected = d.projected_on_aws();
-        let limit = MAX_PROJECTED_RATIO * d.meta;
+        let limit = MAX_PROJECTED_RATIO * d.meta_alone;
         if projected <= limit {
             continue;
         }
@@ -1005,18 +1005,15 @@ summed: {}), which leaves ≈ {} ms for our code, the SDK and the local pipeline
 Meta calls alone (target {MAX_PROJECTED_RATIO}×: {limit:.0} ms, which leaves {:.0} ms beside Meta's). Its parts: Meta {:.0} ms, \
 {:.1} step messages × {SQS_TO_LAMBDA_HOP_MS:.0} ms of SQS-to-Lambda hop = {} ms, our code's {:.1} AWS requests at AWS's p50s {} ms \
 ({}), our own code {} ms, backoff {} ms. The hops and the requests alone take {} ms: each step reads its number and its \
-token, writes itself done (a condition on the version it read) and sends the next message, and none of that can go. A chain \
-of the 5 Meta calls one after another cannot meet the target on these p50s; Meta calls that run at once can (the profile \
-read beside the PIN, or the WABA's subscription beside registration). That needs parallel branches that each write their \
-own item (two branches putting the whole number, each conditioned on the version it read, would conflict on every run) \
-joined by the activation, and a fan-out step that keeps within 4 requests by dropping a read (as register reads no number: \
-the step before it sends the number along).",
+token, writes itself done (a condition on the version it read) and sends the next message, and none of that can go. What \
+is left to cut is Meta's waits: another call beside one the chain makes already (the WABA's subscription beside \
+registration) needs branches that each write their own item, joined by the activation.",
             r.meta_latency_ms,
             r.backend,
             fmt_ms(projected),
-            projected / d.meta,
-            d.meta,
-            limit - d.meta,
+            projected / d.meta_alone,
+            d.meta_alone,
+            limit - d.meta_alone,
             d.meta,
             d.hops,
             fmt_ms(hops),

@@ -714,6 +714,8 @@ mod tests {
             status: 200,
             authorization: None,
             chaos: None,
+            asked_at: None,
+            answered_at: None,
         }
     }
 

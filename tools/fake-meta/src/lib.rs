@@ -207,6 +207,12 @@ pub struct Call {
     pub authorization: Option<String>,
     /// The random fault [`FakeMeta::set_chaos`] gave this call, if any.
     pub chaos: Option<ChaosFault>,
+    /// When the call arrived, and when its answer was ready (`None` while it is answered):
+    /// what a caller waited on Meta, scripted latency included.
+    #[serde(skip)]
+    pub asked_at: Option<Instant>,
+    #[serde(skip)]
+    pub answered_at: Option<Instant>,
 }
 
 /// A fault chosen at random for a call (see [`FakeMeta::set_chaos`]).
@@ -1116,6 +1122,8 @@ async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
             status: 0,
             authorization: authorization.clone(),
             chaos: None,
+            asked_at: Some(Instant::now()),
+            answered_at: None,
         });
         let latency = route
             .and_then(|r| state.latency.get(&Some(r)).copied())
@@ -1190,6 +1198,7 @@ async fn graph(State(inner): State<Arc<Inner>>, request: Request) -> Response {
     // request whose client went away), and a log without the status would hide the effect.
     if let Some(call) = inner.state().calls.iter_mut().rev().find(|c| c.seq == seq) {
         call.status = answer.status.as_u16();
+        call.answered_at = Some(Instant::now());
     }
     // A lost answer: the call took effect above; its answer leaves after the caller gave up.
     if let Some((ChaosFault::AnswerLost, hang)) = chaos_fault {

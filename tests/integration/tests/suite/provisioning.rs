@@ -22,6 +22,26 @@ const DOCUMENTED: [Route; 5] = [
     Route::GetPhone,
 ];
 
+/// The routes asked with `step`'s: the PIN step reads the profile beside the PIN, so either of
+/// the two may be the last one Meta sees when one of them fails the number.
+fn asked_with(step: Step) -> Vec<Route> {
+    match step {
+        Step::ConfigurePin | Step::FetchProfile => vec![Route::SetPin, Route::GetPhone],
+        other => vec![route_of(other)],
+    }
+}
+
+/// The documented calls once each: in order up to the register; the PIN and the profile read
+/// are asked together, so Meta may see either first.
+fn assert_documented_once_each(routes: &[Route]) {
+    assert_eq!(routes.len(), DOCUMENTED.len(), "{routes:?}");
+    assert_eq!(routes[..3], DOCUMENTED[..3], "{routes:?}");
+    assert!(
+        routes[3..].contains(&Route::SetPin) && routes[3..].contains(&Route::GetPhone),
+        "{routes:?}"
+    );
+}
+
 fn route_of(step: Step) -> Route {
     match step {
         Step::ExchangeToken => Route::ExchangeCode,
@@ -72,7 +92,7 @@ async fn a_signup_becomes_active_with_the_documented_meta_calls_once_each() {
     let number = p.settled(&account, &id, SETTLE).await;
 
     assert_eq!(number.status, Status::Active, "{number:?}");
-    assert_eq!(meta_routes(&p), DOCUMENTED);
+    assert_documented_once_each(&meta_routes(&p));
     let view = p
         .env
         .get(Some(&key), &format!("/api/numbers/{id}"), "")
@@ -145,7 +165,8 @@ async fn two_transient_failures_at_every_step_still_end_active_without_repeated_
     assert_eq!(number.status, Status::Active, "{number:?}");
     // Every request that changes something at Meta is sent three times: two failures and one
     // success. The phone is read more often: a register retry reads it first, since a register
-    // that answered 5xx may have taken effect (and a blind repeat spends Meta's budget).
+    // that answered 5xx may have taken effect (and a blind repeat spends Meta's budget), and the
+    // PIN's first request had a read beside it, which its failure left unused.
     for route in DOCUMENTED {
         let answers: Vec<u16> = p.meta.calls_to(route).iter().map(|c| c.status).collect();
         let failed = answers.iter().filter(|s| **s >= 500).count();
@@ -153,9 +174,10 @@ async fn two_transient_failures_at_every_step_still_end_active_without_repeated_
         assert_eq!(failed, 2, "{route:?}: {answers:?}");
         if route == Route::GetPhone {
             let reads_before_a_repeated_register = 2;
+            let read_beside_the_failed_pin = 1;
             assert_eq!(
                 succeeded,
-                1 + reads_before_a_repeated_register,
+                1 + reads_before_a_repeated_register + read_beside_the_failed_pin,
                 "{route:?}: {answers:?}"
             );
         } else {
@@ -236,10 +258,11 @@ async fn a_permanent_error_at_any_step_fails_the_number_with_that_step_and_code(
             .into_iter()
             .filter(|r| !matches!(r, Route::Deregister | Route::UnsubscribeApp))
             .collect();
-        assert_eq!(
-            routes.last(),
-            Some(&route_of(step)),
-            "{step}: no provisioning call to Meta after the failure"
+        assert!(
+            routes
+                .last()
+                .is_some_and(|last| asked_with(step).contains(last)),
+            "{step}: no provisioning call to Meta after the failure: {routes:?}"
         );
         let events = events_of(&p, &id);
         assert_eq!(events.len(), 1);
