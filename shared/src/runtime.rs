@@ -96,20 +96,25 @@ where
     .await
 }
 
-/// A provisioning step's function.
-pub async fn run_step(step: Step) -> Result<(), Error> {
-    telemetry::init();
-    let clients = Clients::load()?;
+/// The queues a provisioning step's function sends to (its template gives it their URLs and
+/// the right to send): its own (retries), events, teardown, and every step it may hand over to.
+pub fn step_function_sends(step: Step) -> Vec<Queue> {
     let mut sends = vec![Queue::Step(step), Queue::Events, Queue::Teardown];
-    // Where the chain goes next depends on how the number is onboarded.
+    // Where the chain goes next depends on how the number is onboarded, and past the step it
+    // ran beside its own (the PIN step hands over to the activation when it read the profile).
     for onboarding in [Onboarding::CloudApi, Onboarding::Coexistence] {
         if !step.applies_to(onboarding) {
             continue;
         }
-        if let Some(next) = step.next_for(onboarding).map(Queue::Step)
-            && !sends.contains(&next)
+        for next in step
+            .may_hand_over_to(onboarding)
+            .into_iter()
+            .flatten()
+            .map(Queue::Step)
         {
-            sends.push(next);
+            if !sends.contains(&next) {
+                sends.push(next);
+            }
         }
     }
     // A reconnect runs the exchange, the subscription and the profile, then finishes.
@@ -121,6 +126,14 @@ pub async fn run_step(step: Step) -> Result<(), Error> {
     {
         sends.push(next);
     }
+    sends
+}
+
+/// A provisioning step's function.
+pub async fn run_step(step: Step) -> Result<(), Error> {
+    telemetry::init();
+    let clients = Clients::load()?;
+    let sends = step_function_sends(step);
     let provisioner = Arc::new(provisioner(&clients, &sends, step == Step::ExchangeToken).await?);
     run_sqs(|event| {
         let provisioner = provisioner.clone();

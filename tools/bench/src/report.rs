@@ -849,11 +849,14 @@ hello-world's, building the clients (each SDK crate parses its own copy of the e
 compiles its region patterns when its first client is built), the tracing subscriber and the configuration read \
 from the environment; the first request adds the \
 connection, the endpoint resolution the SDK does lazily and, where a function needs one, a secret read (the app \
-secret of meta-webhook, the link-signing key of the API and the callback). meta-webhook's first request is the first \
-request of two SDK clients at once (the app secret from Secrets Manager and the WABA's numbers from DynamoDB, asked \
-together: `deliver` in `shared/src/meta_webhook.rs`); on one thread each client's first request runs code nothing \
-ran before (an strace of one cold start: ≈ 4 ms from the event to the secret's request, ≈ 2 ms more to the query's, \
-against ≈ 1 ms from a warm request's event to its query), and the answers are waited on together.",
+secret of meta-webhook, the link-signing key of the API and the callback). meta-webhook's first request is the only \
+one of these events that waits on a secret: the app secret, asked beside the WABA's numbers (`deliver` in \
+`shared/src/meta_webhook.rs`), each the first request of its SDK client, running code nothing ran before. moto answers \
+one request at a time (an strace of a cold start, which slows every call alike: the query answered ≈ 5 ms after it was \
+sent, right after the secret, against ≈ 2 ms for the same query warm), so the overlap that saves a round trip on AWS \
+does not show here. Not waiting on the secret in the first request would need it read at init (a network round trip \
+at init, which the target rules out) or kept in the function's environment (readable by anyone allowed \
+`lambda:GetFunctionConfiguration`, and a reset app secret would wait for a deploy).",
                 over.len(),
                 functions.len(),
                 fmt_ms(limit * base),

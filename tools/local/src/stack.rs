@@ -346,6 +346,74 @@ fn queue_env_matches(logical_id: &str, env_name: &str) -> bool {
 mod tests {
     use super::*;
 
+    use muchaw_shared::ports::Queue;
+
+    use crate::template::{Intrinsic, intrinsic};
+
+    /// The queues a function's IAM statements allow `action` on (`!GetAtt <queue>.Arn`).
+    fn queues_allowing(properties: &serde_yaml::Value, action: &str) -> Vec<String> {
+        let statements = properties["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|policy| policy["Statement"].as_sequence())
+            .flatten();
+        let mut queues = Vec::new();
+        for statement in statements {
+            let actions: Vec<&str> = match &statement["Action"] {
+                serde_yaml::Value::Sequence(list) => {
+                    list.iter().filter_map(serde_yaml::Value::as_str).collect()
+                }
+                other => other.as_str().into_iter().collect(),
+            };
+            if !actions.contains(&action) {
+                continue;
+            }
+            let resources = match &statement["Resource"] {
+                serde_yaml::Value::Sequence(list) => list.iter().collect(),
+                one => vec![one],
+            };
+            for resource in resources {
+                if let Ok(Intrinsic::GetAtt(id, attribute)) = intrinsic(resource)
+                    && attribute == "Arn"
+                {
+                    queues.push(id);
+                }
+            }
+        }
+        queues
+    }
+
+    #[test]
+    fn every_step_function_is_given_each_queue_it_uses_and_the_right_to_use_it() {
+        let template = Template::workspace().unwrap();
+        for (function, step) in STEP_FUNCTIONS {
+            let properties = &template.resource(function).unwrap()["Properties"];
+            for queue in muchaw_shared::runtime::step_function_sends(step) {
+                // Its own queue it does not send to: it delays its own retries.
+                let action = if queue == Queue::Step(step) {
+                    "sqs:ChangeMessageVisibility"
+                } else {
+                    "sqs:SendMessage"
+                };
+                let allowed = queues_allowing(properties, action);
+                let name = muchaw_shared::config::queue_env_name(queue);
+                let given = &properties["Environment"]["Variables"][name];
+                let Ok(Intrinsic::Ref(queue_id)) = intrinsic(given) else {
+                    panic!("{function} has no {name}: {given:?}");
+                };
+                assert!(
+                    queue_env_matches(&queue_id, name),
+                    "{function}: {name} is {queue_id}"
+                );
+                assert!(
+                    allowed.contains(&queue_id),
+                    "{function} has no {action} on {queue_id}: {allowed:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn queue_variables_name_their_template_queues() {
         assert!(queue_env_matches("EventsQueue", "EVENTS_QUEUE_URL"));
