@@ -732,15 +732,16 @@ fn step_done(number: &Number, step: Step, record: StepRecord, now: Timestamp) ->
         Readiness::Early { at } => return refused(Refusal::StepNotReached { step, at }),
         Readiness::Superseded | Readiness::Run => {}
     }
-    let Some(mut next) = step.next_for(number.onboarding) else {
-        return refused(Refusal::LastStep { step });
+    // A record holding the answer of the call made beside the step's own goes past the step
+    // that call belongs to.
+    let [next, past_beside] = step.may_hand_over_to(number.onboarding);
+    let next = match past_beside {
+        Some(past_beside) if record.beside_done => past_beside,
+        _ => match next {
+            Some(next) => next,
+            None => return refused(Refusal::LastStep { step }),
+        },
     };
-    if record.beside_done && step.runs_beside() == Some(next) {
-        match next.next_for(number.onboarding) {
-            Some(past_beside) => next = past_beside,
-            None => return refused(Refusal::LastStep { step: next }),
-        }
-    }
     let mut after = number.clone();
     after.provisioning_step = Some(next);
     after.provisioning_error = None;

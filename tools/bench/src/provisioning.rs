@@ -542,12 +542,13 @@ pub async fn run(
     }
     drop(pipeline);
     let held_back = local.pipeline.held_back();
+    let meta_log = meta.calls();
     let decomposition = (!burst).then(|| {
         decompose(
             &sent,
             &watcher.settled,
             &step_records,
-            &meta.calls(),
+            &meta_log,
             meta_latency,
             &queue_functions,
         )
@@ -555,7 +556,6 @@ pub async fn run(
     let longest_batch = local.pipeline.longest_run();
     let run_totals = local.pipeline.run_totals();
     let records = proxy.records_since(mark);
-    let meta_log = meta.calls();
     let log_bytes = logged_since(logs_before);
     // The hourly sync's cost per live number, at the same Meta latency (its calls are Meta's).
     let health_sync = if burst || timed_out {
