@@ -111,7 +111,15 @@ pub struct Clients {
 impl Clients {
     /// A function's clients, from the environment Lambda gives it ([`lambda_sdk_config`]).
     pub fn load() -> Result<Clients, ConfigError> {
-        let config = lambda_sdk_config(|name| std::env::var(name).ok())?;
+        Clients::from_environment(|name| std::env::var(name).ok())
+    }
+
+    /// The clients `lookup`'s variables describe ([`lambda_sdk_config`]): a function's, or the
+    /// bench's copies of them.
+    pub fn from_environment(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Clients, ConfigError> {
+        let config = lambda_sdk_config(lookup)?;
         Ok(Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(&config),
             sqs: aws_sdk_sqs::Client::new(&config),

@@ -49,6 +49,72 @@ pub fn callback_with_new_phone(event: &Value, invocation: usize) -> Value {
     event
 }
 
+/// The cold starts of every function against one set of emulators.
+#[derive(Clone, Debug)]
+pub struct ColdRun {
+    /// `moto`, or `DynamoDB Local` (DynamoDB there, SQS and Secrets Manager on moto).
+    pub backend: String,
+    pub rows: Vec<ColdRow>,
+    /// How these emulators answer two requests sent at once (meta-webhook's first request).
+    pub concurrency: Option<ConcurrentAnswers>,
+}
+
+/// meta-webhook's first-request pair (the app secret's `GetSecretValue` and the WABA's numbers'
+/// `Query`) timed from the bench, each alone and both sent at once: on AWS two services answer
+/// side by side (both at once ≈ the longer one); one emulator process answering one request
+/// at a time makes it their sum.
+#[derive(Clone, Debug)]
+pub struct ConcurrentAnswers {
+    pub secret_alone: Summary,
+    pub query_alone: Summary,
+    pub together: Summary,
+}
+
+impl ConcurrentAnswers {
+    /// Both at once as a share of the two alone one after the other: ≈ 1 when the emulators
+    /// answer one at a time, ≈ longer ÷ sum when side by side.
+    pub fn serial_share(&self) -> f64 {
+        self.together.p50 / (self.secret_alone.p50 + self.query_alone.p50)
+    }
+}
+
+/// Times [`ConcurrentAnswers`] `runs` times each, interleaved: `secret` and `query` are one
+/// request each.
+pub async fn concurrent_answers<S, SF, Q, QF>(
+    runs: usize,
+    secret: S,
+    query: Q,
+) -> Result<ConcurrentAnswers>
+where
+    S: Fn() -> SF,
+    SF: std::future::Future<Output = Result<()>>,
+    Q: Fn() -> QF,
+    QF: std::future::Future<Output = Result<()>>,
+{
+    // One of each first: the connections are open for all the timed ones alike.
+    secret().await?;
+    query().await?;
+    let (mut secret_alone, mut query_alone, mut together) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let started = Instant::now();
+        secret().await?;
+        secret_alone.push(ms(started.elapsed()));
+        let started = Instant::now();
+        query().await?;
+        query_alone.push(ms(started.elapsed()));
+        let started = Instant::now();
+        let (a, b) = futures::join!(secret(), query());
+        a?;
+        b?;
+        together.push(ms(started.elapsed()));
+    }
+    Ok(ConcurrentAnswers {
+        secret_alone: Summary::of(&secret_alone),
+        query_alone: Summary::of(&query_alone),
+        together: Summary::of(&together),
+    })
+}
+
 #[derive(Clone, Debug)]
 pub struct ColdRow {
     pub name: String,
@@ -259,6 +325,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pair(secret: f64, query: f64, together: f64) -> ConcurrentAnswers {
+        let one = |ms: f64| Summary::of(&[ms]);
+        ConcurrentAnswers {
+            secret_alone: one(secret),
+            query_alone: one(query),
+            together: one(together),
+        }
+    }
+
+    #[test]
+    fn two_requests_answered_one_after_the_other_take_their_whole_sum() {
+        assert!((pair(2.0, 1.0, 3.0).serial_share() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn two_requests_answered_side_by_side_take_the_longer_one_s_share_of_the_sum() {
+        assert!((pair(2.0, 1.0, 2.0).serial_share() - 2.0 / 3.0).abs() < 1e-9);
+    }
 
     #[test]
     fn each_callback_invocation_signs_up_a_new_phone_with_the_same_code_and_waba() {

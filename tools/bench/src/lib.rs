@@ -139,12 +139,131 @@ pub struct Report {
     pub started: Option<chrono::DateTime<chrono::Utc>>,
     pub elapsed: Duration,
     pub sizes: Vec<size::SizeRow>,
-    pub cold: Vec<cold::ColdRow>,
+    /// Cold starts against moto.
+    pub cold: Option<cold::ColdRun>,
     pub api: Option<ApiFigures>,
     pub dynamo: Option<dynamo_cost::DynamoCost>,
     pub provisioning: Vec<provisioning::ProvisioningResult>,
     pub machine: Vec<(String, String)>,
 }
+
+/// Every function's cold starts against `backend`'s emulators (its functions reach them
+/// straight, no proxy between), beside the hello-world baseline's, and how they answer
+/// meta-webhook's two first requests sent at once.
+async fn cold_starts(
+    options: &Options,
+    template: &muchaw_local::Template,
+    functions: &[(String, String)],
+    backend: &Backend,
+    meta: &fake_meta::FakeMeta,
+) -> Result<cold::ColdRun> {
+    let direct = backend.direct().await?;
+    let stack = setup::stack(template, &direct.sdk, meta).await?;
+    let store = setup::table_store(&stack, &direct.sdk)?;
+    setup::seed_account(&store).await?;
+    let events = setup::workspace_root().join("events");
+    let mut targets = vec![cold::ColdTarget {
+        name: cold::BASELINE.into(),
+        binary: options.bin_dir.join(cold::BASELINE),
+        environment: vec![("AWS_REGION".into(), "us-east-1".into())],
+        event_file: "{\"hello\":\"world\"}".into(),
+        event: serde_json::json!({"hello": "world"}),
+        expected: None,
+        fresh_event: None,
+    }];
+    for (id, binary) in functions {
+        let (event_file, event) = cold::representative_event(&events, binary)?;
+        let mut environment: Vec<(String, String)> = stack
+            .function_environment(template, id)?
+            .into_iter()
+            .collect();
+        environment.extend(setup::lambda_extra(&backend.upstreams.moto));
+        targets.push(cold::ColdTarget {
+            name: binary.clone(),
+            binary: options.bin_dir.join(binary),
+            environment,
+            expected: cold::expected(&events, binary, &event_file),
+            fresh_event: (binary == "signup-callback")
+                .then_some(cold::callback_with_new_phone as fn(&serde_json::Value, usize) -> _),
+            event_file,
+            event,
+        });
+    }
+    // Each invocation starts from the same table: the example account, its key and its
+    // number, nothing an earlier invocation added (numbers, events, counters), so a
+    // function's cold and warm requests read and write alike however many ran before.
+    let reset = || {
+        let (store, stack, direct) = (store.clone(), &stack, &direct);
+        async move {
+            muchaw_local::provision::recreate_table(template, &direct.sdk, stack, "NumbersTable")
+                .await?;
+            setup::seed_account(&store).await?;
+            setup::seed_number(&store).await
+        }
+    };
+    let rows = cold::measure(&targets, options.cold_runs, reset).await?;
+    for row in &rows {
+        println!(
+            "cold {:<22} {:<15} init p50 {:>7} ms  cold request p50 {:>7} ms  warm p50 {:>7} ms  overhead p50 {:>7} ms  ({})",
+            row.name,
+            backend.name,
+            stats::fmt_ms(row.init.p50),
+            stats::fmt_ms(row.cold.p50),
+            stats::fmt_ms(row.warm.p50),
+            stats::fmt_ms(row.overhead.p50),
+            row.outcome
+        );
+    }
+    let concurrency = meta_webhook_pair(&targets, options.cold_runs)
+        .await
+        .inspect_err(|err| eprintln!("secret and query at once on {}: {err:#}", backend.name))
+        .ok();
+    Ok(cold::ColdRun {
+        backend: backend.name.clone(),
+        rows,
+        concurrency,
+    })
+}
+
+/// [`cold::ConcurrentAnswers`] for meta-webhook's first-request pair (its app secret, the
+/// example event's WABA's numbers), asked by clients built as the function builds them, from
+/// its environment.
+async fn meta_webhook_pair(
+    targets: &[cold::ColdTarget],
+    runs: usize,
+) -> Result<cold::ConcurrentAnswers> {
+    use muchaw_shared::ports::ProvisioningStore;
+    let target = targets
+        .iter()
+        .find(|t| t.name == "meta-webhook")
+        .context("no meta-webhook function in the template")?;
+    let variable = |name: &str| {
+        target
+            .environment
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let clients = muchaw_shared::aws::Clients::from_environment(variable)?;
+    let arn = variable("META_APP_SECRET_ARN").context("meta-webhook has no META_APP_SECRET_ARN")?;
+    let table = variable("TABLE_NAME").context("meta-webhook has no TABLE_NAME")?;
+    let store = DynamoStore::new(clients.dynamodb, table);
+    let secret = || {
+        let (secrets, arn) = (&clients.secrets, &arn);
+        async move {
+            secrets.get_secret_value().secret_id(arn).send().await?;
+            Ok(())
+        }
+    };
+    let query = || async {
+        store.numbers_of_waba(EXAMPLE_EVENT_WABA).await?;
+        Ok(())
+    };
+    cold::concurrent_answers(runs, secret, query).await
+}
+
+/// The WABA `events/meta-webhook/account-update.json` names.
+const EXAMPLE_EVENT_WABA: &str = "999000000000001";
 
 /// The functions of the template: (logical id, binary name).
 pub fn functions() -> Result<Vec<(String, String)>> {
@@ -184,61 +303,8 @@ pub async fn run(options: &Options) -> Result<Report> {
     }
 
     if options.sections.contains(&Section::Cold) {
-        let stack = setup::stack(&template, &direct, &meta).await?;
-        let store = setup::table_store(&stack, &direct)?;
-        setup::seed_account(&store).await?;
-        let events = setup::workspace_root().join("events");
-        let mut targets = vec![cold::ColdTarget {
-            name: cold::BASELINE.into(),
-            binary: options.bin_dir.join(cold::BASELINE),
-            environment: vec![("AWS_REGION".into(), "us-east-1".into())],
-            event_file: "{\"hello\":\"world\"}".into(),
-            event: serde_json::json!({"hello": "world"}),
-            expected: None,
-            fresh_event: None,
-        }];
-        for (id, binary) in &functions {
-            let (event_file, event) = cold::representative_event(&events, binary)?;
-            let mut environment: Vec<(String, String)> = stack
-                .function_environment(&template, id)?
-                .into_iter()
-                .collect();
-            environment.extend(setup::lambda_extra(&options.moto_endpoint));
-            targets.push(cold::ColdTarget {
-                name: binary.clone(),
-                binary: options.bin_dir.join(binary),
-                environment,
-                expected: cold::expected(&events, binary, &event_file),
-                fresh_event: (binary == "signup-callback")
-                    .then_some(cold::callback_with_new_phone as fn(&serde_json::Value, usize) -> _),
-                event_file,
-                event,
-            });
-        }
-        // Each invocation starts from the same table: the example account, its key and its
-        // number, nothing an earlier invocation added (numbers, events, counters), so a
-        // function's cold and warm requests read and write alike however many ran before.
-        report.cold = cold::measure(&targets, options.cold_runs, || {
-            let (store, stack, template, direct) = (store.clone(), &stack, &template, &direct);
-            async move {
-                muchaw_local::provision::recreate_table(template, direct, stack, "NumbersTable")
-                    .await?;
-                setup::seed_account(&store).await?;
-                setup::seed_number(&store).await
-            }
-        })
-        .await?;
-        for row in &report.cold {
-            println!(
-                "cold {:<22} init p50 {:>7} ms  cold request p50 {:>7} ms  warm p50 {:>7} ms  overhead p50 {:>7} ms  ({})",
-                row.name,
-                stats::fmt_ms(row.init.p50),
-                stats::fmt_ms(row.cold.p50),
-                stats::fmt_ms(row.warm.p50),
-                stats::fmt_ms(row.overhead.p50),
-                row.outcome
-            );
-        }
+        let moto = Backend::moto(&options.moto_endpoint);
+        report.cold = Some(cold_starts(options, &template, &functions, &moto, &meta).await?);
     }
 
     if options.sections.contains(&Section::Api) || options.sections.contains(&Section::Dynamo) {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 
 use crate::Report;
-use crate::cold::{BASELINE, ColdRow};
+use crate::cold::{BASELINE, ColdRow, ColdRun, ConcurrentAnswers};
 use crate::provisioning::{
     AWS_P50_MS, DOCUMENTED_SEQUENCE, ProvisioningResult, SQS_TO_LAMBDA_HOP_MS, step_order,
 };
@@ -234,19 +234,21 @@ bench inside a private network namespace (`unshare --net`; DynamoDB Local binds 
     out
 }
 
-fn baseline_init(report: &Report) -> Option<f64> {
-    report
-        .cold
-        .iter()
-        .find(|r| r.name == BASELINE)
-        .map(|r| r.init.p50)
+/// A run's hello-world baseline and its functions.
+fn baseline_and_functions(run: &ColdRun) -> Option<(&ColdRow, Vec<&ColdRow>)> {
+    let hello = run.rows.iter().find(|r| r.name == BASELINE)?;
+    Some((
+        hello,
+        run.rows.iter().filter(|r| r.name != BASELINE).collect(),
+    ))
 }
 
 fn summary(out: &mut String, report: &Report) {
     let _ = writeln!(out, "## Targets\n");
     let _ = writeln!(out, "| target | result | verdict |\n|---|---|---|");
-    if let Some(hello) = report.cold.iter().find(|r| r.name == BASELINE) {
-        let functions: Vec<_> = report.cold.iter().filter(|r| r.name != BASELINE).collect();
+    if let Some(run) = &report.cold
+        && let Some((hello, functions)) = baseline_and_functions(run)
+    {
         for (what, limit, base, of) in cold_targets(hello) {
             let Some(worst) = functions.iter().max_by(|a, b| of(a).total_cmp(&of(b))) else {
                 continue;
@@ -484,15 +486,14 @@ chains (`shared/src/aws.rs`), and 2.97 MB without encoding_rs's legacy-encoding 
 }
 
 fn cold(out: &mut String, report: &Report) {
-    if report.cold.is_empty() {
+    let Some(run) = &report.cold else {
         return;
-    }
-    let hello = baseline_init(report).unwrap_or(f64::NAN);
+    };
     let _ = writeln!(out, "## Cold start\n");
     let _ = writeln!(
         out,
         "Each binary started fresh under the local Lambda Runtime API (`tools/local/src/runtime_api.rs`), \
-its AWS calls going to moto, {} times, round-robin with the hello-world baseline. **init** = process start → \
+its AWS calls going to {}, {} times, round-robin with the hello-world baseline. **init** = process start → \
 first `GET /runtime/invocation/next`; **cold request** = process start → first response posted, for the \
 function's representative `events/` file; **warm** = the same event again; **overhead** = cold − warm (per run). Each request starts from a fresh table (the example account, its key and its number; the signup callback signs up a new phone each time), so the warm request does the cold one's work: not a replay that finds the work done. \
 Milliseconds, p50 / p99. The baseline is the canonical hello-world (`tools/hello-lambda`: `#[tokio::main]`, \
@@ -501,13 +502,26 @@ tokio's multi-thread scheduler, as `cargo lambda new` writes it), built with the
 (Lambda hands an execution environment one invocation at a time, on a share of a vCPU), which starts no worker \
 threads at init: on this machine that alone is ≈ 0.4 ms of a hello-world's ≈ 1.9 ms start to exit (hyperfine, \
 session of 2026-12-07).\n",
-        report.cold.first().map_or(0, |r| r.init.n + r.failed_runs)
+        run.backend,
+        run.rows.first().map_or(0, |r| r.init.n + r.failed_runs)
     );
+    cold_table(out, run);
+    let _ = writeln!(
+        out,
+        "\nPublic anchors on Lambda: hello-world Rust ≈ 14 ms init (arm64, 128 MB); SDK-laden functions ≈ 110 ms \
+init and ≈ 900 ms first request. An earlier measurement on this kind of machine: hello-world init ≈ 1.8 ms, a \
+function building DynamoDB and SQS clients with SDK defaults ≈ 13.7 ms (7.6×), most of it the SDK's default \
+HTTPS client loading the OS trust store (strace).\n"
+    );
+}
+
+fn cold_table(out: &mut String, run: &ColdRun) {
+    let hello = baseline_and_functions(run).map_or(f64::NAN, |(hello, _)| hello.init.p50);
     let _ = writeln!(
         out,
         "| function | event | init | cold request | warm request | overhead | overhead ÷ hello init | init × hello | first answer |\n|---|---|---:|---:|---:|---:|---:|---:|---|"
     );
-    for r in &report.cold {
+    for r in &run.rows {
         let _ = writeln!(
             out,
             "| {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {:.1} | {:.1} | {}{}{} |",
@@ -536,13 +550,31 @@ session of 2026-12-07).\n",
             }
         );
     }
-    let _ = writeln!(
-        out,
-        "\nPublic anchors on Lambda: hello-world Rust ≈ 14 ms init (arm64, 128 MB); SDK-laden functions ≈ 110 ms \
-init and ≈ 900 ms first request. An earlier measurement on this kind of machine: hello-world init ≈ 1.8 ms, a \
-function building DynamoDB and SQS clients with SDK defaults ≈ 13.7 ms (7.6×), most of it the SDK's default \
-HTTPS client loading the OS trust store (strace).\n"
-    );
+    if let Some(pair) = &run.concurrency {
+        let _ = writeln!(out, "\n{}", concurrency_sentence(&run.backend, pair));
+    }
+    let _ = writeln!(out);
+}
+
+/// What the emulators of a run do with meta-webhook's two first requests sent at once.
+fn concurrency_sentence(backend: &str, pair: &ConcurrentAnswers) -> String {
+    format!(
+        "meta-webhook's first request asks for the app secret and the WABA's numbers at once (`deliver` in \
+`shared/src/meta_webhook.rs`); on {backend}, timed from the bench with clients built as the function builds \
+them ({} times each, p50): the secret alone {} ms, the query alone {} ms, both sent at once {} ms, {:.0} % of the \
+two one after the other ({}).",
+        pair.together.n,
+        fmt_ms(pair.secret_alone.p50),
+        fmt_ms(pair.query_alone.p50),
+        fmt_ms(pair.together.p50),
+        100.0 * pair.serial_share(),
+        if pair.serial_share() > 0.85 {
+            "answered one after the other, as one process answering one request at a time does; on AWS two \
+services answer side by side"
+        } else {
+            "answered side by side, as two services on AWS are"
+        }
+    )
 }
 
 fn api(out: &mut String, report: &Report) {
@@ -828,8 +860,9 @@ fn cold_targets(hello: &ColdRow) -> [(&'static str, f64, f64, ColdFigure); 2] {
 /// For each missed target: by how much, and what holds it back, from this run's figures.
 fn notes(out: &mut String, report: &Report) {
     let mut notes: Vec<String> = Vec::new();
-    if let Some(hello) = report.cold.iter().find(|r| r.name == BASELINE) {
-        let functions: Vec<_> = report.cold.iter().filter(|r| r.name != BASELINE).collect();
+    if let Some(run) = &report.cold
+        && let Some((hello, functions)) = baseline_and_functions(run)
+    {
         for (what, limit, base, of) in cold_targets(hello) {
             let over: Vec<_> = functions.iter().filter(|r| of(r) > limit * base).collect();
             if over.is_empty() {
@@ -837,6 +870,25 @@ fn notes(out: &mut String, report: &Report) {
             }
             let low = over.iter().map(|r| of(r)).fold(f64::INFINITY, f64::min);
             let high = over.iter().map(|r| of(r)).fold(0.0, f64::max);
+            let meta_webhook = over.iter().find(|r| r.name == "meta-webhook");
+            let pair = match (&run.concurrency, meta_webhook) {
+                (Some(pair), Some(row)) if what.starts_with("cold") => {
+                    let without_secret = of(row) - pair.secret_alone.p50;
+                    format!(
+                        " {} Less the secret's answer alone, meta-webhook's overhead would be {} ms ({:.1}× the \
+hello-world's, {} the target).",
+                        concurrency_sentence(&run.backend, pair),
+                        fmt_ms(without_secret),
+                        without_secret / base,
+                        if without_secret <= limit * base {
+                            "within"
+                        } else {
+                            "still over"
+                        }
+                    )
+                }
+                _ => String::new(),
+            };
             notes.push(format!(
                 "**Cold start, {what}** ({} of {} functions over): the target is {} ms ({limit} × the hello-world's {} ms); \
 the functions over it take {}–{} ms p50 ({:.1}–{:.1}×). No function reads the trust store or a secret at init (one \
@@ -850,11 +902,8 @@ compiles its region patterns when its first client is built), the tracing subscr
 from the environment; the first request adds the \
 connection, the endpoint resolution the SDK does lazily and, where a function needs one, a secret read (the app \
 secret of meta-webhook, the link-signing key of the API and the callback). meta-webhook's first request is the only \
-one of these events that waits on a secret: the app secret, asked beside the WABA's numbers (`deliver` in \
-`shared/src/meta_webhook.rs`), each the first request of its SDK client, running code nothing ran before. moto answers \
-one request at a time (an strace of a cold start, which slows every call alike: the query answered ≈ 5 ms after it was \
-sent, right after the secret, against ≈ 2 ms for the same query warm), so the overlap that saves a round trip on AWS \
-does not show here. Not waiting on the secret in the first request would need it read at init (a network round trip \
+one of these events that waits on a secret (the app secret), each of its two requests the first of its SDK \
+client, running code nothing ran before.{pair} Not waiting on the secret in the first request would need it read at init (a network round trip \
 at init, which the target rules out) or kept in the function's environment (readable by anyone allowed \
 `lambda:GetFunctionConfiguration`, and a reset app secret would wait for a deploy).",
                 over.len(),

@@ -51,14 +51,15 @@ async fn a_quick_run_measures_every_section() {
     // Sizes and cold starts: every function and the baseline.
     assert_eq!(result.sizes.len(), packages.len());
     assert!(result.sizes.iter().all(|r| r.binary_bytes.is_some()));
-    let cold_names: Vec<&str> = result.cold.iter().map(|r| r.name.as_str()).collect();
+    let cold = result.cold.as_ref().expect("cold starts");
+    let cold_names: Vec<&str> = cold.rows.iter().map(|r| r.name.as_str()).collect();
     for package in &packages {
         assert!(
             cold_names.contains(&package.as_str()),
             "{package}: no cold-start row"
         );
     }
-    for row in &result.cold {
+    for row in &cold.rows {
         assert_eq!(row.failed_runs, 0, "{}: a cold start failed", row.name);
         assert_eq!(row.init.n, 1, "{}", row.name);
         assert_ne!(
@@ -68,6 +69,17 @@ async fn a_quick_run_measures_every_section() {
             row.name,
             row.outcome
         );
+    }
+
+    // meta-webhook's first-request pair, each alone and both at once, on the same emulator.
+    let pair = cold
+        .concurrency
+        .as_ref()
+        .expect("the secret and the query timed");
+    assert_eq!(cold.backend, "moto");
+    for timed in [&pair.secret_alone, &pair.query_alone, &pair.together] {
+        assert_eq!(timed.n, options.cold_runs);
+        assert!(timed.p50 > 0.0, "{pair:?}");
     }
 
     // API latency and throughput: every case measured.
