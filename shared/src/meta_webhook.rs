@@ -529,6 +529,15 @@ pub struct ReadAhead {
     numbers: Vec<Number>,
 }
 
+/// The WABA whose numbers the first change of a delivery's raw `body` reads, when one does.
+pub fn waba_read_first(body: &[u8]) -> Option<String> {
+    let body = serde_json::from_slice::<Value>(body).ok()?;
+    Envelope::read(&body).entry.iter().find_map(|entry| {
+        let change = entry.changes.first()?;
+        action_of(&entry.id, change).waba_id().map(str::to_string)
+    })
+}
+
 /// What a delivery changed, for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Handled {
@@ -587,12 +596,7 @@ where
     /// applied: the body is not verified yet). A failed read is no read ahead: the change reads
     /// again when it applies.
     pub async fn read_ahead(&self, body: &[u8]) -> Option<ReadAhead> {
-        let body = serde_json::from_slice::<Value>(body).ok()?;
-        let envelope = Envelope::read(&body);
-        let waba_id = envelope.entry.iter().find_map(|entry| {
-            let change = entry.changes.first()?;
-            action_of(&entry.id, change).waba_id().map(str::to_string)
-        })?;
+        let waba_id = waba_read_first(body)?;
         match self.store.numbers_of_waba(&waba_id).await {
             Ok(numbers) => Some(ReadAhead { waba_id, numbers }),
             Err(err) => {

@@ -52,7 +52,7 @@ pub fn callback_with_new_phone(event: &Value, invocation: usize) -> Value {
 /// The cold starts of every function against one set of emulators.
 #[derive(Clone, Debug)]
 pub struct ColdRun {
-    /// `moto`, or `DynamoDB Local` (DynamoDB there, SQS and Secrets Manager on moto).
+    /// Which emulators they ran against (`moto`), for the report.
     pub backend: String,
     pub rows: Vec<ColdRow>,
     /// How these emulators answer two requests sent at once (meta-webhook's first request).

@@ -226,7 +226,7 @@ async fn cold_starts(
 }
 
 /// [`cold::ConcurrentAnswers`] for meta-webhook's first-request pair (its app secret, the
-/// example event's WABA's numbers), asked by clients built as the function builds them, from
+/// numbers of the WABA its representative event names), asked by clients built as the function builds them, from
 /// its environment.
 async fn meta_webhook_pair(
     targets: &[cold::ColdTarget],
@@ -247,6 +247,10 @@ async fn meta_webhook_pair(
     let clients = muchaw_shared::aws::Clients::from_environment(variable)?;
     let arn = variable("META_APP_SECRET_ARN").context("meta-webhook has no META_APP_SECRET_ARN")?;
     let table = variable("TABLE_NAME").context("meta-webhook has no TABLE_NAME")?;
+    let waba = target.event["body"]
+        .as_str()
+        .and_then(|body| muchaw_shared::meta_webhook::waba_read_first(body.as_bytes()))
+        .with_context(|| format!("{} names no WABA", target.event_file))?;
     let store = DynamoStore::new(clients.dynamodb, table);
     let secret = || {
         let (secrets, arn) = (&clients.secrets, &arn);
@@ -256,14 +260,11 @@ async fn meta_webhook_pair(
         }
     };
     let query = || async {
-        store.numbers_of_waba(EXAMPLE_EVENT_WABA).await?;
+        store.numbers_of_waba(&waba).await?;
         Ok(())
     };
     cold::concurrent_answers(runs, secret, query).await
 }
-
-/// The WABA `events/meta-webhook/account-update.json` names.
-const EXAMPLE_EVENT_WABA: &str = "999000000000001";
 
 /// The functions of the template: (logical id, binary name).
 pub fn functions() -> Result<Vec<(String, String)>> {
