@@ -24,7 +24,11 @@ use serde_json::{Value, json};
 pub struct TestEnv {
     pub template: Template,
     pub stack: Stack,
+    /// The operator's configuration, straight to moto: for a test's own setup and checks.
     pub sdk: SdkConfig,
+    /// The functions' configuration: through the AWS gateway, signing as the function whose
+    /// work runs (`muchaw_local::identity`), so each handler has only its own role's rights.
+    pub function_sdk: SdkConfig,
     pub store: DynamoStore,
     /// Every request `store` sent, by DynamoDB operation.
     pub dynamo_operations: DynamoOperations,
@@ -111,6 +115,15 @@ impl TestEnv {
         let stack = provision(&template, &sdk, &random_prefix(), &overrides)
             .await
             .expect("provisioning the template on moto");
+        let gateway = muchaw_local::aws_proxy::SharedGateway::get();
+        gateway
+            .authorizer
+            .register(&template, &stack)
+            .expect("the functions' roles in template.yaml");
+        muchaw_local::provision::register_tables(&template, &stack, &gateway.limits)
+            .expect("the template's tables");
+        let function_sdk =
+            muchaw_local::identity::function_sdk_config(&sdk, &gateway.url, &stack.prefix, None);
         let dynamo_operations = DynamoOperations::default();
         let dynamo_config = aws_sdk_dynamodb::config::Builder::from(&sdk)
             .interceptor(dynamo_operations.clone())
@@ -123,6 +136,7 @@ impl TestEnv {
             template,
             stack,
             sdk,
+            function_sdk,
             store,
             dynamo_operations,
         }
@@ -137,8 +151,37 @@ impl TestEnv {
         })
     }
 
+    /// The queues as the functions reach them (through the gateway, as the running function).
     pub fn queue(&self) -> SqsQueue {
-        SqsQueue::new(aws_sdk_sqs::Client::new(&self.sdk), self.queue_urls())
+        SqsQueue::new(
+            aws_sdk_sqs::Client::new(&self.function_sdk),
+            self.queue_urls(),
+        )
+    }
+
+    /// The table as the functions reach it (through the gateway, as the running function);
+    /// its requests are logged in `dynamo_operations` too.
+    pub fn function_store(&self) -> DynamoStore {
+        let config = aws_sdk_dynamodb::config::Builder::from(&self.function_sdk)
+            .interceptor(self.dynamo_operations.clone())
+            .build();
+        DynamoStore::new(
+            aws_sdk_dynamodb::Client::from_conf(config),
+            self.store.table().to_string(),
+        )
+    }
+
+    /// Secrets Manager as the functions reach it.
+    pub fn function_secrets(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.function_sdk)
+    }
+
+    /// `router` behind the template's routes, each request as the function its route names.
+    pub fn template_routed(&self, router: axum::Router) -> axum::Router {
+        muchaw_local::identity::template_routed(
+            router,
+            muchaw_local::binaries::http_routes(&self.template).expect("HttpApi routes"),
+        )
     }
 
     /// A command through the lifecycle, as every handler applies it.
@@ -192,7 +235,8 @@ impl TestEnv {
 
     /// Invokes the numbers API with an API Gateway HTTP API (v2) event, as Lambda would.
     pub async fn invoke(&self, event: Value) -> ApiResponse {
-        parse_response(invoke_router(api::router(self.store.clone(), self.queue()), event).await)
+        let router = self.template_routed(api::router(self.function_store(), self.queue()));
+        parse_response(invoke_router(router, event).await)
     }
 
     pub async fn get(&self, key: Option<&str>, path: &str, query: &str) -> ApiResponse {
@@ -293,6 +337,14 @@ impl TestEnv {
             .into_iter()
             .collect();
         env.extend(moto_env());
+        env.insert(
+            "AWS_ENDPOINT_URL".into(),
+            muchaw_local::aws_proxy::SharedGateway::get().url.clone(),
+        );
+        env.insert(
+            "AWS_ACCESS_KEY_ID".into(),
+            muchaw_local::identity::function_access_key(&self.stack.prefix, function_id),
+        );
         env
     }
 
@@ -304,6 +356,21 @@ impl TestEnv {
                 .expect("queue")
                 .to_string(),
         )
+    }
+}
+
+impl Drop for TestEnv {
+    /// A request a function's role does not allow fails the test that made it.
+    fn drop(&mut self) {
+        let denials = muchaw_local::aws_proxy::SharedGateway::get()
+            .authorizer
+            .denials_of(&self.stack.prefix);
+        if !denials.is_empty() && !std::thread::panicking() {
+            panic!(
+                "AWS requests denied by the functions' roles in template.yaml: {:#?}",
+                denials
+            );
+        }
     }
 }
 

@@ -117,11 +117,14 @@ impl ProvisioningEnv {
         })
         .expect("graph client");
         let vault = SecretsVault::new(
-            aws_sdk_secretsmanager::Client::new(&env.sdk),
-            format!("{}/numbers/", env.stack.prefix),
+            env.function_secrets(),
+            env.function_env("ExchangeTokenFunction")
+                .get("TOKEN_SECRET_PREFIX")
+                .cloned()
+                .expect("TOKEN_SECRET_PREFIX"),
         );
         let provisioner = Arc::new(Provisioner {
-            store: env.store.clone(),
+            store: env.function_store(),
             queue: queue.clone(),
             meta: graph,
             vault,
@@ -136,11 +139,11 @@ impl ProvisioningEnv {
             },
         });
         let dispatcher = Arc::new(muchaw_shared::webhooks::delivery::Dispatcher {
-            store: env.store.clone(),
+            store: env.function_store(),
             queue: queue.clone(),
         });
         let deliverer = Arc::new(muchaw_shared::webhooks::delivery::Deliverer {
-            store: env.store.clone(),
+            store: env.function_store(),
             queue: queue.clone(),
             http: muchaw_shared::webhooks::delivery::http_client(
                 TEST_WEBHOOK_TIMEOUT,
@@ -156,7 +159,7 @@ impl ProvisioningEnv {
         let pipeline = Pipeline::new(
             &env.template,
             &env.stack,
-            aws_sdk_sqs::Client::new(&env.sdk),
+            aws_sdk_sqs::Client::new(&env.function_sdk),
             &handlers,
             &[],
         )
@@ -223,7 +226,7 @@ impl ProvisioningEnv {
     /// Every API route the functions serve, finished as `api::finish` does in each function
     /// (Meta's webhook aside). Links point at `base_url` (empty: the hosted page).
     pub fn router_with_base_url(&self, base_url: &str) -> axum::Router {
-        let store = self.env.store.clone();
+        let store = self.env.function_store();
         let routes = api::numbers_routes(store.clone(), self.queue.clone())
             .merge(api::signup_link_routes(
                 store.clone(),
@@ -253,7 +256,8 @@ impl ProvisioningEnv {
                 )
                 .expect("http client"),
             ));
-        api::finish(routes, store, api::ApiLimits::UNLIMITED)
+        self.env
+            .template_routed(api::finish(routes, store, api::ApiLimits::UNLIMITED))
     }
 
     pub fn router(&self) -> axum::Router {

@@ -32,7 +32,8 @@ pub struct HttpRoute {
 }
 
 impl HttpRoute {
-    fn matches_path(&self, path: &str) -> Option<HashMap<String, String>> {
+    /// The route's path parameters when `path` is one of its paths.
+    pub fn matches_path(&self, path: &str) -> Option<HashMap<String, String>> {
         let pattern: Vec<&str> = self.path.trim_matches('/').split('/').collect();
         let actual: Vec<&str> = path.trim_matches('/').split('/').collect();
         if pattern.len() != actual.len() {
@@ -139,6 +140,21 @@ impl BinaryStack {
                 .into_iter()
                 .collect();
             environment.extend(extra.iter().cloned());
+            // Each function signs with its own key: the AWS gateway checks it against its role.
+            environment.retain(|(name, _)| name != "AWS_ACCESS_KEY_ID");
+            environment.push((
+                "AWS_ACCESS_KEY_ID".to_string(),
+                crate::identity::function_access_key(&stack.prefix, &id),
+            ));
+            let size = crate::aws_proxy::limits::environment_size(
+                stack
+                    .function_environment(template, &id)?
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            );
+            if size > crate::aws_proxy::limits::LAMBDA_MAX_ENVIRONMENT_BYTES {
+                bail!("{id}: its environment is {size} bytes; Lambda allows 4 KB");
+            }
             let timeout = template
                 .resources_of_type("AWS::Serverless::Function")
                 .into_iter()
@@ -290,8 +306,18 @@ impl BinaryStack {
                 .into_response();
         };
         let event = gateway_event(route, &parameters, &parts.headers, &parts.uri, &bytes);
-        match self.invoke(&route.function_id, event).await {
-            Ok(Invocation::Response(response)) => gateway_response(&response),
+        let invoked = tokio::time::timeout(
+            crate::aws_proxy::limits::API_GATEWAY_TIMEOUT,
+            self.invoke(&route.function_id, event),
+        );
+        match invoked.await {
+            Ok(Ok(Invocation::Response(response))) => gateway_response(&response),
+            // API Gateway's answer when the integration outlives its 30 s.
+            Err(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"message": "Service Unavailable"})),
+            )
+                .into_response(),
             _ => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 axum::Json(json!({"message": "Internal Server Error"})),

@@ -1,6 +1,8 @@
 //! One wiring for the local stack and the tests: moto as AWS, and the tables, queues and secrets
 //! created as `template.yaml` declares them, so what runs here is what deploys.
 
+pub mod aws_proxy;
+pub mod identity;
 pub mod moto;
 pub mod pipeline;
 pub mod provision;

@@ -129,10 +129,14 @@ async fn up(args: Args) -> Result<()> {
     let stack = provision(&template, &sdk, &prefix, &overrides)
         .await
         .context("creating the template's resources on moto")?;
+    // Every function's AWS requests go through the gateway: its own role's rights, AWS's limits.
+    let (gateway, authorizer) = start_gateway(&template, &stack, moto.endpoint()).await?;
+    let function_sdk =
+        muchaw_local::identity::function_sdk_config(&sdk, &gateway.url(), &stack.prefix, None);
     let local = muchaw_local::stack::build(
         &template,
         &stack,
-        &sdk,
+        &function_sdk,
         meta.app_secret(),
         VERIFY_TOKEN,
         signing_key,
@@ -147,9 +151,8 @@ async fn up(args: Args) -> Result<()> {
             .context("where muchaw-local runs from")?
             .to_path_buf();
         let extra = [
-            ("AWS_ENDPOINT_URL", moto.endpoint().to_string()),
+            ("AWS_ENDPOINT_URL", gateway.url()),
             ("AWS_REGION", muchaw_local::moto::REGION.to_string()),
-            ("AWS_ACCESS_KEY_ID", "test".to_string()),
             ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
             // Local retries in seconds, not hours.
             ("RETRY_BASE_SECONDS", "1".to_string()),
@@ -166,7 +169,7 @@ async fn up(args: Args) -> Result<()> {
             let pipeline = muchaw_local::pipeline::Pipeline::new(
                 &template,
                 &stack,
-                aws_sdk_sqs::Client::new(&sdk),
+                aws_sdk_sqs::Client::new(&function_sdk),
                 &binaries.sqs_handlers(),
                 &[],
             )?;
@@ -249,9 +252,44 @@ async fn up(args: Args) -> Result<()> {
         served = server => served?,
         () = scheduler => {}
     }
+    let denials = authorizer.denials();
+    if !denials.is_empty() {
+        eprintln!("AWS requests denied by the functions' roles in template.yaml:");
+        for denial in denials {
+            eprintln!(
+                "  {} {} on {}",
+                denial.function, denial.permission.action, denial.permission.resource
+            );
+        }
+    }
+    drop(gateway);
     drop(meta);
     drop(moto);
     Ok(())
+}
+
+/// The AWS gateway in front of moto: each function's requests checked against its role in the
+/// template, and AWS's limits enforced.
+async fn start_gateway(
+    template: &Template,
+    stack: &muchaw_local::Stack,
+    moto_endpoint: &str,
+) -> Result<(
+    muchaw_local::aws_proxy::AwsProxy,
+    Arc<muchaw_local::aws_proxy::iam::Authorizer>,
+)> {
+    use muchaw_local::aws_proxy::{AwsProxy, Hook, iam::Authorizer, limits::Limits};
+    let authorizer = Arc::new(Authorizer::from_environment());
+    authorizer.register(template, stack)?;
+    let limits = Arc::new(Limits::default());
+    muchaw_local::provision::register_tables(template, stack, &limits)?;
+    let hooks: Vec<Arc<dyn Hook>> = vec![authorizer.clone(), limits];
+    let gateway = AwsProxy::start(
+        muchaw_local::upstreams::Upstreams::moto(moto_endpoint),
+        hooks,
+    )
+    .await?;
+    Ok((gateway, authorizer))
 }
 
 mod demo {

@@ -262,7 +262,12 @@ impl Pipeline {
                             handler: &handler,
                             runs: &runs,
                         };
-                        match poll(target, 1, twice).await {
+                        // Lambda's event source mapping polls with the function's role.
+                        let polled = crate::identity::as_function(
+                            &source.function_id,
+                            poll(target, 1, twice),
+                        );
+                        match polled.await {
                             Ok(n) => {
                                 handled.fetch_add(n as u64, Ordering::Relaxed);
                             }

@@ -121,6 +121,12 @@ pub async fn provision(
             .unwrap_or_default();
         stack.parameters.insert(name, value);
     }
+    // Stacks sharing one moto keep their secrets apart, under the names their roles grant.
+    if !overrides.parameters.contains_key("Stage") && template.has_parameter("Stage") {
+        stack
+            .parameters
+            .insert("Stage".to_string(), prefix.to_ascii_lowercase());
+    }
     let dynamodb = aws_sdk_dynamodb::Client::new(config);
     for (id, props) in template.resources_of_type("AWS::DynamoDB::Table") {
         let name = format!("{prefix}-{id}");
@@ -491,4 +497,21 @@ impl Stack {
         }
         Ok(env)
     }
+}
+
+/// Tells the limits hook each table's key attributes, from the template's `KeySchema`.
+pub fn register_tables(
+    template: &Template,
+    stack: &Stack,
+    limits: &crate::aws_proxy::limits::Limits,
+) -> Result<()> {
+    for (id, props) in template.resources_of_type("AWS::DynamoDB::Table") {
+        let keys = list(props, "KeySchema")
+            .map(|k| field(k, "AttributeName"))
+            .collect::<Result<Vec<_>>>()?;
+        if let Ok(table) = stack.table(&id) {
+            limits.register_table(table, keys);
+        }
+    }
+    Ok(())
 }

@@ -211,13 +211,15 @@ impl ScheduledRunner {
             ScheduledRunner::InProcess { health_sync, .. }
                 if schedule.function_id == "HealthSyncFunction" =>
             {
-                let summary = health_sync.run().await?;
+                let summary =
+                    crate::identity::as_function("HealthSyncFunction", health_sync.run()).await?;
                 Ok(serde_json::to_value(summary)?)
             }
             ScheduledRunner::InProcess { outbox_relay, .. }
                 if schedule.function_id == "OutboxRelayFunction" =>
             {
-                let summary = outbox_relay.run().await?;
+                let summary =
+                    crate::identity::as_function("OutboxRelayFunction", outbox_relay.run()).await?;
                 Ok(serde_json::to_value(summary)?)
             }
             ScheduledRunner::InProcess { .. } => {

@@ -219,6 +219,7 @@ pub fn build(
         muchaw_shared::meta_webhook::PATH,
         muchaw_shared::meta_webhook::routes(meta_webhook).into_service::<axum::body::Body>(),
     );
+    let router = crate::identity::template_routed(router, crate::binaries::http_routes(template)?);
     let health_sync = Arc::new(muchaw_shared::health::HealthSync {
         store: store.clone(),
         queue: queue_for("HealthSyncFunction")?,

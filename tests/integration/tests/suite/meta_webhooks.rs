@@ -30,18 +30,23 @@ async fn webhook(
         .function_environment(&p.env.template, "MetaWebhookFunction")
         .expect("MetaWebhookFunction environment");
     let arn = env.get("META_APP_SECRET_ARN").expect("META_APP_SECRET_ARN");
-    let secrets = read_app_secrets(&aws_sdk_secretsmanager::Client::new(&p.env.sdk), arn)
-        .await
-        .expect("app secrets");
+    let secrets = muchaw_local::identity::as_function(
+        "MetaWebhookFunction",
+        read_app_secrets(&p.env.function_secrets(), arn),
+    )
+    .await
+    .expect("app secrets");
     MetaWebhook {
-        store: p.env.store.clone(),
+        store: p.env.function_store(),
         queue: p.queue.clone(),
         secrets: muchaw_shared::secret_cache::SecretCache::fixed(secrets),
     }
 }
 
 async fn invoke(p: &ProvisioningEnv, event: Value) -> ApiResponse {
-    let router = meta_webhook::routes(webhook(p).await);
+    let router = p
+        .env
+        .template_routed(meta_webhook::routes(webhook(p).await));
     let response = invoke_router(router, event).await;
     // The challenge is plain text: keep it as a string.
     if response["headers"]["content-type"]
