@@ -117,11 +117,9 @@ impl TestEnv {
             .expect("provisioning the template on moto");
         let gateway = muchaw_local::aws_proxy::SharedGateway::get();
         gateway
-            .authorizer
+            .guards
             .register(&template, &stack)
             .expect("the functions' roles in template.yaml");
-        muchaw_local::provision::register_tables(&template, &stack, &gateway.limits)
-            .expect("the template's tables");
         let function_sdk =
             muchaw_local::identity::function_sdk_config(&sdk, &gateway.url, &stack.prefix, None);
         let dynamo_operations = DynamoOperations::default();
@@ -363,6 +361,7 @@ impl Drop for TestEnv {
     /// A request a function's role does not allow fails the test that made it.
     fn drop(&mut self) {
         let denials = muchaw_local::aws_proxy::SharedGateway::get()
+            .guards
             .authorizer
             .denials_of(&self.stack.prefix);
         if !denials.is_empty() && !std::thread::panicking() {

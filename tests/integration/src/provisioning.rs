@@ -370,14 +370,20 @@ impl ProvisioningEnv {
             .queue_url(crate::queue_logical_id(queue))
             .expect("queue in template")
             .to_string();
-        let received = aws_sdk_sqs::Client::new(&self.env.sdk)
+        let function = muchaw_local::stack::STEP_FUNCTIONS
+            .iter()
+            .find(|(_, s)| *s == step)
+            .map(|(function, _)| *function)
+            .expect("a function per step");
+        let receive = aws_sdk_sqs::Client::new(&self.env.function_sdk)
             .receive_message()
             .queue_url(&url)
             .max_number_of_messages(10)
             .wait_time_seconds(1)
             .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
             .message_attribute_names("All")
-            .send()
+            .send();
+        let received = muchaw_local::identity::as_function(function, receive)
             .await
             .expect("receive")
             .messages
@@ -390,7 +396,8 @@ impl ProvisioningEnv {
             })
             .collect();
         let event = serde_json::from_value(json!({ "Records": records })).expect("an SQS event");
-        self.provisioner.handle_batch(step, event).await
+        muchaw_local::identity::as_function(function, self.provisioner.handle_batch(step, event))
+            .await
     }
 
     /// Waits (bounded) until the number is no longer `PENDING` and returns it.

@@ -421,8 +421,16 @@ pub async fn run(
 ) -> Result<ProvisioningResult> {
     let direct = backend.direct().await?;
     let stack = setup::stack(template, &direct.sdk, meta).await?;
-    let proxy = CountingProxy::start_routed(backend.upstreams.clone()).await?;
-    let sdk = sdk_config_for(&proxy.url()).await;
+    // Each function with only its own role's rights and AWS's limits, before the counting.
+    let guards = muchaw_local::aws_proxy::Guards::new();
+    guards.register(template, &stack)?;
+    let proxy = CountingProxy::start_guarded(backend.upstreams.clone(), guards.hooks()).await?;
+    let sdk = muchaw_local::identity::function_sdk_config(
+        &sdk_config_for(&proxy.url()).await,
+        &proxy.url(),
+        &stack.prefix,
+        None,
+    );
     let local = muchaw_local::stack::build(
         template,
         &stack,
@@ -599,6 +607,10 @@ pub async fn run(
         attribute_steps(&step_records, &queue_functions)
     };
     per_step.sort_by_key(|s| step_order(&s.function));
+    let denials = guards.authorizer.denials();
+    if !denials.is_empty() {
+        anyhow::bail!("AWS requests denied by the functions' roles in template.yaml: {denials:?}");
+    }
     Ok(ProvisioningResult {
         backend: backend.name.clone(),
         meta_latency_ms: meta_latency.as_millis() as u64,

@@ -1,19 +1,17 @@
-//! A counting HTTP proxy in front of the AWS emulators: forwards every AWS call unchanged (to
-//! moto, or DynamoDB's to DynamoDB Local when one is given) and records its service, action,
+//! Counting, as a hook of the local AWS gateway (`muchaw_local::aws_proxy`): every AWS call
+//! goes on unchanged (to moto, or DynamoDB's to DynamoDB Local when one is given) and the hook
+//! records its service, action,
 //! queue, the DynamoDB items it wrote or read and the capacity units those would cost on
 //! DynamoDB. Production code is untouched: only its endpoint points here.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use anyhow::Result;
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use muchaw_local::aws_proxy::{Answer, AwsCall, AwsProxy, Hook};
 use serde_json::Value;
 
 pub use muchaw_local::upstreams::Upstreams;
@@ -145,23 +143,39 @@ impl Counts {
     }
 }
 
-struct ProxyState {
-    upstreams: Upstreams,
-    client: reqwest::Client,
+/// The counting hook: one record per answered call.
+#[derive(Default)]
+struct Counter {
     log: Mutex<Vec<Record>>,
 }
 
-/// The proxy; stops when dropped.
-pub struct CountingProxy {
-    addr: SocketAddr,
-    state: Arc<ProxyState>,
-    task: tokio::task::JoinHandle<()>,
+impl Hook for Counter {
+    fn after(&self, call: &AwsCall, answer: &Answer) {
+        let mut record = classify(
+            &call.headers,
+            call.query.as_deref(),
+            &call.body,
+            &answer.body,
+        );
+        record.status = answer.status.as_u16();
+        record.at = Some(Instant::now());
+        record.elapsed_ms = answer.elapsed.as_secs_f64() * 1000.0;
+        if answer.status.is_success() {
+            measure(&mut record, &call.body, &answer.body);
+        } else {
+            record.status_changes.clear();
+        }
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(record);
+    }
 }
 
-impl Drop for CountingProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// The gateway with a counter; stops when dropped.
+pub struct CountingProxy {
+    proxy: AwsProxy,
+    counter: Arc<Counter>,
 }
 
 impl CountingProxy {
@@ -170,30 +184,29 @@ impl CountingProxy {
     }
 
     pub async fn start_routed(upstreams: Upstreams) -> Result<CountingProxy> {
-        let state = Arc::new(ProxyState {
-            upstreams,
-            client: muchaw_shared::http_client::reqwest_builder()?
-                .pool_max_idle_per_host(256)
-                .build()
-                .context("proxy client")?,
-            log: Mutex::default(),
-        });
-        let app = Router::new().fallback(forward).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(CountingProxy { addr, state, task })
+        CountingProxy::start_guarded(upstreams, Vec::new()).await
+    }
+
+    /// A gateway to `upstreams` that runs `guards` (the functions' roles, AWS's limits) before
+    /// counting what the emulators answered.
+    pub async fn start_guarded(
+        upstreams: Upstreams,
+        guards: Vec<Arc<dyn Hook>>,
+    ) -> Result<CountingProxy> {
+        let counter = Arc::new(Counter::default());
+        let mut hooks = guards;
+        hooks.push(counter.clone());
+        let proxy = AwsProxy::start(upstreams, hooks).await?;
+        Ok(CountingProxy { proxy, counter })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.proxy.url()
     }
 
     /// Every record so far.
     pub fn records(&self) -> Vec<Record> {
-        self.state
+        self.counter
             .log
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -202,7 +215,7 @@ impl CountingProxy {
 
     /// How many records there are: a mark to take `records_since` from.
     pub fn mark(&self) -> usize {
-        self.state
+        self.counter
             .log
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -210,69 +223,9 @@ impl CountingProxy {
     }
 
     pub fn records_since(&self, mark: usize) -> Vec<Record> {
-        let log = self.state.log.lock().unwrap_or_else(|e| e.into_inner());
+        let log = self.counter.log.lock().unwrap_or_else(|e| e.into_inner());
         log.get(mark..).map(<[Record]>::to_vec).unwrap_or_default()
     }
-}
-
-async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
-    match forward_inner(&state, request).await {
-        Ok(response) => response,
-        Err(err) => (StatusCode::BAD_GATEWAY, format!("proxy: {err:#}")).into_response(),
-    }
-}
-
-async fn forward_inner(state: &ProxyState, request: Request) -> Result<Response> {
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, 64 * 1024 * 1024).await?;
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let mut outgoing = state.client.request(
-        parts.method.clone(),
-        format!("{}{path}", state.upstreams.for_request(&parts.headers)),
-    );
-    for (name, value) in &parts.headers {
-        if !is_hop_header(name.as_str()) {
-            outgoing = outgoing.header(name, value);
-        }
-    }
-    let asked = Instant::now();
-    let answer = outgoing.body(body.clone()).send().await?;
-    let status = answer.status();
-    let headers = answer.headers().clone();
-    let answer_body = answer.bytes().await?;
-    let mut record = classify(&parts.headers, parts.uri.query(), &body, &answer_body);
-    record.status = status.as_u16();
-    record.at = Some(Instant::now());
-    record.elapsed_ms = asked.elapsed().as_secs_f64() * 1000.0;
-    if status.is_success() {
-        measure(&mut record, &body, &answer_body);
-    } else {
-        record.status_changes.clear();
-    }
-    state
-        .log
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(record);
-    let mut response = Response::new(Body::from(answer_body));
-    *response.status_mut() = status;
-    for (name, value) in &headers {
-        if !is_hop_header(name.as_str()) {
-            response.headers_mut().append(name, value.clone());
-        }
-    }
-    Ok(response)
-}
-
-fn is_hop_header(name: &str) -> bool {
-    matches!(
-        name,
-        "host" | "content-length" | "connection" | "transfer-encoding" | "keep-alive"
-    )
 }
 
 /// Service and action from `X-Amz-Target` (JSON protocols), else the SigV4 credential scope
@@ -320,50 +273,7 @@ pub fn classify(headers: &HeaderMap, query: Option<&str>, body: &Bytes, _answer:
     record
 }
 
-/// DynamoDB's item size: attribute names plus values (numbers approximated by their digits).
-pub fn item_size(item: &Value) -> u64 {
-    item.as_object()
-        .map(|attrs| {
-            attrs
-                .iter()
-                .map(|(name, value)| name.len() as u64 + value_size(value))
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn value_size(value: &Value) -> u64 {
-    let Some((kind, inner)) = value.as_object().and_then(|o| o.iter().next()) else {
-        return 0;
-    };
-    match kind.as_str() {
-        "S" => inner.as_str().map_or(0, |s| s.len() as u64),
-        "N" => inner.as_str().map_or(0, |s| {
-            (s.trim_start_matches('-').len() as u64).div_ceil(2) + 1
-        }),
-        "B" => inner.as_str().map_or(0, |s| (s.len() as u64 * 3) / 4),
-        "BOOL" | "NULL" => 1,
-        "SS" | "NS" | "BS" => inner.as_array().map_or(0, |items| {
-            items
-                .iter()
-                .map(|i| i.as_str().map_or(0, |s| s.len() as u64))
-                .sum()
-        }),
-        "M" => {
-            3 + inner.as_object().map_or(0, |m| {
-                m.iter()
-                    .map(|(k, v)| 1 + k.len() as u64 + value_size(v))
-                    .sum()
-            })
-        }
-        "L" => {
-            3 + inner
-                .as_array()
-                .map_or(0, |l| l.iter().map(|v| 1 + value_size(v)).sum())
-        }
-        _ => 0,
-    }
-}
+pub use muchaw_local::aws_proxy::limits::item_size;
 
 /// Writes: 1 WCU per KB of each item (an update's item is taken as ≤ 1 KB), twice that inside a
 /// transaction. Reads: 1 RCU per 4 KB strongly consistent, half that eventually consistent;

@@ -85,6 +85,23 @@ pub async fn check(
         explained,
     });
 
+    // Every AWS request within its function's role in template.yaml.
+    let denials = world.guards.authorizer.denials();
+    invariants.push(Invariant {
+        name: "no AWS request denied by its function's role in template.yaml",
+        checked: "every AWS request of every function".to_string(),
+        broken: denials
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {} on {} ({})",
+                    d.function, d.permission.action, d.permission.resource, d.api_action
+                )
+            })
+            .collect(),
+        explained: Vec::new(),
+    });
+
     // Numbers lost: a signup the API accepted whose number does not exist.
     let ids: BTreeSet<String> = numbers.iter().map(|(_, n)| text(n, "id")).collect();
     let numbers_lost: Vec<String> = signups

@@ -267,6 +267,8 @@ pub struct World {
     pub template: Template,
     pub meta: FakeMeta,
     pub proxy: FaultProxy,
+    /// Each function's role and AWS's limits, as the gateways enforce them.
+    pub guards: muchaw_local::aws_proxy::Guards,
     pub customers: Customers,
     pub binaries: Arc<BinaryStack>,
     pub moto_endpoint: String,
@@ -300,8 +302,11 @@ async fn start(config: &Config) -> Result<World> {
         Some(dynamodb) => Upstreams::with_dynamodb(moto.endpoint(), dynamodb),
         None => Upstreams::moto(moto.endpoint()),
     };
+    // Each function's role and AWS's limits, for the functions' calls and the event source
+    // mappings' alike (a receive's instant bounds the visibility its message may get).
+    let guards = muchaw_local::aws_proxy::Guards::new();
     // The same routing as the functions', with a rate of 0 and never set storming.
-    let router = FaultProxy::start(upstreams.clone(), 0.0, 0).await?;
+    let router = FaultProxy::start(upstreams.clone(), 0.0, 0, guards.hooks()).await?;
     let sdk = sdk_config_for(&router.url()).await;
     let meta = FakeMeta::start(FakeMetaConfig::default()).await?;
     meta.set_code_lifetime(config.code_lifetime);
@@ -312,8 +317,14 @@ async fn start(config: &Config) -> Result<World> {
     let stack = provision(&template, &sdk, &random_prefix(), &overrides)
         .await
         .context("creating the template's resources on the emulators")?;
-    let proxy =
-        FaultProxy::start(upstreams, config.fault_rate, sub_seed(config.seed, "aws")).await?;
+    guards.register(&template, &stack)?;
+    let proxy = FaultProxy::start(
+        upstreams,
+        config.fault_rate,
+        sub_seed(config.seed, "aws"),
+        guards.hooks(),
+    )
+    .await?;
     let customers =
         Customers::start(config.fault_rate, sub_seed(config.seed, "customers"), HANG).await?;
     let logs: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -327,7 +338,6 @@ async fn start(config: &Config) -> Result<World> {
     let extra = [
         ("AWS_ENDPOINT_URL", proxy.url()),
         ("AWS_REGION", REGION.to_string()),
-        ("AWS_ACCESS_KEY_ID", "test".to_string()),
         ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
         ("RETRY_BASE_SECONDS", "1".to_string()),
         ("RETRY_SLOW_SECONDS", "5".to_string()),
@@ -353,11 +363,14 @@ async fn start(config: &Config) -> Result<World> {
     if !binaries.wait_ready(Duration::from_secs(300)).await {
         bail!("the functions did not finish their init within 300 s");
     }
-    // Lambda's event source mappings are AWS's, not our code: they talk to moto directly.
+    // Lambda's event source mappings are AWS's, not our code: never faulted, but they poll
+    // with each function's role.
+    let mapping_sdk =
+        muchaw_local::identity::function_sdk_config(&sdk, &router.url(), &stack.prefix, None);
     let pipeline = Pipeline::new(
         &template,
         &stack,
-        aws_sdk_sqs::Client::new(&sdk),
+        aws_sdk_sqs::Client::new(&mapping_sdk),
         &binaries.sqs_handlers(),
         &[],
     )?
@@ -373,6 +386,7 @@ async fn start(config: &Config) -> Result<World> {
         template,
         meta,
         proxy,
+        guards,
         customers,
         binaries,
         moto_endpoint: moto.endpoint().to_string(),

@@ -84,6 +84,21 @@ pub fn template_routed(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             let routes = routes.clone();
             async move {
+                let too_large = request
+                    .headers()
+                    .get(axum::http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .is_some_and(|length| {
+                        length > crate::aws_proxy::limits::API_GATEWAY_MAX_PAYLOAD_BYTES
+                    });
+                if too_large {
+                    return (
+                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                        axum::Json(serde_json::json!({"message": "Request Entity Too Large"})),
+                    )
+                        .into_response();
+                }
                 let method = request.method().as_str().to_ascii_uppercase();
                 let path = request.uri().path().to_string();
                 let function = routes

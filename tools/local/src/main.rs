@@ -36,6 +36,17 @@ enum Command {
         #[arg(long, default_value = "template.yaml")]
         template: String,
     },
+    /// Writes the least-privilege report from a run's authorizer logs (`MUCHAW_IAM_LOG_DIR`):
+    /// fails on any denied request, and on a grant no request used that the template gives no
+    /// reason for (`Metadata.UnexercisedGrants`).
+    IamReport {
+        #[arg(long)]
+        log_dir: std::path::PathBuf,
+        #[arg(long, default_value = "docs/LEAST-PRIVILEGE.md")]
+        out: std::path::PathBuf,
+        #[arg(long, default_value = "template.yaml")]
+        template: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -70,6 +81,11 @@ async fn main() -> Result<()> {
             moto_endpoint,
             template,
         }) => print_env(&function, &moto_endpoint, &template).await,
+        Some(Command::IamReport {
+            log_dir,
+            out,
+            template,
+        }) => iam_report(&log_dir, &out, &template),
         None => up(cli.up).await,
     }
 }
@@ -90,6 +106,44 @@ async fn print_env(function: &str, endpoint: &str, template: &str) -> Result<()>
         println!("{name}={value}");
     }
     println!("AWS_ENDPOINT_URL={endpoint}");
+    Ok(())
+}
+
+fn iam_report(log_dir: &std::path::Path, out: &std::path::Path, template: &str) -> Result<()> {
+    use muchaw_local::aws_proxy::iam;
+    let template = Template::load(template)?;
+    let lines = iam::read_logs(log_dir)?;
+    if lines.is_empty() {
+        anyhow::bail!(
+            "no authorizer log under {}: did the tests run?",
+            log_dir.display()
+        );
+    }
+    let report = iam::report(&template, &lines)?;
+    std::fs::write(out, &report.markdown).with_context(|| format!("writing {}", out.display()))?;
+    println!("least-privilege report: {}", out.display());
+    for denial in &report.denials {
+        eprintln!(
+            "DENIED: {} {} on {} ({})",
+            denial.function,
+            denial.permission.action,
+            denial.permission.resource,
+            denial.api_action
+        );
+    }
+    for grant in &report.unexplained {
+        eprintln!(
+            "UNUSED, no reason in the template: {} {} {} on {}",
+            grant.function, grant.statement, grant.action, grant.resource
+        );
+    }
+    if !report.denials.is_empty() || !report.unexplained.is_empty() {
+        anyhow::bail!(
+            "{} denied request(s), {} unused grant(s) without a reason (see above)",
+            report.denials.len(),
+            report.unexplained.len()
+        );
+    }
     Ok(())
 }
 
@@ -130,7 +184,13 @@ async fn up(args: Args) -> Result<()> {
         .await
         .context("creating the template's resources on moto")?;
     // Every function's AWS requests go through the gateway: its own role's rights, AWS's limits.
-    let (gateway, authorizer) = start_gateway(&template, &stack, moto.endpoint()).await?;
+    let guards = muchaw_local::aws_proxy::Guards::new();
+    guards.register(&template, &stack)?;
+    let gateway = muchaw_local::aws_proxy::AwsProxy::start(
+        muchaw_local::upstreams::Upstreams::moto(moto.endpoint()),
+        guards.hooks(),
+    )
+    .await?;
     let function_sdk =
         muchaw_local::identity::function_sdk_config(&sdk, &gateway.url(), &stack.prefix, None);
     let local = muchaw_local::stack::build(
@@ -252,7 +312,7 @@ async fn up(args: Args) -> Result<()> {
         served = server => served?,
         () = scheduler => {}
     }
-    let denials = authorizer.denials();
+    let denials = guards.authorizer.denials();
     if !denials.is_empty() {
         eprintln!("AWS requests denied by the functions' roles in template.yaml:");
         for denial in denials {
@@ -266,30 +326,6 @@ async fn up(args: Args) -> Result<()> {
     drop(meta);
     drop(moto);
     Ok(())
-}
-
-/// The AWS gateway in front of moto: each function's requests checked against its role in the
-/// template, and AWS's limits enforced.
-async fn start_gateway(
-    template: &Template,
-    stack: &muchaw_local::Stack,
-    moto_endpoint: &str,
-) -> Result<(
-    muchaw_local::aws_proxy::AwsProxy,
-    Arc<muchaw_local::aws_proxy::iam::Authorizer>,
-)> {
-    use muchaw_local::aws_proxy::{AwsProxy, Hook, iam::Authorizer, limits::Limits};
-    let authorizer = Arc::new(Authorizer::from_environment());
-    authorizer.register(template, stack)?;
-    let limits = Arc::new(Limits::default());
-    muchaw_local::provision::register_tables(template, stack, &limits)?;
-    let hooks: Vec<Arc<dyn Hook>> = vec![authorizer.clone(), limits];
-    let gateway = AwsProxy::start(
-        muchaw_local::upstreams::Upstreams::moto(moto_endpoint),
-        hooks,
-    )
-    .await?;
-    Ok((gateway, authorizer))
 }
 
 mod demo {

@@ -131,7 +131,32 @@ async fn respond(
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> StatusCode {
-    finish(&inner, &id, Invocation::Response(json_or_text(&body))).await
+    let (outcome, status) = response_outcome(&body);
+    let finished = finish(&inner, &id, outcome).await;
+    if status.is_success() {
+        finished
+    } else {
+        status
+    }
+}
+
+/// What Lambda makes of a function's response: over the 6 MB of a synchronous invocation, the
+/// runtime gets a `413` and the invocation fails with `Function.ResponseSizeTooLarge`.
+fn response_outcome(body: &Bytes) -> (Invocation, StatusCode) {
+    if body.len() > crate::aws_proxy::limits::LAMBDA_MAX_SYNC_PAYLOAD_BYTES {
+        let error = serde_json::json!({
+            "errorType": "Function.ResponseSizeTooLarge",
+            "errorMessage": format!(
+                "Response payload size ({} bytes) exceeded maximum allowed payload size (6291556 bytes).",
+                body.len()
+            ),
+        });
+        return (Invocation::Error(error), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    (
+        Invocation::Response(json_or_text(body)),
+        StatusCode::ACCEPTED,
+    )
 }
 
 async fn error(
@@ -275,6 +300,10 @@ impl LocalFunction {
             )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
+            // Lambda takes responses up to 6 MB; `response_outcome` refuses what is over.
+            .layer(axum::extract::DefaultBodyLimit::max(
+                2 * crate::aws_proxy::limits::LAMBDA_MAX_SYNC_PAYLOAD_BYTES,
+            ))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -427,5 +456,35 @@ impl LocalFunction {
             self.name,
             output.join("\n")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_over_six_megabytes_is_refused() {
+        let at_limit = Bytes::from(vec![
+            b' ';
+            crate::aws_proxy::limits::LAMBDA_MAX_SYNC_PAYLOAD_BYTES
+        ]);
+        let (outcome, status) = response_outcome(&at_limit);
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert!(matches!(outcome, Invocation::Response(_)));
+
+        let over = Bytes::from(vec![
+            b' ';
+            crate::aws_proxy::limits::LAMBDA_MAX_SYNC_PAYLOAD_BYTES
+                + 1
+        ]);
+        let (outcome, status) = response_outcome(&over);
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        match outcome {
+            Invocation::Error(error) => {
+                assert_eq!(error["errorType"], "Function.ResponseSizeTooLarge")
+            }
+            Invocation::Response(_) => panic!("a response over 6 MB must fail the invocation"),
+        }
     }
 }

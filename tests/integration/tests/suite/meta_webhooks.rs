@@ -492,14 +492,16 @@ async fn active(p: &ProvisioningEnv, phone: &str, token_expires_in: Option<u64>)
 
 async fn health_sync(p: &ProvisioningEnv) -> HealthSummary {
     let sync = HealthSync {
-        store: p.env.store.clone(),
+        store: p.env.function_store(),
         queue: p.queue.clone(),
         meta: p.provisioner.meta.clone(),
         vault: p.provisioner.vault.clone(),
         concurrency: 8,
         failed_token_retention_days: 7,
     };
-    sync.run().await.expect("health sync")
+    muchaw_local::identity::as_function("HealthSyncFunction", sync.run())
+        .await
+        .expect("health sync")
 }
 
 fn of_type(p: &ProvisioningEnv, number: &Number, event_type: &str) -> Vec<Value> {

@@ -179,12 +179,45 @@ impl AwsProxy {
     }
 }
 
+/// What stands between every function and AWS here: its role's rights and AWS's limits.
+#[derive(Clone)]
+pub struct Guards {
+    pub authorizer: Arc<iam::Authorizer>,
+    pub limits: Arc<limits::Limits>,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Guards::new()
+    }
+}
+
+impl Guards {
+    /// Guards whose authorizer logs to `MUCHAW_IAM_LOG_DIR` when it is set.
+    pub fn new() -> Guards {
+        Guards {
+            authorizer: Arc::new(iam::Authorizer::from_environment()),
+            limits: Arc::new(limits::Limits::default()),
+        }
+    }
+
+    /// Gives `stack`'s functions their roles and tells the limits its tables' keys.
+    pub fn register(&self, template: &crate::Template, stack: &crate::Stack) -> Result<()> {
+        self.authorizer.register(template, stack)?;
+        crate::provision::register_tables(template, stack, &self.limits)
+    }
+
+    /// The hooks, authorizer first: a denied request is refused before anything else.
+    pub fn hooks(&self) -> Vec<Arc<dyn Hook>> {
+        vec![self.authorizer.clone(), self.limits.clone()]
+    }
+}
+
 /// The gateway every test of a process shares (like [`crate::Moto::shared`]): the shared moto
 /// behind the authorizer and AWS's limits, on a runtime of its own so it outlives each test's.
 pub struct SharedGateway {
     pub url: String,
-    pub authorizer: Arc<iam::Authorizer>,
-    pub limits: Arc<limits::Limits>,
+    pub guards: Guards,
 }
 
 impl SharedGateway {
@@ -192,9 +225,8 @@ impl SharedGateway {
         static SHARED: OnceLock<SharedGateway> = OnceLock::new();
         SHARED.get_or_init(|| {
             let moto = crate::Moto::shared().endpoint().to_string();
-            let authorizer = Arc::new(iam::Authorizer::from_environment());
-            let limits = Arc::new(limits::Limits::default());
-            let hooks: Vec<Arc<dyn Hook>> = vec![authorizer.clone(), limits.clone()];
+            let guards = Guards::new();
+            let hooks = guards.hooks();
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
                 let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -222,11 +254,7 @@ impl SharedGateway {
                 });
             });
             match rx.recv() {
-                Ok(Ok(url)) => SharedGateway {
-                    url,
-                    authorizer,
-                    limits,
-                },
+                Ok(Ok(url)) => SharedGateway { url, guards },
                 Ok(Err(err)) => panic!("the AWS gateway could not start: {err:#}"),
                 Err(err) => panic!("the AWS gateway could not start: {err}"),
             }
