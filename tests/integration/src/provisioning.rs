@@ -183,6 +183,17 @@ impl ProvisioningEnv {
         }
     }
 
+    /// The name of a number's token secret, as the functions' `TOKEN_SECRET_PREFIX` makes it.
+    pub fn token_secret_name(&self, number_id: &str) -> String {
+        let prefix = self
+            .env
+            .function_env("ExchangeTokenFunction")
+            .get("TOKEN_SECRET_PREFIX")
+            .cloned()
+            .unwrap_or_default();
+        format!("{prefix}{number_id}")
+    }
+
     /// Starts feeding queues to the handlers (idempotent).
     pub fn start(&self) {
         let mut running = self.running.lock().unwrap();

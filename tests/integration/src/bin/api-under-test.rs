@@ -2,6 +2,9 @@
 //! (`scripts/schema-tests.sh`): every request is turned into the API Gateway v2 event Lambda
 //! would get and run through the real routers under `lambda_http`, over a private stack on moto.
 //!
+//! Requests reach the routers only through template.yaml's `HttpApi` routes, and each runs with
+//! its function's own AWS rights (the local AWS gateway), as deployed.
+//!
 //! Differences from a deployment, each because the test must be deterministic and offline:
 //! no request rate limit (a run makes thousands of requests a minute), and webhook host names
 //! resolve to one public address instead of through DNS (the address policy is otherwise the
@@ -42,7 +45,7 @@ impl NameLookup for Loopback {
 }
 
 fn routes(env: &TestEnv) -> axum::Router {
-    let store = env.store.clone();
+    let store = env.function_store();
     let signer = LinkSigner::new(Secret::new("schema-tests-signing-key"));
     let routes = api::numbers_routes(store.clone(), env.queue())
         .merge(api::signup_link_routes(
@@ -71,7 +74,8 @@ fn routes(env: &TestEnv) -> axum::Router {
             },
             GuardedResolver::new(std::sync::Arc::new(PublicAddress), false),
         ));
-    api::finish(routes, store, api::ApiLimits::UNLIMITED)
+    // Behind the template's routes, each request with its function's rights, as deployed.
+    env.template_routed(api::finish(routes, store, api::ApiLimits::UNLIMITED))
 }
 
 fn bad_gateway(why: impl std::fmt::Display) -> Response {

@@ -428,43 +428,36 @@ async fn bad_requests_get_the_error_envelope_and_change_nothing() {
             code: "unauthorized",
         },
         BadRequest {
-            name: "POST on the collection",
-            event: http_event("POST", "/api/numbers", "", k, Some("{}")),
-            status: 405,
-            code: "method_not_allowed",
-        },
-        BadRequest {
-            name: "PUT on a number",
-            event: http_event("PUT", &number_path, "", k, Some("{\"status\":\"BANNED\"}")),
-            status: 405,
-            code: "method_not_allowed",
-        },
-        BadRequest {
-            name: "PATCH on a number",
-            event: http_event("PATCH", &number_path, "", k, Some("{")),
-            status: 405,
-            code: "method_not_allowed",
-        },
-        BadRequest {
-            name: "DELETE on the collection",
-            event: http_event("DELETE", "/api/numbers", "", k, None),
-            status: 405,
-            code: "method_not_allowed",
-        },
-        BadRequest {
-            name: "unknown route",
-            event: http_event("GET", "/api/phones", "", k, None),
-            status: 404,
-            code: "not_found",
-        },
-        BadRequest {
             name: "oversized body",
             event: http_event("DELETE", &number_path, "", k, Some(&huge)),
             status: 413,
             code: "payload_too_large",
         },
     ];
-    assert!(cases.len() >= 25);
+    assert!(cases.len() >= 20);
+    // What the template has no route for never reaches the function: API Gateway answers.
+    let unrouted = [
+        (
+            "POST on the collection",
+            http_event("POST", "/api/numbers", "", k, Some("{}")),
+        ),
+        (
+            "PUT on a number",
+            http_event("PUT", &number_path, "", k, Some("{\"status\":\"BANNED\"}")),
+        ),
+        (
+            "PATCH on a number",
+            http_event("PATCH", &number_path, "", k, Some("{")),
+        ),
+        (
+            "DELETE on the collection",
+            http_event("DELETE", "/api/numbers", "", k, None),
+        ),
+        (
+            "unknown route",
+            http_event("GET", "/api/phones", "", k, None),
+        ),
+    ];
 
     let before = env.table_snapshot().await;
     for case in cases {
@@ -482,6 +475,11 @@ async fn bad_requests_get_the_error_envelope_and_change_nothing() {
             case.name
         );
         assert!(!message.contains(&key), "{}: no key in errors", case.name);
+    }
+    for (name, event) in unrouted {
+        let response = env.invoke(event).await;
+        assert_eq!(response.status, 404, "{name}: {:?}", response.body);
+        assert_eq!(response.body, json!({"message": "Not Found"}), "{name}");
     }
     assert_eq!(
         env.table_snapshot().await,

@@ -472,7 +472,7 @@ fn every_api_operation_requires_the_key_except_the_signup_callback() {
 }
 
 #[tokio::test]
-async fn every_documented_route_is_served_and_other_methods_are_405() {
+async fn every_documented_route_is_served_and_any_other_is_api_gateways_404() {
     let p = ProvisioningEnv::new().await;
     let (_, key) = p.env.account_with_key("acme").await;
     let contract = contract();
@@ -507,8 +507,7 @@ async fn every_documented_route_is_served_and_other_methods_are_405() {
                 .is_some();
             if documented {
                 assert!(
-                    response.status != 405
-                        && response.body["error"]["message"] != json!("route not found"),
+                    response.body != json!({"message": "Not Found"}),
                     "documented {method} {path} is not served: {} {}",
                     response.status,
                     response.body
@@ -516,17 +515,15 @@ async fn every_documented_route_is_served_and_other_methods_are_405() {
                 contract.check(method, &path, &response);
             } else {
                 assert_eq!(
-                    response.status, 405,
+                    response.status, 404,
                     "undocumented {method} {path} is served: {}",
                     response.body
                 );
-                if path.starts_with("/api/") {
-                    contract.check_against(
-                        contract.component_response("MethodNotAllowed"),
-                        &response,
-                        &format!("{method} {path}"),
-                    );
-                }
+                contract.check_against(
+                    contract.component_response("GatewayNotFound"),
+                    &response,
+                    &format!("{method} {path}"),
+                );
             }
         }
     }
@@ -535,17 +532,19 @@ async fn every_documented_route_is_served_and_other_methods_are_405() {
         .await;
     assert_eq!(unknown.status, 404);
     contract.check_against(
-        contract.component_response("RouteNotFound"),
+        contract.component_response("GatewayNotFound"),
         &unknown,
         "GET /api/nothing-here",
     );
-    assert_eq!(unknown.body["error"]["message"], "route not found");
     let anonymous = p
         .invoke(http_event("PUT", "/api/numbers", "", None, None))
         .await;
-    assert_eq!(anonymous.status, 401, "authentication comes before 405");
+    assert_eq!(
+        anonymous.status, 404,
+        "API Gateway answers before any authentication"
+    );
     contract.check_against(
-        contract.component_response("Unauthorized"),
+        contract.component_response("GatewayNotFound"),
         &anonymous,
         "PUT /api/numbers without a key",
     );

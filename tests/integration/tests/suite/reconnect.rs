@@ -69,7 +69,7 @@ async fn secret_versions(p: &ProvisioningEnv, number_id: &str) -> usize {
     let client = aws_sdk_secretsmanager::Client::new(&p.env.sdk);
     let listed = client
         .list_secret_version_ids()
-        .secret_id(format!("{}/numbers/{number_id}", p.env.stack.prefix))
+        .secret_id(p.token_secret_name(number_id))
         .include_deprecated(true)
         .send()
         .await

@@ -24,7 +24,7 @@ async fn a_disconnected_numbers_token_is_scheduled_for_deletion_and_unreadable()
         Status::Active
     );
     let secrets = aws_sdk_secretsmanager::Client::new(&p.env.sdk);
-    let name = format!("{}/numbers/{id}", p.env.stack.prefix);
+    let name = p.token_secret_name(&id);
     let before = secrets.describe_secret().secret_id(&name).send().await;
     assert!(before.unwrap().deleted_date().is_none());
 
