@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, once: a Python venv with moto, cfn-lint,
-# SAM CLI, cargo-lambda and Schemathesis (re-run only when requirements-dev.txt changes), and the
-# OpenAPI linter, Redocly CLI, under .local/ (re-run only when its pinned version changes).
+# SAM CLI, cargo-lambda and Schemathesis (re-run only when requirements-dev.txt changes), checkov
+# in its own venv under .local/ (requirements-checkov.txt), and the OpenAPI linter, Redocly CLI,
+# under .local/ (re-run only when its pinned version changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,18 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements-dev.txt
   echo "$want" > "$stamp"
+fi
+# checkov in a venv of its own (requirements-checkov.txt says why), re-run only when its pin changes.
+CHECKOV_VENV=${CHECKOV_VENV:-.local/checkov}
+checkov_stamp="$CHECKOV_VENV/.requirements.sha256"
+checkov_want=$(sha256sum requirements-checkov.txt | cut -d' ' -f1)
+if [ "$(cat "$checkov_stamp" 2>/dev/null || true)" != "$checkov_want" ]; then
+  echo "bootstrap: installing requirements-checkov.txt into $CHECKOV_VENV" >&2
+  mkdir -p "$(dirname "$CHECKOV_VENV")"
+  [ -x "$CHECKOV_VENV/bin/python" ] || python3 -m venv "$CHECKOV_VENV"
+  "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
+  "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements-checkov.txt
+  echo "$checkov_want" > "$checkov_stamp"
 fi
 REDOCLY_CLI_VERSION=2.77.0
 redocly_dir=.local/redocly
