@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, once: a Python venv with moto, cfn-lint,
-# SAM CLI, cargo-lambda and Schemathesis (re-run only when requirements-dev.txt changes), and the
-# OpenAPI linter, Redocly CLI, under .local/ (re-run only when its pinned version changes).
+# SAM CLI, cargo-lambda and Schemathesis (re-run only when requirements-dev.txt changes), checkov
+# in its own venv under .local/ (requirements-checkov.txt), the OpenAPI linter, Redocly CLI,
+# under .local/ (re-run only when its pinned version changes), and with `--browser` Chromium and
+# chromedriver (apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +25,18 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements-dev.txt
   echo "$want" > "$stamp"
 fi
+# checkov in a venv of its own (requirements-checkov.txt says why), re-run only when its pin changes.
+CHECKOV_VENV=${CHECKOV_VENV:-.local/checkov}
+checkov_stamp="$CHECKOV_VENV/.requirements.sha256"
+checkov_want=$(sha256sum requirements-checkov.txt | cut -d' ' -f1)
+if [ "$(cat "$checkov_stamp" 2>/dev/null || true)" != "$checkov_want" ]; then
+  echo "bootstrap: installing requirements-checkov.txt into $CHECKOV_VENV" >&2
+  mkdir -p "$(dirname "$CHECKOV_VENV")"
+  [ -x "$CHECKOV_VENV/bin/python" ] || python3 -m venv "$CHECKOV_VENV"
+  "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
+  "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements-checkov.txt
+  echo "$checkov_want" > "$checkov_stamp"
+fi
 REDOCLY_CLI_VERSION=2.77.0
 redocly_dir=.local/redocly
 if [ "$(cat "$redocly_dir/.version" 2>/dev/null || true)" != "$REDOCLY_CLI_VERSION" ]; then
@@ -37,12 +51,25 @@ if [ "$(cat "$redocly_dir/.version" 2>/dev/null || true)" != "$REDOCLY_CLI_VERSI
   echo "$REDOCLY_CLI_VERSION" > "$redocly_dir/.version"
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
-# The signup page's browser tests drive headless Chromium through chromedriver. CI (`.ci/run`
-# sets CI=true) installs them; elsewhere the tests skip, saying so, when they are missing.
-if [ "${CI:-}" = "true" ] && ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
-  echo "bootstrap: installing chromium and chromedriver (CI)" >&2
+# `--browser` (scripts/test.sh): the signup page's browser tests drive headless Chromium through
+# chromedriver, installed with apt-get wherever this can (root, or passwordless sudo). In CI
+# (`.ci/run` sets CI=true) a failed install fails here, and a missing browser fails the tests;
+# elsewhere the tests that need it do not run and `make test` ends by listing them.
+if [ "${1:-}" = "--browser" ] &&
+  ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
   sudo=""
-  if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+  if [ "$(id -u)" != "0" ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=none; fi
+  fi
+  if [ "$sudo" = none ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: chromium and chromedriver are missing and cannot be installed here (apt-get as root or with passwordless sudo); the browser tests will not run" >&2
+    if [ "${CI:-}" = "true" ]; then exit 1; fi
+  else
+    echo "bootstrap: installing chromium and chromedriver (apt-get)" >&2
+    if ! { $sudo apt-get update -qq &&
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; then
+      echo "bootstrap: installing chromium and chromedriver failed; the browser tests will not run" >&2
+      if [ "${CI:-}" = "true" ]; then exit 1; fi
+    fi
+  fi
 fi

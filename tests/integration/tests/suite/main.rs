@@ -7,6 +7,7 @@ mod dynamo_store;
 mod key_formats;
 mod large_account;
 mod meta_webhooks;
+mod not_run;
 mod numbers_api;
 mod openapi_contract;
 mod provisioning;

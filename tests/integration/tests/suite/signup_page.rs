@@ -2,8 +2,10 @@
 //! (WebDriver over HTTP), the API served on a local port, the fake Meta serving a stand-in SDK
 //! that plays each `WA_EMBEDDED_SIGNUP` sequence, and the provisioning chain running.
 //!
-//! Skips (saying so) only when Chromium or chromedriver is missing on a developer machine; in
-//! CI (`CI` set) a missing browser fails the test: `scripts/bootstrap.sh` installs it there.
+//! Does not run only when Chromium or chromedriver is missing on a developer machine, and says
+//! so ([`crate::not_run::did_not_run`]: `make test` ends by listing it); in CI (`CI` set) a
+//! missing browser fails the test. `make test` installs both wherever it can
+//! (`scripts/bootstrap.sh --browser`).
 
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
@@ -37,23 +39,27 @@ fn on_path(names: &[&str]) -> Option<PathBuf> {
     })
 }
 
-/// Chromium and chromedriver, or `None` (the test skips) off CI.
-fn browser() -> Option<(PathBuf, PathBuf)> {
+/// Chromium and chromedriver, or `None` off CI: then `test` does not run, and says so.
+fn browser(test: &str) -> Option<(PathBuf, PathBuf)> {
     let chromium = on_path(&["chromium", "chromium-browser", "google-chrome"]);
     let driver = on_path(&["chromedriver"]);
-    match (chromium, driver) {
-        (Some(chromium), Some(driver)) => Some((chromium, driver)),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "chromium and chromedriver are required in CI (scripts/bootstrap.sh installs them)"
-        ),
-        _ => {
-            eprintln!(
-                "SKIPPED: the signup page's browser tests need chromium and chromedriver \
-                 (apt-get install chromium chromium-driver)"
-            );
-            None
-        }
+    let missing = match (chromium, driver) {
+        (Some(chromium), Some(driver)) => return Some((chromium, driver)),
+        (None, None) => "chromium and chromedriver",
+        (None, Some(_)) => "chromium",
+        (Some(_), None) => "chromedriver",
+    };
+    if std::env::var_os("CI").is_some() {
+        panic!("{missing} not on PATH: required in CI (`make test` installs them)");
     }
+    crate::not_run::did_not_run(
+        test,
+        &format!(
+            "{missing} not on PATH (`make test` installs them when run as root or with \
+             passwordless sudo: apt-get install chromium chromium-driver)"
+        ),
+    );
+    None
 }
 
 fn free_port() -> u16 {
@@ -363,7 +369,9 @@ async fn number_settled(p: &ProvisioningEnv, account: &AccountId, id: &str) -> S
 
 #[tokio::test]
 async fn the_hosted_page_runs_each_embedded_signup_sequence_in_a_real_browser() {
-    let Some((chromium, driver)) = browser() else {
+    let Some((chromium, driver)) = browser(
+        "signup_page::the_hosted_page_runs_each_embedded_signup_sequence_in_a_real_browser",
+    ) else {
         return;
     };
     let p = ProvisioningEnv::new().await;
@@ -607,7 +615,9 @@ async fn continue_href(browser: &Browser) -> String {
 #[tokio::test]
 async fn the_hosted_page_follows_a_waba_only_signup_and_shows_a_failed_reconnect_in_a_real_browser()
 {
-    let Some((chromium, driver)) = browser() else {
+    let Some((chromium, driver)) = browser(
+        "signup_page::the_hosted_page_follows_a_waba_only_signup_and_shows_a_failed_reconnect_in_a_real_browser",
+    ) else {
         return;
     };
     let p = ProvisioningEnv::new().await;
