@@ -17,13 +17,13 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::api::Routes;
 use crate::domain::lifecycle::{Command, DisconnectedBy};
 use crate::domain::messages::TeardownMessage;
 use crate::domain::number::meta_label;
@@ -804,14 +804,27 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// `GET`/`POST /webhooks/meta`. No API key: Meta signs its deliveries instead.
+/// What the meta-webhook function serves: `GET`/`POST /webhooks/meta`.
+pub fn served<S, Q>(handler: MetaWebhook<S, Q>) -> Routes
+where
+    S: ProvisioningStore + LifecycleStore + EventLog + BanClock + 'static,
+    Q: MessageQueue + 'static,
+{
+    Routes::new()
+        .get(PATH, verify::<S, Q>)
+        .post(PATH, deliver::<S, Q>)
+        .with_state(Arc::new(handler))
+}
+
+/// [`served`], finished: no API key (Meta signs its deliveries instead), and this route's own
+/// error bodies for other paths and methods.
 pub fn routes<S, Q>(handler: MetaWebhook<S, Q>) -> Router
 where
     S: ProvisioningStore + LifecycleStore + EventLog + BanClock + 'static,
     Q: MessageQueue + 'static,
 {
-    Router::new()
-        .route(PATH, get(verify::<S, Q>).post(deliver::<S, Q>))
+    served(handler)
+        .into_router()
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "route not found") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -820,7 +833,6 @@ where
                 "this method is not allowed on this path",
             )
         })
-        .with_state(Arc::new(handler))
 }
 
 /// The app secrets could not be read (first use, Secrets Manager down): `503`, so Meta tries

@@ -193,9 +193,7 @@ pub async fn run_numbers_api() -> Result<(), Error> {
     let policy = config::webhook_url_policy()?;
     let webhook_settings = config::WebhookDeliveryConfig::from_env()?;
     let sender = crate::webhooks::sender::Sender::new(policy, webhook_settings.timeout)?;
-    let routes = api::numbers_routes(store.clone(), queue)
-        .merge(api::signup_link_routes(store.clone(), signer, base_url))
-        .merge(api::webhook_routes(store.clone(), sender));
+    let routes = api::numbers_api_routes(store.clone(), queue, signer, base_url, sender);
     let limits = config::api_limits()?;
     api::lambda_response::run(api::finish(routes, store, limits)).await
 }
@@ -215,9 +213,7 @@ pub async fn run_signup_callback() -> Result<(), Error> {
         );
     }
     let page_limits = config::signup_page_limits()?;
-    let routes = api::signup_callback_routes(store.clone(), queue, signer.clone()).merge(
-        api::signup_page_routes(store.clone(), signer, page, page_limits),
-    );
+    let routes = api::signup_function_routes(store.clone(), queue, signer, page, page_limits);
     // Its routes authenticate themselves (a key or a signup link), outside the API key gate.
     api::lambda_response::run(api::finish(routes, store, api::ApiLimits::UNLIMITED)).await
 }

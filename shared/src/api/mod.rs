@@ -7,6 +7,7 @@ pub mod idempotency;
 pub mod lambda_response;
 pub mod numbers;
 pub mod page_limit;
+pub mod routes;
 pub mod shape;
 pub mod signup;
 pub mod signup_page;
@@ -21,12 +22,12 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::header;
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::Response;
-use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use crate::domain::view::NumberView;
 pub use error::ApiError;
+pub use routes::{RouteKey, Routes};
 
 use crate::domain::AccountId;
 use crate::domain::api_key::{KeyHash, bearer_key, use_hour};
@@ -88,8 +89,62 @@ where
     )
 }
 
+/// What the numbers-api function serves: numbers, signup links and webhook endpoints.
+pub fn numbers_api_routes<S, Q>(
+    store: S,
+    queue: Q,
+    signer: impl Into<LinkKeys>,
+    base_url: String,
+    sender: Sender,
+) -> Routes
+where
+    S: NumberReader
+        + NumberFinder
+        + LifecycleStore
+        + EventLog
+        + EventHistory
+        + ProvisioningStore
+        + SignupLinks
+        + SignupSessions
+        + WebhookEndpoints
+        + DeliveryLog
+        + Clone
+        + 'static,
+    Q: MessageQueue + 'static,
+{
+    numbers_routes(store.clone(), queue)
+        .merge(signup_link_routes(store.clone(), signer, base_url))
+        .merge(webhook_routes(store, sender))
+}
+
+/// What the signup-callback function serves: the callback and the hosted signup page.
+pub fn signup_function_routes<S, Q>(
+    store: S,
+    queue: Q,
+    signer: impl Into<LinkKeys>,
+    page: signup_page::PageConfig,
+    limits: page_limit::PageLimits,
+) -> Routes
+where
+    S: ApiKeyVerifier
+        + NumberReader
+        + ProvisioningStore
+        + LifecycleStore
+        + EventLog
+        + crate::ports::WabaSignups
+        + SignupSessions
+        + RequestQuota
+        + Clone
+        + 'static,
+    Q: MessageQueue + 'static,
+{
+    let signer: LinkKeys = signer.into();
+    signup_callback_routes(store.clone(), queue, signer.clone())
+        .merge(signup_page_routes(store, signer, page, limits))
+}
+
 /// Numbers, their history and events.
-pub fn numbers_routes<S, Q>(store: S, queue: Q) -> Router
+pub fn numbers_routes<S, Q>(store: S, queue: Q) -> Routes
 where
     S: NumberReader
         + NumberFinder
@@ -100,36 +155,27 @@ where
         + 'static,
     Q: MessageQueue + 'static,
 {
-    Router::new()
-        .route("/api/numbers", get(numbers::list::<S, Q>))
-        .route(
-            "/api/numbers/{id}",
-            get(numbers::get::<S, Q>).delete(numbers::disconnect::<S, Q>),
-        )
-        .route("/api/numbers/{id}/retry", post(numbers::retry::<S, Q>))
-        .route(
-            "/api/numbers/{id}/events",
-            get(history::number_events::<S, Q>),
-        )
-        .route("/api/events/{id}", get(history::event::<S, Q>))
+    Routes::new()
+        .get("/api/numbers", numbers::list::<S, Q>)
+        .get("/api/numbers/{id}", numbers::get::<S, Q>)
+        .delete("/api/numbers/{id}", numbers::disconnect::<S, Q>)
+        .post("/api/numbers/{id}/retry", numbers::retry::<S, Q>)
+        .get("/api/numbers/{id}/events", history::number_events::<S, Q>)
+        .get("/api/events/{id}", history::event::<S, Q>)
         .with_state(Arc::new(ApiState { store, queue }))
 }
 
 /// Signup links for the account (API key): issue, list, read, revoke. An empty `base_url`
 /// points links at this API's own hosted page (`/signup`).
-pub fn signup_link_routes<S>(store: S, signer: impl Into<LinkKeys>, base_url: String) -> Router
+pub fn signup_link_routes<S>(store: S, signer: impl Into<LinkKeys>, base_url: String) -> Routes
 where
     S: SignupLinks + SignupSessions + 'static,
 {
-    Router::new()
-        .route(
-            "/api/signup-links",
-            post(signup::create_link::<S>).get(signup_sessions::list::<S>),
-        )
-        .route(
-            "/api/signup-links/{id}",
-            get(signup_sessions::get::<S>).delete(signup_sessions::revoke::<S>),
-        )
+    Routes::new()
+        .post("/api/signup-links", signup::create_link::<S>)
+        .get("/api/signup-links", signup_sessions::list::<S>)
+        .get("/api/signup-links/{id}", signup_sessions::get::<S>)
+        .delete("/api/signup-links/{id}", signup_sessions::revoke::<S>)
         .with_state(Arc::new(signup::SignupLinkState {
             store,
             signer: signer.into(),
@@ -137,7 +183,7 @@ where
         }))
 }
 
-pub fn signup_callback_routes<S, Q>(store: S, queue: Q, signer: impl Into<LinkKeys>) -> Router
+pub fn signup_callback_routes<S, Q>(store: S, queue: Q, signer: impl Into<LinkKeys>) -> Routes
 where
     S: ApiKeyVerifier
         + NumberReader
@@ -149,8 +195,8 @@ where
         + 'static,
     Q: MessageQueue + 'static,
 {
-    Router::new()
-        .route("/api/signup/callback", post(signup::callback::<S, Q>))
+    Routes::new()
+        .post("/api/signup/callback", signup::callback::<S, Q>)
         .with_state(Arc::new(signup::CallbackState {
             store,
             queue,
@@ -165,15 +211,15 @@ pub fn signup_page_routes<S>(
     signer: impl Into<LinkKeys>,
     page: signup_page::PageConfig,
     limits: page_limit::PageLimits,
-) -> Router
+) -> Routes
 where
     S: SignupSessions + NumberReader + RequestQuota + Clone + 'static,
 {
     let signer: LinkKeys = signer.into();
-    Router::new()
-        .route("/signup", get(signup_page::page::<S>))
-        .route("/signup/status", get(signup_page::status::<S>))
-        .route("/signup/events", post(signup_page::report::<S>))
+    Routes::new()
+        .get("/signup", signup_page::page::<S>)
+        .get("/signup/status", signup_page::status::<S>)
+        .post("/signup/events", signup_page::report::<S>)
         .layer(from_fn_with_state(
             Arc::new(page_limit::PageGate {
                 quota: store.clone(),
@@ -192,7 +238,7 @@ where
 
 /// Webhook endpoints, their delivery logs, test events and secret rotation. `sender` posts
 /// test events and resends (its policy is the one endpoints are created under).
-pub fn webhook_routes<S>(store: S, sender: Sender) -> Router
+pub fn webhook_routes<S>(store: S, sender: Sender) -> Routes
 where
     S: WebhookEndpoints + DeliveryLog + 'static,
 {
@@ -202,31 +248,24 @@ where
 
 /// [`webhook_routes`] with endpoint host names resolved by `resolver` at creation (tests
 /// without a network).
-pub fn webhook_routes_resolving<S>(store: S, sender: Sender, resolver: GuardedResolver) -> Router
+pub fn webhook_routes_resolving<S>(store: S, sender: Sender, resolver: GuardedResolver) -> Routes
 where
     S: WebhookEndpoints + DeliveryLog + 'static,
 {
-    Router::new()
-        .route(
-            "/api/webhooks",
-            get(webhooks::list::<S>).post(webhooks::create::<S>),
-        )
-        .route(
-            "/api/webhooks/{id}",
-            axum::routing::delete(webhooks::delete::<S>).patch(webhooks::update::<S>),
-        )
-        .route(
+    Routes::new()
+        .get("/api/webhooks", webhooks::list::<S>)
+        .post("/api/webhooks", webhooks::create::<S>)
+        .delete("/api/webhooks/{id}", webhooks::delete::<S>)
+        .patch("/api/webhooks/{id}", webhooks::update::<S>)
+        .post(
             "/api/webhooks/{id}/rotate-secret",
-            post(webhooks::rotate_secret::<S>),
+            webhooks::rotate_secret::<S>,
         )
-        .route("/api/webhooks/{id}/test", post(webhooks::send_test::<S>))
-        .route(
-            "/api/webhooks/{id}/deliveries",
-            get(webhooks::deliveries::<S>),
-        )
-        .route(
+        .post("/api/webhooks/{id}/test", webhooks::send_test::<S>)
+        .get("/api/webhooks/{id}/deliveries", webhooks::deliveries::<S>)
+        .post(
             "/api/webhooks/{id}/deliveries/{deliveryId}/resend",
-            post(webhooks::resend::<S>),
+            webhooks::resend::<S>,
         )
         .with_state(Arc::new(webhooks::WebhookState {
             store,
@@ -240,11 +279,12 @@ where
 /// (the signup callback authenticates itself) with the key's scope and the account's rate
 /// limit, `Idempotency-Key` on every `POST`, the body limit, the error envelope for unknown
 /// routes and methods, and a metric for every answer.
-pub fn finish<K>(routes: Router, keys: K, limits: ApiLimits) -> Router
+pub fn finish<K>(routes: Routes, keys: K, limits: ApiLimits) -> Router
 where
     K: ApiKeyVerifier + RequestQuota + IdempotencyStore + WebhookEndpoints + Clone + 'static,
 {
     routes
+        .into_router()
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(

@@ -54,6 +54,22 @@ impl HttpRoute {
     }
 }
 
+/// The route API Gateway picks for `method` and `path` among `routes`, with the path's
+/// parameters; `None` is its `404 {"message":"Not Found"}`.
+pub fn route_for<'a>(
+    routes: &'a [HttpRoute],
+    method: &str,
+    path: &str,
+) -> Option<(&'a HttpRoute, HashMap<String, String>)> {
+    routes.iter().find_map(|route| {
+        route
+            .method
+            .eq_ignore_ascii_case(method)
+            .then(|| route.matches_path(path).map(|p| (route, p)))
+            .flatten()
+    })
+}
+
 /// Every `HttpApi` event in the template.
 pub fn http_routes(template: &Template) -> Result<Vec<HttpRoute>> {
     let mut routes = Vec::new();

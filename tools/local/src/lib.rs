@@ -14,6 +14,7 @@ pub use provision::{Stack, provision};
 pub use template::Template;
 pub mod binaries;
 pub mod examples;
+pub mod gateway;
 pub mod runtime_api;
 pub mod schedule;
 pub mod stack;

@@ -1,6 +1,7 @@
 //! The whole system in one process: every function's handler from `shared`, fed by the
 //! template's SQS event sources (see `pipeline`), with each function's environment taken from
-//! template.yaml. The HTTP routes are the ones the API functions serve.
+//! template.yaml. HTTP requests reach the API functions' routers by the template's `HttpApi`
+//! events (`gateway`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use muchaw_shared::provisioning::{Provisioner, RetryPolicy};
 use muchaw_shared::webhooks::delivery::{Deliverer, Dispatcher, http_client};
 use muchaw_shared::webhooks::url_policy::UrlPolicy;
 
+use crate::gateway::Gateway;
 use crate::pipeline::{Pipeline, SqsHandler};
 use crate::provision::Stack;
 use crate::template::Template;
@@ -169,35 +171,26 @@ pub fn build(
         .get("SIGNUP_LINK_BASE_URL")
         .cloned()
         .unwrap_or_default();
-    let routes = api::numbers_routes(store.clone(), api_queue)
-        .merge(api::signup_link_routes(
-            store.clone(),
-            signer.clone(),
-            base_url,
-        ))
-        .merge(api::signup_callback_routes(
-            store.clone(),
-            callback_queue,
-            signer.clone(),
-        ))
-        .merge(api::signup_page_routes(
-            store.clone(),
-            signer,
-            page_config(&environment(stack, template, "SignupCallbackFunction")?),
-            api::page_limit::PageLimits {
-                per_link_per_minute: Some(api::page_limit::PageLimits::DEFAULT_PER_LINK_PER_MINUTE),
-                per_source_per_minute: Some(
-                    api::page_limit::PageLimits::DEFAULT_PER_SOURCE_PER_MINUTE,
-                ),
-            },
-        ))
-        .merge(api::webhook_routes(
-            store.clone(),
-            muchaw_shared::webhooks::sender::Sender::new(
-                policy,
-                muchaw_shared::webhooks::delivery::DELIVERY_TIMEOUT,
-            )?,
-        ));
+    let numbers_api = api::numbers_api_routes(
+        store.clone(),
+        api_queue,
+        signer.clone(),
+        base_url,
+        muchaw_shared::webhooks::sender::Sender::new(
+            policy,
+            muchaw_shared::webhooks::delivery::DELIVERY_TIMEOUT,
+        )?,
+    );
+    let signup = api::signup_function_routes(
+        store.clone(),
+        callback_queue,
+        signer,
+        page_config(&environment(stack, template, "SignupCallbackFunction")?),
+        api::page_limit::PageLimits {
+            per_link_per_minute: Some(api::page_limit::PageLimits::DEFAULT_PER_LINK_PER_MINUTE),
+            per_source_per_minute: Some(api::page_limit::PageLimits::DEFAULT_PER_SOURCE_PER_MINUTE),
+        },
+    );
     let meta_queue = queue_for("MetaWebhookFunction")?;
     let meta_webhook = muchaw_shared::meta_webhook::MetaWebhook {
         store: store.clone(),
@@ -209,17 +202,30 @@ pub fn build(
             },
         ),
     };
-    // Meta signs its calls instead of sending an API key: outside the API's authentication.
     let limits = muchaw_shared::config::api_limits_from(
         api_env
             .get(muchaw_shared::config::API_REQUESTS_PER_MINUTE)
             .map(String::as_str),
     )?;
-    let router = api::finish(routes, store.clone(), limits).route_service(
-        muchaw_shared::meta_webhook::PATH,
-        muchaw_shared::meta_webhook::routes(meta_webhook).into_service::<axum::body::Body>(),
-    );
-    let router = crate::identity::template_routed(router, crate::binaries::http_routes(template)?);
+    // Each function finished as its `main` finishes it, reached only by the template's routes.
+    let router = Gateway::new(
+        template,
+        HashMap::from([
+            (
+                "NumbersApiFunction".to_string(),
+                api::finish(numbers_api, store.clone(), limits),
+            ),
+            (
+                "SignupCallbackFunction".to_string(),
+                api::finish(signup, store.clone(), api::ApiLimits::UNLIMITED),
+            ),
+            (
+                "MetaWebhookFunction".to_string(),
+                muchaw_shared::meta_webhook::routes(meta_webhook),
+            ),
+        ]),
+    )?
+    .router();
     let health_sync = Arc::new(muchaw_shared::health::HealthSync {
         store: store.clone(),
         queue: queue_for("HealthSyncFunction")?,

@@ -17,6 +17,7 @@ mod reconnect;
 mod secrets_never_leak;
 mod signup;
 mod signup_page;
+mod template_routes;
 mod token_lifetime;
 mod webhook_operations;
 mod webhook_rebinding;
