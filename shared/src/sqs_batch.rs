@@ -10,7 +10,7 @@ use futures::future::join_all;
 
 use crate::domain::Timestamp;
 use crate::domain::messages::NUMBER_SNAPSHOT_ATTRIBUTE;
-use crate::ports::{Queue, Redelivery};
+use crate::ports::{Queue, QueueError, Received, Redelivery, RedeliveryDelay};
 
 /// One received message.
 #[derive(Clone, Debug)]
@@ -58,7 +58,9 @@ fn delivery(message: &SqsMessage) -> Delivery {
 }
 
 /// `queue` is where the messages come from, for delaying retries; `None` leaves retries to the
-/// queue's own visibility timeout (dead-letter queues).
+/// queue's own visibility timeout (dead-letter queues). A retry's delay is cut to what SQS
+/// allows since the batch arrived (`ports::redelivery_delay`): a longer wait comes back early,
+/// and its handler, checking again, defers the rest.
 pub async fn process_batch<R, F, Fut>(
     event: SqsEvent,
     queue: Option<Queue>,
@@ -70,6 +72,8 @@ where
     F: Fn(Delivery) -> Fut,
     Fut: Future<Output = Outcome>,
 {
+    // The event carries no receive time; the invocation starts right after the receive.
+    let received = Received::now();
     // Identical bodies in one batch are one message sent twice (a send the SDK retried after its
     // answer was lost, or a copy SQS delivered again): handled once, so two runs of the same
     // work never race each other to Meta (two register requests for one number). The copy is
@@ -118,11 +122,26 @@ where
             Outcome::RetryAfter(seconds) => seconds,
             Outcome::Unreadable => UNREADABLE_RETRY_SECONDS,
         };
-        if let (Some(queue), Some(receipt)) = (queue, &message.receipt_handle)
-            && let Err(err) = redelivery.delay_redelivery(queue, receipt, delay).await
-        {
-            // The message still comes back after the queue's own visibility timeout.
-            tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "could not delay redelivery");
+        if let (Some(queue), Some(receipt)) = (queue, &message.receipt_handle) {
+            let delay = RedeliveryDelay::new(delay, received);
+            let seconds = delay.seconds_now();
+            if seconds < delay.wanted() {
+                tracing::info!(
+                    wanted = delay.wanted(),
+                    seconds,
+                    "redelivery delay cut to SQS's 12 h from the receive; the rest is waited after it"
+                );
+            }
+            match redelivery.delay_redelivery(queue, receipt, delay).await {
+                Ok(()) => {}
+                // The message still comes back, after the queue's own visibility timeout.
+                Err(err @ QueueError::VisibilityRefused(_)) => {
+                    tracing::error!(error = %crate::telemetry::ErrorChain(&err), wanted = delay.wanted(), "SQS refused the redelivery delay");
+                }
+                Err(err) => {
+                    tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "could not delay redelivery");
+                }
+            }
         }
         let mut failure = BatchItemFailure::default();
         failure.item_identifier = message.message_id.clone().unwrap_or_default();
