@@ -281,6 +281,9 @@ pub enum QueueError {
     Unconfigured(Queue),
     #[error("queue unavailable")]
     Unavailable(#[source] BoxError),
+    /// SQS refused a message's new visibility (`InvalidParameterValue`): beyond its 12 h.
+    #[error("queue refused the message's visibility")]
+    VisibilityRefused(#[source] BoxError),
 }
 
 pub trait MessageQueue: Send + Sync {
@@ -549,16 +552,86 @@ pub trait WabaSignups: Send + Sync {
     ) -> impl Future<Output = StoreResult<WabaCommit>> + Send;
 }
 
-/// The longest a redelivery can be delayed: SQS's ceiling for a message's invisibility, 12 h.
+/// SQS's ceiling on a message's invisibility, 12 h, counted from the receive that delivered it.
+/// A ChangeMessageVisibility reaching past it is rejected, not shortened, so a longer wait is a
+/// chain of redeliveries, each one checking again and deferring what is left.
 pub const MAX_REDELIVERY_DELAY_SECONDS: u32 = 12 * 60 * 60;
+
+/// Seconds a redelivery delay keeps short of the 12 h for what is not measured: from SQS's
+/// receive to the batch's start (the event source mapping's invoke, a cold start; a batch started
+/// later than its queue's visibility timeout, 180 s at most here, holds stale receipts anyway)
+/// and the request's way to SQS, within the function's timeout (30 s at most for SQS consumers).
+pub const REDELIVERY_MARGIN_SECONDS: u32 = 300;
+
+/// The longest delay SQS still accepts for a message `since_receive` after the receive that
+/// delivered it, less [`REDELIVERY_MARGIN_SECONDS`]; 0 once that is spent.
+pub fn longest_redelivery_delay(since_receive: std::time::Duration) -> u32 {
+    let whole_seconds = since_receive
+        .as_secs()
+        .saturating_add(u64::from(since_receive.subsec_nanos() > 0));
+    MAX_REDELIVERY_DELAY_SECONDS
+        .saturating_sub(u32::try_from(whole_seconds).unwrap_or(u32::MAX))
+        .saturating_sub(REDELIVERY_MARGIN_SECONDS)
+}
+
+/// The delay to ask SQS for a message `since_receive` after its receive when `wanted` seconds
+/// are wanted: unchanged when SQS allows it, else the longest it allows (the message comes back
+/// early and its handler, checking again, defers what is left).
+pub fn redelivery_delay(wanted: u32, since_receive: std::time::Duration) -> u32 {
+    wanted.min(longest_redelivery_delay(since_receive))
+}
+
+/// When a batch of messages arrived: the start of handling it, right after SQS received them.
+/// Monotonic, so a wall-clock step cannot stretch a delay past SQS's limit.
+#[derive(Clone, Copy, Debug)]
+pub struct Received(std::time::Instant);
+
+impl Received {
+    pub fn now() -> Received {
+        Received(std::time::Instant::now())
+    }
+
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.0.elapsed()
+    }
+}
+
+/// A redelivery delay asked for a received message: the only way to delay one, so every delay
+/// is cut to what SQS allows the message since its receive.
+#[derive(Clone, Copy, Debug)]
+pub struct RedeliveryDelay {
+    wanted: u32,
+    received: Received,
+}
+
+impl RedeliveryDelay {
+    pub fn new(wanted: u32, received: Received) -> RedeliveryDelay {
+        RedeliveryDelay { wanted, received }
+    }
+
+    /// The seconds the handler asked for.
+    pub fn wanted(&self) -> u32 {
+        self.wanted
+    }
+
+    pub fn received(&self) -> Received {
+        self.received
+    }
+
+    /// The invisibility to ask SQS for at this instant ([`redelivery_delay`]).
+    pub fn seconds_now(&self) -> u32 {
+        redelivery_delay(self.wanted, self.received.elapsed())
+    }
+}
 
 /// Stretches a message's invisibility, which is how a retry is delayed.
 pub trait Redelivery: Send + Sync {
+    /// Fails with [`QueueError::VisibilityRefused`] when SQS refuses the delay.
     fn delay_redelivery(
         &self,
         queue: Queue,
         receipt_handle: &str,
-        seconds: u32,
+        delay: RedeliveryDelay,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
@@ -766,4 +839,95 @@ pub trait EventHistory: Send + Sync {
         account: &AccountId,
         event_id: &str,
     ) -> impl Future<Output = StoreResult<Option<EventEnvelope>>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const LIMIT: u32 = MAX_REDELIVERY_DELAY_SECONDS;
+    const MARGIN: u32 = REDELIVERY_MARGIN_SECONDS;
+    const HOUR: u32 = 3600;
+
+    fn seconds(seconds: u32) -> Duration {
+        Duration::from_secs(u64::from(seconds))
+    }
+
+    #[test]
+    fn sqs_counts_twelve_hours_from_the_receive() {
+        assert_eq!(LIMIT, 43_200);
+    }
+
+    #[test]
+    fn a_twenty_hour_wait_5_s_after_the_receive_ends_before_the_twelve_hours() {
+        // Given a 20 h wait asked 5 s after the receive
+        // When the rule cuts it
+        let delay = redelivery_delay(20 * HOUR, seconds(5));
+
+        // Then it is what is left of the 12 h, less the margin
+        assert_eq!(delay, LIMIT - 5 - MARGIN);
+        assert_eq!(delay, 42_895);
+    }
+
+    #[test]
+    fn a_six_hour_wait_is_unchanged() {
+        assert_eq!(redelivery_delay(6 * HOUR, seconds(5)), 6 * HOUR);
+    }
+
+    #[test]
+    fn a_wait_of_exactly_what_is_left_is_kept_and_one_second_more_is_cut() {
+        // Given 10 s since the receive: 43200 - 10 - margin left
+        let left = LIMIT - 10 - MARGIN;
+
+        // Then that much is kept, a second more is cut to it
+        assert_eq!(redelivery_delay(left, seconds(10)), left);
+        assert_eq!(redelivery_delay(left + 1, seconds(10)), left);
+        assert_eq!(redelivery_delay(LIMIT, seconds(10)), left);
+    }
+
+    #[test]
+    fn a_part_of_a_second_since_the_receive_counts_as_a_whole_one() {
+        assert_eq!(redelivery_delay(LIMIT, Duration::ZERO), LIMIT - MARGIN);
+        assert_eq!(
+            redelivery_delay(LIMIT, Duration::from_millis(1)),
+            LIMIT - 1 - MARGIN
+        );
+        assert_eq!(
+            redelivery_delay(LIMIT, Duration::from_millis(5_001)),
+            LIMIT - 6 - MARGIN
+        );
+    }
+
+    #[test]
+    fn no_delay_is_left_once_the_twelve_hours_less_the_margin_are_spent() {
+        let spent = seconds(LIMIT - MARGIN);
+
+        assert_eq!(redelivery_delay(HOUR, spent - seconds(1)), 1);
+        assert_eq!(redelivery_delay(HOUR, spent), 0);
+        assert_eq!(redelivery_delay(HOUR, seconds(LIMIT) * 2), 0);
+        assert_eq!(redelivery_delay(HOUR, Duration::MAX), 0);
+    }
+
+    #[test]
+    fn no_wait_stays_no_wait() {
+        assert_eq!(redelivery_delay(0, seconds(5)), 0);
+    }
+
+    #[test]
+    fn a_delay_asked_for_a_batch_is_cut_by_the_time_since_it_arrived() {
+        // Given a batch that has just arrived
+        let received = Received::now();
+
+        // When its handler asks for 20 h, and for 6 h
+        let long = RedeliveryDelay::new(20 * HOUR, received);
+        let short = RedeliveryDelay::new(6 * HOUR, received);
+
+        // Then the long one ends before 12 h from the receive, the short one is kept
+        assert!(long.seconds_now() <= LIMIT - MARGIN);
+        assert!(long.seconds_now() >= LIMIT - 60 - MARGIN);
+        assert_eq!(long.wanted(), 20 * HOUR);
+        assert_eq!(short.seconds_now(), 6 * HOUR);
+    }
 }

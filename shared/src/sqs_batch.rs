@@ -10,7 +10,7 @@ use futures::future::join_all;
 
 use crate::domain::Timestamp;
 use crate::domain::messages::NUMBER_SNAPSHOT_ATTRIBUTE;
-use crate::ports::{Queue, Redelivery};
+use crate::ports::{Queue, QueueError, Received, Redelivery, RedeliveryDelay};
 
 /// One received message.
 #[derive(Clone, Debug)]
@@ -58,7 +58,9 @@ fn delivery(message: &SqsMessage) -> Delivery {
 }
 
 /// `queue` is where the messages come from, for delaying retries; `None` leaves retries to the
-/// queue's own visibility timeout (dead-letter queues).
+/// queue's own visibility timeout (dead-letter queues). A retry's delay is cut to what SQS
+/// allows since the batch arrived (`ports::redelivery_delay`): a longer wait comes back early,
+/// and its handler, checking again, defers the rest.
 pub async fn process_batch<R, F, Fut>(
     event: SqsEvent,
     queue: Option<Queue>,
@@ -70,6 +72,8 @@ where
     F: Fn(Delivery) -> Fut,
     Fut: Future<Output = Outcome>,
 {
+    // The event carries no receive time; the invocation starts right after the receive.
+    let received = Received::now();
     // Identical bodies in one batch are one message sent twice (a send the SDK retried after its
     // answer was lost, or a copy SQS delivered again): handled once, so two runs of the same
     // work never race each other to Meta (two register requests for one number). The copy is
@@ -118,11 +122,26 @@ where
             Outcome::RetryAfter(seconds) => seconds,
             Outcome::Unreadable => UNREADABLE_RETRY_SECONDS,
         };
-        if let (Some(queue), Some(receipt)) = (queue, &message.receipt_handle)
-            && let Err(err) = redelivery.delay_redelivery(queue, receipt, delay).await
-        {
-            // The message still comes back after the queue's own visibility timeout.
-            tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "could not delay redelivery");
+        if let (Some(queue), Some(receipt)) = (queue, &message.receipt_handle) {
+            let delay = RedeliveryDelay::new(delay, received);
+            let seconds = delay.seconds_now();
+            if seconds < delay.wanted() {
+                tracing::info!(
+                    wanted = delay.wanted(),
+                    seconds,
+                    "redelivery delay cut to SQS's 12 h from the receive; the rest is waited after it"
+                );
+            }
+            match redelivery.delay_redelivery(queue, receipt, delay).await {
+                Ok(()) => {}
+                // The message still comes back, after the queue's own visibility timeout.
+                Err(err @ QueueError::VisibilityRefused(_)) => {
+                    tracing::error!(error = %crate::telemetry::ErrorChain(&err), wanted = delay.wanted(), "SQS refused the redelivery delay");
+                }
+                Err(err) => {
+                    tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "could not delay redelivery");
+                }
+            }
         }
         let mut failure = BatchItemFailure::default();
         failure.item_identifier = message.message_id.clone().unwrap_or_default();
@@ -134,9 +153,12 @@ where
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+    use std::time::Duration;
 
     use super::*;
     use crate::adapters::memory::MemoryQueue;
+    use crate::domain::Step;
+    use crate::ports::{MAX_REDELIVERY_DELAY_SECONDS, REDELIVERY_MARGIN_SECONDS};
 
     fn record(id: &str, body: &str) -> SqsMessage {
         let mut message = SqsMessage::default();
@@ -189,6 +211,116 @@ mod tests {
             .map(|f| f.item_identifier.as_str())
             .collect();
         assert_eq!(failed, vec!["m-1"]);
+    }
+
+    const HOUR: u32 = 3600;
+    const LONGEST: u32 = MAX_REDELIVERY_DELAY_SECONDS - REDELIVERY_MARGIN_SECONDS;
+
+    /// One message retried after `wanted` seconds, from the register step's queue.
+    async fn retried_after(queue: &MemoryQueue, wanted: u32) -> SqsBatchResponse {
+        let event = batch(vec![record("m-1", "body")]);
+        process_batch(
+            event,
+            Some(Queue::Step(Step::RegisterNumber)),
+            queue,
+            |_| async move { Outcome::RetryAfter(wanted) },
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_retry_longer_than_twelve_hours_is_delayed_within_sqs_s_limit_from_the_receive() {
+        // Given a handler that wants its message back in 20 h
+        let queue = MemoryQueue::default();
+
+        // When the batch is processed
+        let response = retried_after(&queue, 20 * HOUR).await;
+
+        // Then SQS is asked for what is left of 12 h since the receive, less the margin, and
+        // accepts it; the message comes back then, to wait again
+        let delays = queue.delays();
+        assert_eq!(delays.len(), 1, "{:?}", queue.refused());
+        let (_, receipt, seconds) = &delays[0];
+        assert_eq!(receipt, "receipt-m-1");
+        assert!(
+            (LONGEST - 5..=LONGEST).contains(seconds),
+            "{seconds} s asked"
+        );
+        assert!(queue.refused().is_empty());
+        assert_eq!(response.batch_item_failures.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_retry_within_twelve_hours_is_delayed_as_asked() {
+        let queue = MemoryQueue::default();
+
+        retried_after(&queue, 6 * HOUR).await;
+
+        assert_eq!(
+            queue.delays(),
+            vec![(
+                Queue::Step(Step::RegisterNumber),
+                "receipt-m-1".into(),
+                6 * HOUR
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_receive_up_to_the_margin_before_the_batch_started_still_gets_its_delay() {
+        // Given SQS received the message almost the margin before the batch started
+        let queue = MemoryQueue::default();
+        queue.set_receive_latency(Duration::from_secs(
+            u64::from(REDELIVERY_MARGIN_SECONDS) - 5,
+        ));
+
+        // When its handler wants the longest delay
+        retried_after(&queue, MAX_REDELIVERY_DELAY_SECONDS).await;
+
+        // Then the delay still ends within 12 h of the receive
+        assert_eq!(queue.delays().len(), 1);
+        assert!(queue.refused().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_memory_queue_refuses_a_visibility_past_twelve_hours_from_the_receive_as_sqs_does()
+    {
+        // Given SQS received the message longer than the margin before the batch started
+        let queue = MemoryQueue::default();
+        queue.set_receive_latency(Duration::from_secs(
+            u64::from(REDELIVERY_MARGIN_SECONDS) + 5,
+        ));
+        let received = Received::now();
+
+        // When the longest delay the rule allows from the batch's start is asked for
+        let refused = queue
+            .delay_redelivery(
+                Queue::Teardown,
+                "receipt-m-1",
+                RedeliveryDelay::new(MAX_REDELIVERY_DELAY_SECONDS, received),
+            )
+            .await;
+
+        // Then it is refused with the error SQS's refusal surfaces as, and nothing is delayed
+        assert!(
+            matches!(refused, Err(QueueError::VisibilityRefused(_))),
+            "{refused:?}"
+        );
+        assert!(queue.delays().is_empty());
+        assert_eq!(queue.refused().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_delay_still_reports_the_message_for_its_return() {
+        let queue = MemoryQueue::default();
+        queue.set_receive_latency(Duration::from_secs(
+            2 * u64::from(REDELIVERY_MARGIN_SECONDS),
+        ));
+
+        let response = retried_after(&queue, MAX_REDELIVERY_DELAY_SECONDS).await;
+
+        assert_eq!(queue.refused().len(), 1);
+        assert_eq!(response.batch_item_failures.len(), 1);
     }
 
     #[tokio::test]

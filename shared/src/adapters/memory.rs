@@ -4,7 +4,8 @@
 //!
 //! - [`MemoryStore`]: numbers, counters, phone guards, signup links, events, API keys, ban
 //!   clocks, webhook endpoints and delivery marks.
-//! - [`MemoryQueue`]: records what was sent (and redelivery delays); can fail sends on demand.
+//! - [`MemoryQueue`]: records what was sent (and redelivery delays, refusing those SQS refuses);
+//!   can fail sends on demand.
 //! - [`MemoryVault`]: the per-number secrets.
 //! - [`ScriptedMeta`]: Meta's Graph API answering from a script, recording every call.
 
@@ -24,10 +25,10 @@ use crate::domain::lifecycle::waba::WabaChange;
 use crate::domain::waba_signup::WabaSignup;
 use crate::ports::{
     AccountDirectory, ApiKeyVerifier, BanClock, CommitOutcome, CreateOutcome, DeliveryLog,
-    EventLog, ExchangedToken, LifecycleStore, Message, MessageQueue, MetaGraph, MetaResult,
-    NumberPage, NumberReader, Page, PhoneOwner, PhoneProfile, ProvisioningStore, Queue, QueueError,
-    QuotaSubject, Redelivery, RequestQuota, SignupLinks, StoreError, StoreResult, TokenInfo,
-    TokenVault, VaultError, WebhookEndpoints,
+    EventLog, ExchangedToken, LifecycleStore, MAX_REDELIVERY_DELAY_SECONDS, Message, MessageQueue,
+    MetaGraph, MetaResult, NumberPage, NumberReader, Page, PhoneOwner, PhoneProfile,
+    ProvisioningStore, Queue, QueueError, QuotaSubject, Redelivery, RedeliveryDelay, RequestQuota,
+    SignupLinks, StoreError, StoreResult, TokenInfo, TokenVault, VaultError, WebhookEndpoints,
 };
 use crate::ports::{
     Claim, FoundNumbers, IdempotencyRecord, IdempotencyStore, NumberCursor, NumberFinder,
@@ -1135,6 +1136,9 @@ struct SentMessage {
 struct QueueState {
     sent: Vec<SentMessage>,
     delays: Vec<(Queue, String, u32)>,
+    refused: Vec<(Queue, String, u32)>,
+    /// How long before its batch arrived SQS received a message (`set_receive_latency`).
+    receive_latency: std::time::Duration,
     failures_left: usize,
 }
 
@@ -1177,9 +1181,20 @@ impl MemoryQueue {
         locked(&self.state).failures_left = count;
     }
 
-    /// Redelivery delays asked for: queue, receipt handle, seconds.
+    /// Redelivery delays accepted: queue, receipt handle, seconds.
     pub fn delays(&self) -> Vec<(Queue, String, u32)> {
         locked(&self.state).delays.clone()
+    }
+
+    /// Redelivery delays refused as SQS refuses them (beyond 12 h from the receive).
+    pub fn refused(&self) -> Vec<(Queue, String, u32)> {
+        locked(&self.state).refused.clone()
+    }
+
+    /// SQS received each message this long before its batch arrived (the event source
+    /// mapping's latency), which the 12 h limit counts too.
+    pub fn set_receive_latency(&self, latency: std::time::Duration) {
+        locked(&self.state).receive_latency = latency;
     }
 }
 
@@ -1201,15 +1216,30 @@ impl MessageQueue for MemoryQueue {
 }
 
 impl Redelivery for MemoryQueue {
+    /// Refuses, as SQS does, a visibility reaching past 12 h from the receive.
     async fn delay_redelivery(
         &self,
         queue: Queue,
         receipt_handle: &str,
-        seconds: u32,
+        delay: RedeliveryDelay,
     ) -> Result<(), QueueError> {
-        locked(&self.state)
-            .delays
-            .push((queue, receipt_handle.to_string(), seconds));
+        let seconds = delay.seconds_now();
+        let mut state = locked(&self.state);
+        let since_receive = delay.received().elapsed() + state.receive_latency;
+        let invisible_until = since_receive + std::time::Duration::from_secs(u64::from(seconds));
+        let entry = (queue, receipt_handle.to_string(), seconds);
+        if invisible_until > std::time::Duration::from_secs(u64::from(MAX_REDELIVERY_DELAY_SECONDS))
+        {
+            state.refused.push(entry);
+            return Err(QueueError::VisibilityRefused(
+                format!(
+                    "InvalidParameterValue: visibility {seconds} s, {} s after the receive, passes 12 h",
+                    since_receive.as_secs()
+                )
+                .into(),
+            ));
+        }
+        state.delays.push(entry);
         Ok(())
     }
 }

@@ -1,11 +1,14 @@
 use std::collections::HashMap;
 
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
 use crate::config::QueueUrls;
 use crate::domain::messages::NUMBER_SNAPSHOT_ATTRIBUTE;
-use crate::ports::{MAX_REDELIVERY_DELAY_SECONDS, Message, MessageQueue, Queue, QueueError};
+use crate::ports::{
+    MAX_REDELIVERY_DELAY_SECONDS, Message, MessageQueue, Queue, QueueError, RedeliveryDelay,
+};
 
 #[derive(Clone)]
 pub struct SqsQueue {
@@ -140,20 +143,32 @@ impl crate::ports::Redelivery for SqsQueue {
         &self,
         queue: Queue,
         receipt_handle: &str,
-        seconds: u32,
+        delay: RedeliveryDelay,
     ) -> Result<(), QueueError> {
         let url = self
             .urls
             .url(queue)
             .map_err(|_| QueueError::Unconfigured(queue))?;
+        // Cut on the monotonic clock as late as possible: the rule counts the time until SQS
+        // applies the change.
+        let seconds = delay.seconds_now().min(MAX_REDELIVERY_DELAY_SECONDS);
         self.client
             .change_message_visibility()
             .queue_url(url)
             .receipt_handle(receipt_handle)
-            .visibility_timeout(seconds.min(MAX_REDELIVERY_DELAY_SECONDS) as i32)
+            .visibility_timeout(i32::try_from(seconds).unwrap_or(i32::MAX))
             .send()
             .await
-            .map_err(|e| QueueError::Unavailable(e.into()))?;
+            .map_err(|err| {
+                if err
+                    .code()
+                    .is_some_and(|code| code.ends_with("InvalidParameterValue"))
+                {
+                    QueueError::VisibilityRefused(err.into())
+                } else {
+                    QueueError::Unavailable(err.into())
+                }
+            })?;
         Ok(())
     }
 }

@@ -766,10 +766,7 @@ where
                     self.fail(&number, reason).await?;
                     return Ok(Err(Outcome::Done));
                 }
-                let wait = (until - now).num_seconds().max(1);
-                let wait = u32::try_from(wait)
-                    .unwrap_or(u32::MAX)
-                    .min(self.retry.max_seconds.max(1));
+                let wait = seconds_until(until, now, self.retry.max_seconds);
                 tracing::info!(%until, wait, "register budget spent; waiting before registering again");
                 Ok(Err(Outcome::RetryAfter(wait)))
             }
@@ -923,6 +920,14 @@ where
         .instrument(span)
         .await
     }
+}
+
+/// Whole seconds from `now` to `until`, rounded up (a wait cut a fraction short costs a receive
+/// more), from 1 to `max`. A longer wait is waited in turns: each redelivery checks again.
+fn seconds_until(until: time::Timestamp, now: time::Timestamp, max: u32) -> u32 {
+    let millis = (until - now).num_milliseconds().max(1);
+    let seconds = millis.saturating_add(999) / 1000;
+    u32::try_from(seconds).unwrap_or(u32::MAX).min(max.max(1))
 }
 
 /// What the profile step records of the phone Meta answered with.

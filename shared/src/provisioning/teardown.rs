@@ -117,11 +117,11 @@ where
                     .await?
                     {
                         Changed::Refused(_, Refusal::RegisterBudgetSpent { until }) => {
-                            let wait = (until - time::now()).num_seconds().max(1);
-                            let wait = u32::try_from(wait)
-                                .unwrap_or(u32::MAX)
-                                .min(self.retry.max_seconds.max(1));
-                            return Err(TeardownError::Deferred(wait));
+                            return Err(TeardownError::Deferred(super::seconds_until(
+                                until,
+                                time::now(),
+                                self.retry.max_seconds,
+                            )));
                         }
                         Changed::Refused(_, why) => {
                             tracing::warn!(%why, "deregister not counted");

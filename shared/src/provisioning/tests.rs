@@ -1626,4 +1626,5 @@ async fn an_unreadable_snapshot_is_ignored_and_the_number_read() {
     assert!(given.now().registered);
 }
 
+mod long_waits;
 mod waba_only;

@@ -15,7 +15,9 @@ use muchaw_shared::api;
 use muchaw_shared::domain::secrets::Secret;
 use muchaw_shared::domain::signup_link::LinkSigner;
 use muchaw_shared::domain::{AccountId, Number, NumberId, Status};
-use muchaw_shared::ports::{Message, MessageQueue, NumberReader, Queue, QueueError, Redelivery};
+use muchaw_shared::ports::{
+    Message, MessageQueue, NumberReader, Queue, QueueError, Redelivery, RedeliveryDelay,
+};
 use muchaw_shared::provisioning::{Provisioner, RetryPolicy};
 use serde_json::{Value, json};
 
@@ -62,9 +64,9 @@ impl Redelivery for TestQueue {
         &self,
         queue: Queue,
         receipt: &str,
-        seconds: u32,
+        delay: RedeliveryDelay,
     ) -> Result<(), QueueError> {
-        self.inner.delay_redelivery(queue, receipt, seconds).await
+        self.inner.delay_redelivery(queue, receipt, delay).await
     }
 }
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 use muchaw_shared::domain::history::EventPosition;
 use muchaw_shared::domain::{EventType, time};
 use muchaw_shared::ports::{
-    DeliveryLog, Message, MessageQueue, Queue, QueueError, Redelivery, WebhookEndpoints,
+    DeliveryLog, Message, MessageQueue, Queue, QueueError, Redelivery, RedeliveryDelay,
+    WebhookEndpoints,
 };
 use muchaw_shared::webhooks::WebhookEndpoint;
 use muchaw_shared::webhooks::delivery::{Deliverer, DeliveryMessage, http_client};
@@ -85,7 +86,12 @@ impl InternalService {
 struct NoRedelivery;
 
 impl Redelivery for NoRedelivery {
-    async fn delay_redelivery(&self, _: Queue, _: &str, _: u32) -> Result<(), QueueError> {
+    async fn delay_redelivery(
+        &self,
+        _: Queue,
+        _: &str,
+        _: RedeliveryDelay,
+    ) -> Result<(), QueueError> {
         Ok(())
     }
 }
