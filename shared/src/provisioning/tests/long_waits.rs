@@ -251,3 +251,34 @@ fn a_wait_until_an_instant_is_rounded_up_to_whole_seconds_within_the_policy_s_lo
     assert_eq!(seconds_until(later(-5_000), now, 3600), 1);
     assert_eq!(seconds_until(later(72 * 3_600_000), now, 43_200), 43_200);
 }
+
+/// The receive at which a number waiting on `2388001` from its signup finds it has waited
+/// `days`, each slow retry at its nominal pace and cut as SQS requires.
+fn receive_ending_a_display_name_wait(policy: &RetryPolicy, days: u32) -> u32 {
+    let bound = u64::from(days) * 24 * 3600;
+    let run = std::time::Duration::from_secs(10);
+    let mut waited = 0;
+    let mut receive = 1;
+    while waited < bound {
+        let wanted = policy.nominal_delay(receive, Retry::Slowly);
+        waited += u64::from(crate::ports::redelivery_delay(wanted, run));
+        receive += 1;
+    }
+    receive
+}
+
+#[test]
+fn a_display_name_wait_as_long_as_the_default_bound_ends_before_the_dead_letter_queue() {
+    // Given production delays and the default bound
+    let policy = RetryPolicy::default();
+    let max_receive_count = SqsQueueSetup::of("RegisterNumberQueue").max_receive_count;
+
+    // When a number waits on its display name that long
+    let receive = receive_ending_a_display_name_wait(&policy, DEFAULT_MAX_PENDING_DAYS);
+
+    // Then the receive that fails it with Meta's text comes before the queue's last
+    assert_eq!(receive, 46);
+    assert!(receive <= max_receive_count);
+    assert!(receive_ending_a_display_name_wait(&policy, 8) <= max_receive_count);
+    assert!(receive_ending_a_display_name_wait(&policy, 9) > max_receive_count);
+}
