@@ -232,16 +232,6 @@ async fn a_teardown_waiting_72_h_for_the_budget_defers_within_sqs_limit_then_der
 }
 
 #[test]
-fn the_template_s_queues_are_read_as_set_up() {
-    let register = SqsQueueSetup::of("RegisterNumberQueue");
-    let teardown = SqsQueueSetup::of("TeardownQueue");
-
-    assert_eq!(register.visibility_timeout, 60);
-    assert_eq!(register.max_receive_count, 50);
-    assert_eq!(teardown.max_receive_count, 20);
-}
-
-#[test]
 fn a_wait_until_an_instant_is_rounded_up_to_whole_seconds_within_the_policy_s_longest() {
     let now = time::now();
     let later = |millis| now + chrono::Duration::milliseconds(millis);
