@@ -557,10 +557,10 @@ pub trait WabaSignups: Send + Sync {
 /// chain of redeliveries, each one checking again and deferring what is left.
 pub const MAX_REDELIVERY_DELAY_SECONDS: u32 = 12 * 60 * 60;
 
-/// Seconds a redelivery delay keeps short of the 12 h for what is not measured: from SQS's
-/// receive to the batch's start (the event source mapping's invoke, a cold start; a batch started
-/// later than its queue's visibility timeout, 180 s at most here, holds stale receipts anyway)
-/// and the request's way to SQS, within the function's timeout (30 s at most for SQS consumers).
+/// Seconds a redelivery delay keeps short of SQS's 12 h, for what the elapsed time misses.
+/// That is the receive-to-invoke gap (a batch started after its queue's visibility timeout,
+/// 180 s at most here, holds stale receipts anyway) and the request's way to SQS, bounded by
+/// the function's timeout (30 s at most for SQS consumers): 300 s covers both with room.
 pub const REDELIVERY_MARGIN_SECONDS: u32 = 300;
 
 /// The longest delay SQS still accepts for a message `since_receive` after the receive that

@@ -6,9 +6,7 @@ use aws_sdk_sqs::types::MessageAttributeValue;
 
 use crate::config::QueueUrls;
 use crate::domain::messages::NUMBER_SNAPSHOT_ATTRIBUTE;
-use crate::ports::{
-    MAX_REDELIVERY_DELAY_SECONDS, Message, MessageQueue, Queue, QueueError, RedeliveryDelay,
-};
+use crate::ports::{Message, MessageQueue, Queue, QueueError, RedeliveryDelay};
 
 #[derive(Clone)]
 pub struct SqsQueue {
@@ -149,9 +147,8 @@ impl crate::ports::Redelivery for SqsQueue {
             .urls
             .url(queue)
             .map_err(|_| QueueError::Unconfigured(queue))?;
-        // Cut on the monotonic clock as late as possible: the rule counts the time until SQS
-        // applies the change.
-        let seconds = delay.seconds_now().min(MAX_REDELIVERY_DELAY_SECONDS);
+        // Cut as late as possible: SQS counts the time until it applies the change.
+        let seconds = delay.seconds_now();
         self.client
             .change_message_visibility()
             .queue_url(url)

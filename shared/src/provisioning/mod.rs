@@ -50,6 +50,9 @@ pub struct RetryPolicy {
 pub const DEFAULT_STEP_SETTLE_SECONDS: u32 = 15;
 
 /// The default bound of a number's wait for Meta (template parameter `MaxPendingDays`).
+/// A wait on `2388001` that long, at the slow retries' nominal pace, ends at the register
+/// queue's 46th receive of 50; beyond 8 days its dead-letter queue ends the wait first (failing
+/// the number with its last reason, as the bound would).
 pub const DEFAULT_MAX_PENDING_DAYS: u32 = 7;
 
 impl Default for RetryPolicy {
@@ -76,21 +79,26 @@ impl RetryPolicy {
     /// Exponential for `Soon` (2 s, 4 s, 8 s ... up to 15 min), linear in tens of minutes for
     /// `Slowly` (2388001 clears in hours), each with ±50 % jitter so a burst spreads out.
     pub fn delay(&self, attempt: u32, retry: Retry) -> u32 {
+        let nominal = self.nominal_delay(attempt, retry);
+        if nominal == 0 {
+            return 0;
+        }
+        let jitter = rand::rng().random_range(nominal / 2..=nominal + nominal / 2);
+        jitter.min(self.max_seconds)
+    }
+
+    /// [`Self::delay`] before its jitter.
+    pub fn nominal_delay(&self, attempt: u32, retry: Retry) -> u32 {
         let nominal = match retry {
             Retry::Slowly => self.slow_seconds.saturating_mul(attempt.max(1)),
             _ => self
                 .base_seconds
                 .saturating_mul(1u32 << attempt.clamp(1, 9).saturating_sub(1)),
         };
-        let nominal = nominal.min(self.max_seconds).min(match retry {
+        nominal.min(self.max_seconds).min(match retry {
             Retry::Slowly => self.max_seconds,
             _ => 900,
-        });
-        if nominal == 0 {
-            return 0;
-        }
-        let jitter = rand::rng().random_range(nominal / 2..=nominal + nominal / 2);
-        jitter.min(self.max_seconds)
+        })
     }
 }
 

@@ -347,4 +347,15 @@ mod tests {
             "SQS caps visibility at 12 h"
         );
     }
+
+    #[test]
+    fn every_retry_of_the_schedule_waits_in_full_within_sqs_s_limit() {
+        // A delivery never re-checks its time: a cut delay would post again early. Asked as late
+        // as the delivery function's 30 s timeout, each is still within 12 h of the receive.
+        let latest_ask = Duration::from_secs(30);
+
+        for seconds in RETRY_SCHEDULE_SECONDS {
+            assert_eq!(crate::ports::redelivery_delay(seconds, latest_ask), seconds);
+        }
+    }
 }

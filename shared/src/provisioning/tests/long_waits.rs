@@ -195,10 +195,11 @@ async fn the_longest_budget_wait_costs_the_register_queue_a_few_of_its_receives(
     let Ended::DeletedAt { receive } = ended else {
         panic!("dead-lettered after {max_receive_count} receives");
     };
-    let chain = (LONGEST_CHAINED_WAIT_HOURS * 3600) as u32
+    // Whole turns of 12 h less the margin and a step's 10 s run, the rest, the register.
+    let chained = (LONGEST_CHAINED_WAIT_HOURS * 3600) as u32
         / (MAX_REDELIVERY_DELAY_SECONDS - REDELIVERY_MARGIN_SECONDS - 10)
-        + 2;
-    assert!(receive <= chain, "{receive} receives");
+        + 1;
+    assert_eq!((chained, receive), (7, 8));
     assert!(receive * 4 <= max_receive_count, "{receive} receives");
     assert_eq!(given.meta().count(MetaCallKind::Register), 1);
 }
@@ -232,16 +233,6 @@ async fn a_teardown_waiting_72_h_for_the_budget_defers_within_sqs_limit_then_der
 }
 
 #[test]
-fn the_template_s_queues_are_read_as_set_up() {
-    let register = SqsQueueSetup::of("RegisterNumberQueue");
-    let teardown = SqsQueueSetup::of("TeardownQueue");
-
-    assert_eq!(register.visibility_timeout, 60);
-    assert_eq!(register.max_receive_count, 50);
-    assert_eq!(teardown.max_receive_count, 20);
-}
-
-#[test]
 fn a_wait_until_an_instant_is_rounded_up_to_whole_seconds_within_the_policy_s_longest() {
     let now = time::now();
     let later = |millis| now + chrono::Duration::milliseconds(millis);
@@ -250,4 +241,35 @@ fn a_wait_until_an_instant_is_rounded_up_to_whole_seconds_within_the_policy_s_lo
     assert_eq!(seconds_until(later(2_000), now, 3600), 2);
     assert_eq!(seconds_until(later(-5_000), now, 3600), 1);
     assert_eq!(seconds_until(later(72 * 3_600_000), now, 43_200), 43_200);
+}
+
+/// The receive at which a number waiting on `2388001` from its signup finds it has waited
+/// `days`, each slow retry at its nominal pace and cut as SQS requires.
+fn receive_ending_a_display_name_wait(policy: &RetryPolicy, days: u32) -> u32 {
+    let bound = u64::from(days) * 24 * 3600;
+    let run = std::time::Duration::from_secs(10);
+    let mut waited = 0;
+    let mut receive = 1;
+    while waited < bound {
+        let wanted = policy.nominal_delay(receive, Retry::Slowly);
+        waited += u64::from(crate::ports::redelivery_delay(wanted, run));
+        receive += 1;
+    }
+    receive
+}
+
+#[test]
+fn a_display_name_wait_as_long_as_the_default_bound_ends_before_the_dead_letter_queue() {
+    // Given production delays and the default bound
+    let policy = RetryPolicy::default();
+    let max_receive_count = SqsQueueSetup::of("RegisterNumberQueue").max_receive_count;
+
+    // When a number waits on its display name that long
+    let receive = receive_ending_a_display_name_wait(&policy, DEFAULT_MAX_PENDING_DAYS);
+
+    // Then the receive that fails it with Meta's text comes before the queue's last
+    assert_eq!(receive, 46);
+    assert!(receive <= max_receive_count);
+    assert!(receive_ending_a_display_name_wait(&policy, 8) <= max_receive_count);
+    assert!(receive_ending_a_display_name_wait(&policy, 9) > max_receive_count);
 }
