@@ -169,3 +169,90 @@ async fn a_function_missing_its_configuration_fails_its_init_and_says_why() {
         "{error:#}"
     );
 }
+
+/// `GET /api/numbers/{id}` with `key`, as API Gateway hands it to the numbers API.
+fn get_number(id: &str, key: &str) -> Value {
+    let mut event = event("events/numbers-api/get.json");
+    let path = format!("/api/numbers/{id}");
+    event["rawPath"] = path.clone().into();
+    event["requestContext"]["http"]["path"] = path.into();
+    event["pathParameters"]["id"] = id.into();
+    event["headers"]["authorization"] = format!("Bearer {key}").into();
+    event
+}
+
+#[tokio::test]
+async fn a_function_whose_dynamodb_endpoint_is_set_apart_reads_dynamodb_there() {
+    // Given a number in the table on moto, and a key of its account
+    let binary = built("numbers-api");
+    let moto = Moto::shared();
+    let sdk = moto.sdk_config().await;
+    let template = Template::workspace().unwrap();
+    let stack = provision(&template, &sdk, &random_prefix(), &Overrides::default())
+        .await
+        .unwrap();
+    let store = muchaw_shared::adapters::dynamo::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        stack.table("NumbersTable").unwrap(),
+    );
+    let account = store.create_account("acme").await.unwrap();
+    let key = store.create_api_key(&account.id, None).await.unwrap();
+    let number = muchaw_shared::domain::Number::new_pending(
+        account.id.clone(),
+        "230000000000001".into(),
+        "200000000000001".into(),
+        muchaw_shared::domain::time::now(),
+    );
+    store
+        .import_numbers(std::slice::from_ref(&number))
+        .await
+        .unwrap();
+    let request = get_number(number.id.as_str(), key.key.expose());
+    // And the numbers API's environment with every AWS endpoint dead but DynamoDB's
+    let start = |dynamodb: Option<&str>| {
+        let mut environment: Vec<(String, String)> = stack
+            .function_environment(&template, "NumbersApiFunction")
+            .unwrap()
+            .into_iter()
+            .collect();
+        environment.extend([
+            ("AWS_ENDPOINT_URL".to_string(), "http://127.0.0.1:9".into()),
+            ("AWS_MAX_ATTEMPTS".into(), "1".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+        ]);
+        if let Some(endpoint) = dynamodb {
+            environment.push(("AWS_ENDPOINT_URL_DYNAMODB".into(), endpoint.into()));
+        }
+        let binary = binary.clone();
+        async move {
+            LocalFunction::start(
+                "NumbersApiFunction",
+                &binary,
+                &environment,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let mut function = start(Some(moto.endpoint())).await;
+
+    // When the number is asked for
+    let answer = function.invoke(request.clone()).await.unwrap();
+
+    // Then the function read it from moto
+    let Invocation::Response(response) = answer else {
+        panic!("the function failed: {answer:?}");
+    };
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["data"]["id"], number.id.as_str());
+    // And without DynamoDB's own endpoint it would have gone to the dead one
+    let mut everything_dead = start(None).await;
+    let Invocation::Response(response) = everything_dead.invoke(request).await.unwrap() else {
+        panic!("the function failed");
+    };
+    assert_eq!(response["statusCode"], 500, "{response}");
+}
