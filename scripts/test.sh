@@ -7,6 +7,11 @@
 # without Chromium) appends "<test>: <why>" to $MUCHAW_NOT_RUN, and the last lines of the run,
 # passed or failed, are "Did not run:" with those and every step an earlier failure kept from
 # running, or "Everything ran.".
+#
+# Every function's AWS requests go through the local AWS gateway with only its own role's rights
+# (tools/local/src/aws_proxy): the authorizer logs each grant used and each denial to
+# $MUCHAW_IAM_LOG_DIR, and the last step writes docs/LEAST-PRIVILEGE.md from it, failing on any
+# denied request and on any grant no test used that template.yaml gives no reason for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +29,7 @@ steps=(
   "the small chaos run"
   "schema-driven API tests"
   "events/ through cargo lambda invoke"
+  "least privilege"
 )
 started=0
 # Starts the next of `steps`, in order; $1 is said after its name.
@@ -65,6 +71,10 @@ scripts/validate-template.sh
 step
 scripts/lint-openapi.sh
 
+export MUCHAW_IAM_LOG_DIR="${CARGO_TARGET_DIR:-$PWD/target}/iam-log"
+rm -rf "$MUCHAW_IAM_LOG_DIR"
+mkdir -p "$MUCHAW_IAM_LOG_DIR"
+
 source scripts/moto.sh
 # moto.sh stops moto on exit with a trap of its own; on_exit calls it and ends the run's output.
 trap on_exit EXIT
@@ -85,3 +95,5 @@ step " (schemathesis)"
 scripts/schema-tests.sh
 step
 scripts/invoke-events.sh
+step " (docs/LEAST-PRIVILEGE.md from the authorizer's log)"
+cargo run --quiet -p muchaw-local -- iam-report --log-dir "$MUCHAW_IAM_LOG_DIR" --out docs/LEAST-PRIVILEGE.md
