@@ -24,12 +24,28 @@ use serde_json::{Value, json};
 use crate::{ApiResponse, Overrides, TestEnv, http_event, parse_response};
 
 /// The queue the handlers use, able to lose sends (a crash between a Meta call and the next
-/// message) and recording every body sent (to look for secrets).
+/// message), recording every body sent (to look for secrets) and every redelivery delay asked.
 #[derive(Clone)]
 pub struct TestQueue {
     inner: SqsQueue,
     drop_next: Arc<Mutex<HashMap<Queue, usize>>>,
     pub sent: Arc<Mutex<Vec<(Queue, String)>>>,
+    pub delays: Arc<Mutex<Vec<DelayAsked>>>,
+}
+
+/// A redelivery delay a handler asked SQS for (a ChangeMessageVisibility), and SQS's answer.
+#[derive(Clone, Debug)]
+pub struct DelayAsked {
+    pub queue: Queue,
+    /// The receipt of the receive that delivered the message.
+    pub receipt: String,
+    /// The seconds the handler wanted.
+    pub wanted: u32,
+    /// The invisibility asked of SQS, cut to what it allows since the receive (measured right
+    /// after the request: never more than what SQS holds the message for).
+    pub seconds: u32,
+    /// SQS's error, when it did not take the delay.
+    pub error: Option<String>,
 }
 
 impl TestQueue {
@@ -66,7 +82,18 @@ impl Redelivery for TestQueue {
         receipt: &str,
         delay: RedeliveryDelay,
     ) -> Result<(), QueueError> {
-        self.inner.delay_redelivery(queue, receipt, delay).await
+        let answer = self.inner.delay_redelivery(queue, receipt, delay).await;
+        self.delays.lock().unwrap().push(DelayAsked {
+            queue,
+            receipt: receipt.to_string(),
+            wanted: delay.wanted(),
+            seconds: delay.seconds_now(),
+            error: answer
+                .as_ref()
+                .err()
+                .map(|err| muchaw_shared::telemetry::ErrorChain(err).to_string()),
+        });
+        answer
     }
 }
 
@@ -91,8 +118,26 @@ pub const TEST_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub const META_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// Retries in tests: seconds instead of minutes and hours.
+pub fn test_retry() -> RetryPolicy {
+    RetryPolicy {
+        base_seconds: 1,
+        slow_seconds: 1,
+        max_seconds: 2,
+        failed_token_retention_days: 7,
+        // Teardowns at once (nothing here kills a step mid-call; the chaos run does).
+        step_settle_seconds: 0,
+        ..RetryPolicy::default()
+    }
+}
+
 impl ProvisioningEnv {
     pub async fn new() -> ProvisioningEnv {
+        ProvisioningEnv::with_retry(test_retry()).await
+    }
+
+    /// With the provisioner retrying on `retry` (production's delays, for a long wait).
+    pub async fn with_retry(retry: RetryPolicy) -> ProvisioningEnv {
         let meta = FakeMeta::start(FakeMetaConfig::default())
             .await
             .expect("fake Meta");
@@ -109,6 +154,7 @@ impl ProvisioningEnv {
             inner: env.queue(),
             drop_next: Arc::default(),
             sent: Arc::default(),
+            delays: Arc::default(),
         };
         let graph = GraphClient::new(MetaConfig {
             graph_url: meta.base_url(),
@@ -130,15 +176,7 @@ impl ProvisioningEnv {
             queue: queue.clone(),
             meta: graph,
             vault,
-            retry: RetryPolicy {
-                base_seconds: 1,
-                slow_seconds: 1,
-                max_seconds: 2,
-                failed_token_retention_days: 7,
-                // Teardowns at once (nothing here kills a step mid-call; the chaos run does).
-                step_settle_seconds: 0,
-                ..RetryPolicy::default()
-            },
+            retry,
         });
         let dispatcher = Arc::new(muchaw_shared::webhooks::delivery::Dispatcher {
             store: env.function_store(),
@@ -411,6 +449,25 @@ impl ProvisioningEnv {
         let event = serde_json::from_value(json!({ "Records": records })).expect("an SQS event");
         muchaw_local::identity::as_function(function, self.provisioner.handle_batch(step, event))
             .await
+    }
+
+    /// As if a delay a handler asked for ran out: its message is visible in its queue again at
+    /// once (the operator, straight to moto, on the receipt the handler delayed).
+    pub async fn redeliver_now(&self, delay: &DelayAsked) {
+        let url = self
+            .env
+            .stack
+            .queue_url(crate::queue_logical_id(delay.queue))
+            .expect("queue in template")
+            .to_string();
+        aws_sdk_sqs::Client::new(&self.env.sdk)
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(&delay.receipt)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("the delayed message visible again");
     }
 
     /// Waits (bounded) until the number is no longer `PENDING` and returns it.

@@ -6,6 +6,7 @@ mod burst;
 mod dynamo_store;
 mod key_formats;
 mod large_account;
+mod long_waits;
 mod meta_webhooks;
 mod not_run;
 mod numbers_api;
