@@ -643,7 +643,9 @@ async fn a_meta_rate_limit_stops_the_run_early() {
 /// The real `/webhooks/meta` router served on a local port, set as the fake Meta's callback
 /// (as the app's callback URL is set in the App Dashboard).
 async fn serve_callback(p: &ProvisioningEnv) -> String {
-    let router = meta_webhook::routes(webhook(p).await);
+    let router = p
+        .env
+        .template_routed(meta_webhook::routes(webhook(p).await));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

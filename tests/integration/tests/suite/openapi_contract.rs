@@ -238,8 +238,8 @@ fn oversized() -> String {
 /// Meta's webhook function, as the stack configures it (ProvisioningEnv's app secret and
 /// verify token).
 async fn invoke_meta(p: &ProvisioningEnv, event: Value) -> ApiResponse {
-    let router = meta_webhook::routes(MetaWebhook {
-        store: p.env.store.clone(),
+    let router = p.env.template_routed(meta_webhook::routes(MetaWebhook {
+        store: p.env.function_store(),
         queue: p.queue.clone(),
         secrets: muchaw_shared::secret_cache::SecretCache::fixed(
             muchaw_shared::adapters::secrets::AppSecrets {
@@ -247,7 +247,7 @@ async fn invoke_meta(p: &ProvisioningEnv, event: Value) -> ApiResponse {
                 webhook_verify_token: Secret::new("verify-me"),
             },
         ),
-    });
+    }));
     let raw = invoke_router(router, event).await;
     let mut response = parse_response(raw.clone());
     // Plain text stays text (a numeric challenge would otherwise read as JSON).
@@ -717,10 +717,11 @@ async fn an_account_over_its_rate_limit_gets_the_documented_429_everywhere_it_ap
         requests_per_minute: Some(1),
     };
     let router = || {
-        muchaw_shared::api::finish(
-            muchaw_shared::api::numbers_routes(p.env.store.clone(), p.env.queue()).merge(
+        let store = p.env.function_store();
+        p.env.template_routed(muchaw_shared::api::finish(
+            muchaw_shared::api::numbers_routes(store.clone(), p.env.queue()).merge(
                 muchaw_shared::api::webhook_routes(
-                    p.env.store.clone(),
+                    store.clone(),
                     muchaw_shared::webhooks::sender::Sender::new(
                         muchaw_shared::webhooks::url_policy::UrlPolicy {
                             allow_private: true,
@@ -730,9 +731,9 @@ async fn an_account_over_its_rate_limit_gets_the_documented_429_everywhere_it_ap
                     .unwrap(),
                 ),
             ),
-            p.env.store.clone(),
+            store,
             limits,
-        )
+        ))
     };
     muchaw_tests::early_in_a_minute().await;
     let first = invoke_router(

@@ -186,14 +186,17 @@ async fn meta_router(p: &ProvisioningEnv) -> axum::Router {
         .function_environment(&p.env.template, "MetaWebhookFunction")
         .expect("MetaWebhookFunction environment");
     let arn = env.get("META_APP_SECRET_ARN").expect("META_APP_SECRET_ARN");
-    let secrets = read_app_secrets(&aws_sdk_secretsmanager::Client::new(&p.env.sdk), arn)
-        .await
-        .expect("app secrets");
-    meta_webhook::routes(MetaWebhook {
-        store: p.env.store.clone(),
+    let secrets = muchaw_local::identity::as_function(
+        "MetaWebhookFunction",
+        read_app_secrets(&p.env.function_secrets(), arn),
+    )
+    .await
+    .expect("app secrets");
+    p.env.template_routed(meta_webhook::routes(MetaWebhook {
+        store: p.env.function_store(),
         queue: p.queue.clone(),
         secrets: muchaw_shared::secret_cache::SecretCache::fixed(secrets),
-    })
+    }))
 }
 
 async fn ban(p: &ProvisioningEnv, router: axum::Router, waba: &str) -> ApiResponse {

@@ -12,13 +12,14 @@ use muchaw_tests::{
 const LIMIT: u32 = 3;
 
 async fn call(env: &TestEnv, method: &str, path: &str, key: &str) -> ApiResponse {
-    let router = api::finish(
-        api::numbers_routes(env.store.clone(), env.queue()),
-        env.store.clone(),
+    let store = env.function_store();
+    let router = env.template_routed(api::finish(
+        api::numbers_routes(store.clone(), env.queue()),
+        store,
         ApiLimits {
             requests_per_minute: Some(LIMIT),
         },
-    );
+    ));
     parse_response(invoke_router(router, http_event(method, path, "", Some(key), None)).await)
 }
 

@@ -270,8 +270,8 @@ impl Role {
     }
 
     /// IAM's evaluation of one permission: an explicit deny wins, else an allow grants, else
-    /// it is denied. Answers the grants that allowed it (empty when denied).
-    pub fn evaluate(&self, permission: &Permission) -> Result<Vec<(String, String, String)>, ()> {
+    /// it is denied (`None`). Answers the grants that allowed it: (statement, action, resource).
+    pub fn evaluate(&self, permission: &Permission) -> Option<Vec<(String, String, String)>> {
         let mut granted = Vec::new();
         for statement in &self.statements {
             let action_pattern = statement
@@ -308,7 +308,7 @@ impl Role {
             }
             // Conditions are not modelled: they never grant and always deny, the safe way round.
             if !statement.allow {
-                return Err(());
+                return None;
             }
             if statement.has_condition {
                 continue;
@@ -323,11 +323,7 @@ impl Role {
                     .unwrap_or_else(|| "NotResource".into()),
             ));
         }
-        if granted.is_empty() {
-            Err(())
-        } else {
-            Ok(granted)
-        }
+        (!granted.is_empty()).then_some(granted)
     }
 }
 
@@ -598,7 +594,7 @@ impl Authorizer {
         };
         for permission in required_permissions(call, &|id| self.secret_arn(id)) {
             match role.evaluate(&permission) {
-                Ok(grants) => {
+                Some(grants) => {
                     for (statement, action, resource) in grants {
                         let grant = Grant {
                             function: role.function_id.clone(),
@@ -611,7 +607,7 @@ impl Authorizer {
                         }
                     }
                 }
-                Err(()) => {
+                None => {
                     return Some(self.deny(
                         &role.function_id,
                         &role.stack_prefix,
@@ -939,27 +935,27 @@ mod tests {
         ]);
         assert!(
             role.evaluate(&permission("dynamodb:GetItem", "arn:table/t"))
-                .is_ok()
+                .is_some()
         );
         assert!(
             role.evaluate(&permission("DynamoDB:getitem", "arn:table/t"))
-                .is_ok()
+                .is_some()
         );
         assert!(
             role.evaluate(&permission("dynamodb:PutItem", "arn:table/t"))
-                .is_err()
+                .is_none()
         );
         assert!(
             role.evaluate(&permission("dynamodb:GetItem", "arn:table/other"))
-                .is_err()
+                .is_none()
         );
         assert!(
             role.evaluate(&permission("dynamodb:GetItem", "arn:table/secret"))
-                .is_err()
+                .is_none()
         );
         assert!(
             role.evaluate(&permission("dynamodb:PutItem", "arn:table/secret"))
-                .is_ok()
+                .is_some()
         );
     }
 
