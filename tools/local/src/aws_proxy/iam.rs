@@ -723,10 +723,15 @@ pub struct Report {
 }
 
 pub fn report(template: &Template, lines: &[LogLine]) -> Result<Report> {
-    let used: BTreeSet<Grant> = lines
+    // A grant is what it allows, wherever in the policy it sits: (function, action, resource).
+    let used: BTreeSet<(String, String, String)> = lines
         .iter()
         .filter_map(|line| match line {
-            LogLine::Used(grant) => Some(grant.clone()),
+            LogLine::Used(grant) => Some((
+                grant.function.clone(),
+                grant.action.clone(),
+                grant.resource.clone(),
+            )),
             LogLine::Denied(_) => None,
         })
         .collect();
@@ -773,7 +778,11 @@ pub fn report(template: &Template, lines: &[LogLine]) -> Result<Report> {
         out.push_str("| statement | action | resource | used by a test | why kept if unused |\n");
         out.push_str("|---|---|---|---|---|\n");
         for grant in grants {
-            let is_used = used.contains(grant);
+            let is_used = used.contains(&(
+                grant.function.clone(),
+                grant.action.clone(),
+                grant.resource.clone(),
+            ));
             let reason = if is_used {
                 String::new()
             } else {
