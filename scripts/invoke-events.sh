@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 : "${MOTO_ENDPOINT:?start moto first (scripts/moto.sh)}"
 VENV=${VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+# Each function's access key comes from `muchaw-local env`, which serves the AWS gateway that
+# holds it to its role in template.yaml while its events run.
+export AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 
 # events/<crate>/ -> the function's logical id in template.yaml
 declare -A FUNCTION_IDS=(
@@ -30,6 +32,7 @@ failures=0
 workdir=$(mktemp -d)
 cleanup() {
   [ -n "${WATCH_PID:-}" ] && kill -- -"$WATCH_PID" 2>/dev/null || true
+  [ -n "${GATEWAY_PID:-}" ] && kill "$GATEWAY_PID" 2>/dev/null || true
   rm -rf "$workdir"
 }
 trap cleanup EXIT
@@ -39,7 +42,13 @@ for dir in events/*/; do
   fn=$(basename "$dir")
   logical=${FUNCTION_IDS[$fn]:-}
   if [ -z "$logical" ]; then echo "events/$fn: no function mapping in $0" >&2; exit 1; fi
-  cargo run --quiet -p muchaw-local --bin muchaw-local -- env --function "$logical" > "$workdir/$fn.env"
+  "${CARGO_TARGET_DIR:-target}/debug/muchaw-local" env --function "$logical" >"$workdir/$fn.env" &
+  GATEWAY_PID=$!
+  for _ in $(seq 1 300); do
+    grep -q '^# ready' "$workdir/$fn.env" 2>/dev/null && break
+    kill -0 "$GATEWAY_PID" 2>/dev/null || { echo "events/$fn: muchaw-local env failed" >&2; exit 1; }
+    sleep 0.1
+  done
   # Quick retries: an example's transient failure should show in seconds, not minutes.
   echo "RETRY_BASE_SECONDS=1" >> "$workdir/$fn.env"
   port=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -79,5 +88,8 @@ PY
   kill -- -"$WATCH_PID" 2>/dev/null || true
   wait "$WATCH_PID" 2>/dev/null || true
   WATCH_PID=
+  kill "$GATEWAY_PID" 2>/dev/null || true
+  wait "$GATEWAY_PID" 2>/dev/null || true
+  GATEWAY_PID=
 done
 [ "$failures" -eq 0 ]

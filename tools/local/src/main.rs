@@ -26,7 +26,9 @@ struct Cli {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Creates the template's resources on a running moto, seeds the account, key and number
-    /// the `events/` files name, and prints a function's environment as KEY=VALUE lines.
+    /// the `events/` files name, and prints a function's environment as KEY=VALUE lines: its
+    /// AWS requests go to a local AWS gateway with only its own role's rights, which this
+    /// command serves until it is stopped (the last line printed is `# ready`).
     Env {
         /// The function's logical id in template.yaml.
         #[arg(long)]
@@ -80,7 +82,7 @@ async fn main() -> Result<()> {
             function,
             moto_endpoint,
             template,
-        }) => print_env(&function, &moto_endpoint, &template).await,
+        }) => serve_env(&function, &moto_endpoint, &template).await,
         Some(Command::IamReport {
             log_dir,
             out,
@@ -90,7 +92,7 @@ async fn main() -> Result<()> {
     }
 }
 
-async fn print_env(function: &str, endpoint: &str, template: &str) -> Result<()> {
+async fn serve_env(function: &str, endpoint: &str, template: &str) -> Result<()> {
     let moto = Moto::external(endpoint);
     let sdk = moto.sdk_config().await;
     let template = Template::load(template)?;
@@ -102,10 +104,30 @@ async fn print_env(function: &str, endpoint: &str, template: &str) -> Result<()>
     );
     muchaw_local::examples::seed_account(&store).await?;
     muchaw_local::examples::seed_number(&store).await?;
+    let guards = muchaw_local::aws_proxy::Guards::new();
+    guards.register(&template, &stack)?;
+    let gateway = muchaw_local::aws_proxy::AwsProxy::start(
+        muchaw_local::upstreams::Upstreams::moto(endpoint),
+        guards.hooks(),
+    )
+    .await?;
     for (name, value) in stack.function_environment(&template, function)? {
         println!("{name}={value}");
     }
-    println!("AWS_ENDPOINT_URL={endpoint}");
+    println!("AWS_ENDPOINT_URL={}", gateway.url());
+    println!(
+        "AWS_ACCESS_KEY_ID={}",
+        muchaw_local::identity::function_access_key(&stack.prefix, function)
+    );
+    println!("# ready");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    drop(gateway);
     Ok(())
 }
 
