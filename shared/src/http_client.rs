@@ -41,6 +41,13 @@ pub fn aws_http_client() -> SharedHttpClient {
         .clone()
 }
 
+/// An HTTP client of its own, for AWS SDK clients that live on one of many runtimes a process
+/// runs one after another (each test's): pooled connections die with the runtime that made
+/// them, so a client shared across runtimes would hand a later one a dead connection.
+pub fn aws_http_client_of_its_own() -> SharedHttpClient {
+    SchemeRoutedClient::default().into_shared()
+}
+
 /// The connectors are cached by their timeouts, as the SDK's own client caches them, so every
 /// request with the same settings reuses one connection pool.
 #[derive(Debug, Default)]

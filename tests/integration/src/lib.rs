@@ -110,7 +110,13 @@ impl TestEnv {
 
     pub async fn with_overrides(overrides: Overrides) -> TestEnv {
         let moto = Moto::shared();
-        let sdk = moto.sdk_config().await;
+        // Connections of this test's own: the process-wide pool's would outlive its runtime.
+        let sdk = moto
+            .sdk_config()
+            .await
+            .to_builder()
+            .http_client(muchaw_shared::http_client::aws_http_client_of_its_own())
+            .build();
         let template = Template::workspace().expect("template.yaml");
         let stack = provision(&template, &sdk, &random_prefix(), &overrides)
             .await
