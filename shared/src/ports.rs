@@ -108,6 +108,9 @@ pub enum CommitOutcome {
     /// The stored number was not what the change expected (another writer came first); the
     /// number as it is now, to decide again.
     Conflict(Number),
+    /// Not written: the change claims the phone and another number holds it (the phone was
+    /// signed up again); the number as it is now.
+    PhoneTaken(Number),
 }
 
 /// The one way a number changes after its creation: a [`Change`] decided by

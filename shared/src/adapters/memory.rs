@@ -137,6 +137,8 @@ pub struct MemoryStore {
     waba_reads: Arc<std::sync::atomic::AtomicU64>,
     /// Held by a test to keep `NumberReader::get` from answering (see `hold_number_reads`).
     number_read_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Held by a test to keep `LifecycleStore::commit` from writing (see `hold_commits`).
+    commit_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Everything a [`MemoryStore`] holds at one moment, to tell whether anything was written.
@@ -162,6 +164,12 @@ impl MemoryStore {
     /// test can see what a handler asks for while its read of a number is still in flight.
     pub async fn hold_number_reads(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
         self.number_read_gate.clone().write_owned().await
+    }
+
+    /// Keeps every `LifecycleStore::commit` from writing until the returned guard is dropped,
+    /// so a test can change the store between a handler's reads and its write.
+    pub async fn hold_commits(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.commit_gate.clone().write_owned().await
     }
 
     /// A copy of everything stored now: equal snapshots mean nothing was written in between.
@@ -313,6 +321,7 @@ impl NumberReader for MemoryStore {
 
 impl LifecycleStore for MemoryStore {
     async fn commit(&self, change: &Change) -> StoreResult<CommitOutcome> {
+        let _open = self.commit_gate.read().await;
         let mut state = self.state();
         let number = &change.number;
         let stored = state
@@ -325,13 +334,14 @@ impl LifecycleStore for MemoryStore {
             .phones
             .get(&number.phone_number_id)
             .map(|owner| owner.number_id.clone());
-        let phone_taken = change.phone_guard == PhoneGuard::Claim && holder.is_some();
         if stored.status != expected.status
             || stored.provisioning_step != expected.step
             || stored.version != expected.version
-            || phone_taken
         {
             return Ok(CommitOutcome::Conflict(stored));
+        }
+        if change.phone_guard == PhoneGuard::Claim && holder.is_some() {
+            return Ok(CommitOutcome::PhoneTaken(stored));
         }
         if let Some(event) = &change.event {
             if state.events.contains_key(&event.id) {
