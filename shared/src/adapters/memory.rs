@@ -1412,6 +1412,8 @@ struct Script {
     /// The phones `phone_numbers` lists, in Meta's order, `page_size` per page (0: all).
     waba_phones: Vec<String>,
     page_size: usize,
+    /// The app secret is a placeholder: what needs it is refused without a call.
+    app_secret_placeholder: bool,
 }
 
 /// Meta answering from a script: every call succeeds unless an error was queued for its kind
@@ -1446,6 +1448,11 @@ impl ScriptedMeta {
     /// with `set_profile` answers after them.
     pub fn profile_next(&self, profile: PhoneProfile) {
         locked(&self.script).next_profiles.push_back(profile);
+    }
+
+    /// From now on the app secret is a placeholder (`true`) or the app's (`false`).
+    pub fn set_app_secret_placeholder(&self, placeholder: bool) {
+        locked(&self.script).app_secret_placeholder = placeholder;
     }
 
     /// What `debug_token` answers from now on.
@@ -1580,7 +1587,14 @@ impl MetaGraph for ScriptedMeta {
         })
     }
 
+    async fn app_secret_is_placeholder(&self) -> bool {
+        locked(&self.script).app_secret_placeholder
+    }
+
     async fn debug_token(&self, _token: &Secret) -> MetaResult<TokenInfo> {
+        if locked(&self.script).app_secret_placeholder {
+            return Err(MetaError::app_secret_placeholder());
+        }
         self.answer(MetaCall::DebugToken)?;
         Ok(locked(&self.script)
             .token_info
