@@ -71,6 +71,9 @@ pub struct HealthSummary {
     /// Numbers skipped for an error (no token, Meta refusing, storage); logged each.
     pub errors: usize,
     pub stopped_early: bool,
+    /// The Meta app secret is empty or still the template's placeholder: no token was checked
+    /// with Meta, and Meta's webhooks are refused, until the app's secret is put there.
+    pub app_secret_placeholder: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,8 @@ struct Counters {
     restarted: AtomicUsize,
     errors: AtomicUsize,
     stop: AtomicBool,
+    /// No token can be checked with `debug_token` (asked with the app secret).
+    app_secret_placeholder: bool,
 }
 
 enum Checked {
@@ -136,7 +141,17 @@ where
     V: TokenVault,
 {
     pub async fn run(&self) -> Result<HealthSummary, HealthError> {
-        let counters = Counters::default();
+        let app_secret_placeholder = self.meta.app_secret_is_placeholder().await;
+        if app_secret_placeholder {
+            tracing::error!(
+                secret = "MetaAppSecret",
+                "the Meta app secret is empty or still the template's placeholder: Meta's webhooks are refused and no token is checked with Meta; put the app's secret in MetaAppSecret"
+            );
+        }
+        let counters = Counters {
+            app_secret_placeholder,
+            ..Counters::default()
+        };
         let accounts = self.store.account_ids().await?;
         'accounts: for account in &accounts {
             let mut offset = 0;
@@ -167,6 +182,7 @@ where
             restarted: counters.restarted.load(Ordering::Relaxed),
             errors: counters.errors.load(Ordering::Relaxed),
             stopped_early: counters.stop.load(Ordering::Relaxed),
+            app_secret_placeholder,
         };
         tracing::info!(
             accounts = accounts.len(),
@@ -176,6 +192,7 @@ where
             restarted = summary.restarted,
             errors = summary.errors,
             stopped_early = summary.stopped_early,
+            app_secret_placeholder = summary.app_secret_placeholder,
             "health sync finished"
         );
         Ok(summary)
@@ -302,9 +319,16 @@ where
             tracing::warn!(number_id = %number.id, "active number without a stored token; quality not checked");
             return Ok(Checked::Done);
         };
-        // The token first: a revoked one answers nothing else.
-        match self.meta.debug_token(&secrets.token).await {
-            Ok(info) => {
+        // The token first: a revoked one answers nothing else. Without the app's secret it
+        // cannot be asked (said once, at the start of the run); the phone is still read.
+        let token_info = if counters.app_secret_placeholder {
+            None
+        } else {
+            Some(self.meta.debug_token(&secrets.token).await)
+        };
+        match token_info {
+            None => {}
+            Some(Ok(info)) => {
                 let status = if info.is_valid {
                     TokenStatus::Valid
                 } else {
@@ -318,8 +342,8 @@ where
                     return Ok(Checked::Done);
                 }
             }
-            Err(err) if is_rate_limited(&err) => return Ok(Checked::RateLimited),
-            Err(err) => {
+            Some(Err(err)) if is_rate_limited(&err) => return Ok(Checked::RateLimited),
+            Some(Err(err)) => {
                 // The app's own token may be the problem; the phone is still read.
                 tracing::warn!(number_id = %number.id, code = %err.code, http_status = err.http_status, "Meta refused debug_token; token not checked");
             }
@@ -516,6 +540,31 @@ mod sync_tests {
             .iter()
             .map(|e| e["type"].as_str().unwrap_or_default().to_string())
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_placeholder_app_secret_is_reported_and_no_token_is_asked_about() {
+        // Given the template's placeholder as the app secret, and a number whose quality changed
+        let sync = sync();
+        let number = active(&sync, "1", Some(QualityRating::Green));
+        rated(&sync, "RED");
+        sync.meta.set_app_secret_placeholder(true);
+
+        let summary = sync.run().await.unwrap();
+
+        // Then the run says so, asks Meta nothing with the app secret, and still reads the phone
+        assert!(summary.app_secret_placeholder, "{summary:?}");
+        let output = serde_json::to_value(&summary).unwrap();
+        assert_eq!(output["appSecretPlaceholder"], true);
+        assert_eq!(sync.meta.count(MetaCallKind::DebugToken), 0);
+        assert_eq!((summary.checked, summary.updated), (1, 1));
+        let stored = sync.store.number(&number.account_id, &number.id).unwrap();
+        assert_eq!(stored.token_status, Some(crate::domain::TokenStatus::Valid));
+        // And once the app's secret is in place, it says nothing and checks tokens again
+        sync.meta.set_app_secret_placeholder(false);
+        let summary = sync.run().await.unwrap();
+        assert!(!summary.app_secret_placeholder);
+        assert_eq!(sync.meta.count(MetaCallKind::DebugToken), 1);
     }
 
     #[tokio::test]

@@ -154,6 +154,10 @@ where
                 return Ok(Ok(Changed::Now(changed)));
             }
             CommitOutcome::Conflict(now) => current = now,
+            // Deciding again would claim the phone again: the number cannot change this way.
+            CommitOutcome::PhoneTaken(now) => {
+                return Ok(Ok(Changed::Refused(now, Refusal::PhoneTaken)));
+            }
         }
     }
     Ok(Err(current))

@@ -27,7 +27,7 @@ use crate::api::Routes;
 use crate::domain::lifecycle::{Command, DisconnectedBy};
 use crate::domain::messages::TeardownMessage;
 use crate::domain::number::meta_label;
-use crate::domain::secrets::Secret;
+use crate::domain::secrets::{AppSecret, Secret};
 use crate::domain::{NameDecision, Number, Restriction, RestrictionMarker};
 use crate::lifecycle::{self, Changed, LifecycleError};
 use crate::ports::{
@@ -43,9 +43,12 @@ pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 // ---- Signature -------------------------------------------------------------------------------
 
 /// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` keyed with `app_secret`,
-/// compared in constant time. An empty app secret verifies nothing.
-pub fn signature_valid(app_secret: &Secret, header: Option<&str>, body: &[u8]) -> bool {
-    let secret = app_secret.expose();
+/// compared in constant time. A placeholder app secret (or an empty one) verifies nothing:
+/// anyone could sign with the template's.
+pub fn signature_valid(app_secret: &AppSecret, header: Option<&str>, body: &[u8]) -> bool {
+    let Some(secret) = app_secret.issued().map(Secret::expose) else {
+        return false;
+    };
     if secret.is_empty() {
         return false;
     }
@@ -905,25 +908,33 @@ where
     } else {
         (handler.secrets.current().await, None)
     };
-    let secrets = match secrets {
+    let mut secrets = match secrets {
         Ok(secrets) => secrets,
         Err(err) => return secrets_unavailable(&err),
     };
     let mut valid = signature_valid(&secrets.app_secret, signature, &body);
     // The app secret may have been reset since it was read: read it again (spaced, so forged
     // deliveries cannot turn into a flood of reads) and check once more.
-    if !valid && signature.is_some() && handler.secrets.refresh().await {
-        valid = handler
-            .secrets
-            .current()
-            .await
-            .is_ok_and(|secrets| signature_valid(&secrets.app_secret, signature, &body));
+    if !valid
+        && signature.is_some()
+        && handler.secrets.refresh().await
+        && let Ok(again) = handler.secrets.current().await
+    {
+        secrets = again;
+        valid = signature_valid(&secrets.app_secret, signature, &body);
     }
     if !valid {
-        tracing::warn!(
-            signed = signature.is_some(),
-            "Meta webhook with a bad signature refused"
-        );
+        if secrets.app_secret.is_placeholder() {
+            tracing::error!(
+                signed = signature.is_some(),
+                "Meta webhook refused: the Meta app secret (MetaAppSecret) is a placeholder, so no signature verifies"
+            );
+        } else {
+            tracing::warn!(
+                signed = signature.is_some(),
+                "Meta webhook with a bad signature refused"
+            );
+        }
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -969,7 +980,7 @@ mod tests {
 
     #[test]
     fn a_signature_of_the_raw_body_verifies_and_others_do_not() {
-        let secret = Secret::new("app-secret");
+        let secret = AppSecret::new("app-secret");
         let body = br#"{"object":"whatsapp_business_account","entry":[]}"#;
         let header = sign("app-secret", body);
         assert!(signature_valid(&secret, Some(&header), body));
@@ -979,8 +990,33 @@ mod tests {
         assert!(!signature_valid(&secret, Some(&header[7..]), body));
         assert!(!signature_valid(&secret, Some(&header), b"{}"));
         assert!(!signature_valid(
-            &Secret::new(""),
+            &AppSecret::Issued(Secret::new("")),
             Some(&sign("", body)),
+            body
+        ));
+    }
+
+    #[test]
+    fn a_delivery_signed_with_the_placeholder_app_secret_never_verifies() {
+        let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"1000","changes":[{"field":"account_update","value":{"event":"PARTNER_REMOVED"}}]}]}"#;
+        // Whoever knows the template signs with its placeholder (or with nothing).
+        for stored in ["change-me", "", " CHANGE-ME "] {
+            let held = AppSecret::new(stored);
+            assert!(
+                !signature_valid(&held, Some(&sign(stored, body)), body),
+                "{stored:?}"
+            );
+            assert!(!signature_valid(&held, Some(&sign("", body)), body));
+        }
+        let real = AppSecret::new("the-app-s-real-secret");
+        assert!(signature_valid(
+            &real,
+            Some(&sign("the-app-s-real-secret", body)),
+            body
+        ));
+        assert!(!signature_valid(
+            &real,
+            Some(&sign("change-me", body)),
             body
         ));
     }
@@ -1180,7 +1216,7 @@ mod handling_tests {
             store: MemoryStore::default(),
             queue: MemoryQueue::default(),
             secrets: SecretCache::fixed(AppSecrets {
-                app_secret: Secret::new("app-secret"),
+                app_secret: AppSecret::new("app-secret"),
                 webhook_verify_token: Secret::new("verify"),
             }),
         }
@@ -1478,7 +1514,7 @@ mod handling_tests {
             store: handler.store.clone(),
             queue: handler.queue.clone(),
             secrets: SecretCache::fixed(AppSecrets {
-                app_secret: Secret::new("app-secret"),
+                app_secret: AppSecret::new("app-secret"),
                 webhook_verify_token: Secret::new("verify"),
             }),
         }
@@ -1532,6 +1568,46 @@ mod handling_tests {
             StatusCode::OK
         );
         assert_eq!(status_of(&handler, &number), Status::Banned);
+    }
+
+    #[tokio::test]
+    async fn a_partner_removed_signed_with_the_placeholder_app_secret_is_401_and_changes_nothing() {
+        // Given a function whose MetaAppSecret still holds the template's placeholder
+        let handler = webhook();
+        let number = number_of_waba(&handler, "1", Status::Active);
+        let with_placeholder = |handler: &MetaWebhook<MemoryStore, MemoryQueue>| MetaWebhook {
+            store: handler.store.clone(),
+            queue: handler.queue.clone(),
+            secrets: SecretCache::fixed(AppSecrets {
+                app_secret: AppSecret::new("change-me"),
+                webhook_verify_token: Secret::new("verify"),
+            }),
+        };
+        let removed = json!({"object": "whatsapp_business_account", "entry": [{"id": "1000",
+            "time": 100, "changes": [{"field": "account_update",
+            "value": {"event": "PARTNER_REMOVED"}}]}]})
+        .to_string();
+        let before = handler.store.snapshot();
+
+        // When anyone signs a removal with the placeholder (or with nothing)
+        for key in ["change-me", ""] {
+            let forged = sign(key, removed.as_bytes());
+            assert_eq!(
+                post(with_placeholder(&handler), &removed, Some(forged)).await,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+
+        // Then it is refused as a bad signature is, and nothing changed or was sent
+        assert!(handler.store.snapshot() == before);
+        assert!(handler.queue.sent().is_empty());
+        // While the real secret still verifies Meta's own delivery
+        let signed = sign("app-secret", removed.as_bytes());
+        assert_eq!(
+            post(shared(&handler), &removed, Some(signed)).await,
+            StatusCode::OK
+        );
+        assert_eq!(status_of(&handler, &number), Status::Disconnected);
     }
 
     // ---- Restrictions and scheduled bans ----
@@ -1616,7 +1692,7 @@ mod handling_tests {
                 let stored = stored.clone();
                 Box::pin(async move {
                     Ok(AppSecrets {
-                        app_secret: Secret::new(stored.lock().unwrap().clone()),
+                        app_secret: AppSecret::new(stored.lock().unwrap().clone()),
                         webhook_verify_token: Secret::new("verify"),
                     })
                 })
@@ -1629,7 +1705,7 @@ mod handling_tests {
             queue: handler.queue.clone(),
             secrets: SecretCache::with_ages(
                 AppSecrets {
-                    app_secret: Secret::new("change-me"),
+                    app_secret: AppSecret::new("change-me"),
                     webhook_verify_token: Secret::new("verify"),
                 },
                 loader,
@@ -1658,7 +1734,7 @@ mod handling_tests {
             Box::pin(async move {
                 let _read = gate.acquire().await;
                 Ok(AppSecrets {
-                    app_secret: Secret::new("app-secret"),
+                    app_secret: AppSecret::new("app-secret"),
                     webhook_verify_token: Secret::new("verify"),
                 })
             })

@@ -108,6 +108,9 @@ pub enum CommitOutcome {
     /// The stored number was not what the change expected (another writer came first); the
     /// number as it is now, to decide again.
     Conflict(Number),
+    /// Not written: the change claims the phone and another number holds it (the phone was
+    /// signed up again); the number as it is now.
+    PhoneTaken(Number),
 }
 
 /// The one way a number changes after its creation: a [`Change`] decided by
@@ -412,6 +415,9 @@ pub trait MetaGraph: Send + Sync {
     ) -> impl Future<Output = MetaResult<PhoneProfile>> + Send;
     /// Graph `debug_token` for `token`, asked with the app's own token.
     fn debug_token(&self, token: &Secret) -> impl Future<Output = MetaResult<TokenInfo>> + Send;
+    /// Whether the app secret is a placeholder (the operator has not put the app's secret in
+    /// `MetaAppSecret`): `debug_token` and the code exchange cannot be asked then.
+    fn app_secret_is_placeholder(&self) -> impl Future<Output = bool> + Send;
     /// One page of `GET /{waba_id}/phone_numbers`, after the cursor `after` of an earlier one.
     fn phone_numbers(
         &self,

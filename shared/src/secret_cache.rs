@@ -162,7 +162,7 @@ impl SecretCache {
             Ok(secrets) => {
                 let mut state = self.state();
                 let changed = state.secrets.as_ref().is_none_or(|held| {
-                    held.app_secret.expose() != secrets.app_secret.expose()
+                    held.app_secret != secrets.app_secret
                         || held.webhook_verify_token.expose()
                             != secrets.webhook_verify_token.expose()
                 });
@@ -247,13 +247,18 @@ impl From<LinkSigner> for LinkKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::secrets::Secret;
+    use crate::domain::secrets::{AppSecret, Secret};
 
     fn secrets(app_secret: &str) -> AppSecrets {
         AppSecrets {
-            app_secret: Secret::new(app_secret),
+            app_secret: AppSecret::new(app_secret),
             webhook_verify_token: Secret::new("verify"),
         }
+    }
+
+    /// The app secret held, `None` for a placeholder.
+    fn app_secret(secrets: AppSecrets) -> Option<String> {
+        secrets.app_secret.issued().map(|s| s.expose().to_string())
     }
 
     /// A loader reading whatever `stored` holds, counting its reads.
@@ -280,12 +285,16 @@ mod tests {
         );
         *stored.lock().unwrap() = "real".into();
         assert_eq!(
-            cache.current().await.unwrap().app_secret.expose(),
-            "change-me"
+            app_secret(cache.current().await.unwrap()),
+            None,
+            "the template's placeholder is held as none"
         );
 
         assert!(cache.refresh().await);
-        assert_eq!(cache.current().await.unwrap().app_secret.expose(), "real");
+        assert_eq!(
+            app_secret(cache.current().await.unwrap()).as_deref(),
+            Some("real")
+        );
         assert!(!cache.refresh().await, "nothing changed this time");
         assert_eq!(*reads.lock().unwrap(), 2);
     }
@@ -318,14 +327,20 @@ mod tests {
             Duration::from_secs(60),
         );
         *stored.lock().unwrap() = "b".into();
-        assert_eq!(cache.current().await.unwrap().app_secret.expose(), "b");
+        assert_eq!(
+            app_secret(cache.current().await.unwrap()).as_deref(),
+            Some("b")
+        );
     }
 
     #[tokio::test]
     async fn fixed_secrets_are_never_read_again() {
         let cache = SecretCache::fixed(secrets("a"));
         assert!(!cache.refresh().await);
-        assert_eq!(cache.current().await.unwrap().app_secret.expose(), "a");
+        assert_eq!(
+            app_secret(cache.current().await.unwrap()).as_deref(),
+            Some("a")
+        );
     }
 
     #[tokio::test]
@@ -337,8 +352,14 @@ mod tests {
         // Then init made no read
         assert_eq!(*reads.lock().unwrap(), 0);
         // When the secrets are first needed, twice
-        assert_eq!(cache.current().await.unwrap().app_secret.expose(), "s");
-        assert_eq!(cache.current().await.unwrap().app_secret.expose(), "s");
+        assert_eq!(
+            app_secret(cache.current().await.unwrap()).as_deref(),
+            Some("s")
+        );
+        assert_eq!(
+            app_secret(cache.current().await.unwrap()).as_deref(),
+            Some("s")
+        );
         // Then they were read once
         assert_eq!(*reads.lock().unwrap(), 1);
     }
@@ -380,7 +401,10 @@ mod tests {
         }));
         assert!(cache.current().await.is_err());
         *fail.lock().unwrap() = false;
-        assert_eq!(cache.current().await.unwrap().app_secret.expose(), "s");
+        assert_eq!(
+            app_secret(cache.current().await.unwrap()).as_deref(),
+            Some("s")
+        );
     }
 
     #[tokio::test]

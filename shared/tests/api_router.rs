@@ -270,6 +270,42 @@ async fn a_failed_number_whose_phone_was_signed_up_again_cannot_be_retried() {
 }
 
 #[tokio::test]
+async fn a_retry_racing_a_new_signup_of_its_phone_is_a_conflict_and_changes_nothing() {
+    // Given a failed number whose retry has read it and found its phone free
+    let (store, queue, account) = setup();
+    let n = failed(&account, "REGISTER_NUMBER");
+    store.insert_number(n.clone());
+    let held = store.hold_commits().await;
+    let uri = format!("/api/numbers/{}/retry", n.id);
+    let retry = call(&store, &queue, "POST", &uri, Some(KEY));
+    tokio::pin!(retry);
+    assert!(futures::poll!(&mut retry).is_pending(), "waits to write");
+    // When a new signup of the same phone is written before the retry's write
+    let mut again = number(&account, Status::Pending, 0);
+    again.phone_number_id = n.phone_number_id.clone();
+    store.insert_number(again.clone());
+    let before = store.snapshot();
+    drop(held);
+    let (status, body) = retry.await;
+
+    // Then the retry is the documented conflict, and nothing changed or was sent
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("signed up again")),
+        "{body}"
+    );
+    assert!(store.snapshot() == before, "the store changed");
+    assert!(queue.sent().is_empty());
+    assert_eq!(
+        store.phone_holder(&n.phone_number_id).map(|o| o.number_id),
+        Some(again.id)
+    );
+}
+
+#[tokio::test]
 async fn deleting_a_failed_number_disconnects_it_and_tears_it_down() {
     let (store, queue, account) = setup();
     let n = failed(&account, "REGISTER_NUMBER");

@@ -27,7 +27,7 @@ use muchaw_shared::adapters::secrets::AppSecrets;
 use muchaw_shared::api;
 use muchaw_shared::api::signup_page::PageConfig;
 use muchaw_shared::domain::messages::{StepMessage, TeardownMessage};
-use muchaw_shared::domain::secrets::Secret;
+use muchaw_shared::domain::secrets::{AppSecret, Secret};
 use muchaw_shared::domain::signup_link::{LinkError, LinkSigner};
 use muchaw_shared::domain::signup_session::SignupSession;
 use muchaw_shared::domain::{AccountId, EventEnvelope, EventType, Number, Status, Step, time};
@@ -742,7 +742,7 @@ impl Meta {
             store: self.store.clone(),
             queue: self.queue.clone(),
             secrets: SecretCache::fixed(AppSecrets {
-                app_secret: Secret::new(APP_SECRET),
+                app_secret: AppSecret::new(APP_SECRET),
                 webhook_verify_token: Secret::new("fuzz-verify-token"),
             }),
         })

@@ -1247,7 +1247,8 @@ impl LifecycleStore for DynamoStore {
         let single = change.counters.is_empty()
             && change.event.is_none()
             && change.phone_guard == PhoneGuard::Keep;
-        let written = if single {
+        // Whether the write failed only for the phone guard's claim (another number holds it).
+        let (written, phone_taken) = if single {
             let result = self
                 .client
                 .put_item()
@@ -1258,7 +1259,7 @@ impl LifecycleStore for DynamoStore {
                 .set_expression_attribute_values(Some(values))
                 .send()
                 .await;
-            conditionally_written(result)?
+            (conditionally_written(result)?, false)
         } else {
             let put_number = Put::builder()
                 .table_name(&self.table)
@@ -1290,11 +1291,19 @@ impl LifecycleStore for DynamoStore {
                         .map_err(unavailable)?;
                     items.push(TransactWriteItem::builder().delete(release_phone).build());
                 }
-                // Another number may have taken the phone since: then this fails, and the
-                // caller finds the phone taken (`ProvisioningStore::phone_owner`).
                 PhoneGuard::Claim => items.push(put_new(&self.table, guard_item(number))?),
             }
-            self.transact(items).await?.is_ok()
+            // The guard's claim, when made, is the last item; the number's put is the first.
+            let claim_at = (change.phone_guard == PhoneGuard::Claim).then(|| items.len() - 1);
+            match self.transact(items).await? {
+                Ok(()) => (true, false),
+                Err(codes) => {
+                    let failed = |i: usize| {
+                        codes.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed")
+                    };
+                    (false, !failed(0) && claim_at.is_some_and(failed))
+                }
+            }
         };
         if written {
             return Ok(CommitOutcome::Committed(number.clone()));
@@ -1303,6 +1312,9 @@ impl LifecycleStore for DynamoStore {
             .read_number(&number.account_id, &number.id)
             .await?
             .ok_or(StoreError::NotFound)?;
+        if phone_taken {
+            return Ok(CommitOutcome::PhoneTaken(current));
+        }
         Ok(CommitOutcome::Conflict(current))
     }
 }

@@ -137,6 +137,8 @@ pub struct MemoryStore {
     waba_reads: Arc<std::sync::atomic::AtomicU64>,
     /// Held by a test to keep `NumberReader::get` from answering (see `hold_number_reads`).
     number_read_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Held by a test to keep `LifecycleStore::commit` from writing (see `hold_commits`).
+    commit_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Everything a [`MemoryStore`] holds at one moment, to tell whether anything was written.
@@ -162,6 +164,12 @@ impl MemoryStore {
     /// test can see what a handler asks for while its read of a number is still in flight.
     pub async fn hold_number_reads(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
         self.number_read_gate.clone().write_owned().await
+    }
+
+    /// Keeps every `LifecycleStore::commit` from writing until the returned guard is dropped,
+    /// so a test can change the store between a handler's reads and its write.
+    pub async fn hold_commits(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.commit_gate.clone().write_owned().await
     }
 
     /// A copy of everything stored now: equal snapshots mean nothing was written in between.
@@ -313,6 +321,7 @@ impl NumberReader for MemoryStore {
 
 impl LifecycleStore for MemoryStore {
     async fn commit(&self, change: &Change) -> StoreResult<CommitOutcome> {
+        let _open = self.commit_gate.read().await;
         let mut state = self.state();
         let number = &change.number;
         let stored = state
@@ -325,13 +334,14 @@ impl LifecycleStore for MemoryStore {
             .phones
             .get(&number.phone_number_id)
             .map(|owner| owner.number_id.clone());
-        let phone_taken = change.phone_guard == PhoneGuard::Claim && holder.is_some();
         if stored.status != expected.status
             || stored.provisioning_step != expected.step
             || stored.version != expected.version
-            || phone_taken
         {
             return Ok(CommitOutcome::Conflict(stored));
+        }
+        if change.phone_guard == PhoneGuard::Claim && holder.is_some() {
+            return Ok(CommitOutcome::PhoneTaken(stored));
         }
         if let Some(event) = &change.event {
             if state.events.contains_key(&event.id) {
@@ -1402,6 +1412,8 @@ struct Script {
     /// The phones `phone_numbers` lists, in Meta's order, `page_size` per page (0: all).
     waba_phones: Vec<String>,
     page_size: usize,
+    /// The app secret is a placeholder: what needs it is refused without a call.
+    app_secret_placeholder: bool,
 }
 
 /// Meta answering from a script: every call succeeds unless an error was queued for its kind
@@ -1436,6 +1448,11 @@ impl ScriptedMeta {
     /// with `set_profile` answers after them.
     pub fn profile_next(&self, profile: PhoneProfile) {
         locked(&self.script).next_profiles.push_back(profile);
+    }
+
+    /// From now on the app secret is a placeholder (`true`) or the app's (`false`).
+    pub fn set_app_secret_placeholder(&self, placeholder: bool) {
+        locked(&self.script).app_secret_placeholder = placeholder;
     }
 
     /// What `debug_token` answers from now on.
@@ -1570,7 +1587,14 @@ impl MetaGraph for ScriptedMeta {
         })
     }
 
+    async fn app_secret_is_placeholder(&self) -> bool {
+        locked(&self.script).app_secret_placeholder
+    }
+
     async fn debug_token(&self, _token: &Secret) -> MetaResult<TokenInfo> {
+        if locked(&self.script).app_secret_placeholder {
+            return Err(MetaError::app_secret_placeholder());
+        }
         self.answer(MetaCall::DebugToken)?;
         Ok(locked(&self.script)
             .token_info

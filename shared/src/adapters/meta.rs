@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::domain::meta::{ErrorKind, MetaError, UserText, classify, kind_of};
-use crate::domain::secrets::Secret;
+use crate::domain::secrets::{AppSecret, Secret};
 use crate::domain::{CanSendMessage, Health, HealthIssue};
 use crate::ports::{
     ExchangedToken, ListedPhone, MetaGraph, MetaResult, PhonePage, PhoneProfile, TokenInfo,
@@ -88,21 +88,30 @@ impl GraphClient {
         self
     }
 
-    /// An unreadable secret is a transient failure: the step is retried, as for Meta's own.
+    /// An unreadable secret is a transient failure: the step is retried, as for Meta's own. A
+    /// placeholder is never sent: it is answered as Meta answers a wrong secret.
     async fn app_secret(&self) -> MetaResult<Secret> {
-        match &self.secrets {
+        let secret = match &self.secrets {
             Some(cache) => match cache.current().await {
-                Ok(secrets) => Ok(secrets.app_secret),
+                Ok(secrets) => secrets.app_secret,
                 Err(err) => {
                     tracing::error!(error = %crate::telemetry::ErrorChain(&err), "Meta app secret not read");
-                    Err(MetaError::transport(
+                    return Err(MetaError::transport(
                         "app_secret_unavailable",
                         "the Meta app secret could not be read",
-                    ))
+                    ));
                 }
             },
-            None => Ok(self.config.app_secret.clone()),
-        }
+            None => AppSecret::new(self.config.app_secret.expose()),
+        };
+        secret
+            .issued()
+            .cloned()
+            .ok_or_else(MetaError::app_secret_placeholder)
+    }
+
+    async fn exchange_with_current_secret(&self, code: &str) -> MetaResult<Value> {
+        self.exchange_once(code, &self.app_secret().await?).await
     }
 
     async fn exchange_once(&self, code: &str, app_secret: &Secret) -> MetaResult<Value> {
@@ -206,12 +215,12 @@ async fn read(response: Response) -> MetaResult<Value> {
 
 impl MetaGraph for GraphClient {
     async fn exchange_code(&self, code: &str) -> MetaResult<ExchangedToken> {
-        let body = match self.exchange_once(code, &self.app_secret().await?).await {
-            // Meta refuses the secret before it looks at the code, so the code is still good
-            // for one more try with a secret read again (if it changed).
+        let body = match self.exchange_with_current_secret(code).await {
+            // Meta refuses the secret before it looks at the code (and a placeholder is not
+            // sent), so the code is still good for one more try with a secret read again.
             Err(err) if err.kind == ErrorKind::ClientSecret => match &self.secrets {
                 Some(cache) if cache.refresh().await => {
-                    self.exchange_once(code, &self.app_secret().await?).await?
+                    self.exchange_with_current_secret(code).await?
                 }
                 _ => return Err(err),
             },
@@ -308,6 +317,10 @@ impl MetaGraph for GraphClient {
             .send(self.request(Method::GET, &path, token).query(&query))
             .await?;
         phone_page(&body)
+    }
+
+    async fn app_secret_is_placeholder(&self) -> bool {
+        matches!(self.app_secret().await, Err(err) if err.is_app_secret_placeholder())
     }
 
     async fn debug_token(&self, token: &Secret) -> MetaResult<TokenInfo> {

@@ -8,7 +8,7 @@ use aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError;
 use serde::Deserialize;
 
 use crate::domain::NumberId;
-use crate::domain::secrets::{NumberSecrets, Secret};
+use crate::domain::secrets::{AppSecret, NumberSecrets, Secret};
 use crate::ports::{TokenVault, VaultError};
 
 /// Days a deleted number's secret can still be restored.
@@ -175,7 +175,7 @@ fn version_token(reconnect_id: &str) -> String {
 #[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppSecrets {
-    pub app_secret: Secret,
+    pub app_secret: AppSecret,
     #[serde(default = "no_token")]
     pub webhook_verify_token: Secret,
 }
@@ -198,11 +198,25 @@ pub async fn read_secret_string(client: &Client, arn: &str) -> Result<Secret, Va
         .ok_or_else(|| VaultError::Corrupt(format!("secret {arn} has no SecretString").into()))
 }
 
+/// Reads the app's secrets (each read, a function's first included); a placeholder app secret
+/// is logged as an error naming the secret, never its value.
 pub async fn read_app_secrets(client: &Client, arn: &str) -> Result<AppSecrets, VaultError> {
     let text = read_secret_string(client, arn).await?;
-    serde_json::from_str(text.expose()).map_err(|_| {
+    let secrets: AppSecrets = serde_json::from_str(text.expose()).map_err(|_| {
         VaultError::Corrupt(
             format!("secret {arn} is not {{\"appSecret\", \"webhookVerifyToken\"}} JSON").into(),
         )
-    })
+    })?;
+    if secrets.app_secret.is_placeholder() {
+        log_placeholder(arn);
+    }
+    Ok(secrets)
+}
+
+/// The error a placeholder app secret is logged with, naming where it is kept.
+fn log_placeholder(secret: &str) {
+    tracing::error!(
+        secret,
+        "the Meta app secret (MetaAppSecret's appSecret) is empty or still the template's placeholder: every Meta webhook is refused (401, as a bad signature) and nothing is asked of Meta with it until the app's secret is put there"
+    );
 }

@@ -215,9 +215,7 @@ where
         && let Some(owner) = state.store.phone_owner(&number.phone_number_id).await?
         && owner.number_id != number.id
     {
-        return Err(ApiError::conflict(
-            "this phone number was signed up again since this number failed",
-        ));
+        return Err(phone_signed_up_again());
     }
     // Whether the token still works is what the number knows of it: not deleted, not expired.
     // (A token revoked at Meta fails the resumed step again, with Meta's reason.)
@@ -248,11 +246,18 @@ where
         Changed::Refused(_, why @ Refusal::ReauthorizationRequired { .. }) => {
             Err(ApiError::reauthorization_required(why.to_string()))
         }
+        // A new signup of the phone was written after the check above, before this write.
+        Changed::Refused(_, Refusal::PhoneTaken) => Err(phone_signed_up_again()),
         Changed::Refused(number, _) => Err(ApiError::conflict(format!(
             "a {} number cannot be retried; only a FAILED one can",
             number.status
         ))),
     }
+}
+
+/// The retry's answer when another number holds the phone.
+fn phone_signed_up_again() -> ApiError {
+    ApiError::conflict("this phone number was signed up again since this number failed")
 }
 
 #[cfg(test)]

@@ -311,6 +311,8 @@ pub enum Refusal {
     NotReconnectable { status: Status },
     #[error("reconnect {id} is not the number's reconnect in progress")]
     NoSuchReconnect { id: String },
+    #[error("another number holds the phone: it was signed up again")]
+    PhoneTaken,
 }
 
 /// Where a provisioning step stands for a number, before anything is called at Meta.

@@ -122,6 +122,8 @@ pub const DISPLAY_NAME_NOT_READY: i64 = 2388001;
 pub const REGISTER_LIMIT: i64 = 133016;
 /// 100/36009 on the code exchange: "This authorization code has been used."
 pub const CODE_USED: i64 = 36009;
+/// Our code for a call not made because the app secret is a placeholder.
+pub const APP_SECRET_PLACEHOLDER_CODE: &str = "app_secret_placeholder";
 
 pub fn kind_of(http_status: u16, code: i64, subcode: Option<i64>, is_transient: bool) -> ErrorKind {
     match code {
@@ -199,6 +201,27 @@ impl MetaError {
     pub fn with_user_text(mut self, user_text: UserText) -> MetaError {
         self.user_text = Box::new(user_text);
         self
+    }
+
+    /// The app secret is a placeholder: nothing is asked of Meta with it, and the answer is
+    /// the one Meta gives a wrong secret (a configuration error of ours, never retried).
+    pub fn app_secret_placeholder() -> MetaError {
+        MetaError {
+            http_status: 0,
+            code: APP_SECRET_PLACEHOLDER_CODE.to_string(),
+            subcode: None,
+            message:
+                "the Meta app secret (MetaAppSecret) is empty or still the template's placeholder"
+                    .into(),
+            retry: Retry::Never,
+            kind: ErrorKind::ClientSecret,
+            user_text: Box::default(),
+        }
+    }
+
+    /// Whether this is [`MetaError::app_secret_placeholder`]'s answer.
+    pub fn is_app_secret_placeholder(&self) -> bool {
+        self.code == APP_SECRET_PLACEHOLDER_CODE
     }
 
     /// A failure with no usable answer from Meta: always worth retrying.

@@ -281,7 +281,7 @@ pub async fn run(options: &Options) -> Result<Report> {
     };
     let template = setup::template()?;
     let functions = function_binaries(&template)?;
-    // The app secret the `events/` files are signed with (template.yaml's SecretStringTemplate).
+    // The app secret the `events/` files are signed with.
     let meta = fake_meta::FakeMeta::start(fake_meta::FakeMetaConfig {
         app_secret: setup::EVENTS_APP_SECRET.into(),
         ..fake_meta::FakeMetaConfig::default()

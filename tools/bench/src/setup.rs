@@ -18,9 +18,8 @@ pub use muchaw_local::examples::{
     EXAMPLE_ACCOUNT_ID, EXAMPLE_API_KEY, EXAMPLE_NUMBER_ID, seed_account, seed_number,
 };
 pub const SIGNING_KEY: &str = "bench-signup-link-signing-key";
-/// The Meta app secret `events/meta-webhook` is signed with: template.yaml's
-/// `SecretStringTemplate` for `MetaAppSecret`.
-pub const EVENTS_APP_SECRET: &str = "change-me";
+/// The Meta app secret `events/meta-webhook` is signed with.
+pub const EVENTS_APP_SECRET: &str = muchaw_local::examples::EXAMPLE_APP_SECRET;
 pub const VERIFY_TOKEN: &str = "bench-verify-token";
 
 pub fn workspace_root() -> PathBuf {

@@ -9,6 +9,19 @@ use muchaw_shared::domain::{Number, Status, time};
 pub const EXAMPLE_API_KEY: &str = "mk_example_local_key_0000000000000000000000000000";
 pub const EXAMPLE_NUMBER_ID: &str = "clexamplenumber00000000001";
 pub const EXAMPLE_ACCOUNT_ID: &str = "acc_examples";
+/// The Meta app secret `events/meta-webhook` is signed with, put in `MetaAppSecret` wherever
+/// those files run: the template's own placeholder verifies no signature.
+pub const EXAMPLE_APP_SECRET: &str = "example-app-secret-of-the-events-files";
+
+/// `MetaAppSecret` for a stack the `events/` files run against: [`EXAMPLE_APP_SECRET`] and a
+/// verify token none of them sends.
+pub fn example_meta_app_secret() -> String {
+    serde_json::json!({
+        "appSecret": EXAMPLE_APP_SECRET,
+        "webhookVerifyToken": "example-verify-token",
+    })
+    .to_string()
+}
 
 /// The example account and its key (once per stack).
 pub async fn seed_account(store: &DynamoStore) -> Result<()> {

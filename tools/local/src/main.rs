@@ -97,7 +97,14 @@ async fn serve_env(function: &str, endpoint: &str, template: &str) -> Result<()>
     let sdk = moto.sdk_config().await;
     let template = Template::load(template)?;
     let prefix = muchaw_local::provision::random_prefix();
-    let stack = provision(&template, &sdk, &prefix, &Overrides::default()).await?;
+    let overrides = Overrides {
+        secrets: std::collections::HashMap::from([(
+            "MetaAppSecret".to_string(),
+            muchaw_local::examples::example_meta_app_secret(),
+        )]),
+        ..Overrides::default()
+    };
+    let stack = provision(&template, &sdk, &prefix, &overrides).await?;
     let store = DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&sdk),
         stack.table("NumbersTable")?,

@@ -18,7 +18,7 @@ use muchaw_shared::adapters::sqs::SqsQueue;
 use muchaw_shared::api;
 use muchaw_shared::config::QueueUrls;
 use muchaw_shared::domain::Step;
-use muchaw_shared::domain::secrets::Secret;
+use muchaw_shared::domain::secrets::{AppSecret, Secret};
 use muchaw_shared::domain::signup_link::LinkSigner;
 use muchaw_shared::ports::{MessageQueue, Redelivery};
 use muchaw_shared::provisioning::{Provisioner, RetryPolicy};
@@ -197,7 +197,7 @@ pub fn build(
         queue: meta_queue,
         secrets: muchaw_shared::secret_cache::SecretCache::fixed(
             muchaw_shared::adapters::secrets::AppSecrets {
-                app_secret: Secret::new(app_secret),
+                app_secret: AppSecret::new(app_secret),
                 webhook_verify_token: Secret::new(verify_token),
             },
         ),

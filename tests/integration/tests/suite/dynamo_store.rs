@@ -185,6 +185,41 @@ async fn a_final_status_releases_the_phone_guard() {
 }
 
 #[tokio::test]
+async fn a_retry_whose_phone_another_number_took_is_refused_and_writes_nothing() {
+    use muchaw_shared::domain::FailureReason;
+    use muchaw_shared::domain::lifecycle::{Command, Refusal};
+    // Given a failed number, and a new signup of its phone that holds the phone guard
+    let env = TestEnv::new().await;
+    let account = env.account("acme").await;
+    let mut failed = sample_number(&account, Status::Failed, 10);
+    failed.failure_reason = Some(FailureReason {
+        step: "REGISTER_NUMBER".into(),
+        code: "131009".into(),
+        message: "Parameter value is not valid".into(),
+        ..Default::default()
+    });
+    let mut again = sample_number(&account, Status::Pending, 0);
+    again.phone_number_id = failed.phone_number_id.clone();
+    env.store
+        .import_numbers(&[failed.clone(), again])
+        .await
+        .unwrap();
+    let before = env.table_snapshot().await;
+
+    // When the retry's write claims the phone (no check ahead of it)
+    let outcome = env
+        .apply(&failed, Command::Retry { token_usable: true })
+        .await;
+
+    // Then it is refused at once for the phone, and nothing was written
+    match outcome {
+        Changed::Refused(current, Refusal::PhoneTaken) => assert_eq!(current, failed),
+        other => panic!("expected the phone to be taken, got {other:?}"),
+    }
+    assert_eq!(env.table_snapshot().await, before);
+}
+
+#[tokio::test]
 async fn an_api_key_resolves_to_its_account_until_revoked() {
     let env = TestEnv::new().await;
     let account = env.account("acme").await;

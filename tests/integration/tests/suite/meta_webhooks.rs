@@ -182,6 +182,128 @@ async fn a_delivery_with_a_wrong_signature_is_401_and_changes_nothing() {
     assert!(sent(&p, Queue::Events).is_empty());
 }
 
+/// Log lines written while a test's subscriber is the default.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Captured {
+    /// The error lines, parsed.
+    fn errors(&self) -> Vec<Value> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["level"] == "ERROR")
+            .collect()
+    }
+}
+
+/// The health sync as the function builds it: the app secret read from `MetaAppSecret` on
+/// first use, with the function's rights.
+async fn health_sync_reading_the_app_secret(p: &ProvisioningEnv) -> HealthSummary {
+    use muchaw_shared::adapters::meta::{GraphClient, MetaConfig};
+    use muchaw_shared::domain::secrets::Secret;
+    use muchaw_shared::secret_cache::{Loader, SecretCache};
+    let arn = p.env.function_env("HealthSyncFunction")["META_APP_SECRET_ARN"].clone();
+    let client = p.env.function_secrets();
+    let loader: Loader = std::sync::Arc::new(move || {
+        let (client, arn) = (client.clone(), arn.clone());
+        Box::pin(async move { read_app_secrets(&client, &arn).await })
+    });
+    let meta = GraphClient::new(MetaConfig {
+        graph_url: p.meta.base_url(),
+        graph_version: "v25.0".into(),
+        app_id: p.meta.app_id().to_string(),
+        app_secret: Secret::new(""),
+        timeout: muchaw_tests::provisioning::META_TIMEOUT,
+    })
+    .expect("graph client")
+    .with_secrets(SecretCache::lazy(loader));
+    let sync = HealthSync {
+        store: p.env.function_store(),
+        queue: p.queue.clone(),
+        meta,
+        vault: p.provisioner.vault.clone(),
+        concurrency: 8,
+        failed_token_retention_days: 7,
+    };
+    muchaw_local::identity::as_function("HealthSyncFunction", sync.run())
+        .await
+        .expect("health sync")
+}
+
+#[tokio::test]
+async fn with_the_template_s_placeholder_app_secret_a_signed_removal_is_401_and_the_sync_says_so() {
+    // Given MetaAppSecret as the template deploys it, before the operator puts the app's secret
+    let p = ProvisioningEnv::new().await;
+    let arn = p.env.function_env("MetaWebhookFunction")["META_APP_SECRET_ARN"].clone();
+    aws_sdk_secretsmanager::Client::new(&p.env.sdk)
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(
+            json!({"appSecret": "change-me", "webhookVerifyToken": "verify-me"}).to_string(),
+        )
+        .send()
+        .await
+        .expect("placeholder put");
+    let (_, ours) = numbers(&p, WABA, &[Status::Active]).await;
+    let before = p.env.table_snapshot().await;
+    let removal = account_update(WABA, json!({"event": "PARTNER_REMOVED"}));
+
+    // When anyone signs a removal with the placeholder, and the health sync runs
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(logs.clone())
+        .finish();
+    let (answer, summary) = {
+        let _default = tracing::subscriber::set_default(subscriber);
+        let forged = meta_webhook::sign("change-me", removal.as_bytes());
+        let answer = post(&p, &removal, Some(forged)).await;
+        (answer, health_sync_reading_the_app_secret(&p).await)
+    };
+
+    // Then the removal is refused as a bad signature is, and nothing changed or was sent
+    assert_eq!(answer.status, 401, "{:?}", answer.body);
+    assert_eq!(answer.body["error"]["code"], "unauthorized");
+    assert_eq!(p.env.table_snapshot().await, before);
+    assert_eq!(reread(&p, &ours[0]).await.status, Status::Active);
+    assert!(sent(&p, Queue::Teardown).is_empty());
+    assert!(sent(&p, Queue::Events).is_empty());
+    // And the sync's output says so
+    assert!(summary.app_secret_placeholder, "{summary:?}");
+    // And each function's first read logged an error naming the secret, never its value
+    let errors = logs.errors();
+    let naming: Vec<&Value> = errors
+        .iter()
+        .filter(|line| line["fields"]["secret"] == arn.as_str())
+        .collect();
+    assert!(naming.len() >= 2, "{errors:#?}");
+    assert!(
+        errors
+            .iter()
+            .any(|line| line["fields"]["secret"] == "MetaAppSecret"),
+        "the sync's own line: {errors:#?}"
+    );
+    assert!(!format!("{errors:?}").contains("change-me"), "{errors:#?}");
+}
+
 #[tokio::test]
 async fn verification_with_the_right_token_answers_the_challenge() {
     let p = ProvisioningEnv::new().await;

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use muchaw_shared::domain::event::EventEnvelope;
 use muchaw_shared::domain::lifecycle::Command;
-use muchaw_shared::domain::secrets::Secret;
+use muchaw_shared::domain::secrets::{AppSecret, Secret};
 use muchaw_shared::domain::{
     AccountId, EventType, FailureReason, Number, QualityRating, Status, Step, time,
 };
@@ -243,7 +243,7 @@ async fn invoke_meta(p: &ProvisioningEnv, event: Value) -> ApiResponse {
         queue: p.queue.clone(),
         secrets: muchaw_shared::secret_cache::SecretCache::fixed(
             muchaw_shared::adapters::secrets::AppSecrets {
-                app_secret: Secret::new(p.meta.app_secret()),
+                app_secret: AppSecret::new(p.meta.app_secret()),
                 webhook_verify_token: Secret::new("verify-me"),
             },
         ),

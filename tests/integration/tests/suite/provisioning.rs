@@ -623,7 +623,7 @@ async fn an_app_secret_put_in_place_after_start_is_used_without_a_restart() {
 
     use muchaw_shared::adapters::meta::{GraphClient, MetaConfig};
     use muchaw_shared::adapters::secrets::AppSecrets;
-    use muchaw_shared::domain::secrets::Secret;
+    use muchaw_shared::domain::secrets::{AppSecret, Secret};
     use muchaw_shared::ports::MetaGraph;
     use muchaw_shared::secret_cache::{Loader, SecretCache};
 
@@ -636,7 +636,7 @@ async fn an_app_secret_put_in_place_after_start_is_used_without_a_restart() {
             Box::pin(async move {
                 let app_secret = stored.lock().unwrap().clone();
                 Ok(AppSecrets {
-                    app_secret: Secret::new(app_secret),
+                    app_secret: AppSecret::new(app_secret),
                     webhook_verify_token: Secret::new("verify-me"),
                 })
             })
@@ -644,7 +644,7 @@ async fn an_app_secret_put_in_place_after_start_is_used_without_a_restart() {
     };
     let cache = SecretCache::with_ages(
         AppSecrets {
-            app_secret: Secret::new("change-me"),
+            app_secret: AppSecret::new("change-me"),
             webhook_verify_token: Secret::new("verify-me"),
         },
         loader,
@@ -661,13 +661,16 @@ async fn an_app_secret_put_in_place_after_start_is_used_without_a_restart() {
     .expect("graph client")
     .with_secrets(cache);
 
-    // As deployed before the real secret is put in place: Meta refuses the secret.
+    // As deployed before the real secret is put in place: the template's placeholder is
+    // refused as a wrong secret, without being sent to Meta.
     let code = p.meta.issue_code(&[WABA]);
     let refused = graph.exchange_code(&code).await.expect_err("wrong secret");
     assert_eq!(
         refused.kind,
         muchaw_shared::domain::meta::ErrorKind::ClientSecret
     );
+    assert!(refused.is_app_secret_placeholder(), "{refused:?}");
+    assert!(p.meta.calls_to(Route::ExchangeCode).is_empty());
 
     // The owner puts the real secret in place: the next exchange reads it again and succeeds.
     *stored.lock().unwrap() = p.meta.app_secret().to_string();

@@ -12,7 +12,7 @@ use muchaw_local::{Template, stack};
 use muchaw_shared::adapters::memory::{MemoryQueue, MemoryStore};
 use muchaw_shared::adapters::secrets::AppSecrets;
 use muchaw_shared::api::{self, RouteKey, page_limit::PageLimits};
-use muchaw_shared::domain::secrets::Secret;
+use muchaw_shared::domain::secrets::{AppSecret, Secret};
 use muchaw_shared::domain::signup_link::LinkSigner;
 use muchaw_shared::domain::{FailureReason, Status, Step};
 use muchaw_shared::meta_webhook::{self, MetaWebhook};
@@ -72,7 +72,7 @@ fn served_by_binary() -> BTreeMap<&'static str, BTreeSet<Key>> {
         store,
         queue,
         secrets: SecretCache::fixed(AppSecrets {
-            app_secret: Secret::new("app-secret"),
+            app_secret: AppSecret::new("app-secret"),
             webhook_verify_token: Secret::new("verify-token"),
         }),
     });
