@@ -147,9 +147,9 @@ pub struct Report {
     pub machine: Vec<(String, String)>,
 }
 
-/// Every function's cold starts against `backend`'s emulators (its functions reach them
-/// straight, no proxy between), beside the hello-world baseline's, and how they answer
-/// meta-webhook's two first requests sent at once.
+/// Every function's cold starts against `backend`'s emulators (through the local AWS gateway,
+/// each function with only its own role's rights, as `make run` runs them), beside the
+/// hello-world baseline's, and how they answer meta-webhook's two first requests sent at once.
 async fn cold_starts(
     options: &Options,
     template: &muchaw_local::Template,
@@ -160,6 +160,10 @@ async fn cold_starts(
     let direct = backend.direct().await?;
     let stack = setup::stack(template, &direct.sdk, meta).await?;
     let store = setup::table_store(&stack, &direct.sdk)?;
+    let guards = muchaw_local::aws_proxy::Guards::new();
+    guards.register(template, &stack)?;
+    let gateway =
+        muchaw_local::aws_proxy::AwsProxy::start(backend.upstreams.clone(), guards.hooks()).await?;
     setup::seed_account(&store).await?;
     let events = setup::workspace_root().join("events");
     let mut targets = vec![cold::ColdTarget {
@@ -177,7 +181,12 @@ async fn cold_starts(
             .function_environment(template, id)?
             .into_iter()
             .collect();
-        environment.extend(setup::lambda_extra(&backend.upstreams.moto));
+        environment.extend(setup::lambda_extra(&gateway.url()));
+        environment.retain(|(name, _)| name != "AWS_ACCESS_KEY_ID");
+        environment.push((
+            "AWS_ACCESS_KEY_ID".into(),
+            muchaw_local::identity::function_access_key(&stack.prefix, id),
+        ));
         targets.push(cold::ColdTarget {
             name: binary.clone(),
             binary: options.bin_dir.join(binary),
@@ -218,6 +227,12 @@ async fn cold_starts(
         .await
         .inspect_err(|err| eprintln!("secret and query at once on {}: {err:#}", backend.name))
         .ok();
+    let denials = guards.authorizer.denials();
+    anyhow::ensure!(
+        denials.is_empty(),
+        "AWS requests denied by the functions' roles in template.yaml: {denials:?}"
+    );
+    drop(gateway);
     Ok(cold::ColdRun {
         backend: backend.name.clone(),
         rows,
@@ -490,7 +505,15 @@ async fn data_sections(
                 big_key.clone(),
             ),
         ];
-        let mut extra = setup::lambda_extra(&options.moto_endpoint);
+        // The binaries through the gateway with their own roles' rights, as `make run` runs them.
+        let guards = muchaw_local::aws_proxy::Guards::new();
+        guards.register(template, &stack)?;
+        let gateway = muchaw_local::aws_proxy::AwsProxy::start(
+            muchaw_local::upstreams::Upstreams::moto(&options.moto_endpoint),
+            guards.hooks(),
+        )
+        .await?;
+        let mut extra = setup::lambda_extra(&gateway.url());
         extra.retain(|(k, _)| k != "RUST_LOG");
         extra.push(("RUST_LOG".into(), "error".into()));
         let binaries =
@@ -518,6 +541,12 @@ async fn data_sections(
             figures.throughput.push((front, result));
         }
         drop(binaries);
+        let denials = guards.authorizer.denials();
+        anyhow::ensure!(
+            denials.is_empty(),
+            "AWS requests denied by the functions' roles in template.yaml: {denials:?}"
+        );
+        drop(gateway);
         report.api = Some(figures);
     }
 
