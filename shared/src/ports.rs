@@ -212,11 +212,14 @@ pub struct StoredResponse {
     pub status: u16,
     pub content_type: Option<String>,
     pub location: Option<String>,
-    /// The answer, without any secret it showed (see `secret_of`).
+    /// The answer, without any secret it showed (see `secret_of` and `answered_by_route`).
     pub body: Vec<u8>,
     /// The webhook endpoint whose secret the answer showed: taken out of `body` before it is
     /// kept, and read from the endpoint again on a replay, so no secret sits in the key's item.
     pub secret_of: Option<String>,
+    /// The answer showed a signup link's `state`: `body` is kept without it, and a replay is
+    /// answered by the route again from `body`, which signs the same state anew.
+    pub answered_by_route: bool,
 }
 
 /// What an idempotency key holds: the fingerprint of the request that first used it, and that

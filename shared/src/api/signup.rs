@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::idempotency::{Replaying, ShowsLinkState};
 use super::{ApiError, Caller, JsonBody, NumberView, shape};
 use crate::domain::api_key::{KeyHash, bearer_key};
 use crate::domain::lifecycle::Command;
@@ -17,7 +18,7 @@ use crate::domain::messages::{StepMessage, WabaSignupMessage};
 use crate::domain::secrets::Secret;
 use crate::domain::signup_link::LinkError;
 use crate::domain::waba_signup::WabaSignup;
-use crate::domain::{AccountId, Number, Onboarding, Status, Step, time};
+use crate::domain::{AccountId, Number, Onboarding, Status, Step, Timestamp, time};
 use crate::lifecycle::{self, Changed};
 use crate::ports::{
     ApiKeyVerifier, CreateOutcome, EventLog, LifecycleStore, MessageQueue, NumberReader,
@@ -457,12 +458,16 @@ struct LinkRequest {
     redirect_url: Option<String>,
 }
 
+/// Issues a link (`201`). Its `state` is a bearer token: the answer is kept for a replay
+/// without it (`ShowsLinkState`), and a replay signs the same state again from the kept link id
+/// and expiry, issuing nothing.
 pub async fn create_link<S: SignupLinks>(
     State(state): State<Arc<SignupLinkState<S>>>,
     Extension(Caller(account)): Extension<Caller>,
+    replaying: Option<Extension<Replaying>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Extension<ShowsLinkState>, Json<Value>), ApiError> {
     let request: LinkRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LinkRequest::default()
     } else {
@@ -476,18 +481,26 @@ pub async fn create_link<S: SignupLinks>(
             "redirectUrl must be an https URL",
         ));
     }
-    let now = time::now();
-    let issued = state.signer.signer().await?.issue(&account, now);
-    let link = crate::domain::signup_session::SignupSession::new(
-        issued.link_id.clone(),
-        account.clone(),
-        now,
-        issued.expires_at,
-        request.redirect_url.clone(),
-    );
-    state.store.save_link(&link).await?;
+    let signer = state.signer.signer().await?;
+    let (link_id, expires_at) = match replaying {
+        Some(Extension(Replaying(kept))) => kept_link(&kept.body)?,
+        None => {
+            let now = time::now();
+            let issued = signer.issue(&account, now);
+            let link = crate::domain::signup_session::SignupSession::new(
+                issued.link_id.clone(),
+                account.clone(),
+                now,
+                issued.expires_at,
+                request.redirect_url.clone(),
+            );
+            state.store.save_link(&link).await?;
+            (issued.link_id, issued.expires_at)
+        }
+    };
+    let link_state = signer.state(&account, &link_id, expires_at);
     let base_url = super::signup_page::link_base_url(&state.base_url, &headers);
-    let mut query = vec![("state", issued.state.as_str())];
+    let mut query = vec![("state", link_state.as_str())];
     if let Some(url) = &request.redirect_url {
         query.push(("redirect_uri", url.as_str()));
     }
@@ -495,11 +508,29 @@ pub async fn create_link<S: SignupLinks>(
     let separator = if base_url.contains('?') { '&' } else { '?' };
     Ok((
         StatusCode::CREATED,
+        Extension(ShowsLinkState),
         Json(json!({ "data": {
-            "id": issued.link_id,
+            "id": link_id,
             "url": format!("{base_url}{separator}{query}"),
-            "state": issued.state,
-            "expiresAt": time::format(&issued.expires_at),
+            "state": link_state,
+            "expiresAt": time::format(&expires_at),
         }})),
     ))
+}
+
+/// The link id and expiry of a kept `201` of [`create_link`].
+fn kept_link(body: &[u8]) -> Result<(String, Timestamp), ApiError> {
+    let answer: Value = serde_json::from_slice(body).map_err(|_| ApiError::internal())?;
+    let data = &answer["data"];
+    let link_id = data["id"].as_str().map(str::to_string);
+    let expires_at = data["expiresAt"]
+        .as_str()
+        .and_then(|text| time::parse(text).ok());
+    match (link_id, expires_at) {
+        (Some(link_id), Some(expires_at)) => Ok((link_id, expires_at)),
+        _ => {
+            tracing::error!("a kept signup link answer without its id or expiry");
+            Err(ApiError::internal())
+        }
+    }
 }
