@@ -770,6 +770,13 @@ pub trait WebhookEndpoints: Send + Sync {
         secret: &crate::domain::secrets::Secret,
         previous_until: Timestamp,
     ) -> impl Future<Output = StoreResult<Option<WebhookEndpoint>>> + Send;
+    /// Removes from its endpoint every secret a rotation replaced whose grace period ended by
+    /// `now` (at most `limit` of them; the rest at the next call): how many it removed.
+    fn forget_previous_secrets(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<u32>> + Send;
     /// Remembers when the endpoint started failing, unless it is failing already.
     fn note_failing(
         &self,

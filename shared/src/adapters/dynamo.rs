@@ -17,7 +17,9 @@
 //! | event (outbox)    | `EVENT#{id}`                 | `EVENT`             |                                      |                         | `HISTORY#{a}#{number}` / `{created}#{id}` |
 //!
 //! An event not yet published is also on GSI6 (`OUTBOX#{0..3}` / `{created}#{id}`, keys only,
-//! removed when it is published): what the outbox relay (`crate::outbox`) sweeps.
+//! removed when it is published): what the outbox relay (`crate::outbox`) sweeps. So is a
+//! webhook endpoint holding a rotated-out secret (`WEBHOOKSECRETGRACE` / the end of its grace
+//! period), which the relay forgets then.
 //!
 //! Webhook endpoints and deliveries: `dynamo_webhooks.rs`.
 
@@ -101,6 +103,9 @@ pub mod keys {
         format!("OUTBOX#{shard}")
     }
     pub const OUTBOX_SHARDS: u32 = 4;
+    /// Webhook endpoints holding a secret a rotation replaced, on GSI6 by the end of its grace
+    /// period (sparse: the keys go with the secret), for the relay to forget it then.
+    pub const SECRET_GRACE: &str = "WEBHOOKSECRETGRACE";
     pub const SIGNUP_LINK: &str = "SIGNUPLINK";
     pub fn signup_link(id: &str) -> String {
         format!("SIGNUPLINK#{id}")

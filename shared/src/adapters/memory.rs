@@ -934,6 +934,26 @@ impl WebhookEndpoints for MemoryStore {
         }))
     }
 
+    async fn forget_previous_secrets(&self, now: Timestamp, limit: u32) -> StoreResult<u32> {
+        let mut state = self.state();
+        let mut forgotten = 0;
+        for endpoint in state.endpoints.iter_mut() {
+            if forgotten >= limit {
+                break;
+            }
+            if endpoint.previous_secret.is_some()
+                && endpoint
+                    .previous_secret_expires_at
+                    .is_none_or(|until| until <= now)
+            {
+                endpoint.previous_secret = None;
+                endpoint.previous_secret_expires_at = None;
+                forgotten += 1;
+            }
+        }
+        Ok(forgotten)
+    }
+
     async fn note_failing(
         &self,
         account: &AccountId,
