@@ -477,7 +477,7 @@ pub struct PhoneOwner {
 
 pub trait ProvisioningStore: Send + Sync {
     /// Creates a `PENDING` number holding its phone (and consuming the signup link, if any) in
-    /// one transaction.
+    /// one transaction; one whose phone is live elsewhere (`phone_elsewhere`) holds no guard.
     fn create_pending(
         &self,
         number: &Number,

@@ -259,6 +259,8 @@ struct NumberItem {
     disconnected_by: Option<DisconnectedBy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     register_waiting_on: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    phone_elsewhere: bool,
     version: u64,
 }
 
@@ -321,6 +323,7 @@ impl NumberItem {
             token_status: number.token_status,
             disconnected_by: number.disconnected_by,
             register_waiting_on: number.register_waiting_on.clone(),
+            phone_elsewhere: number.phone_elsewhere,
             version: number.version,
         }
     }
@@ -367,6 +370,7 @@ impl NumberItem {
             token_status: self.token_status,
             disconnected_by: self.disconnected_by,
             register_waiting_on: self.register_waiting_on,
+            phone_elsewhere: self.phone_elsewhere,
             version: self.version,
         })
     }
@@ -816,7 +820,7 @@ impl DynamoStore {
             let item =
                 serde_dynamo::to_item(NumberItem::from_number(number)).map_err(unavailable)?;
             requests.push(put_request(item)?);
-            if number.status.is_live() {
+            if number.status.is_live() && !number.phone_elsewhere {
                 requests.push(put_request(guard_item(number))?);
             }
             *counts
@@ -1469,9 +1473,14 @@ impl ProvisioningStore for DynamoStore {
             serde_dynamo::to_item(NumberItem::from_number(number)).map_err(unavailable)?;
         let mut items = vec![
             put_new(&self.table, number_item)?,
-            put_new(&self.table, guard_item(number))?,
             self.counters_update(&number.account_id, &[(number.status, 1)])?,
         ];
+        // A number signed up while its phone is live elsewhere holds no guard.
+        let guard_at = (!number.phone_elsewhere).then_some(items.len());
+        if guard_at.is_some() {
+            items.push(put_new(&self.table, guard_item(number))?);
+        }
+        let link_at = signup_link.map(|_| items.len());
         if let Some(link) = signup_link {
             let consume = self
                 .link_consumption(&number.account_id, link, &number.id)
@@ -1482,12 +1491,13 @@ impl ProvisioningStore for DynamoStore {
         match self.transact(items).await? {
             Ok(()) => Ok(CreateOutcome::Created),
             Err(codes) => {
-                let failed = |i: usize| {
-                    codes.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed")
+                let failed = |at: Option<usize>| {
+                    at.and_then(|i| codes.get(i)).and_then(|c| c.as_deref())
+                        == Some("ConditionalCheckFailed")
                 };
-                if failed(3) {
+                if failed(link_at) {
                     Ok(CreateOutcome::LinkUnusable)
-                } else if failed(1) {
+                } else if failed(guard_at) {
                     Ok(CreateOutcome::PhoneTaken)
                 } else {
                     Err(StoreError::unavailable(format!(

@@ -178,7 +178,7 @@ impl MemoryStore {
     /// Stores a number as it is, holding its phone while it is live (seeding tests).
     pub fn insert_number(&self, number: Number) {
         let mut state = self.state();
-        if number.status.is_live() {
+        if number.status.is_live() && !number.phone_elsewhere {
             state.phones.insert(
                 number.phone_number_id.clone(),
                 PhoneOwner {
@@ -512,20 +512,22 @@ impl ProvisioningStore for MemoryStore {
                 return Ok(CreateOutcome::LinkUnusable);
             }
         }
-        if state.phones.contains_key(&number.phone_number_id) {
+        if !number.phone_elsewhere && state.phones.contains_key(&number.phone_number_id) {
             return Ok(CreateOutcome::PhoneTaken);
         }
         if let Some(link) = signup_link.and_then(|id| state.links.get_mut(id)) {
             link.number_id = Some(number.id.clone());
             link.used_at = Some(time::now());
         }
-        state.phones.insert(
-            number.phone_number_id.clone(),
-            PhoneOwner {
-                account_id: number.account_id.clone(),
-                number_id: number.id.clone(),
-            },
-        );
+        if !number.phone_elsewhere {
+            state.phones.insert(
+                number.phone_number_id.clone(),
+                PhoneOwner {
+                    account_id: number.account_id.clone(),
+                    number_id: number.id.clone(),
+                },
+            );
+        }
         state.put_number(number.clone());
         Ok(CreateOutcome::Created)
     }

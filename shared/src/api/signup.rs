@@ -144,10 +144,10 @@ async fn caller<S: ApiKeyVerifier>(
     }
 }
 
-/// A callback for a phone a live number holds already. Another account's: refused. This
-/// account's `PENDING` number: nothing restarts, unless it never started (see
-/// [`restart_unstarted`]). This account's `ACTIVE` or `BANNED` number: a reconnect with the new
-/// code (see `provisioning::reconnect`).
+/// A callback for a phone a live number of this account holds already (another account's is a
+/// new number that never holds the phone, see `callback`). A `PENDING` number: nothing restarts,
+/// unless it never started (see [`restart_unstarted`]). An `ACTIVE` or `BANNED` number: a
+/// reconnect with the new code (see `provisioning::reconnect`).
 async fn existing<S, Q>(
     state: &CallbackState<S, Q>,
     owner: &PhoneOwner,
@@ -347,26 +347,46 @@ where
     let Some(phone_number_id) = body.phone_number_id.clone() else {
         return waba_only(&state, account, link, &body).await;
     };
-    // A signup link is single use whatever the phone: the transaction creating the number
-    // consumes it, so with a link that transaction decides (a used state is refused even for a
-    // phone already connected here). With a key, a phone already connected is answered at once.
-    if link.is_none()
-        && let Some(owner) = state.store.phone_owner(&phone_number_id).await?
-    {
-        return existing(&state, &owner, &account, None, &body.code).await;
-    }
     let onboarding = match body.mode {
         SignupMode::Coexistence => Onboarding::Coexistence,
         SignupMode::CloudApi | SignupMode::WabaOnly => Onboarding::CloudApi,
     };
-    let number = Number::new_pending(
+    let mut number = Number::new_pending(
         account.clone(),
         body.waba_id.clone(),
         phone_number_id.clone(),
         time::now(),
     )
     .onboarded_as(onboarding);
-    match state.store.create_pending(&number, link.as_deref()).await? {
+    // A phone live in another account is answered as a new one: a number that holds no guard
+    // and fails at its exchange, saying why only once the signup's token reads the phone. An
+    // immediate 409 would confirm the phone to any key or link, before any proof of control.
+    //
+    // A signup link is single use whatever the phone: the transaction creating the number
+    // consumes it, so with a link that transaction decides (a used state is refused even for a
+    // phone already connected here). With a key, a phone already connected is answered at once.
+    if link.is_none()
+        && let Some(owner) = state.store.phone_owner(&phone_number_id).await?
+    {
+        if owner.account_id == account {
+            return existing(&state, &owner, &account, None, &body.code).await;
+        }
+        number.phone_elsewhere = true;
+    }
+    let mut outcome = state.store.create_pending(&number, link.as_deref()).await?;
+    if outcome == CreateOutcome::PhoneTaken {
+        let owner = state
+            .store
+            .phone_owner(&phone_number_id)
+            .await?
+            .ok_or_else(|| ApiError::conflict("this phone number changed hands; try again"))?;
+        if owner.account_id == account {
+            return existing(&state, &owner, &account, link.as_deref(), &body.code).await;
+        }
+        number.phone_elsewhere = true;
+        outcome = state.store.create_pending(&number, link.as_deref()).await?;
+    }
+    match outcome {
         CreateOutcome::Created => {
             // The first message goes out right after the write, so the exchange finds the
             // number on its first run and starts within Meta's ~30 s of the code. A crash in
@@ -380,7 +400,7 @@ where
             );
             message.code = Some(Secret::new(body.code.as_str()));
             state.queue.send(&message).await?;
-            tracing::info!(number_id = %number.id, "signup received; provisioning started");
+            tracing::info!(number_id = %number.id, phone_elsewhere = number.phone_elsewhere, "signup received; provisioning started");
             crate::metrics::signup(
                 number.id.as_str(),
                 crate::metrics::onboarding_name(number.onboarding),
@@ -391,12 +411,9 @@ where
             ))
         }
         CreateOutcome::PhoneTaken => {
-            let owner = state
-                .store
-                .phone_owner(&phone_number_id)
-                .await?
-                .ok_or_else(|| ApiError::conflict("this phone number changed hands; try again"))?;
-            existing(&state, &owner, &account, link.as_deref(), &body.code).await
+            // A number holding no guard cannot find the phone taken.
+            tracing::error!(number_id = %number.id, "a number without a phone guard found its phone taken");
+            Err(ApiError::internal())
         }
         CreateOutcome::LinkUnusable => {
             // The same signup repeated (the hosted page's retry): the link created this phone's
@@ -419,7 +436,7 @@ where
     }
 }
 
-/// The `PENDING` number of `account` holding `phone_number_id` that `link` created, if any.
+/// The `PENDING` number of `account` for `phone_number_id` that `link` created, if any.
 async fn created_by_link<S>(
     store: &S,
     account: &AccountId,
@@ -427,22 +444,15 @@ async fn created_by_link<S>(
     phone_number_id: &str,
 ) -> Result<Option<Number>, ApiError>
 where
-    S: ProvisioningStore + NumberReader + SignupSessions,
+    S: NumberReader + SignupSessions,
 {
-    let Some(owner) = store.phone_owner(phone_number_id).await? else {
+    let Some(used_by) = store.link(link).await?.and_then(|l| l.number_id) else {
         return Ok(None);
     };
-    if &owner.account_id != account {
-        return Ok(None);
-    }
-    let used_by = store.link(link).await?.and_then(|l| l.number_id);
-    if used_by.as_ref() != Some(&owner.number_id) {
-        return Ok(None);
-    }
     Ok(store
-        .get(account, &owner.number_id)
+        .get(account, &used_by)
         .await?
-        .filter(|n| n.status == Status::Pending))
+        .filter(|n| n.phone_number_id == phone_number_id && n.status == Status::Pending))
 }
 
 pub struct SignupLinkState<S> {
