@@ -7,15 +7,18 @@
 //! writer's own publish in the common case; when it does, the event goes out twice with the
 //! same id, which the dispatcher fans out under that id and the deliverer sends once per
 //! endpoint (its delivery log), with the same `webhook-id` should it send twice.
+//!
+//! Each run also forgets the webhook secrets rotated out whose grace period ended: they sign
+//! nothing after it, and none stays at rest more than a run past it.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::domain::messages::StepMessage;
-use crate::domain::{EventEnvelope, EventType, NumberId, Status, Step, time};
+use crate::domain::{EventEnvelope, EventType, NumberId, Status, Step, Timestamp, time};
 use crate::lifecycle::{self, LifecycleError};
-use crate::ports::{EventLog, MessageQueue, NumberReader, StoreError};
+use crate::ports::{EventLog, MessageQueue, NumberReader, StoreError, WebhookEndpoints};
 
 /// Longer than the slowest function that writes events and publishes them itself runs (the
 /// health sync's 300 s timeout is per run, but each of its events is published right after its
@@ -35,7 +38,12 @@ pub struct RelaySummary {
     pub already: u64,
     /// Events whose publish failed again: the next run tries them.
     pub failed: u64,
+    /// Rotated-out webhook secrets removed, their grace period over.
+    pub secrets_forgotten: u64,
 }
+
+/// Rotated-out webhook secrets one run forgets at most; the rest go at the next run.
+pub const SECRETS_BATCH: u32 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -51,14 +59,19 @@ pub struct OutboxRelay<S, Q> {
 
 impl<S, Q> OutboxRelay<S, Q>
 where
-    S: EventLog + NumberReader,
+    S: EventLog + NumberReader + WebhookEndpoints,
     Q: MessageQueue,
 {
     pub async fn run(&self) -> Result<RelaySummary, RelayError> {
+        self.run_at(time::now()).await
+    }
+
+    /// One run as at `now`.
+    pub async fn run_at(&self, now: Timestamp) -> Result<RelaySummary, RelayError> {
         let grace = chrono::Duration::from_std(self.grace).unwrap_or(chrono::Duration::zero());
         let ids = self
             .store
-            .unpublished_before(time::now() - grace, BATCH)
+            .unpublished_before(now - grace, BATCH)
             .await
             .map_err(RelayError::Store)?;
         let mut summary = RelaySummary {
@@ -81,6 +94,18 @@ where
                 published = summary.published,
                 failed = summary.failed,
                 "outbox relayed"
+            );
+        }
+        match self.store.forget_previous_secrets(now, SECRETS_BATCH).await {
+            Ok(forgotten) => summary.secrets_forgotten = u64::from(forgotten),
+            Err(err) => {
+                tracing::warn!(error = %crate::telemetry::ErrorChain(&err), "rotated-out webhook secrets not forgotten; the next run tries again");
+            }
+        }
+        if summary.secrets_forgotten > 0 {
+            tracing::info!(
+                forgotten = summary.secrets_forgotten,
+                "rotated-out webhook secrets forgotten after their grace period"
             );
         }
         Ok(summary)

@@ -215,11 +215,14 @@ pub struct StoredResponse {
     pub status: u16,
     pub content_type: Option<String>,
     pub location: Option<String>,
-    /// The answer, without any secret it showed (see `secret_of`).
+    /// The answer, without any secret it showed (see `secret_of` and `answered_by_route`).
     pub body: Vec<u8>,
     /// The webhook endpoint whose secret the answer showed: taken out of `body` before it is
     /// kept, and read from the endpoint again on a replay, so no secret sits in the key's item.
     pub secret_of: Option<String>,
+    /// The answer showed a signup link's `state`: `body` is kept without it, and a replay is
+    /// answered by the route again from `body`, which signs the same state anew.
+    pub answered_by_route: bool,
 }
 
 /// What an idempotency key holds: the fingerprint of the request that first used it, and that
@@ -480,7 +483,7 @@ pub struct PhoneOwner {
 
 pub trait ProvisioningStore: Send + Sync {
     /// Creates a `PENDING` number holding its phone (and consuming the signup link, if any) in
-    /// one transaction.
+    /// one transaction; one whose phone is live elsewhere (`phone_elsewhere`) holds no guard.
     fn create_pending(
         &self,
         number: &Number,
@@ -773,6 +776,13 @@ pub trait WebhookEndpoints: Send + Sync {
         secret: &crate::domain::secrets::Secret,
         previous_until: Timestamp,
     ) -> impl Future<Output = StoreResult<Option<WebhookEndpoint>>> + Send;
+    /// Removes from its endpoint every secret a rotation replaced whose grace period ended by
+    /// `now` (at most `limit` of them; the rest at the next call): how many it removed.
+    fn forget_previous_secrets(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<u32>> + Send;
     /// Remembers when the endpoint started failing, unless it is failing already.
     fn note_failing(
         &self,

@@ -9,8 +9,8 @@ use muchaw_shared::api;
 use muchaw_shared::domain::api_key::{KeyScope, use_hour};
 use muchaw_shared::domain::secrets::Secret;
 use muchaw_shared::domain::signup_link::LinkSigner;
-use muchaw_shared::domain::{AccountId, Number, Status, time};
-use muchaw_shared::ports::{IdempotencyStore, SignupSessions};
+use muchaw_shared::domain::{AccountId, Number, Status, Step, time};
+use muchaw_shared::ports::{IdempotencyStore, ProvisioningStore, Queue, SignupSessions};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -509,4 +509,123 @@ async fn an_activation_emits_activations_and_time_to_active_for_its_number() {
         .unwrap_or_else(|| panic!("no Activations line in {lines:?}"));
     assert_eq!(activation["NumberId"], pending.id.as_str());
     assert!(activation["TimeToActive"].as_f64().unwrap() >= 90.0 * 60.0);
+}
+
+// ---- A phone live in another account ---------------------------------------------------------
+
+/// A callback's answer without what differs between any two new numbers (ids, times, phone).
+fn as_any_new_number(answer: &Answer) -> (StatusCode, Value) {
+    let mut body = answer.body.clone();
+    if let Some(data) = body["data"].as_object_mut() {
+        for varies in ["id", "phoneNumberId", "createdAt", "updatedAt"] {
+            data.remove(varies);
+        }
+    }
+    (answer.status, body)
+}
+
+fn callback_body(phone: &str) -> String {
+    json!({"code": "AQBcode", "wabaId": "100", "phoneNumberId": phone}).to_string()
+}
+
+#[tokio::test]
+async fn a_callback_for_a_phone_live_in_another_account_answers_as_for_a_new_phone() {
+    // Given a phone live in another account, and one live nowhere
+    let api = Api::new();
+    let theirs = number(&api.other, "100", None, 5);
+    api.store.insert_number(theirs.clone());
+
+    // When this account's key signs up each
+    let taken = api
+        .call(
+            "POST",
+            "/api/signup/callback",
+            WRITE_KEY,
+            None,
+            &callback_body(&theirs.phone_number_id),
+        )
+        .await;
+    let free = api
+        .call(
+            "POST",
+            "/api/signup/callback",
+            WRITE_KEY,
+            None,
+            &callback_body("4999"),
+        )
+        .await;
+
+    // Then both get the same answer: a new PENDING number, its exchange started
+    assert_eq!(taken.status, StatusCode::ACCEPTED, "{}", taken.body);
+    assert_eq!(as_any_new_number(&taken), as_any_new_number(&free));
+    assert_eq!(taken.body["data"]["status"], "PENDING");
+    let exchanges = api.queue.sent_to(Queue::Step(Step::ExchangeToken));
+    assert_eq!(exchanges.len(), 2);
+    // and the other account's number keeps the phone, untouched
+    let owner = api
+        .store
+        .phone_owner(&theirs.phone_number_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(owner.number_id, theirs.id);
+    assert_eq!(api.store.number(&api.other, &theirs.id), Some(theirs));
+    // and this account's number for it holds no phone, to fail at its exchange
+    let id = taken.body["data"]["id"].as_str().unwrap().to_string();
+    let mine = api
+        .store
+        .all_numbers()
+        .into_iter()
+        .find(|n| n.id.as_str() == id)
+        .expect("the new number");
+    assert_eq!(mine.account_id, api.account);
+    assert!(mine.phone_elsewhere);
+}
+
+#[tokio::test]
+async fn a_link_state_for_a_phone_live_in_another_account_is_spent_as_for_a_new_phone() {
+    // Given two signup links of this account, and a phone live in another account
+    let api = Api::new();
+    let theirs = number(&api.other, "100", None, 5);
+    api.store.insert_number(theirs.clone());
+    let mut states = Vec::new();
+    for _ in 0..2 {
+        let link = api
+            .call("POST", "/api/signup-links", WRITE_KEY, None, "")
+            .await;
+        states.push(link.body["data"]["state"].as_str().unwrap().to_string());
+    }
+    let by_state = |state: &str, phone: &str| {
+        let body = json!({"code": "AQBcode", "wabaId": "100", "phoneNumberId": phone,
+            "state": state})
+        .to_string();
+        let request = Request::builder()
+            .method("POST")
+            .uri("/api/signup/callback")
+            .body(Body::from(body))
+            .unwrap();
+        let router = api.router();
+        async move {
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            Answer {
+                status,
+                headers: axum::http::HeaderMap::new(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            }
+        }
+    };
+
+    // When one link signs up that phone and the other a phone live nowhere
+    let taken = by_state(&states[0], &theirs.phone_number_id).await;
+    let free = by_state(&states[1], "4999").await;
+
+    // Then both answers are the same, and each link is spent: used again, each is refused alike
+    assert_eq!(taken.status, StatusCode::ACCEPTED, "{}", taken.body);
+    assert_eq!(as_any_new_number(&taken), as_any_new_number(&free));
+    let again_taken = by_state(&states[0], "5999").await;
+    let again_free = by_state(&states[1], "6999").await;
+    assert_eq!(again_taken.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(again_taken.body, again_free.body);
 }

@@ -17,7 +17,9 @@
 //! | event (outbox)    | `EVENT#{id}`                 | `EVENT`             |                                      |                         | `HISTORY#{a}#{number}` / `{created}#{id}` |
 //!
 //! An event not yet published is also on GSI6 (`OUTBOX#{0..3}` / `{created}#{id}`, keys only,
-//! removed when it is published): what the outbox relay (`crate::outbox`) sweeps.
+//! removed when it is published): what the outbox relay (`crate::outbox`) sweeps. So is a
+//! webhook endpoint holding a rotated-out secret (`WEBHOOKSECRETGRACE` / the end of its grace
+//! period), which the relay forgets then.
 //!
 //! Webhook endpoints and deliveries: `dynamo_webhooks.rs`.
 
@@ -101,6 +103,9 @@ pub mod keys {
         format!("OUTBOX#{shard}")
     }
     pub const OUTBOX_SHARDS: u32 = 4;
+    /// Webhook endpoints holding a secret a rotation replaced, on GSI6 by the end of its grace
+    /// period (sparse: the keys go with the secret), for the relay to forget it then.
+    pub const SECRET_GRACE: &str = "WEBHOOKSECRETGRACE";
     pub const SIGNUP_LINK: &str = "SIGNUPLINK";
     pub fn signup_link(id: &str) -> String {
         format!("SIGNUPLINK#{id}")
@@ -254,6 +259,8 @@ struct NumberItem {
     disconnected_by: Option<DisconnectedBy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     register_waiting_on: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    phone_elsewhere: bool,
     version: u64,
 }
 
@@ -316,6 +323,7 @@ impl NumberItem {
             token_status: number.token_status,
             disconnected_by: number.disconnected_by,
             register_waiting_on: number.register_waiting_on.clone(),
+            phone_elsewhere: number.phone_elsewhere,
             version: number.version,
         }
     }
@@ -362,6 +370,7 @@ impl NumberItem {
             token_status: self.token_status,
             disconnected_by: self.disconnected_by,
             register_waiting_on: self.register_waiting_on,
+            phone_elsewhere: self.phone_elsewhere,
             version: self.version,
         })
     }
@@ -811,7 +820,7 @@ impl DynamoStore {
             let item =
                 serde_dynamo::to_item(NumberItem::from_number(number)).map_err(unavailable)?;
             requests.push(put_request(item)?);
-            if number.status.is_live() {
+            if number.status.is_live() && !number.phone_elsewhere {
                 requests.push(put_request(guard_item(number))?);
             }
             *counts
@@ -1476,9 +1485,14 @@ impl ProvisioningStore for DynamoStore {
             serde_dynamo::to_item(NumberItem::from_number(number)).map_err(unavailable)?;
         let mut items = vec![
             put_new(&self.table, number_item)?,
-            put_new(&self.table, guard_item(number))?,
             self.counters_update(&number.account_id, &[(number.status, 1)])?,
         ];
+        // A number signed up while its phone is live elsewhere holds no guard.
+        let guard_at = (!number.phone_elsewhere).then_some(items.len());
+        if guard_at.is_some() {
+            items.push(put_new(&self.table, guard_item(number))?);
+        }
+        let link_at = signup_link.map(|_| items.len());
         if let Some(link) = signup_link {
             let consume = self
                 .link_consumption(&number.account_id, link, &number.id)
@@ -1489,12 +1503,13 @@ impl ProvisioningStore for DynamoStore {
         match self.transact(items).await? {
             Ok(()) => Ok(CreateOutcome::Created),
             Err(codes) => {
-                let failed = |i: usize| {
-                    codes.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed")
+                let failed = |at: Option<usize>| {
+                    at.and_then(|i| codes.get(i)).and_then(|c| c.as_deref())
+                        == Some("ConditionalCheckFailed")
                 };
-                if failed(3) {
+                if failed(link_at) {
                     Ok(CreateOutcome::LinkUnusable)
-                } else if failed(1) {
+                } else if failed(guard_at) {
                     Ok(CreateOutcome::PhoneTaken)
                 } else {
                     Err(StoreError::unavailable(format!(

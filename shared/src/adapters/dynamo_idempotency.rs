@@ -53,6 +53,10 @@ fn record_from_item(item: &HashMap<String, AttributeValue>) -> StoreResult<Idemp
                 location: text("responseLocation"),
                 body,
                 secret_of: text("responseSecretOf"),
+                answered_by_route: item
+                    .get("responseAnsweredByRoute")
+                    .and_then(|v| v.as_bool().ok())
+                    .is_some_and(|answered| *answered),
             })
         }
     };
@@ -155,6 +159,10 @@ impl IdempotencyStore for DynamoStore {
         if let Some(endpoint) = &response.secret_of {
             update = update.expression_attribute_values(":secretOf", s(endpoint.clone()));
             sets.push("responseSecretOf = :secretOf");
+        }
+        if response.answered_by_route {
+            update = update.expression_attribute_values(":byRoute", AttributeValue::Bool(true));
+            sets.push("responseAnsweredByRoute = :byRoute");
         }
         let result = update
             .update_expression(format!("SET {} REMOVE leaseUntil", sets.join(", ")))

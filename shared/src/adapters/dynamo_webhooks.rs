@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Up
 use serde::{Deserialize, Serialize};
 
 use super::dynamo::{
-    DynamoStore, conditionally_written, event_item, put_new, s, sdk_unavailable, unavailable,
+    DynamoStore, conditionally_written, event_item, keys, put_new, s, sdk_unavailable, unavailable,
 };
 use super::dynamo_history::NewestFirst;
 use crate::domain::history::EventPosition;
@@ -305,11 +305,56 @@ impl WebhookEndpoints for DynamoStore {
         previous_until: Timestamp,
     ) -> StoreResult<Option<WebhookEndpoint>> {
         let mut update = EndpointUpdate::new();
+        let until = time::format(&previous_until);
         // The replaced secret is copied inside the write: two rotations at once cannot lose one.
         update.copy("previousSecret", "secret");
         update.set("secret", s(secret.expose()));
-        update.set("previousSecretExpiresAt", s(time::format(&previous_until)));
+        update.set("previousSecretExpiresAt", s(until.clone()));
+        // On GSI6 until its grace ends, when the relay forgets it (`forget_previous_secrets`).
+        update.set("GSI6PK", s(keys::SECRET_GRACE));
+        update.set("GSI6SK", s(until));
         self.update_existing_endpoint(account, id, update).await
+    }
+
+    /// The endpoints on GSI6's `WEBHOOKSECRETGRACE` whose grace ended by `now`, each then
+    /// written without its previous secret, on the condition that its grace is still the one
+    /// the index showed (the index lags; a rotation since has a later one).
+    async fn forget_previous_secrets(&self, now: Timestamp, limit: u32) -> StoreResult<u32> {
+        let due = self
+            .client()
+            .query()
+            .table_name(self.table())
+            .index_name("GSI6")
+            .key_condition_expression("GSI6PK = :grace AND GSI6SK <= :now")
+            .expression_attribute_values(":grace", s(keys::SECRET_GRACE))
+            .expression_attribute_values(":now", s(time::format(&now)))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(sdk_unavailable)?;
+        let mut forgotten = 0;
+        for item in due.items.unwrap_or_default() {
+            let (Some(pk), Some(sk), Some(until)) =
+                (item.get("PK"), item.get("SK"), item.get("GSI6SK"))
+            else {
+                continue;
+            };
+            let result = self
+                .client()
+                .update_item()
+                .table_name(self.table())
+                .key("PK", pk.clone())
+                .key("SK", sk.clone())
+                .update_expression("REMOVE previousSecret, previousSecretExpiresAt, GSI6PK, GSI6SK")
+                .condition_expression("previousSecretExpiresAt = :until")
+                .expression_attribute_values(":until", until.clone())
+                .send()
+                .await;
+            if conditionally_written(result)? {
+                forgotten += 1;
+            }
+        }
+        Ok(forgotten)
     }
 
     async fn note_failing(

@@ -186,7 +186,7 @@ impl MemoryStore {
     /// Stores a number as it is, holding its phone while it is live (seeding tests).
     pub fn insert_number(&self, number: Number) {
         let mut state = self.state();
-        if number.status.is_live() {
+        if number.status.is_live() && !number.phone_elsewhere {
             state.phones.insert(
                 number.phone_number_id.clone(),
                 PhoneOwner {
@@ -522,20 +522,22 @@ impl ProvisioningStore for MemoryStore {
                 return Ok(CreateOutcome::LinkUnusable);
             }
         }
-        if state.phones.contains_key(&number.phone_number_id) {
+        if !number.phone_elsewhere && state.phones.contains_key(&number.phone_number_id) {
             return Ok(CreateOutcome::PhoneTaken);
         }
         if let Some(link) = signup_link.and_then(|id| state.links.get_mut(id)) {
             link.number_id = Some(number.id.clone());
             link.used_at = Some(time::now());
         }
-        state.phones.insert(
-            number.phone_number_id.clone(),
-            PhoneOwner {
-                account_id: number.account_id.clone(),
-                number_id: number.id.clone(),
-            },
-        );
+        if !number.phone_elsewhere {
+            state.phones.insert(
+                number.phone_number_id.clone(),
+                PhoneOwner {
+                    account_id: number.account_id.clone(),
+                    number_id: number.id.clone(),
+                },
+            );
+        }
         state.put_number(number.clone());
         Ok(CreateOutcome::Created)
     }
@@ -942,6 +944,26 @@ impl WebhookEndpoints for MemoryStore {
             endpoint.previous_secret_expires_at = Some(previous_until);
             endpoint.clone()
         }))
+    }
+
+    async fn forget_previous_secrets(&self, now: Timestamp, limit: u32) -> StoreResult<u32> {
+        let mut state = self.state();
+        let mut forgotten = 0;
+        for endpoint in state.endpoints.iter_mut() {
+            if forgotten >= limit {
+                break;
+            }
+            if endpoint.previous_secret.is_some()
+                && endpoint
+                    .previous_secret_expires_at
+                    .is_none_or(|until| until <= now)
+            {
+                endpoint.previous_secret = None;
+                endpoint.previous_secret_expires_at = None;
+                forgotten += 1;
+            }
+        }
+        Ok(forgotten)
     }
 
     async fn note_failing(

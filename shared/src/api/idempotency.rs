@@ -6,7 +6,9 @@
 //! route, present and future, has it.
 //!
 //! An answer that shows a webhook secret (an endpoint's creation, a rotation) is kept without
-//! it: a replay reads the endpoint's secret again, so the key's item never holds one.
+//! it: a replay reads the endpoint's secret again, so the key's item never holds one. An answer
+//! that shows a signup link's `state` is kept without it too: its route answers the replay,
+//! signing the same state again ([`Replaying`]).
 //!
 //! A `5xx` answer is not kept: the request may not have done its work, and a retry should run.
 //! A request whose Lambda dies mid-way holds its key for [`LEASE_SECONDS`], then a retry runs.
@@ -69,6 +71,19 @@ pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
 /// Set on an answer that shows the secret of this webhook endpoint (`data.secret`).
 #[derive(Clone, Debug)]
 pub struct ShowsSecret(pub String);
+
+/// Set on an answer that shows a signup link's bearer `state` (`data.state`, and inside
+/// `data.url`): it is kept without both, and its route answers a replay ([`Replaying`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ShowsLinkState;
+
+/// On a replay of an answer marked [`ShowsLinkState`], the request reaches its route again
+/// with the kept answer: the route answers as the first time from it, acting on nothing.
+#[derive(Clone, Debug)]
+pub struct Replaying(pub StoredResponse);
+
+/// What an answer marked [`ShowsLinkState`] is kept without.
+const LINK_STATE_FIELDS: [&str; 2] = ["state", "url"];
 
 pub struct IdempotencyGate<K> {
     pub store: K,
@@ -145,6 +160,17 @@ where
             return Err(ApiError::idempotency_conflict());
         }
         return match record.response {
+            Some(kept) if kept.answered_by_route => {
+                let mut request = Request::from_parts(parts, Body::from(body));
+                request.extensions_mut().insert(Replaying(kept));
+                let mut response = next.run(request).await;
+                if !response.status().is_server_error() {
+                    response
+                        .headers_mut()
+                        .insert(REPLAYED, HeaderValue::from_static("true"));
+                }
+                Ok(response)
+            }
             Some(kept) => replay(&gate.store, &account, kept).await,
             None => Err(ApiError::idempotency_in_progress()),
         };
@@ -170,9 +196,11 @@ where
             .map(str::to_string)
     };
     let secret_of = parts.extensions.get::<ShowsSecret>().map(|s| s.0.clone());
-    let kept_body = match &secret_of {
-        Some(_) => without_secret(&bytes)?,
-        None => bytes.to_vec(),
+    let answered_by_route = parts.extensions.get::<ShowsLinkState>().is_some();
+    let kept_body = match (&secret_of, answered_by_route) {
+        (_, true) => without(&bytes, &LINK_STATE_FIELDS)?,
+        (Some(_), false) => without(&bytes, &["secret"])?,
+        (None, false) => bytes.to_vec(),
     };
     let kept = StoredResponse {
         status: parts.status.as_u16(),
@@ -180,6 +208,7 @@ where
         location: text(header::LOCATION),
         body: kept_body,
         secret_of,
+        answered_by_route,
     };
     if let Err(err) = gate
         .store
@@ -193,14 +222,16 @@ where
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
-/// The answer's JSON without `data.secret`.
-fn without_secret(body: &[u8]) -> Result<Vec<u8>, ApiError> {
+/// The answer's JSON without these fields of `data`.
+fn without(body: &[u8], fields: &[&str]) -> Result<Vec<u8>, ApiError> {
     let mut answer: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
         tracing::error!(error = %err, "an answer showing a secret is not JSON");
         ApiError::internal()
     })?;
     if let Some(data) = answer.get_mut("data").and_then(|d| d.as_object_mut()) {
-        data.remove("secret");
+        for field in fields {
+            data.remove(*field);
+        }
     }
     serde_json::to_vec(&answer).map_err(|_| ApiError::internal())
 }

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::idempotency::{Replaying, ShowsLinkState};
 use super::{ApiError, Caller, JsonBody, NumberView, shape};
 use crate::domain::api_key::{KeyHash, bearer_key};
 use crate::domain::lifecycle::Command;
@@ -17,7 +18,7 @@ use crate::domain::messages::{StepMessage, WabaSignupMessage};
 use crate::domain::secrets::Secret;
 use crate::domain::signup_link::LinkError;
 use crate::domain::waba_signup::WabaSignup;
-use crate::domain::{AccountId, Number, Onboarding, Status, Step, time};
+use crate::domain::{AccountId, Number, Onboarding, Status, Step, Timestamp, time};
 use crate::lifecycle::{self, Changed};
 use crate::ports::{
     ApiKeyVerifier, CreateOutcome, EventLog, LifecycleStore, MessageQueue, NumberReader,
@@ -143,10 +144,10 @@ async fn caller<S: ApiKeyVerifier>(
     }
 }
 
-/// A callback for a phone a live number holds already. Another account's: refused. This
-/// account's `PENDING` number: nothing restarts, unless it never started (see
-/// [`restart_unstarted`]). This account's `ACTIVE` or `BANNED` number: a reconnect with the new
-/// code (see `provisioning::reconnect`).
+/// A callback for a phone a live number of this account holds already (another account's is a
+/// new number that never holds the phone, see `callback`). A `PENDING` number: nothing restarts,
+/// unless it never started (see [`restart_unstarted`]). An `ACTIVE` or `BANNED` number: a
+/// reconnect with the new code (see `provisioning::reconnect`).
 async fn existing<S, Q>(
     state: &CallbackState<S, Q>,
     owner: &PhoneOwner,
@@ -346,26 +347,46 @@ where
     let Some(phone_number_id) = body.phone_number_id.clone() else {
         return waba_only(&state, account, link, &body).await;
     };
-    // A signup link is single use whatever the phone: the transaction creating the number
-    // consumes it, so with a link that transaction decides (a used state is refused even for a
-    // phone already connected here). With a key, a phone already connected is answered at once.
-    if link.is_none()
-        && let Some(owner) = state.store.phone_owner(&phone_number_id).await?
-    {
-        return existing(&state, &owner, &account, None, &body.code).await;
-    }
     let onboarding = match body.mode {
         SignupMode::Coexistence => Onboarding::Coexistence,
         SignupMode::CloudApi | SignupMode::WabaOnly => Onboarding::CloudApi,
     };
-    let number = Number::new_pending(
+    let mut number = Number::new_pending(
         account.clone(),
         body.waba_id.clone(),
         phone_number_id.clone(),
         time::now(),
     )
     .onboarded_as(onboarding);
-    match state.store.create_pending(&number, link.as_deref()).await? {
+    // A phone live in another account is answered as a new one: a number that holds no guard
+    // and fails at its exchange, saying why only once the signup's token reads the phone. An
+    // immediate 409 would confirm the phone to any key or link, before any proof of control.
+    //
+    // A signup link is single use whatever the phone: the transaction creating the number
+    // consumes it, so with a link that transaction decides (a used state is refused even for a
+    // phone already connected here). With a key, a phone already connected is answered at once.
+    if link.is_none()
+        && let Some(owner) = state.store.phone_owner(&phone_number_id).await?
+    {
+        if owner.account_id == account {
+            return existing(&state, &owner, &account, None, &body.code).await;
+        }
+        number.phone_elsewhere = true;
+    }
+    let mut outcome = state.store.create_pending(&number, link.as_deref()).await?;
+    if outcome == CreateOutcome::PhoneTaken {
+        let owner = state
+            .store
+            .phone_owner(&phone_number_id)
+            .await?
+            .ok_or_else(|| ApiError::conflict("this phone number changed hands; try again"))?;
+        if owner.account_id == account {
+            return existing(&state, &owner, &account, link.as_deref(), &body.code).await;
+        }
+        number.phone_elsewhere = true;
+        outcome = state.store.create_pending(&number, link.as_deref()).await?;
+    }
+    match outcome {
         CreateOutcome::Created => {
             // The first message goes out right after the write, so the exchange finds the
             // number on its first run and starts within Meta's ~30 s of the code. A crash in
@@ -379,7 +400,7 @@ where
             );
             message.code = Some(Secret::new(body.code.as_str()));
             state.queue.send(&message).await?;
-            tracing::info!(number_id = %number.id, "signup received; provisioning started");
+            tracing::info!(number_id = %number.id, phone_elsewhere = number.phone_elsewhere, "signup received; provisioning started");
             crate::metrics::signup(
                 number.id.as_str(),
                 crate::metrics::onboarding_name(number.onboarding),
@@ -390,12 +411,9 @@ where
             ))
         }
         CreateOutcome::PhoneTaken => {
-            let owner = state
-                .store
-                .phone_owner(&phone_number_id)
-                .await?
-                .ok_or_else(|| ApiError::conflict("this phone number changed hands; try again"))?;
-            existing(&state, &owner, &account, link.as_deref(), &body.code).await
+            // A number holding no guard cannot find the phone taken.
+            tracing::error!(number_id = %number.id, "a number without a phone guard found its phone taken");
+            Err(ApiError::internal())
         }
         CreateOutcome::LinkUnusable => {
             // The same signup repeated (the hosted page's retry): the link created this phone's
@@ -418,7 +436,7 @@ where
     }
 }
 
-/// The `PENDING` number of `account` holding `phone_number_id` that `link` created, if any.
+/// The `PENDING` number of `account` for `phone_number_id` that `link` created, if any.
 async fn created_by_link<S>(
     store: &S,
     account: &AccountId,
@@ -426,22 +444,15 @@ async fn created_by_link<S>(
     phone_number_id: &str,
 ) -> Result<Option<Number>, ApiError>
 where
-    S: ProvisioningStore + NumberReader + SignupSessions,
+    S: NumberReader + SignupSessions,
 {
-    let Some(owner) = store.phone_owner(phone_number_id).await? else {
+    let Some(used_by) = store.link(link).await?.and_then(|l| l.number_id) else {
         return Ok(None);
     };
-    if &owner.account_id != account {
-        return Ok(None);
-    }
-    let used_by = store.link(link).await?.and_then(|l| l.number_id);
-    if used_by.as_ref() != Some(&owner.number_id) {
-        return Ok(None);
-    }
     Ok(store
-        .get(account, &owner.number_id)
+        .get(account, &used_by)
         .await?
-        .filter(|n| n.status == Status::Pending))
+        .filter(|n| n.phone_number_id == phone_number_id && n.status == Status::Pending))
 }
 
 pub struct SignupLinkState<S> {
@@ -457,12 +468,16 @@ struct LinkRequest {
     redirect_url: Option<String>,
 }
 
+/// Issues a link (`201`). Its `state` is a bearer token: the answer is kept for a replay
+/// without it (`ShowsLinkState`), and a replay signs the same state again from the kept link id
+/// and expiry, issuing nothing.
 pub async fn create_link<S: SignupLinks>(
     State(state): State<Arc<SignupLinkState<S>>>,
     Extension(Caller(account)): Extension<Caller>,
+    replaying: Option<Extension<Replaying>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Extension<ShowsLinkState>, Json<Value>), ApiError> {
     let request: LinkRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LinkRequest::default()
     } else {
@@ -476,18 +491,26 @@ pub async fn create_link<S: SignupLinks>(
             "redirectUrl must be an https URL",
         ));
     }
-    let now = time::now();
-    let issued = state.signer.signer().await?.issue(&account, now);
-    let link = crate::domain::signup_session::SignupSession::new(
-        issued.link_id.clone(),
-        account.clone(),
-        now,
-        issued.expires_at,
-        request.redirect_url.clone(),
-    );
-    state.store.save_link(&link).await?;
+    let signer = state.signer.signer().await?;
+    let (link_id, expires_at) = match replaying {
+        Some(Extension(Replaying(kept))) => kept_link(&kept.body)?,
+        None => {
+            let now = time::now();
+            let issued = signer.issue(&account, now);
+            let link = crate::domain::signup_session::SignupSession::new(
+                issued.link_id.clone(),
+                account.clone(),
+                now,
+                issued.expires_at,
+                request.redirect_url.clone(),
+            );
+            state.store.save_link(&link).await?;
+            (issued.link_id, issued.expires_at)
+        }
+    };
+    let link_state = signer.state(&account, &link_id, expires_at);
     let base_url = super::signup_page::link_base_url(&state.base_url, &headers);
-    let mut query = vec![("state", issued.state.as_str())];
+    let mut query = vec![("state", link_state.as_str())];
     if let Some(url) = &request.redirect_url {
         query.push(("redirect_uri", url.as_str()));
     }
@@ -495,11 +518,29 @@ pub async fn create_link<S: SignupLinks>(
     let separator = if base_url.contains('?') { '&' } else { '?' };
     Ok((
         StatusCode::CREATED,
+        Extension(ShowsLinkState),
         Json(json!({ "data": {
-            "id": issued.link_id,
+            "id": link_id,
             "url": format!("{base_url}{separator}{query}"),
-            "state": issued.state,
-            "expiresAt": time::format(&issued.expires_at),
+            "state": link_state,
+            "expiresAt": time::format(&expires_at),
         }})),
     ))
+}
+
+/// The link id and expiry of a kept `201` of [`create_link`].
+fn kept_link(body: &[u8]) -> Result<(String, Timestamp), ApiError> {
+    let answer: Value = serde_json::from_slice(body).map_err(|_| ApiError::internal())?;
+    let data = &answer["data"];
+    let link_id = data["id"].as_str().map(str::to_string);
+    let expires_at = data["expiresAt"]
+        .as_str()
+        .and_then(|text| time::parse(text).ok());
+    match (link_id, expires_at) {
+        (Some(link_id), Some(expires_at)) => Ok((link_id, expires_at)),
+        _ => {
+            tracing::error!("a kept signup link answer without its id or expiry");
+            Err(ApiError::internal())
+        }
+    }
 }

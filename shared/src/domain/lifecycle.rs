@@ -601,8 +601,10 @@ fn move_status_with(
     }
     record(&mut after);
     let event = EventEnvelope::new(EventType::for_transition(transition), &after, now);
-    // Only a live number holds its phone: a FAILED one gave it up when it failed.
+    // Only a live number holds its phone: a FAILED one gave it up when it failed. One signed
+    // up while the phone was live elsewhere never held it: the guard is the other number's.
     let guard = match (transition.from().is_live(), to.is_live()) {
+        _ if number.phone_elsewhere => PhoneGuard::Keep,
         (true, false) => PhoneGuard::Release,
         (false, true) => PhoneGuard::Claim,
         _ => PhoneGuard::Keep,

@@ -261,6 +261,10 @@ pub struct Number {
     /// While register waits on Meta's `2388001`: the phone's fields as read then, so the next
     /// attempt registers again only when something changed (or the budget has room to spare).
     pub register_waiting_on: Option<String>,
+    /// Signed up while its phone was live in another account: it holds no phone guard, and
+    /// fails at the code exchange. Said to the caller only once the signup's token reads the
+    /// phone (control at Meta); until then it answers as any new number (ids not confirmed).
+    pub phone_elsewhere: bool,
     /// Bumped by every write; each write is conditioned on the version it read.
     pub version: u64,
 }
@@ -312,6 +316,7 @@ impl Number {
             token_status: None,
             disconnected_by: None,
             register_waiting_on: None,
+            phone_elsewhere: false,
             version: Number::CREATED_VERSION,
         }
     }

@@ -61,21 +61,29 @@ impl LinkSigner {
 
     pub fn issue(&self, account: &AccountId, now: Timestamp) -> IssuedLink {
         let link_id = format!("lnk_{}", crate::domain::ids::random_id());
-        let expires_at = now + LINK_LIFETIME;
+        let lifetime_end = now + LINK_LIFETIME;
+        let expires_at =
+            DateTime::from_timestamp(lifetime_end.timestamp(), 0).unwrap_or(lifetime_end);
+        IssuedLink {
+            state: self.state(account, &link_id, expires_at),
+            link_id,
+            expires_at,
+        }
+    }
+
+    /// The `state` of the link `link_id` of `account` expiring at `expires_at` (whole seconds):
+    /// the same text every time, so a link's state need not be kept to be shown again.
+    pub fn state(&self, account: &AccountId, link_id: &str, expires_at: Timestamp) -> String {
         let claims = Claims {
             a: account.to_string(),
-            l: link_id.clone(),
+            l: link_id.to_string(),
             e: expires_at.timestamp(),
         };
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
         let mut mac = self.mac();
         mac.update(format!("{VERSION}.{payload}").as_bytes());
         let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        IssuedLink {
-            state: format!("{VERSION}.{payload}.{signature}"),
-            link_id,
-            expires_at: DateTime::from_timestamp(claims.e, 0).unwrap_or(expires_at),
-        }
+        format!("{VERSION}.{payload}.{signature}")
     }
 
     pub fn verify(&self, state: &str, now: Timestamp) -> Result<VerifiedLink, LinkError> {
@@ -143,6 +151,16 @@ mod tests {
         assert_eq!(
             signer().verify("garbage", time::now()),
             Err(LinkError::Invalid)
+        );
+    }
+
+    #[test]
+    fn a_links_state_signed_again_is_the_state_it_was_issued_with() {
+        let account = AccountId::from("acc_1".to_string());
+        let issued = signer().issue(&account, time::now());
+        assert_eq!(
+            signer().state(&account, &issued.link_id, issued.expires_at),
+            issued.state
         );
     }
 

@@ -202,3 +202,51 @@ async fn a_retried_number_that_moved_on_gets_no_second_step_message() {
         .collect();
     assert_eq!(after, [Queue::Events]);
 }
+
+#[tokio::test]
+async fn a_rotated_out_webhook_secret_is_forgotten_by_the_first_run_after_its_grace_period() {
+    use crate::ports::WebhookEndpoints;
+    use crate::webhooks::{SECRET_ROTATION_GRACE_HOURS, WebhookEndpoint, generate_secret};
+    // Given an endpoint whose secret was rotated, the old one signing until `grace_ends`
+    let (store, queue) = (MemoryStore::default(), MemoryQueue::default());
+    let account = AccountId::from("acc_1".to_string());
+    let endpoint = WebhookEndpoint::new(
+        account.clone(),
+        "https://example.com/hooks".into(),
+        None,
+        time::now(),
+    );
+    store.save_endpoint(&endpoint).await.unwrap();
+    let grace_ends = time::now() + chrono::Duration::hours(SECRET_ROTATION_GRACE_HOURS);
+    store
+        .rotate_secret(&account, &endpoint.id, &generate_secret(), grace_ends)
+        .await
+        .unwrap();
+    let relay = relay(&store, &queue, Duration::ZERO);
+    let stored = || async {
+        store
+            .endpoint(&account, &endpoint.id)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+
+    // When the relay runs a second before the grace period ends
+    let almost = grace_ends - chrono::Duration::seconds(1);
+    assert_eq!(relay.run_at(almost).await.unwrap().secrets_forgotten, 0);
+    // Then the old secret is kept, and signs beside the new one
+    let kept = stored().await;
+    assert_eq!(kept.previous_secret.as_ref(), Some(&endpoint.secret));
+    assert_eq!(kept.signing_secrets(almost).len(), 2);
+
+    // When it runs as the grace period ends
+    assert_eq!(relay.run_at(grace_ends).await.unwrap().secrets_forgotten, 1);
+    // Then the old secret is gone from the endpoint, and the new one alone signs
+    let rotated = stored().await;
+    assert_eq!(rotated.previous_secret, None);
+    assert_eq!(rotated.previous_secret_expires_at, None);
+    assert_eq!(rotated.signing_secrets(grace_ends), [&rotated.secret]);
+    // And a later run has nothing left to forget
+    let later = grace_ends + chrono::Duration::hours(1);
+    assert_eq!(relay.run_at(later).await.unwrap().secrets_forgotten, 0);
+}

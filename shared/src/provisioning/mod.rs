@@ -105,6 +105,9 @@ impl RetryPolicy {
 /// Deliveries of an exchange that wait for another copy's token before a spent code fails
 /// the number.
 const CODE_USED_WAITS: u32 = 4;
+/// The failure code of a number signed up while its phone is live in another account, once the
+/// signup's token has shown control of the phone.
+pub const PHONE_NUMBER_IN_USE: &str = "phone_number_in_use";
 
 #[derive(Debug, thiserror::Error)]
 enum StepError {
@@ -432,6 +435,26 @@ where
         Ok((exchanged.token, expires_at))
     }
 
+    /// The signup's token must read the phone it names: what shows the caller controls it at
+    /// Meta. Every new number is checked alike, so a refusal reads the same whether or not the
+    /// phone is live in another account; only a caller who passes is told that it is.
+    async fn check_control(&self, number: &Number, token: &Secret) -> Result<(), StepFailure> {
+        self.meta
+            .phone_profile(token, &number.phone_number_id)
+            .await
+            .map_err(StepFailure::Meta)?;
+        if number.phone_elsewhere {
+            tracing::warn!("the phone is live in another account; the number fails");
+            return Err(StepFailure::Permanent(FailureReason {
+                step: Step::ExchangeToken.as_str().into(),
+                code: PHONE_NUMBER_IN_USE.into(),
+                message: "this phone number is connected to another account".into(),
+                ..FailureReason::default()
+            }));
+        }
+        Ok(())
+    }
+
     /// Calls Meta for `step`. `Some(record)` is what to record as the step done; `None` when the
     /// step changed the number itself (activation).
     async fn perform(
@@ -459,7 +482,10 @@ where
                 };
                 let secrets = match stored {
                     // A retry after the exchange: the code is spent, the token is kept.
-                    Some(secrets) => secrets,
+                    Some(secrets) => {
+                        self.check_control(number, &secrets.token).await?;
+                        secrets
+                    }
                     None => {
                         let (token, token_expires_at) =
                             self.exchange_code(message.code.as_ref()).await?;
@@ -469,7 +495,13 @@ where
                             token_expires_at,
                             reconnect_id: None,
                         };
-                        self.vault.create(&number.id, &secrets).await?
+                        // The phone is read beside the token's store: both need only the token.
+                        let (stored, control) = futures::join!(
+                            self.vault.create(&number.id, &secrets),
+                            self.check_control(number, &secrets.token),
+                        );
+                        control?;
+                        stored?
                     }
                 };
                 StepRecord {

@@ -166,12 +166,13 @@ where
         Ok(())
     }
 
-    /// Unsubscribing stops webhooks for every number of the WABA, so it waits for the last one.
+    /// Unsubscribing stops webhooks for every number of the WABA, so it waits for the last one
+    /// (not for one whose phone is live elsewhere: it fails at its exchange, subscribing nothing).
     async fn waba_shared(&self, number: &Number) -> Result<bool, TeardownError> {
         let siblings = self.store.numbers_of_waba(&number.waba_id).await?;
         Ok(siblings
             .iter()
-            .any(|other| other.id != number.id && other.status.is_live()))
+            .any(|other| other.id != number.id && other.status.is_live() && !other.phone_elsewhere))
     }
 }
 

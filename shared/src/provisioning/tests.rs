@@ -636,6 +636,87 @@ async fn an_exchange_without_a_code_fails_the_number() {
     );
 }
 
+/// A new number at the exchange, signed up while its phone was live in another account or not,
+/// and its first message with the code.
+fn given_signed_up(phone_elsewhere: bool) -> (Given, StepMessage) {
+    let mut given = given_pending_at(Step::ExchangeToken);
+    given.number.phone_elsewhere = phone_elsewhere;
+    given.store().insert_number(given.number.clone());
+    let mut message = step_message(&given.number, Step::ExchangeToken);
+    message.code = Some(Secret::new("AQB-code"));
+    (given, message)
+}
+
+#[tokio::test]
+async fn a_number_whose_phone_is_live_elsewhere_fails_at_the_exchange_once_its_token_reads_the_phone()
+ {
+    // Given a new number signed up while its phone was live in another account
+    let (given, message) = given_signed_up(true);
+
+    // When its exchange runs, and the signup's token reads the phone (control at Meta)
+    given.run_message(message).await;
+
+    // Then the number fails saying the phone is in use, and nothing else is asked of Meta
+    let number = given.now();
+    assert_eq!(number.status, Status::Failed);
+    let reason = number.failure_reason.expect("a reason");
+    assert_eq!(reason.step, "EXCHANGE_TOKEN");
+    assert_eq!(reason.code, PHONE_NUMBER_IN_USE);
+    assert_eq!(
+        given.meta().calls(),
+        vec![
+            MetaCall::ExchangeCode,
+            MetaCall::PhoneProfile {
+                phone_number_id: "2000".into()
+            },
+        ]
+    );
+    assert!(given.steps_sent().is_empty());
+    assert_eq!(given.events_sent(), ["number.failed"]);
+}
+
+#[tokio::test]
+async fn a_token_that_cannot_read_its_phone_fails_the_number_alike_whether_the_phone_is_live_elsewhere_or_not()
+ {
+    let mut outcomes = Vec::new();
+    for phone_elsewhere in [false, true] {
+        // Given a new number, its phone live in another account or not
+        let (given, message) = given_signed_up(phone_elsewhere);
+        // When its exchange runs and the signup's token cannot read the phone
+        given
+            .meta()
+            .fail_next(MetaCallKind::PhoneProfile, refusal(200));
+        given.run_message(message).await;
+        let number = given.now();
+        outcomes.push((
+            number.status,
+            number.failure_reason,
+            given.steps_sent(),
+            given.events_sent(),
+        ));
+    }
+    // Then it fails at the exchange with Meta's answer, the same either way
+    assert_eq!(outcomes[0], outcomes[1]);
+    let (status, reason, _, _) = &outcomes[0];
+    assert_eq!(*status, Status::Failed);
+    let reason = reason.as_ref().expect("a reason");
+    assert_eq!(
+        (reason.step.as_str(), reason.code.as_str()),
+        ("EXCHANGE_TOKEN", "200")
+    );
+}
+
+#[tokio::test]
+async fn a_new_number_whose_token_reads_its_phone_goes_on_to_the_waba() {
+    let (given, message) = given_signed_up(false);
+
+    given.run_message(message).await;
+
+    assert_eq!(given.meta().count(MetaCallKind::PhoneProfile), 1);
+    assert_eq!(given.now().provisioning_step, Some(Step::SubscribeWaba));
+    assert_eq!(given.steps_sent(), vec![Step::SubscribeWaba]);
+}
+
 #[tokio::test]
 async fn the_profile_step_records_what_meta_shows() {
     let given = given_pending_at(Step::FetchProfile);

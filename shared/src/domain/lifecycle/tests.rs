@@ -515,6 +515,20 @@ fn a_final_status_releases_the_phone_and_a_live_one_keeps_it() {
 }
 
 #[test]
+fn a_number_whose_phone_is_live_elsewhere_never_touches_the_phone_guard() {
+    // Given a pending number signed up while its phone was live in another account
+    let mut elsewhere = number(Status::Pending);
+    elsewhere.phone_elsewhere = true;
+    // When it fails or is disconnected, the guard (the other number's) is left as it is
+    for command in [fail(), disconnect()] {
+        let Decision::Change(change) = decide(&elsewhere, command, now()) else {
+            panic!("expected a change");
+        };
+        assert_eq!(change.phone_guard, PhoneGuard::Keep);
+    }
+}
+
+#[test]
 fn leaving_pending_clears_the_step_and_a_failure_keeps_its_reason() {
     let change = change_of(Status::Pending, fail());
     assert_eq!(change.number.provisioning_step, None);

@@ -54,6 +54,81 @@ async fn a_retried_post_gets_the_first_answer_from_dynamodb_without_acting_again
     assert_eq!(links_in_table(&p, &account).await, 1);
 }
 
+/// Every attribute of the account's idempotency items as text (binary ones read as UTF-8),
+/// straight from the table.
+async fn idempotency_items(p: &ProvisioningEnv, account: &AccountId) -> Vec<Vec<(String, String)>> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let items = p
+        .env
+        .store
+        .client()
+        .query()
+        .table_name(p.env.store.table())
+        .key_condition_expression("PK = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("IDEMPOTENCY#{account}")))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    items
+        .into_iter()
+        .map(|item| {
+            item.into_iter()
+                .map(|(name, value)| {
+                    let text = match &value {
+                        AttributeValue::S(text) => text.clone(),
+                        AttributeValue::B(bytes) => {
+                            String::from_utf8_lossy(bytes.as_ref()).into_owned()
+                        }
+                        other => format!("{other:?}"),
+                    };
+                    (name, text)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_signup_links_state_is_not_kept_with_its_idempotency_key_and_a_replay_shows_it_again() {
+    // Given a signup link created with an idempotency key
+    let p = ProvisioningEnv::new().await;
+    let (account, key) = p.env.account_with_key("idem-state").await;
+    let body = r#"{"redirectUrl":"https://example.com/done"}"#;
+    let first = post_link(&p, &key, "link-state", body).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let state = first.body["data"]["state"].as_str().unwrap().to_string();
+    let signature = state.rsplit('.').next().unwrap();
+
+    // Then the key's item in the table holds the answer without any of the state
+    let items = idempotency_items(&p, &account).await;
+    assert_eq!(items.len(), 1);
+    let kept = &items[0];
+    let link_id = first.body["data"]["id"].as_str().unwrap();
+    assert!(
+        kept.iter().any(|(_, text)| text.contains(link_id)),
+        "{kept:?}"
+    );
+    for (name, text) in kept {
+        assert!(!text.contains(signature), "{name} keeps the link's state");
+    }
+
+    // When the request is retried with the same key
+    let again = post_link(&p, &key, "link-state", body).await;
+
+    // Then the first answer comes back whole, state and url included, and no link was added
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body, first.body);
+    assert_eq!(links_in_table(&p, &account).await, 1);
+    // and the key still keeps no state
+    for (name, text) in &idempotency_items(&p, &account).await[0] {
+        assert!(!text.contains(signature), "{name} keeps the link's state");
+    }
+}
+
 #[tokio::test]
 async fn the_same_key_on_another_body_is_a_422_and_changes_nothing() {
     let p = ProvisioningEnv::new().await;

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 const WABA: &str = "400000000000001";
 const CALLERS: usize = 20;
+const SETTLE: Duration = Duration::from_secs(60);
 
 async fn signup_link_state(p: &ProvisioningEnv, key: &str) -> String {
     let link = p
@@ -152,8 +153,8 @@ async fn one_state_sent_twenty_times_for_the_same_phone_creates_one_number_and_r
 }
 
 #[tokio::test]
-async fn one_phone_signed_up_in_two_accounts_at_once_goes_to_one_and_the_other_gets_409() {
-    // Given two accounts and one phone
+async fn one_phone_signed_up_in_two_accounts_at_once_goes_to_one_and_the_other_fails_as_in_use() {
+    // Given two accounts and one phone, both in control of it at Meta
     let p = ProvisioningEnv::new().await;
     let (account_a, key_a) = p.env.account_with_key("a").await;
     let (account_b, key_b) = p.env.account_with_key("b").await;
@@ -167,14 +168,42 @@ async fn one_phone_signed_up_in_two_accounts_at_once_goes_to_one_and_the_other_g
         p.callback(&key_b, &code_b, WABA, phone)
     );
 
-    // Then one wins with 202, the other gets 409 conflict, and only one number exists
-    assert_eq!(statuses(&[a.clone(), b.clone()]), [202, 409], "{a:?} {b:?}");
-    let (winner, loser) = if a.status == 202 { (&a, &b) } else { (&b, &a) };
-    assert_eq!(loser.body["error"]["code"], "conflict");
-    let numbers = total(&p, &account_a, None).await + total(&p, &account_b, None).await;
-    assert_eq!(numbers, 1);
+    // Then both are answered as new numbers; one holds the phone and becomes ACTIVE, the other
+    // fails at its exchange as in use elsewhere
+    assert_eq!(statuses(&[a.clone(), b.clone()]), [202, 202], "{a:?} {b:?}");
     let owner = p.env.store.phone_owner(phone).await.unwrap().unwrap();
-    assert_eq!(owner.number_id.as_str(), winner.body["data"]["id"]);
+    let (winner, loser) = if owner.account_id == account_a {
+        ((&account_a, &a), (&account_b, &b))
+    } else {
+        ((&account_b, &b), (&account_a, &a))
+    };
+    assert_eq!(owner.number_id.as_str(), winner.1.body["data"]["id"]);
+    let won = p
+        .settled(
+            winner.0,
+            winner.1.body["data"]["id"].as_str().unwrap(),
+            SETTLE,
+        )
+        .await;
+    let lost = p
+        .settled(
+            loser.0,
+            loser.1.body["data"]["id"].as_str().unwrap(),
+            SETTLE,
+        )
+        .await;
+    assert_eq!(won.status, Status::Active);
+    assert_eq!(lost.status, Status::Failed);
+    assert_eq!(
+        lost.failure_reason.map(|r| r.code),
+        Some("phone_number_in_use".into())
+    );
+    let numbers = total(&p, &account_a, None).await + total(&p, &account_b, None).await;
+    assert_eq!(numbers, 2);
+    assert_eq!(
+        p.env.store.phone_owner(phone).await.unwrap().unwrap(),
+        owner
+    );
 }
 
 // ---- DELETE and Meta's ban at once ----------------------------------------------------------

@@ -215,20 +215,29 @@ async fn a_signup_link_reconnects_once_and_records_the_number() {
 }
 
 #[tokio::test]
-async fn a_signup_in_another_account_of_an_active_phone_is_refused_and_reconnects_nothing() {
+async fn a_signup_in_another_account_of_an_active_phone_fails_as_in_use_and_reconnects_nothing() {
     let p = env().await;
     let (account, key) = p.env.account_with_key("owner").await;
-    let (_, other_key) = p.env.account_with_key("other").await;
+    let (other, other_key) = p.env.account_with_key("other").await;
     let id = active_number(&p, &account, &key, "230000000000005").await;
+    let before = p.number(&account, &id).await;
 
     let code = p.meta.issue_code(&[WABA]);
     let response = p.callback(&other_key, &code, WABA, "230000000000005").await;
 
-    assert_eq!(response.status, 409);
-    assert_eq!(response.body["error"]["code"], "conflict");
-    let number = p.number(&account, &id).await;
-    assert_eq!(number.reconnect, None);
-    assert!(meta_routes(&p).is_empty());
+    // A new number of the other account, which fails once its token has read the phone
+    assert_eq!(response.status, 202, "{:?}", response.body);
+    let theirs = response.body["data"]["id"].as_str().unwrap();
+    let failed = p.settled(&other, theirs, SETTLE).await;
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(
+        failed.failure_reason.map(|r| r.code),
+        Some("phone_number_in_use".into())
+    );
+    // and the owner's number is left as it was: no reconnect, and Meta asked nothing but the
+    // other signup's exchange and its read of the phone
+    assert_eq!(p.number(&account, &id).await, before);
+    assert_eq!(meta_routes(&p), [Route::ExchangeCode, Route::GetPhone]);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fake_meta::Route;
 use muchaw_shared::domain::{Status, Step};
-use muchaw_shared::ports::{NumberReader, Page, Queue};
+use muchaw_shared::ports::{NumberReader, Page, ProvisioningStore, Queue};
 use muchaw_tests::http_event;
 use muchaw_tests::provisioning::ProvisioningEnv;
 use serde_json::json;
@@ -123,23 +123,89 @@ async fn a_repeated_link_callback_starts_a_number_whose_first_message_never_went
     );
 }
 
+/// The number a callback answered `202` with, once provisioning has settled it.
+async fn settled_from(
+    p: &ProvisioningEnv,
+    account: &muchaw_shared::domain::AccountId,
+    answer: &muchaw_tests::ApiResponse,
+) -> muchaw_shared::domain::Number {
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    let id = answer.body["data"]["id"].as_str().unwrap();
+    p.settled(account, id, SETTLE).await
+}
+
+/// What a failed number tells its account: where, Meta's code and message.
+fn failure(number: &muchaw_shared::domain::Number) -> (Status, String, String, String) {
+    let reason = number.failure_reason.clone().unwrap_or_default();
+    (number.status, reason.step, reason.code, reason.message)
+}
+
 #[tokio::test]
-async fn a_phone_live_in_another_account_is_a_conflict() {
+async fn a_phone_live_in_another_account_is_confirmed_only_to_a_caller_whose_token_reads_it() {
+    // Given a phone live in account A, a phone live nowhere on the same WABA, and a WABA of
+    // account B's own at Meta
     let p = ProvisioningEnv::new().await;
-    let (_, key_a) = p.env.account_with_key("a").await;
+    let (account_a, key_a) = p.env.account_with_key("a").await;
     let (account_b, key_b) = p.env.account_with_key("b").await;
-    let code = p.meta_phone(WABA, "210000000000002");
-    assert_eq!(
-        p.callback(&key_a, &code, WABA, "210000000000002")
-            .await
-            .status,
-        202
+    let (taken, free) = ("210000000000002", "210000000000003");
+    let code_a = p.meta_phone(WABA, taken);
+    p.meta_phone(WABA, free);
+    p.meta_phone("100000000000002", "210000000000004");
+    let a = p.callback(&key_a, &code_a, WABA, taken).await;
+    let a_number = settled_from(&p, &account_a, &a).await;
+    assert_eq!(a_number.status, Status::Active);
+
+    // When B signs up each phone, with a code Meta refuses, then with a code for its own WABA
+    let mut answers = Vec::new();
+    let mut failures = Vec::new();
+    for phone in [taken, free] {
+        let mut failed = Vec::new();
+        for code in [
+            "AQBnot-a-code".to_string(),
+            p.meta.issue_code(&["100000000000002"]),
+        ] {
+            let answer = p.callback(&key_b, &code, WABA, phone).await;
+            let mut view = answer.body["data"].clone();
+            if let Some(view) = view.as_object_mut() {
+                for varies in ["id", "phoneNumberId", "createdAt", "updatedAt"] {
+                    view.remove(varies);
+                }
+            }
+            answers.push((answer.status, view));
+            failed.push(failure(&settled_from(&p, &account_b, &answer).await));
+        }
+        failures.push(failed);
+    }
+
+    // Then every answer is a new PENDING number, whether the phone is live in A or nowhere
+    assert!(
+        answers.iter().all(|answer| *answer == answers[0]),
+        "{answers:?}"
     );
-    let response = p
-        .callback(&key_b, "AQBother", WABA, "210000000000002")
+    assert_eq!(answers[0].0, 202);
+    // and each number fails at the exchange the same way for both phones: Meta refuses the code,
+    // or the token cannot read the phone
+    assert_eq!(failures[0], failures[1]);
+    for (status, step, _, _) in &failures[0] {
+        assert_eq!((*status, step.as_str()), (Status::Failed, "EXCHANGE_TOKEN"));
+    }
+
+    // When B signs up the taken phone with a code for its WABA (B controls it at Meta too)
+    let in_control = p
+        .callback(&key_b, &p.meta.issue_code(&[WABA]), WABA, taken)
         .await;
-    assert_eq!(response.status, 409);
-    assert_eq!(response.body["error"]["code"], "conflict");
+
+    // Then it is told, once its token has read the phone, that the phone is in use elsewhere
+    let b_number = settled_from(&p, &account_b, &in_control).await;
+    let (status, step, code, _) = failure(&b_number);
+    assert_eq!(
+        (status, step.as_str(), code.as_str()),
+        (Status::Failed, "EXCHANGE_TOKEN", "phone_number_in_use")
+    );
+    // and A's number keeps the phone, active and untouched
+    let owner = p.env.store.phone_owner(taken).await.unwrap().unwrap();
+    assert_eq!(owner.number_id, a_number.id);
+    assert_eq!(p.number(&account_a, a_number.id.as_str()).await, a_number);
     let listed = p
         .env
         .store
@@ -153,7 +219,7 @@ async fn a_phone_live_in_another_account_is_a_conflict() {
         )
         .await
         .unwrap();
-    assert_eq!(listed.total, 0);
+    assert_eq!(listed.total, 5);
 }
 
 #[tokio::test]

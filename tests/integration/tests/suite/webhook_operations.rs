@@ -293,6 +293,68 @@ async fn during_a_rotation_test_events_verify_with_the_old_and_the_new_secret() 
 }
 
 #[tokio::test]
+async fn a_rotated_out_secret_leaves_the_table_with_the_first_relay_run_after_its_grace_period() {
+    use muchaw_shared::domain::time;
+    use muchaw_shared::outbox::OutboxRelay;
+    // Given an endpoint whose secret was rotated through the API
+    let p = ProvisioningEnv::new().await;
+    let (_, key) = p.env.account_with_key("rotation-grace").await;
+    let receiver = Receiver::start(200).await;
+    let (endpoint, old) = endpoint(&p, &key, &receiver.url).await;
+    let path = format!("/api/webhooks/{endpoint}/rotate-secret");
+    let rotated = call(&p, "POST", &path, "", &key, None).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let new = rotated.body["data"]["secret"].as_str().unwrap().to_string();
+    let grace_ends = rotated.body["data"]["previousSecretExpiresAt"]
+        .as_str()
+        .and_then(|text| time::parse(text).ok())
+        .expect("the end of the grace period");
+    let relay = OutboxRelay {
+        store: p.env.store.clone(),
+        queue: p.queue.clone(),
+        grace: Duration::ZERO,
+    };
+    let run_at = |at| muchaw_local::identity::as_function("OutboxRelayFunction", relay.run_at(at));
+
+    // When the relay runs, with its own rights, a second before the grace period ends
+    let almost = run_at(grace_ends - chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    // Then the old secret is still kept
+    assert_eq!(almost.secrets_forgotten, 0);
+    assert!(p.env.table_snapshot().await.join("\n").contains(&old));
+
+    // When it runs as the grace period ends
+    let ended = run_at(grace_ends).await.unwrap();
+    // Then the old secret is nowhere in the table, nor its index entry; the new one is kept
+    assert_eq!(ended.secrets_forgotten, 1);
+    let table = p.env.table_snapshot().await.join("\n");
+    assert!(
+        !table.contains(&old),
+        "the rotated-out secret is still at rest"
+    );
+    assert!(!table.contains("previousSecret"), "{table}");
+    assert!(!table.contains("WEBHOOKSECRETGRACE"), "{table}");
+    assert!(table.contains(&new));
+    // and a test event is signed by the new secret alone
+    let tested = call(
+        &p,
+        "POST",
+        &format!("/api/webhooks/{endpoint}/test"),
+        "",
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(tested.status, 200, "{}", tested.body);
+    let received = receiver.received();
+    let signature = received[0].0["webhook-signature"].to_str().unwrap();
+    assert_eq!(signature.split(' ').count(), 1);
+    assert_eq!(verified_by_python(&new, &received), [true]);
+    assert_eq!(verified_by_python(&old, &received), [false]);
+}
+
+#[tokio::test]
 async fn a_disabled_endpoint_gets_nothing_and_the_numbers_history_and_event_are_readable() {
     // Given two endpoints, one disabled
     let p = ProvisioningEnv::new().await;
