@@ -104,8 +104,11 @@ where
                     .await?;
                 Ok(Outcome::Done)
             }
-            Err(StepFailure::Meta(err)) if self.reconnect_waited_too_long(&number) => {
-                tracing::warn!(code = %err.code, "the reconnect waited for Meta as long as it may; abandoned");
+            Err(StepFailure::Meta(err))
+                if self.reconnect_waited_too_long(&number)
+                    || super::runs_out_of_transient_retries(step, delivery) =>
+            {
+                tracing::warn!(code = %err.code, "the reconnect's retries ran out, or it waited as long as it may; abandoned");
                 self.abandon_reconnect(&number, id, err.failure_reason(step))
                     .await?;
                 Ok(Outcome::Done)

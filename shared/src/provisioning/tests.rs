@@ -1627,4 +1627,5 @@ async fn an_unreadable_snapshot_is_ignored_and_the_number_read() {
 }
 
 mod long_waits;
+mod rate_limits;
 mod waba_only;
