@@ -206,14 +206,21 @@ async fn read(response: Response) -> MetaResult<Value> {
 
 impl MetaGraph for GraphClient {
     async fn exchange_code(&self, code: &str) -> MetaResult<ExchangedToken> {
-        let body = match self.exchange_once(code, &self.app_secret().await?).await {
+        let secret = self.app_secret().await?;
+        let body = match self.exchange_once(code, &secret).await {
             // Meta refuses the secret before it looks at the code, so the code is still good
-            // for one more try with a secret read again (if it changed).
+            // for one more try with the secret read again: by this call, or by another one
+            // refused alike a moment before (whose read this one may not repeat so soon).
             Err(err) if err.kind == ErrorKind::ClientSecret => match &self.secrets {
-                Some(cache) if cache.refresh().await => {
-                    self.exchange_once(code, &self.app_secret().await?).await?
+                Some(cache) => {
+                    cache.refresh().await;
+                    let again = self.app_secret().await?;
+                    if again.expose() == secret.expose() {
+                        return Err(err);
+                    }
+                    self.exchange_once(code, &again).await?
                 }
-                _ => return Err(err),
+                None => return Err(err),
             },
             other => other?,
         };

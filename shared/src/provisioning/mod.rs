@@ -108,7 +108,27 @@ impl RetryPolicy {
             .clamp(self.rate_limit_seconds, longest)
             .min(self.max_seconds)
     }
+
+    /// How long an exchange refused for our app secret waits before it exchanges its code
+    /// again: long enough for the secret to be read again (`secret_cache::MIN_REFRESH`), and
+    /// only while the code lives and its queue has a receive left (`None`: the number fails).
+    pub fn client_secret_retry(
+        &self,
+        code_age: chrono::Duration,
+        receive_count: u32,
+        attempt_delay: u32,
+    ) -> Option<u32> {
+        let refresh = u32::try_from(crate::secret_cache::MIN_REFRESH.as_secs()).unwrap_or(5);
+        let left = (CODE_LIFETIME - code_age).num_seconds();
+        let left = u32::try_from(left).unwrap_or(0);
+        let has_receive = receive_count < step_queue_max_receives(Step::ExchangeToken);
+        (has_receive && left > refresh).then(|| attempt_delay.clamp(refresh, left))
+    }
 }
+
+/// How long Meta's Embedded Signup code can be exchanged after Meta gives it out (about 30 s,
+/// as the fake Meta keeps it too).
+pub const CODE_LIFETIME: chrono::Duration = chrono::Duration::seconds(30);
 
 /// How often SQS delivers a step's message before its queue dead-letters it: the
 /// `maxReceiveCount` template.yaml gives the step's queue (a test holds the two equal). The
@@ -405,6 +425,31 @@ where
             {
                 self.wait_out_rate_limit(step, &number, &err, delivery)
                     .await
+            }
+            // Meta refuses the secret before it looks at the code: the exchange's retry reads
+            // the secret again and exchanges the same code, while the code lives.
+            Err(StepFailure::Meta(err))
+                if step == Step::ExchangeToken && err.kind == ErrorKind::ClientSecret =>
+            {
+                let sent_at = delivery.sent_at.unwrap_or(number.created_at);
+                let retry = self.retry.client_secret_retry(
+                    time::now() - sent_at,
+                    delivery.receive_count,
+                    self.retry.delay(delivery.receive_count, Retry::Soon),
+                );
+                let Some(wait) = retry else {
+                    tracing::error!(code = %err.code, "Meta refused the app secret while the code lived; the number fails");
+                    self.fail(&number, err.failure_reason(step)).await?;
+                    return Ok(Outcome::Done);
+                };
+                tracing::error!(code = %err.code, wait, "Meta refused the app secret; exchanging again once it is read again");
+                let retried = Command::StepRetried {
+                    step,
+                    reason: err.failure_reason(step),
+                    attempt: delivery.receive_count,
+                };
+                lifecycle::apply(&self.store, &self.queue, &number, retried).await?;
+                Ok(Outcome::RetryAfter(wait))
             }
             Err(StepFailure::Meta(err)) if err.retry == Retry::Never => {
                 tracing::warn!(code = %err.code, subcode = ?err.subcode, "Meta refused; the number fails");
