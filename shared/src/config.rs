@@ -218,8 +218,9 @@ fn whole(name: &'static str, default: u32, unit: &str) -> Result<u32, ConfigErro
     }
 }
 
-/// `RETRY_BASE_SECONDS` / `RETRY_SLOW_SECONDS` shorten retries for local runs and tests;
-/// `MAX_PENDING_DAYS` bounds a number's wait for Meta (template parameter `MaxPendingDays`).
+/// `RETRY_BASE_SECONDS` / `RETRY_SLOW_SECONDS` / `RETRY_RATE_LIMIT_SECONDS` /
+/// `RETRY_RATE_LIMIT_MAX_SECONDS` shorten retries for local runs and tests; `MAX_PENDING_DAYS`
+/// bounds a number's wait for Meta (template parameter `MaxPendingDays`).
 pub fn retry_policy() -> Result<crate::provisioning::RetryPolicy, ConfigError> {
     let default = crate::provisioning::RetryPolicy::default();
     Ok(crate::provisioning::RetryPolicy {
@@ -237,6 +238,11 @@ pub fn retry_policy() -> Result<crate::provisioning::RetryPolicy, ConfigError> {
         )?
         .saturating_mul(24 * 3600),
         step_settle_seconds: seconds("STEP_SETTLE_SECONDS", default.step_settle_seconds)?,
+        rate_limit_seconds: seconds("RETRY_RATE_LIMIT_SECONDS", default.rate_limit_seconds)?,
+        rate_limit_max_seconds: seconds(
+            "RETRY_RATE_LIMIT_MAX_SECONDS",
+            default.rate_limit_max_seconds,
+        )?,
     })
 }
 

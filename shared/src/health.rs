@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::domain::lifecycle::{Command, DisconnectedBy, teardown_due};
 use crate::domain::messages::{StepMessage, TeardownMessage};
-use crate::domain::meta::MetaError;
+use crate::domain::meta::{ErrorKind, MetaError};
 use crate::domain::number::meta_label;
 use crate::domain::time;
 use crate::domain::{
@@ -41,8 +41,6 @@ use crate::ports::{
     QueueError, StoreError, TokenVault, VaultError,
 };
 
-/// Meta's rate-limit codes (app, user, WABA, Cloud API).
-const RATE_LIMIT_CODES: [&str; 4] = ["4", "17", "80007", "130429"];
 pub use crate::domain::lifecycle::TOKEN_WARNING_DAYS;
 const PAGE_SIZE: u32 = 100;
 
@@ -54,8 +52,9 @@ const PAGE_SIZE: u32 = 100;
 /// was stored after all. An hour is far past any exchange's retries of a live message.
 pub const STARTLESS_AFTER: chrono::Duration = chrono::Duration::hours(1);
 
+/// Meta's answer is a rate limit (every code Meta documents as one, `meta::RATE_LIMIT_CODES`).
 pub fn is_rate_limited(err: &MetaError) -> bool {
-    RATE_LIMIT_CODES.contains(&err.code.as_str())
+    err.kind == ErrorKind::RateLimited
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -470,11 +469,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rate_limit_codes_are_recognised() {
-        for code in ["4", "17", "80007", "130429"] {
-            assert!(is_rate_limited(&MetaError::transport(code, "limited")));
+    fn every_rate_limit_code_meta_documents_is_recognised() {
+        for code in crate::domain::meta::RATE_LIMIT_CODES {
+            let err = MetaError::from_envelope(400, code, None, false, "limited".into());
+            assert!(is_rate_limited(&err), "{code}");
         }
-        assert!(!is_rate_limited(&MetaError::transport("190", "expired")));
+        let expired = MetaError::from_envelope(401, 190, None, false, "expired".into());
+        assert!(!is_rate_limited(&expired));
+        assert!(!is_rate_limited(&MetaError::transport(
+            "timeout",
+            "timed out"
+        )));
     }
 }
 

@@ -110,10 +110,6 @@ impl GraphClient {
             .ok_or_else(MetaError::app_secret_placeholder)
     }
 
-    async fn exchange_with_current_secret(&self, code: &str) -> MetaResult<Value> {
-        self.exchange_once(code, &self.app_secret().await?).await
-    }
-
     async fn exchange_once(&self, code: &str, app_secret: &Secret) -> MetaResult<Value> {
         let request = self.http.get(self.url("oauth/access_token")).query(&[
             ("client_id", self.config.app_id.as_str()),
@@ -215,14 +211,21 @@ async fn read(response: Response) -> MetaResult<Value> {
 
 impl MetaGraph for GraphClient {
     async fn exchange_code(&self, code: &str) -> MetaResult<ExchangedToken> {
-        let body = match self.exchange_with_current_secret(code).await {
-            // Meta refuses the secret before it looks at the code (and a placeholder is not
-            // sent), so the code is still good for one more try with a secret read again.
+        let secret = self.app_secret().await?;
+        let body = match self.exchange_once(code, &secret).await {
+            // Meta refuses the secret before it looks at the code, so the code is still good
+            // for one more try with the secret read again: by this call, or by another one
+            // refused alike a moment before (whose read this one may not repeat so soon).
             Err(err) if err.kind == ErrorKind::ClientSecret => match &self.secrets {
-                Some(cache) if cache.refresh().await => {
-                    self.exchange_with_current_secret(code).await?
+                Some(cache) => {
+                    cache.refresh().await;
+                    let again = self.app_secret().await?;
+                    if again.expose() == secret.expose() {
+                        return Err(err);
+                    }
+                    self.exchange_once(code, &again).await?
                 }
-                _ => return Err(err),
+                None => return Err(err),
             },
             other => other?,
         };

@@ -5,11 +5,13 @@ use std::fmt;
 
 use super::FailureReason;
 use super::Step;
+use super::time::{self, Timestamp};
 
 /// What to do about an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
-    /// Rate limits, maintenance, 5xx, timeouts: retry with backoff.
+    /// Maintenance, 5xx, timeouts, rate limits: retry with backoff (a provisioning step waits
+    /// a rate limit out in minutes, `provisioning::RetryPolicy::rate_limit_delay`).
     Soon,
     /// 2388001, the display name is not provisioned yet: retry for hours, not seconds.
     Slowly,
@@ -92,7 +94,7 @@ impl UserText {
 /// What an error means, read from its code (and subcode), never from its text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// 4, 17, 80007, 130429, and an HTTP 429 with or without Meta's envelope.
+    /// [`RATE_LIMIT_CODES`], and an HTTP 429 with or without Meta's envelope.
     RateLimited,
     /// 5xx, `is_transient`, 2, 341, 131016, 131057, 133004, 133015, and no answer at all.
     Transient,
@@ -119,6 +121,20 @@ pub enum ErrorKind {
 }
 
 pub const DISPLAY_NAME_NOT_READY: i64 = 2388001;
+
+/// Every code Meta documents as a rate limit: the caller is throttled a while, nothing refused.
+/// Graph API (developers.facebook.com/docs/graph-api/overview/rate-limiting): 4 app, 17 user,
+/// 32 page, 613 custom; its Business Use Case limits 80000-80006, 80008, 80009 and 80014.
+/// WhatsApp (/docs/whatsapp/cloud-api/support/error-codes, "Throttling errors"): 80007 WABA,
+/// 130429 throughput, 131048 spam, 131056 pair. (133016 lifts 72 h on: `RegisterLimit`.)
+pub const RATE_LIMIT_CODES: [i64; 18] = [
+    4, 17, 32, 613, 80000, 80001, 80002, 80003, 80004, 80005, 80006, 80007, 80008, 80009, 80014,
+    130429, 131048, 131056,
+];
+
+/// The title a rate-limit wait shows the customer when Meta sends none.
+pub const RATE_LIMIT_TITLE: &str = "Meta rate limit reached";
+
 pub const REGISTER_LIMIT: i64 = 133016;
 /// 100/36009 on the code exchange: "This authorization code has been used."
 pub const CODE_USED: i64 = 36009;
@@ -133,7 +149,7 @@ pub fn kind_of(http_status: u16, code: i64, subcode: Option<i64>, is_transient: 
         133000 => ErrorKind::DeregisterFirst,
         368 => ErrorKind::PolicyBlocked,
         190 => ErrorKind::TokenInvalid,
-        4 | 17 | 80007 | 130429 => ErrorKind::RateLimited,
+        code if RATE_LIMIT_CODES.contains(&code) => ErrorKind::RateLimited,
         _ if http_status == 429 => ErrorKind::RateLimited,
         10 | 200..=299 => ErrorKind::Permission,
         1 | 2 | 341 | 131016 | 131057 | 133004 | 133015 => ErrorKind::Transient,
@@ -161,6 +177,21 @@ impl ErrorKind {
 
 pub fn classify(http_status: u16, code: i64, subcode: Option<i64>, is_transient: bool) -> Retry {
     kind_of(http_status, code, subcode, is_transient).retry()
+}
+
+/// Whether a reason recorded from Meta's answer ([`MetaError::failure_reason`]) is a rate
+/// limit: Meta's code (before any `/subcode`) is one, or an HTTP 429 came without Meta's
+/// envelope (`http_429`).
+pub fn is_rate_limit(reason: &FailureReason) -> bool {
+    if reason.code == "http_429" {
+        return true;
+    }
+    reason
+        .code
+        .split('/')
+        .next()
+        .and_then(|code| code.parse::<i64>().ok())
+        .is_some_and(|code| RATE_LIMIT_CODES.contains(&code))
 }
 
 impl MetaError {
@@ -237,6 +268,24 @@ impl MetaError {
         }
     }
 
+    /// Why a step waits out this rate limit (its `pendingReason`), and fails with it at `until`:
+    /// Meta's reason, with our text for the customer when Meta sends none.
+    pub fn rate_limit_reason(&self, step: Step, until: Timestamp) -> FailureReason {
+        let mut reason = self.failure_reason(step);
+        reason
+            .user_title
+            .get_or_insert_with(|| RATE_LIMIT_TITLE.to_string());
+        reason.user_message.get_or_insert_with(|| {
+            format!(
+                "Meta is limiting how often this app may call it. This step is tried again, \
+                 every few minutes at first and less often the longer the limit lasts, until \
+                 {}; the number fails if the limit has not lifted by then.",
+                time::format(&until)
+            )
+        });
+        reason
+    }
+
     pub fn failure_reason(&self, step: Step) -> FailureReason {
         FailureReason {
             step: step.as_str().to_string(),
@@ -300,6 +349,66 @@ mod tests {
     #[test]
     fn code_130429_is_the_throughput_limit() {
         assert_eq!(kind(400, 130429, None), ErrorKind::RateLimited);
+    }
+
+    #[test]
+    fn every_rate_limit_code_meta_documents_is_a_rate_limit_retried_not_a_failure() {
+        // Graph API platform limits (app, user, page, custom), the Business Use Case limits,
+        // the WABA's, and Cloud API's throughput, spam and pair limits.
+        let documented = [
+            4, 17, 32, 613, 80000, 80001, 80002, 80003, 80004, 80005, 80006, 80007, 80008, 80009,
+            80014, 130429, 131048, 131056,
+        ];
+        for code in documented {
+            assert_eq!(kind(400, code, None), ErrorKind::RateLimited, "{code}");
+            assert_ne!(classify(400, code, None, false), Retry::Never, "{code}");
+        }
+        assert_eq!(kind(400, 17, Some(2446079)), ErrorKind::RateLimited);
+    }
+
+    #[test]
+    fn a_reason_recorded_from_a_rate_limit_is_known_as_one() {
+        let reason = |code: i64, subcode| {
+            MetaError::from_envelope(400, code, subcode, false, "limited".into())
+                .failure_reason(Step::SubscribeWaba)
+        };
+        assert!(is_rate_limit(&reason(4, None)));
+        assert!(is_rate_limit(&reason(17, Some(2446079))));
+        assert!(is_rate_limit(&reason(80008, None)));
+        assert!(!is_rate_limit(&reason(2, None)));
+        assert!(!is_rate_limit(&reason(100, Some(2388001))));
+        assert!(!is_rate_limit(&reason(133016, None)));
+        let bare_429 = FailureReason {
+            code: "http_429".into(),
+            ..FailureReason::default()
+        };
+        assert!(is_rate_limit(&bare_429));
+    }
+
+    #[test]
+    fn a_rate_limit_s_reason_tells_the_customer_until_when_it_is_waited_out() {
+        let until = time::parse("2024-01-22T10:00:00Z").unwrap();
+        let err = MetaError::from_envelope(400, 4, None, true, "(#4) limit reached".into());
+
+        let reason = err.rate_limit_reason(Step::RegisterNumber, until);
+
+        assert_eq!(
+            (reason.step.as_str(), reason.code.as_str()),
+            ("REGISTER_NUMBER", "4")
+        );
+        assert_eq!(reason.message, "(#4) limit reached");
+        assert_eq!(reason.user_title.as_deref(), Some(RATE_LIMIT_TITLE));
+        assert!(
+            reason
+                .user_message
+                .as_deref()
+                .is_some_and(|m| m.contains("2024-01-22T10:00:00.000Z")),
+            "{reason:?}"
+        );
+        let from_meta = err.with_user_text(UserText::new(Some("Slow down"), Some("Later."), None));
+        let reason = from_meta.rate_limit_reason(Step::RegisterNumber, until);
+        assert_eq!(reason.user_title.as_deref(), Some("Slow down"));
+        assert_eq!(reason.user_message.as_deref(), Some("Later."));
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub struct RetryPolicy {
     /// before it ended has made its Meta call by then (else a PIN could be set, or a phone
     /// registered, after the teardown deregistered it: the chaos run found one).
     pub step_settle_seconds: u32,
+    /// The shortest and the longest wait of a step on Meta's rate limit
+    /// ([`RetryPolicy::rate_limit_delay`]).
+    pub rate_limit_seconds: u32,
+    pub rate_limit_max_seconds: u32,
 }
 
 /// The default of [`RetryPolicy::step_settle_seconds`].
@@ -51,8 +55,8 @@ pub const DEFAULT_STEP_SETTLE_SECONDS: u32 = 15;
 
 /// The default bound of a number's wait for Meta (template parameter `MaxPendingDays`).
 /// A wait on `2388001` that long, at the slow retries' nominal pace, ends at the register
-/// queue's 46th receive of 50; beyond 8 days its dead-letter queue ends the wait first (failing
-/// the number with its last reason, as the bound would).
+/// queue's 46th receive of 50 (a rate-limit wait, near the 24th); beyond 8 days its dead-letter
+/// queue ends the wait first (failing the number with its last reason, as the bound would).
 pub const DEFAULT_MAX_PENDING_DAYS: u32 = 7;
 
 impl Default for RetryPolicy {
@@ -64,26 +68,115 @@ impl Default for RetryPolicy {
             failed_token_retention_days: 7,
             max_pending_seconds: DEFAULT_MAX_PENDING_DAYS * 24 * 3600,
             step_settle_seconds: DEFAULT_STEP_SETTLE_SECONDS,
+            rate_limit_seconds: 120,
+            rate_limit_max_seconds: crate::ports::MAX_REDELIVERY_DELAY_SECONDS,
         }
     }
 }
 
 impl RetryPolicy {
+    /// When a number still waiting on Meta fails: `max_pending_seconds` after its signup.
+    pub fn pending_until(&self, number: &Number) -> time::Timestamp {
+        number.created_at + chrono::Duration::seconds(i64::from(self.max_pending_seconds))
+    }
+
     /// Whether the number has waited for Meta as long as it may.
     pub fn waited_too_long(&self, number: &Number, now: time::Timestamp) -> bool {
-        now - number.created_at >= chrono::Duration::seconds(i64::from(self.max_pending_seconds))
+        now >= self.pending_until(number)
     }
+
+    /// Seconds a step that began at `began` waits before asking Meta again after a rate limit:
+    /// about as long as it has waited so far (each wait doubles the wait, and needs no state),
+    /// jittered, from `rate_limit_seconds` to `rate_limit_max_seconds`, never past the number's
+    /// bound.
+    pub fn rate_limit_delay(
+        &self,
+        began: time::Timestamp,
+        number: &Number,
+        now: time::Timestamp,
+    ) -> u32 {
+        let nominal = self.nominal_rate_limit_delay(now - began);
+        let until_bound = seconds_until(self.pending_until(number), now, self.max_seconds);
+        self.jittered(nominal).min(until_bound)
+    }
+
+    /// [`Self::rate_limit_delay`] before its jitter and the bound, after waiting `waited`.
+    pub fn nominal_rate_limit_delay(&self, waited: chrono::Duration) -> u32 {
+        let waited = u32::try_from(waited.num_seconds().max(0)).unwrap_or(u32::MAX);
+        let longest = self.rate_limit_max_seconds.max(self.rate_limit_seconds);
+        waited
+            .clamp(self.rate_limit_seconds, longest)
+            .min(self.max_seconds)
+    }
+
+    /// How long an exchange refused for our app secret waits before it exchanges its code
+    /// again: long enough for the secret to be read again (`secret_cache::MIN_REFRESH`), and
+    /// only while the code lives and its queue has a receive left (`None`: the number fails).
+    pub fn client_secret_retry(
+        &self,
+        code_age: chrono::Duration,
+        receive_count: u32,
+        attempt_delay: u32,
+    ) -> Option<u32> {
+        let refresh = u32::try_from(crate::secret_cache::MIN_REFRESH.as_secs()).unwrap_or(5);
+        let left = (CODE_LIFETIME - code_age).num_seconds();
+        let left = u32::try_from(left).unwrap_or(0);
+        let has_receive = receive_count < step_queue_max_receives(Step::ExchangeToken);
+        (has_receive && left > refresh).then(|| attempt_delay.clamp(refresh, left))
+    }
+}
+
+/// How long Meta's Embedded Signup code can be exchanged after Meta gives it out (about 30 s,
+/// as the fake Meta keeps it too).
+pub const CODE_LIFETIME: chrono::Duration = chrono::Duration::seconds(30);
+
+/// How often SQS delivers a step's message before its queue dead-letters it: the
+/// `maxReceiveCount` template.yaml gives the step's queue (a test holds the two equal). The
+/// queues of the steps that wait on Meta hold days of waiting in redeliveries.
+pub fn step_queue_max_receives(step: Step) -> u32 {
+    match step {
+        Step::ExchangeToken | Step::ActivateNumber => 5,
+        Step::SubscribeWaba | Step::RegisterNumber | Step::ConfigurePin | Step::FetchProfile => 50,
+    }
+}
+
+/// The receives a step's message gets for Meta's transient failures before the number fails:
+/// its queue's, but 5 where the queue allows 50 for rate-limit waits (the register step's
+/// transient retries always ran as long as its waits).
+pub fn transient_receives(step: Step) -> u32 {
+    match step {
+        Step::RegisterNumber => step_queue_max_receives(step),
+        _ => 5,
+    }
+}
+
+/// Whether this delivery is the last of the transient retries its step gets, on a queue
+/// that would deliver the message again.
+pub(crate) fn runs_out_of_transient_retries(step: Step, delivery: &Delivery) -> bool {
+    let retries = transient_receives(step);
+    retries < step_queue_max_receives(step) && delivery.receive_count >= retries
+}
+
+/// Whether a step waits Meta's rate limits out in minutes, up to the number's bound: not the
+/// exchange, whose code lives about 30 s (it retries as for a transient error), nor the
+/// activation, which does not call Meta.
+pub fn waits_out_rate_limits(step: Step) -> bool {
+    !matches!(step, Step::ExchangeToken | Step::ActivateNumber)
 }
 
 impl RetryPolicy {
     /// Exponential for `Soon` (2 s, 4 s, 8 s ... up to 15 min), linear in tens of minutes for
     /// `Slowly` (2388001 clears in hours), each with ±50 % jitter so a burst spreads out.
     pub fn delay(&self, attempt: u32, retry: Retry) -> u32 {
-        let nominal = self.nominal_delay(attempt, retry);
+        self.jittered(self.nominal_delay(attempt, retry))
+    }
+
+    /// `nominal` ±50 %, at most `max_seconds`.
+    fn jittered(&self, nominal: u32) -> u32 {
         if nominal == 0 {
             return 0;
         }
-        let jitter = rand::rng().random_range(nominal / 2..=nominal + nominal / 2);
+        let jitter = rand::rng().random_range(nominal / 2..=nominal.saturating_add(nominal / 2));
         jitter.min(self.max_seconds)
     }
 
@@ -330,6 +423,37 @@ where
                     self.retry.delay(delivery.receive_count, Retry::Soon),
                 ))
             }
+            Err(StepFailure::Meta(err))
+                if err.kind == ErrorKind::RateLimited && waits_out_rate_limits(step) =>
+            {
+                self.wait_out_rate_limit(step, &number, &err, delivery)
+                    .await
+            }
+            // Meta refuses the secret before it looks at the code: the exchange's retry reads
+            // the secret again and exchanges the same code, while the code lives.
+            Err(StepFailure::Meta(err))
+                if step == Step::ExchangeToken && err.kind == ErrorKind::ClientSecret =>
+            {
+                let sent_at = delivery.sent_at.unwrap_or(number.created_at);
+                let retry = self.retry.client_secret_retry(
+                    time::now() - sent_at,
+                    delivery.receive_count,
+                    self.retry.delay(delivery.receive_count, Retry::Soon),
+                );
+                let Some(wait) = retry else {
+                    tracing::error!(code = %err.code, "Meta refused the app secret while the code lived; the number fails");
+                    self.fail(&number, err.failure_reason(step)).await?;
+                    return Ok(Outcome::Done);
+                };
+                tracing::error!(code = %err.code, wait, "Meta refused the app secret; exchanging again once it is read again");
+                let retried = Command::StepRetried {
+                    step,
+                    reason: err.failure_reason(step),
+                    attempt: delivery.receive_count,
+                };
+                lifecycle::apply(&self.store, &self.queue, &number, retried).await?;
+                Ok(Outcome::RetryAfter(wait))
+            }
             Err(StepFailure::Meta(err)) if err.retry == Retry::Never => {
                 tracing::warn!(code = %err.code, subcode = ?err.subcode, "Meta refused; the number fails");
                 self.fail(&number, err.failure_reason(step)).await?;
@@ -389,6 +513,13 @@ where
                     self.retry.delay(delivery.receive_count, Retry::Slowly),
                 ))
             }
+            // The step's queue holds more receives than its transient retries get (for rate-limit
+            // waits): the number fails where the queue would have dead-lettered the message.
+            Err(StepFailure::Meta(err)) if runs_out_of_transient_retries(step, delivery) => {
+                tracing::warn!(code = %err.code, subcode = ?err.subcode, http_status = err.http_status, "Meta kept failing; the number fails");
+                self.fail(&number, err.failure_reason(step)).await?;
+                Ok(Outcome::Done)
+            }
             Err(StepFailure::Meta(err)) => {
                 tracing::warn!(code = %err.code, subcode = ?err.subcode, http_status = err.http_status, "Meta failed transiently; retrying");
                 let retried = Command::StepRetried {
@@ -408,6 +539,41 @@ where
             }
             Err(StepFailure::Infra(err)) => Err(err),
         }
+    }
+
+    /// Meta throttles the app, the WABA or a use case: the number waits (its `pendingReason`
+    /// says until when) and the step asks again in minutes, failing the number at its bound.
+    async fn wait_out_rate_limit(
+        &self,
+        step: Step,
+        number: &Number,
+        err: &MetaError,
+        delivery: &Delivery,
+    ) -> Result<Outcome, StepError> {
+        let now = time::now();
+        let until = self.retry.pending_until(number);
+        let reason = err.rate_limit_reason(step, until);
+        if now >= until {
+            tracing::warn!(code = %err.code, "rate limited past the wait allowed; the number fails");
+            self.fail(number, reason).await?;
+            return Ok(Outcome::Done);
+        }
+        let retried = Command::StepRetried {
+            step,
+            reason,
+            attempt: delivery.receive_count,
+        };
+        if let Changed::Refused(_, why) =
+            lifecycle::apply(&self.store, &self.queue, number, retried).await?
+        {
+            tracing::info!(%why, "rate limit not recorded: the number moved on");
+            return Ok(Outcome::Done);
+        }
+        // The step's message was sent when the step began: how long it has waited so far.
+        let began = delivery.sent_at.unwrap_or(number.created_at);
+        let wait = self.retry.rate_limit_delay(began, number, now);
+        tracing::warn!(code = %err.code, wait, %until, "Meta's rate limit; waiting");
+        Ok(Outcome::RetryAfter(wait))
     }
 
     /// Exchanges the signup's code for a long-lived token: `(token, when it expires)`. No code
@@ -914,18 +1080,18 @@ where
         };
         let span = tracing::info_span!("dead_letter", number_id = %message.number_id, step = %message.step);
         async {
-            let result: Result<(), StepError> = async {
+            let result: Result<Outcome, StepError> = async {
                 let Some(number) = self
                     .store
                     .get(&message.account_id, &message.number_id)
                     .await?
                 else {
-                    return Ok(());
+                    return Ok(Outcome::Done);
                 };
                 if let Some(id) = &message.reconnect {
                     // A reconnect's retries ran out: it is abandoned, the number stays as it is.
                     let Some(reconnect) = number.reconnect.as_ref().filter(|r| &r.id == id) else {
-                        return Ok(());
+                        return Ok(Outcome::Done);
                     };
                     let reason = reconnect.last_error.clone().unwrap_or(FailureReason {
                         step: message.step.as_str().into(),
@@ -934,10 +1100,14 @@ where
                         ..FailureReason::default()
                     });
                     tracing::warn!(code = %reason.code, "reconnect retries exhausted; abandoned");
-                    return self.abandon_reconnect(&number, id, reason).await;
+                    self.abandon_reconnect(&number, id, reason).await?;
+                    return Ok(Outcome::Done);
                 }
                 if number.status != Status::Pending {
-                    return Ok(());
+                    return Ok(Outcome::Done);
+                }
+                if let Some(kept) = self.rate_limited_dead_letter(&number, message.step) {
+                    return Ok(kept);
                 }
                 let reason = number.provisioning_error.clone().unwrap_or(FailureReason {
                     step: message.step.as_str().into(),
@@ -946,11 +1116,12 @@ where
                     ..FailureReason::default()
                 });
                 tracing::warn!(code = %reason.code, "retries exhausted; the number fails");
-                self.fail(&number, reason).await
+                self.fail(&number, reason).await?;
+                Ok(Outcome::Done)
             }
             .await;
             match result {
-                Ok(()) => Outcome::Done,
+                Ok(outcome) => outcome,
                 Err(err) => {
                     tracing::error!(error = %crate::telemetry::ErrorChain(&err), "dead letter not handled; will retry");
                     Outcome::RetryAfter(self.retry.base_seconds)
@@ -959,6 +1130,35 @@ where
         }
         .instrument(span)
         .await
+    }
+
+    /// What becomes of a step's dead letter while its number waits on Meta's rate limit within
+    /// its bound (`None`: the number is not waiting so, and fails). The number is not failed:
+    /// the dead letter of its current step stays in the queue, for `muchaw-admin dlq redrive` to
+    /// resume the wait (this function may not send to the step queues), until the bound fails
+    /// it; one of an earlier step is dropped, its current step's message waiting on.
+    fn rate_limited_dead_letter(&self, number: &Number, step: Step) -> Option<Outcome> {
+        let rate_limited = number
+            .provisioning_error
+            .as_ref()
+            .is_some_and(crate::domain::meta::is_rate_limit);
+        if !rate_limited
+            || !waits_out_rate_limits(step)
+            || self.retry.waited_too_long(number, time::now())
+        {
+            return None;
+        }
+        if number.provisioning_step != Some(step) {
+            tracing::info!(
+                "dead letter of an earlier step while the number waits on a rate limit; dropped"
+            );
+            return Some(Outcome::Done);
+        }
+        tracing::error!(
+            until = %self.retry.pending_until(number),
+            "the step's message dead-lettered while its number waits on Meta's rate limit; kept for a redrive until the number's bound"
+        );
+        Some(Outcome::RetryAfter(self.retry.base_seconds))
     }
 }
 

@@ -15,7 +15,7 @@
 use super::{Provisioner, StepError, StepFailure};
 use crate::domain::lifecycle::{self as lifecycle_rules, Command, Readiness, StepRecord};
 use crate::domain::messages::StepMessage;
-use crate::domain::meta::Retry;
+use crate::domain::meta::{ErrorKind, Retry};
 use crate::domain::secrets::NumberSecrets;
 use crate::domain::{FailureReason, Number, Onboarding, QualityRating, Step, time};
 use crate::lifecycle::{self, Changed};
@@ -70,6 +70,10 @@ where
             }
             return Ok(Outcome::Done);
         }
+        let started_at = number
+            .reconnect
+            .as_ref()
+            .map_or(number.created_at, |r| r.started_at);
         match self.perform_reconnect(step, id, &number, message).await {
             Ok(Ok(record)) => {
                 let done = Command::ReconnectStepDone {
@@ -98,14 +102,37 @@ where
             }
             // The register budget is spent: wait for it (the outcome says how long).
             Ok(Err(wait)) => Ok(wait),
+            // Meta refuses the secret before it looks at the code: exchanged again, with the
+            // secret read again, while the code lives.
+            Err(StepFailure::Meta(err))
+                if err.kind == ErrorKind::ClientSecret
+                    && let Some(wait) = self.retry.client_secret_retry(
+                        time::now() - delivery.sent_at.unwrap_or(started_at),
+                        delivery.receive_count,
+                        self.retry.delay(delivery.receive_count, Retry::Soon),
+                    ) =>
+            {
+                tracing::error!(code = %err.code, wait, "Meta refused the app secret; exchanging again once it is read again");
+                let retried = Command::ReconnectStepRetried {
+                    id: id.into(),
+                    step,
+                    reason: err.failure_reason(step),
+                    attempt: delivery.receive_count,
+                };
+                lifecycle::apply(&self.store, &self.queue, &number, retried).await?;
+                Ok(Outcome::RetryAfter(wait))
+            }
             Err(StepFailure::Meta(err)) if err.retry == Retry::Never => {
                 tracing::warn!(code = %err.code, subcode = ?err.subcode, "Meta refused; the reconnect is abandoned");
                 self.abandon_reconnect(&number, id, err.failure_reason(step))
                     .await?;
                 Ok(Outcome::Done)
             }
-            Err(StepFailure::Meta(err)) if self.reconnect_waited_too_long(&number) => {
-                tracing::warn!(code = %err.code, "the reconnect waited for Meta as long as it may; abandoned");
+            Err(StepFailure::Meta(err))
+                if self.reconnect_waited_too_long(&number)
+                    || super::runs_out_of_transient_retries(step, delivery) =>
+            {
+                tracing::warn!(code = %err.code, "the reconnect's retries ran out, or it waited as long as it may; abandoned");
                 self.abandon_reconnect(&number, id, err.failure_reason(step))
                     .await?;
                 Ok(Outcome::Done)

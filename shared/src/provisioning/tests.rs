@@ -1707,5 +1707,7 @@ async fn an_unreadable_snapshot_is_ignored_and_the_number_read() {
     assert!(given.now().registered);
 }
 
+mod client_secret;
 mod long_waits;
+mod rate_limits;
 mod waba_only;

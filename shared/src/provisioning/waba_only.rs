@@ -23,7 +23,7 @@ const CREATION_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::domain::lifecycle::waba::{self, LIST_PHONES, WabaCommand, WabaReadiness};
 use crate::domain::lifecycle::{Readiness, readiness};
 use crate::domain::messages::{StepMessage, WabaSignupMessage};
-use crate::domain::meta::{MetaError, Retry};
+use crate::domain::meta::{ErrorKind, MetaError, Retry};
 use crate::domain::secrets::{NumberSecrets, generate_pin};
 use crate::domain::waba_signup::WabaSignup;
 use crate::domain::{FailureReason, Number, NumberId, Step, time};
@@ -290,7 +290,26 @@ where
             step: step.into(),
             ..err.failure_reason(Step::ExchangeToken)
         };
+        // Meta refuses the secret before it looks at the code: exchanged again, with the
+        // secret read again, while the code lives.
+        let client_secret_retry = match &failure {
+            StepFailure::Meta(err) if err.kind == ErrorKind::ClientSecret => {
+                let sent_at = delivery.sent_at.unwrap_or(signup.created_at);
+                self.retry.client_secret_retry(
+                    time::now() - sent_at,
+                    delivery.receive_count,
+                    self.retry.delay(delivery.receive_count, Retry::Soon),
+                )
+            }
+            _ => None,
+        };
         match failure {
+            StepFailure::Meta(err) if let Some(wait) = client_secret_retry => {
+                tracing::error!(code = %err.code, %step, wait, "Meta refused the app secret; exchanging again once it is read again");
+                lifecycle::apply_waba(&self.store, signup, WabaCommand::Retried(reason(&err)))
+                    .await?;
+                Ok(Outcome::RetryAfter(wait))
+            }
             StepFailure::Meta(err) if err.retry == Retry::Never => {
                 tracing::warn!(code = %err.code, subcode = ?err.subcode, %step, "Meta refused; the WABA signup fails");
                 self.end_waba_signup(signup, WabaCommand::Fail(reason(&err)))

@@ -138,6 +138,15 @@ impl ProvisioningEnv {
 
     /// With the provisioner retrying on `retry` (production's delays, for a long wait).
     pub async fn with_retry(retry: RetryPolicy) -> ProvisioningEnv {
+        ProvisioningEnv::with_graph(retry, |_, graph| graph).await
+    }
+
+    /// With the provisioner's Graph client as `graph` makes it of the fixed-secret one (for
+    /// one reading the app secret as a deployed function does).
+    pub async fn with_graph(
+        retry: RetryPolicy,
+        with: impl FnOnce(&FakeMeta, GraphClient) -> GraphClient,
+    ) -> ProvisioningEnv {
         let meta = FakeMeta::start(FakeMetaConfig::default())
             .await
             .expect("fake Meta");
@@ -164,6 +173,7 @@ impl ProvisioningEnv {
             timeout: META_TIMEOUT,
         })
         .expect("graph client");
+        let graph = with(&meta, graph);
         let vault = SecretsVault::new(
             env.function_secrets(),
             env.function_env("ExchangeTokenFunction")

@@ -341,6 +341,8 @@ async fn start(config: &Config) -> Result<World> {
         ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
         ("RETRY_BASE_SECONDS", "1".to_string()),
         ("RETRY_SLOW_SECONDS", "5".to_string()),
+        ("RETRY_RATE_LIMIT_SECONDS", "2".to_string()),
+        ("RETRY_RATE_LIMIT_MAX_SECONDS", "10".to_string()),
         ("WEBHOOK_RETRY_SCHEDULE", "2,5,10,20,30,60,60".to_string()),
         ("META_TIMEOUT_MS", META_TIMEOUT_MS.to_string()),
         (

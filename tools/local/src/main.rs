@@ -246,6 +246,8 @@ async fn up(args: Args) -> Result<()> {
             // Local retries in seconds, not hours.
             ("RETRY_BASE_SECONDS", "1".to_string()),
             ("RETRY_SLOW_SECONDS", "5".to_string()),
+            ("RETRY_RATE_LIMIT_SECONDS", "2".to_string()),
+            ("RETRY_RATE_LIMIT_MAX_SECONDS", "30".to_string()),
             ("WEBHOOK_RETRY_SCHEDULE", "2,5,10,20,30,60,60".to_string()),
         ]
         .map(|(k, v)| (k.to_string(), v));

@@ -49,6 +49,8 @@ pub const LOCAL_RETRY: RetryPolicy = RetryPolicy {
     // In-process handlers are not stopped at a timeout; a step's Meta call is bounded by the
     // Meta client's timeout (5 s locally).
     step_settle_seconds: 6,
+    rate_limit_seconds: 2,
+    rate_limit_max_seconds: 30,
 };
 pub const LOCAL_WEBHOOK_RETRIES: [u32; 7] = [2, 5, 10, 20, 30, 60, 60];
 

@@ -11,7 +11,7 @@ const TEMPLATE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tem
 
 /// A whole-number property of a resource of template.yaml (`VisibilityTimeout`,
 /// `maxReceiveCount`, ...).
-fn template_setting(resource: &str, key: &str) -> u32 {
+pub(super) fn template_setting(resource: &str, key: &str) -> u32 {
     let header = format!("  {resource}:");
     let mut lines = TEMPLATE.lines().skip_while(|line| *line != header);
     assert!(lines.next().is_some(), "{resource} in template.yaml");
@@ -24,13 +24,13 @@ fn template_setting(resource: &str, key: &str) -> u32 {
 }
 
 /// How SQS holds a queue's messages, as template.yaml sets it up.
-struct SqsQueueSetup {
-    visibility_timeout: u32,
-    max_receive_count: u32,
+pub(super) struct SqsQueueSetup {
+    pub(super) visibility_timeout: u32,
+    pub(super) max_receive_count: u32,
 }
 
 impl SqsQueueSetup {
-    fn of(resource: &str) -> SqsQueueSetup {
+    pub(super) fn of(resource: &str) -> SqsQueueSetup {
         SqsQueueSetup {
             visibility_timeout: template_setting(resource, "VisibilityTimeout"),
             max_receive_count: template_setting(resource, "maxReceiveCount"),
@@ -39,7 +39,7 @@ impl SqsQueueSetup {
 }
 
 #[derive(Debug, PartialEq)]
-enum Ended {
+pub(super) enum Ended {
     /// Handled and deleted at this receive.
     DeletedAt {
         receive: u32,
@@ -49,7 +49,7 @@ enum Ended {
 
 impl Given {
     /// Production delays (up to SQS's 12 h) and teardowns at once.
-    fn with_production_delays(mut self) -> Given {
+    pub(super) fn with_production_delays(mut self) -> Given {
         self.provisioner.retry = RetryPolicy {
             step_settle_seconds: 0,
             ..RetryPolicy::default()
@@ -58,7 +58,7 @@ impl Given {
     }
 
     /// As if `seconds` went by: the number's times move that far into the past.
-    fn pass(&self, seconds: u32) {
+    pub(super) fn pass(&self, seconds: u32) {
         let ago = chrono::Duration::seconds(i64::from(seconds));
         let mut number = self.now();
         number.created_at -= ago;
@@ -82,7 +82,12 @@ impl Given {
     /// `body` received from `queue` (set up as template.yaml's `resource`) again and again,
     /// time passing between receives as SQS keeps the message invisible, until the handler
     /// deletes it or it dead-letters. Every delay asked for is checked against SQS's rule.
-    async fn receive_until_it_ends(&self, queue: Queue, resource: &str, body: &str) -> Ended {
+    pub(super) async fn receive_until_it_ends(
+        &self,
+        queue: Queue,
+        resource: &str,
+        body: &str,
+    ) -> Ended {
         let setup = SqsQueueSetup::of(resource);
         for receive in 1..=setup.max_receive_count {
             let asked_before = self.queue().delays().len() + self.queue().refused().len();
@@ -102,7 +107,7 @@ impl Given {
     }
 
     /// Every delay asked for, each within what SQS allows after a receive, none refused.
-    fn delays_within_sqs_limit(&self) -> Vec<u32> {
+    pub(super) fn delays_within_sqs_limit(&self) -> Vec<u32> {
         assert_eq!(self.queue().refused(), vec![], "delays SQS refuses");
         let delays: Vec<u32> = self.queue().delays().into_iter().map(|d| d.2).collect();
         let longest = MAX_REDELIVERY_DELAY_SECONDS - REDELIVERY_MARGIN_SECONDS;
@@ -112,7 +117,7 @@ impl Given {
 }
 
 /// The message as the event source mapping hands it over at its `receive`th receive.
-fn received(body: &str, receive: u32) -> SqsEvent {
+pub(super) fn received(body: &str, receive: u32) -> SqsEvent {
     let mut message = SqsMessage::default();
     message.message_id = Some("m-1".into());
     message.receipt_handle = Some(format!("receipt-{receive}"));

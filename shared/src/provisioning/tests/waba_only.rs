@@ -414,6 +414,37 @@ async fn meta_refusing_the_exchange_fails_the_signup_with_meta_s_reason_and_list
 }
 
 #[tokio::test]
+async fn an_exchange_refused_for_the_app_secret_is_retried_while_the_code_lives() {
+    // Given Meta refusing the app secret once (reset by the app's owner)
+    let given = given_waba_signup(&["2001"], 0).await;
+    let refused = MetaError::from_envelope(
+        400,
+        101,
+        None,
+        false,
+        "Error validating client secret.".into(),
+    )
+    .on_code_exchange();
+    given
+        .provisioner
+        .meta
+        .fail_next(MetaCallKind::ExchangeCode, refused);
+
+    // When the signup runs, and runs again
+    let first = given.run().await;
+    let retry = given.run().await;
+
+    // Then it waited instead of failing, and its retry exchanged the code and went on
+    assert!(matches!(first, Outcome::RetryAfter(_)), "{first:?}");
+    assert_eq!(retry, Outcome::Done);
+    assert_eq!(given.provisioner.meta.count(MetaCallKind::ExchangeCode), 2);
+    assert!(matches!(
+        given.now().await.outcome,
+        Some(WabaOutcome::Completed { .. })
+    ));
+}
+
+#[tokio::test]
 async fn a_listing_meta_refuses_fails_the_signup_and_deletes_its_token() {
     let given = given_waba_signup(&["2001"], 0).await;
     given

@@ -703,6 +703,56 @@ async fn an_app_secret_put_in_place_after_start_is_used_without_a_restart() {
 }
 
 #[tokio::test]
+async fn a_signup_just_after_the_app_secret_was_reset_reaches_active_in_a_warm_function() {
+    use std::sync::Arc;
+
+    use muchaw_shared::adapters::secrets::AppSecrets;
+    use muchaw_shared::domain::secrets::Secret;
+    use muchaw_shared::secret_cache::{Loader, MAX_AGE, SecretCache};
+
+    // Given a warm exchange function holding the old app secret, read just before the owner
+    // reset it at Meta and put the new one in `MetaAppSecret` (it may read again only 15 s on)
+    let p = ProvisioningEnv::with_graph(muchaw_tests::provisioning::test_retry(), |meta, graph| {
+        let app_secrets = |secret: &str| AppSecrets {
+            app_secret: Secret::new(secret),
+            webhook_verify_token: Secret::new("verify-me"),
+        };
+        let stored = meta.app_secret().to_string();
+        let loader: Loader = Arc::new(move || {
+            let secrets = app_secrets(&stored);
+            Box::pin(async move { Ok(secrets) })
+        });
+        let held = app_secrets("the-secret-before-the-reset");
+        graph.with_secrets(SecretCache::with_ages(
+            held,
+            loader,
+            MAX_AGE,
+            Duration::from_secs(15),
+        ))
+    })
+    .await;
+
+    // When the next signup comes
+    let (account, _, id) = signup(&p, "200000000000033").await;
+
+    // Then Meta refused the old secret, and the number still reached ACTIVE: its exchange was
+    // retried with the same code once the secret was read again
+    let number = p.settled(&account, &id, SETTLE).await;
+    assert_eq!(number.status, Status::Active, "{number:?}");
+    let exchanges = p.meta.calls_to(Route::ExchangeCode);
+    assert_eq!(
+        exchanges.first().map(|c| c.status),
+        Some(400),
+        "{exchanges:?}"
+    );
+    assert_eq!(
+        exchanges.last().map(|c| c.status),
+        Some(200),
+        "{exchanges:?}"
+    );
+}
+
+#[tokio::test]
 async fn transient_step_failures_are_in_the_number_s_history_once_per_answer_with_the_attempt() {
     // Given Meta failing the WABA subscription twice alike, then once with a rate limit
     let p = ProvisioningEnv::new().await;
