@@ -163,7 +163,7 @@ impl OauthEndpoint {
 /// store holds `stored`; it may read again `min_refresh` after its last read.
 fn warm_graph(url: &str, held: &str, stored: &str, min_refresh: Duration) -> GraphClient {
     let app_secrets = |secret: &str| AppSecrets {
-        app_secret: Secret::new(secret),
+        app_secret: crate::domain::secrets::AppSecret::new(secret),
         webhook_verify_token: Secret::new("verify-me"),
     };
     let stored = stored.to_string();

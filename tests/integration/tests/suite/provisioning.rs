@@ -714,7 +714,7 @@ async fn a_signup_just_after_the_app_secret_was_reset_reaches_active_in_a_warm_f
     // reset it at Meta and put the new one in `MetaAppSecret` (it may read again only 15 s on)
     let p = ProvisioningEnv::with_graph(muchaw_tests::provisioning::test_retry(), |meta, graph| {
         let app_secrets = |secret: &str| AppSecrets {
-            app_secret: Secret::new(secret),
+            app_secret: muchaw_shared::domain::secrets::AppSecret::new(secret),
             webhook_verify_token: Secret::new("verify-me"),
         };
         let stored = meta.app_secret().to_string();
