@@ -211,23 +211,31 @@ async fn read(response: Response) -> MetaResult<Value> {
 
 impl MetaGraph for GraphClient {
     async fn exchange_code(&self, code: &str) -> MetaResult<ExchangedToken> {
-        let secret = self.app_secret().await?;
-        let body = match self.exchange_once(code, &secret).await {
+        // A placeholder secret is refused as a wrong one, without being sent (`refused`: None).
+        let first = match self.app_secret().await {
+            Ok(secret) => self
+                .exchange_once(code, &secret)
+                .await
+                .map_err(|err| (err, Some(secret))),
+            Err(err) => Err((err, None)),
+        };
+        let body = match first {
+            Ok(body) => body,
             // Meta refuses the secret before it looks at the code, so the code is still good
             // for one more try with the secret read again: by this call, or by another one
             // refused alike a moment before (whose read this one may not repeat so soon).
-            Err(err) if err.kind == ErrorKind::ClientSecret => match &self.secrets {
+            Err((err, refused)) if err.kind == ErrorKind::ClientSecret => match &self.secrets {
                 Some(cache) => {
                     cache.refresh().await;
                     let again = self.app_secret().await?;
-                    if again.expose() == secret.expose() {
+                    if refused.is_some_and(|secret| secret.expose() == again.expose()) {
                         return Err(err);
                     }
                     self.exchange_once(code, &again).await?
                 }
                 None => return Err(err),
             },
-            other => other?,
+            Err((err, _)) => return Err(err),
         };
         let token = body
             .get("access_token")

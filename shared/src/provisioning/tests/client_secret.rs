@@ -144,6 +144,20 @@ impl OauthEndpoint {
                     },
                 ),
             )
+            // The exchange reads the number's phone with the new token: any phone is Acme's.
+            .route(
+                "/v25.0/{phone_number_id}",
+                get(
+                    |axum::extract::Path(id): axum::extract::Path<String>| async move {
+                        axum::Json(serde_json::json!({
+                            "id": id,
+                            "display_phone_number": "+55 11 99999-0000",
+                            "verified_name": "Acme",
+                            "quality_rating": "GREEN",
+                        }))
+                    },
+                ),
+            )
             .with_state((secret.to_string(), exchanges.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

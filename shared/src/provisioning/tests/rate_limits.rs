@@ -144,14 +144,22 @@ async fn a_rate_limit_lasting_hours_is_waited_out_in_growing_waits_then_the_step
     // Then every wait was at least a minute, they grew to hours, and the step ran once Meta
     // took it, well within the queue's receives
     let delays = given.delays_within_sqs_limit();
-    assert_eq!(delays.len(), 15, "{delays:?}");
+    // How many waits it takes depends on each wait's jitter.
+    let waits = delays.len();
+    assert!((10..=20).contains(&waits), "{delays:?}");
     assert!(delays.iter().all(|d| *d >= 60), "{delays:?}");
-    assert!(delays[..3].iter().all(|d| *d <= 6 * 60), "{delays:?}");
+    assert!(delays[..3].iter().all(|d| *d <= 12 * 60), "{delays:?}");
     assert!(delays.iter().sum::<u32>() >= 12 * 3600, "{delays:?}");
     let max_receive_count = SqsQueueSetup::of("SubscribeWabaQueue").max_receive_count;
-    assert_eq!(ended, Ended::DeletedAt { receive: 16 });
-    assert!(16 < max_receive_count);
-    assert_eq!(given.meta().count(MetaCallKind::SubscribeApp), 16);
+    let receives = waits + 1;
+    assert_eq!(
+        ended,
+        Ended::DeletedAt {
+            receive: receives as u32
+        }
+    );
+    assert!((receives as u32) < max_receive_count);
+    assert_eq!(given.meta().count(MetaCallKind::SubscribeApp), receives);
     assert_eq!(given.now().provisioning_step, Some(Step::RegisterNumber));
     assert_eq!(given.now().provisioning_error, None);
 }
