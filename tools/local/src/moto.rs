@@ -143,10 +143,11 @@ impl Moto {
 }
 
 /// moto answers an occasional 500 when many transactions hit it at once (real DynamoDB does
-/// not); more retry attempts than the SDK's default three absorb that.
+/// not); more retry attempts than the SDK's default three absorb that. Each configuration has
+/// connections of its own: a test's runtime ends with the test, and its pooled connections with it.
 pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .http_client(muchaw_shared::http_client::aws_http_client())
+        .http_client(muchaw_shared::http_client::aws_http_client_of_its_own())
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(10))
         .endpoint_url(endpoint)
         .region(Region::new(REGION))
