@@ -11,7 +11,7 @@
 # Every function's AWS requests go through the local AWS gateway with only its own role's rights
 # (tools/local/src/aws_proxy): the authorizer logs each grant used and each denial to
 # $MUCHAW_IAM_LOG_DIR, and the last step writes docs/LEAST-PRIVILEGE.md from it, failing on any
-# denied request and on any grant no test used that template.yaml gives no reason for.
+# denied request and listing any grant no test used that template.yaml gives no reason for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

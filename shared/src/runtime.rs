@@ -117,10 +117,11 @@ pub fn step_function_sends(step: Step) -> Vec<Queue> {
             }
         }
     }
-    // A reconnect runs the exchange, the subscription and the profile, then finishes.
+    // A reconnect runs the exchange, the subscription and the profile (registering again when
+    // Meta says the number is not), then finishes.
     if matches!(
         step,
-        Step::ExchangeToken | Step::SubscribeWaba | Step::FetchProfile
+        Step::ExchangeToken | Step::SubscribeWaba | Step::RegisterNumber | Step::FetchProfile
     ) && let Some(next) = step.next_in_reconnect().map(Queue::Step)
         && !sends.contains(&next)
     {

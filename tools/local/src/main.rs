@@ -39,7 +39,7 @@ enum Command {
         template: String,
     },
     /// Writes the least-privilege report from a run's authorizer logs (`MUCHAW_IAM_LOG_DIR`):
-    /// fails on any denied request, and on a grant no request used that the template gives no
+    /// fails on any denied request; lists each grant no request used that the template gives no
     /// reason for (`Metadata.UnexercisedGrants`).
     IamReport {
         #[arg(long)]
@@ -166,10 +166,14 @@ fn iam_report(log_dir: &std::path::Path, out: &std::path::Path, template: &str) 
             grant.function, grant.statement, grant.action, grant.resource
         );
     }
-    if !report.denials.is_empty() || !report.unexplained.is_empty() {
-        anyhow::bail!(
-            "{} denied request(s), {} unused grant(s) without a reason (see above)",
-            report.denials.len(),
+    // A denial is a defect; an unused grant may be a path this run's timing did not take
+    // (retries, races), so it is listed, and the table says it has no reason, without failing.
+    if !report.denials.is_empty() {
+        anyhow::bail!("{} denied request(s) (see above)", report.denials.len());
+    }
+    if !report.unexplained.is_empty() {
+        eprintln!(
+            "least privilege: {} grant(s) no request of this run used and template.yaml gives no reason for (listed above)",
             report.unexplained.len()
         );
     }
