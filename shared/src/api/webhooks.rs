@@ -193,11 +193,12 @@ pub async fn update<S: WebhookEndpoints>(
         None => None,
         Some(events) => Some(subscription(events)?),
     };
-    owned_endpoint(&state.store, &account, &id).await?;
+    // Bad input is a 400 whether or not the endpoint exists.
     let url = match &request.url {
         Some(raw) => Some(state.checked_url(raw).await?),
         None => None,
     };
+    owned_endpoint(&state.store, &account, &id).await?;
     let change = EndpointChange {
         url,
         events,
