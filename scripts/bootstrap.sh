@@ -29,10 +29,12 @@ fi
 CHECKOV_VENV=${CHECKOV_VENV:-.local/checkov}
 checkov_stamp="$CHECKOV_VENV/.requirements.sha256"
 checkov_want=$(sha256sum requirements-checkov.txt | cut -d' ' -f1)
-if [ "$(cat "$checkov_stamp" 2>/dev/null || true)" != "$checkov_want" ]; then
+# A venv made at another path (a moved checkout) has scripts whose interpreter is gone.
+checkov_interpreter=$(head -n1 "$CHECKOV_VENV/bin/checkov" 2>/dev/null | sed 's/^#!//' || true)
+if [ "$(cat "$checkov_stamp" 2>/dev/null || true)" != "$checkov_want" ] || [ ! -x "$checkov_interpreter" ]; then
   echo "bootstrap: installing requirements-checkov.txt into $CHECKOV_VENV" >&2
   mkdir -p "$(dirname "$CHECKOV_VENV")"
-  [ -x "$CHECKOV_VENV/bin/python" ] || python3 -m venv "$CHECKOV_VENV"
+  python3 -m venv --clear "$CHECKOV_VENV"
   "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
   "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements-checkov.txt
   echo "$checkov_want" > "$checkov_stamp"
